@@ -1,0 +1,733 @@
+//! The signed bundle format that crosses the air gap (spec: docs/bundle-format.md).
+//!
+//! A bundle is a zip archive holding exactly three entries: `manifest.json` (the
+//! signed statement), `manifest.sig` (an ed25519 signature over the DSSE
+//! pre-authentication encoding of the manifest bytes as stored) and one JSON Lines data
+//! entry (`records.jsonl` in a CIL bundle, `results.jsonl` in a return bundle) whose size
+//! and SHA-256 the manifest lists.
+//!
+//! Reading order is the security argument: scan the raw central directory (names,
+//! duplicates, special files, sizes), read the signature and the manifest bytes under
+//! size caps, verify the signature against pinned keys, only then parse the manifest
+//! strictly, hash the data entry and compare, and only then parse records (hashing
+//! again, so a file changed underneath is caught).
+
+use crate::codes::Code;
+use crate::ids::{ConfirmationId, ExtendedProductId, Guid, HostName, InstallationId};
+use crate::keys::{key_id, Trusted};
+use crate::zipscan;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use ed25519_dalek::{Signature, Signer, SigningKey};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// Format name and the only version this build reads and writes.
+pub const FORMAT: &str = "makproxy-bundle";
+pub const VERSION: u32 = 1;
+pub const MANIFEST: &str = "manifest.json";
+pub const SIGNATURE: &str = "manifest.sig";
+
+/// A bundle rejection: a stable code and what exactly was wrong.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{detail}")]
+pub struct BundleError {
+    pub code: Code,
+    pub detail: String,
+}
+
+impl BundleError {
+    pub fn new(code: Code, detail: &str) -> Self {
+        Self { code, detail: crate::sanitize::escape(detail).into_owned() }
+    }
+    fn io(e: io::Error) -> Self {
+        Self::new(Code::BndUnreadable, &e.to_string())
+    }
+}
+
+/// Which way a bundle travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// secure → online: records to activate.
+    Cil,
+    /// online → secure: a CID or an error per record.
+    Return,
+}
+
+impl Kind {
+    /// DSSE payload type; distinct per kind so one can never pass as the other.
+    pub fn payload_type(self) -> &'static str {
+        match self {
+            Kind::Cil => "application/vnd.makproxy.cil-manifest+json; version=1",
+            Kind::Return => "application/vnd.makproxy.return-manifest+json; version=1",
+        }
+    }
+    pub fn data_entry(self) -> &'static str {
+        match self {
+            Kind::Cil => "records.jsonl",
+            Kind::Return => "results.jsonl",
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Cil => "cil",
+            Kind::Return => "return",
+        }
+    }
+    fn other(self) -> Kind {
+        match self {
+            Kind::Cil => Kind::Return,
+            Kind::Return => Kind::Cil,
+        }
+    }
+}
+
+/// DSSE v1 pre-authentication encoding.
+pub fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(body.len() + payload_type.len() + 32);
+    v.extend_from_slice(format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, body.len()).as_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// One archive entry as listed in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// What a return bundle answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Answers {
+    pub bundle_id: String,
+    pub manifest_sha256: String,
+    pub site: String,
+    pub sequence: u64,
+}
+
+/// Which backend produced a return bundle's CIDs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendInfo {
+    pub name: String,
+    pub simulated: bool,
+}
+
+/// The signed statement. Everything in it is covered by the signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub kind: Kind,
+    /// 32 lower-case hex digits, random.
+    pub bundle_id: String,
+    /// The sender's site name.
+    pub site: String,
+    /// Per-sender sequence number, starting at 1.
+    pub sequence: u64,
+    pub created: String,
+    pub expires: String,
+    pub tool: String,
+    pub signer_key_id: String,
+    pub records: u64,
+    /// Names of the record fields that cross the gap in this bundle.
+    pub fields: Vec<String>,
+    pub entries: Vec<Entry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<Answers>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendInfo>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigFile {
+    format: String,
+    key_id: String,
+    signature: String,
+}
+
+/// A record of a CIL bundle: what one product needs activated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CilRecord {
+    /// 1-based position in the bundle; the secure ledger maps it back to the machine.
+    pub handle: u64,
+    pub installation_id: InstallationId,
+    pub extended_product_id: ExtendedProductId,
+    pub activation_id: Guid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    /// Only with `pack --include-hostnames`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostName>,
+}
+
+/// Where a return record's answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Obtained from the backend during this run.
+    Backend,
+    /// Served from the online journal: no activation was spent.
+    Journal,
+}
+
+/// A per-record failure in a return bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordFailure {
+    /// makproxy code, e.g. `MP-BKD-001`.
+    pub code: String,
+    /// The activation service's own code, verbatim, e.g. `0x7F`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_code: Option<String>,
+    pub message: String,
+}
+
+/// A record of a return bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnRecord {
+    pub handle: u64,
+    pub installation_id: InstallationId,
+    pub extended_product_id: ExtendedProductId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation_id: Option<ConfirmationId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<RecordFailure>,
+    pub source: Source,
+    pub simulated: bool,
+}
+
+/// Records of either kind.
+pub trait Record: DeserializeOwned + Serialize {
+    const KIND: Kind;
+    fn handle(&self) -> u64;
+    /// Cross-field checks serde cannot express.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl Record for CilRecord {
+    const KIND: Kind = Kind::Cil;
+    fn handle(&self) -> u64 {
+        self.handle
+    }
+    fn check(&self) -> Result<(), String> {
+        match &self.product {
+            Some(p) if p.len() > 256 => Err("product name longer than 256 bytes".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Record for ReturnRecord {
+    const KIND: Kind = Kind::Return;
+    fn handle(&self) -> u64 {
+        self.handle
+    }
+    fn check(&self) -> Result<(), String> {
+        match (&self.confirmation_id, &self.failure) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return Err("exactly one of confirmation_id and failure must be present".into()),
+        }
+        match &self.failure {
+            Some(f) if f.message.len() > 1024 || f.code.len() > 16 || f.service_code.as_ref().is_some_and(|s| s.len() > 32) => {
+                Err("failure text too long".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Resource limits applied while reading. The defaults allow several million records.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_archive: u64,
+    pub max_entries: usize,
+    pub max_manifest: u64,
+    pub max_signature: u64,
+    pub max_data: u64,
+    /// Largest allowed uncompressed/compressed ratio for entries over 1 MiB.
+    pub max_ratio: u64,
+    pub max_line: usize,
+    pub max_records: u64,
+    /// Allowed clock skew between the two sides, in seconds.
+    pub skew_secs: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_archive: 1 << 30,
+            max_entries: 8,
+            max_manifest: 1 << 20,
+            max_signature: 4096,
+            max_data: 3 << 30,
+            max_ratio: 200,
+            max_line: 16 * 1024,
+            max_records: 10_000_000,
+            skew_secs: 600,
+        }
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh random bundle ID.
+pub fn new_bundle_id() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("operating system RNG");
+    hex(&b)
+}
+
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.replace_nanosecond(0).unwrap_or(t).format(&Rfc3339).unwrap_or_default()
+}
+
+fn hashing_copy(mut from: impl Read, to: &mut impl Write, hasher: &mut Sha256) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut n = 0u64;
+    loop {
+        let k = from.read(&mut buf)?;
+        if k == 0 {
+            return Ok(n);
+        }
+        hasher.update(&buf[..k]);
+        to.write_all(&buf[..k])?;
+        n += k as u64;
+    }
+}
+
+/// Streams records into a temporary data file next to the output, then signs and
+/// writes the bundle. Memory use does not grow with the record count.
+pub struct BundleWriter {
+    kind: Kind,
+    data: io::BufWriter<tempfile::NamedTempFile>,
+    hasher: Sha256,
+    size: u64,
+    count: u64,
+    line: Vec<u8>,
+}
+
+/// What `finish` fills in from the caller; the writer adds entries, counts and signer.
+pub struct Header {
+    pub bundle_id: String,
+    pub site: String,
+    pub sequence: u64,
+    pub created: OffsetDateTime,
+    pub expires: OffsetDateTime,
+    pub tool: String,
+    pub fields: Vec<String>,
+    pub answers: Option<Answers>,
+    pub backend: Option<BackendInfo>,
+}
+
+/// A written bundle.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub path: PathBuf,
+    pub manifest: Manifest,
+    pub manifest_sha256: String,
+}
+
+impl BundleWriter {
+    /// Starts a bundle that will be written to `out` (the temporary data file lives in
+    /// the same directory).
+    pub fn new(out: &Path, kind: Kind) -> io::Result<Self> {
+        let dir = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let tmp = tempfile::Builder::new().prefix(".makproxy-data-").tempfile_in(dir)?;
+        Ok(Self { kind, data: io::BufWriter::with_capacity(256 * 1024, tmp), hasher: Sha256::new(), size: 0, count: 0, line: Vec::with_capacity(512) })
+    }
+
+    /// Appends one record; its handle must be the next in order.
+    pub fn push<R: Record>(&mut self, rec: &R) -> io::Result<()> {
+        debug_assert_eq!(R::KIND, self.kind);
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, rec).map_err(io::Error::other)?;
+        self.line.push(b'\n');
+        self.hasher.update(&self.line);
+        self.data.write_all(&self.line)?;
+        self.size += self.line.len() as u64;
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Signs the manifest and writes the archive to `out`, never replacing a file.
+    pub fn finish(self, header: Header, key: &SigningKey, out: &Path) -> Result<Written, BundleError> {
+        let kind = self.kind;
+        let mut data = self.data.into_inner().map_err(|e| BundleError::io(e.into_error()))?;
+        let manifest = Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            kind,
+            bundle_id: header.bundle_id,
+            site: header.site,
+            sequence: header.sequence,
+            created: rfc3339(header.created),
+            expires: rfc3339(header.expires),
+            tool: header.tool,
+            signer_key_id: key_id(&key.verifying_key()),
+            records: self.count,
+            fields: header.fields,
+            entries: vec![Entry { name: kind.data_entry().into(), size: self.size, sha256: hex(&self.hasher.finalize()) }],
+            answers: header.answers,
+            backend: header.backend,
+        };
+        let mut mbytes = serde_json::to_vec_pretty(&manifest).expect("serialisable");
+        mbytes.push(b'\n');
+        let sig = key.sign(&pae(kind.payload_type(), &mbytes));
+        let sigfile = SigFile { format: "makproxy-signature-v1".into(), key_id: manifest.signer_key_id.clone(), signature: B64.encode(sig.to_bytes()) };
+        let mut sbytes = serde_json::to_vec_pretty(&sigfile).expect("serialisable");
+        sbytes.push(b'\n');
+
+        data.as_file_mut().seek(SeekFrom::Start(0)).map_err(BundleError::io)?;
+        let res = crate::fsutil::write_new_with(out, |file| {
+            let mut z = zip::ZipWriter::new(io::BufWriter::new(file));
+            let stored = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored)
+                .unix_permissions(0o644);
+            let deflated = stored.compression_method(zip::CompressionMethod::Deflated).compression_level(Some(6));
+            z.start_file(MANIFEST, stored).map_err(io::Error::other)?;
+            z.write_all(&mbytes)?;
+            z.start_file(SIGNATURE, stored).map_err(io::Error::other)?;
+            z.write_all(&sbytes)?;
+            z.start_file(kind.data_entry(), deflated).map_err(io::Error::other)?;
+            io::copy(&mut BufReader::with_capacity(256 * 1024, data.as_file_mut()), &mut z)?;
+            let mut w = z.finish().map_err(io::Error::other)?;
+            w.flush()
+        });
+        match res {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(BundleError::new(Code::BndExists, &format!("{} already exists; bundles are never overwritten", out.display())))
+            }
+            Err(e) => return Err(BundleError::io(e)),
+        }
+        Ok(Written { path: out.to_path_buf(), manifest_sha256: sha256_hex(&mbytes), manifest })
+    }
+}
+
+/// A bundle whose signature, manifest and data hash have been verified.
+pub struct Verified {
+    pub manifest: Manifest,
+    pub manifest_sha256: String,
+    pub signer: Trusted,
+    archive: zip::ZipArchive<BufReader<File>>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Verified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verified").field("manifest", &self.manifest).field("signer", &self.signer.name).finish()
+    }
+}
+
+fn classify_name(name: &[u8], kind: Kind) -> Result<(), BundleError> {
+    let text = String::from_utf8_lossy(name);
+    let allowed = [MANIFEST, SIGNATURE, kind.data_entry()];
+    if let Ok(s) = std::str::from_utf8(name) {
+        if allowed.contains(&s) {
+            return Ok(());
+        }
+    }
+    let upper = text.to_ascii_uppercase();
+    let stem = upper.split('.').next().unwrap_or("");
+    let reserved = ["CON", "PRN", "AUX", "NUL"].contains(&stem)
+        || (stem.len() == 4 && (stem.starts_with("COM") || stem.starts_with("LPT")));
+    let path_like = text.contains('/')
+        || text.contains('\\')
+        || text.contains("..")
+        || text.contains(':')
+        || text.starts_with('/')
+        || name.contains(&0)
+        || reserved;
+    if path_like {
+        Err(BundleError::new(Code::BndPathTrick, &format!("entry {text:?} is a path or reserved name")))
+    } else if text == kind.other().data_entry() {
+        Err(BundleError::new(Code::BndWrongKind, &format!("entry {text:?} belongs to a {} bundle, not a {} bundle", kind.other().as_str(), kind.as_str())))
+    } else {
+        Err(BundleError::new(Code::BndUnexpectedEntry, &format!("entry {text:?} is not part of a {} bundle", kind.as_str())))
+    }
+}
+
+fn json_error(code_syntax: Code, what: &str, e: &serde_json::Error) -> BundleError {
+    let msg = e.to_string();
+    let code = if msg.contains("unknown field") {
+        Code::BndUnknownField
+    } else if msg.contains("duplicate field") {
+        Code::BndDuplicateKey
+    } else {
+        code_syntax
+    };
+    BundleError::new(code, &format!("{what}: {msg}"))
+}
+
+fn parse_time(what: &str, s: &str) -> Result<OffsetDateTime, BundleError> {
+    OffsetDateTime::parse(s, &Rfc3339).map_err(|_| BundleError::new(Code::BndManifestSyntax, &format!("{what} {s:?} is not an RFC 3339 time")))
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Reads and verifies a bundle of the expected kind against the pinned keys, using one
+/// clock reading `now` for every time check.
+pub fn open(path: &Path, expected: Kind, trusted: &[Trusted], now: OffsetDateTime, limits: &Limits) -> Result<Verified, BundleError> {
+    let mut file = File::open(path).map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{}: {e}", path.display())))?;
+    let len = file.metadata().map_err(BundleError::io)?.len();
+    if len > limits.max_archive {
+        return Err(BundleError::new(Code::BndArchiveTooLarge, &format!("{len} bytes; at most {}", limits.max_archive)));
+    }
+
+    // 1. The raw central directory: names, duplicates, special files, sizes.
+    let raw = zipscan::scan(&mut file, len, limits.max_entries, 1 << 20)?;
+    let mut seen: Vec<&[u8]> = Vec::new();
+    for e in &raw {
+        if seen.iter().any(|n| n.eq_ignore_ascii_case(&e.name)) {
+            return Err(BundleError::new(Code::BndDuplicateEntry, &format!("entry {:?} appears twice", String::from_utf8_lossy(&e.name))));
+        }
+        seen.push(&e.name);
+        if e.is_special() {
+            return Err(BundleError::new(Code::BndSpecialEntry, &format!("entry {:?} is not a regular file", String::from_utf8_lossy(&e.name))));
+        }
+        classify_name(&e.name, expected)?;
+        if e.flags & 0x1 != 0 || !matches!(e.method, 0 | 8) {
+            return Err(BundleError::new(Code::BndUnsupportedZip, "encrypted entry or unsupported compression method"));
+        }
+        let cap = if e.name == MANIFEST.as_bytes() {
+            limits.max_manifest
+        } else if e.name == SIGNATURE.as_bytes() {
+            limits.max_signature
+        } else {
+            limits.max_data
+        };
+        let ratio_bomb = e.uncompressed > (1 << 20) && e.uncompressed / e.compressed.max(1) > limits.max_ratio;
+        if e.uncompressed > cap || ratio_bomb {
+            return Err(BundleError::new(Code::BndEntryTooLarge, &format!("entry {:?} declares {} bytes from {} compressed", String::from_utf8_lossy(&e.name), e.uncompressed, e.compressed)));
+        }
+    }
+    for required in [SIGNATURE, MANIFEST] {
+        if !raw.iter().any(|e| e.name == required.as_bytes()) {
+            return Err(BundleError::new(Code::BndMissingEntry, &format!("no {required} entry")));
+        }
+    }
+    file.seek(SeekFrom::Start(0)).map_err(BundleError::io)?;
+    let mut archive = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| BundleError::new(Code::BndUnreadable, &e.to_string()))?;
+    if archive.len() != raw.len() || raw.iter().any(|e| std::str::from_utf8(&e.name).map_or(true, |n| archive.index_for_name(n).is_none())) {
+        return Err(BundleError::new(Code::BndUnreadable, "archive reads differently from its central directory"));
+    }
+
+    // 2. Signature and manifest bytes, under caps; verify before parsing.
+    let sbytes = read_entry(&mut archive, SIGNATURE, limits.max_signature)?;
+    let mbytes = read_entry(&mut archive, MANIFEST, limits.max_manifest)?;
+    let sig: SigFile = serde_json::from_slice(&sbytes).map_err(|e| BundleError::new(Code::BndSigMalformed, &e.to_string()))?;
+    if sig.format != "makproxy-signature-v1" || !is_hex(&sig.key_id, 16) {
+        return Err(BundleError::new(Code::BndSigMalformed, "unknown signature format or key ID"));
+    }
+    let sig_raw: [u8; 64] = B64
+        .decode(sig.signature.as_bytes())
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| BundleError::new(Code::BndSigMalformed, "signature is not 64 base64-encoded bytes"))?;
+    let signature = Signature::from_bytes(&sig_raw);
+    let signer = trusted.iter().find(|t| t.key.key_id() == sig.key_id).ok_or_else(|| {
+        let names: Vec<&str> = trusted.iter().map(|t| t.name.as_str()).collect();
+        BundleError::new(
+            Code::BndUntrustedKey,
+            &format!("signed by key ID {} which is not trusted here (trusted: {})", sig.key_id, if names.is_empty() { "none".into() } else { names.join(", ") }),
+        )
+    })?;
+    if signer.key.key.verify_strict(&pae(expected.payload_type(), &mbytes), &signature).is_err() {
+        if signer.key.key.verify_strict(&pae(expected.other().payload_type(), &mbytes), &signature).is_ok() {
+            return Err(BundleError::new(Code::BndWrongKind, &format!("this is a {} bundle; a {} bundle was expected", expected.other().as_str(), expected.as_str())));
+        }
+        return Err(BundleError::new(Code::BndSigInvalid, &format!("signature by {:?} does not verify over manifest.json", signer.name)));
+    }
+
+    // 3. Parse the verified manifest strictly.
+    let text = std::str::from_utf8(&mbytes).map_err(|_| BundleError::new(Code::BndManifestSyntax, "manifest is not UTF-8"))?;
+    #[derive(Deserialize)]
+    struct Probe {
+        format: String,
+        version: u32,
+    }
+    let probe: Probe = serde_json::from_str(text).map_err(|e| json_error(Code::BndManifestSyntax, "manifest", &e))?;
+    if probe.format != FORMAT || probe.version != VERSION {
+        return Err(BundleError::new(Code::BndVersion, &format!("format {:?} version {}; this build reads {FORMAT} version {VERSION}", probe.format, probe.version)));
+    }
+    let manifest: Manifest = serde_json::from_str(text).map_err(|e| json_error(Code::BndManifestSyntax, "manifest", &e))?;
+    check_manifest(&manifest, expected, now, limits)?;
+
+    // 4. Closed world: the archive holds exactly the listed entries plus manifest and signature.
+    let listed: Vec<&str> = manifest.entries.iter().map(|e| e.name.as_str()).collect();
+    for e in &raw {
+        let n = String::from_utf8_lossy(&e.name);
+        if n != MANIFEST && n != SIGNATURE && !listed.contains(&n.as_ref()) {
+            return Err(BundleError::new(Code::BndUnexpectedEntry, &format!("entry {n:?} is not listed in the manifest")));
+        }
+    }
+    for entry in &manifest.entries {
+        let Some(rawe) = raw.iter().find(|r| r.name == entry.name.as_bytes()) else {
+            return Err(BundleError::new(Code::BndMissingEntry, &format!("listed entry {:?} is missing", entry.name)));
+        };
+        if rawe.uncompressed != entry.size {
+            return Err(BundleError::new(Code::BndEntrySize, &format!("entry {:?} is {} bytes in the archive, {} in the manifest", entry.name, rawe.uncompressed, entry.size)));
+        }
+        let got = hash_entry(&mut archive, &entry.name, entry.size)?;
+        if got != entry.sha256 {
+            return Err(BundleError::new(Code::BndEntryHash, &format!("entry {:?} does not match its SHA-256 in the signed manifest", entry.name)));
+        }
+    }
+    Ok(Verified { manifest, manifest_sha256: sha256_hex(&mbytes), signer: signer.clone(), archive, limits: limits.clone() })
+}
+
+fn check_manifest(m: &Manifest, expected: Kind, now: OffsetDateTime, limits: &Limits) -> Result<(), BundleError> {
+    let bad = |d: &str| BundleError::new(Code::BndInconsistent, d);
+    if m.kind != expected {
+        return Err(BundleError::new(Code::BndWrongKind, &format!("manifest says {}; a {} bundle was expected", m.kind.as_str(), expected.as_str())));
+    }
+    if !is_hex(&m.bundle_id, 32) {
+        return Err(bad("bundle_id must be 32 lower-case hex digits"));
+    }
+    crate::keys::valid_site(&m.site).map_err(|_| bad("invalid site name"))?;
+    if m.sequence == 0 || m.records > limits.max_records || m.tool.len() > 128 || m.fields.len() > 32 {
+        return Err(bad("sequence, record count, tool or fields out of range"));
+    }
+    if m.entries.len() != 1 || m.entries[0].name != expected.data_entry() || !is_hex(&m.entries[0].sha256, 64) {
+        return Err(bad(&format!("a {} bundle lists exactly one entry, {}", expected.as_str(), expected.data_entry())));
+    }
+    match (expected, &m.answers, &m.backend) {
+        (Kind::Cil, None, None) => {}
+        (Kind::Return, Some(a), Some(b)) => {
+            if !is_hex(&a.bundle_id, 32) || !is_hex(&a.manifest_sha256, 64) || b.name.len() > 64 {
+                return Err(bad("answers or backend block malformed"));
+            }
+        }
+        _ => return Err(bad("answers/backend present exactly in return bundles")),
+    }
+    let created = parse_time("created", &m.created)?;
+    let expires = parse_time("expires", &m.expires)?;
+    let skew = time::Duration::seconds(limits.skew_secs);
+    if expires <= created || expires - created > time::Duration::days(400) {
+        return Err(bad("expires must follow created by at most 400 days"));
+    }
+    if created > now + skew {
+        return Err(BundleError::new(Code::BndNotYetValid, &format!("created {} is in the future (clock now {})", m.created, rfc3339(now))));
+    }
+    if now > expires + skew {
+        return Err(BundleError::new(Code::BndExpired, &format!("expired {} (clock now {})", m.expires, rfc3339(now))));
+    }
+    Ok(())
+}
+
+fn read_entry(archive: &mut zip::ZipArchive<BufReader<File>>, name: &str, cap: u64) -> Result<Vec<u8>, BundleError> {
+    let mut f = archive.by_name(name).map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
+    let declared = f.size();
+    let mut v = Vec::with_capacity(declared.min(cap) as usize);
+    (&mut f).take(cap + 1).read_to_end(&mut v).map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
+    if v.len() as u64 > cap {
+        return Err(BundleError::new(Code::BndEntryTooLarge, &format!("{name} exceeds {cap} bytes")));
+    }
+    if v.len() as u64 != declared {
+        return Err(BundleError::new(Code::BndEntrySize, &format!("{name}: {} bytes read, {declared} declared", v.len())));
+    }
+    Ok(v)
+}
+
+fn hash_entry(archive: &mut zip::ZipArchive<BufReader<File>>, name: &str, size: u64) -> Result<String, BundleError> {
+    let f = archive.by_name(name).map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
+    let mut hasher = Sha256::new();
+    let n = hashing_copy(f.take(size + 1), &mut io::sink(), &mut hasher).map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
+    if n != size {
+        return Err(BundleError::new(Code::BndEntrySize, &format!("{name}: {n} bytes read, {size} declared")));
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+impl Verified {
+    /// Parses every record in order, calling `f` for each. Handles must run 1..=N in a
+    /// CIL bundle and strictly increase in a return bundle. The data is hashed again while
+    /// parsing; if it no longer matches, the final result is an error, so callers must
+    /// commit nothing until this returns `Ok`.
+    pub fn records<R: Record, E: From<BundleError>>(&mut self, mut f: impl FnMut(R) -> Result<(), E>) -> Result<(), E> {
+        let entry = self.manifest.entries[0].clone();
+        let zf = self.archive.by_name(&entry.name).map_err(|e| BundleError::new(Code::BndUnreadable, &e.to_string()))?;
+        let mut reader = BufReader::with_capacity(256 * 1024, zf.take(entry.size + 1));
+        let mut hasher = Sha256::new();
+        let mut line = Vec::with_capacity(512);
+        let mut count = 0u64;
+        let mut last = 0u64;
+        loop {
+            line.clear();
+            let n = (&mut reader).take(self.limits.max_line as u64 + 1).read_until(b'\n', &mut line).map_err(BundleError::io)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&line);
+            count += 1;
+            let at = |d: String| BundleError::new(Code::BndRecord, &format!("{} line {count}: {d}", entry.name));
+            if line.last() != Some(&b'\n') {
+                if n > self.limits.max_line {
+                    return Err(BundleError::new(Code::BndLineTooLong, &format!("{} line {count} exceeds {} bytes", entry.name, self.limits.max_line)).into());
+                }
+                return Err(at("line is not terminated".into()).into());
+            }
+            if count > self.manifest.records {
+                return Err(BundleError::new(Code::BndRecordCount, &format!("more than the {} records the manifest lists", self.manifest.records)).into());
+            }
+            let rec: R = serde_json::from_slice(&line[..line.len() - 1]).map_err(|e| {
+                let mut be = json_error(Code::BndRecord, &format!("{} line {count}", entry.name), &e);
+                if be.code == Code::BndManifestSyntax {
+                    be.code = Code::BndRecord;
+                }
+                be
+            })?;
+            rec.check().map_err(at)?;
+            let h = rec.handle();
+            let ordered = match R::KIND {
+                Kind::Cil => h == count,
+                Kind::Return => h > last,
+            };
+            if !ordered {
+                return Err(BundleError::new(Code::BndRecordOrder, &format!("{} line {count}: handle {h} is duplicated or out of order", entry.name)).into());
+            }
+            last = h;
+            f(rec)?;
+        }
+        if count != self.manifest.records {
+            return Err(BundleError::new(Code::BndRecordCount, &format!("{count} records; the manifest lists {}", self.manifest.records)).into());
+        }
+        if hex(&hasher.finalize()) != entry.sha256 {
+            return Err(BundleError::new(Code::BndEntryHash, &format!("{} changed while it was being read", entry.name)).into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,378 @@
+//! Each side's home folder: its ed25519 key pair, its site name, and the peer keys it
+//! trusts (pinned by name). Private keys are written owner-only and refused when
+//! readable by others; only public keys are ever exported.
+
+use crate::codes::Code;
+use crate::fsutil;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Which side of the gap a key belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Secure,
+    Online,
+}
+
+impl Role {
+    pub fn peer(self) -> Role {
+        match self {
+            Role::Secure => Role::Online,
+            Role::Online => Role::Secure,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Secure => "secure",
+            Role::Online => "online",
+        }
+    }
+}
+
+/// Key and home-folder errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    #[error("{0} is not an initialised makproxy home (run `init` first)")]
+    NoHome(PathBuf),
+    #[error("{0} is already initialised; refusing to replace its key")]
+    HomeExists(PathBuf),
+    #[error("private key {0} is accessible by other users; run `chmod 600` on it")]
+    Permissions(PathBuf),
+    #[error("{path}: {reason}")]
+    Malformed { path: PathBuf, reason: String },
+    #[error("{path} holds a {found} key; this side trusts only {expected} keys")]
+    Role { path: PathBuf, found: &'static str, expected: &'static str },
+    #[error("trust name {0:?} is invalid or already in use (letters, digits, '-', '_', '.'; up to 64)")]
+    TrustName(String),
+    #[error("this key is already trusted as {0:?}")]
+    AlreadyTrusted(String),
+    #[error("no trusted key named {0:?}")]
+    UnknownName(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl KeyError {
+    pub fn code(&self) -> Option<Code> {
+        Some(match self {
+            KeyError::NoHome(_) => Code::KeyNoHome,
+            KeyError::HomeExists(_) => Code::KeyHomeExists,
+            KeyError::Permissions(_) => Code::KeyPermissions,
+            KeyError::Malformed { .. } => Code::KeyMalformed,
+            KeyError::Role { .. } => Code::KeyRole,
+            KeyError::TrustName(_) => Code::KeyTrustName,
+            KeyError::AlreadyTrusted(_) => Code::KeyAlreadyTrusted,
+            KeyError::UnknownName(_) => Code::KeyUnknownName,
+            KeyError::Io { .. } => return None,
+        })
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io { path: path.to_path_buf(), source }
+}
+
+/// A public key with its role and the site name its owner chose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    pub role: Role,
+    pub site: String,
+    pub key: VerifyingKey,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublicKeyFile {
+    format: String,
+    version: u32,
+    role: Role,
+    site: String,
+    key: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretKeyFile {
+    format: String,
+    version: u32,
+    role: Role,
+    key: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HomeConfig {
+    format: String,
+    version: u32,
+    role: Role,
+    site: String,
+}
+
+/// Computes the 16-hex-digit key ID (first 8 bytes of SHA-256 of the key).
+pub fn key_id(key: &VerifyingKey) -> String {
+    let h = Sha256::digest(key.as_bytes());
+    h[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl PublicKey {
+    /// Key ID carried in bundles as a lookup hint.
+    pub fn key_id(&self) -> String {
+        key_id(&self.key)
+    }
+    /// A short fingerprint to read aloud: the key ID in four groups, upper case.
+    pub fn fingerprint(&self) -> String {
+        let id = self.key_id().to_ascii_uppercase();
+        id.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap_or("")).collect::<Vec<_>>().join("-")
+    }
+    pub fn to_file_bytes(&self) -> Vec<u8> {
+        let f = PublicKeyFile {
+            format: "makproxy-public-key".into(),
+            version: 1,
+            role: self.role,
+            site: self.site.clone(),
+            key: B64.encode(self.key.as_bytes()),
+        };
+        let mut v = serde_json::to_vec_pretty(&f).expect("serialisable");
+        v.push(b'\n');
+        v
+    }
+    pub fn from_file_bytes(path: &Path, bytes: &[u8]) -> Result<Self, KeyError> {
+        let bad = |reason: String| KeyError::Malformed { path: path.to_path_buf(), reason };
+        if bytes.len() > 4096 {
+            return Err(bad("larger than a public key file can be".into()));
+        }
+        let f: PublicKeyFile = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if f.format != "makproxy-public-key" || f.version != 1 {
+            return Err(bad(format!("unsupported format {:?} version {}", f.format, f.version)));
+        }
+        valid_site(&f.site).map_err(|_| bad("invalid site name".into()))?;
+        let raw = B64.decode(f.key.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        let arr: [u8; 32] = raw.try_into().map_err(|_| bad("key is not 32 bytes".into()))?;
+        let key = VerifyingKey::from_bytes(&arr).map_err(|e| bad(e.to_string()))?;
+        if key.is_weak() {
+            return Err(bad("weak (small-order) key".into()));
+        }
+        Ok(Self { role: f.role, site: f.site, key })
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} key of site {:?}, fingerprint {}", self.role.as_str(), self.site, self.fingerprint())
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !s.starts_with('.')
+}
+
+/// Site names and trust names: letters, digits, `-`, `_`, `.`; up to 64; no leading dot.
+pub fn valid_site(s: &str) -> Result<(), KeyError> {
+    if valid_name(s) {
+        Ok(())
+    } else {
+        Err(KeyError::TrustName(s.to_string()))
+    }
+}
+
+/// A trusted peer key and the name it was pinned under.
+#[derive(Debug, Clone)]
+pub struct Trusted {
+    pub name: String,
+    pub key: PublicKey,
+}
+
+/// A side's home folder.
+#[derive(Debug, Clone)]
+pub struct Home {
+    pub dir: PathBuf,
+    pub role: Role,
+    pub site: String,
+}
+
+impl Home {
+    fn config_path(dir: &Path) -> PathBuf {
+        dir.join("home.json")
+    }
+    pub fn secret_path(&self) -> PathBuf {
+        self.dir.join("secret.key")
+    }
+    pub fn public_path(&self) -> PathBuf {
+        self.dir.join("public.key")
+    }
+    fn trust_dir(&self) -> PathBuf {
+        self.dir.join("trust")
+    }
+
+    /// Creates the home folder and a fresh key pair.
+    pub fn init(dir: &Path, role: Role, site: &str) -> Result<(Home, PublicKey), KeyError> {
+        valid_site(site)?;
+        if Self::config_path(dir).exists() {
+            return Err(KeyError::HomeExists(dir.to_path_buf()));
+        }
+        fsutil::create_private_dir(dir).map_err(io_err(dir))?;
+        let home = Home { dir: dir.to_path_buf(), role, site: site.to_string() };
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| KeyError::Io { path: dir.to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
+        let signing = SigningKey::from_bytes(&seed);
+        let secret = SecretKeyFile { format: "makproxy-secret-key".into(), version: 1, role, key: B64.encode(seed) };
+        seed.fill(0);
+        let sp = home.secret_path();
+        fsutil::write_secret(&sp, &serde_json::to_vec(&secret).expect("serialisable")).map_err(io_err(&sp))?;
+        let public = PublicKey { role, site: site.to_string(), key: signing.verifying_key() };
+        let pp = home.public_path();
+        fsutil::write_atomic(&pp, &public.to_file_bytes()).map_err(io_err(&pp))?;
+        fs::create_dir_all(home.trust_dir()).map_err(io_err(dir))?;
+        let cfg = HomeConfig { format: "makproxy-home".into(), version: 1, role, site: site.to_string() };
+        let cp = Self::config_path(dir);
+        // Written last: a home is initialised only once everything above exists.
+        fsutil::write_atomic(&cp, &serde_json::to_vec_pretty(&cfg).expect("serialisable")).map_err(io_err(&cp))?;
+        Ok((home, public))
+    }
+
+    /// Opens an initialised home folder of the given role.
+    pub fn open(dir: &Path, role: Role) -> Result<Home, KeyError> {
+        let cp = Self::config_path(dir);
+        let bytes = fs::read(&cp).map_err(|_| KeyError::NoHome(dir.to_path_buf()))?;
+        let cfg: HomeConfig = serde_json::from_slice(&bytes)
+            .map_err(|e| KeyError::Malformed { path: cp.clone(), reason: e.to_string() })?;
+        if cfg.role != role {
+            return Err(KeyError::Role { path: cp, found: cfg.role.as_str(), expected: role.as_str() });
+        }
+        Ok(Home { dir: dir.to_path_buf(), role, site: cfg.site })
+    }
+
+    /// Loads the signing key, refusing one that others can read.
+    pub fn signing_key(&self) -> Result<SigningKey, KeyError> {
+        let p = self.secret_path();
+        if fsutil::is_exposed(&p).map_err(io_err(&p))? {
+            return Err(KeyError::Permissions(p));
+        }
+        let bytes = fs::read(&p).map_err(io_err(&p))?;
+        let bad = |reason: String| KeyError::Malformed { path: p.clone(), reason };
+        let f: SecretKeyFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        if f.format != "makproxy-secret-key" || f.version != 1 || f.role != self.role {
+            return Err(bad("not a secret key of this side".into()));
+        }
+        let raw = B64.decode(f.key.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        let seed: [u8; 32] = raw.try_into().map_err(|_| bad("key is not 32 bytes".into()))?;
+        Ok(SigningKey::from_bytes(&seed))
+    }
+
+    pub fn public_key(&self) -> Result<PublicKey, KeyError> {
+        let p = self.public_path();
+        let bytes = fs::read(&p).map_err(io_err(&p))?;
+        PublicKey::from_file_bytes(&p, &bytes)
+    }
+
+    /// Pins a peer's public key file under `name`.
+    pub fn trust_add(&self, file: &Path, name: &str) -> Result<Trusted, KeyError> {
+        if !valid_name(name) {
+            return Err(KeyError::TrustName(name.to_string()));
+        }
+        let bytes = fs::read(file).map_err(io_err(file))?;
+        let key = PublicKey::from_file_bytes(file, &bytes)?;
+        if key.role != self.role.peer() {
+            return Err(KeyError::Role { path: file.to_path_buf(), found: key.role.as_str(), expected: self.role.peer().as_str() });
+        }
+        for t in self.trusted()? {
+            if t.key.key == key.key {
+                return Err(KeyError::AlreadyTrusted(t.name));
+            }
+            if t.name.eq_ignore_ascii_case(name) {
+                return Err(KeyError::TrustName(name.to_string()));
+            }
+        }
+        let dir = self.trust_dir();
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let p = dir.join(format!("{name}.pub"));
+        fsutil::write_atomic(&p, &key.to_file_bytes()).map_err(io_err(&p))?;
+        Ok(Trusted { name: name.to_string(), key })
+    }
+
+    pub fn trust_remove(&self, name: &str) -> Result<(), KeyError> {
+        if !valid_name(name) {
+            return Err(KeyError::TrustName(name.to_string()));
+        }
+        let p = self.trust_dir().join(format!("{name}.pub"));
+        if !p.exists() {
+            return Err(KeyError::UnknownName(name.to_string()));
+        }
+        fs::remove_file(&p).map_err(io_err(&p))?;
+        fsutil::sync_dir(&self.trust_dir()).map_err(io_err(&p))
+    }
+
+    /// All pinned peer keys, sorted by name.
+    pub fn trusted(&self) -> Result<Vec<Trusted>, KeyError> {
+        let dir = self.trust_dir();
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(KeyError::Io { path: dir, source: e }),
+        };
+        for entry in rd {
+            let entry = entry.map_err(io_err(&dir))?;
+            let p = entry.path();
+            let Some(name) = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".pub")) else { continue };
+            if !valid_name(name) {
+                continue;
+            }
+            let bytes = fs::read(&p).map_err(io_err(&p))?;
+            let key = PublicKey::from_file_bytes(&p, &bytes)?;
+            if key.role == self.role.peer() {
+                out.push(Trusted { name: name.to_string(), key });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_trust_and_permissions() {
+        let t = tempfile::tempdir().unwrap();
+        let (secure, spub) = Home::init(&t.path().join("s"), Role::Secure, "plant-a").unwrap();
+        let (online, opub) = Home::init(&t.path().join("o"), Role::Online, "gateway").unwrap();
+        assert!(matches!(Home::init(&secure.dir, Role::Secure, "x"), Err(KeyError::HomeExists(_))));
+        assert_eq!(spub.fingerprint().len(), 19);
+        assert_eq!(secure.signing_key().unwrap().verifying_key(), spub.key);
+
+        // a secure home cannot trust another secure key
+        let e = secure.trust_add(&secure.public_path(), "me").unwrap_err();
+        assert_eq!(e.code(), Some(Code::KeyRole));
+        secure.trust_add(&online.public_path(), "gw").unwrap();
+        assert_eq!(secure.trust_add(&online.public_path(), "gw2").unwrap_err().code(), Some(Code::KeyAlreadyTrusted));
+        assert_eq!(secure.trust_add(&online.public_path(), "../x").unwrap_err().code(), Some(Code::KeyTrustName));
+        let list = secure.trusted().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].key, opub);
+        secure.trust_remove("gw").unwrap();
+        assert!(secure.trusted().unwrap().is_empty());
+        assert_eq!(secure.trust_remove("gw").unwrap_err().code(), Some(Code::KeyUnknownName));
+
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(secure.secret_path()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            fs::set_permissions(secure.secret_path(), fs::Permissions::from_mode(0o644)).unwrap();
+            assert_eq!(secure.signing_key().unwrap_err().code(), Some(Code::KeyPermissions));
+        }
+        assert!(matches!(Home::open(&online.dir, Role::Secure), Err(KeyError::Role { .. })));
+    }
+}

@@ -1,0 +1,18 @@
+//! makproxy-core: the pieces both sides of the air gap share — identifiers, stable error
+//! codes, keys and trust, crash-safe file writing, escaping of untrusted text, and the
+//! signed bundle format. No network and no database code lives here.
+
+pub mod bundle;
+pub mod codes;
+pub mod fsutil;
+pub mod ids;
+pub mod keys;
+pub mod sanitize;
+pub mod zipscan;
+
+pub use codes::Code;
+
+/// Tool name and version recorded in bundles.
+pub fn tool_version(binary: &str) -> String {
+    format!("{binary} {}", env!("CARGO_PKG_VERSION"))
+}

@@ -1,0 +1,113 @@
+//! An independent reading of a zip file's central directory.
+//!
+//! The zip crate keeps only one of two same-named entries and accepts names that are
+//! paths; this scanner sees every raw entry so the bundle reader can reject
+//! duplicates, special files, encryption and zip64 before the zip crate is used to
+//! inflate anything.
+
+use crate::bundle::BundleError;
+use crate::codes::Code;
+use std::io::{Read, Seek, SeekFrom};
+
+/// One central-directory record, as stored.
+#[derive(Debug, Clone)]
+pub struct RawEntry {
+    pub name: Vec<u8>,
+    pub made_by: u16,
+    pub flags: u16,
+    pub method: u16,
+    pub compressed: u64,
+    pub uncompressed: u64,
+    pub external_attrs: u32,
+}
+
+impl RawEntry {
+    /// Unix symlink, or any non-regular file type recorded by a Unix archiver.
+    pub fn is_special(&self) -> bool {
+        let host = self.made_by >> 8;
+        let unix_mode = self.external_attrs >> 16;
+        let dos_dir = self.external_attrs & 0x10 != 0;
+        let unix_special = host == 3 && unix_mode != 0 && (unix_mode & 0o170000) != 0o100000;
+        self.name.ends_with(b"/") || dos_dir || unix_special
+    }
+}
+
+fn u16le(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn u32le(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn unreadable(detail: &str) -> BundleError {
+    BundleError::new(Code::BndUnreadable, detail)
+}
+
+/// Reads the central directory of `r` (whose total length is `len`).
+pub fn scan<R: Read + Seek>(r: &mut R, len: u64, max_entries: usize, max_cd: u64) -> Result<Vec<RawEntry>, BundleError> {
+    const EOCD: [u8; 4] = [0x50, 0x4b, 0x05, 0x06];
+    if len < 22 {
+        return Err(unreadable("file is too short to be a zip archive"));
+    }
+    let tail_len = len.min(22 + 65535);
+    let mut tail = vec![0u8; tail_len as usize];
+    r.seek(SeekFrom::Start(len - tail_len)).map_err(|e| unreadable(&e.to_string()))?;
+    r.read_exact(&mut tail).map_err(|e| unreadable(&e.to_string()))?;
+    let pos = (0..=tail.len() - 22)
+        .rev()
+        .find(|&i| tail[i..i + 4] == EOCD && i + 22 + u16le(&tail, i + 20) as usize == tail.len())
+        .ok_or_else(|| unreadable("no end-of-central-directory record (truncated?)"))?;
+    let e = &tail[pos..];
+    let (disk, cd_disk, on_disk, total) = (u16le(e, 4), u16le(e, 6), u16le(e, 8), u16le(e, 10));
+    let (cd_size, cd_offset) = (u32le(e, 12), u32le(e, 16));
+    if total == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF {
+        return Err(BundleError::new(Code::BndUnsupportedZip, "zip64 archives are not used by this format"));
+    }
+    if pos >= 20 && tail[pos - 20..pos - 16] == [0x50, 0x4b, 0x06, 0x07] {
+        return Err(BundleError::new(Code::BndUnsupportedZip, "zip64 locator present"));
+    }
+    if disk != 0 || cd_disk != 0 || on_disk != total {
+        return Err(BundleError::new(Code::BndUnsupportedZip, "multi-disk archive"));
+    }
+    if total as usize > max_entries {
+        return Err(BundleError::new(Code::BndTooManyEntries, &format!("{total} entries; at most {max_entries}")));
+    }
+    let eocd_at = len - tail_len + pos as u64;
+    if u64::from(cd_offset) + u64::from(cd_size) > eocd_at || u64::from(cd_size) > max_cd {
+        return Err(unreadable("central directory lies outside the archive"));
+    }
+    let mut cd = vec![0u8; cd_size as usize];
+    r.seek(SeekFrom::Start(u64::from(cd_offset))).map_err(|e| unreadable(&e.to_string()))?;
+    r.read_exact(&mut cd).map_err(|e| unreadable(&e.to_string()))?;
+    let mut out = Vec::with_capacity(total as usize);
+    let mut at = 0usize;
+    while at < cd.len() {
+        if cd.len() - at < 46 || cd[at..at + 4] != [0x50, 0x4b, 0x01, 0x02] {
+            return Err(unreadable("corrupt central directory record"));
+        }
+        let name_len = u16le(&cd, at + 28) as usize;
+        let extra_len = u16le(&cd, at + 30) as usize;
+        let comment_len = u16le(&cd, at + 32) as usize;
+        let end = at + 46 + name_len + extra_len + comment_len;
+        if end > cd.len() {
+            return Err(unreadable("corrupt central directory record"));
+        }
+        out.push(RawEntry {
+            made_by: u16le(&cd, at + 4),
+            flags: u16le(&cd, at + 8),
+            method: u16le(&cd, at + 10),
+            compressed: u64::from(u32le(&cd, at + 20)),
+            uncompressed: u64::from(u32le(&cd, at + 24)),
+            external_attrs: u32le(&cd, at + 38),
+            name: cd[at + 46..at + 46 + name_len].to_vec(),
+        });
+        if out.len() > max_entries {
+            return Err(BundleError::new(Code::BndTooManyEntries, "more entries than declared"));
+        }
+        at = end;
+    }
+    if out.len() != total as usize {
+        return Err(unreadable("entry count differs from the end-of-central-directory record"));
+    }
+    Ok(out)
+}
