@@ -207,6 +207,20 @@ pub fn with_check_digits(payload: &[u8], group_len: usize) -> String {
     s
 }
 
+/// `n` pseudo-random decimal digits derived from `seed` with SHA-256 (for generators).
+pub fn digits_from_seed(seed: &[u8], n: usize) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut out = Vec::with_capacity(n);
+    let mut counter = 0u32;
+    while out.len() < n {
+        let h = Sha256::new().chain_update(seed).chain_update(counter.to_le_bytes()).finalize();
+        out.extend(h.iter().filter(|b| **b < 250).map(|b| b % 10));
+        counter += 1;
+    }
+    out.truncate(n);
+    out
+}
+
 /// An extended product ID (WMI `ProductKeyID`), e.g.
 /// `03612-03305-317-008912-02-1033-9200.0000-0662023`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

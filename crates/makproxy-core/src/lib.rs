@@ -7,6 +7,7 @@ pub mod codes;
 pub mod fsutil;
 pub mod ids;
 pub mod keys;
+pub mod records;
 pub mod sanitize;
 pub mod zipscan;
 

@@ -1,0 +1,112 @@
+//! The Microsoft backend against the loopback mock: the real wire format, every
+//! documented error path, and the retry rule (retry only when no response arrived).
+
+use makproxy_backend::microsoft::{Microsoft, Settings};
+use makproxy_backend::mock::{mock_cid, Behavior, MockServer};
+use makproxy_backend::{activate_with_retry, Backend, Outcome, Request, RetryPolicy};
+use makproxy_core::ids::{with_check_digits, ExtendedProductId, InstallationId};
+use makproxy_core::Code;
+use std::time::Duration;
+
+fn req(seed: u8) -> Request {
+    let payload: Vec<u8> = (0..54).map(|i| ((i as u8).wrapping_mul(7).wrapping_add(seed)) % 10).collect();
+    Request {
+        iid: InstallationId::parse(&with_check_digits(&payload, 7)).unwrap(),
+        epid: ExtendedProductId::parse("03612-03305-317-008912-02-1033-9200.0000-0662023").unwrap(),
+    }
+}
+
+fn client(mock: &MockServer, timeout_ms: u64) -> Microsoft {
+    Microsoft::new(&Settings { endpoint: mock.url.clone(), proxy: None, timeout: Duration::from_millis(timeout_ms) }).unwrap()
+}
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy { attempts: 3, first_delay: Duration::from_millis(10) }
+}
+
+#[test]
+fn obtains_a_cid_and_the_digest_verifies() {
+    let mock = MockServer::start();
+    let ms = client(&mock, 5000);
+    let r = req(1);
+    let Outcome::Cid(cid) = ms.activate(&r) else { panic!("expected a CID") };
+    assert_eq!(cid.digits(), mock_cid(r.iid.digits()));
+    assert_eq!(mock.bad_digests(), 0);
+    assert_eq!(mock.requests_for(r.iid.digits()), 1);
+}
+
+#[test]
+fn service_error_codes_are_mapped_and_unknown_ones_kept_verbatim() {
+    let mock = MockServer::start();
+    let ms = client(&mock, 5000);
+    for (seed, code, meaning) in [(2, "0x7F", "exceeded its activation limit"), (3, "0x67", "blocked"), (4, "0x68", "invalid product key"), (5, "0x86", "key type"), (6, "0x90", "installation ID is invalid"), (7, "0xABC", "verbatim")] {
+        let r = req(seed);
+        mock.set(r.iid.digits(), Behavior::Error(code.into()));
+        let Outcome::Failed(f) = activate_with_retry(&ms, &r, &fast_retry()) else { panic!("{code}") };
+        assert_eq!(f.code, Code::BkdRefused);
+        assert_eq!(f.service_code.as_deref(), Some(code));
+        assert!(f.message.contains(meaning), "{code}: {}", f.message);
+        assert_eq!(mock.requests_for(r.iid.digits()), 1, "a refusal is never retried");
+    }
+}
+
+#[test]
+fn html_500_garbage_wrong_iid_bad_cid_and_oversized_are_per_record_failures() {
+    let mock = MockServer::start();
+    let ms = client(&mock, 5000);
+    for (seed, b, code) in [
+        (10, Behavior::Html500, Code::BkdBadResponse),
+        (11, Behavior::Garbage, Code::BkdBadResponse),
+        (12, Behavior::WrongIid, Code::BkdMismatch),
+        (13, Behavior::BadCid, Code::BkdBadCid),
+        (14, Behavior::Oversized, Code::BkdBadResponse),
+    ] {
+        let r = req(seed);
+        mock.set(r.iid.digits(), b.clone());
+        match activate_with_retry(&ms, &r, &fast_retry()) {
+            Outcome::Failed(f) => assert_eq!(f.code, code, "{b:?}: {}", f.message),
+            other => panic!("{b:?}: {other:?}"),
+        }
+        assert_eq!(mock.requests_for(r.iid.digits()), 1, "{b:?}: a response arrived, so no retry");
+    }
+}
+
+#[test]
+fn dropped_connections_are_retried_then_succeed() {
+    let mock = MockServer::start();
+    let ms = client(&mock, 5000);
+    let r = req(20);
+    mock.set(r.iid.digits(), Behavior::Drop(2));
+    assert!(matches!(activate_with_retry(&ms, &r, &fast_retry()), Outcome::Cid(_)));
+    assert_eq!(mock.requests_for(r.iid.digits()), 3);
+    let r2 = req(21);
+    mock.set(r2.iid.digits(), Behavior::Drop(10));
+    let Outcome::NoResponse(why) = activate_with_retry(&ms, &r2, &fast_retry()) else { panic!() };
+    assert!(why.contains("3 attempts"), "{why}");
+}
+
+#[test]
+fn slow_trickle_times_out_as_no_response() {
+    let mock = MockServer::start();
+    let ms = client(&mock, 300);
+    let r = req(30);
+    mock.set(r.iid.digits(), Behavior::Trickle(Duration::from_millis(20)));
+    assert!(matches!(ms.activate(&r), Outcome::NoResponse(_)));
+}
+
+#[test]
+fn connection_refused_is_no_response() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/x", l.local_addr().unwrap());
+    drop(l);
+    let ms = Microsoft::new(&Settings { endpoint: url, proxy: None, timeout: Duration::from_secs(2) }).unwrap();
+    assert!(matches!(ms.activate(&req(40)), Outcome::NoResponse(_)));
+}
+
+#[test]
+fn remaining_activations() {
+    let mock = MockServer::start();
+    mock.set_remaining(42);
+    let ms = client(&mock, 5000);
+    assert_eq!(ms.remaining(&req(1).epid).unwrap(), 42);
+}
