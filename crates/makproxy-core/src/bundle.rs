@@ -731,3 +731,19 @@ impl Verified {
         Ok(())
     }
 }
+
+/// Guesses a bundle's kind from its entry names, for commands that accept either kind.
+/// The guess only selects which verification to run; it is never trusted by itself.
+pub fn peek_kind(path: &Path, limits: &Limits) -> Result<Kind, BundleError> {
+    let mut file = File::open(path).map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{}: {e}", path.display())))?;
+    let len = file.metadata().map_err(BundleError::io)?.len();
+    if len > limits.max_archive {
+        return Err(BundleError::new(Code::BndArchiveTooLarge, &format!("{len} bytes; at most {}", limits.max_archive)));
+    }
+    let raw = zipscan::scan(&mut file, len, limits.max_entries, 1 << 20)?;
+    if raw.iter().any(|e| e.name == Kind::Return.data_entry().as_bytes()) {
+        Ok(Kind::Return)
+    } else {
+        Ok(Kind::Cil)
+    }
+}

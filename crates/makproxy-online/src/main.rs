@@ -1,1 +1,99 @@
-fn main(){}
+//! makproxy-online: the internet side. Thin glue: parse the command line, open the
+//! home folder and journal, build the backend, call the module that owns the command.
+
+mod activate;
+mod cli;
+mod journal;
+
+use clap::{CommandFactory, Parser};
+use cli::{BackendArgs, BackendName, Cli, Command};
+use makproxy_backend::microsoft::{Microsoft, Settings};
+use makproxy_backend::simulator::Simulator;
+use makproxy_backend::{Backend, RetryPolicy};
+use makproxy_cli::{CliError, Exit, Output};
+use makproxy_core::bundle::{self, Kind, Limits};
+use makproxy_core::ids::ExtendedProductId;
+use makproxy_core::keys::{Home, Role};
+use makproxy_core::sanitize::escape;
+use serde_json::json;
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = Output { json: cli.json };
+    match run(&cli, &out) {
+        Ok(code) => code.into(),
+        Err(e) => {
+            out.error(&e);
+            e.exit.into()
+        }
+    }
+}
+
+fn backend(a: &BackendArgs) -> Result<Box<dyn Backend>, CliError> {
+    Ok(match a.backend {
+        BackendName::Simulator => Box::new(Simulator::new(a.sim_fail_suffix.clone(), a.sim_activations)),
+        BackendName::Microsoft => Box::new(
+            Microsoft::new(&Settings { endpoint: a.endpoint.clone(), proxy: a.proxy.clone(), timeout: Duration::from_secs(a.timeout.max(1)) })
+                .map_err(|e| CliError::new(Exit::Usage, None, e))?,
+        ),
+    })
+}
+
+fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
+    let dir = cli.home.clone().unwrap_or_else(|| makproxy_cli::default_home(Role::Online));
+    let home = || Home::open(&dir, Role::Online).map_err(CliError::from);
+    let journal = |h: &Home| journal::open(h).map_err(|e| CliError::io("journal", e));
+    match &cli.command {
+        Command::Init(args) => {
+            let code = makproxy_cli::init(out, &dir, Role::Online, args)?;
+            journal(&home()?)?;
+            Ok(code)
+        }
+        Command::Key(k) => makproxy_cli::key(out, &home()?, k),
+        Command::Trust(t) => makproxy_cli::trust(out, &home()?, t),
+        Command::Inspect { file } => {
+            let h = home()?;
+            let mut v = bundle::open(file, Kind::Cil, &h.trusted()?, makproxy_cli::now(), &Limits::default())?;
+            makproxy_cli::describe(out, file, &mut v)
+        }
+        Command::Activate(a) => {
+            let h = home()?;
+            let b = backend(&a.backend)?;
+            let opts = activate::Options {
+                input: &a.file,
+                out: &a.out,
+                backend: b.as_ref(),
+                concurrency: a.concurrency.into(),
+                retry: RetryPolicy { attempts: a.backend.attempts.max(1), first_delay: Duration::from_millis(a.backend.retry_delay_ms) },
+                expires_days: a.expires_days,
+                check_remaining: a.check_remaining,
+                retry_failed: a.retry_failed,
+                dry_run: a.dry_run,
+            };
+            activate::run(out, &h, &mut journal(&h)?, &opts)
+        }
+        Command::Remaining { pid, backend: ba } => {
+            let epid = ExtendedProductId::parse(pid).map_err(|e| CliError::new(Exit::Usage, Some(e.code()), e.to_string()))?;
+            let b = backend(ba)?;
+            let n = b.remaining(&epid).map_err(|f| {
+                let svc = f.service_code.as_deref().map(|c| format!(" (service code {c})")).unwrap_or_default();
+                CliError::new(Exit::Error, Some(f.code), format!("{}{svc}", escape(&f.message)))
+            })?;
+            out.json(&json!({"pid": epid.as_str(), "remaining": n, "backend": b.name()}));
+            out.line(if n < 0 { format!("{}: no activation limit reported (-1; not a MAK?)", epid) } else { format!("{}: {n} activation(s) remaining", epid) });
+            Ok(Exit::Ok)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "makproxy-online", &mut std::io::stdout());
+            Ok(Exit::Ok)
+        }
+        Command::Man { out: dir } => {
+            std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir.display(), e))?;
+            clap_mangen::generate_to(Cli::command(), dir).map_err(|e| CliError::io(dir.display(), e))?;
+            out.line(format!("Wrote man pages to {}", dir.display()));
+            Ok(Exit::Ok)
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! What both binaries share at the edge: exit codes, the error report an operator
+//! sees, human/JSON output, progress bars that appear only on a terminal, and the
+//! `init`, `key` and `trust` commands (the same on both sides of the gap).
+
+use clap::{Args, Subcommand};
+use makproxy_core::keys::{Home, KeyError, PublicKey, Role};
+use makproxy_core::sanitize::escape;
+use makproxy_core::Code;
+use serde_json::json;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Documented exit codes (docs/errors.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// I/O or environment failure; nothing was rejected on security grounds.
+    Error = 1,
+    /// Command-line usage error (clap's own code).
+    Usage = 2,
+    /// A bundle, key or input was rejected on verification or security grounds.
+    Rejected = 3,
+    /// The command completed but some records failed.
+    Partial = 4,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// An error as the operator sees it: code, message, and what to do.
+#[derive(Debug)]
+pub struct CliError {
+    pub exit: Exit,
+    pub code: Option<Code>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl CliError {
+    pub fn new(exit: Exit, code: Option<Code>, message: impl Into<String>) -> Self {
+        Self { exit, code, message: message.into(), hint: None }
+    }
+    pub fn io(context: impl std::fmt::Display, e: impl std::fmt::Display) -> Self {
+        Self::new(Exit::Error, None, format!("{context}: {e}"))
+    }
+    pub fn rejected(code: Code, message: impl Into<String>) -> Self {
+        Self::new(Exit::Rejected, Some(code), message)
+    }
+    pub fn hint(mut self, h: impl Into<String>) -> Self {
+        self.hint = Some(h.into());
+        self
+    }
+}
+
+impl From<KeyError> for CliError {
+    fn from(e: KeyError) -> Self {
+        let hint = match &e {
+            KeyError::NoHome(_) => Some("run `init --site NAME` first, or pass --home / set MAKPROXY_HOME".to_string()),
+            KeyError::Permissions(p) => Some(format!("chmod 600 {}", p.display())),
+            _ => None,
+        };
+        let exit = match e.code() {
+            Some(Code::KeyPermissions | Code::KeyRole) => Exit::Rejected,
+            _ => Exit::Error,
+        };
+        CliError { exit, code: e.code(), message: e.to_string(), hint }
+    }
+}
+
+impl From<makproxy_core::bundle::BundleError> for CliError {
+    fn from(e: makproxy_core::bundle::BundleError) -> Self {
+        let exit = if e.code == Code::BndExists { Exit::Error } else { Exit::Rejected };
+        let hint = match e.code {
+            Code::BndUntrustedKey => Some("compare fingerprints with the sender and pin their key with `trust add FILE --name NAME`".to_string()),
+            Code::BndExpired => Some("ask the sender for a fresh bundle".to_string()),
+            Code::BndExists => Some("choose another --out name".to_string()),
+            _ => None,
+        };
+        CliError { exit, code: Some(e.code), message: e.detail, hint }
+    }
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints a human line (escaped) unless in JSON mode.
+    pub fn line(&self, s: impl AsRef<str>) {
+        if !self.json {
+            println!("{}", s.as_ref());
+        }
+    }
+    /// Prints a JSON document in JSON mode.
+    pub fn json(&self, v: &serde_json::Value) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
+        }
+    }
+    /// Reports an error: to stderr for people, and as JSON on stdout for scripts.
+    pub fn error(&self, e: &CliError) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&json!({"error": {"code": e.code.map(|c| c.as_str()), "exit": e.exit as u8, "message": e.message, "hint": e.hint}})).expect("serialisable"));
+        }
+        let prefix = match e.code {
+            Some(c) => format!("error[{c}]"),
+            None => "error".to_string(),
+        };
+        eprintln!("{prefix}: {}", escape(&e.message));
+        if let Some(h) = &e.hint {
+            eprintln!("  hint: {}", escape(h));
+        }
+        if let Some(c) = e.code {
+            eprintln!("  see docs/errors.md#{}", c.as_str().to_ascii_lowercase());
+        }
+    }
+    /// A progress bar on an interactive stderr, hidden otherwise.
+    pub fn progress(&self, len: u64, what: &str) -> indicatif::ProgressBar {
+        if self.json || !std::io::stderr().is_terminal() {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new(len);
+        let style = indicatif::ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()).progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_message(what.to_string());
+        bar
+    }
+}
+
+/// The default home folder for a side when neither --home nor MAKPROXY_HOME is given.
+pub fn default_home(role: Role) -> PathBuf {
+    let base = if cfg!(windows) {
+        std::env::var_os("LOCALAPPDATA").map(PathBuf::from)
+    } else {
+        std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("share")))
+    };
+    base.unwrap_or_else(|| PathBuf::from(".")).join("makproxy").join(role.as_str())
+}
+
+/// `key` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write this side's public key to FILE, to carry to the other side.
+    ///
+    /// Example: key export --out plant-a.pub
+    Export {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Show this side's public key fingerprint.
+    Show,
+}
+
+/// `trust` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Pin the other side's public key under NAME. Compare the fingerprint it prints
+    /// with the one the other side reads out before relying on it.
+    ///
+    /// Example: trust add gateway.pub --name gateway
+    Add {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// List pinned keys.
+    List,
+    /// Remove a pinned key.
+    Remove { name: String },
+}
+
+/// `init` arguments.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// This side's site name, recorded in every bundle it signs (letters, digits, - _ .).
+    #[arg(long, default_value = "default")]
+    pub site: String,
+}
+
+fn key_json(k: &PublicKey) -> serde_json::Value {
+    json!({"role": k.role.as_str(), "site": k.site, "key_id": k.key_id(), "fingerprint": k.fingerprint()})
+}
+
+/// `init`: creates the home folder and key pair, prints the fingerprint.
+pub fn init(out: &Output, dir: &Path, role: Role, args: &InitArgs) -> Result<Exit, CliError> {
+    let (home, public) = Home::init(dir, role, &args.site)?;
+    out.json(&json!({"home": home.dir, "public_key": key_json(&public)}));
+    out.line(format!("Initialised {} home {}", role.as_str(), escape(&home.dir.display().to_string())));
+    out.line(format!("Site:        {}", public.site));
+    out.line(format!("Fingerprint: {}   (read this aloud to the other side)", public.fingerprint()));
+    out.line(format!("Next: key export --out {}.pub, carry it across, and trust it there.", public.site));
+    Ok(Exit::Ok)
+}
+
+/// `key …`
+pub fn key(out: &Output, home: &Home, cmd: &KeyCommand) -> Result<Exit, CliError> {
+    let public = home.public_key()?;
+    // Loading the signing key checks its permissions, so a key export never hides a leak.
+    home.signing_key()?;
+    match cmd {
+        KeyCommand::Export { out: path } => {
+            makproxy_core::fsutil::write_new_with(path, |f| std::io::Write::write_all(f, &public.to_file_bytes())).map_err(|e| CliError::io(path.display(), e))?;
+            out.json(&json!({"written": path, "public_key": key_json(&public)}));
+            out.line(format!("Wrote public key to {}", escape(&path.display().to_string())));
+        }
+        KeyCommand::Show => {
+            out.json(&json!({"public_key": key_json(&public)}));
+        }
+    }
+    out.line(format!("Fingerprint: {}", public.fingerprint()));
+    Ok(Exit::Ok)
+}
+
+/// `trust …`
+pub fn trust(out: &Output, home: &Home, cmd: &TrustCommand) -> Result<Exit, CliError> {
+    match cmd {
+        TrustCommand::Add { file, name } => {
+            let t = home.trust_add(file, name)?;
+            out.json(&json!({"trusted": t.name, "public_key": key_json(&t.key)}));
+            out.line(format!("Trusted {} key of site {:?} as {:?}", t.key.role.as_str(), escape(&t.key.site), t.name));
+            out.line(format!("Fingerprint: {}   (must match what the other side reads out)", t.key.fingerprint()));
+        }
+        TrustCommand::List => {
+            let list = home.trusted()?;
+            out.json(&json!({"trusted": list.iter().map(|t| { let mut v = key_json(&t.key); v["name"] = json!(t.name); v }).collect::<Vec<_>>()}));
+            if list.is_empty() {
+                out.line("No keys trusted yet.");
+            }
+            for t in &list {
+                out.line(format!("{:<20} {:<7} site {:<20} {}", t.name, t.key.role.as_str(), escape(&t.key.site), t.key.fingerprint()));
+            }
+        }
+        TrustCommand::Remove { name } => {
+            home.trust_remove(name)?;
+            out.json(&json!({"removed": name}));
+            out.line(format!("Removed {name:?}"));
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// Now, read once per command so every time check in it agrees.
+pub fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+/// Fully verifies a bundle's records and prints what a security officer at the gap
+/// needs: kind, sender, fingerprint, times, counts and the fields that cross.
+pub fn describe(out: &Output, path: &Path, v: &mut makproxy_core::bundle::Verified) -> Result<Exit, CliError> {
+    use makproxy_core::bundle::{CilRecord, Kind, ReturnRecord};
+    let (mut ok, mut failed, mut simulated) = (0u64, 0u64, 0u64);
+    match v.manifest.kind {
+        Kind::Cil => v.records(|_: CilRecord| Ok::<(), CliError>(()))?,
+        Kind::Return => v.records(|r: ReturnRecord| {
+            if r.confirmation_id.is_some() {
+                ok += 1;
+            } else {
+                failed += 1;
+            }
+            simulated += u64::from(r.simulated);
+            Ok::<(), CliError>(())
+        })?,
+    }
+    let m = &v.manifest;
+    out.json(&json!({
+        "file": path, "valid": true, "kind": m.kind.as_str(), "bundle_id": m.bundle_id, "site": m.site, "sequence": m.sequence,
+        "signer": {"name": v.signer.name, "fingerprint": v.signer.key.fingerprint(), "key_id": v.signer.key.key_id()},
+        "created": m.created, "expires": m.expires, "tool": m.tool, "records": m.records, "fields": m.fields,
+        "manifest_sha256": v.manifest_sha256, "answers": m.answers, "backend": m.backend,
+        "confirmation_ids": ok, "failures": failed, "simulated": simulated,
+    }));
+    out.line(format!("OK: signature, manifest and every entry verified ({}).", escape(&path.display().to_string())));
+    out.line(format!("Kind:        {}", if m.kind == Kind::Cil { "CIL bundle (request, secure -> online)" } else { "return bundle (online -> secure)" }));
+    out.line(format!("Sender:      site {:?}, trusted as {:?}", escape(&m.site), v.signer.name));
+    out.line(format!("Fingerprint: {}", v.signer.key.fingerprint()));
+    out.line(format!("Bundle:      #{} id {}", m.sequence, m.bundle_id));
+    out.line(format!("Created:     {}   Expires: {}", m.created, m.expires));
+    out.line(format!("Tool:        {}", escape(&m.tool)));
+    out.line(format!("Records:     {}", m.records));
+    out.line(format!("Fields:      {}", m.fields.join(", ")));
+    if let (Some(a), Some(b)) = (&m.answers, &m.backend) {
+        out.line(format!("Answers:     bundle #{} {} of site {:?}", a.sequence, a.bundle_id, escape(&a.site)));
+        out.line(format!("Backend:     {}{}", escape(&b.name), if b.simulated { "  (SIMULATED: these CIDs activate nothing)" } else { "" }));
+        out.line(format!("Results:     {ok} CID(s), {failed} failure(s)"));
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,132 @@
+//! The command-line contract of makproxy-online. Names, flags and exit codes here are
+//! relied on by operators' batch scripts: extend, never rename. This one definition
+//! drives --help, shell completions and man pages.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use makproxy_cli::{InitArgs, KeyCommand, TrustCommand};
+use std::path::PathBuf;
+
+const AFTER: &str = "Exit codes: 0 done, 1 error, 2 usage, 3 rejected (verification/security), 4 partial (some records failed).
+Typical run:  inspect E:\\cil-0001.zip  ->  activate E:\\cil-0001.zip --out E:\\ret-0001.zip --backend microsoft";
+
+#[derive(Debug, Parser)]
+#[command(name = "makproxy-online", version, about = "On the internet side: verify CIL bundles, obtain confirmation IDs, write signed return bundles", after_help = AFTER)]
+pub struct Cli {
+    /// State folder of this side (keys, trust, journal).
+    #[arg(long, global = true, env = "MAKPROXY_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Machine-readable JSON on stdout (schemas in docs/json.md).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendName {
+    /// Microsoft's BatchActivation service (spends MAK activations).
+    Microsoft,
+    /// Deterministic offline simulator for drills and tests; its CIDs activate nothing.
+    Simulator,
+}
+
+#[derive(Debug, Args)]
+pub struct BackendArgs {
+    /// Which activation backend to use.
+    #[arg(long, value_enum)]
+    pub backend: BackendName,
+    /// BatchActivation endpoint URL (microsoft).
+    #[arg(long, value_name = "URL", default_value = makproxy_backend::microsoft::DEFAULT_ENDPOINT)]
+    pub endpoint: String,
+    /// HTTP(S) proxy, e.g. http://user:password@proxy:8080 (default: HTTPS_PROXY/ALL_PROXY).
+    #[arg(long, value_name = "URL", env = "MAKPROXY_PROXY", hide_env_values = true)]
+    pub proxy: Option<String>,
+    /// Seconds to wait for one service answer.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub timeout: u64,
+    /// Attempts per record when no response arrives (never after a response).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub attempts: u32,
+    /// First pause between attempts, doubled each time.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub retry_delay_ms: u64,
+    /// Simulator: fail records whose IID ends with these digits (as service code 0x90).
+    #[arg(long, value_name = "DIGITS")]
+    pub sim_fail_suffix: Option<String>,
+    /// Simulator: activations left on the simulated MAK, then 0x7F.
+    #[arg(long, value_name = "N")]
+    pub sim_activations: Option<i64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the home folder and this side's signing key.
+    ///
+    /// Example: makproxy-online --home C:\makproxy init --site gateway
+    Init(InitArgs),
+    /// Export or show this side's public key.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Pin, list or remove secure sites' public keys.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// Verify a CIL bundle and print its summary.
+    ///
+    /// Example: makproxy-online inspect E:\cil-0001.zip
+    Inspect { file: PathBuf },
+    /// Obtain a CID for every record of a CIL bundle and write the signed return bundle.
+    ///
+    /// Example: makproxy-online activate E:\cil-0001.zip --out E:\ret-0001.zip --backend microsoft
+    Activate(ActivateArgs),
+    /// Remaining activations of the MAK behind an extended product ID.
+    ///
+    /// Example: makproxy-online remaining --pid 03612-03305-317-008912-02-1033-9200.0000-0662023 --backend microsoft
+    Remaining {
+        #[arg(long, value_name = "EPID")]
+        pid: String,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+    /// Write man pages into a folder.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ActivateArgs {
+    /// The CIL bundle from the secure side.
+    pub file: PathBuf,
+    /// The return bundle to write (never overwritten).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Requests in flight at once (be polite to the service).
+    #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Refuse the batch if the MAK has fewer activations left than it needs.
+    #[arg(long)]
+    pub check_remaining: bool,
+    /// Ask again for records refused in an earlier run of this bundle.
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Days until the return bundle expires.
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    pub expires_days: u32,
+    /// Show how many records would be sent; contact nothing, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

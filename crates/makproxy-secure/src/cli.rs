@@ -1,0 +1,140 @@
+//! The command-line contract of makproxy-secure. Names, flags and exit codes here are
+//! relied on by operators' batch scripts: extend, never rename (docs/operator-guide.md).
+//! This one definition drives --help, shell completions and man pages.
+
+use clap::{Args, Parser, Subcommand};
+use makproxy_cli::{InitArgs, KeyCommand, TrustCommand};
+use std::path::PathBuf;
+
+const AFTER: &str = "Exit codes: 0 done, 1 error, 2 usage, 3 rejected (verification/security), 4 partial (some records failed).
+Typical cycle:  collect \\\\share\\drop  ->  pack --out E:\\cil-0001.zip  ->  (online side)  ->  apply E:\\ret-0001.zip --deposit-dir \\\\share\\deposit";
+
+#[derive(Debug, Parser)]
+#[command(name = "makproxy-secure", version, about = "Inside the air gap: collect machine records, pack signed CIL bundles, apply signed return bundles", after_help = AFTER)]
+pub struct Cli {
+    /// State folder of this side (keys, trust, ledger).
+    #[arg(long, global = true, env = "MAKPROXY_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Machine-readable JSON on stdout (schemas in docs/json.md).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the home folder and this side's signing key.
+    ///
+    /// Example: makproxy-secure --home D:\makproxy init --site plant-a
+    Init(InitArgs),
+    /// Export or show this side's public key.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Pin, list or remove the online side's public keys.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// Read machine records and deposit results from drop folders into the ledger.
+    ///
+    /// Accepts the agent's JSON, raw Get-CimInstance JSON, CSV and deposit result files,
+    /// UTF-8 or UTF-16. Example: makproxy-secure collect \\fileserver\makproxy\drop
+    Collect {
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+    },
+    /// Pack queued records into a signed CIL bundle for removable media.
+    ///
+    /// Example: makproxy-secure pack --out E:\cil-0001.zip --limit 500
+    Pack(PackArgs),
+    /// Verify and apply a return bundle, writing per-machine deposit files.
+    ///
+    /// Example: makproxy-secure apply E:\ret-0001.zip --deposit-dir \\fileserver\makproxy\deposit
+    Apply(ApplyArgs),
+    /// List products and their state.
+    ///
+    /// Example: makproxy-secure status --state failed
+    Status {
+        /// CSV for auditors instead of a table.
+        #[arg(long)]
+        csv: bool,
+        /// Only this state (queued, packed, cid_on_hand, cid_received, activated, failed, deposit_failed, skipped).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only hosts matching this pattern (* and ?).
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Write a self-contained HTML report.
+    ///
+    /// Example: makproxy-secure report --out report.html
+    Report {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Verify a bundle (a CIL bundle of this site, or a return) and print its summary.
+    ///
+    /// Example: makproxy-secure verify E:\ret-0001.zip
+    Verify { file: PathBuf },
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+    /// Write man pages into a folder.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    /// The bundle file to write (never overwritten).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Pack at most N records.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Only products whose name contains TEXT, or with this activation ID.
+    #[arg(long, value_name = "TEXT")]
+    pub product: Option<String>,
+    /// Only hosts matching PATTERN (* and ?).
+    #[arg(long, value_name = "PATTERN")]
+    pub host: Option<String>,
+    /// Let host names cross the gap (default: opaque handles only).
+    #[arg(long)]
+    pub include_hostnames: bool,
+    /// Also pack records that failed online.
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Also pack records already in a bundle awaiting a return (lost media).
+    #[arg(long)]
+    pub repack: bool,
+    /// Days until the bundle expires.
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    pub expires_days: u32,
+    /// Show what would be packed; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The return bundle.
+    pub file: Option<PathBuf>,
+    /// Where per-machine deposit files (<HOST>.json, <HOST>.cmd) are written.
+    #[arg(long, value_name = "DIR")]
+    pub deposit_dir: PathBuf,
+    /// Write deposit files for reimaged machines whose CID is already on hand (no FILE).
+    #[arg(long)]
+    pub reissue: bool,
+    /// Verify and show what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}
