@@ -1,1 +1,13 @@
+//! End-to-end tests: both binaries, driven across the "gap" as operators and batch
+//! scripts drive them.
 
+#[path = "e2e/collect.rs"]
+mod collect;
+#[path = "e2e/crash.rs"]
+mod crash;
+#[path = "e2e/hostile.rs"]
+mod hostile;
+#[path = "e2e/microsoft.rs"]
+mod microsoft;
+#[path = "e2e/roundtrip.rs"]
+mod roundtrip;

@@ -1,1 +1,192 @@
-//! e2e harness
+//! Helpers for the end-to-end suite: locate the built binaries, set up a secure and an
+//! online home that trust each other (the two sides of the gap), run commands and read
+//! their output.
+//!
+//! The binaries are built by `cargo test` (each binary crate has integration tests);
+//! run the suite with `cargo test --workspace`.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixtures() -> PathBuf {
+    root().join("fixtures")
+}
+
+/// Path of a workspace binary next to the running test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let p = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        p.exists(),
+        "{} not built; run the suite with `cargo test --workspace`",
+        p.display()
+    );
+    p
+}
+
+/// What a command did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    #[track_caller]
+    pub fn code(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+pub fn run(program: &str, args: &[&str]) -> Run {
+    let out = Command::new(bin(program))
+        .args(args)
+        .env_remove("MAKPROXY_HOME")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run binary");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Both sides of the gap in one temporary folder, keys exchanged and trusted.
+pub struct Gap {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Gap {
+    fn default() -> Self {
+        Self::new("plant-a")
+    }
+}
+
+impl Gap {
+    pub fn new(site: &str) -> Gap {
+        let g = Gap {
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        g.secure(&["init", "--site", site]).ok();
+        g.online(&["init", "--site", "gateway"]).ok();
+        let (sp, op) = (g.path("secure.pub"), g.path("online.pub"));
+        g.secure(&["key", "export", "--out", sp.to_str().unwrap()])
+            .ok();
+        g.online(&["key", "export", "--out", op.to_str().unwrap()])
+            .ok();
+        g.secure(&["trust", "add", op.to_str().unwrap(), "--name", "gateway"])
+            .ok();
+        g.online(&["trust", "add", sp.to_str().unwrap(), "--name", site])
+            .ok();
+        g
+    }
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    pub fn p(&self, rel: &str) -> String {
+        self.path(rel).to_string_lossy().into_owned()
+    }
+    pub fn secure_home(&self) -> String {
+        self.p("secure-home")
+    }
+    pub fn online_home(&self) -> String {
+        self.p("online-home")
+    }
+    pub fn secure(&self, args: &[&str]) -> Run {
+        let home = self.secure_home();
+        let mut a = vec!["--home", home.as_str()];
+        a.extend_from_slice(args);
+        run("makproxy-secure", &a)
+    }
+    pub fn online(&self, args: &[&str]) -> Run {
+        let home = self.online_home();
+        let mut a = vec!["--home", home.as_str()];
+        a.extend_from_slice(args);
+        run("makproxy-online", &a)
+    }
+    /// Starts an online command without waiting (for kill tests).
+    pub fn spawn_online(&self, args: &[&str]) -> Child {
+        let home = self.online_home();
+        Command::new(bin("makproxy-online"))
+            .arg("--home")
+            .arg(home)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn")
+    }
+    pub fn spawn_secure(&self, args: &[&str]) -> Child {
+        let home = self.secure_home();
+        Command::new(bin("makproxy-secure"))
+            .arg("--home")
+            .arg(home)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn")
+    }
+    /// Writes N synthetic agent files into `rel` and returns its path.
+    pub fn generate(&self, rel: &str, count: u64, prefix: &str) -> String {
+        let out = self.p(rel);
+        let st = Command::new(bin("makproxy-gen"))
+            .args([
+                "--out",
+                &out,
+                "--count",
+                &count.to_string(),
+                "--prefix",
+                prefix,
+                "--seed",
+                prefix,
+            ])
+            .status()
+            .expect("gen");
+        assert!(st.success());
+        out
+    }
+    /// Status as JSON.
+    pub fn status(&self) -> Value {
+        self.secure(&["--json", "status"]).ok().json()
+    }
+    pub fn count(&self, state: &str) -> i64 {
+        self.status()["counts"][state].as_i64().unwrap_or(0)
+    }
+}

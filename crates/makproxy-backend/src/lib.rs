@@ -32,11 +32,19 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self { code, service_code: None, message: message.into() }
+        Self {
+            code,
+            service_code: None,
+            message: message.into(),
+        }
     }
     /// A refusal by the activation service, explained where the code is known.
     pub fn service(service_code: &str) -> Self {
-        Self { code: Code::BkdRefused, service_code: Some(service_code.to_string()), message: service_code_meaning(service_code).to_string() }
+        Self {
+            code: Code::BkdRefused,
+            service_code: Some(service_code.to_string()),
+            message: service_code_meaning(service_code).to_string(),
+        }
     }
 }
 
@@ -52,7 +60,11 @@ pub enum Outcome {
 
 /// Meanings of BatchActivation service error codes (docs/errors.md lists them all).
 pub fn service_code_meaning(code: &str) -> &'static str {
-    match code.to_ascii_uppercase().trim_start_matches("0X").trim_start_matches('0') {
+    match code
+        .to_ascii_uppercase()
+        .trim_start_matches("0X")
+        .trim_start_matches('0')
+    {
         "7F" => "MAK has exceeded its activation limit",
         "67" => "product key is blocked",
         "68" => "invalid product key",
@@ -89,7 +101,10 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { attempts: 4, first_delay: Duration::from_millis(500) }
+        Self {
+            attempts: 4,
+            first_delay: Duration::from_millis(500),
+        }
     }
 }
 
@@ -107,10 +122,18 @@ pub fn activate_with_retry(backend: &dyn Backend, req: &Request, policy: &RetryP
             other => return other,
         }
     }
-    Outcome::NoResponse(format!("no response after {} attempts: {last}", policy.attempts.max(1)))
+    Outcome::NoResponse(format!(
+        "no response after {} attempts: {last}",
+        policy.attempts.max(1)
+    ))
 }
 
 /// Parses a CID text from a backend, turning a bad one into a per-record failure.
 pub fn checked_cid(text: &str) -> Result<ConfirmationId, Failure> {
-    ConfirmationId::parse(text).map_err(|e| Failure::new(Code::BkdBadCid, format!("backend returned a bad confirmation ID: {e}")))
+    ConfirmationId::parse(text).map_err(|e| {
+        Failure::new(
+            Code::BkdBadCid,
+            format!("backend returned a bad confirmation ID: {e}"),
+        )
+    })
 }

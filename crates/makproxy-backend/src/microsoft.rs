@@ -17,14 +17,16 @@ use quick_xml::Reader;
 use sha2::Sha256;
 use std::time::Duration;
 
-pub const DEFAULT_ENDPOINT: &str = "https://activation.sls.microsoft.com/BatchActivation/BatchActivation.asmx";
+pub const DEFAULT_ENDPOINT: &str =
+    "https://activation.sls.microsoft.com/BatchActivation/BatchActivation.asmx";
 pub const SOAP_ACTION: &str = "http://www.microsoft.com/BatchActivationService/BatchActivate";
 pub const SERVICE_NS: &str = "http://www.microsoft.com/BatchActivationService";
 pub const REQUEST_NS: &str = "http://www.microsoft.com/DRM/SL/BatchActivationRequest/1.0";
 pub const RESPONSE_NS: &str = "http://www.microsoft.com/DRM/SL/BatchActivationResponse/1.0";
 /// The public MAC key every BatchActivation client uses.
 pub const MAC_KEY: [u8; 32] = [
-    0xfe, 0x31, 0x98, 0x75, 0xfb, 0x48, 0x84, 0x86, 0x9c, 0xf3, 0xf1, 0xce, 0x99, 0xa8, 0x90, 0x64, 0xab, 0x57, 0x1f, 0xca, 0x47, 0x04, 0x50, 0x58, 0x30, 0x24, 0xe2, 0x14, 0x62, 0x87, 0x79, 0xa0,
+    0xfe, 0x31, 0x98, 0x75, 0xfb, 0x48, 0x84, 0x86, 0x9c, 0xf3, 0xf1, 0xce, 0x99, 0xa8, 0x90, 0x64,
+    0xab, 0x57, 0x1f, 0xca, 0x47, 0x04, 0x50, 0x58, 0x30, 0x24, 0xe2, 0x14, 0x62, 0x87, 0x79, 0xa0,
 ];
 /// Largest response body read.
 pub const MAX_BODY: u64 = 1 << 20;
@@ -40,7 +42,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { endpoint: DEFAULT_ENDPOINT.into(), proxy: None, timeout: Duration::from_secs(60) }
+        Self {
+            endpoint: DEFAULT_ENDPOINT.into(),
+            proxy: None,
+            timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -51,12 +57,16 @@ pub struct Microsoft {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The inner request document as UTF-16LE bytes (no BOM, no declaration).
 pub fn request_xml_utf16(request_type: u8, epid: &str, iid: Option<&str>) -> Vec<u8> {
-    let iid = iid.map(|i| format!("<IID>{}</IID>", xml_escape(i))).unwrap_or_default();
+    let iid = iid
+        .map(|i| format!("<IID>{}</IID>", xml_escape(i)))
+        .unwrap_or_default();
     let xml = format!(
         "<ActivationRequest xmlns=\"{REQUEST_NS}\"><VersionNumber>2.0</VersionNumber><RequestType>{request_type}</RequestType><Requests><Request><PID>{}</PID>{iid}</Request></Requests></ActivationRequest>",
         xml_escape(epid)
@@ -99,10 +109,16 @@ fn element_text(xml: &str, name: &str) -> Result<Option<String>, String> {
     loop {
         match r.read_event().map_err(|e| format!("XML: {e}"))? {
             Event::Start(e) if e.local_name().as_ref() == name.as_bytes() => inside = true,
-            Event::Empty(e) if e.local_name().as_ref() == name.as_bytes() => return Ok(Some(String::new())),
-            Event::Text(t) if inside => text.push_str(&t.unescape().map_err(|e| format!("XML: {e}"))?),
+            Event::Empty(e) if e.local_name().as_ref() == name.as_bytes() => {
+                return Ok(Some(String::new()))
+            }
+            Event::Text(t) if inside => {
+                text.push_str(&t.unescape().map_err(|e| format!("XML: {e}"))?)
+            }
             Event::CData(t) if inside => text.push_str(&String::from_utf8_lossy(&t)),
-            Event::End(e) if inside && e.local_name().as_ref() == name.as_bytes() => return Ok(Some(text)),
+            Event::End(e) if inside && e.local_name().as_ref() == name.as_bytes() => {
+                return Ok(Some(text))
+            }
             Event::Eof => return Ok(None),
             _ => {}
         }
@@ -113,12 +129,20 @@ fn element_text(xml: &str, name: &str) -> Result<Option<String>, String> {
 pub fn parse_response(body: &str) -> Result<Vec<ServiceResponse>, Failure> {
     let bad = |m: String| Failure::new(Code::BkdBadResponse, m);
     if let Some(fault) = element_text(body, "faultstring").map_err(&bad)? {
-        return Err(bad(format!("SOAP fault: {}", fault.chars().take(200).collect::<String>())));
+        return Err(bad(format!(
+            "SOAP fault: {}",
+            fault.chars().take(200).collect::<String>()
+        )));
     }
-    let inner = element_text(body, "ResponseXml").map_err(&bad)?.ok_or_else(|| bad("no ResponseXml in the service response".into()))?;
+    let inner = element_text(body, "ResponseXml")
+        .map_err(&bad)?
+        .ok_or_else(|| bad("no ResponseXml in the service response".into()))?;
     let inner = inner.trim_start_matches('\u{feff}').trim_start();
     let inner = match inner.strip_prefix("<?xml") {
-        Some(rest) => rest.split_once("?>").map(|(_, r)| r).ok_or_else(|| bad("unterminated XML declaration".into()))?,
+        Some(rest) => rest
+            .split_once("?>")
+            .map(|(_, r)| r)
+            .ok_or_else(|| bad("unterminated XML declaration".into()))?,
         None => inner,
     };
     let mut r = Reader::from_str(inner);
@@ -127,7 +151,10 @@ pub fn parse_response(body: &str) -> Result<Vec<ServiceResponse>, Failure> {
     let mut field: Option<String> = None;
     let mut saw_root = false;
     loop {
-        match r.read_event().map_err(|e| bad(format!("ResponseXml: {e}")))? {
+        match r
+            .read_event()
+            .map_err(|e| bad(format!("ResponseXml: {e}")))?
+        {
             Event::Start(e) => {
                 let n = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
                 if n == "ActivationResponse" {
@@ -140,7 +167,11 @@ pub fn parse_response(body: &str) -> Result<Vec<ServiceResponse>, Failure> {
             }
             Event::Text(t) => {
                 if let (Some(c), Some(f)) = (cur.as_mut(), field.as_deref()) {
-                    let v = t.unescape().map_err(|e| bad(format!("ResponseXml: {e}")))?.trim().to_string();
+                    let v = t
+                        .unescape()
+                        .map_err(|e| bad(format!("ResponseXml: {e}")))?
+                        .trim()
+                        .to_string();
                     match f {
                         "PID" => c.pid = Some(v),
                         "IID" => c.iid = Some(v),
@@ -180,7 +211,9 @@ impl Microsoft {
             Some(p) => Some(ureq::Proxy::new(p).map_err(|e| format!("proxy {p:?}: {e}"))?),
             None => ureq::Proxy::try_from_env(),
         };
-        let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build();
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+            .build();
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(settings.timeout))
             .http_status_as_error(false)
@@ -189,38 +222,85 @@ impl Microsoft {
             .user_agent(format!("makproxy/{}", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        Ok(Self { agent, endpoint: settings.endpoint.clone() })
+        Ok(Self {
+            agent,
+            endpoint: settings.endpoint.clone(),
+        })
     }
 
     /// Sends one request; `Err` is an `Outcome` for transport and format problems.
-    fn call(&self, request_type: u8, epid: &str, iid: Option<&str>) -> Result<ServiceResponse, Outcome> {
+    fn call(
+        &self,
+        request_type: u8,
+        epid: &str,
+        iid: Option<&str>,
+    ) -> Result<ServiceResponse, Outcome> {
         let body = envelope(request_type, epid, iid);
-        let res = self.agent.post(&self.endpoint).header("SOAPAction", SOAP_ACTION).content_type("text/xml; charset=\"utf-8\"").send(body.as_bytes());
+        let res = self
+            .agent
+            .post(&self.endpoint)
+            .header("SOAPAction", SOAP_ACTION)
+            .content_type("text/xml; charset=\"utf-8\"")
+            .send(body.as_bytes());
         let mut resp = match res {
             Ok(r) => r,
-            Err(e @ (ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound)) => {
-                return Err(Outcome::NoResponse(e.to_string()))
+            Err(
+                e @ (ureq::Error::Io(_)
+                | ureq::Error::Timeout(_)
+                | ureq::Error::ConnectionFailed
+                | ureq::Error::HostNotFound),
+            ) => return Err(Outcome::NoResponse(e.to_string())),
+            Err(e) => {
+                return Err(Outcome::Failed(Failure::new(
+                    Code::BkdBadResponse,
+                    format!("HTTP: {e}"),
+                )))
             }
-            Err(e) => return Err(Outcome::Failed(Failure::new(Code::BkdBadResponse, format!("HTTP: {e}")))),
         };
         let status = resp.status().as_u16();
-        let text = match resp.body_mut().with_config().limit(MAX_BODY).read_to_string() {
+        let text = match resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_string()
+        {
             Ok(t) => t,
-            Err(ureq::Error::BodyExceedsLimit(_)) => return Err(Outcome::Failed(Failure::new(Code::BkdBadResponse, format!("response larger than {MAX_BODY} bytes")))),
-            Err(e @ (ureq::Error::Io(_) | ureq::Error::Timeout(_))) => return Err(Outcome::NoResponse(format!("response cut off: {e}"))),
-            Err(e) => return Err(Outcome::Failed(Failure::new(Code::BkdBadResponse, format!("response body: {e}")))),
+            Err(ureq::Error::BodyExceedsLimit(_)) => {
+                return Err(Outcome::Failed(Failure::new(
+                    Code::BkdBadResponse,
+                    format!("response larger than {MAX_BODY} bytes"),
+                )))
+            }
+            Err(e @ (ureq::Error::Io(_) | ureq::Error::Timeout(_))) => {
+                return Err(Outcome::NoResponse(format!("response cut off: {e}")))
+            }
+            Err(e) => {
+                return Err(Outcome::Failed(Failure::new(
+                    Code::BkdBadResponse,
+                    format!("response body: {e}"),
+                )))
+            }
         };
         if status != 200 && !text.contains("faultstring") {
             let snippet: String = text.chars().filter(|c| !c.is_control()).take(120).collect();
-            return Err(Outcome::Failed(Failure::new(Code::BkdBadResponse, format!("HTTP {status} from the activation service: {snippet}"))));
+            return Err(Outcome::Failed(Failure::new(
+                Code::BkdBadResponse,
+                format!("HTTP {status} from the activation service: {snippet}"),
+            )));
         }
         let mut responses = parse_response(&text).map_err(Outcome::Failed)?;
         if responses.len() != 1 {
-            return Err(Outcome::Failed(Failure::new(Code::BkdBadResponse, format!("{} Response elements for one request", responses.len()))));
+            return Err(Outcome::Failed(Failure::new(
+                Code::BkdBadResponse,
+                format!("{} Response elements for one request", responses.len()),
+            )));
         }
         let r = responses.remove(0);
         if r.pid.as_deref().is_some_and(|p| p.trim() != epid) {
-            return Err(Outcome::Failed(Failure::new(Code::BkdMismatch, "response names another product ID")));
+            return Err(Outcome::Failed(Failure::new(
+                Code::BkdMismatch,
+                "response names another product ID",
+            )));
         }
         Ok(r)
     }
@@ -236,8 +316,14 @@ impl Backend for Microsoft {
             Ok(r) => r,
             Err(o) => return o,
         };
-        if r.iid.as_deref().is_some_and(|i| digits_only(i) != req.iid.digits()) {
-            return Outcome::Failed(Failure::new(Code::BkdMismatch, "response answers another installation ID"));
+        if r.iid
+            .as_deref()
+            .is_some_and(|i| digits_only(i) != req.iid.digits())
+        {
+            return Outcome::Failed(Failure::new(
+                Code::BkdMismatch,
+                "response answers another installation ID",
+            ));
         }
         if let Some(code) = r.error_code.filter(|c| !c.is_empty()) {
             return Outcome::Failed(Failure::service(&code));
@@ -247,7 +333,10 @@ impl Backend for Microsoft {
                 Ok(cid) => Outcome::Cid(cid),
                 Err(f) => Outcome::Failed(f),
             },
-            None => Outcome::Failed(Failure::new(Code::BkdBadResponse, "response has neither CID nor ErrorCode")),
+            None => Outcome::Failed(Failure::new(
+                Code::BkdBadResponse,
+                "response has neither CID nor ErrorCode",
+            )),
         }
     }
 
@@ -264,7 +353,12 @@ impl Backend for Microsoft {
         r.remaining
             .as_deref()
             .and_then(|v| v.trim().parse::<i64>().ok())
-            .ok_or_else(|| Failure::new(Code::BkdBadResponse, "response has no ActivationRemaining count"))
+            .ok_or_else(|| {
+                Failure::new(
+                    Code::BkdBadResponse,
+                    "response has no ActivationRemaining count",
+                )
+            })
     }
 }
 
@@ -274,9 +368,18 @@ mod tests {
 
     #[test]
     fn request_is_utf16le_without_bom_and_digest_is_hmac() {
-        let b = request_xml_utf16(1, "03612-03305-317-008912-02-1033-9200.0000-0662023", Some("123"));
+        let b = request_xml_utf16(
+            1,
+            "03612-03305-317-008912-02-1033-9200.0000-0662023",
+            Some("123"),
+        );
         assert_eq!(&b[..4], &[b'<', 0, b'A', 0]);
-        let text = String::from_utf16(&b.chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect::<Vec<_>>()).unwrap();
+        let text = String::from_utf16(
+            &b.chunks(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
         assert!(text.contains("<RequestType>1</RequestType>") && text.contains("<IID>123</IID>"));
         // HMAC with the 32-byte key equals HMAC with the 64-byte zero-padded form.
         let mut long = [0u8; 64];
@@ -289,11 +392,17 @@ mod tests {
     #[test]
     fn parses_escaped_response_xml() {
         let inner = "<?xml version=\"1.0\" encoding=\"utf-16\"?><ActivationResponse xmlns=\"http://www.microsoft.com/DRM/SL/BatchActivationResponse/1.0\"><VersionNumber>2.0</VersionNumber><ResponseType>1</ResponseType><BatchId>{x}</BatchId><Responses><Response><PID>p</PID><IID>1</IID><CID>2</CID><ActivationRemaining>9</ActivationRemaining></Response></Responses></ActivationResponse>";
-        let esc = inner.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        let esc = inner
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
         let body = format!("<soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body><BatchActivateResponse xmlns=\"{SERVICE_NS}\"><BatchActivateResult><ResponseXml>{esc}</ResponseXml></BatchActivateResult></BatchActivateResponse></soap:Body></soap:Envelope>");
         let r = parse_response(&body).unwrap();
         assert_eq!(r[0].cid.as_deref(), Some("2"));
         assert_eq!(r[0].remaining.as_deref(), Some("9"));
-        assert_eq!(parse_response("<html>oops</html>").unwrap_err().code, Code::BkdBadResponse);
+        assert_eq!(
+            parse_response("<html>oops</html>").unwrap_err().code,
+            Code::BkdBadResponse
+        );
     }
 }

@@ -62,7 +62,13 @@ pub struct MockServer {
 impl Drop for MockServer {
     fn drop(&mut self) {
         self.state.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.url.trim_start_matches("http://").split('/').next().unwrap_or(""));
+        let _ = TcpStream::connect(
+            self.url
+                .trim_start_matches("http://")
+                .split('/')
+                .next()
+                .unwrap_or(""),
+        );
     }
 }
 
@@ -77,7 +83,10 @@ impl MockServer {
     pub fn start() -> MockServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
-        let state = Arc::new(State { remaining: AtomicI64::new(1000), ..State::default() });
+        let state = Arc::new(State {
+            remaining: AtomicI64::new(1000),
+            ..State::default()
+        });
         let st = state.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -91,25 +100,40 @@ impl MockServer {
                 });
             }
         });
-        MockServer { url: format!("http://{addr}/BatchActivation/BatchActivation.asmx"), state }
+        MockServer {
+            url: format!("http://{addr}/BatchActivation/BatchActivation.asmx"),
+            state,
+        }
     }
     /// Sets the behaviour for one IID (digits only).
     pub fn set(&self, iid: &str, b: Behavior) {
-        self.state.behaviors.lock().unwrap().insert(iid.to_string(), b);
+        self.state
+            .behaviors
+            .lock()
+            .unwrap()
+            .insert(iid.to_string(), b);
     }
     pub fn set_default(&self, b: Behavior) {
         *self.state.default.lock().unwrap() = Some(b);
     }
     /// Delay before every answer.
     pub fn set_latency(&self, d: Duration) {
-        self.state.latency_ms.store(d.as_millis() as u32, Ordering::SeqCst);
+        self.state
+            .latency_ms
+            .store(d.as_millis() as u32, Ordering::SeqCst);
     }
     pub fn set_remaining(&self, n: i64) {
         self.state.remaining.store(n, Ordering::SeqCst);
     }
     /// Requests received for one IID (RequestType 1).
     pub fn requests_for(&self, iid: &str) -> u32 {
-        self.state.counts.lock().unwrap().get(iid).copied().unwrap_or(0)
+        self.state
+            .counts
+            .lock()
+            .unwrap()
+            .get(iid)
+            .copied()
+            .unwrap_or(0)
     }
     /// Requests per IID.
     pub fn counts(&self) -> HashMap<String, u32> {
@@ -132,7 +156,9 @@ fn text_of(xml: &str, name: &str) -> Option<String> {
         match r.read_event().ok()? {
             Event::Start(e) if e.local_name().as_ref() == name.as_bytes() => inside = true,
             Event::Text(t) if inside => out.push_str(&t.unescape().ok()?),
-            Event::End(e) if inside && e.local_name().as_ref() == name.as_bytes() => return Some(out),
+            Event::End(e) if inside && e.local_name().as_ref() == name.as_bytes() => {
+                return Some(out)
+            }
             Event::Eof => return None,
             _ => {}
         }
@@ -146,7 +172,10 @@ fn respond(conn: &mut TcpStream, status: &str, ctype: &str, body: &[u8]) -> std:
 }
 
 fn soap_response(inner: &str) -> String {
-    let esc = inner.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let esc = inner
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
     format!("<?xml version=\"1.0\" encoding=\"utf-8\"?><soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\"><soap:Body><BatchActivateResponse xmlns=\"{SERVICE_NS}\"><BatchActivateResult><ResponseXml>{esc}</ResponseXml></BatchActivateResult></BatchActivateResponse></soap:Body></soap:Envelope>")
 }
 
@@ -156,7 +185,12 @@ fn activation_response(response_type: &str, body: &str) -> String {
 
 fn fault(conn: &mut TcpStream, msg: &str) -> std::io::Result<()> {
     let body = format!("<?xml version=\"1.0\" encoding=\"utf-8\"?><soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body><soap:Fault><faultcode>soap:Client</faultcode><faultstring>{msg}</faultstring></soap:Fault></soap:Body></soap:Envelope>");
-    respond(conn, "500 Internal Server Error", "text/xml; charset=utf-8", body.as_bytes())
+    respond(
+        conn,
+        "500 Internal Server Error",
+        "text/xml; charset=utf-8",
+        body.as_bytes(),
+    )
 }
 
 fn handle(mut conn: TcpStream, st: &State) -> std::io::Result<()> {
@@ -179,7 +213,10 @@ fn handle(mut conn: TcpStream, st: &State) -> std::io::Result<()> {
             content_length = v.trim().parse().unwrap_or(0);
         }
         if lower.starts_with("soapaction:") {
-            soap_action = line["soapaction:".len()..].trim().trim_matches('"').to_string();
+            soap_action = line["soapaction:".len()..]
+                .trim()
+                .trim_matches('"')
+                .to_string();
         }
         head.push(line.clone());
         if head.len() > 100 {
@@ -196,10 +233,13 @@ fn handle(mut conn: TcpStream, st: &State) -> std::io::Result<()> {
         return fault(&mut conn, "unknown SOAPAction");
     }
     let body = String::from_utf8_lossy(&body);
-    let (Some(dig), Some(req_b64)) = (text_of(&body, "Digest"), text_of(&body, "RequestXml")) else {
+    let (Some(dig), Some(req_b64)) = (text_of(&body, "Digest"), text_of(&body, "RequestXml"))
+    else {
         return fault(&mut conn, "missing Digest or RequestXml");
     };
-    let Ok(raw) = B64.decode(req_b64.trim()) else { return fault(&mut conn, "RequestXml is not base64") };
+    let Ok(raw) = B64.decode(req_b64.trim()) else {
+        return fault(&mut conn, "RequestXml is not base64");
+    };
     if raw.len() % 2 != 0 || raw.starts_with(&[0xFF, 0xFE]) {
         return fault(&mut conn, "RequestXml is not UTF-16LE without BOM");
     }
@@ -207,7 +247,10 @@ fn handle(mut conn: TcpStream, st: &State) -> std::io::Result<()> {
         st.bad_digests.fetch_add(1, Ordering::SeqCst);
         return fault(&mut conn, "digest mismatch");
     }
-    let units: Vec<u16> = raw.chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let units: Vec<u16> = raw
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
     let inner = String::from_utf16_lossy(&units);
     let rtype = text_of(&inner, "RequestType").unwrap_or_default();
     let pid = text_of(&inner, "PID").unwrap_or_default();
@@ -217,8 +260,16 @@ fn handle(mut conn: TcpStream, st: &State) -> std::io::Result<()> {
     }
     if rtype == "2" {
         let n = st.remaining.load(Ordering::SeqCst);
-        let xml = soap_response(&activation_response("2", &format!("<PID>{pid}</PID><ActivationRemaining>{n}</ActivationRemaining>")));
-        return respond(&mut conn, "200 OK", "text/xml; charset=utf-8", xml.as_bytes());
+        let xml = soap_response(&activation_response(
+            "2",
+            &format!("<PID>{pid}</PID><ActivationRemaining>{n}</ActivationRemaining>"),
+        ));
+        return respond(
+            &mut conn,
+            "200 OK",
+            "text/xml; charset=utf-8",
+            xml.as_bytes(),
+        );
     }
     let iid = text_of(&inner, "IID").unwrap_or_default();
     let attempt = {
@@ -227,21 +278,60 @@ fn handle(mut conn: TcpStream, st: &State) -> std::io::Result<()> {
         *e += 1;
         *e
     };
-    let behavior = st.behaviors.lock().unwrap().get(&iid).cloned().or_else(|| st.default.lock().unwrap().clone()).unwrap_or(Behavior::Cid);
-    let ok = |cid: String, for_iid: &str| soap_response(&activation_response("1", &format!("<PID>{pid}</PID><IID>{for_iid}</IID><CID>{cid}</CID><ActivationRemaining>{}</ActivationRemaining>", st.remaining.fetch_sub(1, Ordering::SeqCst) - 1)));
+    let behavior = st
+        .behaviors
+        .lock()
+        .unwrap()
+        .get(&iid)
+        .cloned()
+        .or_else(|| st.default.lock().unwrap().clone())
+        .unwrap_or(Behavior::Cid);
+    let ok = |cid: String, for_iid: &str| {
+        soap_response(&activation_response("1", &format!("<PID>{pid}</PID><IID>{for_iid}</IID><CID>{cid}</CID><ActivationRemaining>{}</ActivationRemaining>", st.remaining.fetch_sub(1, Ordering::SeqCst) - 1)))
+    };
     match behavior {
-        Behavior::Cid => respond(&mut conn, "200 OK", "text/xml; charset=utf-8", ok(mock_cid(&iid), &iid).as_bytes()),
+        Behavior::Cid => respond(
+            &mut conn,
+            "200 OK",
+            "text/xml; charset=utf-8",
+            ok(mock_cid(&iid), &iid).as_bytes(),
+        ),
         Behavior::Error(code) => {
             let xml = soap_response(&activation_response("1", &format!("<PID>{pid}</PID><IID>{iid}</IID><ErrorInfo><ErrorCode>{code}</ErrorCode></ErrorInfo>")));
-            respond(&mut conn, "200 OK", "text/xml; charset=utf-8", xml.as_bytes())
+            respond(
+                &mut conn,
+                "200 OK",
+                "text/xml; charset=utf-8",
+                xml.as_bytes(),
+            )
         }
-        Behavior::Html500 => respond(&mut conn, "500 Internal Server Error", "text/html", b"<html><body><h1>Server Error in '/' Application.</h1></body></html>"),
+        Behavior::Html500 => respond(
+            &mut conn,
+            "500 Internal Server Error",
+            "text/html",
+            b"<html><body><h1>Server Error in '/' Application.</h1></body></html>",
+        ),
         Behavior::Drop(n) if attempt <= n => Ok(()),
-        Behavior::Drop(_) => respond(&mut conn, "200 OK", "text/xml; charset=utf-8", ok(mock_cid(&iid), &iid).as_bytes()),
-        Behavior::Garbage => respond(&mut conn, "200 OK", "text/xml", b"\x00\x01not xml at all<<<"),
+        Behavior::Drop(_) => respond(
+            &mut conn,
+            "200 OK",
+            "text/xml; charset=utf-8",
+            ok(mock_cid(&iid), &iid).as_bytes(),
+        ),
+        Behavior::Garbage => respond(
+            &mut conn,
+            "200 OK",
+            "text/xml",
+            b"\x00\x01not xml at all<<<",
+        ),
         Behavior::WrongIid => {
             let other = format!("{}1", &iid[..iid.len().saturating_sub(1)]);
-            respond(&mut conn, "200 OK", "text/xml; charset=utf-8", ok(mock_cid(&other), &other).as_bytes())
+            respond(
+                &mut conn,
+                "200 OK",
+                "text/xml; charset=utf-8",
+                ok(mock_cid(&other), &other).as_bytes(),
+            )
         }
         Behavior::Oversized => {
             let big = format!("<x>{}</x>", "A".repeat(2 << 20));
@@ -259,7 +349,12 @@ fn handle(mut conn: TcpStream, st: &State) -> std::io::Result<()> {
         Behavior::BadCid => {
             let mut cid = mock_cid(&iid).into_bytes();
             cid[5] = if cid[5] == b'9' { b'8' } else { cid[5] + 1 };
-            respond(&mut conn, "200 OK", "text/xml; charset=utf-8", ok(String::from_utf8(cid).unwrap(), &iid).as_bytes())
+            respond(
+                &mut conn,
+                "200 OK",
+                "text/xml; charset=utf-8",
+                ok(String::from_utf8(cid).unwrap(), &iid).as_bytes(),
+            )
         }
     }
 }

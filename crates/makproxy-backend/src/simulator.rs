@@ -18,7 +18,10 @@ pub struct Simulator {
 
 impl Simulator {
     pub fn new(fail_iid_suffix: Option<String>, activations: Option<i64>) -> Self {
-        Self { fail_iid_suffix, activations: activations.map(AtomicI64::new) }
+        Self {
+            fail_iid_suffix,
+            activations: activations.map(AtomicI64::new),
+        }
     }
 
     /// The CID the simulator gives for a request.
@@ -38,7 +41,11 @@ impl Backend for Simulator {
         true
     }
     fn activate(&self, req: &Request) -> Outcome {
-        if self.fail_iid_suffix.as_deref().is_some_and(|s| req.iid.digits().ends_with(s)) {
+        if self
+            .fail_iid_suffix
+            .as_deref()
+            .is_some_and(|s| req.iid.digits().ends_with(s))
+        {
             return Outcome::Failed(Failure {
                 code: Code::BkdSimulatedFailure,
                 service_code: Some("0x90".into()),
@@ -54,7 +61,10 @@ impl Backend for Simulator {
         Outcome::Cid(Self::cid_for(req))
     }
     fn remaining(&self, _epid: &ExtendedProductId) -> Result<i64, Failure> {
-        Ok(self.activations.as_ref().map_or(-1, |a| a.load(Ordering::SeqCst)))
+        Ok(self
+            .activations
+            .as_ref()
+            .map_or(-1, |a| a.load(Ordering::SeqCst)))
     }
 }
 
@@ -66,18 +76,23 @@ mod tests {
     fn req(seed: u8) -> Request {
         Request {
             iid: InstallationId::parse(&with_check_digits(&[seed % 10; 54], 7)).unwrap(),
-            epid: ExtendedProductId::parse("03612-03305-317-008912-02-1033-9200.0000-0662023").unwrap(),
+            epid: ExtendedProductId::parse("03612-03305-317-008912-02-1033-9200.0000-0662023")
+                .unwrap(),
         }
     }
 
     #[test]
     fn deterministic_marked_and_limited() {
         let s = Simulator::new(None, Some(1));
-        let Outcome::Cid(a) = s.activate(&req(1)) else { panic!() };
+        let Outcome::Cid(a) = s.activate(&req(1)) else {
+            panic!()
+        };
         assert_eq!(a, Simulator::cid_for(&req(1)));
         assert!(a.digits().starts_with("000000"));
         assert_ne!(Simulator::cid_for(&req(1)), Simulator::cid_for(&req(2)));
-        let Outcome::Failed(f) = s.activate(&req(2)) else { panic!() };
+        let Outcome::Failed(f) = s.activate(&req(2)) else {
+            panic!()
+        };
         assert_eq!(f.service_code.as_deref(), Some("0x7F"));
         assert_eq!(s.remaining(&req(1).epid).unwrap(), 0);
     }

@@ -9,7 +9,9 @@ use makproxy_core::Code;
 use std::time::Duration;
 
 fn req(seed: u8) -> Request {
-    let payload: Vec<u8> = (0..54).map(|i| ((i as u8).wrapping_mul(7).wrapping_add(seed)) % 10).collect();
+    let payload: Vec<u8> = (0..54)
+        .map(|i| ((i as u8).wrapping_mul(7).wrapping_add(seed)) % 10)
+        .collect();
     Request {
         iid: InstallationId::parse(&with_check_digits(&payload, 7)).unwrap(),
         epid: ExtendedProductId::parse("03612-03305-317-008912-02-1033-9200.0000-0662023").unwrap(),
@@ -17,11 +19,19 @@ fn req(seed: u8) -> Request {
 }
 
 fn client(mock: &MockServer, timeout_ms: u64) -> Microsoft {
-    Microsoft::new(&Settings { endpoint: mock.url.clone(), proxy: None, timeout: Duration::from_millis(timeout_ms) }).unwrap()
+    Microsoft::new(&Settings {
+        endpoint: mock.url.clone(),
+        proxy: None,
+        timeout: Duration::from_millis(timeout_ms),
+    })
+    .unwrap()
 }
 
 fn fast_retry() -> RetryPolicy {
-    RetryPolicy { attempts: 3, first_delay: Duration::from_millis(10) }
+    RetryPolicy {
+        attempts: 3,
+        first_delay: Duration::from_millis(10),
+    }
 }
 
 #[test]
@@ -29,7 +39,9 @@ fn obtains_a_cid_and_the_digest_verifies() {
     let mock = MockServer::start();
     let ms = client(&mock, 5000);
     let r = req(1);
-    let Outcome::Cid(cid) = ms.activate(&r) else { panic!("expected a CID") };
+    let Outcome::Cid(cid) = ms.activate(&r) else {
+        panic!("expected a CID")
+    };
     assert_eq!(cid.digits(), mock_cid(r.iid.digits()));
     assert_eq!(mock.bad_digests(), 0);
     assert_eq!(mock.requests_for(r.iid.digits()), 1);
@@ -39,14 +51,27 @@ fn obtains_a_cid_and_the_digest_verifies() {
 fn service_error_codes_are_mapped_and_unknown_ones_kept_verbatim() {
     let mock = MockServer::start();
     let ms = client(&mock, 5000);
-    for (seed, code, meaning) in [(2, "0x7F", "exceeded its activation limit"), (3, "0x67", "blocked"), (4, "0x68", "invalid product key"), (5, "0x86", "key type"), (6, "0x90", "installation ID is invalid"), (7, "0xABC", "verbatim")] {
+    for (seed, code, meaning) in [
+        (2, "0x7F", "exceeded its activation limit"),
+        (3, "0x67", "blocked"),
+        (4, "0x68", "invalid product key"),
+        (5, "0x86", "key type"),
+        (6, "0x90", "installation ID is invalid"),
+        (7, "0xABC", "verbatim"),
+    ] {
         let r = req(seed);
         mock.set(r.iid.digits(), Behavior::Error(code.into()));
-        let Outcome::Failed(f) = activate_with_retry(&ms, &r, &fast_retry()) else { panic!("{code}") };
+        let Outcome::Failed(f) = activate_with_retry(&ms, &r, &fast_retry()) else {
+            panic!("{code}")
+        };
         assert_eq!(f.code, Code::BkdRefused);
         assert_eq!(f.service_code.as_deref(), Some(code));
         assert!(f.message.contains(meaning), "{code}: {}", f.message);
-        assert_eq!(mock.requests_for(r.iid.digits()), 1, "a refusal is never retried");
+        assert_eq!(
+            mock.requests_for(r.iid.digits()),
+            1,
+            "a refusal is never retried"
+        );
     }
 }
 
@@ -67,7 +92,11 @@ fn html_500_garbage_wrong_iid_bad_cid_and_oversized_are_per_record_failures() {
             Outcome::Failed(f) => assert_eq!(f.code, code, "{b:?}: {}", f.message),
             other => panic!("{b:?}: {other:?}"),
         }
-        assert_eq!(mock.requests_for(r.iid.digits()), 1, "{b:?}: a response arrived, so no retry");
+        assert_eq!(
+            mock.requests_for(r.iid.digits()),
+            1,
+            "{b:?}: a response arrived, so no retry"
+        );
     }
 }
 
@@ -77,11 +106,16 @@ fn dropped_connections_are_retried_then_succeed() {
     let ms = client(&mock, 5000);
     let r = req(20);
     mock.set(r.iid.digits(), Behavior::Drop(2));
-    assert!(matches!(activate_with_retry(&ms, &r, &fast_retry()), Outcome::Cid(_)));
+    assert!(matches!(
+        activate_with_retry(&ms, &r, &fast_retry()),
+        Outcome::Cid(_)
+    ));
     assert_eq!(mock.requests_for(r.iid.digits()), 3);
     let r2 = req(21);
     mock.set(r2.iid.digits(), Behavior::Drop(10));
-    let Outcome::NoResponse(why) = activate_with_retry(&ms, &r2, &fast_retry()) else { panic!() };
+    let Outcome::NoResponse(why) = activate_with_retry(&ms, &r2, &fast_retry()) else {
+        panic!()
+    };
     assert!(why.contains("3 attempts"), "{why}");
 }
 
@@ -99,7 +133,12 @@ fn connection_refused_is_no_response() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/x", l.local_addr().unwrap());
     drop(l);
-    let ms = Microsoft::new(&Settings { endpoint: url, proxy: None, timeout: Duration::from_secs(2) }).unwrap();
+    let ms = Microsoft::new(&Settings {
+        endpoint: url,
+        proxy: None,
+        timeout: Duration::from_secs(2),
+    })
+    .unwrap();
     assert!(matches!(ms.activate(&req(40)), Outcome::NoResponse(_)));
 }
 

@@ -42,7 +42,12 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(exit: Exit, code: Option<Code>, message: impl Into<String>) -> Self {
-        Self { exit, code, message: message.into(), hint: None }
+        Self {
+            exit,
+            code,
+            message: message.into(),
+            hint: None,
+        }
     }
     pub fn io(context: impl std::fmt::Display, e: impl std::fmt::Display) -> Self {
         Self::new(Exit::Error, None, format!("{context}: {e}"))
@@ -59,7 +64,9 @@ impl CliError {
 impl From<KeyError> for CliError {
     fn from(e: KeyError) -> Self {
         let hint = match &e {
-            KeyError::NoHome(_) => Some("run `init --site NAME` first, or pass --home / set MAKPROXY_HOME".to_string()),
+            KeyError::NoHome(_) => {
+                Some("run `init --site NAME` first, or pass --home / set MAKPROXY_HOME".to_string())
+            }
             KeyError::Permissions(p) => Some(format!("chmod 600 {}", p.display())),
             _ => None,
         };
@@ -67,20 +74,34 @@ impl From<KeyError> for CliError {
             Some(Code::KeyPermissions | Code::KeyRole) => Exit::Rejected,
             _ => Exit::Error,
         };
-        CliError { exit, code: e.code(), message: e.to_string(), hint }
+        CliError {
+            exit,
+            code: e.code(),
+            message: e.to_string(),
+            hint,
+        }
     }
 }
 
 impl From<makproxy_core::bundle::BundleError> for CliError {
     fn from(e: makproxy_core::bundle::BundleError) -> Self {
-        let exit = if e.code == Code::BndExists { Exit::Error } else { Exit::Rejected };
+        let exit = if e.code == Code::BndExists {
+            Exit::Error
+        } else {
+            Exit::Rejected
+        };
         let hint = match e.code {
             Code::BndUntrustedKey => Some("compare fingerprints with the sender and pin their key with `trust add FILE --name NAME`".to_string()),
             Code::BndExpired => Some("ask the sender for a fresh bundle".to_string()),
             Code::BndExists => Some("choose another --out name".to_string()),
             _ => None,
         };
-        CliError { exit, code: Some(e.code), message: e.detail, hint }
+        CliError {
+            exit,
+            code: Some(e.code),
+            message: e.detail,
+            hint,
+        }
     }
 }
 
@@ -126,7 +147,11 @@ impl Output {
             return indicatif::ProgressBar::hidden();
         }
         let bar = indicatif::ProgressBar::new(len);
-        let style = indicatif::ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()).progress_chars("=> ");
+        let style = indicatif::ProgressStyle::with_template(
+            "{msg:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
         bar.set_style(style);
         bar.set_message(what.to_string());
         bar
@@ -138,9 +163,15 @@ pub fn default_home(role: Role) -> PathBuf {
     let base = if cfg!(windows) {
         std::env::var_os("LOCALAPPDATA").map(PathBuf::from)
     } else {
-        std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("share")))
+        std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("share"))
+            })
     };
-    base.unwrap_or_else(|| PathBuf::from(".")).join("makproxy").join(role.as_str())
+    base.unwrap_or_else(|| PathBuf::from("."))
+        .join("makproxy")
+        .join(role.as_str())
 }
 
 /// `key` subcommands.
@@ -191,10 +222,20 @@ fn key_json(k: &PublicKey) -> serde_json::Value {
 pub fn init(out: &Output, dir: &Path, role: Role, args: &InitArgs) -> Result<Exit, CliError> {
     let (home, public) = Home::init(dir, role, &args.site)?;
     out.json(&json!({"home": home.dir, "public_key": key_json(&public)}));
-    out.line(format!("Initialised {} home {}", role.as_str(), escape(&home.dir.display().to_string())));
+    out.line(format!(
+        "Initialised {} home {}",
+        role.as_str(),
+        escape(&home.dir.display().to_string())
+    ));
     out.line(format!("Site:        {}", public.site));
-    out.line(format!("Fingerprint: {}   (read this aloud to the other side)", public.fingerprint()));
-    out.line(format!("Next: key export --out {}.pub, carry it across, and trust it there.", public.site));
+    out.line(format!(
+        "Fingerprint: {}   (read this aloud to the other side)",
+        public.fingerprint()
+    ));
+    out.line(format!(
+        "Next: key export --out {}.pub, carry it across, and trust it there.",
+        public.site
+    ));
     Ok(Exit::Ok)
 }
 
@@ -205,9 +246,15 @@ pub fn key(out: &Output, home: &Home, cmd: &KeyCommand) -> Result<Exit, CliError
     home.signing_key()?;
     match cmd {
         KeyCommand::Export { out: path } => {
-            makproxy_core::fsutil::write_new_with(path, |f| std::io::Write::write_all(f, &public.to_file_bytes())).map_err(|e| CliError::io(path.display(), e))?;
+            makproxy_core::fsutil::write_new_with(path, |f| {
+                std::io::Write::write_all(f, &public.to_file_bytes())
+            })
+            .map_err(|e| CliError::io(path.display(), e))?;
             out.json(&json!({"written": path, "public_key": key_json(&public)}));
-            out.line(format!("Wrote public key to {}", escape(&path.display().to_string())));
+            out.line(format!(
+                "Wrote public key to {}",
+                escape(&path.display().to_string())
+            ));
         }
         KeyCommand::Show => {
             out.json(&json!({"public_key": key_json(&public)}));
@@ -223,8 +270,16 @@ pub fn trust(out: &Output, home: &Home, cmd: &TrustCommand) -> Result<Exit, CliE
         TrustCommand::Add { file, name } => {
             let t = home.trust_add(file, name)?;
             out.json(&json!({"trusted": t.name, "public_key": key_json(&t.key)}));
-            out.line(format!("Trusted {} key of site {:?} as {:?}", t.key.role.as_str(), escape(&t.key.site), t.name));
-            out.line(format!("Fingerprint: {}   (must match what the other side reads out)", t.key.fingerprint()));
+            out.line(format!(
+                "Trusted {} key of site {:?} as {:?}",
+                t.key.role.as_str(),
+                escape(&t.key.site),
+                t.name
+            ));
+            out.line(format!(
+                "Fingerprint: {}   (must match what the other side reads out)",
+                t.key.fingerprint()
+            ));
         }
         TrustCommand::List => {
             let list = home.trusted()?;
@@ -233,7 +288,13 @@ pub fn trust(out: &Output, home: &Home, cmd: &TrustCommand) -> Result<Exit, CliE
                 out.line("No keys trusted yet.");
             }
             for t in &list {
-                out.line(format!("{:<20} {:<7} site {:<20} {}", t.name, t.key.role.as_str(), escape(&t.key.site), t.key.fingerprint()));
+                out.line(format!(
+                    "{:<20} {:<7} site {:<20} {}",
+                    t.name,
+                    t.key.role.as_str(),
+                    escape(&t.key.site),
+                    t.key.fingerprint()
+                ));
             }
         }
         TrustCommand::Remove { name } => {
@@ -252,7 +313,11 @@ pub fn now() -> time::OffsetDateTime {
 
 /// Fully verifies a bundle's records and prints what a security officer at the gap
 /// needs: kind, sender, fingerprint, times, counts and the fields that cross.
-pub fn describe(out: &Output, path: &Path, v: &mut makproxy_core::bundle::Verified) -> Result<Exit, CliError> {
+pub fn describe(
+    out: &Output,
+    path: &Path,
+    v: &mut makproxy_core::bundle::Verified,
+) -> Result<Exit, CliError> {
     use makproxy_core::bundle::{CilRecord, Kind, ReturnRecord};
     let (mut ok, mut failed, mut simulated) = (0u64, 0u64, 0u64);
     match v.manifest.kind {
@@ -275,18 +340,48 @@ pub fn describe(out: &Output, path: &Path, v: &mut makproxy_core::bundle::Verifi
         "manifest_sha256": v.manifest_sha256, "answers": m.answers, "backend": m.backend,
         "confirmation_ids": ok, "failures": failed, "simulated": simulated,
     }));
-    out.line(format!("OK: signature, manifest and every entry verified ({}).", escape(&path.display().to_string())));
-    out.line(format!("Kind:        {}", if m.kind == Kind::Cil { "CIL bundle (request, secure -> online)" } else { "return bundle (online -> secure)" }));
-    out.line(format!("Sender:      site {:?}, trusted as {:?}", escape(&m.site), v.signer.name));
+    out.line(format!(
+        "OK: signature, manifest and every entry verified ({}).",
+        escape(&path.display().to_string())
+    ));
+    out.line(format!(
+        "Kind:        {}",
+        if m.kind == Kind::Cil {
+            "CIL bundle (request, secure -> online)"
+        } else {
+            "return bundle (online -> secure)"
+        }
+    ));
+    out.line(format!(
+        "Sender:      site {:?}, trusted as {:?}",
+        escape(&m.site),
+        v.signer.name
+    ));
     out.line(format!("Fingerprint: {}", v.signer.key.fingerprint()));
     out.line(format!("Bundle:      #{} id {}", m.sequence, m.bundle_id));
-    out.line(format!("Created:     {}   Expires: {}", m.created, m.expires));
+    out.line(format!(
+        "Created:     {}   Expires: {}",
+        m.created, m.expires
+    ));
     out.line(format!("Tool:        {}", escape(&m.tool)));
     out.line(format!("Records:     {}", m.records));
     out.line(format!("Fields:      {}", m.fields.join(", ")));
     if let (Some(a), Some(b)) = (&m.answers, &m.backend) {
-        out.line(format!("Answers:     bundle #{} {} of site {:?}", a.sequence, a.bundle_id, escape(&a.site)));
-        out.line(format!("Backend:     {}{}", escape(&b.name), if b.simulated { "  (SIMULATED: these CIDs activate nothing)" } else { "" }));
+        out.line(format!(
+            "Answers:     bundle #{} {} of site {:?}",
+            a.sequence,
+            a.bundle_id,
+            escape(&a.site)
+        ));
+        out.line(format!(
+            "Backend:     {}{}",
+            escape(&b.name),
+            if b.simulated {
+                "  (SIMULATED: these CIDs activate nothing)"
+            } else {
+                ""
+            }
+        ));
         out.line(format!("Results:     {ok} CID(s), {failed} failure(s)"));
     }
     Ok(Exit::Ok)

@@ -44,7 +44,10 @@ pub struct BundleError {
 
 impl BundleError {
     pub fn new(code: Code, detail: &str) -> Self {
-        Self { code, detail: crate::sanitize::escape(detail).into_owned() }
+        Self {
+            code,
+            detail: crate::sanitize::escape(detail).into_owned(),
+        }
     }
     fn io(e: io::Error) -> Self {
         Self::new(Code::BndUnreadable, &e.to_string())
@@ -92,7 +95,15 @@ impl Kind {
 /// DSSE v1 pre-authentication encoding.
 pub fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(body.len() + payload_type.len() + 32);
-    v.extend_from_slice(format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, body.len()).as_bytes());
+    v.extend_from_slice(
+        format!(
+            "DSSEv1 {} {} {} ",
+            payload_type.len(),
+            payload_type,
+            body.len()
+        )
+        .as_bytes(),
+    );
     v.extend_from_slice(body);
     v
 }
@@ -246,7 +257,11 @@ impl Record for ReturnRecord {
             _ => return Err("exactly one of confirmation_id and failure must be present".into()),
         }
         match &self.failure {
-            Some(f) if f.message.len() > 1024 || f.code.len() > 16 || f.service_code.as_ref().is_some_and(|s| s.len() > 32) => {
+            Some(f)
+                if f.message.len() > 1024
+                    || f.code.len() > 16
+                    || f.service_code.as_ref().is_some_and(|s| s.len() > 32) =>
+            {
                 Err("failure text too long".into())
             }
             _ => Ok(()),
@@ -302,7 +317,10 @@ pub fn new_bundle_id() -> String {
 }
 
 pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.replace_nanosecond(0).unwrap_or(t).format(&Rfc3339).unwrap_or_default()
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }
 
 fn hashing_copy(mut from: impl Read, to: &mut impl Write, hasher: &mut Sha256) -> io::Result<u64> {
@@ -359,8 +377,17 @@ impl BundleWriter {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let tmp = tempfile::Builder::new().prefix(".makproxy-data-").tempfile_in(dir)?;
-        Ok(Self { kind, data: io::BufWriter::with_capacity(256 * 1024, tmp), hasher: Sha256::new(), size: 0, count: 0, line: Vec::with_capacity(512) })
+        let tmp = tempfile::Builder::new()
+            .prefix(".makproxy-data-")
+            .tempfile_in(dir)?;
+        Ok(Self {
+            kind,
+            data: io::BufWriter::with_capacity(256 * 1024, tmp),
+            hasher: Sha256::new(),
+            size: 0,
+            count: 0,
+            line: Vec::with_capacity(512),
+        })
     }
 
     /// Appends one record; its handle must be the next in order.
@@ -381,9 +408,17 @@ impl BundleWriter {
     }
 
     /// Signs the manifest and writes the archive to `out`, never replacing a file.
-    pub fn finish(self, header: Header, key: &SigningKey, out: &Path) -> Result<Written, BundleError> {
+    pub fn finish(
+        self,
+        header: Header,
+        key: &SigningKey,
+        out: &Path,
+    ) -> Result<Written, BundleError> {
         let kind = self.kind;
-        let mut data = self.data.into_inner().map_err(|e| BundleError::io(e.into_error()))?;
+        let mut data = self
+            .data
+            .into_inner()
+            .map_err(|e| BundleError::io(e.into_error()))?;
         let manifest = Manifest {
             format: FORMAT.into(),
             version: VERSION,
@@ -397,41 +432,67 @@ impl BundleWriter {
             signer_key_id: key_id(&key.verifying_key()),
             records: self.count,
             fields: header.fields,
-            entries: vec![Entry { name: kind.data_entry().into(), size: self.size, sha256: hex(&self.hasher.finalize()) }],
+            entries: vec![Entry {
+                name: kind.data_entry().into(),
+                size: self.size,
+                sha256: hex(&self.hasher.finalize()),
+            }],
             answers: header.answers,
             backend: header.backend,
         };
         let mut mbytes = serde_json::to_vec_pretty(&manifest).expect("serialisable");
         mbytes.push(b'\n');
         let sig = key.sign(&pae(kind.payload_type(), &mbytes));
-        let sigfile = SigFile { format: "makproxy-signature-v1".into(), key_id: manifest.signer_key_id.clone(), signature: B64.encode(sig.to_bytes()) };
+        let sigfile = SigFile {
+            format: "makproxy-signature-v1".into(),
+            key_id: manifest.signer_key_id.clone(),
+            signature: B64.encode(sig.to_bytes()),
+        };
         let mut sbytes = serde_json::to_vec_pretty(&sigfile).expect("serialisable");
         sbytes.push(b'\n');
 
-        data.as_file_mut().seek(SeekFrom::Start(0)).map_err(BundleError::io)?;
+        data.as_file_mut()
+            .seek(SeekFrom::Start(0))
+            .map_err(BundleError::io)?;
         let res = crate::fsutil::write_new_with(out, |file| {
             let mut z = zip::ZipWriter::new(io::BufWriter::new(file));
             let stored = zip::write::SimpleFileOptions::default()
                 .compression_method(zip::CompressionMethod::Stored)
                 .unix_permissions(0o644);
-            let deflated = stored.compression_method(zip::CompressionMethod::Deflated).compression_level(Some(6));
+            let deflated = stored
+                .compression_method(zip::CompressionMethod::Deflated)
+                .compression_level(Some(6));
             z.start_file(MANIFEST, stored).map_err(io::Error::other)?;
             z.write_all(&mbytes)?;
             z.start_file(SIGNATURE, stored).map_err(io::Error::other)?;
             z.write_all(&sbytes)?;
-            z.start_file(kind.data_entry(), deflated).map_err(io::Error::other)?;
-            io::copy(&mut BufReader::with_capacity(256 * 1024, data.as_file_mut()), &mut z)?;
+            z.start_file(kind.data_entry(), deflated)
+                .map_err(io::Error::other)?;
+            io::copy(
+                &mut BufReader::with_capacity(256 * 1024, data.as_file_mut()),
+                &mut z,
+            )?;
             let mut w = z.finish().map_err(io::Error::other)?;
             w.flush()
         });
         match res {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(BundleError::new(Code::BndExists, &format!("{} already exists; bundles are never overwritten", out.display())))
+                return Err(BundleError::new(
+                    Code::BndExists,
+                    &format!(
+                        "{} already exists; bundles are never overwritten",
+                        out.display()
+                    ),
+                ))
             }
             Err(e) => return Err(BundleError::io(e)),
         }
-        Ok(Written { path: out.to_path_buf(), manifest_sha256: sha256_hex(&mbytes), manifest })
+        Ok(Written {
+            path: out.to_path_buf(),
+            manifest_sha256: sha256_hex(&mbytes),
+            manifest,
+        })
     }
 }
 
@@ -446,7 +507,10 @@ pub struct Verified {
 
 impl std::fmt::Debug for Verified {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verified").field("manifest", &self.manifest).field("signer", &self.signer.name).finish()
+        f.debug_struct("Verified")
+            .field("manifest", &self.manifest)
+            .field("signer", &self.signer.name)
+            .finish()
     }
 }
 
@@ -470,11 +534,24 @@ fn classify_name(name: &[u8], kind: Kind) -> Result<(), BundleError> {
         || name.contains(&0)
         || reserved;
     if path_like {
-        Err(BundleError::new(Code::BndPathTrick, &format!("entry {text:?} is a path or reserved name")))
+        Err(BundleError::new(
+            Code::BndPathTrick,
+            &format!("entry {text:?} is a path or reserved name"),
+        ))
     } else if text == kind.other().data_entry() {
-        Err(BundleError::new(Code::BndWrongKind, &format!("entry {text:?} belongs to a {} bundle, not a {} bundle", kind.other().as_str(), kind.as_str())))
+        Err(BundleError::new(
+            Code::BndWrongKind,
+            &format!(
+                "entry {text:?} belongs to a {} bundle, not a {} bundle",
+                kind.other().as_str(),
+                kind.as_str()
+            ),
+        ))
     } else {
-        Err(BundleError::new(Code::BndUnexpectedEntry, &format!("entry {text:?} is not part of a {} bundle", kind.as_str())))
+        Err(BundleError::new(
+            Code::BndUnexpectedEntry,
+            &format!("entry {text:?} is not part of a {} bundle", kind.as_str()),
+        ))
     }
 }
 
@@ -491,20 +568,37 @@ fn json_error(code_syntax: Code, what: &str, e: &serde_json::Error) -> BundleErr
 }
 
 fn parse_time(what: &str, s: &str) -> Result<OffsetDateTime, BundleError> {
-    OffsetDateTime::parse(s, &Rfc3339).map_err(|_| BundleError::new(Code::BndManifestSyntax, &format!("{what} {s:?} is not an RFC 3339 time")))
+    OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
+        BundleError::new(
+            Code::BndManifestSyntax,
+            &format!("{what} {s:?} is not an RFC 3339 time"),
+        )
+    })
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Reads and verifies a bundle of the expected kind against the pinned keys, using one
 /// clock reading `now` for every time check.
-pub fn open(path: &Path, expected: Kind, trusted: &[Trusted], now: OffsetDateTime, limits: &Limits) -> Result<Verified, BundleError> {
-    let mut file = File::open(path).map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{}: {e}", path.display())))?;
+pub fn open(
+    path: &Path,
+    expected: Kind,
+    trusted: &[Trusted],
+    now: OffsetDateTime,
+    limits: &Limits,
+) -> Result<Verified, BundleError> {
+    let mut file = File::open(path)
+        .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{}: {e}", path.display())))?;
     let len = file.metadata().map_err(BundleError::io)?.len();
     if len > limits.max_archive {
-        return Err(BundleError::new(Code::BndArchiveTooLarge, &format!("{len} bytes; at most {}", limits.max_archive)));
+        return Err(BundleError::new(
+            Code::BndArchiveTooLarge,
+            &format!("{len} bytes; at most {}", limits.max_archive),
+        ));
     }
 
     // 1. The raw central directory: names, duplicates, special files, sizes.
@@ -512,15 +606,27 @@ pub fn open(path: &Path, expected: Kind, trusted: &[Trusted], now: OffsetDateTim
     let mut seen: Vec<&[u8]> = Vec::new();
     for e in &raw {
         if seen.iter().any(|n| n.eq_ignore_ascii_case(&e.name)) {
-            return Err(BundleError::new(Code::BndDuplicateEntry, &format!("entry {:?} appears twice", String::from_utf8_lossy(&e.name))));
+            return Err(BundleError::new(
+                Code::BndDuplicateEntry,
+                &format!("entry {:?} appears twice", String::from_utf8_lossy(&e.name)),
+            ));
         }
         seen.push(&e.name);
         if e.is_special() {
-            return Err(BundleError::new(Code::BndSpecialEntry, &format!("entry {:?} is not a regular file", String::from_utf8_lossy(&e.name))));
+            return Err(BundleError::new(
+                Code::BndSpecialEntry,
+                &format!(
+                    "entry {:?} is not a regular file",
+                    String::from_utf8_lossy(&e.name)
+                ),
+            ));
         }
         classify_name(&e.name, expected)?;
         if e.flags & 0x1 != 0 || !matches!(e.method, 0 | 8) {
-            return Err(BundleError::new(Code::BndUnsupportedZip, "encrypted entry or unsupported compression method"));
+            return Err(BundleError::new(
+                Code::BndUnsupportedZip,
+                "encrypted entry or unsupported compression method",
+            ));
         }
         let cap = if e.name == MANIFEST.as_bytes() {
             limits.max_manifest
@@ -529,61 +635,133 @@ pub fn open(path: &Path, expected: Kind, trusted: &[Trusted], now: OffsetDateTim
         } else {
             limits.max_data
         };
-        let ratio_bomb = e.uncompressed > (1 << 20) && e.uncompressed / e.compressed.max(1) > limits.max_ratio;
+        let ratio_bomb =
+            e.uncompressed > (1 << 20) && e.uncompressed / e.compressed.max(1) > limits.max_ratio;
         if e.uncompressed > cap || ratio_bomb {
-            return Err(BundleError::new(Code::BndEntryTooLarge, &format!("entry {:?} declares {} bytes from {} compressed", String::from_utf8_lossy(&e.name), e.uncompressed, e.compressed)));
+            return Err(BundleError::new(
+                Code::BndEntryTooLarge,
+                &format!(
+                    "entry {:?} declares {} bytes from {} compressed",
+                    String::from_utf8_lossy(&e.name),
+                    e.uncompressed,
+                    e.compressed
+                ),
+            ));
         }
     }
     for required in [SIGNATURE, MANIFEST] {
         if !raw.iter().any(|e| e.name == required.as_bytes()) {
-            return Err(BundleError::new(Code::BndMissingEntry, &format!("no {required} entry")));
+            return Err(BundleError::new(
+                Code::BndMissingEntry,
+                &format!("no {required} entry"),
+            ));
         }
     }
     file.seek(SeekFrom::Start(0)).map_err(BundleError::io)?;
-    let mut archive = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| BundleError::new(Code::BndUnreadable, &e.to_string()))?;
-    if archive.len() != raw.len() || raw.iter().any(|e| std::str::from_utf8(&e.name).map_or(true, |n| archive.index_for_name(n).is_none())) {
-        return Err(BundleError::new(Code::BndUnreadable, "archive reads differently from its central directory"));
+    let mut archive = zip::ZipArchive::new(BufReader::new(file))
+        .map_err(|e| BundleError::new(Code::BndUnreadable, &e.to_string()))?;
+    if archive.len() != raw.len()
+        || raw.iter().any(|e| {
+            std::str::from_utf8(&e.name).map_or(true, |n| archive.index_for_name(n).is_none())
+        })
+    {
+        return Err(BundleError::new(
+            Code::BndUnreadable,
+            "archive reads differently from its central directory",
+        ));
     }
 
     // 2. Signature and manifest bytes, under caps; verify before parsing.
     let sbytes = read_entry(&mut archive, SIGNATURE, limits.max_signature)?;
     let mbytes = read_entry(&mut archive, MANIFEST, limits.max_manifest)?;
-    let sig: SigFile = serde_json::from_slice(&sbytes).map_err(|e| BundleError::new(Code::BndSigMalformed, &e.to_string()))?;
+    let sig: SigFile = serde_json::from_slice(&sbytes)
+        .map_err(|e| BundleError::new(Code::BndSigMalformed, &e.to_string()))?;
     if sig.format != "makproxy-signature-v1" || !is_hex(&sig.key_id, 16) {
-        return Err(BundleError::new(Code::BndSigMalformed, "unknown signature format or key ID"));
+        return Err(BundleError::new(
+            Code::BndSigMalformed,
+            "unknown signature format or key ID",
+        ));
     }
     let sig_raw: [u8; 64] = B64
         .decode(sig.signature.as_bytes())
         .ok()
         .and_then(|v| v.try_into().ok())
-        .ok_or_else(|| BundleError::new(Code::BndSigMalformed, "signature is not 64 base64-encoded bytes"))?;
+        .ok_or_else(|| {
+            BundleError::new(
+                Code::BndSigMalformed,
+                "signature is not 64 base64-encoded bytes",
+            )
+        })?;
     let signature = Signature::from_bytes(&sig_raw);
-    let signer = trusted.iter().find(|t| t.key.key_id() == sig.key_id).ok_or_else(|| {
-        let names: Vec<&str> = trusted.iter().map(|t| t.name.as_str()).collect();
-        BundleError::new(
-            Code::BndUntrustedKey,
-            &format!("signed by key ID {} which is not trusted here (trusted: {})", sig.key_id, if names.is_empty() { "none".into() } else { names.join(", ") }),
-        )
-    })?;
-    if signer.key.key.verify_strict(&pae(expected.payload_type(), &mbytes), &signature).is_err() {
-        if signer.key.key.verify_strict(&pae(expected.other().payload_type(), &mbytes), &signature).is_ok() {
-            return Err(BundleError::new(Code::BndWrongKind, &format!("this is a {} bundle; a {} bundle was expected", expected.other().as_str(), expected.as_str())));
+    let signer = trusted
+        .iter()
+        .find(|t| t.key.key_id() == sig.key_id)
+        .ok_or_else(|| {
+            let names: Vec<&str> = trusted.iter().map(|t| t.name.as_str()).collect();
+            BundleError::new(
+                Code::BndUntrustedKey,
+                &format!(
+                    "signed by key ID {} which is not trusted here (trusted: {})",
+                    sig.key_id,
+                    if names.is_empty() {
+                        "none".into()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            )
+        })?;
+    if signer
+        .key
+        .key
+        .verify_strict(&pae(expected.payload_type(), &mbytes), &signature)
+        .is_err()
+    {
+        if signer
+            .key
+            .key
+            .verify_strict(&pae(expected.other().payload_type(), &mbytes), &signature)
+            .is_ok()
+        {
+            return Err(BundleError::new(
+                Code::BndWrongKind,
+                &format!(
+                    "this is a {} bundle; a {} bundle was expected",
+                    expected.other().as_str(),
+                    expected.as_str()
+                ),
+            ));
         }
-        return Err(BundleError::new(Code::BndSigInvalid, &format!("signature by {:?} does not verify over manifest.json", signer.name)));
+        return Err(BundleError::new(
+            Code::BndSigInvalid,
+            &format!(
+                "signature by {:?} does not verify over manifest.json",
+                signer.name
+            ),
+        ));
     }
 
     // 3. Parse the verified manifest strictly.
-    let text = std::str::from_utf8(&mbytes).map_err(|_| BundleError::new(Code::BndManifestSyntax, "manifest is not UTF-8"))?;
+    let text = std::str::from_utf8(&mbytes)
+        .map_err(|_| BundleError::new(Code::BndManifestSyntax, "manifest is not UTF-8"))?;
     #[derive(Deserialize)]
     struct Probe {
         format: String,
         version: u32,
     }
-    let probe: Probe = serde_json::from_str(text).map_err(|e| json_error(Code::BndManifestSyntax, "manifest", &e))?;
+    let probe: Probe = serde_json::from_str(text)
+        .map_err(|e| json_error(Code::BndManifestSyntax, "manifest", &e))?;
     if probe.format != FORMAT || probe.version != VERSION {
-        return Err(BundleError::new(Code::BndVersion, &format!("format {:?} version {}; this build reads {FORMAT} version {VERSION}", probe.format, probe.version)));
+        return Err(BundleError::new(
+            Code::BndVersion,
+            &format!(
+                "format {:?} version {}; this build reads {FORMAT} version {VERSION}",
+                probe.format, probe.version
+            ),
+        ));
     }
-    let manifest: Manifest = serde_json::from_str(text).map_err(|e| json_error(Code::BndManifestSyntax, "manifest", &e))?;
+    let manifest: Manifest = serde_json::from_str(text)
+        .map_err(|e| json_error(Code::BndManifestSyntax, "manifest", &e))?;
     check_manifest(&manifest, expected, now, limits)?;
 
     // 4. Closed world: the archive holds exactly the listed entries plus manifest and signature.
@@ -591,38 +769,85 @@ pub fn open(path: &Path, expected: Kind, trusted: &[Trusted], now: OffsetDateTim
     for e in &raw {
         let n = String::from_utf8_lossy(&e.name);
         if n != MANIFEST && n != SIGNATURE && !listed.contains(&n.as_ref()) {
-            return Err(BundleError::new(Code::BndUnexpectedEntry, &format!("entry {n:?} is not listed in the manifest")));
+            return Err(BundleError::new(
+                Code::BndUnexpectedEntry,
+                &format!("entry {n:?} is not listed in the manifest"),
+            ));
         }
     }
     for entry in &manifest.entries {
         let Some(rawe) = raw.iter().find(|r| r.name == entry.name.as_bytes()) else {
-            return Err(BundleError::new(Code::BndMissingEntry, &format!("listed entry {:?} is missing", entry.name)));
+            return Err(BundleError::new(
+                Code::BndMissingEntry,
+                &format!("listed entry {:?} is missing", entry.name),
+            ));
         };
         if rawe.uncompressed != entry.size {
-            return Err(BundleError::new(Code::BndEntrySize, &format!("entry {:?} is {} bytes in the archive, {} in the manifest", entry.name, rawe.uncompressed, entry.size)));
+            return Err(BundleError::new(
+                Code::BndEntrySize,
+                &format!(
+                    "entry {:?} is {} bytes in the archive, {} in the manifest",
+                    entry.name, rawe.uncompressed, entry.size
+                ),
+            ));
         }
         let got = hash_entry(&mut archive, &entry.name, entry.size)?;
         if got != entry.sha256 {
-            return Err(BundleError::new(Code::BndEntryHash, &format!("entry {:?} does not match its SHA-256 in the signed manifest", entry.name)));
+            return Err(BundleError::new(
+                Code::BndEntryHash,
+                &format!(
+                    "entry {:?} does not match its SHA-256 in the signed manifest",
+                    entry.name
+                ),
+            ));
         }
     }
-    Ok(Verified { manifest, manifest_sha256: sha256_hex(&mbytes), signer: signer.clone(), archive, limits: limits.clone() })
+    Ok(Verified {
+        manifest,
+        manifest_sha256: sha256_hex(&mbytes),
+        signer: signer.clone(),
+        archive,
+        limits: limits.clone(),
+    })
 }
 
-fn check_manifest(m: &Manifest, expected: Kind, now: OffsetDateTime, limits: &Limits) -> Result<(), BundleError> {
+fn check_manifest(
+    m: &Manifest,
+    expected: Kind,
+    now: OffsetDateTime,
+    limits: &Limits,
+) -> Result<(), BundleError> {
     let bad = |d: &str| BundleError::new(Code::BndInconsistent, d);
     if m.kind != expected {
-        return Err(BundleError::new(Code::BndWrongKind, &format!("manifest says {}; a {} bundle was expected", m.kind.as_str(), expected.as_str())));
+        return Err(BundleError::new(
+            Code::BndWrongKind,
+            &format!(
+                "manifest says {}; a {} bundle was expected",
+                m.kind.as_str(),
+                expected.as_str()
+            ),
+        ));
     }
     if !is_hex(&m.bundle_id, 32) {
         return Err(bad("bundle_id must be 32 lower-case hex digits"));
     }
     crate::keys::valid_site(&m.site).map_err(|_| bad("invalid site name"))?;
-    if m.sequence == 0 || m.records > limits.max_records || m.tool.len() > 128 || m.fields.len() > 32 {
+    if m.sequence == 0
+        || m.records > limits.max_records
+        || m.tool.len() > 128
+        || m.fields.len() > 32
+    {
         return Err(bad("sequence, record count, tool or fields out of range"));
     }
-    if m.entries.len() != 1 || m.entries[0].name != expected.data_entry() || !is_hex(&m.entries[0].sha256, 64) {
-        return Err(bad(&format!("a {} bundle lists exactly one entry, {}", expected.as_str(), expected.data_entry())));
+    if m.entries.len() != 1
+        || m.entries[0].name != expected.data_entry()
+        || !is_hex(&m.entries[0].sha256, 64)
+    {
+        return Err(bad(&format!(
+            "a {} bundle lists exactly one entry, {}",
+            expected.as_str(),
+            expected.data_entry()
+        )));
     }
     match (expected, &m.answers, &m.backend) {
         (Kind::Cil, None, None) => {}
@@ -640,34 +865,69 @@ fn check_manifest(m: &Manifest, expected: Kind, now: OffsetDateTime, limits: &Li
         return Err(bad("expires must follow created by at most 400 days"));
     }
     if created > now + skew {
-        return Err(BundleError::new(Code::BndNotYetValid, &format!("created {} is in the future (clock now {})", m.created, rfc3339(now))));
+        return Err(BundleError::new(
+            Code::BndNotYetValid,
+            &format!(
+                "created {} is in the future (clock now {})",
+                m.created,
+                rfc3339(now)
+            ),
+        ));
     }
     if now > expires + skew {
-        return Err(BundleError::new(Code::BndExpired, &format!("expired {} (clock now {})", m.expires, rfc3339(now))));
+        return Err(BundleError::new(
+            Code::BndExpired,
+            &format!("expired {} (clock now {})", m.expires, rfc3339(now)),
+        ));
     }
     Ok(())
 }
 
-fn read_entry(archive: &mut zip::ZipArchive<BufReader<File>>, name: &str, cap: u64) -> Result<Vec<u8>, BundleError> {
-    let mut f = archive.by_name(name).map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
+fn read_entry(
+    archive: &mut zip::ZipArchive<BufReader<File>>,
+    name: &str,
+    cap: u64,
+) -> Result<Vec<u8>, BundleError> {
+    let mut f = archive
+        .by_name(name)
+        .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
     let declared = f.size();
     let mut v = Vec::with_capacity(declared.min(cap) as usize);
-    (&mut f).take(cap + 1).read_to_end(&mut v).map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
+    (&mut f)
+        .take(cap + 1)
+        .read_to_end(&mut v)
+        .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
     if v.len() as u64 > cap {
-        return Err(BundleError::new(Code::BndEntryTooLarge, &format!("{name} exceeds {cap} bytes")));
+        return Err(BundleError::new(
+            Code::BndEntryTooLarge,
+            &format!("{name} exceeds {cap} bytes"),
+        ));
     }
     if v.len() as u64 != declared {
-        return Err(BundleError::new(Code::BndEntrySize, &format!("{name}: {} bytes read, {declared} declared", v.len())));
+        return Err(BundleError::new(
+            Code::BndEntrySize,
+            &format!("{name}: {} bytes read, {declared} declared", v.len()),
+        ));
     }
     Ok(v)
 }
 
-fn hash_entry(archive: &mut zip::ZipArchive<BufReader<File>>, name: &str, size: u64) -> Result<String, BundleError> {
-    let f = archive.by_name(name).map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
+fn hash_entry(
+    archive: &mut zip::ZipArchive<BufReader<File>>,
+    name: &str,
+    size: u64,
+) -> Result<String, BundleError> {
+    let f = archive
+        .by_name(name)
+        .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
     let mut hasher = Sha256::new();
-    let n = hashing_copy(f.take(size + 1), &mut io::sink(), &mut hasher).map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
+    let n = hashing_copy(f.take(size + 1), &mut io::sink(), &mut hasher)
+        .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
     if n != size {
-        return Err(BundleError::new(Code::BndEntrySize, &format!("{name}: {n} bytes read, {size} declared")));
+        return Err(BundleError::new(
+            Code::BndEntrySize,
+            &format!("{name}: {n} bytes read, {size} declared"),
+        ));
     }
     Ok(hex(&hasher.finalize()))
 }
@@ -677,9 +937,15 @@ impl Verified {
     /// CIL bundle and strictly increase in a return bundle. The data is hashed again while
     /// parsing; if it no longer matches, the final result is an error, so callers must
     /// commit nothing until this returns `Ok`.
-    pub fn records<R: Record, E: From<BundleError>>(&mut self, mut f: impl FnMut(R) -> Result<(), E>) -> Result<(), E> {
+    pub fn records<R: Record, E: From<BundleError>>(
+        &mut self,
+        mut f: impl FnMut(R) -> Result<(), E>,
+    ) -> Result<(), E> {
         let entry = self.manifest.entries[0].clone();
-        let zf = self.archive.by_name(&entry.name).map_err(|e| BundleError::new(Code::BndUnreadable, &e.to_string()))?;
+        let zf = self
+            .archive
+            .by_name(&entry.name)
+            .map_err(|e| BundleError::new(Code::BndUnreadable, &e.to_string()))?;
         let mut reader = BufReader::with_capacity(256 * 1024, zf.take(entry.size + 1));
         let mut hasher = Sha256::new();
         let mut line = Vec::with_capacity(512);
@@ -687,24 +953,47 @@ impl Verified {
         let mut last = 0u64;
         loop {
             line.clear();
-            let n = (&mut reader).take(self.limits.max_line as u64 + 1).read_until(b'\n', &mut line).map_err(BundleError::io)?;
+            let n = (&mut reader)
+                .take(self.limits.max_line as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(BundleError::io)?;
             if n == 0 {
                 break;
             }
             hasher.update(&line);
             count += 1;
-            let at = |d: String| BundleError::new(Code::BndRecord, &format!("{} line {count}: {d}", entry.name));
+            let at = |d: String| {
+                BundleError::new(
+                    Code::BndRecord,
+                    &format!("{} line {count}: {d}", entry.name),
+                )
+            };
             if line.last() != Some(&b'\n') {
                 if n > self.limits.max_line {
-                    return Err(BundleError::new(Code::BndLineTooLong, &format!("{} line {count} exceeds {} bytes", entry.name, self.limits.max_line)).into());
+                    return Err(BundleError::new(
+                        Code::BndLineTooLong,
+                        &format!(
+                            "{} line {count} exceeds {} bytes",
+                            entry.name, self.limits.max_line
+                        ),
+                    )
+                    .into());
                 }
                 return Err(at("line is not terminated".into()).into());
             }
             if count > self.manifest.records {
-                return Err(BundleError::new(Code::BndRecordCount, &format!("more than the {} records the manifest lists", self.manifest.records)).into());
+                return Err(BundleError::new(
+                    Code::BndRecordCount,
+                    &format!(
+                        "more than the {} records the manifest lists",
+                        self.manifest.records
+                    ),
+                )
+                .into());
             }
             let rec: R = serde_json::from_slice(&line[..line.len() - 1]).map_err(|e| {
-                let mut be = json_error(Code::BndRecord, &format!("{} line {count}", entry.name), &e);
+                let mut be =
+                    json_error(Code::BndRecord, &format!("{} line {count}", entry.name), &e);
                 if be.code == Code::BndManifestSyntax {
                     be.code = Code::BndRecord;
                 }
@@ -717,16 +1006,34 @@ impl Verified {
                 Kind::Return => h > last,
             };
             if !ordered {
-                return Err(BundleError::new(Code::BndRecordOrder, &format!("{} line {count}: handle {h} is duplicated or out of order", entry.name)).into());
+                return Err(BundleError::new(
+                    Code::BndRecordOrder,
+                    &format!(
+                        "{} line {count}: handle {h} is duplicated or out of order",
+                        entry.name
+                    ),
+                )
+                .into());
             }
             last = h;
             f(rec)?;
         }
         if count != self.manifest.records {
-            return Err(BundleError::new(Code::BndRecordCount, &format!("{count} records; the manifest lists {}", self.manifest.records)).into());
+            return Err(BundleError::new(
+                Code::BndRecordCount,
+                &format!(
+                    "{count} records; the manifest lists {}",
+                    self.manifest.records
+                ),
+            )
+            .into());
         }
         if hex(&hasher.finalize()) != entry.sha256 {
-            return Err(BundleError::new(Code::BndEntryHash, &format!("{} changed while it was being read", entry.name)).into());
+            return Err(BundleError::new(
+                Code::BndEntryHash,
+                &format!("{} changed while it was being read", entry.name),
+            )
+            .into());
         }
         Ok(())
     }
@@ -735,13 +1042,20 @@ impl Verified {
 /// Guesses a bundle's kind from its entry names, for commands that accept either kind.
 /// The guess only selects which verification to run; it is never trusted by itself.
 pub fn peek_kind(path: &Path, limits: &Limits) -> Result<Kind, BundleError> {
-    let mut file = File::open(path).map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{}: {e}", path.display())))?;
+    let mut file = File::open(path)
+        .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{}: {e}", path.display())))?;
     let len = file.metadata().map_err(BundleError::io)?.len();
     if len > limits.max_archive {
-        return Err(BundleError::new(Code::BndArchiveTooLarge, &format!("{len} bytes; at most {}", limits.max_archive)));
+        return Err(BundleError::new(
+            Code::BndArchiveTooLarge,
+            &format!("{len} bytes; at most {}", limits.max_archive),
+        ));
     }
     let raw = zipscan::scan(&mut file, len, limits.max_entries, 1 << 20)?;
-    if raw.iter().any(|e| e.name == Kind::Return.data_entry().as_bytes()) {
+    if raw
+        .iter()
+        .any(|e| e.name == Kind::Return.data_entry().as_bytes())
+    {
         Ok(Kind::Return)
     } else {
         Ok(Kind::Cil)

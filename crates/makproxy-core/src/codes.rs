@@ -118,7 +118,10 @@ mod tests {
             let parts: Vec<_> = s.split('-').collect();
             assert_eq!(parts.len(), 3, "{s}");
             assert_eq!(parts[0], "MP");
-            assert!(parts[2].len() == 3 && parts[2].bytes().all(|b| b.is_ascii_digit()), "{s}");
+            assert!(
+                parts[2].len() == 3 && parts[2].bytes().all(|b| b.is_ascii_digit()),
+                "{s}"
+            );
             assert!(!c.summary().is_empty());
         }
     }
@@ -127,7 +130,11 @@ mod tests {
     fn every_code_is_documented() {
         let doc = include_str!("../../../docs/errors.md");
         for c in Code::ALL {
-            assert!(doc.contains(&format!("`{}`", c.as_str())), "{} missing from docs/errors.md", c);
+            assert!(
+                doc.contains(&format!("`{}`", c.as_str())),
+                "{} missing from docs/errors.md",
+                c
+            );
         }
     }
 }

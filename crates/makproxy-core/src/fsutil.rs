@@ -30,7 +30,10 @@ fn parent(path: &Path) -> &Path {
 /// new content, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = parent(path);
-    let mut tmp = tempfile::Builder::new().prefix(".makproxy-").suffix(".tmp").tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".makproxy-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -47,7 +50,10 @@ pub fn write_new_with<T>(
         return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
     }
     let dir = parent(path);
-    let mut tmp = tempfile::Builder::new().prefix(".makproxy-").suffix(".partial").tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".makproxy-")
+        .suffix(".partial")
+        .tempfile_in(dir)?;
     let out = fill(tmp.as_file_mut())?;
     tmp.as_file().sync_all()?;
     tmp.persist_noclobber(path).map_err(|e| e.error)?;

@@ -15,12 +15,27 @@ use std::fmt;
 pub enum IdError {
     #[error("{what} is empty")]
     Empty { what: &'static str },
-    #[error("{what} contains {found:?} at position {position}; only digits and separators are allowed")]
-    Character { what: &'static str, found: char, position: usize },
+    #[error(
+        "{what} contains {found:?} at position {position}; only digits and separators are allowed"
+    )]
+    Character {
+        what: &'static str,
+        found: char,
+        position: usize,
+    },
     #[error("{what} has {found} digits; expected {expected}")]
-    Length { what: &'static str, found: usize, expected: &'static str },
+    Length {
+        what: &'static str,
+        found: usize,
+        expected: &'static str,
+    },
     #[error("{what}: group {group} of {groups} ({digits}) fails its check digit")]
-    CheckDigit { what: &'static str, group: usize, groups: usize, digits: String },
+    CheckDigit {
+        what: &'static str,
+        group: usize,
+        groups: usize,
+        digits: String,
+    },
     #[error("{what} is not a valid GUID")]
     Guid { what: &'static str },
     #[error("not a valid extended product ID")]
@@ -68,10 +83,18 @@ fn digits_of(what: &'static str, text: &str) -> Result<Vec<u8>, IdError> {
         if let Some(d) = c.to_digit(10).filter(|_| c.is_ascii_digit()) {
             out.push(d as u8);
         } else if !is_separator(c) {
-            return Err(IdError::Character { what, found: c, position: position + 1 });
+            return Err(IdError::Character {
+                what,
+                found: c,
+                position: position + 1,
+            });
         }
         if out.len() > 128 {
-            return Err(IdError::Length { what, found: out.len(), expected: "fewer" });
+            return Err(IdError::Length {
+                what,
+                found: out.len(),
+                expected: "fewer",
+            });
         }
     }
     if out.is_empty() {
@@ -156,7 +179,13 @@ impl InstallationId {
         let group_len = match d.len() {
             63 => 7,
             54 => 6,
-            n => return Err(IdError::Length { what: Self::WHAT, found: n, expected: "63 (9 groups of 7) or 54 (9 groups of 6)" }),
+            n => {
+                return Err(IdError::Length {
+                    what: Self::WHAT,
+                    found: n,
+                    expected: "63 (9 groups of 7) or 54 (9 groups of 6)",
+                })
+            }
         };
         verify_groups(Self::WHAT, &d, group_len)?;
         Ok(Self(to_string(&d)))
@@ -182,7 +211,11 @@ impl ConfirmationId {
     pub fn parse(text: &str) -> Result<Self, IdError> {
         let d = digits_of(Self::WHAT, text)?;
         if d.len() != 48 {
-            return Err(IdError::Length { what: Self::WHAT, found: d.len(), expected: "48 (8 groups of 6)" });
+            return Err(IdError::Length {
+                what: Self::WHAT,
+                found: d.len(),
+                expected: "48 (8 groups of 6)",
+            });
         }
         verify_groups(Self::WHAT, &d, 6)?;
         Ok(Self(to_string(&d)))
@@ -213,7 +246,10 @@ pub fn digits_from_seed(seed: &[u8], n: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(n);
     let mut counter = 0u32;
     while out.len() < n {
-        let h = Sha256::new().chain_update(seed).chain_update(counter.to_le_bytes()).finalize();
+        let h = Sha256::new()
+            .chain_update(seed)
+            .chain_update(counter.to_le_bytes())
+            .finalize();
         out.extend(h.iter().filter(|b| **b < 250).map(|b| b % 10));
         counter += 1;
     }
@@ -273,7 +309,10 @@ impl Guid {
     }
     fn parse_as(what: &'static str, text: &str) -> Result<Self, IdError> {
         let t = text.trim();
-        let t = t.strip_prefix('{').and_then(|x| x.strip_suffix('}')).unwrap_or(t);
+        let t = t
+            .strip_prefix('{')
+            .and_then(|x| x.strip_suffix('}'))
+            .unwrap_or(t);
         let b = t.as_bytes();
         let ok = b.len() == 36
             && b.iter().enumerate().all(|(i, c)| {
@@ -392,7 +431,8 @@ impl HostName {
     pub fn parse(text: &str) -> Result<Self, IdError> {
         let t = text.trim();
         let ok = (1..=63).contains(&t.len())
-            && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
             && !t.starts_with(['.', '-'])
             && !t.ends_with('.')
             && !t.contains("..");
@@ -434,7 +474,13 @@ mod tests {
 
     // Built with the documented rule from a fixed payload (digits of pi).
     fn iid63() -> String {
-        with_check_digits(&[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2, 3, 8, 4, 6, 2, 6, 4, 3, 3, 8, 3, 2, 7, 9, 5, 0, 2, 8, 8, 4, 1, 9, 7, 1, 6, 9, 3, 9, 9, 3, 7, 5, 1, 0, 5, 8, 2], 7)
+        with_check_digits(
+            &[
+                3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2, 3, 8, 4, 6, 2, 6, 4, 3, 3, 8, 3,
+                2, 7, 9, 5, 0, 2, 8, 8, 4, 1, 9, 7, 1, 6, 9, 3, 9, 9, 3, 7, 5, 1, 0, 5, 8, 2,
+            ],
+            7,
+        )
     }
 
     #[test]
@@ -450,7 +496,12 @@ mod tests {
     #[test]
     fn parses_with_any_separators() {
         let canon = iid63();
-        let spaced: String = canon.as_bytes().chunks(7).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(" ");
+        let spaced: String = canon
+            .as_bytes()
+            .chunks(7)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
         let dashed = spaced.replace(' ', "-");
         let wrapped = spaced.replacen(' ', "\r\n", 3);
         for form in [&canon, &spaced, &dashed, &wrapped] {
@@ -464,7 +515,11 @@ mod tests {
     fn names_the_failing_group() {
         let mut d: Vec<u8> = iid63().into_bytes();
         // change a digit in group 4 by one
-        d[3 * 7 + 2] = if d[3 * 7 + 2] == b'9' { b'8' } else { d[3 * 7 + 2] + 1 };
+        d[3 * 7 + 2] = if d[3 * 7 + 2] == b'9' {
+            b'8'
+        } else {
+            d[3 * 7 + 2] + 1
+        };
         let err = InstallationId::parse(std::str::from_utf8(&d).unwrap()).unwrap_err();
         assert_eq!(err.code(), Code::IdCheckDigit);
         assert!(err.to_string().contains("group 4 of 9"), "{err}");
@@ -473,12 +528,29 @@ mod tests {
     #[test]
     fn rejects_wrong_lengths_and_characters() {
         assert_eq!(InstallationId::parse("").unwrap_err().code(), Code::IdEmpty);
-        assert_eq!(InstallationId::parse(" - ").unwrap_err().code(), Code::IdEmpty);
-        assert_eq!(InstallationId::parse("12345").unwrap_err().code(), Code::IdLength);
-        assert_eq!(InstallationId::parse(&format!("{}x", iid63())).unwrap_err().code(), Code::IdCharacter);
+        assert_eq!(
+            InstallationId::parse(" - ").unwrap_err().code(),
+            Code::IdEmpty
+        );
+        assert_eq!(
+            InstallationId::parse("12345").unwrap_err().code(),
+            Code::IdLength
+        );
+        assert_eq!(
+            InstallationId::parse(&format!("{}x", iid63()))
+                .unwrap_err()
+                .code(),
+            Code::IdCharacter
+        );
         // full-width and other non-ASCII digits are not silently accepted
-        assert_eq!(InstallationId::parse("１２３").unwrap_err().code(), Code::IdCharacter);
-        assert_eq!(ConfirmationId::parse(&iid63()).unwrap_err().code(), Code::IdLength);
+        assert_eq!(
+            InstallationId::parse("１２３").unwrap_err().code(),
+            Code::IdCharacter
+        );
+        assert_eq!(
+            ConfirmationId::parse(&iid63()).unwrap_err().code(),
+            Code::IdLength
+        );
     }
 
     #[test]
@@ -496,18 +568,44 @@ mod tests {
         let b = Guid::parse("2de67392-b7a7-462a-b1ca-108dd189f588").unwrap();
         assert_eq!(a, b);
         assert_eq!(a.as_str(), "2de67392-b7a7-462a-b1ca-108dd189f588");
-        assert_eq!(Guid::parse("2de67392b7a7462ab1ca108dd189f588").unwrap_err().code(), Code::IdGuid);
-        assert_eq!(Guid::parse("{2de67392-b7a7-462a-b1ca-108dd189f58g}").unwrap_err().code(), Code::IdGuid);
-        assert_eq!(ApplicationId::parse("{55C92734-D682-4D71-983E-D6EC3F16059F}").unwrap(), ApplicationId::Windows);
-        assert_eq!(ApplicationId::parse(ApplicationId::OFFICE).unwrap(), ApplicationId::Office);
+        assert_eq!(
+            Guid::parse("2de67392b7a7462ab1ca108dd189f588")
+                .unwrap_err()
+                .code(),
+            Code::IdGuid
+        );
+        assert_eq!(
+            Guid::parse("{2de67392-b7a7-462a-b1ca-108dd189f58g}")
+                .unwrap_err()
+                .code(),
+            Code::IdGuid
+        );
+        assert_eq!(
+            ApplicationId::parse("{55C92734-D682-4D71-983E-D6EC3F16059F}").unwrap(),
+            ApplicationId::Windows
+        );
+        assert_eq!(
+            ApplicationId::parse(ApplicationId::OFFICE).unwrap(),
+            ApplicationId::Office
+        );
     }
 
     #[test]
     fn epid_examples() {
         ExtendedProductId::parse("03612-03305-317-008912-02-1033-9200.0000-0662023").unwrap();
         ExtendedProductId::parse("05426-04342-045-088012-03-1033-9600.0000-1512019").unwrap();
-        for bad in ["", "abc", "03612-03305", "03612-03305-317-008912-02-1033-9200..0000-0662023", "03612;03305-317-008912-02-1033-9200.0000-0662023"] {
-            assert_eq!(ExtendedProductId::parse(bad).unwrap_err().code(), Code::IdEpid, "{bad}");
+        for bad in [
+            "",
+            "abc",
+            "03612-03305",
+            "03612-03305-317-008912-02-1033-9200..0000-0662023",
+            "03612;03305-317-008912-02-1033-9200.0000-0662023",
+        ] {
+            assert_eq!(
+                ExtendedProductId::parse(bad).unwrap_err().code(),
+                Code::IdEpid,
+                "{bad}"
+            );
         }
     }
 
@@ -515,16 +613,41 @@ mod tests {
     fn license_status_names() {
         assert_eq!(LicenseStatus::from_i64(1).unwrap().name(), "Licensed");
         assert_eq!(LicenseStatus::from_i64(6).unwrap().name(), "ExtendedGrace");
-        assert_eq!(LicenseStatus::from_i64(7).unwrap_err().code(), Code::IdLicenseStatus);
-        assert_eq!(LicenseStatus::from_i64(-1).unwrap_err().code(), Code::IdLicenseStatus);
+        assert_eq!(
+            LicenseStatus::from_i64(7).unwrap_err().code(),
+            Code::IdLicenseStatus
+        );
+        assert_eq!(
+            LicenseStatus::from_i64(-1).unwrap_err().code(),
+            Code::IdLicenseStatus
+        );
     }
 
     #[test]
     fn host_names() {
         assert_eq!(HostName::parse("pc-0001").unwrap().as_str(), "PC-0001");
-        assert_eq!(HostName::parse("lab7.corp.example").unwrap().as_str(), "LAB7.CORP.EXAMPLE");
-        for bad in ["", "../x", "a/b", "a\\b", "CON", "com1", "lpt9.txt", ".hidden", "x\u{202e}y", "a b", &"x".repeat(64)] {
-            assert_eq!(HostName::parse(bad).unwrap_err().code(), Code::IdHostName, "{bad:?}");
+        assert_eq!(
+            HostName::parse("lab7.corp.example").unwrap().as_str(),
+            "LAB7.CORP.EXAMPLE"
+        );
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            "a\\b",
+            "CON",
+            "com1",
+            "lpt9.txt",
+            ".hidden",
+            "x\u{202e}y",
+            "a b",
+            &"x".repeat(64),
+        ] {
+            assert_eq!(
+                HostName::parse(bad).unwrap_err().code(),
+                Code::IdHostName,
+                "{bad:?}"
+            );
         }
     }
 

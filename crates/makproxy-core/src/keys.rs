@@ -49,15 +49,24 @@ pub enum KeyError {
     #[error("{path}: {reason}")]
     Malformed { path: PathBuf, reason: String },
     #[error("{path} holds a {found} key; this side trusts only {expected} keys")]
-    Role { path: PathBuf, found: &'static str, expected: &'static str },
-    #[error("trust name {0:?} is invalid or already in use (letters, digits, '-', '_', '.'; up to 64)")]
+    Role {
+        path: PathBuf,
+        found: &'static str,
+        expected: &'static str,
+    },
+    #[error(
+        "trust name {0:?} is invalid or already in use (letters, digits, '-', '_', '.'; up to 64)"
+    )]
     TrustName(String),
     #[error("this key is already trusted as {0:?}")]
     AlreadyTrusted(String),
     #[error("no trusted key named {0:?}")]
     UnknownName(String),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl KeyError {
@@ -77,7 +86,10 @@ impl KeyError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
-    move |source| KeyError::Io { path: path.to_path_buf(), source }
+    move |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A public key with its role and the site name its owner chose.
@@ -130,7 +142,11 @@ impl PublicKey {
     /// A short fingerprint to read aloud: the key ID in four groups, upper case.
     pub fn fingerprint(&self) -> String {
         let id = self.key_id().to_ascii_uppercase();
-        id.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap_or("")).collect::<Vec<_>>().join("-")
+        id.as_bytes()
+            .chunks(4)
+            .map(|c| std::str::from_utf8(c).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("-")
     }
     pub fn to_file_bytes(&self) -> Vec<u8> {
         let f = PublicKeyFile {
@@ -145,34 +161,55 @@ impl PublicKey {
         v
     }
     pub fn from_file_bytes(path: &Path, bytes: &[u8]) -> Result<Self, KeyError> {
-        let bad = |reason: String| KeyError::Malformed { path: path.to_path_buf(), reason };
+        let bad = |reason: String| KeyError::Malformed {
+            path: path.to_path_buf(),
+            reason,
+        };
         if bytes.len() > 4096 {
             return Err(bad("larger than a public key file can be".into()));
         }
         let f: PublicKeyFile = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
         if f.format != "makproxy-public-key" || f.version != 1 {
-            return Err(bad(format!("unsupported format {:?} version {}", f.format, f.version)));
+            return Err(bad(format!(
+                "unsupported format {:?} version {}",
+                f.format, f.version
+            )));
         }
         valid_site(&f.site).map_err(|_| bad("invalid site name".into()))?;
-        let raw = B64.decode(f.key.as_bytes()).map_err(|e| bad(e.to_string()))?;
-        let arr: [u8; 32] = raw.try_into().map_err(|_| bad("key is not 32 bytes".into()))?;
+        let raw = B64
+            .decode(f.key.as_bytes())
+            .map_err(|e| bad(e.to_string()))?;
+        let arr: [u8; 32] = raw
+            .try_into()
+            .map_err(|_| bad("key is not 32 bytes".into()))?;
         let key = VerifyingKey::from_bytes(&arr).map_err(|e| bad(e.to_string()))?;
         if key.is_weak() {
             return Err(bad("weak (small-order) key".into()));
         }
-        Ok(Self { role: f.role, site: f.site, key })
+        Ok(Self {
+            role: f.role,
+            site: f.site,
+            key,
+        })
     }
 }
 
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} key of site {:?}, fingerprint {}", self.role.as_str(), self.site, self.fingerprint())
+        write!(
+            f,
+            "{} key of site {:?}, fingerprint {}",
+            self.role.as_str(),
+            self.site,
+            self.fingerprint()
+        )
     }
 }
 
 fn valid_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && !s.starts_with('.')
 }
 
@@ -221,22 +258,45 @@ impl Home {
             return Err(KeyError::HomeExists(dir.to_path_buf()));
         }
         fsutil::create_private_dir(dir).map_err(io_err(dir))?;
-        let home = Home { dir: dir.to_path_buf(), role, site: site.to_string() };
+        let home = Home {
+            dir: dir.to_path_buf(),
+            role,
+            site: site.to_string(),
+        };
         let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| KeyError::Io { path: dir.to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
+        getrandom::fill(&mut seed).map_err(|e| KeyError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let signing = SigningKey::from_bytes(&seed);
-        let secret = SecretKeyFile { format: "makproxy-secret-key".into(), version: 1, role, key: B64.encode(seed) };
+        let secret = SecretKeyFile {
+            format: "makproxy-secret-key".into(),
+            version: 1,
+            role,
+            key: B64.encode(seed),
+        };
         seed.fill(0);
         let sp = home.secret_path();
-        fsutil::write_secret(&sp, &serde_json::to_vec(&secret).expect("serialisable")).map_err(io_err(&sp))?;
-        let public = PublicKey { role, site: site.to_string(), key: signing.verifying_key() };
+        fsutil::write_secret(&sp, &serde_json::to_vec(&secret).expect("serialisable"))
+            .map_err(io_err(&sp))?;
+        let public = PublicKey {
+            role,
+            site: site.to_string(),
+            key: signing.verifying_key(),
+        };
         let pp = home.public_path();
         fsutil::write_atomic(&pp, &public.to_file_bytes()).map_err(io_err(&pp))?;
         fs::create_dir_all(home.trust_dir()).map_err(io_err(dir))?;
-        let cfg = HomeConfig { format: "makproxy-home".into(), version: 1, role, site: site.to_string() };
+        let cfg = HomeConfig {
+            format: "makproxy-home".into(),
+            version: 1,
+            role,
+            site: site.to_string(),
+        };
         let cp = Self::config_path(dir);
         // Written last: a home is initialised only once everything above exists.
-        fsutil::write_atomic(&cp, &serde_json::to_vec_pretty(&cfg).expect("serialisable")).map_err(io_err(&cp))?;
+        fsutil::write_atomic(&cp, &serde_json::to_vec_pretty(&cfg).expect("serialisable"))
+            .map_err(io_err(&cp))?;
         Ok((home, public))
     }
 
@@ -244,12 +304,22 @@ impl Home {
     pub fn open(dir: &Path, role: Role) -> Result<Home, KeyError> {
         let cp = Self::config_path(dir);
         let bytes = fs::read(&cp).map_err(|_| KeyError::NoHome(dir.to_path_buf()))?;
-        let cfg: HomeConfig = serde_json::from_slice(&bytes)
-            .map_err(|e| KeyError::Malformed { path: cp.clone(), reason: e.to_string() })?;
+        let cfg: HomeConfig = serde_json::from_slice(&bytes).map_err(|e| KeyError::Malformed {
+            path: cp.clone(),
+            reason: e.to_string(),
+        })?;
         if cfg.role != role {
-            return Err(KeyError::Role { path: cp, found: cfg.role.as_str(), expected: role.as_str() });
+            return Err(KeyError::Role {
+                path: cp,
+                found: cfg.role.as_str(),
+                expected: role.as_str(),
+            });
         }
-        Ok(Home { dir: dir.to_path_buf(), role, site: cfg.site })
+        Ok(Home {
+            dir: dir.to_path_buf(),
+            role,
+            site: cfg.site,
+        })
     }
 
     /// Loads the signing key, refusing one that others can read.
@@ -259,13 +329,20 @@ impl Home {
             return Err(KeyError::Permissions(p));
         }
         let bytes = fs::read(&p).map_err(io_err(&p))?;
-        let bad = |reason: String| KeyError::Malformed { path: p.clone(), reason };
+        let bad = |reason: String| KeyError::Malformed {
+            path: p.clone(),
+            reason,
+        };
         let f: SecretKeyFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         if f.format != "makproxy-secret-key" || f.version != 1 || f.role != self.role {
             return Err(bad("not a secret key of this side".into()));
         }
-        let raw = B64.decode(f.key.as_bytes()).map_err(|e| bad(e.to_string()))?;
-        let seed: [u8; 32] = raw.try_into().map_err(|_| bad("key is not 32 bytes".into()))?;
+        let raw = B64
+            .decode(f.key.as_bytes())
+            .map_err(|e| bad(e.to_string()))?;
+        let seed: [u8; 32] = raw
+            .try_into()
+            .map_err(|_| bad("key is not 32 bytes".into()))?;
         Ok(SigningKey::from_bytes(&seed))
     }
 
@@ -283,7 +360,11 @@ impl Home {
         let bytes = fs::read(file).map_err(io_err(file))?;
         let key = PublicKey::from_file_bytes(file, &bytes)?;
         if key.role != self.role.peer() {
-            return Err(KeyError::Role { path: file.to_path_buf(), found: key.role.as_str(), expected: self.role.peer().as_str() });
+            return Err(KeyError::Role {
+                path: file.to_path_buf(),
+                found: key.role.as_str(),
+                expected: self.role.peer().as_str(),
+            });
         }
         for t in self.trusted()? {
             if t.key.key == key.key {
@@ -297,7 +378,10 @@ impl Home {
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let p = dir.join(format!("{name}.pub"));
         fsutil::write_atomic(&p, &key.to_file_bytes()).map_err(io_err(&p))?;
-        Ok(Trusted { name: name.to_string(), key })
+        Ok(Trusted {
+            name: name.to_string(),
+            key,
+        })
     }
 
     pub fn trust_remove(&self, name: &str) -> Result<(), KeyError> {
@@ -319,19 +403,33 @@ impl Home {
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(KeyError::Io { path: dir, source: e }),
+            Err(e) => {
+                return Err(KeyError::Io {
+                    path: dir,
+                    source: e,
+                })
+            }
         };
         for entry in rd {
             let entry = entry.map_err(io_err(&dir))?;
             let p = entry.path();
-            let Some(name) = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".pub")) else { continue };
+            let Some(name) = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".pub"))
+            else {
+                continue;
+            };
             if !valid_name(name) {
                 continue;
             }
             let bytes = fs::read(&p).map_err(io_err(&p))?;
             let key = PublicKey::from_file_bytes(&p, &bytes)?;
             if key.role == self.role.peer() {
-                out.push(Trusted { name: name.to_string(), key });
+                out.push(Trusted {
+                    name: name.to_string(),
+                    key,
+                });
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -348,7 +446,10 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let (secure, spub) = Home::init(&t.path().join("s"), Role::Secure, "plant-a").unwrap();
         let (online, opub) = Home::init(&t.path().join("o"), Role::Online, "gateway").unwrap();
-        assert!(matches!(Home::init(&secure.dir, Role::Secure, "x"), Err(KeyError::HomeExists(_))));
+        assert!(matches!(
+            Home::init(&secure.dir, Role::Secure, "x"),
+            Err(KeyError::HomeExists(_))
+        ));
         assert_eq!(spub.fingerprint().len(), 19);
         assert_eq!(secure.signing_key().unwrap().verifying_key(), spub.key);
 
@@ -356,23 +457,47 @@ mod tests {
         let e = secure.trust_add(&secure.public_path(), "me").unwrap_err();
         assert_eq!(e.code(), Some(Code::KeyRole));
         secure.trust_add(&online.public_path(), "gw").unwrap();
-        assert_eq!(secure.trust_add(&online.public_path(), "gw2").unwrap_err().code(), Some(Code::KeyAlreadyTrusted));
-        assert_eq!(secure.trust_add(&online.public_path(), "../x").unwrap_err().code(), Some(Code::KeyTrustName));
+        assert_eq!(
+            secure
+                .trust_add(&online.public_path(), "gw2")
+                .unwrap_err()
+                .code(),
+            Some(Code::KeyAlreadyTrusted)
+        );
+        assert_eq!(
+            secure
+                .trust_add(&online.public_path(), "../x")
+                .unwrap_err()
+                .code(),
+            Some(Code::KeyTrustName)
+        );
         let list = secure.trusted().unwrap();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].key, opub);
         secure.trust_remove("gw").unwrap();
         assert!(secure.trusted().unwrap().is_empty());
-        assert_eq!(secure.trust_remove("gw").unwrap_err().code(), Some(Code::KeyUnknownName));
+        assert_eq!(
+            secure.trust_remove("gw").unwrap_err().code(),
+            Some(Code::KeyUnknownName)
+        );
 
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(secure.secret_path()).unwrap().permissions().mode();
+            let mode = fs::metadata(secure.secret_path())
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
             fs::set_permissions(secure.secret_path(), fs::Permissions::from_mode(0o644)).unwrap();
-            assert_eq!(secure.signing_key().unwrap_err().code(), Some(Code::KeyPermissions));
+            assert_eq!(
+                secure.signing_key().unwrap_err().code(),
+                Some(Code::KeyPermissions)
+            );
         }
-        assert!(matches!(Home::open(&online.dir, Role::Secure), Err(KeyError::Role { .. })));
+        assert!(matches!(
+            Home::open(&online.dir, Role::Secure),
+            Err(KeyError::Role { .. })
+        ));
     }
 }

@@ -12,7 +12,10 @@
 //! a repeated key are rejected (serde_json would silently keep the last one).
 
 use crate::codes::Code;
-use crate::ids::{ApplicationId, ConfirmationId, ExtendedProductId, Guid, HostName, IdError, InstallationId, LicenseStatus};
+use crate::ids::{
+    ApplicationId, ConfirmationId, ExtendedProductId, Guid, HostName, IdError, InstallationId,
+    LicenseStatus,
+};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -35,13 +38,29 @@ pub struct RecordError {
 
 impl RecordError {
     fn file(code: Code, detail: impl Into<String>) -> Self {
-        Self { code, record: None, detail: detail.into() }
+        Self {
+            code,
+            record: None,
+            detail: detail.into(),
+        }
     }
     fn at(record: usize, code: Code, detail: impl Into<String>) -> Self {
-        Self { code, record: Some(record), detail: detail.into() }
+        Self {
+            code,
+            record: Some(record),
+            detail: detail.into(),
+        }
     }
     fn id(record: usize, field: &str, e: IdError) -> Self {
-        Self::at(record, e.code(), format!("{field}: {e}"))
+        let msg = e.to_string();
+        if msg
+            .to_ascii_lowercase()
+            .starts_with(&field.to_ascii_lowercase())
+        {
+            Self::at(record, e.code(), msg)
+        } else {
+            Self::at(record, e.code(), format!("{field}: {msg}"))
+        }
     }
 }
 
@@ -50,19 +69,45 @@ impl RecordError {
 pub fn decode_text(bytes: &[u8]) -> Result<String, RecordError> {
     let utf16 = |b: &[u8], le: bool| -> Result<String, RecordError> {
         if b.len() % 2 != 0 {
-            return Err(RecordError::file(Code::RecUnreadable, "UTF-16 text has an odd number of bytes (truncated?)"));
+            return Err(RecordError::file(
+                Code::RecUnreadable,
+                "UTF-16 text has an odd number of bytes (truncated?)",
+            ));
         }
-        let units = b.chunks_exact(2).map(|c| if le { u16::from_le_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], c[1]]) });
+        let units = b.chunks_exact(2).map(|c| {
+            if le {
+                u16::from_le_bytes([c[0], c[1]])
+            } else {
+                u16::from_be_bytes([c[0], c[1]])
+            }
+        });
         char::decode_utf16(units)
             .collect::<Result<String, _>>()
-            .map_err(|_| RecordError::file(Code::RecUnreadable, "invalid UTF-16 (unpaired surrogate)"))
+            .map_err(|_| {
+                RecordError::file(Code::RecUnreadable, "invalid UTF-16 (unpaired surrogate)")
+            })
     };
     match bytes {
-        [0xEF, 0xBB, 0xBF, rest @ ..] => std::str::from_utf8(rest).map(str::to_string).map_err(|e| RecordError::file(Code::RecUnreadable, format!("invalid UTF-8 at byte {}", e.valid_up_to() + 3))),
+        [0xEF, 0xBB, 0xBF, rest @ ..] => {
+            std::str::from_utf8(rest).map(str::to_string).map_err(|e| {
+                RecordError::file(
+                    Code::RecUnreadable,
+                    format!("invalid UTF-8 at byte {}", e.valid_up_to() + 3),
+                )
+            })
+        }
         [0xFF, 0xFE, rest @ ..] => utf16(rest, true),
         [0xFE, 0xFF, rest @ ..] => utf16(rest, false),
         [a, 0, b, 0, ..] if a.is_ascii() && b.is_ascii() && *a != 0 => utf16(bytes, true),
-        _ => std::str::from_utf8(bytes).map(str::to_string).map_err(|e| RecordError::file(Code::RecUnreadable, format!("not UTF-8 or UTF-16 with BOM (invalid byte at {})", e.valid_up_to()))),
+        _ => std::str::from_utf8(bytes).map(str::to_string).map_err(|e| {
+            RecordError::file(
+                Code::RecUnreadable,
+                format!(
+                    "not UTF-8 or UTF-16 with BOM (invalid byte at {})",
+                    e.valid_up_to()
+                ),
+            )
+        }),
     }
 }
 
@@ -87,7 +132,9 @@ impl<'de> Deserialize<'de> for Strict {
                 Ok(Strict(v.into()))
             }
             fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
-                Ok(Strict(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)))
+                Ok(Strict(
+                    serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
+                ))
             }
             fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
                 Ok(Strict(Value::String(v.to_string())))
@@ -137,7 +184,8 @@ pub fn parse_json_strict(text: &str) -> Result<Value, RecordError> {
         };
         RecordError::file(code, format!("JSON: {msg}"))
     })?;
-    de.end().map_err(|e| RecordError::file(Code::RecSyntax, format!("JSON: trailing data: {e}")))?;
+    de.end()
+        .map_err(|e| RecordError::file(Code::RecSyntax, format!("JSON: trailing data: {e}")))?;
     Ok(v.0)
 }
 
@@ -191,8 +239,16 @@ impl Skip {
 impl ProductRecord {
     /// None if the product needs a MAK proxy activation, else why not.
     pub fn skip(&self) -> Option<Skip> {
-        let desc = self.description.as_deref().unwrap_or("").to_ascii_uppercase();
-        if self.partial_key.as_deref().is_none_or(|k| k.trim().is_empty()) {
+        let desc = self
+            .description
+            .as_deref()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        if self
+            .partial_key
+            .as_deref()
+            .is_none_or(|k| k.trim().is_empty())
+        {
             Some(Skip::NoKey)
         } else if desc.contains("KMSCLIENT") {
             Some(Skip::KmsClient)
@@ -225,7 +281,9 @@ pub struct DepositResult {
 pub fn deposit_error_meaning(code: &str) -> &'static str {
     match code.to_ascii_uppercase().as_str() {
         "0XC004F04D" => "installation ID or confirmation ID is invalid (check digits)",
-        "0XC004F031" => "installation ID and confirmation ID do not match (machine changed? re-collect)",
+        "0XC004F031" => {
+            "installation ID and confirmation ID do not match (machine changed? re-collect)"
+        }
         "0XC004F025" => "access denied: run the deposit script as administrator",
         "0XC004F074" => "no key management service could be contacted (KMS client product)",
         _ => "unrecognised Windows error (reported verbatim)",
@@ -327,29 +385,68 @@ struct Fields {
     license_status: Option<i64>,
 }
 
-fn limit_text(record: usize, field: &str, v: Option<String>) -> Result<Option<String>, RecordError> {
+fn limit_text(
+    record: usize,
+    field: &str,
+    v: Option<String>,
+) -> Result<Option<String>, RecordError> {
     match nonempty(v) {
-        Some(s) if s.len() > 512 => Err(RecordError::at(record, Code::RecFieldType, format!("{field} is longer than 512 bytes"))),
+        Some(s) if s.len() > 512 => Err(RecordError::at(
+            record,
+            Code::RecFieldType,
+            format!("{field} is longer than 512 bytes"),
+        )),
         other => Ok(other),
     }
 }
 
 fn validate(record: usize, f: Fields) -> Result<ProductRecord, RecordError> {
-    let host = HostName::parse(&f.host).map_err(|e| RecordError::id(record, "host", e))?;
-    let aid = nonempty(f.activation_id).ok_or_else(|| RecordError::at(record, Code::RecMissingField, "activation ID (ID) is missing"))?;
-    let activation_id = Guid::parse(&aid).map_err(|e| RecordError::id(record, "activation ID", e))?;
+    let host = HostName::parse(&f.host).map_err(|e| {
+        RecordError::at(
+            record,
+            e.code(),
+            format!("host \"{}\": {e}", crate::sanitize::escape(&f.host)),
+        )
+    })?;
+    let aid = nonempty(f.activation_id).ok_or_else(|| {
+        RecordError::at(
+            record,
+            Code::RecMissingField,
+            "activation ID (ID) is missing",
+        )
+    })?;
+    let activation_id =
+        Guid::parse(&aid).map_err(|e| RecordError::id(record, "activation ID", e))?;
     let application = match nonempty(f.application_id) {
-        Some(a) => ApplicationId::parse(&a).map_err(|e| RecordError::id(record, "application ID", e))?,
+        Some(a) => {
+            ApplicationId::parse(&a).map_err(|e| RecordError::id(record, "application ID", e))?
+        }
         None => ApplicationId::Windows,
     };
     let partial_key = limit_text(record, "partial product key", f.partial_key)?;
-    let epid = nonempty(f.epid).map(|s| ExtendedProductId::parse(&s)).transpose().map_err(|e| RecordError::id(record, "extended product ID", e))?;
-    let iid = nonempty(f.iid).map(|s| InstallationId::parse(&s)).transpose().map_err(|e| RecordError::id(record, "installation ID", e))?;
-    let license_status = f.license_status.map(LicenseStatus::from_i64).transpose().map_err(|e| RecordError::id(record, "license status", e))?;
+    let epid = nonempty(f.epid)
+        .map(|s| ExtendedProductId::parse(&s))
+        .transpose()
+        .map_err(|e| RecordError::id(record, "extended product ID", e))?;
+    let iid = nonempty(f.iid)
+        .map(|s| InstallationId::parse(&s))
+        .transpose()
+        .map_err(|e| RecordError::id(record, "installation ID", e))?;
+    let license_status = f
+        .license_status
+        .map(LicenseStatus::from_i64)
+        .transpose()
+        .map_err(|e| RecordError::id(record, "license status", e))?;
     let wmi_class = match nonempty(f.wmi_class).as_deref() {
         None | Some("SoftwareLicensingProduct") => "SoftwareLicensingProduct".to_string(),
         Some("OfficeSoftwareProtectionProduct") => "OfficeSoftwareProtectionProduct".to_string(),
-        Some(other) => return Err(RecordError::at(record, Code::RecFieldType, format!("unknown WMI class {other:?}"))),
+        Some(other) => {
+            return Err(RecordError::at(
+                record,
+                Code::RecFieldType,
+                format!("unknown WMI class {other:?}"),
+            ))
+        }
     };
     Ok(ProductRecord {
         host,
@@ -378,7 +475,10 @@ pub fn parse(text: &str, fallback_host: &str) -> Result<(Format, Parsed), Record
             if schema.starts_with("makproxy-deposit-result/") {
                 return parse_deposits(v).map(|p| (Format::DepositResult, p));
             }
-            return Err(RecordError::file(Code::RecSchemaVersion, format!("unsupported schema {:?}", crate::sanitize::escape(schema))));
+            return Err(RecordError::file(
+                Code::RecSchemaVersion,
+                format!("unsupported schema {:?}", crate::sanitize::escape(schema)),
+            ));
         }
         return parse_wmi(v, fallback_host).map(|p| (Format::Wmi, p));
     }
@@ -386,7 +486,10 @@ pub fn parse(text: &str, fallback_host: &str) -> Result<(Format, Parsed), Record
     if first.contains("installation_id") && first.contains(',') {
         return parse_csv(t).map(|p| (Format::Csv, p));
     }
-    Err(RecordError::file(Code::RecShape, "not agent JSON, WMI JSON, CSV or a deposit result file"))
+    Err(RecordError::file(
+        Code::RecShape,
+        "not agent JSON, WMI JSON, CSV or a deposit result file",
+    ))
 }
 
 fn parse_agent(v: Value) -> Result<Parsed, RecordError> {
@@ -396,10 +499,19 @@ fn parse_agent(v: Value) -> Result<Parsed, RecordError> {
         r
     })?;
     if f.schema != "makproxy-agent/1" {
-        return Err(RecordError::file(Code::RecSchemaVersion, format!("unsupported agent schema {:?}", crate::sanitize::escape(&f.schema))));
+        return Err(RecordError::file(
+            Code::RecSchemaVersion,
+            format!(
+                "unsupported agent schema {:?}",
+                crate::sanitize::escape(&f.schema)
+            ),
+        ));
     }
     if f.products.len() > MAX_PRODUCTS {
-        return Err(RecordError::file(Code::RecTooLarge, "too many products in one file"));
+        return Err(RecordError::file(
+            Code::RecTooLarge,
+            "too many products in one file",
+        ));
     }
     let host = f.host;
     let out = f
@@ -429,11 +541,19 @@ fn parse_agent(v: Value) -> Result<Parsed, RecordError> {
     Ok(Parsed::Products(out))
 }
 
-fn wmi_str(o: &Map<String, Value>, key: &str, record: usize) -> Result<Option<String>, RecordError> {
+fn wmi_str(
+    o: &Map<String, Value>,
+    key: &str,
+    record: usize,
+) -> Result<Option<String>, RecordError> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(RecordError::at(record, Code::RecFieldType, format!("{key} should be text, found {}", type_name(other)))),
+        Some(other) => Err(RecordError::at(
+            record,
+            Code::RecFieldType,
+            format!("{key} should be text, found {}", type_name(other)),
+        )),
     }
 }
 
@@ -452,12 +572,25 @@ fn parse_wmi(v: Value, fallback_host: &str) -> Result<Parsed, RecordError> {
     let items = match v {
         Value::Array(a) => a,
         o @ Value::Object(_) => vec![o],
-        other => return Err(RecordError::file(Code::RecShape, format!("expected an object or array, found {}", type_name(&other)))),
+        other => {
+            return Err(RecordError::file(
+                Code::RecShape,
+                format!("expected an object or array, found {}", type_name(&other)),
+            ))
+        }
     };
     if items.len() > MAX_PRODUCTS {
-        return Err(RecordError::file(Code::RecTooLarge, "too many products in one file"));
+        return Err(RecordError::file(
+            Code::RecTooLarge,
+            "too many products in one file",
+        ));
     }
-    let looks_wmi = items.iter().any(|i| i.get("ID").is_some() && (i.get("OfflineInstallationId").is_some() || i.get("ProductKeyID").is_some() || i.get("PartialProductKey").is_some()));
+    let looks_wmi = items.iter().any(|i| {
+        i.get("ID").is_some()
+            && (i.get("OfflineInstallationId").is_some()
+                || i.get("ProductKeyID").is_some()
+                || i.get("PartialProductKey").is_some())
+    });
     if !looks_wmi {
         return Err(RecordError::file(Code::RecShape, "JSON without WMI SoftwareLicensingProduct properties (ID, OfflineInstallationId, ProductKeyID)"));
     }
@@ -467,15 +600,36 @@ fn parse_wmi(v: Value, fallback_host: &str) -> Result<Parsed, RecordError> {
         .map(|(i, item)| {
             let n = i + 1;
             let Value::Object(o) = item else {
-                return Err(RecordError::at(n, Code::RecFieldType, "array element is not an object"));
+                return Err(RecordError::at(
+                    n,
+                    Code::RecFieldType,
+                    "array element is not an object",
+                ));
             };
             let license_status = match o.get("LicenseStatus") {
                 None | Some(Value::Null) => None,
-                Some(Value::Number(x)) => Some(x.as_i64().ok_or_else(|| RecordError::at(n, Code::RecFieldType, "LicenseStatus is not a whole number"))?),
-                Some(other) => return Err(RecordError::at(n, Code::RecFieldType, format!("LicenseStatus should be a number, found {}", type_name(other)))),
+                Some(Value::Number(x)) => Some(x.as_i64().ok_or_else(|| {
+                    RecordError::at(n, Code::RecFieldType, "LicenseStatus is not a whole number")
+                })?),
+                Some(other) => {
+                    return Err(RecordError::at(
+                        n,
+                        Code::RecFieldType,
+                        format!(
+                            "LicenseStatus should be a number, found {}",
+                            type_name(other)
+                        ),
+                    ))
+                }
             };
-            let host = wmi_str(&o, "PSComputerName", n)?.filter(|h| !h.trim().is_empty()).unwrap_or_else(|| fallback_host.to_string());
-            let class = match o.get("CimClass").and_then(|c| c.get("CimClassName")).and_then(Value::as_str) {
+            let host = wmi_str(&o, "PSComputerName", n)?
+                .filter(|h| !h.trim().is_empty())
+                .unwrap_or_else(|| fallback_host.to_string());
+            let class = match o
+                .get("CimClass")
+                .and_then(|c| c.get("CimClassName"))
+                .and_then(Value::as_str)
+            {
                 Some(c) => Some(c.to_string()),
                 None => wmi_str(&o, "__CLASS", n)?,
             };
@@ -527,24 +681,52 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
 
 fn parse_csv(text: &str) -> Result<Parsed, RecordError> {
     let mut lines = text.lines();
-    let header = csv_fields(lines.next().unwrap_or("")).map_err(|e| RecordError::file(Code::RecSyntax, format!("CSV header: {e}")))?;
-    let header: Vec<String> = header.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+    let header = csv_fields(lines.next().unwrap_or(""))
+        .map_err(|e| RecordError::file(Code::RecSyntax, format!("CSV header: {e}")))?;
+    let header: Vec<String> = header
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
     let col = |name: &str| header.iter().position(|h| h == name);
     let mut seen = std::collections::HashSet::new();
     for h in &header {
         if !seen.insert(h.as_str()) {
-            return Err(RecordError::file(Code::RecDuplicateKey, format!("CSV column {h:?} appears twice")));
+            return Err(RecordError::file(
+                Code::RecDuplicateKey,
+                format!("CSV column {h:?} appears twice"),
+            ));
         }
     }
-    let required = ["host", "activation_id", "extended_product_id", "installation_id"];
+    let required = [
+        "host",
+        "activation_id",
+        "extended_product_id",
+        "installation_id",
+    ];
     for r in required {
         if col(r).is_none() {
-            return Err(RecordError::file(Code::RecMissingField, format!("CSV header lacks column {r:?}")));
+            return Err(RecordError::file(
+                Code::RecMissingField,
+                format!("CSV header lacks column {r:?}"),
+            ));
         }
     }
-    let known = ["host", "activation_id", "extended_product_id", "installation_id", "application_id", "product", "description", "partial_product_key", "license_status"];
+    let known = [
+        "host",
+        "activation_id",
+        "extended_product_id",
+        "installation_id",
+        "application_id",
+        "product",
+        "description",
+        "partial_product_key",
+        "license_status",
+    ];
     if let Some(u) = header.iter().find(|h| !known.contains(&h.as_str())) {
-        return Err(RecordError::file(Code::RecUnknownField, format!("unknown CSV column {:?}", crate::sanitize::escape(u))));
+        return Err(RecordError::file(
+            Code::RecUnknownField,
+            format!("unknown CSV column {:?}", crate::sanitize::escape(u)),
+        ));
     }
     let mut out = Vec::new();
     for (i, line) in lines.enumerate() {
@@ -553,34 +735,45 @@ fn parse_csv(text: &str) -> Result<Parsed, RecordError> {
             continue;
         }
         if out.len() >= MAX_PRODUCTS {
-            return Err(RecordError::file(Code::RecTooLarge, "too many rows in one file"));
+            return Err(RecordError::file(
+                Code::RecTooLarge,
+                "too many rows in one file",
+            ));
         }
-        let rec = csv_fields(line).map_err(|e| RecordError::at(n, Code::RecSyntax, e)).and_then(|f| {
-            if f.len() != header.len() {
-                return Err(RecordError::at(n, Code::RecSyntax, format!("{} fields; the header has {}", f.len(), header.len())));
-            }
-            let get = |name: &str| col(name).map(|c| f[c].trim().to_string());
-            let status = match get("license_status").filter(|s| !s.is_empty()) {
-                Some(s) => Some(s.parse::<i64>().map_err(|_| RecordError::at(n, Code::RecFieldType, "license_status is not a number"))?),
-                None => None,
-            };
-            validate(
-                n,
-                Fields {
-                    host: get("host").unwrap_or_default(),
-                    wmi_class: None,
-                    activation_id: get("activation_id"),
-                    application_id: get("application_id"),
-                    name: get("product"),
-                    description: get("description"),
-                    // A CSV row names a product that has a key: default to "present".
-                    partial_key: get("partial_product_key").or(Some("?????".into())),
-                    epid: get("extended_product_id"),
-                    iid: get("installation_id"),
-                    license_status: status,
-                },
-            )
-        });
+        let rec = csv_fields(line)
+            .map_err(|e| RecordError::at(n, Code::RecSyntax, e))
+            .and_then(|f| {
+                if f.len() != header.len() {
+                    return Err(RecordError::at(
+                        n,
+                        Code::RecSyntax,
+                        format!("{} fields; the header has {}", f.len(), header.len()),
+                    ));
+                }
+                let get = |name: &str| col(name).map(|c| f[c].trim().to_string());
+                let status = match get("license_status").filter(|s| !s.is_empty()) {
+                    Some(s) => Some(s.parse::<i64>().map_err(|_| {
+                        RecordError::at(n, Code::RecFieldType, "license_status is not a number")
+                    })?),
+                    None => None,
+                };
+                validate(
+                    n,
+                    Fields {
+                        host: get("host").unwrap_or_default(),
+                        wmi_class: None,
+                        activation_id: get("activation_id"),
+                        application_id: get("application_id"),
+                        name: get("product"),
+                        description: get("description"),
+                        // A CSV row names a product that has a key: default to "present".
+                        partial_key: get("partial_product_key").or(Some("?????".into())),
+                        epid: get("extended_product_id"),
+                        iid: get("installation_id"),
+                        license_status: status,
+                    },
+                )
+            });
         out.push(rec);
     }
     Ok(Parsed::Products(out))
@@ -593,11 +786,21 @@ fn parse_deposits(v: Value) -> Result<Parsed, RecordError> {
         r
     })?;
     if f.schema != "makproxy-deposit-result/1" {
-        return Err(RecordError::file(Code::RecSchemaVersion, format!("unsupported deposit result schema {:?}", crate::sanitize::escape(&f.schema))));
+        return Err(RecordError::file(
+            Code::RecSchemaVersion,
+            format!(
+                "unsupported deposit result schema {:?}",
+                crate::sanitize::escape(&f.schema)
+            ),
+        ));
     }
-    let host = HostName::parse(&f.host).map_err(|e| RecordError::file(e.code(), format!("host: {e}")))?;
+    let host =
+        HostName::parse(&f.host).map_err(|e| RecordError::file(e.code(), format!("host: {e}")))?;
     if f.results.len() > MAX_PRODUCTS {
-        return Err(RecordError::file(Code::RecTooLarge, "too many results in one file"));
+        return Err(RecordError::file(
+            Code::RecTooLarge,
+            "too many results in one file",
+        ));
     }
     let out = f
         .results
@@ -609,23 +812,45 @@ fn parse_deposits(v: Value) -> Result<Parsed, RecordError> {
             let activated = match r.status.as_str() {
                 "activated" => true,
                 "failed" => false,
-                other => return Err(RecordError::at(n, Code::RecFieldType, format!("status {:?} is neither activated nor failed", crate::sanitize::escape(other)))),
+                other => {
+                    return Err(RecordError::at(
+                        n,
+                        Code::RecFieldType,
+                        format!(
+                            "status {:?} is neither activated nor failed",
+                            crate::sanitize::escape(other)
+                        ),
+                    ))
+                }
             };
             let error_code = nonempty(r.error_code);
             if let Some(c) = &error_code {
-                let ok = c.len() <= 10 && c.starts_with("0x") && c[2..].bytes().all(|b| b.is_ascii_hexdigit());
+                let ok = c.len() <= 10
+                    && c.starts_with("0x")
+                    && c[2..].bytes().all(|b| b.is_ascii_hexdigit());
                 if !ok {
-                    return Err(RecordError::at(n, Code::RecFieldType, "error_code is not a hexadecimal Windows error code"));
+                    return Err(RecordError::at(
+                        n,
+                        Code::RecFieldType,
+                        "error_code is not a hexadecimal Windows error code",
+                    ));
                 }
             }
             Ok(DepositResult {
                 host: host.clone(),
-                activation_id: Guid::parse(&r.activation_id).map_err(|e| RecordError::id(n, "activation ID", e))?,
-                installation_id: InstallationId::parse(&r.installation_id).map_err(|e| RecordError::id(n, "installation ID", e))?,
-                confirmation_id: ConfirmationId::parse(&r.confirmation_id).map_err(|e| RecordError::id(n, "confirmation ID", e))?,
+                activation_id: Guid::parse(&r.activation_id)
+                    .map_err(|e| RecordError::id(n, "activation ID", e))?,
+                installation_id: InstallationId::parse(&r.installation_id)
+                    .map_err(|e| RecordError::id(n, "installation ID", e))?,
+                confirmation_id: ConfirmationId::parse(&r.confirmation_id)
+                    .map_err(|e| RecordError::id(n, "confirmation ID", e))?,
                 activated,
                 error_code,
-                license_status: r.license_status.map(LicenseStatus::from_i64).transpose().map_err(|e| RecordError::id(n, "license status", e))?,
+                license_status: r
+                    .license_status
+                    .map(LicenseStatus::from_i64)
+                    .transpose()
+                    .map_err(|e| RecordError::id(n, "license status", e))?,
             })
         })
         .collect();
@@ -642,7 +867,9 @@ mod tests {
     }
 
     fn wmi_obj(host: Option<&str>) -> String {
-        let pc = host.map(|h| format!(r#""PSComputerName": "{h}","#)).unwrap_or_default();
+        let pc = host
+            .map(|h| format!(r#""PSComputerName": "{h}","#))
+            .unwrap_or_default();
         format!(
             r#"{{ {pc} "ID": "2DE67392-B7A7-462A-B1CA-108DD189F588", "ApplicationID": "55c92734-d682-4d71-983e-d6ec3f16059f",
                "Name": "Windows(R), Professional edition", "Description": "Windows(R) Operating System, VOLUME_MAK channel",
@@ -665,8 +892,14 @@ mod tests {
         for b in [le, be, u8bom, s.as_bytes().to_vec(), bare_le] {
             assert_eq!(decode_text(&b).unwrap(), s);
         }
-        assert_eq!(decode_text(&[0xFF, 0xFE, 0x41]).unwrap_err().code, Code::RecUnreadable);
-        assert_eq!(decode_text(&[0xC3, 0x28]).unwrap_err().code, Code::RecUnreadable);
+        assert_eq!(
+            decode_text(&[0xFF, 0xFE, 0x41]).unwrap_err().code,
+            Code::RecUnreadable
+        );
+        assert_eq!(
+            decode_text(&[0xC3, 0x28]).unwrap_err().code,
+            Code::RecUnreadable
+        );
     }
 
     #[test]
@@ -677,8 +910,14 @@ mod tests {
         let r = v[0].as_ref().unwrap();
         assert_eq!(r.host.as_str(), "PC-7");
         assert_eq!(r.skip(), None);
-        let arr = format!("[{}, {}]", wmi_obj(None), wmi_obj(None).replace("VOLUME_MAK", "VOLUME_KMSCLIENT"));
-        let (_, Parsed::Products(v)) = parse(&arr, "lab-3").unwrap() else { panic!() };
+        let arr = format!(
+            "[{}, {}]",
+            wmi_obj(None),
+            wmi_obj(None).replace("VOLUME_MAK", "VOLUME_KMSCLIENT")
+        );
+        let (_, Parsed::Products(v)) = parse(&arr, "lab-3").unwrap() else {
+            panic!()
+        };
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].as_ref().unwrap().host.as_str(), "LAB-3");
         assert_eq!(v[1].as_ref().unwrap().skip(), Some(Skip::KmsClient));
@@ -689,7 +928,9 @@ mod tests {
         // every group of the IID is 7777770; a typo makes the first one 7777771
         let bad = wmi_obj(None).replacen("7777770", "7777771", 1);
         let arr = format!("[{}, {}]", bad, wmi_obj(None));
-        let (_, Parsed::Products(v)) = parse(&arr, "pc").unwrap() else { panic!() };
+        let (_, Parsed::Products(v)) = parse(&arr, "pc").unwrap() else {
+            panic!()
+        };
         let e = v[0].as_ref().unwrap_err();
         assert_eq!(e.record, Some(1));
         assert_eq!(e.code, Code::IdCheckDigit);
@@ -713,19 +954,30 @@ mod tests {
             r#"{{"schema":"makproxy-agent/1","host":"PC-1","collected":"2026-11-20T10:00:00Z","agent":"t","products":[{{"activation_id":"2de67392-b7a7-462a-b1ca-108dd189f588","partial_product_key":"3V66T","extended_product_id":"03612-03305-317-008912-02-1033-9200.0000-0662023","installation_id":"{}","license_status":0,"description":"VOLUME_MAK"}}]}}"#,
             iid()
         );
-        let (f, Parsed::Products(v)) = parse(&good, "x").unwrap() else { panic!() };
+        let (f, Parsed::Products(v)) = parse(&good, "x").unwrap() else {
+            panic!()
+        };
         assert_eq!(f, Format::Agent);
         assert!(v[0].is_ok());
         let unknown = good.replace("\"license_status\"", "\"licence_status\"");
-        let (_, Parsed::Products(v)) = parse(&unknown, "x").unwrap() else { panic!() };
+        let (_, Parsed::Products(v)) = parse(&unknown, "x").unwrap() else {
+            panic!()
+        };
         assert_eq!(v[0].as_ref().unwrap_err().code, Code::RecUnknownField);
-        assert_eq!(parse(&good.replace("agent/1", "agent/9"), "x").unwrap_err().code, Code::RecSchemaVersion);
+        assert_eq!(
+            parse(&good.replace("agent/1", "agent/9"), "x")
+                .unwrap_err()
+                .code,
+            Code::RecSchemaVersion
+        );
     }
 
     #[test]
     fn csv_rows() {
         let text = format!("host,activation_id,extended_product_id,installation_id\nPC-1,2de67392-b7a7-462a-b1ca-108dd189f588,03612-03305-317-008912-02-1033-9200.0000-0662023,\"{}\"\nPC-2,nope,x,y\n", iid());
-        let (f, Parsed::Products(v)) = parse(&text, "x").unwrap() else { panic!() };
+        let (f, Parsed::Products(v)) = parse(&text, "x").unwrap() else {
+            panic!()
+        };
         assert_eq!(f, Format::Csv);
         assert!(v[0].is_ok());
         assert_eq!(v[1].as_ref().unwrap_err().code, Code::IdGuid);

@@ -44,15 +44,22 @@ fn unreadable(detail: &str) -> BundleError {
 }
 
 /// Reads the central directory of `r` (whose total length is `len`).
-pub fn scan<R: Read + Seek>(r: &mut R, len: u64, max_entries: usize, max_cd: u64) -> Result<Vec<RawEntry>, BundleError> {
+pub fn scan<R: Read + Seek>(
+    r: &mut R,
+    len: u64,
+    max_entries: usize,
+    max_cd: u64,
+) -> Result<Vec<RawEntry>, BundleError> {
     const EOCD: [u8; 4] = [0x50, 0x4b, 0x05, 0x06];
     if len < 22 {
         return Err(unreadable("file is too short to be a zip archive"));
     }
     let tail_len = len.min(22 + 65535);
     let mut tail = vec![0u8; tail_len as usize];
-    r.seek(SeekFrom::Start(len - tail_len)).map_err(|e| unreadable(&e.to_string()))?;
-    r.read_exact(&mut tail).map_err(|e| unreadable(&e.to_string()))?;
+    r.seek(SeekFrom::Start(len - tail_len))
+        .map_err(|e| unreadable(&e.to_string()))?;
+    r.read_exact(&mut tail)
+        .map_err(|e| unreadable(&e.to_string()))?;
     let pos = (0..=tail.len() - 22)
         .rev()
         .find(|&i| tail[i..i + 4] == EOCD && i + 22 + u16le(&tail, i + 20) as usize == tail.len())
@@ -61,24 +68,38 @@ pub fn scan<R: Read + Seek>(r: &mut R, len: u64, max_entries: usize, max_cd: u64
     let (disk, cd_disk, on_disk, total) = (u16le(e, 4), u16le(e, 6), u16le(e, 8), u16le(e, 10));
     let (cd_size, cd_offset) = (u32le(e, 12), u32le(e, 16));
     if total == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF {
-        return Err(BundleError::new(Code::BndUnsupportedZip, "zip64 archives are not used by this format"));
+        return Err(BundleError::new(
+            Code::BndUnsupportedZip,
+            "zip64 archives are not used by this format",
+        ));
     }
     if pos >= 20 && tail[pos - 20..pos - 16] == [0x50, 0x4b, 0x06, 0x07] {
-        return Err(BundleError::new(Code::BndUnsupportedZip, "zip64 locator present"));
+        return Err(BundleError::new(
+            Code::BndUnsupportedZip,
+            "zip64 locator present",
+        ));
     }
     if disk != 0 || cd_disk != 0 || on_disk != total {
-        return Err(BundleError::new(Code::BndUnsupportedZip, "multi-disk archive"));
+        return Err(BundleError::new(
+            Code::BndUnsupportedZip,
+            "multi-disk archive",
+        ));
     }
     if total as usize > max_entries {
-        return Err(BundleError::new(Code::BndTooManyEntries, &format!("{total} entries; at most {max_entries}")));
+        return Err(BundleError::new(
+            Code::BndTooManyEntries,
+            &format!("{total} entries; at most {max_entries}"),
+        ));
     }
     let eocd_at = len - tail_len + pos as u64;
     if u64::from(cd_offset) + u64::from(cd_size) > eocd_at || u64::from(cd_size) > max_cd {
         return Err(unreadable("central directory lies outside the archive"));
     }
     let mut cd = vec![0u8; cd_size as usize];
-    r.seek(SeekFrom::Start(u64::from(cd_offset))).map_err(|e| unreadable(&e.to_string()))?;
-    r.read_exact(&mut cd).map_err(|e| unreadable(&e.to_string()))?;
+    r.seek(SeekFrom::Start(u64::from(cd_offset)))
+        .map_err(|e| unreadable(&e.to_string()))?;
+    r.read_exact(&mut cd)
+        .map_err(|e| unreadable(&e.to_string()))?;
     let mut out = Vec::with_capacity(total as usize);
     let mut at = 0usize;
     while at < cd.len() {
@@ -102,12 +123,17 @@ pub fn scan<R: Read + Seek>(r: &mut R, len: u64, max_entries: usize, max_cd: u64
             name: cd[at + 46..at + 46 + name_len].to_vec(),
         });
         if out.len() > max_entries {
-            return Err(BundleError::new(Code::BndTooManyEntries, "more entries than declared"));
+            return Err(BundleError::new(
+                Code::BndTooManyEntries,
+                "more entries than declared",
+            ));
         }
         at = end;
     }
     if out.len() != total as usize {
-        return Err(unreadable("entry count differs from the end-of-central-directory record"));
+        return Err(unreadable(
+            "entry count differs from the end-of-central-directory record",
+        ));
     }
     Ok(out)
 }

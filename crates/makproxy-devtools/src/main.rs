@@ -7,22 +7,38 @@ use makproxy_core::ids::{digits_from_seed, with_check_digits};
 use serde_json::json;
 use std::path::PathBuf;
 
-const WINDOWS_MAK: (&str, &str, &str) = ("2de67392-b7a7-462a-b1ca-108dd189f588", "Windows(R), Professional edition", "Windows(R) Operating System, VOLUME_MAK channel");
-const OFFICE_MAK: (&str, &str, &str) = ("85dd8b5f-eaa4-4af3-a628-cce9e77c9a03", "Office 16, Office16ProPlusVL_MAK edition", "Office 16, VOLUME_MAK channel");
+const WINDOWS_MAK: (&str, &str, &str) = (
+    "2de67392-b7a7-462a-b1ca-108dd189f588",
+    "Windows(R), Professional edition",
+    "Windows(R) Operating System, VOLUME_MAK channel",
+);
+const OFFICE_MAK: (&str, &str, &str) = (
+    "85dd8b5f-eaa4-4af3-a628-cce9e77c9a03",
+    "Office 16, Office16ProPlusVL_MAK edition",
+    "Office 16, VOLUME_MAK channel",
+);
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(out), Some(count)) = (arg(&args, "--out"), arg(&args, "--count").and_then(|c| c.parse::<u64>().ok())) else {
+    let (Some(out), Some(count)) = (
+        arg(&args, "--out"),
+        arg(&args, "--count").and_then(|c| c.parse::<u64>().ok()),
+    ) else {
         eprintln!("usage: makproxy-gen --out DIR --count N [--seed S] [--prefix PC] [--products-per-host 1|2]");
         std::process::exit(2);
     };
     let seed = arg(&args, "--seed").unwrap_or_else(|| "makproxy".into());
     let prefix = arg(&args, "--prefix").unwrap_or_else(|| "PC".into());
-    let per_host: usize = arg(&args, "--products-per-host").and_then(|c| c.parse().ok()).unwrap_or(1).clamp(1, 2);
+    let per_host: usize = arg(&args, "--products-per-host")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 2);
     let out = PathBuf::from(out);
     std::fs::create_dir_all(&out).expect("create output folder");
     for n in 1..=count {
@@ -42,6 +58,10 @@ fn main() {
             })
             .collect();
         let doc = json!({"schema": "makproxy-agent/1", "host": host, "collected": "2026-11-20T08:00:00Z", "agent": "makproxy-gen", "products": products});
-        std::fs::write(out.join(format!("{host}.json")), serde_json::to_vec_pretty(&doc).expect("json")).expect("write record file");
+        std::fs::write(
+            out.join(format!("{host}.json")),
+            serde_json::to_vec_pretty(&doc).expect("json"),
+        )
+        .expect("write record file");
     }
 }

@@ -11,14 +11,17 @@
 use crate::journal;
 use makproxy_backend::{activate_with_retry, Backend, Outcome, Request, RetryPolicy};
 use makproxy_cli::{CliError, Exit, Output};
-use makproxy_core::bundle::{self, Answers, BackendInfo, BundleWriter, CilRecord, Header, Kind, Limits, RecordFailure, ReturnRecord, Source};
+use makproxy_core::bundle::{
+    self, Answers, BackendInfo, BundleWriter, CilRecord, Header, Kind, Limits, RecordFailure,
+    ReturnRecord, Source,
+};
 use makproxy_core::ids::ConfirmationId;
 use makproxy_core::keys::Home;
 use makproxy_core::sanitize::escape;
 use makproxy_core::Code;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::mpsc::{self, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -54,27 +57,64 @@ struct Job {
 /// Answers waiting to be committed at most; a slow backend commits each one at once.
 const MAX_BATCH: usize = 2000;
 
-pub fn run(out: &Output, home: &Home, conn: &mut Connection, o: &Options) -> Result<Exit, CliError> {
+pub fn run(
+    out: &Output,
+    home: &Home,
+    conn: &mut Connection,
+    o: &Options,
+) -> Result<Exit, CliError> {
     let db = |e: rusqlite::Error| CliError::io("journal", e);
     let key = home.signing_key()?;
     let now = makproxy_cli::now();
-    let mut v = bundle::open(o.input, Kind::Cil, &home.trusted()?, now, &Limits::default())?;
+    let mut v = bundle::open(
+        o.input,
+        Kind::Cil,
+        &home.trusted()?,
+        now,
+        &Limits::default(),
+    )?;
     let m = v.manifest.clone();
     let simulated = o.backend.simulated();
 
     // Replay: one (site, sequence) is one bundle. The same bundle again is a resume.
-    let seen: Option<String> = conn.query_row("SELECT bundle_id FROM requests WHERE site = ?1 AND sequence = ?2", params![m.site, m.sequence as i64], |r| r.get(0)).optional().map_err(db)?;
+    let seen: Option<String> = conn
+        .query_row(
+            "SELECT bundle_id FROM requests WHERE site = ?1 AND sequence = ?2",
+            params![m.site, m.sequence as i64],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?;
     if let Some(other) = seen.filter(|b| *b != m.bundle_id) {
-        return Err(CliError::rejected(Code::AplReplay, format!("site {:?} already sent a different bundle ({other}) with sequence {}", escape(&m.site), m.sequence)));
+        return Err(CliError::rejected(
+            Code::AplReplay,
+            format!(
+                "site {:?} already sent a different bundle ({other}) with sequence {}",
+                escape(&m.site),
+                m.sequence
+            ),
+        ));
     }
 
     if o.dry_run || o.check_remaining {
-        let mut need: HashMap<String, u64> = HashMap::new();
+        let mut need: BTreeMap<String, u64> = BTreeMap::new();
         v.records(|r: CilRecord| {
-            let answered = journal::answer(conn, r.installation_id.digits(), r.extended_product_id.as_str(), simulated).map_err(db)?.is_some();
-            let refused = !o.retry_failed && journal::failure(conn, &m.bundle_id, r.handle).map_err(db)?.is_some();
+            let answered = journal::answer(
+                conn,
+                r.installation_id.digits(),
+                r.extended_product_id.as_str(),
+                simulated,
+            )
+            .map_err(db)?
+            .is_some();
+            let refused = !o.retry_failed
+                && journal::failure(conn, &m.bundle_id, r.handle)
+                    .map_err(db)?
+                    .is_some();
             if !answered && !refused {
-                *need.entry(r.extended_product_id.as_str().to_string()).or_default() += 1;
+                *need
+                    .entry(r.extended_product_id.as_str().to_string())
+                    .or_default() += 1;
             }
             Ok::<(), CliError>(())
         })?;
@@ -85,10 +125,25 @@ pub fn run(out: &Output, home: &Home, conn: &mut Connection, o: &Options) -> Res
             return Ok(Exit::Ok);
         }
         for (epid, n) in &need {
-            let epid_v = makproxy_core::ids::ExtendedProductId::parse(epid).map_err(|e| CliError::io("journal", e))?;
-            let left = o.backend.remaining(&epid_v).map_err(|f| CliError::new(Exit::Error, Some(f.code), format!("remaining activations for {epid}: {}", escape(&f.message))))?;
+            let epid_v = makproxy_core::ids::ExtendedProductId::parse(epid)
+                .map_err(|e| CliError::io("journal", e))?;
+            let left = o.backend.remaining(&epid_v).map_err(|f| {
+                CliError::new(
+                    Exit::Error,
+                    Some(f.code),
+                    format!("remaining activations for {epid}: {}", escape(&f.message)),
+                )
+            })?;
             if left >= 0 && (left as u64) < *n {
-                return Err(CliError::rejected(Code::BkdNotEnough, format!("the MAK behind {epid} has {left} activation(s) left; this batch needs {n}")).hint("split the batch with pack --limit, or raise the MAK's limit with Microsoft"));
+                return Err(CliError::rejected(
+                    Code::BkdNotEnough,
+                    format!(
+                        "the MAK behind {epid} has {left} activation(s) left; this batch needs {n}"
+                    ),
+                )
+                .hint(
+                    "split the batch with pack --limit, or raise the MAK's limit with Microsoft",
+                ));
             }
         }
     }
@@ -99,7 +154,10 @@ pub fn run(out: &Output, home: &Home, conn: &mut Connection, o: &Options) -> Res
     )
     .map_err(db)?;
     let run_id = bundle::new_bundle_id();
-    let mut s = Summary { records: m.records, ..Summary::default() };
+    let mut s = Summary {
+        records: m.records,
+        ..Summary::default()
+    };
 
     // Phase A: obtain.
     let bar = out.progress(m.records, "activate");
@@ -123,7 +181,13 @@ pub fn run(out: &Output, home: &Home, conn: &mut Connection, o: &Options) -> Res
         drop(res_tx);
         let mut inflight: HashSet<(String, String)> = HashSet::new();
         let mut pending = 0usize;
-        let persist = |conn: &mut Connection, first: (Job, Outcome), rest: &mpsc::Receiver<(Job, Outcome)>, pending: &mut usize, inflight: &mut HashSet<(String, String)>, s: &mut Summary| -> Result<(), CliError> {
+        let persist = |conn: &mut Connection,
+                       first: (Job, Outcome),
+                       rest: &mpsc::Receiver<(Job, Outcome)>,
+                       pending: &mut usize,
+                       inflight: &mut HashSet<(String, String)>,
+                       s: &mut Summary|
+         -> Result<(), CliError> {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rest.try_recv() {
@@ -157,29 +221,50 @@ pub fn run(out: &Output, home: &Home, conn: &mut Connection, o: &Options) -> Res
             *pending -= batch.len();
             bar.inc(batch.len() as u64);
             for (job, _) in batch {
-                inflight.remove(&(job.req.iid.digits().to_string(), job.req.epid.as_str().to_string()));
+                inflight.remove(&(
+                    job.req.iid.digits().to_string(),
+                    job.req.epid.as_str().to_string(),
+                ));
             }
             Ok(())
         };
         v.records(|r: CilRecord| {
-            let (iid, epid) = (r.installation_id.digits().to_string(), r.extended_product_id.as_str().to_string());
-            if journal::answer(conn, &iid, &epid, simulated).map_err(db)?.is_some()
-                || (!o.retry_failed && journal::failure(conn, &m.bundle_id, r.handle).map_err(db)?.is_some())
+            let (iid, epid) = (
+                r.installation_id.digits().to_string(),
+                r.extended_product_id.as_str().to_string(),
+            );
+            if journal::answer(conn, &iid, &epid, simulated)
+                .map_err(db)?
+                .is_some()
+                || (!o.retry_failed
+                    && journal::failure(conn, &m.bundle_id, r.handle)
+                        .map_err(db)?
+                        .is_some())
                 || !inflight.insert((iid, epid))
             {
                 bar.inc(1);
                 return Ok(());
             }
-            let mut job = Job { handle: r.handle, req: Request { iid: r.installation_id, epid: r.extended_product_id } };
+            let mut job = Job {
+                handle: r.handle,
+                req: Request {
+                    iid: r.installation_id,
+                    epid: r.extended_product_id,
+                },
+            };
             loop {
                 match job_tx.try_send(job) {
                     Ok(()) => break,
                     Err(TrySendError::Full(j)) => {
                         job = j;
-                        let first = res_rx.recv().map_err(|_| CliError::io("backend workers", "stopped"))?;
+                        let first = res_rx
+                            .recv()
+                            .map_err(|_| CliError::io("backend workers", "stopped"))?;
                         persist(conn, first, &res_rx, &mut pending, &mut inflight, &mut s)?;
                     }
-                    Err(TrySendError::Disconnected(_)) => return Err(CliError::io("backend workers", "stopped")),
+                    Err(TrySendError::Disconnected(_)) => {
+                        return Err(CliError::io("backend workers", "stopped"))
+                    }
                 }
             }
             pending += 1;
@@ -190,7 +275,9 @@ pub fn run(out: &Output, home: &Home, conn: &mut Connection, o: &Options) -> Res
         })?;
         drop(job_tx);
         while pending > 0 {
-            let first = res_rx.recv().map_err(|_| CliError::io("backend workers", "stopped early"))?;
+            let first = res_rx
+                .recv()
+                .map_err(|_| CliError::io("backend workers", "stopped early"))?;
             persist(conn, first, &res_rx, &mut pending, &mut inflight, &mut s)?;
         }
         Ok(())
@@ -198,12 +285,22 @@ pub fn run(out: &Output, home: &Home, conn: &mut Connection, o: &Options) -> Res
     bar.finish_and_clear();
 
     // Phase B: write the return purely from the journal.
-    let mut writer = BundleWriter::new(o.out, Kind::Return).map_err(|e| CliError::io(o.out.display(), e))?;
+    let mut writer =
+        BundleWriter::new(o.out, Kind::Return).map_err(|e| CliError::io(o.out.display(), e))?;
     v.records(|r: CilRecord| {
         let (iid, epid) = (r.installation_id.digits(), r.extended_product_id.as_str());
-        let mut rec = ReturnRecord { handle: r.handle, installation_id: r.installation_id.clone(), extended_product_id: r.extended_product_id.clone(), confirmation_id: None, failure: None, source: Source::Journal, simulated };
+        let mut rec = ReturnRecord {
+            handle: r.handle,
+            installation_id: r.installation_id.clone(),
+            extended_product_id: r.extended_product_id.clone(),
+            confirmation_id: None,
+            failure: None,
+            source: Source::Journal,
+            simulated,
+        };
         if let Some((cid, run)) = journal::answer(conn, iid, epid, simulated).map_err(db)? {
-            rec.confirmation_id = Some(ConfirmationId::parse(&cid).map_err(|e| CliError::io("journal", e))?);
+            rec.confirmation_id =
+                Some(ConfirmationId::parse(&cid).map_err(|e| CliError::io("journal", e))?);
             if run == run_id {
                 rec.source = Source::Backend;
                 s.obtained += 1;
@@ -213,14 +310,32 @@ pub fn run(out: &Output, home: &Home, conn: &mut Connection, o: &Options) -> Res
         } else {
             let (code, service_code, message) = journal::failure(conn, &m.bundle_id, r.handle)
                 .map_err(db)?
-                .unwrap_or_else(|| (Code::BkdNoResponse.as_str().to_string(), None, "no response from the activation backend; run activate again to retry".into()));
+                .unwrap_or_else(|| {
+                    (
+                        Code::BkdNoResponse.as_str().to_string(),
+                        None,
+                        "no response from the activation backend; run activate again to retry"
+                            .into(),
+                    )
+                });
             s.failed += 1;
-            *s.failed_by_reason.entry(service_code.clone().unwrap_or_else(|| code.clone())).or_default() += 1;
-            rec.failure = Some(RecordFailure { code, service_code, message });
+            *s.failed_by_reason
+                .entry(service_code.clone().unwrap_or_else(|| code.clone()))
+                .or_default() += 1;
+            rec.failure = Some(RecordFailure {
+                code,
+                service_code,
+                message,
+            });
         }
-        writer.push(&rec).map_err(|e| CliError::io(o.out.display(), e))
+        writer
+            .push(&rec)
+            .map_err(|e| CliError::io(o.out.display(), e))
     })?;
-    let sequence: u64 = journal::meta_get(conn, "next_sequence").map_err(db)?.and_then(|x| x.parse().ok()).unwrap_or(1);
+    let sequence: u64 = journal::meta_get(conn, "next_sequence")
+        .map_err(db)?
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(1);
     let header = Header {
         bundle_id: bundle::new_bundle_id(),
         site: home.site.clone(),
@@ -228,9 +343,27 @@ pub fn run(out: &Output, home: &Home, conn: &mut Connection, o: &Options) -> Res
         created: now,
         expires: now + time::Duration::days(o.expires_days.clamp(1, 365).into()),
         tool: makproxy_core::tool_version("makproxy-online"),
-        fields: ["handle", "installation_id", "extended_product_id", "confirmation_id", "failure", "source", "simulated"].map(String::from).to_vec(),
-        answers: Some(Answers { bundle_id: m.bundle_id.clone(), manifest_sha256: v.manifest_sha256.clone(), site: m.site.clone(), sequence: m.sequence }),
-        backend: Some(BackendInfo { name: o.backend.name().into(), simulated }),
+        fields: [
+            "handle",
+            "installation_id",
+            "extended_product_id",
+            "confirmation_id",
+            "failure",
+            "source",
+            "simulated",
+        ]
+        .map(String::from)
+        .to_vec(),
+        answers: Some(Answers {
+            bundle_id: m.bundle_id.clone(),
+            manifest_sha256: v.manifest_sha256.clone(),
+            site: m.site.clone(),
+            sequence: m.sequence,
+        }),
+        backend: Some(BackendInfo {
+            name: o.backend.name().into(),
+            simulated,
+        }),
     };
     let written = writer.finish(header, &key, o.out)?;
     let tx = conn.transaction().map_err(db)?;
@@ -255,8 +388,16 @@ pub fn run(out: &Output, home: &Home, conn: &mut Connection, o: &Options) -> Res
         s.failed
     ));
     for (reason, n) in &s.failed_by_reason {
-        let meaning = if reason.starts_with("MP-") { String::new() } else { format!(" ({})", makproxy_backend::service_code_meaning(reason)) };
+        let meaning = if reason.starts_with("MP-") {
+            String::new()
+        } else {
+            format!(" ({})", makproxy_backend::service_code_meaning(reason))
+        };
         out.line(format!("  {n} x {reason}{meaning}"));
     }
-    Ok(if s.failed > 0 { Exit::Partial } else { Exit::Ok })
+    Ok(if s.failed > 0 {
+        Exit::Partial
+    } else {
+        Exit::Ok
+    })
 }

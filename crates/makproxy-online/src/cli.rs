@@ -39,7 +39,12 @@ pub struct BackendArgs {
     #[arg(long, value_name = "URL", default_value = makproxy_backend::microsoft::DEFAULT_ENDPOINT)]
     pub endpoint: String,
     /// HTTP(S) proxy, e.g. http://user:password@proxy:8080 (default: HTTPS_PROXY/ALL_PROXY).
-    #[arg(long, value_name = "URL", env = "MAKPROXY_PROXY", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "MAKPROXY_PROXY",
+        hide_env_values = true
+    )]
     pub proxy: Option<String>,
     /// Seconds to wait for one service answer.
     #[arg(long, default_value_t = 60, value_name = "SECS")]

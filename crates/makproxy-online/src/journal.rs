@@ -56,21 +56,41 @@ pub fn open(home: &Home) -> rusqlite::Result<Connection> {
 }
 
 /// A CID already in the journal: (cid, run that obtained it).
-pub fn answer(conn: &Connection, iid: &str, epid: &str, simulated: bool) -> rusqlite::Result<Option<(String, String)>> {
-    conn.prepare_cached("SELECT cid, run_id FROM answers WHERE iid = ?1 AND epid = ?2 AND simulated = ?3")?
-        .query_row(params![iid, epid, simulated], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
+pub fn answer(
+    conn: &Connection,
+    iid: &str,
+    epid: &str,
+    simulated: bool,
+) -> rusqlite::Result<Option<(String, String)>> {
+    conn.prepare_cached(
+        "SELECT cid, run_id FROM answers WHERE iid = ?1 AND epid = ?2 AND simulated = ?3",
+    )?
+    .query_row(params![iid, epid, simulated], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .optional()
 }
 
 /// A refusal recorded earlier for this record of this bundle.
-pub fn failure(conn: &Connection, bundle_id: &str, handle: u64) -> rusqlite::Result<Option<(String, Option<String>, String)>> {
-    conn.prepare_cached("SELECT code, service_code, message FROM failures WHERE bundle_id = ?1 AND handle = ?2")?
-        .query_row(params![bundle_id, handle as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()
+pub fn failure(
+    conn: &Connection,
+    bundle_id: &str,
+    handle: u64,
+) -> rusqlite::Result<Option<(String, Option<String>, String)>> {
+    conn.prepare_cached(
+        "SELECT code, service_code, message FROM failures WHERE bundle_id = ?1 AND handle = ?2",
+    )?
+    .query_row(params![bundle_id, handle as i64], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
+    .optional()
 }
 
 pub fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0)).optional()
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+        r.get(0)
+    })
+    .optional()
 }
 
 pub fn meta_set(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {

@@ -33,16 +33,25 @@ fn main() -> ExitCode {
 
 fn backend(a: &BackendArgs) -> Result<Box<dyn Backend>, CliError> {
     Ok(match a.backend {
-        BackendName::Simulator => Box::new(Simulator::new(a.sim_fail_suffix.clone(), a.sim_activations)),
+        BackendName::Simulator => {
+            Box::new(Simulator::new(a.sim_fail_suffix.clone(), a.sim_activations))
+        }
         BackendName::Microsoft => Box::new(
-            Microsoft::new(&Settings { endpoint: a.endpoint.clone(), proxy: a.proxy.clone(), timeout: Duration::from_secs(a.timeout.max(1)) })
-                .map_err(|e| CliError::new(Exit::Usage, None, e))?,
+            Microsoft::new(&Settings {
+                endpoint: a.endpoint.clone(),
+                proxy: a.proxy.clone(),
+                timeout: Duration::from_secs(a.timeout.max(1)),
+            })
+            .map_err(|e| CliError::new(Exit::Usage, None, e))?,
         ),
     })
 }
 
 fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
-    let dir = cli.home.clone().unwrap_or_else(|| makproxy_cli::default_home(Role::Online));
+    let dir = cli
+        .home
+        .clone()
+        .unwrap_or_else(|| makproxy_cli::default_home(Role::Online));
     let home = || Home::open(&dir, Role::Online).map_err(CliError::from);
     let journal = |h: &Home| journal::open(h).map_err(|e| CliError::io("journal", e));
     match &cli.command {
@@ -55,7 +64,13 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
         Command::Trust(t) => makproxy_cli::trust(out, &home()?, t),
         Command::Inspect { file } => {
             let h = home()?;
-            let mut v = bundle::open(file, Kind::Cil, &h.trusted()?, makproxy_cli::now(), &Limits::default())?;
+            let mut v = bundle::open(
+                file,
+                Kind::Cil,
+                &h.trusted()?,
+                makproxy_cli::now(),
+                &Limits::default(),
+            )?;
             makproxy_cli::describe(out, file, &mut v)
         }
         Command::Activate(a) => {
@@ -66,7 +81,10 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
                 out: &a.out,
                 backend: b.as_ref(),
                 concurrency: a.concurrency.into(),
-                retry: RetryPolicy { attempts: a.backend.attempts.max(1), first_delay: Duration::from_millis(a.backend.retry_delay_ms) },
+                retry: RetryPolicy {
+                    attempts: a.backend.attempts.max(1),
+                    first_delay: Duration::from_millis(a.backend.retry_delay_ms),
+                },
                 expires_days: a.expires_days,
                 check_remaining: a.check_remaining,
                 retry_failed: a.retry_failed,
@@ -75,23 +93,42 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
             activate::run(out, &h, &mut journal(&h)?, &opts)
         }
         Command::Remaining { pid, backend: ba } => {
-            let epid = ExtendedProductId::parse(pid).map_err(|e| CliError::new(Exit::Usage, Some(e.code()), e.to_string()))?;
+            let epid = ExtendedProductId::parse(pid)
+                .map_err(|e| CliError::new(Exit::Usage, Some(e.code()), e.to_string()))?;
             let b = backend(ba)?;
             let n = b.remaining(&epid).map_err(|f| {
-                let svc = f.service_code.as_deref().map(|c| format!(" (service code {c})")).unwrap_or_default();
-                CliError::new(Exit::Error, Some(f.code), format!("{}{svc}", escape(&f.message)))
+                let svc = f
+                    .service_code
+                    .as_deref()
+                    .map(|c| format!(" (service code {c})"))
+                    .unwrap_or_default();
+                CliError::new(
+                    Exit::Error,
+                    Some(f.code),
+                    format!("{}{svc}", escape(&f.message)),
+                )
             })?;
             out.json(&json!({"pid": epid.as_str(), "remaining": n, "backend": b.name()}));
-            out.line(if n < 0 { format!("{}: no activation limit reported (-1; not a MAK?)", epid) } else { format!("{}: {n} activation(s) remaining", epid) });
+            out.line(if n < 0 {
+                format!("{}: no activation limit reported (-1; not a MAK?)", epid)
+            } else {
+                format!("{}: {n} activation(s) remaining", epid)
+            });
             Ok(Exit::Ok)
         }
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "makproxy-online", &mut std::io::stdout());
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "makproxy-online",
+                &mut std::io::stdout(),
+            );
             Ok(Exit::Ok)
         }
         Command::Man { out: dir } => {
             std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir.display(), e))?;
-            clap_mangen::generate_to(Cli::command(), dir).map_err(|e| CliError::io(dir.display(), e))?;
+            clap_mangen::generate_to(Cli::command(), dir)
+                .map_err(|e| CliError::io(dir.display(), e))?;
             out.line(format!("Wrote man pages to {}", dir.display()));
             Ok(Exit::Ok)
         }

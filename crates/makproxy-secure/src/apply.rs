@@ -33,7 +33,14 @@ struct Note {
     detail: String,
 }
 
-pub fn run(out: &Output, home: &Home, conn: &mut Connection, file: &Path, deposit_dir: &Path, dry_run: bool) -> Result<Exit, CliError> {
+pub fn run(
+    out: &Output,
+    home: &Home,
+    conn: &mut Connection,
+    file: &Path,
+    deposit_dir: &Path,
+    dry_run: bool,
+) -> Result<Exit, CliError> {
     let db = |e: rusqlite::Error| CliError::io("ledger", e);
     let now = makproxy_cli::now();
     let at = bundle::rfc3339(now);
@@ -43,23 +50,42 @@ pub fn run(out: &Output, home: &Home, conn: &mut Connection, file: &Path, deposi
     let answers = m.answers.clone().expect("checked by the reader");
     let backend = m.backend.clone().expect("checked by the reader");
 
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db)?;
     if let Some((applied_at, summary)) = tx
-        .query_row("SELECT applied_at, summary FROM returns WHERE bundle_id = ?1", params![m.bundle_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .query_row(
+            "SELECT applied_at, summary FROM returns WHERE bundle_id = ?1",
+            params![m.bundle_id],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        )
         .optional()
         .map_err(db)?
     {
         drop(tx);
-        let files = if dry_run { 0 } else { write_deposit_files(conn, deposit_dir, Some(&answers.bundle_id))? };
+        let files = if dry_run {
+            0
+        } else {
+            write_deposit_files(conn, deposit_dir, Some(&answers.bundle_id))?
+        };
         let earlier: serde_json::Value = serde_json::from_str(&summary).unwrap_or(json!(null));
         out.json(&json!({"already_applied": true, "applied_at": applied_at, "summary": earlier, "deposit_files_rewritten": files}));
         out.line(format!("This return was already applied at {applied_at}; the ledger is unchanged. Earlier result: {summary}"));
         if files > 0 {
-            out.line(format!("Deposit files for its machines were written again ({files}), identical to before."));
+            out.line(format!(
+                "Deposit files for its machines were written again ({files}), identical to before."
+            ));
         }
         return Ok(Exit::Ok);
     }
-    let issued: Option<String> = tx.query_row("SELECT manifest_sha256 FROM bundles WHERE bundle_id = ?1", params![answers.bundle_id], |r| r.get(0)).optional().map_err(db)?;
+    let issued: Option<String> = tx
+        .query_row(
+            "SELECT manifest_sha256 FROM bundles WHERE bundle_id = ?1",
+            params![answers.bundle_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?;
     match issued {
         Some(sha) if sha == answers.manifest_sha256 && answers.site == home.site => {}
         Some(_) => return Err(CliError::rejected(Code::AplNotIssued, format!("return claims to answer bundle {} but its manifest hash or site ({}) differs from what this site issued", answers.bundle_id, escape(&answers.site)))),
@@ -140,7 +166,10 @@ pub fn run(out: &Output, home: &Home, conn: &mut Connection, file: &Path, deposi
     if dry_run {
         drop(tx);
         out.json(&json!({"dry_run": true, "summary": s, "notes": notes}));
-        out.line(format!("Dry run: would record {} CID(s) and {} failure(s); nothing changed.", s.cids, s.failed));
+        out.line(format!(
+            "Dry run: would record {} CID(s) and {} failure(s); nothing changed.",
+            s.cids, s.failed
+        ));
         return Ok(Exit::Ok);
     }
     tx.execute(
@@ -154,7 +183,13 @@ pub fn run(out: &Output, home: &Home, conn: &mut Connection, file: &Path, deposi
     for n in &notes {
         eprintln!("handle {}: [{}] {}", n.handle, n.code, escape(&n.detail));
     }
-    let pending: i64 = conn.query_row("SELECT COUNT(*) FROM bundle_records WHERE bundle_id = ?1 AND answered = 0", params![answers.bundle_id], |r| r.get(0)).map_err(db)?;
+    let pending: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM bundle_records WHERE bundle_id = ?1 AND answered = 0",
+            params![answers.bundle_id],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
     out.json(&json!({"return_bundle": m.bundle_id, "answers": answers.bundle_id, "signer": v.signer.name, "backend": backend, "summary": s, "deposit_files": files, "still_pending": pending, "notes": notes}));
     if backend.simulated {
         out.line("WARNING: this return was produced by the SIMULATOR backend. Its CIDs will not activate anything.");
@@ -163,18 +198,43 @@ pub fn run(out: &Output, home: &Home, conn: &mut Connection, file: &Path, deposi
         "Applied return from {:?} ({} backend): {} CID(s), {} failed online, {} stale (IID changed), {} already answered, {} rejected; {} deposit file(s) in {}; {} record(s) of the request still pending.",
         v.signer.name, escape(&backend.name), s.cids, s.failed, s.iid_changed, s.already_answered, s.rejected, files, escape(&deposit_dir.display().to_string()), pending
     ));
-    Ok(if s.failed + s.rejected + s.iid_changed > 0 { Exit::Partial } else { Exit::Ok })
+    Ok(if s.failed + s.rejected + s.iid_changed > 0 {
+        Exit::Partial
+    } else {
+        Exit::Ok
+    })
 }
 
 /// `apply --reissue`: deposit files for products whose CID is already on hand.
-pub fn reissue(out: &Output, conn: &mut Connection, deposit_dir: &Path, dry_run: bool) -> Result<Exit, CliError> {
+pub fn reissue(
+    out: &Output,
+    conn: &mut Connection,
+    deposit_dir: &Path,
+    dry_run: bool,
+) -> Result<Exit, CliError> {
     let db = |e: rusqlite::Error| CliError::io("ledger", e);
     let at = bundle::rfc3339(makproxy_cli::now());
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
-    let n: i64 = tx.query_row("SELECT COUNT(*) FROM products WHERE state = ?1", params![state::CID_ON_HAND], |r| r.get(0)).map_err(db)?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db)?;
+    let n: i64 = tx
+        .query_row(
+            "SELECT COUNT(*) FROM products WHERE state = ?1",
+            params![state::CID_ON_HAND],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
     if dry_run || n == 0 {
         out.json(&json!({"dry_run": dry_run, "reissue": n}));
-        out.line(format!("{} product(s) have a CID on hand{}.", n, if dry_run { "; dry run, nothing written" } else { "" }));
+        out.line(format!(
+            "{} product(s) have a CID on hand{}.",
+            n,
+            if dry_run {
+                "; dry run, nothing written"
+            } else {
+                ""
+            }
+        ));
         return Ok(Exit::Ok);
     }
     tx.execute("INSERT INTO history(product_id, at, event, detail) SELECT id, ?1, 'reissued', 'CID from the ledger; no activation spent' FROM products WHERE state = ?2", params![at, state::CID_ON_HAND]).map_err(db)?;
@@ -204,7 +264,11 @@ struct DepositRow {
 
 /// Writes `<HOST>.json` and `<HOST>.cmd` for every host with products awaiting deposit
 /// (restricted to the hosts of one request bundle when given).
-pub fn write_deposit_files(conn: &Connection, dir: &Path, bundle_id: Option<&str>) -> Result<u64, CliError> {
+pub fn write_deposit_files(
+    conn: &Connection,
+    dir: &Path,
+    bundle_id: Option<&str>,
+) -> Result<u64, CliError> {
     let db = |e: rusqlite::Error| CliError::io("ledger", e);
     std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir.display(), e))?;
     let mut hosts = conn
@@ -221,9 +285,25 @@ pub fn write_deposit_files(conn: &Connection, dir: &Path, bundle_id: Option<&str
     while let Some(r) = rows.next().map_err(db)? {
         let host: String = r.get(0).map_err(db)?;
         // Host names were validated at collect (letters, digits, - _ .), so they are safe file names.
-        makproxy_core::ids::HostName::parse(&host).map_err(|_| CliError::new(Exit::Error, None, format!("ledger holds an invalid host name {:?}", escape(&host))))?;
+        makproxy_core::ids::HostName::parse(&host).map_err(|_| {
+            CliError::new(
+                Exit::Error,
+                None,
+                format!("ledger holds an invalid host name {:?}", escape(&host)),
+            )
+        })?;
         let items: Vec<DepositRow> = per_host
-            .query_map(params![host], |x| Ok(DepositRow { activation_id: x.get(0)?, application: x.get(1)?, wmi_class: x.get(2)?, product: x.get(3)?, iid: x.get(4)?, cid: x.get(5)?, simulated: x.get(6)? }))
+            .query_map(params![host], |x| {
+                Ok(DepositRow {
+                    activation_id: x.get(0)?,
+                    application: x.get(1)?,
+                    wmi_class: x.get(2)?,
+                    product: x.get(3)?,
+                    iid: x.get(4)?,
+                    cid: x.get(5)?,
+                    simulated: x.get(6)?,
+                })
+            })
             .map_err(db)?
             .collect::<Result<_, _>>()
             .map_err(db)?;
@@ -258,22 +338,33 @@ fn render(host: &str, items: &[DepositRow]) -> (Vec<u8>, Vec<u8>) {
     j.push(b'\n');
     let mut c = String::new();
     c.push_str("@echo off\r\n");
-    c.push_str(&format!("REM makproxy deposit script for {host}. Run as administrator on {host}.\r\n"));
+    c.push_str(&format!(
+        "REM makproxy deposit script for {host}. Run as administrator on {host}.\r\n"
+    ));
     c.push_str("REM Generated by makproxy-secure apply; the agent script Deposit-ConfirmationId.ps1 reads the .json twin.\r\n");
     if simulated {
         c.push_str("REM WARNING: SIMULATED confirmation IDs. They will NOT activate anything.\r\n");
     }
     c.push_str("setlocal\r\n");
-    if items.iter().any(|i| i.wmi_class == "OfficeSoftwareProtectionProduct") {
+    if items
+        .iter()
+        .any(|i| i.wmi_class == "OfficeSoftwareProtectionProduct")
+    {
         c.push_str("set OSPP=\r\n");
         c.push_str("for %%d in (\"%ProgramFiles%\\Microsoft Office\\Office14\" \"%ProgramFiles(x86)%\\Microsoft Office\\Office14\" \"%ProgramFiles%\\Microsoft Office\\Office15\" \"%ProgramFiles(x86)%\\Microsoft Office\\Office15\") do if exist \"%%~d\\ospp.vbs\" set OSPP=%%~d\\ospp.vbs\r\n");
     }
     for i in items {
         // Both values are digits and a GUID (validated): nothing here needs quoting.
         if i.wmi_class == "OfficeSoftwareProtectionProduct" {
-            c.push_str(&format!("cscript //nologo \"%OSPP%\" /actcid:{}\r\n", i.cid));
+            c.push_str(&format!(
+                "cscript //nologo \"%OSPP%\" /actcid:{}\r\n",
+                i.cid
+            ));
         } else {
-            c.push_str(&format!("cscript //nologo %windir%\\System32\\slmgr.vbs /atp {} {}\r\n", i.cid, i.activation_id));
+            c.push_str(&format!(
+                "cscript //nologo %windir%\\System32\\slmgr.vbs /atp {} {}\r\n",
+                i.cid, i.activation_id
+            ));
         }
     }
     c.push_str("endlocal\r\n");

@@ -6,7 +6,9 @@
 
 use crate::ledger::{self, state};
 use makproxy_cli::{CliError, Exit, Output};
-use makproxy_core::records::{self, deposit_error_meaning, DepositResult, Parsed, ProductRecord, RecordError, Skip};
+use makproxy_core::records::{
+    self, deposit_error_meaning, DepositResult, Parsed, ProductRecord, RecordError, Skip,
+};
 use makproxy_core::sanitize::escape;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
@@ -48,16 +50,34 @@ enum Change {
 
 fn is_candidate(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     !name.starts_with('.') && !name.starts_with('~') && matches!(ext.as_str(), "json" | "csv")
 }
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, RecordError> {
-    let f = std::fs::File::open(path).map_err(|e| RecordError { code: makproxy_core::Code::RecUnreadable, record: None, detail: e.to_string() })?;
+    let f = std::fs::File::open(path).map_err(|e| RecordError {
+        code: makproxy_core::Code::RecUnreadable,
+        record: None,
+        detail: e.to_string(),
+    })?;
     let mut buf = Vec::new();
-    f.take(records::MAX_FILE + 1).read_to_end(&mut buf).map_err(|e| RecordError { code: makproxy_core::Code::RecUnreadable, record: None, detail: e.to_string() })?;
+    f.take(records::MAX_FILE + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| RecordError {
+            code: makproxy_core::Code::RecUnreadable,
+            record: None,
+            detail: e.to_string(),
+        })?;
     if buf.len() as u64 > records::MAX_FILE {
-        return Err(RecordError { code: makproxy_core::Code::RecTooLarge, record: None, detail: format!("larger than {} bytes", records::MAX_FILE) });
+        return Err(RecordError {
+            code: makproxy_core::Code::RecTooLarge,
+            record: None,
+            detail: format!("larger than {} bytes", records::MAX_FILE),
+        });
     }
     Ok(buf)
 }
@@ -72,13 +92,26 @@ pub fn run(out: &Output, conn: &mut Connection, dirs: &[PathBuf]) -> Result<Exit
     let mut in_batch = 0usize;
     for dir in dirs {
         if !dir.is_dir() {
-            return Err(CliError::new(Exit::Error, None, format!("{} is not a folder", escape(&dir.display().to_string()))));
+            return Err(CliError::new(
+                Exit::Error,
+                None,
+                format!("{} is not a folder", escape(&dir.display().to_string())),
+            ));
         }
-        for entry in walkdir::WalkDir::new(dir).follow_links(false).max_depth(8).sort_by_file_name() {
+        for entry in walkdir::WalkDir::new(dir)
+            .follow_links(false)
+            .max_depth(8)
+            .sort_by_file_name()
+        {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    problems.push(Problem { file: dir.display().to_string(), record: None, code: "MP-REC-001".into(), detail: e.to_string() });
+                    problems.push(Problem {
+                        file: dir.display().to_string(),
+                        record: None,
+                        code: "MP-REC-001".into(),
+                        detail: e.to_string(),
+                    });
                     continue;
                 }
             };
@@ -90,7 +123,9 @@ pub fn run(out: &Output, conn: &mut Connection, dirs: &[PathBuf]) -> Result<Exit
             let path = entry.path();
             let shown = path.display().to_string();
             let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-            let parsed = read_limited(path).and_then(|b| records::decode_text(&b)).and_then(|t| records::parse(&t, stem));
+            let parsed = read_limited(path)
+                .and_then(|b| records::decode_text(&b))
+                .and_then(|t| records::parse(&t, stem));
             match parsed {
                 Err(e) => {
                     summary.files_rejected += 1;
@@ -107,7 +142,9 @@ pub fn run(out: &Output, conn: &mut Connection, dirs: &[PathBuf]) -> Result<Exit
                             }
                         });
                         match r {
-                            Err(e) => record_problem(&tx, &mut problems, &shown, &e, &now).map_err(db)?,
+                            Err(e) => {
+                                record_problem(&tx, &mut problems, &shown, &e, &now).map_err(db)?
+                            }
                             Ok(p) => {
                                 let (change, st) = upsert(&tx, &p, &shown, &now).map_err(db)?;
                                 match change {
@@ -124,7 +161,11 @@ pub fn run(out: &Output, conn: &mut Connection, dirs: &[PathBuf]) -> Result<Exit
                             }
                         }
                     }
-                    tx.execute("DELETE FROM rejections WHERE file = ?1 AND record = 0", params![shown]).map_err(db)?;
+                    tx.execute(
+                        "DELETE FROM rejections WHERE file = ?1 AND record = 0",
+                        params![shown],
+                    )
+                    .map_err(db)?;
                 }
                 Ok((_, Parsed::Deposits(list))) => {
                     for (i, r) in list.into_iter().enumerate() {
@@ -133,7 +174,9 @@ pub fn run(out: &Output, conn: &mut Connection, dirs: &[PathBuf]) -> Result<Exit
                             Err(e) => Err(e),
                         };
                         match r {
-                            Err(e) => record_problem(&tx, &mut problems, &shown, &e, &now).map_err(db)?,
+                            Err(e) => {
+                                record_problem(&tx, &mut problems, &shown, &e, &now).map_err(db)?
+                            }
                             Ok(true) => summary.deposits_activated += 1,
                             Ok(false) => summary.deposits_failed += 1,
                         }
@@ -154,22 +197,43 @@ pub fn run(out: &Output, conn: &mut Connection, dirs: &[PathBuf]) -> Result<Exit
 
     for p in &problems {
         let at = p.record.map(|r| format!(" record {r}")).unwrap_or_default();
-        eprintln!("{}{}: [{}] {}", escape(&p.file), at, p.code, escape(&p.detail));
+        eprintln!(
+            "{}{}: [{}] {}",
+            escape(&p.file),
+            at,
+            p.code,
+            escape(&p.detail)
+        );
     }
     out.json(&json!({"summary": summary, "problems": problems}));
     out.line(format!(
         "Collected {} file(s): {} new, {} updated, {} unchanged; {} queued, {} CID on hand, {} skipped; {} record(s) and {} file(s) rejected; deposits: {} activated, {} failed.",
         summary.files, summary.new, summary.updated, summary.unchanged, summary.queued, summary.cid_on_hand, summary.skipped, summary.rejected, summary.files_rejected, summary.deposits_activated, summary.deposits_failed
     ));
-    Ok(if problems.is_empty() { Exit::Ok } else { Exit::Partial })
+    Ok(if problems.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Partial
+    })
 }
 
-fn record_problem(tx: &Connection, problems: &mut Vec<Problem>, file: &str, e: &RecordError, now: &str) -> rusqlite::Result<()> {
+fn record_problem(
+    tx: &Connection,
+    problems: &mut Vec<Problem>,
+    file: &str,
+    e: &RecordError,
+    now: &str,
+) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO rejections(file, record, code, detail, at) VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(file, record) DO UPDATE SET code = excluded.code, detail = excluded.detail, at = excluded.at",
         params![file, e.record.unwrap_or(0) as i64, e.code.as_str(), e.detail, now],
     )?;
-    problems.push(Problem { file: file.to_string(), record: e.record, code: e.code.as_str().to_string(), detail: e.detail.clone() });
+    problems.push(Problem {
+        file: file.to_string(),
+        record: e.record,
+        code: e.code.as_str().to_string(),
+        detail: e.detail.clone(),
+    });
     Ok(())
 }
 
@@ -186,13 +250,22 @@ struct Existing {
 
 fn has_cid(tx: &Connection, p: &ProductRecord) -> rusqlite::Result<bool> {
     let Some(iid) = &p.iid else { return Ok(false) };
-    tx.query_row("SELECT 1 FROM cids WHERE host = ?1 AND activation_id = ?2 AND iid = ?3", params![p.host.as_str(), p.activation_id.as_str(), iid.digits()], |_| Ok(()))
-        .optional()
-        .map(|o| o.is_some())
+    tx.query_row(
+        "SELECT 1 FROM cids WHERE host = ?1 AND activation_id = ?2 AND iid = ?3",
+        params![p.host.as_str(), p.activation_id.as_str(), iid.digits()],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|o| o.is_some())
 }
 
 /// Records one product; returns what changed and the resulting state.
-fn upsert(tx: &Connection, p: &ProductRecord, file: &str, now: &str) -> rusqlite::Result<(Change, &'static str)> {
+fn upsert(
+    tx: &Connection,
+    p: &ProductRecord,
+    file: &str,
+    now: &str,
+) -> rusqlite::Result<(Change, &'static str)> {
     let existing = tx
         .query_row(
             "SELECT id, iid, epid, license_status, partial_key, description, product, state FROM products WHERE host = ?1 AND activation_id = ?2",
@@ -217,18 +290,55 @@ fn upsert(tx: &Connection, p: &ProductRecord, file: &str, now: &str) -> rusqlite
              VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![p.host.as_str(), p.activation_id.as_str(), p.application.label(), p.wmi_class, p.name, p.description, p.partial_key, epid, iid, status, desired, reason_code, reason, file, now],
         )?;
-        ledger::history(tx, tx.last_insert_rowid(), now, "collected", &format!("{desired} from {file}"))?;
+        ledger::history(
+            tx,
+            tx.last_insert_rowid(),
+            now,
+            "collected",
+            &format!("{desired} from {file}"),
+        )?;
         return Ok((Change::New, desired));
     };
-    let same = e.iid == iid && e.epid == epid && e.license_status == status && e.partial_key == p.partial_key && e.description == p.description && e.product == p.name;
-    let current: &'static str = state::ALL.iter().copied().find(|s| *s == e.state).unwrap_or(state::QUEUED);
+    let same = e.iid == iid
+        && e.epid == epid
+        && e.license_status == status
+        && e.partial_key == p.partial_key
+        && e.description == p.description
+        && e.product == p.name;
+    let current: &'static str = state::ALL
+        .iter()
+        .copied()
+        .find(|s| *s == e.state)
+        .unwrap_or(state::QUEUED);
     if same {
         return Ok((Change::Unchanged, current));
     }
     // Same IID, still waiting on a bundle, a deposit or a retry: keep that state.
-    let in_flight = [state::PACKED, state::CID_RECEIVED, state::FAILED, state::DEPOSIT_FAILED, state::CID_ON_HAND];
-    let next = if e.iid == iid && desired != state::SKIPPED && desired != state::ACTIVATED && in_flight.contains(&current) { current } else { desired };
-    let detail = if e.iid != iid { format!("IID changed ({} -> {}); {next}", e.iid.as_deref().unwrap_or("none"), iid.as_deref().unwrap_or("none")) } else { format!("record changed; {next}") };
+    let in_flight = [
+        state::PACKED,
+        state::CID_RECEIVED,
+        state::FAILED,
+        state::DEPOSIT_FAILED,
+        state::CID_ON_HAND,
+    ];
+    let next = if e.iid == iid
+        && desired != state::SKIPPED
+        && desired != state::ACTIVATED
+        && in_flight.contains(&current)
+    {
+        current
+    } else {
+        desired
+    };
+    let detail = if e.iid != iid {
+        format!(
+            "IID changed ({} -> {}); {next}",
+            e.iid.as_deref().unwrap_or("none"),
+            iid.as_deref().unwrap_or("none")
+        )
+    } else {
+        format!("record changed; {next}")
+    };
     let clears = next != current;
     tx.execute(
         "UPDATE products SET application = ?2, wmi_class = ?3, product = ?4, description = ?5, partial_key = ?6, epid = ?7, iid = ?8, license_status = ?9,
@@ -236,21 +346,59 @@ fn upsert(tx: &Connection, p: &ProductRecord, file: &str, now: &str) -> rusqlite
            bundle_id = CASE WHEN ?11 THEN NULL ELSE bundle_id END, source_file = ?14, updated_at = ?15 WHERE id = ?1",
         params![e.id, p.application.label(), p.wmi_class, p.name, p.description, p.partial_key, epid, iid, status, next, clears, reason_code, reason, file, now],
     )?;
-    ledger::history(tx, e.id, now, if e.iid != iid { "superseded" } else { "updated" }, &detail)?;
+    ledger::history(
+        tx,
+        e.id,
+        now,
+        if e.iid != iid {
+            "superseded"
+        } else {
+            "updated"
+        },
+        &detail,
+    )?;
     Ok((Change::Updated, next))
 }
 
 /// Applies one deposit result; Ok(true) activated, Ok(false) failed, Err(record error).
-fn deposit(tx: &Connection, d: &DepositResult, n: usize, now: &str) -> rusqlite::Result<Result<bool, RecordError>> {
+fn deposit(
+    tx: &Connection,
+    d: &DepositResult,
+    n: usize,
+    now: &str,
+) -> rusqlite::Result<Result<bool, RecordError>> {
     let row: Option<(i64, Option<String>, Option<String>)> = tx
-        .query_row("SELECT id, iid, cid FROM products WHERE host = ?1 AND activation_id = ?2", params![d.host.as_str(), d.activation_id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row(
+            "SELECT id, iid, cid FROM products WHERE host = ?1 AND activation_id = ?2",
+            params![d.host.as_str(), d.activation_id.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .optional()?;
-    let mismatch = |detail: String| Ok(Err(RecordError { code: makproxy_core::Code::AplIidMismatch, record: Some(n), detail }));
-    let Some((id, iid, cid)) = row else {
-        return mismatch(format!("no product {} on host {} in the ledger", d.activation_id, d.host));
+    let mismatch = |detail: String| {
+        Ok(Err(RecordError {
+            code: makproxy_core::Code::AplIidMismatch,
+            record: Some(n),
+            detail,
+        }))
     };
-    if iid.as_deref() != Some(d.installation_id.digits()) || cid.as_deref() != Some(d.confirmation_id.digits()) {
-        return mismatch("installation or confirmation ID differs from the ledger's; result ignored".into());
+    let Some((id, iid, cid)) = row else {
+        return mismatch(format!(
+            "no product {} on host {} in the ledger",
+            d.activation_id, d.host
+        ));
+    };
+    if iid.as_deref() != Some(d.installation_id.digits())
+        || cid.as_deref() != Some(d.confirmation_id.digits())
+    {
+        return mismatch(
+            "installation or confirmation ID differs from the ledger's; result ignored".into(),
+        );
+    }
+    if let Some(status) = d.license_status {
+        tx.execute(
+            "UPDATE products SET license_status = ?2 WHERE id = ?1",
+            params![id, status as i64],
+        )?;
     }
     if d.activated {
         tx.execute("UPDATE products SET state = ?2, reason_code = NULL, reason = NULL, updated_at = ?3 WHERE id = ?1", params![id, state::ACTIVATED, now])?;

@@ -18,7 +18,16 @@ pub mod state {
     pub const FAILED: &str = "failed";
     pub const DEPOSIT_FAILED: &str = "deposit_failed";
     /// Every state, in the order reports list them.
-    pub const ALL: &[&str] = &[QUEUED, PACKED, CID_ON_HAND, CID_RECEIVED, ACTIVATED, FAILED, DEPOSIT_FAILED, SKIPPED];
+    pub const ALL: &[&str] = &[
+        QUEUED,
+        PACKED,
+        CID_ON_HAND,
+        CID_RECEIVED,
+        ACTIVATED,
+        FAILED,
+        DEPOSIT_FAILED,
+        SKIPPED,
+    ];
 }
 
 const SCHEMA: &str = r#"
@@ -110,12 +119,18 @@ pub fn open(home: &Home) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.execute_batch(SCHEMA)?;
-    conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?1)", params![SCHEMA_VERSION.to_string()])?;
+    conn.execute(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?1)",
+        params![SCHEMA_VERSION.to_string()],
+    )?;
     Ok(conn)
 }
 
 pub fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0)).optional()
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+        r.get(0)
+    })
+    .optional()
 }
 
 pub fn meta_set(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
@@ -123,14 +138,33 @@ pub fn meta_set(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<(
     Ok(())
 }
 
-pub fn history(conn: &Connection, product_id: i64, at: &str, event: &str, detail: &str) -> rusqlite::Result<()> {
-    conn.execute("INSERT INTO history(product_id, at, event, detail) VALUES(?1, ?2, ?3, ?4)", params![product_id, at, event, detail])?;
+pub fn history(
+    conn: &Connection,
+    product_id: i64,
+    at: &str,
+    event: &str,
+    detail: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO history(product_id, at, event, detail) VALUES(?1, ?2, ?3, ?4)",
+        params![product_id, at, event, detail],
+    )?;
     Ok(())
 }
 
 /// Counts of products per state, in `state::ALL` order.
 pub fn counts(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
     let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM products GROUP BY state")?;
-    let got: Vec<(String, i64)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-    Ok(state::ALL.iter().map(|s| (s.to_string(), got.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n))).collect())
+    let got: Vec<(String, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(state::ALL
+        .iter()
+        .map(|s| {
+            (
+                s.to_string(),
+                got.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n),
+            )
+        })
+        .collect())
 }

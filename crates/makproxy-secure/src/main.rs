@@ -28,7 +28,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
-    let dir = cli.home.clone().unwrap_or_else(|| makproxy_cli::default_home(Role::Secure));
+    let dir = cli
+        .home
+        .clone()
+        .unwrap_or_else(|| makproxy_cli::default_home(Role::Secure));
     let home = || Home::open(&dir, Role::Secure).map_err(CliError::from);
     let ledger = |h: &Home| ledger::open(h).map_err(|e| CliError::io("ledger", e));
     match &cli.command {
@@ -64,7 +67,11 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
             match (&a.file, a.reissue) {
                 (Some(f), false) => apply::run(out, &h, &mut conn, f, &a.deposit_dir, a.dry_run),
                 (None, true) => apply::reissue(out, &mut conn, &a.deposit_dir, a.dry_run),
-                _ => Err(CliError::new(Exit::Usage, None, "give either a return bundle FILE or --reissue")),
+                _ => Err(CliError::new(
+                    Exit::Usage,
+                    None,
+                    "give either a return bundle FILE or --reissue",
+                )),
             }
         }
         Command::Status { csv, state, host } => {
@@ -81,19 +88,28 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
             let kind = bundle::peek_kind(file, &limits)?;
             // A CIL bundle is verified against this site's own key, a return against trusted online keys.
             let trusted = match kind {
-                Kind::Cil => vec![Trusted { name: format!("this site ({})", h.site), key: h.public_key()? }],
+                Kind::Cil => vec![Trusted {
+                    name: format!("this site ({})", h.site),
+                    key: h.public_key()?,
+                }],
                 Kind::Return => h.trusted()?,
             };
             let mut v = bundle::open(file, kind, &trusted, makproxy_cli::now(), &limits)?;
             makproxy_cli::describe(out, file, &mut v)
         }
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "makproxy-secure", &mut std::io::stdout());
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "makproxy-secure",
+                &mut std::io::stdout(),
+            );
             Ok(Exit::Ok)
         }
         Command::Man { out: dir } => {
             std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir.display(), e))?;
-            clap_mangen::generate_to(Cli::command(), dir).map_err(|e| CliError::io(dir.display(), e))?;
+            clap_mangen::generate_to(Cli::command(), dir)
+                .map_err(|e| CliError::io(dir.display(), e))?;
             out.line(format!("Wrote man pages to {}", dir.display()));
             Ok(Exit::Ok)
         }

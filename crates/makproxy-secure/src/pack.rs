@@ -26,14 +26,25 @@ pub struct Options<'a> {
     pub dry_run: bool,
 }
 
-pub fn run(out: &Output, home: &Home, conn: &mut Connection, o: &Options) -> Result<Exit, CliError> {
+pub fn run(
+    out: &Output,
+    home: &Home,
+    conn: &mut Connection,
+    o: &Options,
+) -> Result<Exit, CliError> {
     let db = |e: rusqlite::Error| CliError::io("ledger", e);
     let key = home.signing_key()?;
     let now = makproxy_cli::now();
     if !(1..=365).contains(&o.expires_days) {
-        return Err(CliError::new(Exit::Usage, None, "--expires-days must be 1 to 365"));
+        return Err(CliError::new(
+            Exit::Usage,
+            None,
+            "--expires-days must be 1 to 365",
+        ));
     }
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db)?;
     let mut states = vec![state::QUEUED];
     if o.retry_failed {
         states.push(state::FAILED);
@@ -41,7 +52,11 @@ pub fn run(out: &Output, home: &Home, conn: &mut Connection, o: &Options) -> Res
     if o.repack {
         states.push(state::PACKED);
     }
-    let placeholders = states.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(",");
+    let placeholders = states
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(",");
     let sql = format!(
         "SELECT id, host, activation_id, epid, iid, product FROM products WHERE state IN ({placeholders})
          AND (?1 IS NULL OR product LIKE '%' || ?1 || '%' OR activation_id = lower(?1))
@@ -50,9 +65,16 @@ pub fn run(out: &Output, home: &Home, conn: &mut Connection, o: &Options) -> Res
     );
     let limit = o.limit.map_or(-1, |l| l as i64);
     let bundle_id = bundle::new_bundle_id();
-    let sequence: u64 = ledger::meta_get(&tx, "next_sequence").map_err(db)?.and_then(|s| s.parse().ok()).unwrap_or(1);
+    let sequence: u64 = ledger::meta_get(&tx, "next_sequence")
+        .map_err(db)?
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
 
-    let mut writer = if o.dry_run { None } else { Some(BundleWriter::new(o.out, Kind::Cil).map_err(|e| CliError::io(o.out.display(), e))?) };
+    let mut writer = if o.dry_run {
+        None
+    } else {
+        Some(BundleWriter::new(o.out, Kind::Cil).map_err(|e| CliError::io(o.out.display(), e))?)
+    };
     let mut count = 0u64;
     let bar = out.progress(0, "pack");
     {
@@ -60,37 +82,76 @@ pub fn run(out: &Output, home: &Home, conn: &mut Connection, o: &Options) -> Res
         let mut ins = tx.prepare("INSERT INTO bundle_records(bundle_id, handle, product_id, iid) VALUES(?1, ?2, ?3, ?4)").map_err(db)?;
         let mut rows = stmt.query(params![o.product, o.host, limit]).map_err(db)?;
         while let Some(r) = rows.next().map_err(db)? {
-            let (id, host, aid, epid, iid, product): (i64, String, String, String, String, Option<String>) = (r.get(0).map_err(db)?, r.get(1).map_err(db)?, r.get(2).map_err(db)?, r.get(3).map_err(db)?, r.get(4).map_err(db)?, r.get(5).map_err(db)?);
+            let (id, host, aid, epid, iid, product): (
+                i64,
+                String,
+                String,
+                String,
+                String,
+                Option<String>,
+            ) = (
+                r.get(0).map_err(db)?,
+                r.get(1).map_err(db)?,
+                r.get(2).map_err(db)?,
+                r.get(3).map_err(db)?,
+                r.get(4).map_err(db)?,
+                r.get(5).map_err(db)?,
+            );
             count += 1;
             bar.inc(1);
             let Some(w) = writer.as_mut() else { continue };
             // Values were validated at collect; re-validate so a tampered ledger cannot put garbage in a signed bundle.
-            let bad = |what: &str| CliError::new(Exit::Error, None, format!("ledger row {id} holds an invalid {what}"));
+            let bad = |what: &str| {
+                CliError::new(
+                    Exit::Error,
+                    None,
+                    format!("ledger row {id} holds an invalid {what}"),
+                )
+            };
             let rec = CilRecord {
                 handle: count,
                 installation_id: InstallationId::parse(&iid).map_err(|_| bad("IID"))?,
                 extended_product_id: ExtendedProductId::parse(&epid).map_err(|_| bad("ePID"))?,
                 activation_id: Guid::parse(&aid).map_err(|_| bad("activation ID"))?,
                 product: product.map(|p| p.chars().take(200).collect()),
-                host: if o.include_hostnames { Some(HostName::parse(&host).map_err(|_| bad("host"))?) } else { None },
+                host: if o.include_hostnames {
+                    Some(HostName::parse(&host).map_err(|_| bad("host"))?)
+                } else {
+                    None
+                },
             };
             w.push(&rec).map_err(|e| CliError::io(o.out.display(), e))?;
-            ins.execute(params![bundle_id, count as i64, id, iid]).map_err(db)?;
+            ins.execute(params![bundle_id, count as i64, id, iid])
+                .map_err(db)?;
         }
     }
     bar.finish_and_clear();
     if count == 0 {
-        let pending: i64 = tx.query_row("SELECT COUNT(*) FROM products WHERE state = ?1", params![state::PACKED], |r| r.get(0)).map_err(db)?;
+        let pending: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM products WHERE state = ?1",
+                params![state::PACKED],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
         out.json(&json!({"packed": 0, "awaiting_return": pending}));
         out.line(format!("Nothing queued to pack ({pending} product(s) already in bundles awaiting a return; --repack includes them)."));
         return Ok(Exit::Ok);
     }
     if o.dry_run {
         out.json(&json!({"dry_run": true, "would_pack": count, "sequence": sequence}));
-        out.line(format!("Dry run: would pack {count} record(s) as bundle #{sequence}; nothing written."));
+        out.line(format!(
+            "Dry run: would pack {count} record(s) as bundle #{sequence}; nothing written."
+        ));
         return Ok(Exit::Ok);
     }
-    let mut fields = vec!["handle", "installation_id", "extended_product_id", "activation_id", "product"];
+    let mut fields = vec![
+        "handle",
+        "installation_id",
+        "extended_product_id",
+        "activation_id",
+        "product",
+    ];
     if o.include_hostnames {
         fields.push("host");
     }
@@ -105,7 +166,10 @@ pub fn run(out: &Output, home: &Home, conn: &mut Connection, o: &Options) -> Res
         answers: None,
         backend: None,
     };
-    let written = writer.take().expect("not a dry run").finish(header, &key, o.out)?;
+    let written = writer
+        .take()
+        .expect("not a dry run")
+        .finish(header, &key, o.out)?;
     let at = bundle::rfc3339(now);
     tx.execute(
         "INSERT INTO bundles(bundle_id, sequence, manifest_sha256, created, expires, records, file) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -125,8 +189,19 @@ pub fn run(out: &Output, home: &Home, conn: &mut Connection, o: &Options) -> Res
     ledger::meta_set(&tx, "next_sequence", &(sequence + 1).to_string()).map_err(db)?;
     tx.commit().map_err(db)?;
     out.json(&json!({"bundle": o.out, "bundle_id": bundle_id, "sequence": sequence, "records": count, "manifest_sha256": written.manifest_sha256, "expires": written.manifest.expires, "hostnames_included": o.include_hostnames}));
-    out.line(format!("Packed {count} record(s) into {} (bundle #{sequence}, id {bundle_id}).", escape(&o.out.display().to_string())));
-    out.line(format!("Expires {}. Host names {}.", written.manifest.expires, if o.include_hostnames { "INCLUDED" } else { "not included" }));
+    out.line(format!(
+        "Packed {count} record(s) into {} (bundle #{sequence}, id {bundle_id}).",
+        escape(&o.out.display().to_string())
+    ));
+    out.line(format!(
+        "Expires {}. Host names {}.",
+        written.manifest.expires,
+        if o.include_hostnames {
+            "INCLUDED"
+        } else {
+            "not included"
+        }
+    ));
     out.line("Carry this file to the online side and run: makproxy-online activate FILE --out RETURN --backend microsoft");
     Ok(Exit::Ok)
 }

@@ -21,7 +21,12 @@ pub struct Row {
     pub updated_at: String,
 }
 
-fn rows(conn: &Connection, state_filter: Option<&str>, host: Option<&str>, mut f: impl FnMut(Row) -> Result<(), CliError>) -> Result<(), CliError> {
+fn rows(
+    conn: &Connection,
+    state_filter: Option<&str>,
+    host: Option<&str>,
+    mut f: impl FnMut(Row) -> Result<(), CliError>,
+) -> Result<(), CliError> {
     let db = |e: rusqlite::Error| CliError::io("ledger", e);
     let mut stmt = conn
         .prepare(
@@ -48,22 +53,55 @@ fn rows(conn: &Connection, state_filter: Option<&str>, host: Option<&str>, mut f
 
 fn csv_cell(s: &str) -> String {
     // Neutralise spreadsheet formulas and quote every cell.
-    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_string() };
+    let s = if s.starts_with(['=', '+', '-', '@']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-pub fn status(out: &Output, conn: &Connection, csv: bool, state_filter: Option<&str>, host: Option<&str>) -> Result<Exit, CliError> {
+pub fn status(
+    out: &Output,
+    conn: &Connection,
+    csv: bool,
+    state_filter: Option<&str>,
+    host: Option<&str>,
+) -> Result<Exit, CliError> {
     if let Some(s) = state_filter {
         if !state::ALL.contains(&s) {
-            return Err(CliError::new(Exit::Usage, None, format!("unknown state {s:?}; one of {}", state::ALL.join(", "))));
+            return Err(CliError::new(
+                Exit::Usage,
+                None,
+                format!("unknown state {s:?}; one of {}", state::ALL.join(", ")),
+            ));
         }
     }
     let counts = ledger::counts(conn).map_err(|e| CliError::io("ledger", e))?;
     if csv {
-        println!("host,activation_id,product,state,bundle_id,reason_code,reason,simulated,updated_at");
+        println!(
+            "host,activation_id,product,state,bundle_id,reason_code,reason,simulated,updated_at"
+        );
         return rows(conn, state_filter, host, |r| {
-            let cells = [r.host, r.activation_id, r.product.unwrap_or_default(), r.state, r.bundle_id.unwrap_or_default(), r.reason_code.unwrap_or_default(), r.reason.unwrap_or_default(), r.simulated.to_string(), r.updated_at];
-            println!("{}", cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","));
+            let cells = [
+                r.host,
+                r.activation_id,
+                r.product.unwrap_or_default(),
+                r.state,
+                r.bundle_id.unwrap_or_default(),
+                r.reason_code.unwrap_or_default(),
+                r.reason.unwrap_or_default(),
+                r.simulated.to_string(),
+                r.updated_at,
+            ];
+            println!(
+                "{}",
+                cells
+                    .iter()
+                    .map(|c| csv_cell(c))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
             Ok(())
         })
         .map(|_| Exit::Ok);
@@ -77,7 +115,10 @@ pub fn status(out: &Output, conn: &Connection, csv: bool, state_filter: Option<&
         out.json(&json!({"counts": counts.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(), "products": list}));
         return Ok(Exit::Ok);
     }
-    println!("{:<24} {:<38} {:<15} {}", "HOST", "ACTIVATION ID", "STATE", "DETAIL");
+    println!(
+        "{:<24} {:<38} {:<15} {}",
+        "HOST", "ACTIVATION ID", "STATE", "DETAIL"
+    );
     rows(conn, state_filter, host, |r| {
         let detail = match (&r.state[..], &r.reason_code, &r.reason) {
             (state::PACKED, _, _) => format!("in bundle {}", r.bundle_id.as_deref().unwrap_or("?")),
@@ -86,12 +127,27 @@ pub fn status(out: &Output, conn: &Connection, csv: bool, state_filter: Option<&
             _ if r.simulated => "SIMULATED CID".into(),
             _ => String::new(),
         };
-        println!("{:<24} {:<38} {:<15} {}", escape(&r.host), r.activation_id, r.state, escape(&detail));
+        println!(
+            "{:<24} {:<38} {:<15} {}",
+            escape(&r.host),
+            r.activation_id,
+            r.state,
+            escape(&detail)
+        );
         Ok(())
     })?;
     let total: i64 = counts.iter().map(|(_, n)| n).sum();
     println!();
-    println!("{}", counts.iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k}: {n}")).collect::<Vec<_>>().join(", ") + &format!("  (total {total})"));
+    println!(
+        "{}",
+        counts
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+            + &format!("  (total {total})")
+    );
     Ok(Exit::Ok)
 }
 
@@ -102,7 +158,11 @@ pub fn report(out: &Output, conn: &Connection, path: &Path) -> Result<Exit, CliE
         let mut stmt = conn.prepare(sql).map_err(db)?;
         let n = stmt.column_count();
         let rows = stmt
-            .query_map([], |r| (0..n).map(|i| r.get::<_, Option<String>>(i).map(Option::unwrap_or_default)).collect::<Result<Vec<_>, _>>())
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| r.get::<_, Option<String>>(i).map(Option::unwrap_or_default))
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .map_err(db)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(db)?;
@@ -116,17 +176,26 @@ pub fn report(out: &Output, conn: &Connection, path: &Path) -> Result<Exit, CliE
     )?;
     let failures = table("SELECT host, COALESCE(product, activation_id), state, COALESCE(reason_code, ''), COALESCE(reason, '') FROM products WHERE state IN ('failed', 'deposit_failed') ORDER BY host")?;
     let rejections = table("SELECT file, CASE record WHEN 0 THEN '' ELSE CAST(record AS TEXT) END, code, detail FROM rejections ORDER BY file, record")?;
-    let site: String = conn.query_row("SELECT COUNT(*) FROM products", [], |r| r.get::<_, i64>(0)).map_err(db)?.to_string();
+    let site: String = conn
+        .query_row("SELECT COUNT(*) FROM products", [], |r| r.get::<_, i64>(0))
+        .map_err(db)?
+        .to_string();
 
     let mut h = String::new();
     let render = |h: &mut String, title: &str, head: &[&str], rows: &[Vec<String>], id: &str| {
-        h.push_str(&format!("<h2>{}</h2>\n<table id=\"{id}\"><thead><tr>", html(title)));
+        h.push_str(&format!(
+            "<h2>{}</h2>\n<table id=\"{id}\"><thead><tr>",
+            html(title)
+        ));
         for c in head {
             h.push_str(&format!("<th>{}</th>", html(c)));
         }
         h.push_str("</tr></thead><tbody>\n");
         if rows.is_empty() {
-            h.push_str(&format!("<tr><td colspan=\"{}\">none</td></tr>\n", head.len()));
+            h.push_str(&format!(
+                "<tr><td colspan=\"{}\">none</td></tr>\n",
+                head.len()
+            ));
         }
         for r in rows {
             h.push_str("<tr>");
@@ -140,15 +209,49 @@ pub fn report(out: &Output, conn: &Connection, path: &Path) -> Result<Exit, CliE
     h.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>makproxy activation report</title>\n<style>body{font-family:Segoe UI,Arial,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin-bottom:1.5em}th,td{border:1px solid #999;padding:4px 8px;text-align:left}th{background:#e8e8e8}.n{font-size:1.6em;font-weight:bold}.card{display:inline-block;border:1px solid #999;padding:8px 14px;margin:0 8px 8px 0;min-width:7em}</style></head><body>\n");
     h.push_str(&format!("<h1>makproxy activation report</h1>\n<p>Generated {} by {}; {} product(s) in the ledger.</p>\n<div id=\"counts\">", bundle_now(), html(&makproxy_core::tool_version("makproxy-secure")), site));
     for (k, n) in &counts {
-        h.push_str(&format!("<div class=\"card\" data-state=\"{k}\"><div class=\"n\">{n}</div>{k}</div>"));
+        h.push_str(&format!(
+            "<div class=\"card\" data-state=\"{k}\"><div class=\"n\">{n}</div>{k}</div>"
+        ));
     }
     h.push_str("</div>\n");
-    render(&mut h, "Per product", &["Product", "State", "Count"], &per_product, "per-product");
-    render(&mut h, "Per bundle", &["#", "Bundle ID", "Created", "Records", "Answered", "Returns applied"], &per_bundle, "per-bundle");
-    render(&mut h, "Failures", &["Host", "Product", "State", "Code", "Reason"], &failures, "failures");
-    render(&mut h, "Rejected input", &["File", "Record", "Code", "Reason"], &rejections, "rejections");
+    render(
+        &mut h,
+        "Per product",
+        &["Product", "State", "Count"],
+        &per_product,
+        "per-product",
+    );
+    render(
+        &mut h,
+        "Per bundle",
+        &[
+            "#",
+            "Bundle ID",
+            "Created",
+            "Records",
+            "Answered",
+            "Returns applied",
+        ],
+        &per_bundle,
+        "per-bundle",
+    );
+    render(
+        &mut h,
+        "Failures",
+        &["Host", "Product", "State", "Code", "Reason"],
+        &failures,
+        "failures",
+    );
+    render(
+        &mut h,
+        "Rejected input",
+        &["File", "Record", "Code", "Reason"],
+        &rejections,
+        "rejections",
+    );
     h.push_str("</body></html>\n");
-    makproxy_core::fsutil::write_atomic(path, h.as_bytes()).map_err(|e| CliError::io(path.display(), e))?;
+    makproxy_core::fsutil::write_atomic(path, h.as_bytes())
+        .map_err(|e| CliError::io(path.display(), e))?;
     out.json(&json!({"report": path, "counts": counts.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>()}));
     out.line(format!("Wrote {}", escape(&path.display().to_string())));
     Ok(Exit::Ok)

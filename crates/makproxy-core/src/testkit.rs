@@ -1,0 +1,687 @@
+//! The malicious-bundle kit: deterministic test keys and a list of crafted bundles,
+//! each named after its defect and the code it must be rejected with. Used by the
+//! library test (with a pinned clock, against the committed fixtures/kit/ files) and by
+//! the end-to-end suite (freshly generated, against both binaries).
+//!
+//! The keys here are public test keys derived from fixed strings. Never trust them
+//! outside tests.
+
+use crate::bundle::{pae, Kind};
+use crate::codes::Code;
+use crate::ids::{digits_from_seed, with_check_digits};
+use crate::keys::{key_id, PublicKey, Role, Trusted};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::io::{Cursor, Write};
+use time::OffsetDateTime;
+
+/// The three test keys.
+pub struct Keys {
+    pub secure: SigningKey,
+    pub online: SigningKey,
+    pub stranger: SigningKey,
+}
+
+fn key(label: &str) -> SigningKey {
+    SigningKey::from_bytes(&Sha256::digest(format!("makproxy-testkit-{label}").as_bytes()).into())
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self {
+            secure: key("secure"),
+            online: key("online"),
+            stranger: key("stranger"),
+        }
+    }
+}
+
+impl Keys {
+    pub fn public(&self, role: Role) -> PublicKey {
+        match role {
+            Role::Secure => PublicKey {
+                role,
+                site: "kit-site".into(),
+                key: self.secure.verifying_key(),
+            },
+            Role::Online => PublicKey {
+                role,
+                site: "kit-gateway".into(),
+                key: self.online.verifying_key(),
+            },
+        }
+    }
+    /// What the reader of `kind` trusts: the secure key for CIL bundles, the online key for returns.
+    pub fn trusted(&self, reader: Kind) -> Vec<Trusted> {
+        let role = if reader == Kind::Cil {
+            Role::Secure
+        } else {
+            Role::Online
+        };
+        vec![Trusted {
+            name: format!("kit-{}", role.as_str()),
+            key: self.public(role),
+        }]
+    }
+}
+
+/// One kit entry.
+pub struct Case {
+    /// File name: `<expected code or ok>-<defect>.zip`.
+    pub file: String,
+    pub reader: Kind,
+    /// None: must verify, records included.
+    pub expect: Option<Code>,
+    pub bytes: Vec<u8>,
+}
+
+fn iid(n: u32) -> String {
+    with_check_digits(&digits_from_seed(format!("kit-iid-{n}").as_bytes(), 54), 7)
+}
+fn cid(n: u32) -> String {
+    with_check_digits(&digits_from_seed(format!("kit-cid-{n}").as_bytes(), 40), 6)
+}
+const EPID: &str = "03612-03305-317-008912-02-1033-9200.0000-0662023";
+const AID: &str = "2de67392-b7a7-462a-b1ca-108dd189f588";
+
+fn lines(v: &[Value]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for x in v {
+        out.extend(serde_json::to_vec(x).expect("json"));
+        out.push(b'\n');
+    }
+    out
+}
+
+fn cil_records() -> Vec<Value> {
+    (1..=3).map(|n| json!({"handle": n, "installation_id": iid(n), "extended_product_id": EPID, "activation_id": AID, "product": "Windows(R), Professional edition"})).collect()
+}
+
+fn return_records() -> Vec<Value> {
+    let mut v: Vec<Value> = (1..=2).map(|n| json!({"handle": n, "installation_id": iid(n), "extended_product_id": EPID, "confirmation_id": cid(n), "source": "backend", "simulated": false})).collect();
+    v.push(json!({"handle": 3, "installation_id": iid(3), "extended_product_id": EPID, "failure": {"code": "MP-BKD-001", "service_code": "0x7F", "message": "MAK has exceeded its activation limit"}, "source": "backend", "simulated": false}));
+    v
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn ts(t: OffsetDateTime) -> String {
+    crate::bundle::rfc3339(t)
+}
+
+/// A manifest for `data` as a JSON value, ready to be tweaked.
+fn manifest(
+    kind: Kind,
+    data: &[u8],
+    records: usize,
+    signer: &SigningKey,
+    now: OffsetDateTime,
+) -> Value {
+    let mut m = json!({
+        "format": "makproxy-bundle", "version": 1, "kind": kind.as_str(),
+        "bundle_id": hex(&Sha256::digest(format!("kit-{}", kind.as_str()).as_bytes())[..16]),
+        "site": if kind == Kind::Cil { "kit-site" } else { "kit-gateway" },
+        "sequence": 1,
+        "created": ts(now - time::Duration::hours(1)), "expires": ts(now + time::Duration::days(30)),
+        "tool": "makproxy testkit", "signer_key_id": key_id(&signer.verifying_key()), "records": records,
+        "fields": ["handle", "installation_id", "extended_product_id"],
+        "entries": [{"name": kind.data_entry(), "size": data.len(), "sha256": hex(&Sha256::digest(data))}],
+    });
+    if kind == Kind::Return {
+        m["answers"] = json!({"bundle_id": hex(&Sha256::digest(b"kit-cil")[..16]), "manifest_sha256": hex(&Sha256::digest(b"kit-cil-manifest")), "site": "kit-site", "sequence": 1});
+        m["backend"] = json!({"name": "microsoft", "simulated": false});
+    }
+    m
+}
+
+fn mbytes(m: &Value) -> Vec<u8> {
+    let mut v = serde_json::to_vec_pretty(m).expect("json");
+    v.push(b'\n');
+    v
+}
+
+fn sig(signer: &SigningKey, claimed: &SigningKey, payload_type: &str, manifest: &[u8]) -> Vec<u8> {
+    let s = signer.sign(&pae(payload_type, manifest));
+    let mut v = serde_json::to_vec_pretty(&json!({"format": "makproxy-signature-v1", "key_id": key_id(&claimed.verifying_key()), "signature": B64.encode(s.to_bytes())})).expect("json");
+    v.push(b'\n');
+    v
+}
+
+/// How an entry is stored.
+#[derive(Clone, Copy)]
+enum How {
+    File,
+    Symlink,
+}
+
+fn zip_of(entries: &[(&str, &[u8], How)]) -> Vec<u8> {
+    let mut z = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let stored = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .unix_permissions(0o644);
+    for (name, data, how) in entries {
+        match how {
+            How::File => {
+                let opts = if name.ends_with(".jsonl") || name.len() > 20 {
+                    stored.compression_method(zip::CompressionMethod::Deflated)
+                } else {
+                    stored
+                };
+                z.start_file(*name, opts).expect("zip");
+                z.write_all(data).expect("zip");
+            }
+            How::Symlink => {
+                z.add_symlink(*name, "/etc/passwd", stored).expect("zip");
+            }
+        }
+    }
+    z.finish().expect("zip").into_inner()
+}
+
+fn patch(mut bytes: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut i = 0;
+    while i + from.len() <= bytes.len() {
+        if &bytes[i..i + from.len()] == from {
+            bytes[i..i + from.len()].copy_from_slice(to);
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    bytes
+}
+
+/// Sets general-purpose flag bits on every central-directory record.
+fn set_cd_flags(mut bytes: Vec<u8>, bits: u16) -> Vec<u8> {
+    let mut i = 0;
+    while i + 46 <= bytes.len() {
+        if bytes[i..i + 4] == [0x50, 0x4b, 0x01, 0x02] {
+            let f = u16::from_le_bytes([bytes[i + 8], bytes[i + 9]]) | bits;
+            bytes[i + 8..i + 10].copy_from_slice(&f.to_le_bytes());
+        }
+        i += 1;
+    }
+    bytes
+}
+
+struct Parts {
+    kind: Kind,
+    data: Vec<u8>,
+    manifest: Vec<u8>,
+    sig: Vec<u8>,
+}
+
+impl Parts {
+    fn new(
+        keys: &Keys,
+        kind: Kind,
+        now: OffsetDateTime,
+        tweak: impl FnOnce(&mut Value),
+        recs: Option<Vec<u8>>,
+    ) -> Parts {
+        let signer = if kind == Kind::Cil {
+            &keys.secure
+        } else {
+            &keys.online
+        };
+        let data = recs.unwrap_or_else(|| {
+            lines(&if kind == Kind::Cil {
+                cil_records()
+            } else {
+                return_records()
+            })
+        });
+        let count = data.iter().filter(|b| **b == b'\n').count();
+        let mut m = manifest(kind, &data, count, signer, now);
+        tweak(&mut m);
+        let manifest = mbytes(&m);
+        let sig = sig(signer, signer, kind.payload_type(), &manifest);
+        Parts {
+            kind,
+            data,
+            manifest,
+            sig,
+        }
+    }
+    fn zip(&self) -> Vec<u8> {
+        zip_of(&[
+            ("manifest.json", &self.manifest, How::File),
+            ("manifest.sig", &self.sig, How::File),
+            (self.kind.data_entry(), &self.data, How::File),
+        ])
+    }
+}
+
+/// Every kit case, built against the clock reading `now`.
+pub fn cases(now: OffsetDateTime) -> Vec<Case> {
+    let k = Keys::default();
+    let mut out = Vec::new();
+    let mut add = |name: &str, reader: Kind, expect: Option<Code>, bytes: Vec<u8>| {
+        let prefix = expect.map_or("ok".to_string(), |c| c.as_str().to_string());
+        out.push(Case {
+            file: format!("{prefix}-{name}.zip"),
+            reader,
+            expect,
+            bytes,
+        });
+    };
+    let id = |_: &mut Value| {};
+    let cil = Parts::new(&k, Kind::Cil, now, id, None);
+    let ret = Parts::new(&k, Kind::Return, now, id, None);
+    let (c, r) = (Kind::Cil, Kind::Return);
+
+    add("valid-cil", c, None, cil.zip());
+    add("valid-return", r, None, ret.zip());
+
+    // Archive damage.
+    let valid = cil.zip();
+    add(
+        "truncated-zip",
+        c,
+        Some(Code::BndUnreadable),
+        valid[..valid.len() / 2].to_vec(),
+    );
+    add(
+        "not-a-zip",
+        c,
+        Some(Code::BndUnreadable),
+        b"this is not a zip archive at all, just text".to_vec(),
+    );
+    let mut flipped = valid.clone();
+    let at = flipped
+        .windows(13)
+        .position(|w| w == b"records.jsonl")
+        .expect("local header name")
+        + 13
+        + 4;
+    flipped[at] ^= 0x55;
+    add(
+        "flipped-byte-in-compressed-records",
+        c,
+        Some(Code::BndUnreadable),
+        flipped,
+    );
+
+    // Tampering with each entry (archive rebuilt so CRCs are right: only crypto catches it).
+    let mut t = Parts::new(&k, c, now, id, None);
+    t.manifest = patch(t.manifest.clone(), b"kit-site", b"kit-sitf");
+    add("tampered-manifest", c, Some(Code::BndSigInvalid), t.zip());
+    let mut t = Parts::new(&k, c, now, id, None);
+    let pos = t
+        .data
+        .iter()
+        .position(|b| b.is_ascii_digit())
+        .expect("digit");
+    t.data[pos] = if t.data[pos] == b'9' {
+        b'8'
+    } else {
+        t.data[pos] + 1
+    };
+    add("tampered-records", c, Some(Code::BndEntryHash), t.zip());
+    let mut t = Parts::new(&k, r, now, id, None);
+    let pos = t
+        .data
+        .iter()
+        .position(|b| b.is_ascii_digit())
+        .expect("digit");
+    t.data[pos] = if t.data[pos] == b'9' {
+        b'8'
+    } else {
+        t.data[pos] + 1
+    };
+    add("tampered-results", r, Some(Code::BndEntryHash), t.zip());
+    let mut t = Parts::new(&k, c, now, id, None);
+    let s: Value = serde_json::from_slice(&t.sig).expect("json");
+    let mut raw = B64
+        .decode(s["signature"].as_str().expect("sig"))
+        .expect("b64");
+    raw[10] ^= 1;
+    t.sig = mbytes(
+        &json!({"format": "makproxy-signature-v1", "key_id": s["key_id"], "signature": B64.encode(raw)}),
+    );
+    add("tampered-signature", c, Some(Code::BndSigInvalid), t.zip());
+    let mut t = Parts::new(&k, c, now, id, None);
+    t.sig = b"{\"format\": \"makproxy-signature-v1\", \"key_id\": \"zz\"}".to_vec();
+    add(
+        "malformed-signature",
+        c,
+        Some(Code::BndSigMalformed),
+        t.zip(),
+    );
+
+    // Closed world.
+    add(
+        "extra-entry",
+        c,
+        Some(Code::BndUnexpectedEntry),
+        zip_of(&[
+            ("manifest.json", &cil.manifest, How::File),
+            ("manifest.sig", &cil.sig, How::File),
+            ("records.jsonl", &cil.data, How::File),
+            ("notes.txt", b"hi", How::File),
+        ]),
+    );
+    add(
+        "missing-records",
+        c,
+        Some(Code::BndMissingEntry),
+        zip_of(&[
+            ("manifest.json", &cil.manifest, How::File),
+            ("manifest.sig", &cil.sig, How::File),
+        ]),
+    );
+    add(
+        "missing-signature",
+        c,
+        Some(Code::BndMissingEntry),
+        zip_of(&[
+            ("manifest.json", &cil.manifest, How::File),
+            ("records.jsonl", &cil.data, How::File),
+        ]),
+    );
+    let dup = zip_of(&[
+        ("manifest.json", &cil.manifest, How::File),
+        ("manifest.sig", &cil.sig, How::File),
+        ("records.jsonl", &cil.data, How::File),
+        ("recordsXjsonl", b"{}\n", How::File),
+    ]);
+    add(
+        "duplicate-entry-name",
+        c,
+        Some(Code::BndDuplicateEntry),
+        patch(dup, b"recordsXjsonl", b"records.jsonl"),
+    );
+    let many: Vec<(String, Vec<u8>)> = (0..9).map(|i| (format!("f{i}.txt"), vec![b'x'])).collect();
+    let many_refs: Vec<(&str, &[u8], How)> = many
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice(), How::File))
+        .collect();
+    add(
+        "too-many-entries",
+        c,
+        Some(Code::BndTooManyEntries),
+        zip_of(&many_refs),
+    );
+
+    // Hostile names and entry types.
+    for (name, placeholder, evil) in [
+        ("dotdot-entry-name", "QQQrecords.jsonl", "../records.jsonl"),
+        (
+            "absolute-entry-name",
+            "Qetc-records.jsonl",
+            "/etc-records.jsonl",
+        ),
+        (
+            "drive-prefix-entry-name",
+            "QQrecords.jsonl",
+            "C:records.jsonl",
+        ),
+        (
+            "backslash-entry-name",
+            "xQrecords.jsonl",
+            "x\\records.jsonl",
+        ),
+        ("reserved-device-entry-name", "QQQ.jsonl", "NUL.jsonl"),
+    ] {
+        let z = zip_of(&[
+            ("manifest.json", &cil.manifest, How::File),
+            ("manifest.sig", &cil.sig, How::File),
+            ("records.jsonl", &cil.data, How::File),
+            (placeholder, b"{}\n", How::File),
+        ]);
+        add(
+            name,
+            c,
+            Some(Code::BndPathTrick),
+            patch(z, placeholder.as_bytes(), evil.as_bytes()),
+        );
+    }
+    add(
+        "symlink-entry",
+        c,
+        Some(Code::BndSpecialEntry),
+        zip_of(&[
+            ("manifest.json", &cil.manifest, How::File),
+            ("manifest.sig", &cil.sig, How::File),
+            ("records.jsonl", b"", How::Symlink),
+        ]),
+    );
+    let z = zip_of(&[
+        ("manifest.json", &cil.manifest, How::File),
+        ("manifest.sig", &cil.sig, How::File),
+        ("records.jsonlQ", b"x", How::File),
+    ]);
+    add(
+        "directory-entry",
+        c,
+        Some(Code::BndSpecialEntry),
+        patch(z, b"records.jsonlQ", b"records.jsonl/"),
+    );
+    let bomb = vec![b' '; 24 << 20];
+    add(
+        "zip-bomb-records",
+        c,
+        Some(Code::BndEntryTooLarge),
+        zip_of(&[
+            ("manifest.json", &cil.manifest, How::File),
+            ("manifest.sig", &cil.sig, How::File),
+            ("records.jsonl", &bomb, How::File),
+        ]),
+    );
+    add(
+        "encrypted-flag",
+        c,
+        Some(Code::BndUnsupportedZip),
+        set_cd_flags(cil.zip(), 1),
+    );
+
+    // Keys and kinds.
+    let mut t = Parts::new(
+        &k,
+        c,
+        now,
+        |m| m["signer_key_id"] = json!(key_id(&Keys::default().stranger.verifying_key())),
+        None,
+    );
+    t.sig = sig(
+        &k.stranger,
+        &k.stranger,
+        Kind::Cil.payload_type(),
+        &t.manifest,
+    );
+    add("untrusted-key", c, Some(Code::BndUntrustedKey), t.zip());
+    let mut t = Parts::new(&k, c, now, id, None);
+    t.sig = sig(
+        &k.stranger,
+        &k.secure,
+        Kind::Cil.payload_type(),
+        &t.manifest,
+    );
+    add(
+        "wrong-key-claims-trusted-key-id",
+        c,
+        Some(Code::BndSigInvalid),
+        t.zip(),
+    );
+    add(
+        "request-passed-off-as-return",
+        r,
+        Some(Code::BndWrongKind),
+        cil.zip(),
+    );
+    add(
+        "return-passed-off-as-request",
+        c,
+        Some(Code::BndWrongKind),
+        ret.zip(),
+    );
+    let mut t = Parts::new(&k, r, now, id, None);
+    t.sig = sig(&k.online, &k.online, Kind::Cil.payload_type(), &t.manifest);
+    add(
+        "return-signed-with-request-type",
+        r,
+        Some(Code::BndWrongKind),
+        t.zip(),
+    );
+
+    // Signed context.
+    add(
+        "expired",
+        c,
+        Some(Code::BndExpired),
+        Parts::new(
+            &k,
+            c,
+            now,
+            |m| {
+                m["created"] = json!(ts(now - time::Duration::days(60)));
+                m["expires"] = json!(ts(now - time::Duration::days(30)));
+            },
+            None,
+        )
+        .zip(),
+    );
+    add(
+        "created-in-future",
+        c,
+        Some(Code::BndNotYetValid),
+        Parts::new(
+            &k,
+            c,
+            now,
+            |m| {
+                m["created"] = json!(ts(now + time::Duration::days(1)));
+                m["expires"] = json!(ts(now + time::Duration::days(31)));
+            },
+            None,
+        )
+        .zip(),
+    );
+    add(
+        "unknown-manifest-field",
+        c,
+        Some(Code::BndUnknownField),
+        Parts::new(&k, c, now, |m| m["comment"] = json!("trust me"), None).zip(),
+    );
+    add(
+        "bad-version",
+        c,
+        Some(Code::BndVersion),
+        Parts::new(&k, c, now, |m| m["version"] = json!(2), None).zip(),
+    );
+    add(
+        "declared-size-mismatch",
+        c,
+        Some(Code::BndEntrySize),
+        Parts::new(
+            &k,
+            c,
+            now,
+            |m| {
+                let n = m["entries"][0]["size"].as_u64().unwrap_or(0);
+                m["entries"][0]["size"] = json!(n + 1);
+            },
+            None,
+        )
+        .zip(),
+    );
+    add("answers-block-in-request", c, Some(Code::BndInconsistent), Parts::new(&k, c, now, |m| m["answers"] = json!({"bundle_id": "00000000000000000000000000000000", "manifest_sha256": "0000000000000000000000000000000000000000000000000000000000000000", "site": "x", "sequence": 1}), None).zip());
+    let mut t = Parts::new(&k, c, now, id, None);
+    let text = String::from_utf8(t.manifest.clone())
+        .expect("utf8")
+        .replacen(
+            "\"site\": \"kit-site\",",
+            "\"site\": \"kit-site\",\n  \"site\": \"evil-site\",",
+            1,
+        );
+    t.manifest = text.into_bytes();
+    t.sig = sig(&k.secure, &k.secure, Kind::Cil.payload_type(), &t.manifest);
+    add(
+        "duplicate-manifest-key",
+        c,
+        Some(Code::BndDuplicateKey),
+        t.zip(),
+    );
+
+    for (name, extra) in [
+        ("manifest-trailing-data", &b"{}"[..]),
+        ("manifest-not-utf8", &b"\xff\xfe"[..]),
+    ] {
+        let mut t = Parts::new(&k, c, now, id, None);
+        t.manifest.extend_from_slice(extra);
+        t.sig = sig(&k.secure, &k.secure, Kind::Cil.payload_type(), &t.manifest);
+        add(name, c, Some(Code::BndManifestSyntax), t.zip());
+    }
+
+    // Records (caught while parsing the verified data).
+    let mut recs = cil_records();
+    recs[1]["host_name"] = json!("PC-1");
+    add(
+        "unknown-record-field",
+        c,
+        Some(Code::BndUnknownField),
+        Parts::new(&k, c, now, id, Some(lines(&recs))).zip(),
+    );
+    let mut data = lines(&cil_records());
+    let first_end = data.iter().position(|b| *b == b'\n').expect("line");
+    data.splice(
+        first_end - 1..first_end - 1,
+        format!(",\"handle\":1").into_bytes(),
+    );
+    add(
+        "duplicate-record-key",
+        c,
+        Some(Code::BndDuplicateKey),
+        Parts::new(&k, c, now, id, Some(data)).zip(),
+    );
+    let mut recs = cil_records();
+    let bad = iid(2).replacen(
+        &iid(2)[..7],
+        &format!("{}{}", &iid(2)[..6], (iid(2).as_bytes()[6] - b'0' + 1) % 10),
+        1,
+    );
+    recs[1]["installation_id"] = json!(bad);
+    add(
+        "bad-check-digit-record",
+        c,
+        Some(Code::BndRecord),
+        Parts::new(&k, c, now, id, Some(lines(&recs))).zip(),
+    );
+    let mut recs = cil_records();
+    recs.swap(0, 1);
+    add(
+        "handles-out-of-order",
+        c,
+        Some(Code::BndRecordOrder),
+        Parts::new(&k, c, now, id, Some(lines(&recs))).zip(),
+    );
+    add(
+        "record-count-mismatch",
+        c,
+        Some(Code::BndRecordCount),
+        Parts::new(&k, c, now, |m| m["records"] = json!(4), None).zip(),
+    );
+    let mut recs = cil_records();
+    recs[2]["product"] = json!("x".repeat(20_000));
+    add(
+        "overlong-record-line",
+        c,
+        Some(Code::BndLineTooLong),
+        Parts::new(&k, c, now, id, Some(lines(&recs))).zip(),
+    );
+    let mut recs = return_records();
+    recs[0]["failure"] = json!({"code": "MP-BKD-001", "message": "both"});
+    add(
+        "result-with-cid-and-failure",
+        r,
+        Some(Code::BndRecord),
+        Parts::new(&k, r, now, id, Some(lines(&recs))).zip(),
+    );
+    out
+}

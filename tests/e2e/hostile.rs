@@ -1,0 +1,257 @@
+//! Attacks driven through the real binaries: the malicious-bundle kit against each
+//! binary's reader, and a scan proving private keys never leave their home.
+
+use makproxy_core::bundle::Kind;
+use makproxy_core::keys::Role;
+use makproxy_core::testkit::{cases, Keys};
+use makproxy_e2e::{fixtures, run, Gap};
+
+#[test]
+fn every_kit_case_is_rejected_by_the_binaries_with_its_code() {
+    let t = tempfile::tempdir().unwrap();
+    let keys = Keys::default();
+    let p = |n: &str| t.path().join(n).to_string_lossy().into_owned();
+    std::fs::write(
+        p("kit-secure.pub"),
+        keys.public(Role::Secure).to_file_bytes(),
+    )
+    .unwrap();
+    std::fs::write(
+        p("kit-online.pub"),
+        keys.public(Role::Online).to_file_bytes(),
+    )
+    .unwrap();
+    let (sh, oh) = (p("secure-home"), p("online-home"));
+    run(
+        "makproxy-secure",
+        &["--home", &sh, "init", "--site", "kit-site"],
+    )
+    .ok();
+    run(
+        "makproxy-secure",
+        &[
+            "--home",
+            &sh,
+            "trust",
+            "add",
+            &p("kit-online.pub"),
+            "--name",
+            "kit-online",
+        ],
+    )
+    .ok();
+    run(
+        "makproxy-online",
+        &["--home", &oh, "init", "--site", "kit-gateway"],
+    )
+    .ok();
+    run(
+        "makproxy-online",
+        &[
+            "--home",
+            &oh,
+            "trust",
+            "add",
+            &p("kit-secure.pub"),
+            "--name",
+            "kit-secure",
+        ],
+    )
+    .ok();
+
+    let mut checked = 0;
+    for case in cases(time::OffsetDateTime::now_utc()) {
+        let file = p(&case.file);
+        std::fs::write(&file, &case.bytes).unwrap();
+        let runs = match case.reader {
+            Kind::Cil => vec![run(
+                "makproxy-online",
+                &["--home", &oh, "--json", "inspect", &file],
+            )],
+            Kind::Return => vec![
+                run(
+                    "makproxy-secure",
+                    &["--home", &sh, "--json", "verify", &file],
+                ),
+                run(
+                    "makproxy-secure",
+                    &[
+                        "--home",
+                        &sh,
+                        "--json",
+                        "apply",
+                        &file,
+                        "--deposit-dir",
+                        &p("dep"),
+                        "--dry-run",
+                    ],
+                ),
+            ],
+        };
+        for (i, r) in runs.into_iter().enumerate() {
+            assert!(
+                !r.stderr.contains("panicked"),
+                "{}: {}",
+                case.file,
+                r.stderr
+            );
+            let expect = match (case.reader, i, case.expect) {
+                // A valid return passes verify; apply then refuses it: this site never issued the kit's request.
+                (Kind::Return, 1, None) => Some(makproxy_core::Code::AplNotIssued),
+                // verify picks the kind from the entries, so a request bundle is checked as one,
+                // against this site's own key, and refused as signed by someone else.
+                (Kind::Return, 0, Some(makproxy_core::Code::BndWrongKind))
+                    if case.file.contains("request-passed-off") =>
+                {
+                    Some(makproxy_core::Code::BndUntrustedKey)
+                }
+                // apply checks the return answers a bundle this site issued before it reads
+                // records, so a record-level defect in the kit's foreign return stops there.
+                (Kind::Return, 1, Some(makproxy_core::Code::BndRecord)) => {
+                    Some(makproxy_core::Code::AplNotIssued)
+                }
+                _ => case.expect,
+            };
+            match expect {
+                None => assert_eq!(r.code, 0, "{}: {}", case.file, r.stderr),
+                Some(code) => {
+                    assert_eq!(r.code, 3, "{}: {}", case.file, r.stderr);
+                    assert_eq!(r.json()["error"]["code"], code.as_str(), "{}", case.file);
+                    assert!(
+                        r.stderr.contains(&format!("error[{code}]")),
+                        "{}",
+                        case.file
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 45, "{checked}");
+}
+
+#[test]
+fn private_keys_never_appear_in_any_output() {
+    let g = Gap::default();
+    g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
+        .ok();
+    let mut outputs = String::new();
+    for r in [
+        g.secure(&["--json", "pack", "--out", &g.p("cil.zip")]),
+        g.online(&["--json", "inspect", &g.p("cil.zip")]),
+        g.online(&[
+            "--json",
+            "activate",
+            &g.p("cil.zip"),
+            "--out",
+            &g.p("ret.zip"),
+            "--backend",
+            "simulator",
+        ]),
+        g.secure(&[
+            "--json",
+            "apply",
+            &g.p("ret.zip"),
+            "--deposit-dir",
+            &g.p("dep"),
+        ]),
+        g.secure(&["report", "--out", &g.p("report.html")]),
+        g.secure(&["--json", "key", "show"]),
+        g.online(&["--json", "trust", "list"]),
+        g.secure(&["--json", "status"]),
+    ] {
+        outputs.push_str(&r.ok().stdout);
+    }
+    let mut secrets = Vec::new();
+    for home in ["secure-home", "online-home"] {
+        let s: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(g.path(home).join("secret.key")).unwrap())
+                .unwrap();
+        let b64 = s["key"].as_str().unwrap().to_string();
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&b64)
+            .unwrap();
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        secrets.push((b64, raw, hex));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(g.path(home).join("secret.key"))
+                    .unwrap()
+                    .permissions()
+                    .mode()
+                    & 0o777,
+                0o600
+            );
+        }
+    }
+    // Every produced file (bundles scanned entry by entry, inflated) and every stdout.
+    let mut blobs: Vec<(String, Vec<u8>)> = vec![("stdout".into(), outputs.into_bytes())];
+    for entry in walk(g.dir.path()) {
+        let name = entry.to_string_lossy().into_owned();
+        if name.contains("-home") {
+            continue;
+        }
+        let bytes = std::fs::read(&entry).unwrap();
+        if name.ends_with(".zip") {
+            let mut z = zip::ZipArchive::new(std::io::Cursor::new(&bytes)).unwrap();
+            for i in 0..z.len() {
+                let mut f = z.by_index(i).unwrap();
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut v).unwrap();
+                blobs.push((format!("{name}:{}", f.name()), v));
+            }
+        }
+        blobs.push((name, bytes));
+    }
+    assert!(blobs.len() > 20);
+    for (name, blob) in &blobs {
+        for (b64, raw, hex) in &secrets {
+            let text = String::from_utf8_lossy(blob);
+            assert!(
+                !text.contains(b64.as_str()) && !text.contains(hex.as_str()),
+                "secret key text in {name}"
+            );
+            assert!(
+                !blob.windows(raw.len()).any(|w| w == raw.as_slice()),
+                "secret key bytes in {name}"
+            );
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_world_readable_private_key_is_refused() {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let g = Gap::default();
+        g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
+            .ok();
+        std::fs::set_permissions(
+            g.path("secure-home/secret.key"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let r = g
+            .secure(&["--json", "pack", "--out", &g.p("cil.zip")])
+            .code(3);
+        assert_eq!(r.json()["error"]["code"], "MP-KEY-003");
+        assert!(!g.path("cil.zip").exists());
+    }
+}

@@ -1,0 +1,244 @@
+//! The online side against a loopback mock of Microsoft's BatchActivation service:
+//! CIDs, service errors, outages, the journal, and remaining-activation checks.
+
+use makproxy_backend::mock::{mock_cid, Behavior, MockServer};
+use makproxy_e2e::{fixtures, Gap};
+use std::io::Read;
+
+fn iids(bundle: &str) -> Vec<String> {
+    let mut z = zip::ZipArchive::new(std::fs::File::open(bundle).unwrap()).unwrap();
+    let mut s = String::new();
+    z.by_name("records.jsonl")
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
+    s.lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["installation_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+fn packed(g: &Gap) -> String {
+    g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
+        .ok();
+    let cil = g.p("cil.zip");
+    g.secure(&["pack", "--out", &cil]).ok();
+    cil
+}
+
+#[test]
+fn round_trip_against_the_mock_service_with_errors_and_an_outage() {
+    let g = Gap::default();
+    let cil = packed(&g);
+    let ids = iids(&cil);
+    let mock = MockServer::start();
+    mock.set(&ids[0], Behavior::Error("0x7F".into()));
+    mock.set(&ids[1], Behavior::Error("0x67".into()));
+    mock.set(&ids[2], Behavior::Html500);
+    mock.set(&ids[3], Behavior::Drop(1));
+    mock.set(&ids[4], Behavior::Error("0xC0FFEE".into()));
+    let ret = g.p("ret.zip");
+    let r = g
+        .online(&[
+            "--json",
+            "activate",
+            &cil,
+            "--out",
+            &ret,
+            "--backend",
+            "microsoft",
+            "--endpoint",
+            &mock.url,
+            "--retry-delay-ms",
+            "10",
+            "--concurrency",
+            "3",
+        ])
+        .code(4)
+        .json();
+    assert_eq!(r["simulated"], false);
+    assert_eq!(r["summary"]["obtained"], 9);
+    assert_eq!(r["summary"]["failed"], 4);
+    let by = &r["summary"]["failed_by_reason"];
+    assert_eq!(
+        (
+            by["0x7F"].as_u64(),
+            by["0x67"].as_u64(),
+            by["MP-BKD-003"].as_u64(),
+            by["0xC0FFEE"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1), Some(1))
+    );
+    assert_eq!(
+        mock.bad_digests(),
+        0,
+        "every request carried a valid HMAC digest"
+    );
+    assert_eq!(
+        mock.requests_for(&ids[3]),
+        2,
+        "a dropped connection is retried"
+    );
+    for id in ids.iter().filter(|i| **i != ids[3]) {
+        assert_eq!(mock.requests_for(id), 1, "one request per IID");
+    }
+    let a = g
+        .secure(&["--json", "apply", &ret, "--deposit-dir", &g.p("dep")])
+        .code(4)
+        .json();
+    assert_eq!(a["summary"]["cids"], 9);
+    let failed = g.secure(&["status", "--state", "failed"]).ok().stdout;
+    assert!(
+        failed.contains("0x7F: MAK has exceeded its activation limit"),
+        "{failed}"
+    );
+    assert!(failed.contains("0x67: product key is blocked"));
+    assert!(failed.contains("0xC0FFEE: unrecognised service error code (reported verbatim)"));
+    assert!(failed.contains("HTTP 500"));
+    // Real CIDs are what the service sent, not simulated.
+    let v = g.secure(&["--json", "verify", &ret]).ok().json();
+    assert_eq!(v["simulated"], 0);
+    let any: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(g.path("dep/PC-000001.json")).unwrap())
+            .unwrap();
+    let first = &any["products"][0];
+    assert_eq!(first["simulated"], false);
+    assert_eq!(
+        first["confirmation_id"].as_str().unwrap(),
+        mock_cid(first["installation_id"].as_str().unwrap())
+    );
+
+    // Running the same bundle again asks nothing already answered: CIDs and refusals come from the journal.
+    let before = mock.total_requests();
+    let r2 = g
+        .online(&[
+            "--json",
+            "activate",
+            &cil,
+            "--out",
+            &g.p("ret-again.zip"),
+            "--backend",
+            "microsoft",
+            "--endpoint",
+            &mock.url,
+            "--retry-delay-ms",
+            "10",
+        ])
+        .code(4)
+        .json();
+    assert_eq!(r2["summary"]["from_journal"], 9);
+    assert_eq!(r2["summary"]["obtained"], 0);
+    assert_eq!(
+        mock.total_requests(),
+        before,
+        "no request reached the service"
+    );
+}
+
+#[test]
+fn simulator_cids_are_never_served_to_a_real_run() {
+    let g = Gap::default();
+    let cil = packed(&g);
+    g.online(&[
+        "activate",
+        &cil,
+        "--out",
+        &g.p("drill.zip"),
+        "--backend",
+        "simulator",
+    ])
+    .ok();
+    let mock = MockServer::start();
+    let r = g
+        .online(&[
+            "--json",
+            "activate",
+            &cil,
+            "--out",
+            &g.p("real.zip"),
+            "--backend",
+            "microsoft",
+            "--endpoint",
+            &mock.url,
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        r["summary"]["obtained"], 13,
+        "the drill's simulated CIDs were not reused"
+    );
+    assert_eq!(mock.total_requests(), 13);
+}
+
+#[test]
+fn remaining_and_check_remaining() {
+    let g = Gap::default();
+    let cil = packed(&g);
+    let mock = MockServer::start();
+    mock.set_remaining(5);
+    let r = g
+        .online(&[
+            "--json",
+            "remaining",
+            "--pid",
+            "03612-03305-317-008912-02-1033-9200.0000-0662023",
+            "--backend",
+            "microsoft",
+            "--endpoint",
+            &mock.url,
+        ])
+        .ok()
+        .json();
+    assert_eq!(r["remaining"], 5);
+    let r = g
+        .online(&[
+            "--json",
+            "activate",
+            &cil,
+            "--out",
+            &g.p("ret.zip"),
+            "--backend",
+            "microsoft",
+            "--endpoint",
+            &mock.url,
+            "--check-remaining",
+        ])
+        .code(3)
+        .json();
+    assert_eq!(r["error"]["code"], "MP-BKD-007");
+    assert!(!g.path("ret.zip").exists());
+    assert_eq!(
+        mock.total_requests(),
+        2,
+        "the explicit query, then the first ePID short of activations stops the batch"
+    );
+}
+
+#[test]
+fn dry_run_contacts_nothing_and_writes_nothing() {
+    let g = Gap::default();
+    let cil = packed(&g);
+    let mock = MockServer::start();
+    let r = g
+        .online(&[
+            "--json",
+            "activate",
+            &cil,
+            "--out",
+            &g.p("ret.zip"),
+            "--backend",
+            "microsoft",
+            "--endpoint",
+            &mock.url,
+            "--dry-run",
+        ])
+        .ok()
+        .json();
+    assert_eq!(r["would_request"], 13);
+    assert_eq!(mock.total_requests(), 0);
+    assert!(!g.path("ret.zip").exists());
+}
