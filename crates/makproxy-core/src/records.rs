@@ -68,7 +68,7 @@ impl RecordError {
 /// recognises BOM-less UTF-16LE as PowerShell 5.1 pipes sometimes produce it.
 pub fn decode_text(bytes: &[u8]) -> Result<String, RecordError> {
     let utf16 = |b: &[u8], le: bool| -> Result<String, RecordError> {
-        if b.len() % 2 != 0 {
+        if !b.len().is_multiple_of(2) {
             return Err(RecordError::file(
                 Code::RecUnreadable,
                 "UTF-16 text has an odd number of bytes (truncated?)",

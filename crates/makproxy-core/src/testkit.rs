@@ -630,10 +630,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     );
     let mut data = lines(&cil_records());
     let first_end = data.iter().position(|b| *b == b'\n').expect("line");
-    data.splice(
-        first_end - 1..first_end - 1,
-        format!(",\"handle\":1").into_bytes(),
-    );
+    data.splice(first_end - 1..first_end - 1, b",\"handle\":1".to_vec());
     add(
         "duplicate-record-key",
         c,

@@ -13,7 +13,13 @@ Typical run:  inspect E:\\cil-0001.zip  ->  activate E:\\cil-0001.zip --out E:\\
 #[command(name = "makproxy-online", version, about = "On the internet side: verify CIL bundles, obtain confirmation IDs, write signed return bundles", after_help = AFTER)]
 pub struct Cli {
     /// State folder of this side (keys, trust, journal).
-    #[arg(long, global = true, env = "MAKPROXY_HOME", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "MAKPROXY_HOME",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub home: Option<PathBuf>,
     /// Machine-readable JSON on stdout (schemas in docs/json.md).
     #[arg(long, global = true)]

@@ -13,7 +13,13 @@ Typical cycle:  collect \\\\share\\drop  ->  pack --out E:\\cil-0001.zip  ->  (o
 #[command(name = "makproxy-secure", version, about = "Inside the air gap: collect machine records, pack signed CIL bundles, apply signed return bundles", after_help = AFTER)]
 pub struct Cli {
     /// State folder of this side (keys, trust, ledger).
-    #[arg(long, global = true, env = "MAKPROXY_HOME", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "MAKPROXY_HOME",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub home: Option<PathBuf>,
     /// Machine-readable JSON on stdout (schemas in docs/json.md).
     #[arg(long, global = true)]

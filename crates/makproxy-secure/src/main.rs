@@ -62,16 +62,18 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
             pack::run(out, &h, &mut ledger(&h)?, &opts)
         }
         Command::Apply(a) => {
-            let h = home()?;
-            let mut conn = ledger(&h)?;
-            match (&a.file, a.reissue) {
-                (Some(f), false) => apply::run(out, &h, &mut conn, f, &a.deposit_dir, a.dry_run),
-                (None, true) => apply::reissue(out, &mut conn, &a.deposit_dir, a.dry_run),
-                _ => Err(CliError::new(
+            if a.file.is_some() == a.reissue {
+                return Err(CliError::new(
                     Exit::Usage,
                     None,
                     "give either a return bundle FILE or --reissue",
-                )),
+                ));
+            }
+            let h = home()?;
+            let mut conn = ledger(&h)?;
+            match &a.file {
+                Some(f) => apply::run(out, &h, &mut conn, f, &a.deposit_dir, a.dry_run),
+                None => apply::reissue(out, &mut conn, &a.deposit_dir, a.dry_run),
             }
         }
         Command::Status { csv, state, host } => {

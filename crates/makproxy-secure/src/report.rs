@@ -116,8 +116,8 @@ pub fn status(
         return Ok(Exit::Ok);
     }
     println!(
-        "{:<24} {:<38} {:<15} {}",
-        "HOST", "ACTIVATION ID", "STATE", "DETAIL"
+        "{:<24} {:<38} {:<15} DETAIL",
+        "HOST", "ACTIVATION ID", "STATE"
     );
     rows(conn, state_filter, host, |r| {
         let detail = match (&r.state[..], &r.reason_code, &r.reason) {
