@@ -7,14 +7,26 @@ use makproxy_core::records::{decode_text, parse, Format, Parsed};
 fn generated_files_are_valid_agent_records() {
     let t = tempfile::tempdir().unwrap();
     let st = std::process::Command::new(env!("CARGO_BIN_EXE_makproxy-gen"))
-        .args(["--out", t.path().to_str().unwrap(), "--count", "20", "--products-per-host", "2", "--seed", "t"])
+        .args([
+            "--out",
+            t.path().to_str().unwrap(),
+            "--count",
+            "20",
+            "--products-per-host",
+            "2",
+            "--seed",
+            "t",
+        ])
         .status()
         .unwrap();
     assert!(st.success());
     let mut iids = std::collections::HashSet::new();
     for e in std::fs::read_dir(t.path()).unwrap() {
         let bytes = std::fs::read(e.unwrap().path()).unwrap();
-        let (fmt, Parsed::Products(list)) = parse(&decode_text(&bytes).unwrap(), "x").unwrap() else { panic!("not products") };
+        let (fmt, Parsed::Products(list)) = parse(&decode_text(&bytes).unwrap(), "x").unwrap()
+        else {
+            panic!("not products")
+        };
         assert_eq!(fmt, Format::Agent);
         assert_eq!(list.len(), 2);
         for p in list {
