@@ -1,6 +1,8 @@
 //! End-to-end tests: both binaries, driven across the "gap" as operators and batch
 //! scripts drive them.
 
+#[path = "e2e/agent.rs"]
+mod agent;
 #[path = "e2e/collect.rs"]
 mod collect;
 #[path = "e2e/crash.rs"]

@@ -1,0 +1,115 @@
+//! The files the Windows agent scripts read and write, in PowerShell 5.1's layout,
+//! through the whole loop: collect → pack → activate → apply → deposit → result → collect.
+
+use makproxy_e2e::{fixtures, Gap};
+
+/// Formats a deposit result as PowerShell 5.1's ConvertTo-Json does (CRLF, wide indents).
+fn ps51_result(host: &str, rows: &[(&str, &str, &str, &str, Option<&str>)]) -> String {
+    let mut s = format!("{{\r\n    \"schema\":  \"makproxy-deposit-result/1\",\r\n    \"host\":  \"{host}\",\r\n    \"time\":  \"2026-11-22T09:00:00Z\",\r\n    \"results\":  [\r\n");
+    for (i, (aid, iid, cid, status, code)) in rows.iter().enumerate() {
+        let code = code.map_or("null".to_string(), |c| format!("\"{c}\""));
+        let ls = if *status == "activated" { "1" } else { "5" };
+        s.push_str(&format!("                    {{\r\n                        \"activation_id\":  \"{aid}\",\r\n                        \"installation_id\":  \"{iid}\",\r\n                        \"confirmation_id\":  \"{cid}\",\r\n                        \"status\":  \"{status}\",\r\n                        \"error_code\":  {code},\r\n                        \"message\":  null,\r\n                        \"license_status\":  {ls}\r\n                    }}{}\r\n", if i + 1 < rows.len() { "," } else { "" }));
+    }
+    s.push_str("                ]\r\n}");
+    s
+}
+
+#[test]
+fn agent_files_close_the_loop() {
+    let g = Gap::default();
+    let c = g
+        .secure(&[
+            "--json",
+            "collect",
+            fixtures().join("agent").to_str().unwrap(),
+        ])
+        .ok()
+        .json();
+    assert_eq!(c["summary"]["queued"], 2);
+    assert_eq!(c["summary"]["skipped"], 1);
+    let names: Vec<String> = g.status()["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["product"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.contains("Lab's image")),
+        "\\u0027 decoded: {names:?}"
+    );
+
+    let (cil, ret) = (g.p("cil.zip"), g.p("ret.zip"));
+    g.secure(&["pack", "--out", &cil]).ok();
+    g.online(&["activate", &cil, "--out", &ret, "--backend", "simulator"])
+        .ok();
+    let dep = g.p("deposit");
+    g.secure(&["apply", &ret, "--deposit-dir", &dep]).ok();
+
+    // What Deposit-ConfirmationId.ps1 reads.
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(g.path("deposit/PC-0042.json")).unwrap())
+            .unwrap();
+    assert_eq!(d["schema"], "makproxy-deposit/1");
+    assert_eq!(d["host"], "PC-0042");
+    let p = d["products"].as_array().unwrap();
+    assert_eq!(p.len(), 2);
+    for x in p {
+        for f in [
+            "activation_id",
+            "installation_id",
+            "confirmation_id",
+            "wmi_class",
+        ] {
+            assert!(x[f].is_string(), "{f} missing");
+        }
+        assert!(
+            x["confirmation_id"]
+                .as_str()
+                .unwrap()
+                .bytes()
+                .all(|b| b.is_ascii_digit()),
+            "digits only, as the script's pattern check expects"
+        );
+    }
+    // What it writes back: one activated, one refused by Windows.
+    let row = |i: usize, status, code| {
+        (
+            p[i]["activation_id"].as_str().unwrap(),
+            p[i]["installation_id"].as_str().unwrap(),
+            p[i]["confirmation_id"].as_str().unwrap(),
+            status,
+            code,
+        )
+    };
+    let text = ps51_result(
+        "PC-0042",
+        &[
+            row(0, "activated", None),
+            row(1, "failed", Some("0xC004F04D")),
+        ],
+    );
+    let results = g.path("results");
+    std::fs::create_dir_all(&results).unwrap();
+    std::fs::write(results.join("PC-0042.result.json"), text).unwrap();
+    let c = g
+        .secure(&["--json", "collect", results.to_str().unwrap()])
+        .ok()
+        .json();
+    assert_eq!(
+        (
+            c["summary"]["deposits_activated"].as_u64(),
+            c["summary"]["deposits_failed"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(g.count("activated"), 1);
+    let failed = g
+        .secure(&["status", "--state", "deposit_failed"])
+        .ok()
+        .stdout;
+    assert!(
+        failed.contains("0xC004F04D: installation ID or confirmation ID is invalid"),
+        "{failed}"
+    );
+}
