@@ -3,6 +3,8 @@
 
 #[path = "e2e/agent.rs"]
 mod agent;
+#[path = "e2e/backends.rs"]
+mod backends;
 #[path = "e2e/collect.rs"]
 mod collect;
 #[path = "e2e/crash.rs"]

@@ -33,6 +33,23 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// Path of a workspace example program (cargo test builds examples).
+pub fn example(name: &str) -> String {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("examples");
+    let p = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        p.exists(),
+        "{} not built; run the suite with `cargo test --workspace`",
+        p.display()
+    );
+    p.to_string_lossy().into_owned()
+}
+
 /// What a command did.
 #[derive(Debug)]
 pub struct Run {

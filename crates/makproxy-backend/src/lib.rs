@@ -6,6 +6,8 @@
 //! because only then can no activation have been spent. Answers are validated here
 //! (check digits, IID and PID echo) so no backend can slip a bad CID through.
 
+pub mod command;
+pub mod manual;
 pub mod microsoft;
 #[cfg(feature = "mock")]
 pub mod mock;

@@ -401,3 +401,63 @@ pub fn run(
         Exit::Ok
     })
 }
+
+/// `worksheet`: the records of a CIL bundle the journal cannot answer, as a CSV to fill
+/// in and a printable text form beside it (same name, `.txt`).
+pub fn worksheet(
+    out: &Output,
+    home: &Home,
+    conn: &mut Connection,
+    input: &Path,
+    path: &Path,
+) -> Result<Exit, CliError> {
+    use makproxy_backend::manual::{worksheet_csv, worksheet_text, Row};
+    let db = |e: rusqlite::Error| CliError::io("journal", e);
+    let mut v = bundle::open(
+        input,
+        Kind::Cil,
+        &home.trusted()?,
+        makproxy_cli::now(),
+        &Limits::default(),
+    )?;
+    let mut rows = Vec::new();
+    let mut answered = 0u64;
+    v.records(|r: CilRecord| {
+        if journal::answer(
+            conn,
+            r.installation_id.digits(),
+            r.extended_product_id.as_str(),
+            false,
+        )
+        .map_err(db)?
+        .is_some()
+        {
+            answered += 1;
+        } else {
+            rows.push(Row {
+                handle: r.handle,
+                iid: r.installation_id,
+                epid: r.extended_product_id,
+                product: r.product,
+            });
+        }
+        Ok::<(), CliError>(())
+    })?;
+    let txt = path.with_extension("txt");
+    makproxy_core::fsutil::write_atomic(path, worksheet_csv(&rows).as_bytes())
+        .map_err(|e| CliError::io(path.display(), e))?;
+    makproxy_core::fsutil::write_atomic(
+        &txt,
+        worksheet_text(&rows, &v.manifest.bundle_id).as_bytes(),
+    )
+    .map_err(|e| CliError::io(txt.display(), e))?;
+    out.json(&json!({"worksheet": path, "printable": txt, "records": rows.len(), "already_answered": answered}));
+    out.line(format!(
+        "Wrote {} record(s) to {} and {} ({answered} already answered by the journal).",
+        rows.len(),
+        escape(&path.display().to_string()),
+        escape(&txt.display().to_string())
+    ));
+    out.line("Fill in the confirmation_id column, then: activate FILE --out RETURN --backend manual --worksheet SHEET");
+    Ok(Exit::Ok)
+}

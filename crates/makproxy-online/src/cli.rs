@@ -34,6 +34,10 @@ pub enum BackendName {
     Microsoft,
     /// Deterministic offline simulator for drills and tests; its CIDs activate nothing.
     Simulator,
+    /// CIDs obtained by phone or web: from a filled-in --worksheet, or typed at a prompt.
+    Manual,
+    /// A site's own gateway program speaking the JSON-lines protocol (docs/backends.md).
+    Command,
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +71,15 @@ pub struct BackendArgs {
     /// Simulator: activations left on the simulated MAK, then 0x7F.
     #[arg(long, value_name = "N")]
     pub sim_activations: Option<i64>,
+    /// Manual: the filled-in worksheet CSV (without it, prompt on the terminal).
+    #[arg(long, value_name = "FILE")]
+    pub worksheet: Option<PathBuf>,
+    /// Command: the gateway program to run.
+    #[arg(long, value_name = "PROGRAM")]
+    pub command: Option<String>,
+    /// Command: an argument for the gateway program (repeat for several).
+    #[arg(long = "command-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub command_args: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +102,14 @@ pub enum Command {
     ///
     /// Example: makproxy-online activate E:\cil-0001.zip --out E:\ret-0001.zip --backend microsoft
     Activate(ActivateArgs),
+    /// Write a manual-activation worksheet (CSV to fill in, and a printable .txt) for a CIL bundle.
+    ///
+    /// Example: makproxy-online worksheet E:\cil-0001.zip --out sheet.csv
+    Worksheet {
+        file: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Remaining activations of the MAK behind an extended product ID.
     ///
     /// Example: makproxy-online remaining --pid 03612-03305-317-008912-02-1033-9200.0000-0662023 --backend microsoft

@@ -7,6 +7,8 @@ mod journal;
 
 use clap::{CommandFactory, Parser};
 use cli::{BackendArgs, BackendName, Cli, Command};
+use makproxy_backend::command::CommandBackend;
+use makproxy_backend::manual::Manual;
 use makproxy_backend::microsoft::{Microsoft, Settings};
 use makproxy_backend::simulator::Simulator;
 use makproxy_backend::{Backend, RetryPolicy};
@@ -16,6 +18,7 @@ use makproxy_core::ids::ExtendedProductId;
 use makproxy_core::keys::{Home, Role};
 use makproxy_core::sanitize::escape;
 use serde_json::json;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
 }
 
 fn backend(a: &BackendArgs) -> Result<Box<dyn Backend>, CliError> {
+    let usage = |m: String| CliError::new(Exit::Usage, None, m);
     Ok(match a.backend {
         BackendName::Simulator => {
             Box::new(Simulator::new(a.sim_fail_suffix.clone(), a.sim_activations))
@@ -42,8 +46,45 @@ fn backend(a: &BackendArgs) -> Result<Box<dyn Backend>, CliError> {
                 proxy: a.proxy.clone(),
                 timeout: Duration::from_secs(a.timeout.max(1)),
             })
-            .map_err(|e| CliError::new(Exit::Usage, None, e))?,
+            .map_err(usage)?,
         ),
+        BackendName::Manual => match &a.worksheet {
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|e| CliError::io(path.display(), e))?;
+                let text = makproxy_core::records::decode_text(&bytes).map_err(|e| {
+                    CliError::new(
+                        Exit::Error,
+                        Some(e.code),
+                        format!("{}: {}", path.display(), e.detail),
+                    )
+                })?;
+                Box::new(Manual::from_worksheet(&text).map_err(|e| {
+                    CliError::new(Exit::Error, None, format!("{}: {e}", path.display()))
+                })?)
+            }
+            None if std::io::stdin().is_terminal() => Box::new(Manual::interactive()),
+            None => {
+                return Err(usage(
+                    "--backend manual needs --worksheet FILE when not run on a terminal".into(),
+                ))
+            }
+        },
+        BackendName::Command => {
+            let program = a
+                .command
+                .as_deref()
+                .ok_or_else(|| usage("--backend command needs --command PROGRAM".into()))?;
+            Box::new(
+                CommandBackend::start(
+                    program,
+                    &a.command_args,
+                    Duration::from_secs(a.timeout.max(1)),
+                )
+                .map_err(|e| {
+                    CliError::new(Exit::Error, Some(makproxy_core::Code::BkdProtocol), e)
+                })?,
+            )
+        }
     })
 }
 
@@ -80,7 +121,15 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
                 input: &a.file,
                 out: &a.out,
                 backend: b.as_ref(),
-                concurrency: a.concurrency.into(),
+                // A person or a single gateway process answers one record at a time.
+                concurrency: if matches!(
+                    a.backend.backend,
+                    BackendName::Manual | BackendName::Command
+                ) {
+                    1
+                } else {
+                    a.concurrency.into()
+                },
                 retry: RetryPolicy {
                     attempts: a.backend.attempts.max(1),
                     first_delay: Duration::from_millis(a.backend.retry_delay_ms),
@@ -91,6 +140,10 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
                 dry_run: a.dry_run,
             };
             activate::run(out, &h, &mut journal(&h)?, &opts)
+        }
+        Command::Worksheet { file, out: path } => {
+            let h = home()?;
+            activate::worksheet(out, &h, &mut journal(&h)?, file, path)
         }
         Command::Remaining { pid, backend: ba } => {
             let epid = ExtendedProductId::parse(pid)

@@ -1,0 +1,224 @@
+//! The `command` backend: runs a site's own gateway program and talks to it in JSON
+//! Lines over stdin/stdout (protocol: docs/backends.md). One request is in flight at a
+//! time; every answer is validated like any other backend's.
+//!
+//! makproxy → program:  {"v":1,"type":"activate","iid":"<digits>","epid":"<ePID>"}
+//!                      {"v":1,"type":"remaining","epid":"<ePID>"}
+//! program → makproxy:  {"v":1,"type":"cid","cid":"<48 digits>"}
+//!                      {"v":1,"type":"error","service_code":"0x7F","message":"…"}
+//!                      {"v":1,"type":"no_response","message":"…"}   (nothing was sent; may be retried)
+//!                      {"v":1,"type":"remaining","count":N}
+
+use crate::{checked_cid, Backend, Failure, Outcome, Request};
+use makproxy_core::ids::ExtendedProductId;
+use makproxy_core::Code;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Longest line accepted from the program.
+const MAX_LINE: u64 = 64 * 1024;
+
+#[derive(Serialize)]
+struct Ask<'a> {
+    v: u32,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iid: Option<&'a str>,
+    epid: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Answer {
+    v: u32,
+    #[serde(rename = "type")]
+    kind: String,
+    cid: Option<String>,
+    service_code: Option<String>,
+    message: Option<String>,
+    count: Option<i64>,
+}
+
+struct Proc {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<Result<String, String>>,
+}
+
+/// A gateway program.
+pub struct CommandBackend {
+    proc: Mutex<Option<Proc>>,
+    timeout: Duration,
+}
+
+impl Drop for CommandBackend {
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.proc.lock() {
+            if let Some(mut p) = g.take() {
+                drop(p.stdin);
+                let _ = p.child.kill();
+                let _ = p.child.wait();
+            }
+        }
+    }
+}
+
+fn protocol(m: impl Into<String>) -> Failure {
+    Failure::new(Code::BkdProtocol, m)
+}
+
+impl CommandBackend {
+    /// Starts `program args…`; its stderr passes through to the operator.
+    pub fn start(program: &str, args: &[String], timeout: Duration) -> Result<Self, String> {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            loop {
+                let mut line = Vec::new();
+                match (&mut r).take(MAX_LINE + 1).read_until(b'\n', &mut line) {
+                    Ok(0) => {
+                        let _ = tx.send(Err("the program closed its output".to_string()));
+                        return;
+                    }
+                    Ok(_) if line.len() as u64 > MAX_LINE => {
+                        let _ = tx.send(Err(
+                            "the program wrote a line longer than 64 KiB".to_string()
+                        ));
+                        return;
+                    }
+                    Ok(_) => {
+                        if tx
+                            .send(
+                                String::from_utf8(line)
+                                    .map_err(|_| "the program wrote non-UTF-8 output".to_string()),
+                            )
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            proc: Mutex::new(Some(Proc {
+                child,
+                stdin,
+                lines: rx,
+            })),
+            timeout,
+        })
+    }
+
+    fn exchange(&self, ask: &Ask) -> Result<Answer, Failure> {
+        let mut guard = self
+            .proc
+            .lock()
+            .map_err(|_| protocol("backend lock poisoned"))?;
+        let p = guard
+            .as_mut()
+            .ok_or_else(|| protocol("the gateway program has stopped"))?;
+        let mut line = serde_json::to_vec(ask).expect("serialisable");
+        line.push(b'\n');
+        let sent = p.stdin.write_all(&line).and_then(|_| p.stdin.flush());
+        let answer = match sent {
+            Err(e) => Err(protocol(format!(
+                "cannot write to the gateway program: {e}"
+            ))),
+            Ok(()) => match p.lines.recv_timeout(self.timeout) {
+                Ok(Ok(text)) => serde_json::from_str::<Answer>(text.trim_end())
+                    .map_err(|e| protocol(format!("unreadable answer: {e}"))),
+                Ok(Err(e)) => Err(protocol(e)),
+                Err(_) => Err(protocol(format!(
+                    "no answer within {} s",
+                    self.timeout.as_secs()
+                ))),
+            },
+        };
+        if answer.is_err() {
+            // After a broken exchange the stream cannot be trusted to line up again.
+            if let Some(mut p) = guard.take() {
+                let _ = p.child.kill();
+                let _ = p.child.wait();
+            }
+        }
+        let a = answer?;
+        if a.v != 1 {
+            return Err(protocol(format!("protocol version {} is not 1", a.v)));
+        }
+        Ok(a)
+    }
+}
+
+impl Backend for CommandBackend {
+    fn name(&self) -> &'static str {
+        "command"
+    }
+
+    fn activate(&self, req: &Request) -> Outcome {
+        let a = match self.exchange(&Ask {
+            v: 1,
+            kind: "activate",
+            iid: Some(req.iid.digits()),
+            epid: req.epid.as_str(),
+        }) {
+            Ok(a) => a,
+            Err(f) => return Outcome::Failed(f),
+        };
+        match (a.kind.as_str(), a.cid, a.service_code) {
+            ("cid", Some(cid), None) => match checked_cid(&cid) {
+                Ok(c) => Outcome::Cid(c),
+                Err(f) => Outcome::Failed(f),
+            },
+            ("error", None, Some(code)) => {
+                let mut f = Failure::service(&code);
+                if let Some(m) = a.message {
+                    f.message = format!(
+                        "{} ({})",
+                        f.message,
+                        m.chars().take(200).collect::<String>()
+                    );
+                }
+                Outcome::Failed(f)
+            }
+            ("no_response", None, None) => Outcome::NoResponse(a.message.unwrap_or_default()),
+            (k, _, _) => {
+                Outcome::Failed(protocol(format!("unexpected answer type {k:?} or fields")))
+            }
+        }
+    }
+
+    fn remaining(&self, epid: &ExtendedProductId) -> Result<i64, Failure> {
+        let a = self.exchange(&Ask {
+            v: 1,
+            kind: "remaining",
+            iid: None,
+            epid: epid.as_str(),
+        })?;
+        match (a.kind.as_str(), a.count) {
+            ("remaining", Some(n)) => Ok(n),
+            ("error", _) => Err(Failure::service(
+                a.service_code.as_deref().unwrap_or("unknown"),
+            )),
+            (k, _) => Err(protocol(format!("unexpected answer type {k:?}"))),
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The `manual` backend: for phone or web activation, or another tool. The operator
+//! exports a worksheet (CSV plus a printable text form with IIDs in groups), obtains
+//! CIDs, and either fills them into the CSV or types them at an interactive prompt.
+//! Every CID is check-digit validated group by group before it is accepted.
+
+use crate::{Backend, Failure, Outcome, Request};
+use makproxy_core::ids::{ConfirmationId, ExtendedProductId, InstallationId};
+use makproxy_core::Code;
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::sync::Mutex;
+
+/// One worksheet row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub handle: u64,
+    pub iid: InstallationId,
+    pub epid: ExtendedProductId,
+    pub product: Option<String>,
+}
+
+const HEADER: &str = "handle,installation_id,extended_product_id,product,confirmation_id";
+
+fn csv_quote(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The CSV worksheet: one row per record, `confirmation_id` left empty to fill in.
+pub fn worksheet_csv(rows: &[Row]) -> String {
+    let mut s = format!("{HEADER}\r\n");
+    for r in rows {
+        s.push_str(&format!(
+            "{},{},{},{},\r\n",
+            r.handle,
+            r.iid.grouped(),
+            r.epid,
+            csv_quote(r.product.as_deref().unwrap_or(""))
+        ));
+    }
+    s
+}
+
+/// The printable worksheet: IIDs in numbered groups, boxes for the CID groups A–H.
+pub fn worksheet_text(rows: &[Row], bundle: &str) -> String {
+    let mut s = format!("makproxy manual activation worksheet, bundle {bundle}\r\nRead each installation ID group by group; write the confirmation ID groups A-H.\r\n\r\n");
+    for r in rows {
+        s.push_str(&format!(
+            "Record {}   {}\r\n",
+            r.handle,
+            makproxy_core::sanitize::escape(r.product.as_deref().unwrap_or(""))
+        ));
+        s.push_str(&format!("  Product ID:       {}\r\n", r.epid));
+        let groups: Vec<String> = r
+            .iid
+            .grouped()
+            .split('-')
+            .enumerate()
+            .map(|(i, g)| format!("{}:{g}", i + 1))
+            .collect();
+        s.push_str(&format!("  Installation ID:  {}\r\n", groups.join("  ")));
+        s.push_str("  Confirmation ID:  A:______ B:______ C:______ D:______ E:______ F:______ G:______ H:______\r\n\r\n");
+    }
+    s
+}
+
+/// Reads CIDs from a filled-in worksheet CSV, keyed by IID digits. A CID that fails its
+/// check digits is kept as the failure to report for that record.
+pub fn read_worksheet(
+    text: &str,
+) -> Result<HashMap<String, Result<ConfirmationId, String>>, String> {
+    let mut lines = text.lines();
+    let header = lines
+        .next()
+        .unwrap_or("")
+        .trim_start_matches('\u{feff}')
+        .trim();
+    if !header.eq_ignore_ascii_case(HEADER) {
+        return Err(format!("worksheet header must be {HEADER:?}"));
+    }
+    let mut out = HashMap::new();
+    for (n, line) in lines.enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        // Only the first two and the last column matter; the product name may hold commas.
+        let first = line.split(',').collect::<Vec<_>>();
+        if first.len() < 5 {
+            return Err(format!("worksheet line {}: expected 5 columns", n + 2));
+        }
+        let iid = InstallationId::parse(first[1])
+            .map_err(|e| format!("worksheet line {}: {e}", n + 2))?;
+        let cid_text = first[first.len() - 1].trim().trim_matches('"');
+        if cid_text.is_empty() {
+            continue;
+        }
+        out.insert(
+            iid.digits().to_string(),
+            ConfirmationId::parse(cid_text).map_err(|e| e.to_string()),
+        );
+    }
+    Ok(out)
+}
+
+enum Source {
+    Sheet(HashMap<String, Result<ConfirmationId, String>>),
+    Prompt(Mutex<()>),
+}
+
+/// Answers from a worksheet or from an operator at the terminal.
+pub struct Manual {
+    source: Source,
+}
+
+impl Manual {
+    pub fn from_worksheet(text: &str) -> Result<Self, String> {
+        Ok(Self {
+            source: Source::Sheet(read_worksheet(text)?),
+        })
+    }
+    /// Prompts on the terminal (stdin/stderr) for each record.
+    pub fn interactive() -> Self {
+        Self {
+            source: Source::Prompt(Mutex::new(())),
+        }
+    }
+}
+
+/// Reads one CID from `input`, re-asking for any group that fails its check digit.
+pub fn prompt_cid(req: &Request, input: &mut dyn BufRead, out: &mut dyn Write) -> Outcome {
+    let _ = writeln!(
+        out,
+        "\nInstallation ID: {}\nProduct ID:      {}",
+        req.iid.grouped().replace('-', " "),
+        req.epid
+    );
+    let mut groups: Vec<String> = Vec::new();
+    while groups.len() < 8 {
+        let letter = char::from(b'A' + groups.len() as u8);
+        let _ = write!(
+            out,
+            "Confirmation ID group {letter} (6 digits, empty line to skip this record): "
+        );
+        let _ = out.flush();
+        let mut line = String::new();
+        if input.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+            return Outcome::Failed(Failure::new(
+                Code::BkdNoAnswer,
+                "no confirmation ID entered",
+            ));
+        }
+        let digits: Vec<u8> = line
+            .trim()
+            .bytes()
+            .filter(u8::is_ascii_digit)
+            .map(|b| b - b'0')
+            .collect();
+        if digits.len() != 6
+            || line
+                .trim()
+                .bytes()
+                .any(|b| !b.is_ascii_digit() && b != b' ' && b != b'-')
+        {
+            let _ = writeln!(out, "  group {letter} needs exactly 6 digits; try again");
+            continue;
+        }
+        if makproxy_core::ids::check_digit(&digits[..5]) != digits[5] {
+            let _ = writeln!(out, "  group {letter} fails its check digit (a digit was misheard or mistyped); try again");
+            continue;
+        }
+        groups.push(digits.iter().map(|d| char::from(b'0' + d)).collect());
+    }
+    match ConfirmationId::parse(&groups.concat()) {
+        Ok(c) => Outcome::Cid(c),
+        Err(e) => Outcome::Failed(Failure::new(Code::BkdBadCid, e.to_string())),
+    }
+}
+
+impl Backend for Manual {
+    fn name(&self) -> &'static str {
+        "manual"
+    }
+    fn activate(&self, req: &Request) -> Outcome {
+        match &self.source {
+            Source::Sheet(map) => match map.get(req.iid.digits()) {
+                Some(Ok(cid)) => Outcome::Cid(cid.clone()),
+                Some(Err(e)) => {
+                    Outcome::Failed(Failure::new(Code::BkdBadCid, format!("worksheet: {e}")))
+                }
+                None => Outcome::Failed(Failure::new(
+                    Code::BkdNoAnswer,
+                    "no confirmation ID in the worksheet",
+                )),
+            },
+            Source::Prompt(lock) => {
+                let _one_at_a_time = lock.lock();
+                let stdin = std::io::stdin();
+                prompt_cid(req, &mut stdin.lock(), &mut std::io::stderr())
+            }
+        }
+    }
+    fn remaining(&self, _epid: &ExtendedProductId) -> Result<i64, Failure> {
+        Ok(-1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use makproxy_core::ids::with_check_digits;
+
+    fn req() -> Request {
+        Request {
+            iid: InstallationId::parse(&with_check_digits(&[3; 54], 7)).unwrap(),
+            epid: ExtendedProductId::parse("03612-03305-317-008912-02-1033-9200.0000-0662023")
+                .unwrap(),
+        }
+    }
+
+    #[test]
+    fn worksheet_round_trip_and_bad_cid_reported() {
+        let rows = vec![Row {
+            handle: 1,
+            iid: req().iid,
+            epid: req().epid,
+            product: Some("Windows, \"Pro\"".into()),
+        }];
+        let csv = worksheet_csv(&rows);
+        let text = worksheet_text(&rows, "abc");
+        assert!(text.contains("1:3333336") && text.contains("A:______"));
+        let cid = with_check_digits(&[4; 40], 6);
+        let filled = csv.replace(",\r\n", &format!(",{cid}\r\n"));
+        let m = Manual::from_worksheet(&filled).unwrap();
+        assert!(matches!(m.activate(&req()), Outcome::Cid(c) if c.digits() == cid));
+        let mut bad = cid.clone().into_bytes();
+        bad[13] = if bad[13] == b'9' { b'8' } else { bad[13] + 1 };
+        let m = Manual::from_worksheet(&csv.replace(
+            ",\r\n",
+            &format!(",{}\r\n", String::from_utf8(bad).unwrap()),
+        ))
+        .unwrap();
+        let Outcome::Failed(f) = m.activate(&req()) else {
+            panic!()
+        };
+        assert_eq!(f.code, Code::BkdBadCid);
+        assert!(f.message.contains("group 3 of 8"), "{}", f.message);
+        let m = Manual::from_worksheet(&csv).unwrap();
+        assert!(matches!(m.activate(&req()), Outcome::Failed(f) if f.code == Code::BkdNoAnswer));
+    }
+
+    #[test]
+    fn prompt_rejects_a_mistyped_group_and_asks_again() {
+        let cid = with_check_digits(&[1, 2, 3, 4, 5].repeat(8), 6);
+        let groups: Vec<&str> = (0..8).map(|i| &cid[i * 6..i * 6 + 6]).collect();
+        let mut typo = groups[1].as_bytes().to_vec();
+        typo[0] = if typo[0] == b'9' { b'8' } else { typo[0] + 1 };
+        let input = format!(
+            "{}\n{}\n{}\n{}\n",
+            groups[0],
+            String::from_utf8(typo).unwrap(),
+            groups[1],
+            groups[2..].join("\n")
+        );
+        let mut out = Vec::new();
+        let o = prompt_cid(&req(), &mut input.as_bytes(), &mut out);
+        assert!(matches!(o, Outcome::Cid(c) if c.digits() == cid));
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("group B fails its check digit"));
+    }
+}

@@ -1,0 +1,148 @@
+//! The manual and command backends through the real online binary.
+
+use makproxy_e2e::{fixtures, Gap};
+
+fn packed(g: &Gap) -> String {
+    g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
+        .ok();
+    let cil = g.p("cil.zip");
+    g.secure(&["pack", "--out", &cil]).ok();
+    cil
+}
+
+#[test]
+fn manual_worksheet_round_trip_validates_every_cid() {
+    let g = Gap::default();
+    let cil = packed(&g);
+    let sheet = g.p("sheet.csv");
+    let w = g
+        .online(&["--json", "worksheet", &cil, "--out", &sheet])
+        .ok()
+        .json();
+    assert_eq!(w["records"], 13);
+    let printable = std::fs::read_to_string(g.path("sheet.txt")).unwrap();
+    assert_eq!(printable.matches("Confirmation ID:  A:______").count(), 13);
+    // The operator fills in CIDs read out over the phone; one is misheard, one left empty.
+    let csv = std::fs::read_to_string(&sheet).unwrap();
+    let mut filled = String::new();
+    for (i, line) in csv.lines().enumerate() {
+        if i == 0 {
+            filled.push_str(line);
+        } else {
+            let iid = line.split(',').nth(1).unwrap().replace('-', "");
+            let cid = makproxy_backend::mock::mock_cid(&iid);
+            let cid = match i {
+                1 => {
+                    let mut b = cid.into_bytes();
+                    b[20] = if b[20] == b'9' { b'8' } else { b[20] + 1 };
+                    String::from_utf8(b).unwrap()
+                }
+                2 => String::new(),
+                _ => cid,
+            };
+            filled.push_str(&format!("{line}{cid}"));
+        }
+        filled.push_str("\r\n");
+    }
+    std::fs::write(&sheet, filled).unwrap();
+    let ret = g.p("ret.zip");
+    let r = g
+        .online(&[
+            "--json",
+            "activate",
+            &cil,
+            "--out",
+            &ret,
+            "--backend",
+            "manual",
+            "--worksheet",
+            &sheet,
+        ])
+        .code(4)
+        .json();
+    assert_eq!(r["summary"]["obtained"], 11);
+    assert_eq!(
+        r["summary"]["failed_by_reason"]["MP-BKD-005"], 1,
+        "the misheard CID is refused by its check digit"
+    );
+    assert_eq!(
+        r["summary"]["failed_by_reason"]["MP-BKD-009"], 1,
+        "the empty row is reported, not invented"
+    );
+    g.secure(&["apply", &ret, "--deposit-dir", &g.p("dep")])
+        .code(4);
+    assert_eq!(g.count("cid_received"), 11);
+    let failed = g.secure(&["status", "--state", "failed"]).ok().stdout;
+    assert!(
+        failed.contains("group 4 of 8"),
+        "the bad group is named: {failed}"
+    );
+}
+
+#[test]
+fn manual_without_a_worksheet_off_a_terminal_is_a_usage_error() {
+    let g = Gap::default();
+    let cil = packed(&g);
+    let r = g
+        .online(&[
+            "activate",
+            &cil,
+            "--out",
+            &g.p("ret.zip"),
+            "--backend",
+            "manual",
+        ])
+        .code(2);
+    assert!(r.stderr.contains("--worksheet"));
+}
+
+#[test]
+fn command_backend_speaks_the_json_lines_protocol() {
+    let g = Gap::default();
+    let cil = packed(&g);
+    let gateway = makproxy_e2e::example("echo_gateway");
+    let ret = g.p("ret.zip");
+    let r = g
+        .online(&[
+            "--json",
+            "activate",
+            &cil,
+            "--out",
+            &ret,
+            "--backend",
+            "command",
+            "--command",
+            &gateway,
+        ])
+        .json();
+    let refused = r["summary"]["failed_by_reason"]["0x90"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(r["summary"]["obtained"].as_u64().unwrap() + refused, 13);
+    assert!(refused > 0, "the example gateway refuses IIDs ending in 6");
+    let v = g.secure(&["--json", "verify", &ret]).ok().json();
+    assert_eq!(v["backend"]["name"], "command");
+}
+
+#[test]
+fn a_gateway_that_breaks_protocol_fails_records_not_the_run() {
+    let g = Gap::default();
+    let cil = packed(&g);
+    // `cat` echoes each request back: valid JSON, but not an answer.
+    let r = g
+        .online(&[
+            "--json",
+            "activate",
+            &cil,
+            "--out",
+            &g.p("ret.zip"),
+            "--backend",
+            "command",
+            "--command",
+            "cat",
+        ])
+        .code(4)
+        .json();
+    assert_eq!(r["summary"]["failed_by_reason"]["MP-BKD-008"], 13);
+    assert!(g.path("ret.zip").exists());
+}
