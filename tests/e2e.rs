@@ -11,6 +11,8 @@ mod collect;
 mod crash;
 #[path = "e2e/hostile.rs"]
 mod hostile;
+#[path = "e2e/hostile_records.rs"]
+mod hostile_records;
 #[path = "e2e/microsoft.rs"]
 mod microsoft;
 #[path = "e2e/roundtrip.rs"]

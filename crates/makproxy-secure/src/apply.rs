@@ -6,6 +6,8 @@
 //!
 //! Deposit files are derived from the ledger, so writing them again (a second apply of
 //! the same return, or after a crash between commit and files) gives the same bytes.
+//! They are replaced atomically but not fsynced one by one: the ledger commit is the
+//! durable step, and after a power loss a re-run of `apply` writes them again.
 
 use crate::ledger::{self, state};
 use makproxy_cli::{CliError, Exit, Output};
@@ -310,10 +312,11 @@ pub fn write_deposit_files(
         let (json_bytes, cmd_bytes) = render(&host, &items);
         let jp = dir.join(format!("{host}.json"));
         let cp = dir.join(format!("{host}.cmd"));
-        fsutil::write_atomic(&jp, &json_bytes).map_err(|e| CliError::io(jp.display(), e))?;
-        fsutil::write_atomic(&cp, &cmd_bytes).map_err(|e| CliError::io(cp.display(), e))?;
+        fsutil::write_derived(&jp, &json_bytes).map_err(|e| CliError::io(jp.display(), e))?;
+        fsutil::write_derived(&cp, &cmd_bytes).map_err(|e| CliError::io(cp.display(), e))?;
         n += 1;
     }
+    fsutil::sync_dir(dir).map_err(|e| CliError::io(dir.display(), e))?;
     Ok(n)
 }
 

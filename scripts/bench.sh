@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of the real binaries (release build) against measured floors.
+#   usage: scripts/bench.sh [N] [OUT.md]      (default N=100000)
+# For N records (one product per host, agent format, valid check digits) it times:
+#   collect  vs  cat of the same files                       (target <= 3x)
+#   pack     vs  zip -6 + sha256sum of the same JSON payload (target <= 1.5x)
+#   verify / inspect of the bundle                           (target <= 1 s)
+#   activate --backend simulator                             (target >= 50,000 records/s)
+#   activate --backend microsoft vs a 50 ms mock, 2000 records, concurrency 8
+#                                                            (target >= 90% of 8/0.05 s = 160/s)
+#   apply incl. deposit files vs a shell loop writing the same files (target <= 3x)
+# and peak RSS of every step (GNU time). Needs: zip, /usr/bin/time (apt-get install zip time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-100000}
+OUT=${2:-/dev/stdout}
+cargo build --locked --release --quiet --bin makproxy-secure --bin makproxy-online --bin makproxy-gen --bin makproxy-mock
+B=$PWD/target/release
+W=$(mktemp -d "${TMPDIR:-/tmp}/makproxy-bench.XXXXXX")
+trap 'rm -rf "$W"' EXIT
+S() { "$B/makproxy-secure" --home "$W/sh" "$@"; }
+O() { "$B/makproxy-online" --home "$W/oh" "$@"; }
+# seconds and peak RSS (MiB) of a command: "secs rss"
+measure() {
+    /usr/bin/time -f "%e %M" -o "$W/time" "$@" >/dev/null 2>"$W/err" || { cat "$W/err" >&2; cat "$W/time" >&2; exit 1; }
+    awk '{printf "%.2f %.0f", $1, $2/1024}' "$W/time"
+}
+S init --site bench >/dev/null; O init --site bench-gw >/dev/null
+S key export --out "$W/s.pub" >/dev/null; O key export --out "$W/o.pub" >/dev/null
+S trust add "$W/o.pub" --name gw >/dev/null; O trust add "$W/s.pub" --name bench >/dev/null
+
+"$B/makproxy-gen" --out "$W/drop" --count "$N" --prefix BENCH --seed bench
+sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+read cat_s _ <<<"$(measure sh -c "find '$W/drop' -type f -name '*.json' -print0 | xargs -0 cat > /dev/null")"
+sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+read col_s col_m <<<"$(measure "$B/makproxy-secure" --home "$W/sh" collect "$W/drop")"
+
+read pack_s pack_m <<<"$(measure "$B/makproxy-secure" --home "$W/sh" pack --out "$W/cil.zip")"
+unzip -p "$W/cil.zip" records.jsonl > "$W/records.jsonl"
+read zip_s _ <<<"$(measure sh -c "zip -q -6 '$W/floor.zip' '$W/records.jsonl' && sha256sum '$W/records.jsonl' > /dev/null")"
+read ver_s ver_m <<<"$(measure "$B/makproxy-secure" --home "$W/sh" verify "$W/cil.zip")"
+read ins_s ins_m <<<"$(measure "$B/makproxy-online" --home "$W/oh" inspect "$W/cil.zip")"
+
+read act_s act_m <<<"$(measure "$B/makproxy-online" --home "$W/oh" activate "$W/cil.zip" --out "$W/ret.zip" --backend simulator)"
+
+# A mock "Microsoft" with 50 ms latency, in its own home so the journal starts empty.
+M=2000; C=8
+"$B/makproxy-gen" --out "$W/drop-ms" --count "$M" --prefix MSB --seed msb
+"$B/makproxy-secure" --home "$W/sh2" init --site ms >/dev/null
+"$B/makproxy-secure" --home "$W/sh2" key export --out "$W/s2.pub" >/dev/null
+"$B/makproxy-online" --home "$W/oh" trust add "$W/s2.pub" --name ms >/dev/null
+"$B/makproxy-secure" --home "$W/sh2" collect "$W/drop-ms" >/dev/null
+"$B/makproxy-secure" --home "$W/sh2" pack --out "$W/cil-ms.zip" >/dev/null
+mkfifo "$W/mock-in"
+"$B/makproxy-mock" --latency-ms 50 < "$W/mock-in" > "$W/mock-url" 2>"$W/mock-log" &
+exec 9>"$W/mock-in"
+while [ ! -s "$W/mock-url" ]; do sleep 0.1; done
+read ms_s ms_m <<<"$(measure "$B/makproxy-online" --home "$W/oh" activate "$W/cil-ms.zip" --out "$W/ret-ms.zip" --backend microsoft --endpoint "$(cat "$W/mock-url")" --concurrency $C)"
+exec 9>&-
+wait
+
+read app_s app_m <<<"$(measure "$B/makproxy-secure" --home "$W/sh" apply "$W/ret.zip" --deposit-dir "$W/deposit")"
+# Floor: the same files, written by a shell loop (content copied from what apply wrote).
+mkdir -p "$W/floor-dep"
+read loop_s _ <<<"$(measure sh -c "for f in '$W'/deposit/*; do cat \"\$f\" > '$W/floor-dep/'\"\${f##*/}\"; done")"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b <= 0) b = 0.01; printf "%.2f", a / b }'; }
+rate() { awk -v n="$1" -v s="$2" 'BEGIN { if (s <= 0) s = 0.01; printf "%.0f", n / s }'; }
+{
+echo "| step ($N records) | time (s) | peak RSS (MiB) | floor (s) | ratio | target |"
+echo "|---|---:|---:|---:|---:|---|"
+echo "| collect | $col_s | $col_m | cat: $cat_s | $(ratio "$col_s" "$cat_s") | <= 3x |"
+echo "| pack | $pack_s | $pack_m | zip+sha256sum: $zip_s | $(ratio "$pack_s" "$zip_s") | <= 1.5x |"
+echo "| verify (secure) | $ver_s | $ver_m | | | <= 1 s |"
+echo "| inspect (online) | $ins_s | $ins_m | | | <= 1 s |"
+echo "| activate, simulator | $act_s | $act_m | | $(rate "$N" "$act_s") rec/s | >= 50,000 rec/s |"
+echo "| activate, mock 50 ms, c=$C, $M records | $ms_s | $ms_m | $C/0.05 = 160 rec/s | $(rate "$M" "$ms_s") rec/s ($(awk -v n=$M -v s="$ms_s" 'BEGIN{printf "%.0f", 100*n/s/160}')%) | >= 90% |"
+echo "| apply + deposit files | $app_s | $app_m | shell loop: $loop_s | $(ratio "$app_s" "$loop_s") | <= 3x |"
+} > "$OUT"
