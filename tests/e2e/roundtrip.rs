@@ -219,70 +219,11 @@ fn a_partial_return_leaves_the_rest_pending() {
     let cil = g.p("cil.zip");
     g.secure(&["pack", "--out", &cil]).ok();
     // Forge a return answering only handles 2 and 5, signed by the trusted online key.
-    let online = Home::open(&g.path("online-home"), Role::Online).unwrap();
-    let secure = Home::open(&g.path("secure-home"), Role::Secure).unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    let mut v = bundle::open(
-        std::path::Path::new(&cil),
-        Kind::Cil,
-        &online.trusted().unwrap(),
-        now,
-        &Default::default(),
-    )
-    .unwrap();
-    let manifest = v.manifest.clone();
-    let sha = v.manifest_sha256.clone();
-    let part = g.path("partial.zip");
-    let mut w = BundleWriter::new(&part, Kind::Return).unwrap();
-    v.records(|r: bundle::CilRecord| {
-        if r.handle == 2 || r.handle == 5 {
-            let cid = makproxy_backend::simulator::Simulator::cid_for(&makproxy_backend::Request {
-                iid: r.installation_id.clone(),
-                epid: r.extended_product_id.clone(),
-            });
-            w.push(&ReturnRecord {
-                handle: r.handle,
-                installation_id: r.installation_id,
-                extended_product_id: r.extended_product_id,
-                confirmation_id: Some(cid),
-                failure: None,
-                source: Source::Backend,
-                simulated: true,
-            })
-            .unwrap();
-        }
-        Ok::<(), bundle::BundleError>(())
-    })
-    .unwrap();
-    let header = Header {
-        bundle_id: bundle::new_bundle_id(),
-        site: "gateway".into(),
-        sequence: 1,
-        created: now,
-        expires: now + time::Duration::days(1),
-        tool: "test".into(),
-        fields: vec![],
-        answers: Some(bundle::Answers {
-            bundle_id: manifest.bundle_id.clone(),
-            manifest_sha256: sha,
-            site: secure.site.clone(),
-            sequence: manifest.sequence,
-        }),
-        backend: Some(bundle::BackendInfo {
-            name: "simulator".into(),
-            simulated: true,
-        }),
-    };
-    w.finish(header, &online.signing_key().unwrap(), &part)
-        .unwrap();
+    let part = forge_return(&g, &cil, "partial.zip", |r| {
+        (r.handle == 2 || r.handle == 5).then(|| sim_answer(r))
+    });
     let a = g
-        .secure(&[
-            "--json",
-            "apply",
-            part.to_str().unwrap(),
-            "--deposit-dir",
-            &g.p("dep"),
-        ])
+        .secure(&["--json", "apply", &part, "--deposit-dir", &g.p("dep")])
         .ok()
         .json();
     assert_eq!(a["summary"]["cids"], 2);
@@ -573,4 +514,242 @@ fn html_report_and_csv_have_the_expected_counts() {
         .next()
         .unwrap()
         .starts_with("host,activation_id,product,state"));
+}
+
+fn sim_answer(r: bundle::CilRecord) -> ReturnRecord {
+    let cid = makproxy_backend::simulator::Simulator::cid_for(&makproxy_backend::Request {
+        iid: r.installation_id.clone(),
+        epid: r.extended_product_id.clone(),
+    });
+    ReturnRecord {
+        handle: r.handle,
+        installation_id: r.installation_id,
+        extended_product_id: r.extended_product_id,
+        confirmation_id: Some(cid),
+        failure: None,
+        source: Source::Backend,
+        simulated: true,
+    }
+}
+
+/// Writes a return for `cil` signed by the trusted online key, with the records `answer` makes.
+fn forge_return(
+    g: &Gap,
+    cil: &str,
+    name: &str,
+    mut answer: impl FnMut(bundle::CilRecord) -> Option<ReturnRecord>,
+) -> String {
+    let online = Home::open(&g.path("online-home"), Role::Online).unwrap();
+    let secure = Home::open(&g.path("secure-home"), Role::Secure).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let mut v = bundle::open(
+        std::path::Path::new(cil),
+        Kind::Cil,
+        &online.trusted().unwrap(),
+        now,
+        &Default::default(),
+    )
+    .unwrap();
+    let (manifest, sha) = (v.manifest.clone(), v.manifest_sha256.clone());
+    let out = g.path(name);
+    let mut w = BundleWriter::new(&out, Kind::Return).unwrap();
+    v.records(|r: bundle::CilRecord| {
+        if let Some(rec) = answer(r) {
+            w.push(&rec).unwrap();
+        }
+        Ok::<(), bundle::BundleError>(())
+    })
+    .unwrap();
+    let header = Header {
+        bundle_id: bundle::new_bundle_id(),
+        site: "gateway".into(),
+        sequence: 1,
+        created: now,
+        expires: now + time::Duration::days(1),
+        tool: "test".into(),
+        fields: vec![],
+        answers: Some(bundle::Answers {
+            bundle_id: manifest.bundle_id.clone(),
+            manifest_sha256: sha,
+            site: secure.site.clone(),
+            sequence: manifest.sequence,
+        }),
+        backend: Some(bundle::BackendInfo {
+            name: "simulator".into(),
+            simulated: true,
+        }),
+    };
+    w.finish(header, &online.signing_key().unwrap(), &out)
+        .unwrap();
+    out.to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_return_that_breaks_request_binding_is_not_applied() {
+    let g = Gap::default();
+    g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
+        .ok();
+    let cil = g.p("cil.zip");
+    g.secure(&["pack", "--out", &cil]).ok();
+    // Handle 1 answers with another machine's IID; the last result names handle 99, which the request lacks.
+    let other = makproxy_core::ids::InstallationId::parse(&makproxy_core::ids::with_check_digits(
+        &[8; 54], 7,
+    ))
+    .unwrap();
+    let forged = forge_return(&g, &cil, "forged.zip", |r| match r.handle {
+        1 => Some(ReturnRecord {
+            installation_id: other.clone(),
+            ..sim_answer(r)
+        }),
+        2 => Some(sim_answer(r)),
+        13 => Some(ReturnRecord {
+            handle: 99,
+            ..sim_answer(r)
+        }),
+        _ => None,
+    });
+    let a = g
+        .secure(&["--json", "apply", &forged, "--deposit-dir", &g.p("dep")])
+        .code(4)
+        .json();
+    let codes: Vec<&str> = a["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["MP-APL-005", "MP-APL-004"]);
+    assert_eq!(a["summary"]["cids"], 1);
+    assert_eq!(a["summary"]["rejected"], 2);
+    assert_eq!(g.count("cid_received"), 1);
+}
+
+#[test]
+fn bundles_are_never_overwritten_and_dry_runs_change_nothing() {
+    let g = Gap::default();
+    g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
+        .ok();
+    let cil = g.p("cil.zip");
+    let dry = g
+        .secure(&["--json", "pack", "--out", &cil, "--dry-run"])
+        .ok()
+        .json();
+    assert_eq!(dry["would_pack"], 13);
+    assert!(!g.path("cil.zip").exists());
+    assert_eq!(g.count("queued"), 13);
+    std::fs::write(&cil, b"precious").unwrap();
+    let r = g.secure(&["--json", "pack", "--out", &cil]).code(1).json();
+    assert_eq!(r["error"]["code"], "MP-BND-041");
+    assert_eq!(std::fs::read(&cil).unwrap(), b"precious");
+    assert_eq!(
+        g.count("queued"),
+        13,
+        "a failed pack leaves the records queued"
+    );
+    std::fs::remove_file(&cil).unwrap();
+    g.secure(&["pack", "--out", &cil]).ok();
+    let ret = g.p("ret.zip");
+    std::fs::write(&ret, b"precious").unwrap();
+    let r = g
+        .online(&[
+            "--json",
+            "activate",
+            &cil,
+            "--out",
+            &ret,
+            "--backend",
+            "simulator",
+        ])
+        .code(1)
+        .json();
+    assert_eq!(r["error"]["code"], "MP-BND-041");
+    std::fs::remove_file(&ret).unwrap();
+    g.online(&["activate", &cil, "--out", &ret, "--backend", "simulator"])
+        .ok();
+    let before = g.status();
+    let d = g
+        .secure(&[
+            "--json",
+            "apply",
+            &ret,
+            "--deposit-dir",
+            &g.p("dep"),
+            "--dry-run",
+        ])
+        .ok()
+        .json();
+    assert_eq!(d["summary"]["cids"], 13);
+    assert_eq!(g.status(), before);
+    assert!(!g.path("dep").exists());
+}
+
+#[test]
+fn the_online_side_refuses_a_second_bundle_with_a_used_sequence_number() {
+    let g = Gap::default();
+    g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
+        .ok();
+    let cil = g.p("cil.zip");
+    g.secure(&["pack", "--out", &cil, "--limit", "2"]).ok();
+    g.online(&[
+        "activate",
+        &cil,
+        "--out",
+        &g.p("ret.zip"),
+        "--backend",
+        "simulator",
+    ])
+    .ok();
+    // Running the same bundle again is a resume, not a replay.
+    g.online(&[
+        "activate",
+        &cil,
+        "--out",
+        &g.p("ret-again.zip"),
+        "--backend",
+        "simulator",
+    ])
+    .ok();
+    // A second ledger claiming the same site and sequence (a restored backup, a cloned home).
+    let twin = g.p("twin-home");
+    makproxy_e2e::run(
+        "makproxy-secure",
+        &["--home", &twin, "init", "--site", "plant-a"],
+    )
+    .ok();
+    makproxy_e2e::run(
+        "makproxy-secure",
+        &["--home", &twin, "key", "export", "--out", &g.p("twin.pub")],
+    )
+    .ok();
+    g.online(&["trust", "add", &g.p("twin.pub"), "--name", "plant-a-twin"])
+        .ok();
+    makproxy_e2e::run(
+        "makproxy-secure",
+        &[
+            "--home",
+            &twin,
+            "collect",
+            fixtures().join("drop").to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let cil2 = g.p("twin-cil.zip");
+    makproxy_e2e::run(
+        "makproxy-secure",
+        &["--home", &twin, "pack", "--out", &cil2],
+    )
+    .ok();
+    let r = g
+        .online(&[
+            "--json",
+            "activate",
+            &cil2,
+            "--out",
+            &g.p("twin-ret.zip"),
+            "--backend",
+            "simulator",
+        ])
+        .code(3)
+        .json();
+    assert_eq!(r["error"]["code"], "MP-APL-006");
 }

@@ -58,6 +58,11 @@ fn service_error_codes_are_mapped_and_unknown_ones_kept_verbatim() {
         (5, "0x86", "key type"),
         (6, "0x90", "installation ID is invalid"),
         (7, "0xABC", "verbatim"),
+        (8, "0x71", "exceeded its activation limit"),
+        (9, "0xD5", "override limit"),
+        (15, "0xD6", "override limit"),
+        (16, "0x80131600", "invalid PID"),
+        (17, "0x80004003", "outage"),
     ] {
         let r = req(seed);
         mock.set(r.iid.digits(), Behavior::Error(code.into()));
@@ -148,4 +153,95 @@ fn remaining_activations() {
     mock.set_remaining(42);
     let ms = client(&mock, 5000);
     assert_eq!(ms.remaining(&req(1).epid).unwrap(), 42);
+}
+
+/// A minimal HTTP proxy on loopback: forwards absolute-URI requests and CONNECT tunnels,
+/// and records the Proxy-Authorization header of each request.
+fn start_proxy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(client) = c else { continue };
+            let seen = seen2.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(client.try_clone().unwrap());
+                let mut head = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    head.push(line);
+                }
+                let auth = head
+                    .iter()
+                    .find(|h| h.to_ascii_lowercase().starts_with("proxy-authorization:"))
+                    .cloned()
+                    .unwrap_or_default();
+                seen.lock().unwrap().push(auth.trim().to_string());
+                let parts: Vec<String> = head[0].split_whitespace().map(String::from).collect();
+                let mut client = client;
+                if parts[0] == "CONNECT" {
+                    let upstream = TcpStream::connect(&parts[1]).unwrap();
+                    client
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .unwrap();
+                    let (mut from_client, mut to_up) = (r, upstream.try_clone().unwrap());
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from_client, &mut to_up);
+                    });
+                    let mut up = upstream;
+                    let _ = std::io::copy(&mut up, &mut client);
+                } else {
+                    let rest = parts[1].trim_start_matches("http://").to_string();
+                    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                    let mut upstream = TcpStream::connect(host).unwrap();
+                    write!(upstream, "{} {} HTTP/1.1\r\n", parts[0], path).unwrap();
+                    let mut len = 0usize;
+                    for h in &head[1..] {
+                        let lower = h.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        if !lower.starts_with("proxy-") {
+                            upstream.write_all(h.as_bytes()).unwrap();
+                        }
+                    }
+                    upstream.write_all(b"\r\n").unwrap();
+                    let mut body = vec![0u8; len];
+                    r.read_exact(&mut body).unwrap();
+                    upstream.write_all(&body).unwrap();
+                    let _ = std::io::copy(&mut upstream, &mut client);
+                }
+            });
+        }
+    });
+    (format!("http://user:s3cret@{addr}"), seen)
+}
+
+#[test]
+fn requests_go_through_an_http_proxy_with_credentials() {
+    let mock = MockServer::start();
+    let (proxy, seen) = start_proxy();
+    let ms = Microsoft::new(&Settings {
+        endpoint: mock.url.clone(),
+        proxy: Some(proxy),
+        timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    let r = req(50);
+    assert!(matches!(ms.activate(&r), Outcome::Cid(_)));
+    assert_eq!(mock.requests_for(r.iid.digits()), 1);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "the request went through the proxy");
+    // base64("user:s3cret")
+    assert_eq!(seen[0], "Proxy-Authorization: Basic dXNlcjpzM2NyZXQ=");
 }
