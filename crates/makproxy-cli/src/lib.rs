@@ -129,9 +129,10 @@ impl Output {
         if self.json {
             println!("{}", serde_json::to_string_pretty(&json!({"error": {"code": e.code.map(|c| c.as_str()), "exit": e.exit as u8, "message": e.message, "hint": e.hint}})).expect("serialisable"));
         }
+        let word = paint("error", "1;31");
         let prefix = match e.code {
-            Some(c) => format!("error[{c}]"),
-            None => "error".to_string(),
+            Some(c) => format!("{word}[{c}]"),
+            None => word,
         };
         eprintln!("{prefix}: {}", escape(&e.message));
         if let Some(h) = &e.hint {
@@ -141,20 +142,46 @@ impl Output {
             eprintln!("  see docs/errors.md#{}", c.as_str().to_ascii_lowercase());
         }
     }
-    /// A progress bar on an interactive stderr, hidden otherwise.
+    /// A progress bar on an interactive stderr, hidden otherwise (scripts, `--json`).
+    /// With `len` 0 (total unknown) it is a spinner with a count and rate.
     pub fn progress(&self, len: u64, what: &str) -> indicatif::ProgressBar {
         if self.json || !std::io::stderr().is_terminal() {
             return indicatif::ProgressBar::hidden();
         }
-        let bar = indicatif::ProgressBar::new(len);
-        let style = indicatif::ProgressStyle::with_template(
-            "{msg:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> ");
+        let (bar, template) = if len == 0 {
+            (
+                indicatif::ProgressBar::new_spinner(),
+                "{spinner} {msg:>10} {pos} {rate}",
+            )
+        } else {
+            (
+                indicatif::ProgressBar::new(len),
+                "{msg:>10} [{bar:30}] {pos}/{len} {rate} eta {eta}",
+            )
+        };
+        let style = indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ")
+            .with_key(
+                "rate",
+                |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}/s", st.per_sec());
+                },
+            );
         bar.set_style(style);
         bar.set_message(what.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
         bar
+    }
+}
+
+/// Wraps `text` in an ANSI colour when stderr is a terminal and `NO_COLOR` is unset.
+fn paint(text: &str, sgr: &str) -> String {
+    if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    {
+        format!("\x1b[{sgr}m{text}\x1b[0m")
+    } else {
+        text.to_string()
     }
 }
 
