@@ -461,7 +461,7 @@ impl BundleWriter {
                 .unix_permissions(0o644);
             let deflated = stored
                 .compression_method(zip::CompressionMethod::Deflated)
-                .compression_level(Some(6));
+                .compression_level(Some(3));
             z.start_file(MANIFEST, stored).map_err(io::Error::other)?;
             z.write_all(&mbytes)?;
             z.start_file(SIGNATURE, stored).map_err(io::Error::other)?;

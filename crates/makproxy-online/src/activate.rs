@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::mpsc::{self, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub struct Options<'a> {
     pub input: &'a Path,
@@ -54,7 +55,18 @@ struct Job {
     req: Request,
 }
 
-/// Answers waiting to be committed at most; a slow backend commits each one at once.
+/// Answers received but not yet committed, and requests in flight.
+struct Pending {
+    buf: Vec<(Job, Outcome)>,
+    /// Commit when this many answers wait (1: at once).
+    group: usize,
+    oldest: Option<Instant>,
+    in_flight: usize,
+    /// (IID, ePID) asked and not yet committed: a duplicate waits for that answer.
+    asked: HashSet<(String, String)>,
+}
+
+/// Most simulated answers committed together.
 const MAX_BATCH: usize = 2000;
 
 pub fn run(
@@ -159,11 +171,24 @@ pub fn run(
         ..Summary::default()
     };
 
-    // Phase A: obtain.
+    // Phase A: obtain. Answers that may have spent an activation are committed the
+    // moment they arrive; simulated ones (nothing spent) are committed in groups.
     let bar = out.progress(m.records, "activate");
     let concurrency = o.concurrency.max(1);
+    let (queue, group) = if simulated {
+        (1024, MAX_BATCH)
+    } else {
+        (concurrency * 2, 1)
+    };
+    let mut pending = Pending {
+        buf: Vec::with_capacity(group),
+        group,
+        oldest: None,
+        in_flight: 0,
+        asked: HashSet::new(),
+    };
     std::thread::scope(|scope| -> Result<(), CliError> {
-        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(concurrency * 2);
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(queue);
         let (res_tx, res_rx) = mpsc::channel::<(Job, Outcome)>();
         let job_rx = Arc::new(Mutex::new(job_rx));
         for _ in 0..concurrency {
@@ -179,52 +204,52 @@ pub fn run(
             });
         }
         drop(res_tx);
-        let mut inflight: HashSet<(String, String)> = HashSet::new();
-        let mut pending = 0usize;
-        let persist = |conn: &mut Connection,
-                       first: (Job, Outcome),
-                       rest: &mpsc::Receiver<(Job, Outcome)>,
-                       pending: &mut usize,
-                       inflight: &mut HashSet<(String, String)>,
-                       s: &mut Summary|
+        let save = |conn: &mut Connection,
+                    p: &mut Pending,
+                    s: &mut Summary|
          -> Result<(), CliError> {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rest.try_recv() {
-                    Ok(x) => batch.push(x),
-                    Err(_) => break,
-                }
-            }
             let at = bundle::rfc3339(makproxy_cli::now());
             let tx = conn.transaction().map_err(db)?;
-            for (job, outcome) in &batch {
+            for (job, outcome) in &p.buf {
                 match outcome {
                     Outcome::Cid(cid) => {
-                        tx.execute(
-                            "INSERT OR IGNORE INTO answers(iid, epid, simulated, cid, backend, run_id, bundle_id, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                            params![job.req.iid.digits(), job.req.epid.as_str(), simulated, cid.digits(), o.backend.name(), run_id, m.bundle_id, at],
-                        )
-                        .map_err(db)?;
+                        tx.prepare_cached("INSERT OR IGNORE INTO answers(iid, epid, simulated, cid, backend, run_id, bundle_id, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+                            .and_then(|mut st| st.execute(params![job.req.iid.digits(), job.req.epid.as_str(), simulated, cid.digits(), o.backend.name(), run_id, m.bundle_id, at]))
+                            .map_err(db)?;
                     }
                     Outcome::Failed(f) => {
-                        tx.execute(
+                        tx.prepare_cached(
                             "INSERT INTO failures(bundle_id, handle, code, service_code, message, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6)
                              ON CONFLICT(bundle_id, handle) DO UPDATE SET code = excluded.code, service_code = excluded.service_code, message = excluded.message, at = excluded.at",
-                            params![m.bundle_id, job.handle as i64, f.code.as_str(), f.service_code, f.message, at],
                         )
+                        .and_then(|mut st| st.execute(params![m.bundle_id, job.handle as i64, f.code.as_str(), f.service_code, f.message, at]))
                         .map_err(db)?;
                     }
                     Outcome::NoResponse(_) => s.no_response += 1,
                 }
             }
             tx.commit().map_err(db)?;
-            *pending -= batch.len();
-            bar.inc(batch.len() as u64);
-            for (job, _) in batch {
-                inflight.remove(&(
+            bar.inc(p.buf.len() as u64);
+            for (job, _) in p.buf.drain(..) {
+                p.asked.remove(&(
                     job.req.iid.digits().to_string(),
                     job.req.epid.as_str().to_string(),
                 ));
+            }
+            p.oldest = None;
+            Ok(())
+        };
+        // Takes one answer; commits when the group is full or its oldest answer waited 100 ms.
+        let take = |conn: &mut Connection,
+                    p: &mut Pending,
+                    s: &mut Summary,
+                    r: (Job, Outcome)|
+         -> Result<(), CliError> {
+            p.in_flight -= 1;
+            p.buf.push(r);
+            let started = *p.oldest.get_or_insert_with(Instant::now);
+            if p.buf.len() >= p.group || started.elapsed() >= Duration::from_millis(100) {
+                save(conn, p, s)?;
             }
             Ok(())
         };
@@ -240,7 +265,7 @@ pub fn run(
                     && journal::failure(conn, &m.bundle_id, r.handle)
                         .map_err(db)?
                         .is_some())
-                || !inflight.insert((iid, epid))
+                || !pending.asked.insert((iid, epid))
             {
                 bar.inc(1);
                 return Ok(());
@@ -257,33 +282,35 @@ pub fn run(
                     Ok(()) => break,
                     Err(TrySendError::Full(j)) => {
                         job = j;
-                        let first = res_rx
+                        let answer = res_rx
                             .recv()
                             .map_err(|_| CliError::io("backend workers", "stopped"))?;
-                        persist(conn, first, &res_rx, &mut pending, &mut inflight, &mut s)?;
+                        take(conn, &mut pending, &mut s, answer)?;
                     }
                     Err(TrySendError::Disconnected(_)) => {
                         return Err(CliError::io("backend workers", "stopped"))
                     }
                 }
             }
-            pending += 1;
-            if let Ok(first) = res_rx.try_recv() {
-                persist(conn, first, &res_rx, &mut pending, &mut inflight, &mut s)?;
+            pending.in_flight += 1;
+            while let Ok(answer) = res_rx.try_recv() {
+                take(conn, &mut pending, &mut s, answer)?;
             }
             Ok::<(), CliError>(())
         })?;
         drop(job_tx);
-        while pending > 0 {
-            let first = res_rx
+        while pending.in_flight > 0 {
+            let answer = res_rx
                 .recv()
                 .map_err(|_| CliError::io("backend workers", "stopped early"))?;
-            persist(conn, first, &res_rx, &mut pending, &mut inflight, &mut s)?;
+            take(conn, &mut pending, &mut s, answer)?;
+        }
+        if !pending.buf.is_empty() {
+            save(conn, &mut pending, &mut s)?;
         }
         Ok(())
     })?;
     bar.finish_and_clear();
-
     // Phase B: write the return purely from the journal.
     let mut writer =
         BundleWriter::new(o.out, Kind::Return).map_err(|e| CliError::io(o.out.display(), e))?;

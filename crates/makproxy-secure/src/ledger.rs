@@ -117,6 +117,11 @@ pub fn open(home: &Home) -> rusqlite::Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // One process per home at a time: take the file lock once instead of per statement
+    // (a second process waits up to the busy timeout).
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    // 32 MiB of page cache: fleet-sized batches stay in memory without a read per lookup.
+    conn.pragma_update(None, "cache_size", -32768)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.execute_batch(SCHEMA)?;
     conn.execute(

@@ -181,11 +181,8 @@ pub fn run(
         params![bundle_id, state::PACKED, at],
     )
     .map_err(db)?;
-    tx.execute(
-        "INSERT INTO history(product_id, at, event, detail) SELECT product_id, ?2, 'packed', 'bundle ' || ?1 || ' handle ' || handle FROM bundle_records WHERE bundle_id = ?1",
-        params![bundle_id, at],
-    )
-    .map_err(db)?;
+    // No history rows here: bundle_records and bundles already say which product went
+    // into which bundle, when, with which IID.
     ledger::meta_set(&tx, "next_sequence", &(sequence + 1).to_string()).map_err(db)?;
     tx.commit().map_err(db)?;
     out.json(&json!({"bundle": o.out, "bundle_id": bundle_id, "sequence": sequence, "records": count, "manifest_sha256": written.manifest_sha256, "expires": written.manifest.expires, "hostnames_included": o.include_hostnames}));
