@@ -1,6 +1,9 @@
 //! What both binaries share at the edge: exit codes, the error report an operator
-//! sees, human/JSON output, progress bars that appear only on a terminal, and the
-//! `init`, `key` and `trust` commands (the same on both sides of the gap).
+//! sees, human/JSON output, progress bars that appear only on a terminal, the global
+//! options, the commands both sides have (`init`, `key`, `trust`, `completions`, `man`),
+//! and how each side opens its embedded store.
+
+pub mod store;
 
 use clap::{Args, Subcommand};
 use makproxy_core::keys::{Home, KeyError, PublicKey, Role};
@@ -199,6 +202,102 @@ pub fn default_home(role: Role) -> PathBuf {
     base.unwrap_or_else(|| PathBuf::from("."))
         .join("makproxy")
         .join(role.as_str())
+}
+
+/// Options every command takes, on both sides.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// State folder of this side (keys, trust, and its ledger or journal).
+    #[arg(
+        long,
+        global = true,
+        env = "MAKPROXY_HOME",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
+    pub home: Option<PathBuf>,
+    /// Machine-readable JSON on stdout (schemas in docs/json.md).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl Global {
+    /// The home folder: --home, MAKPROXY_HOME, or the per-user default for `role`.
+    pub fn home_dir(&self, role: Role) -> PathBuf {
+        self.home.clone().unwrap_or_else(|| default_home(role))
+    }
+    pub fn output(&self) -> Output {
+        Output { json: self.json }
+    }
+}
+
+/// Commands both sides have.
+#[derive(Debug, Subcommand)]
+pub enum Common {
+    /// Create the home folder and this side's signing key.
+    ///
+    /// Example: init --site plant-a
+    Init(InitArgs),
+    /// Export or show this side's public key.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Pin, list or remove the other side's public keys.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// Print shell completions (bash, zsh, fish, powershell, elvish).
+    Completions { shell: clap_complete::Shell },
+    /// Write man pages into a folder.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+/// Runs a [`Common`] command. `root` is the binary's whole clap definition (for
+/// completions and man pages); `open_store` creates the side's store after `init`.
+pub fn common(
+    out: &Output,
+    g: &Global,
+    role: Role,
+    cmd: &Common,
+    mut root: clap::Command,
+    open_store: impl Fn(&Home) -> Result<(), CliError>,
+) -> Result<Exit, CliError> {
+    let dir = g.home_dir(role);
+    match cmd {
+        Common::Init(args) => {
+            let code = init(out, &dir, role, args)?;
+            open_store(&Home::open(&dir, role)?)?;
+            Ok(code)
+        }
+        Common::Key(k) => key(out, &Home::open(&dir, role)?, k),
+        Common::Trust(t) => trust(out, &Home::open(&dir, role)?, t),
+        Common::Completions { shell } => {
+            let name = root.get_name().to_string();
+            clap_complete::generate(*shell, &mut root, name, &mut std::io::stdout());
+            Ok(Exit::Ok)
+        }
+        Common::Man { out: path } => {
+            std::fs::create_dir_all(path).map_err(|e| CliError::io(path.display(), e))?;
+            clap_mangen::generate_to(root, path).map_err(|e| CliError::io(path.display(), e))?;
+            out.line(format!(
+                "Wrote man pages to {}",
+                escape(&path.display().to_string())
+            ));
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+/// Turns a command's result into the process exit code, reporting an error first.
+pub fn finish(out: &Output, result: Result<Exit, CliError>) -> ExitCode {
+    match result {
+        Ok(code) => code.into(),
+        Err(e) => {
+            out.error(&e);
+            e.exit.into()
+        }
+    }
 }
 
 /// `key` subcommands.

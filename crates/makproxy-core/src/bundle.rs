@@ -582,15 +582,8 @@ fn is_hex(s: &str, len: usize) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Reads and verifies a bundle of the expected kind against the pinned keys, using one
-/// clock reading `now` for every time check.
-pub fn open(
-    path: &Path,
-    expected: Kind,
-    trusted: &[Trusted],
-    now: OffsetDateTime,
-    limits: &Limits,
-) -> Result<Verified, BundleError> {
+/// Opens a bundle file under the size cap and reads its raw central directory.
+fn scan_file(path: &Path, limits: &Limits) -> Result<(File, Vec<zipscan::RawEntry>), BundleError> {
     let mut file = File::open(path)
         .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{}: {e}", path.display())))?;
     let len = file.metadata().map_err(BundleError::io)?.len();
@@ -600,9 +593,21 @@ pub fn open(
             &format!("{len} bytes; at most {}", limits.max_archive),
         ));
     }
-
-    // 1. The raw central directory: names, duplicates, special files, sizes.
     let raw = zipscan::scan(&mut file, len, limits.max_entries, 1 << 20)?;
+    Ok((file, raw))
+}
+
+/// Reads and verifies a bundle of the expected kind against the pinned keys, using one
+/// clock reading `now` for every time check.
+pub fn open(
+    path: &Path,
+    expected: Kind,
+    trusted: &[Trusted],
+    now: OffsetDateTime,
+    limits: &Limits,
+) -> Result<Verified, BundleError> {
+    // 1. The raw central directory: names, duplicates, special files, sizes.
+    let (mut file, raw) = scan_file(path, limits)?;
     let mut seen: Vec<&[u8]> = Vec::new();
     for e in &raw {
         if seen.iter().any(|n| n.eq_ignore_ascii_case(&e.name)) {
@@ -1042,16 +1047,7 @@ impl Verified {
 /// Guesses a bundle's kind from its entry names, for commands that accept either kind.
 /// The guess only selects which verification to run; it is never trusted by itself.
 pub fn peek_kind(path: &Path, limits: &Limits) -> Result<Kind, BundleError> {
-    let mut file = File::open(path)
-        .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{}: {e}", path.display())))?;
-    let len = file.metadata().map_err(BundleError::io)?.len();
-    if len > limits.max_archive {
-        return Err(BundleError::new(
-            Code::BndArchiveTooLarge,
-            &format!("{len} bytes; at most {}", limits.max_archive),
-        ));
-    }
-    let raw = zipscan::scan(&mut file, len, limits.max_entries, 1 << 20)?;
+    let (_, raw) = scan_file(path, limits)?;
     if raw
         .iter()
         .any(|e| e.name == Kind::Return.data_entry().as_bytes())

@@ -3,7 +3,7 @@
 //! drives --help, shell completions and man pages.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use makproxy_cli::{InitArgs, KeyCommand, TrustCommand};
+use makproxy_cli::{Common, Global};
 use std::path::PathBuf;
 
 const AFTER: &str = "Exit codes: 0 done, 1 error, 2 usage, 3 rejected (verification/security), 4 partial (some records failed).
@@ -12,18 +12,8 @@ Typical run:  inspect E:\\cil-0001.zip  ->  activate E:\\cil-0001.zip --out E:\\
 #[derive(Debug, Parser)]
 #[command(name = "makproxy-online", version, about = "On the internet side: verify CIL bundles, obtain confirmation IDs, write signed return bundles", after_help = AFTER)]
 pub struct Cli {
-    /// State folder of this side (keys, trust, journal).
-    #[arg(
-        long,
-        global = true,
-        env = "MAKPROXY_HOME",
-        hide_env_values = true,
-        value_name = "DIR"
-    )]
-    pub home: Option<PathBuf>,
-    /// Machine-readable JSON on stdout (schemas in docs/json.md).
-    #[arg(long, global = true)]
-    pub json: bool,
+    #[command(flatten)]
+    pub global: Global,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -84,16 +74,8 @@ pub struct BackendArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create the home folder and this side's signing key.
-    ///
-    /// Example: makproxy-online --home C:\makproxy init --site gateway
-    Init(InitArgs),
-    /// Export or show this side's public key.
-    #[command(subcommand)]
-    Key(KeyCommand),
-    /// Pin, list or remove secure sites' public keys.
-    #[command(subcommand)]
-    Trust(TrustCommand),
+    #[command(flatten)]
+    Common(Common),
     /// Verify a CIL bundle and print its summary.
     ///
     /// Example: makproxy-online inspect E:\cil-0001.zip
@@ -118,13 +100,6 @@ pub enum Command {
         pid: String,
         #[command(flatten)]
         backend: BackendArgs,
-    },
-    /// Print shell completions.
-    Completions { shell: clap_complete::Shell },
-    /// Write man pages into a folder.
-    Man {
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
     },
 }
 

@@ -8,7 +8,6 @@ use makproxy_core::keys::Home;
 use rusqlite::{params, Connection, OptionalExtension};
 
 const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS answers(
     iid TEXT NOT NULL,
     epid TEXT NOT NULL,
@@ -47,18 +46,10 @@ CREATE TABLE IF NOT EXISTS returns(
 "#;
 
 pub fn open(home: &Home) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(home.dir.join("journal.sqlite3"))?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    // One process per home at a time: take the file lock once instead of per statement
-    // (a second process waits up to the busy timeout).
-    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
-    // 32 MiB of page cache: fleet-sized batches stay in memory without a read per lookup.
-    conn.pragma_update(None, "cache_size", -32768)?;
-    conn.execute_batch(SCHEMA)?;
-    Ok(conn)
+    makproxy_cli::store::open(&home.dir.join("journal.sqlite3"), SCHEMA)
 }
+
+pub use makproxy_cli::store::{meta_get, meta_set};
 
 /// A CID already in the journal: (cid, run that obtained it).
 pub fn answer(
@@ -89,16 +80,4 @@ pub fn failure(
         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
     })
     .optional()
-}
-
-pub fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
-        r.get(0)
-    })
-    .optional()
-}
-
-pub fn meta_set(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
-    conn.execute("INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", params![key, value])?;
-    Ok(())
 }

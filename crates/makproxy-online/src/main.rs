@@ -24,14 +24,8 @@ use std::time::Duration;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let out = Output { json: cli.json };
-    match run(&cli, &out) {
-        Ok(code) => code.into(),
-        Err(e) => {
-            out.error(&e);
-            e.exit.into()
-        }
-    }
+    let out = cli.global.output();
+    makproxy_cli::finish(&out, run(&cli, &out))
 }
 
 fn backend(a: &BackendArgs) -> Result<Box<dyn Backend>, CliError> {
@@ -89,20 +83,15 @@ fn backend(a: &BackendArgs) -> Result<Box<dyn Backend>, CliError> {
 }
 
 fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
-    let dir = cli
-        .home
-        .clone()
-        .unwrap_or_else(|| makproxy_cli::default_home(Role::Online));
+    let dir = cli.global.home_dir(Role::Online);
     let home = || Home::open(&dir, Role::Online).map_err(CliError::from);
     let journal = |h: &Home| journal::open(h).map_err(|e| CliError::io("journal", e));
     match &cli.command {
-        Command::Init(args) => {
-            let code = makproxy_cli::init(out, &dir, Role::Online, args)?;
-            journal(&home()?)?;
-            Ok(code)
+        Command::Common(c) => {
+            makproxy_cli::common(out, &cli.global, Role::Online, c, Cli::command(), |h| {
+                journal(h).map(drop)
+            })
         }
-        Command::Key(k) => makproxy_cli::key(out, &home()?, k),
-        Command::Trust(t) => makproxy_cli::trust(out, &home()?, t),
         Command::Inspect { file } => {
             let h = home()?;
             let mut v = bundle::open(
@@ -167,22 +156,6 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
             } else {
                 format!("{}: {n} activation(s) remaining", epid)
             });
-            Ok(Exit::Ok)
-        }
-        Command::Completions { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "makproxy-online",
-                &mut std::io::stdout(),
-            );
-            Ok(Exit::Ok)
-        }
-        Command::Man { out: dir } => {
-            std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir.display(), e))?;
-            clap_mangen::generate_to(Cli::command(), dir)
-                .map_err(|e| CliError::io(dir.display(), e))?;
-            out.line(format!("Wrote man pages to {}", dir.display()));
             Ok(Exit::Ok)
         }
     }

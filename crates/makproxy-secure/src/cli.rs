@@ -3,7 +3,7 @@
 //! This one definition drives --help, shell completions and man pages.
 
 use clap::{Args, Parser, Subcommand};
-use makproxy_cli::{InitArgs, KeyCommand, TrustCommand};
+use makproxy_cli::{Common, Global};
 use std::path::PathBuf;
 
 const AFTER: &str = "Exit codes: 0 done, 1 error, 2 usage, 3 rejected (verification/security), 4 partial (some records failed).
@@ -12,34 +12,16 @@ Typical cycle:  collect \\\\share\\drop  ->  pack --out E:\\cil-0001.zip  ->  (o
 #[derive(Debug, Parser)]
 #[command(name = "makproxy-secure", version, about = "Inside the air gap: collect machine records, pack signed CIL bundles, apply signed return bundles", after_help = AFTER)]
 pub struct Cli {
-    /// State folder of this side (keys, trust, ledger).
-    #[arg(
-        long,
-        global = true,
-        env = "MAKPROXY_HOME",
-        hide_env_values = true,
-        value_name = "DIR"
-    )]
-    pub home: Option<PathBuf>,
-    /// Machine-readable JSON on stdout (schemas in docs/json.md).
-    #[arg(long, global = true)]
-    pub json: bool,
+    #[command(flatten)]
+    pub global: Global,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create the home folder and this side's signing key.
-    ///
-    /// Example: makproxy-secure --home D:\makproxy init --site plant-a
-    Init(InitArgs),
-    /// Export or show this side's public key.
-    #[command(subcommand)]
-    Key(KeyCommand),
-    /// Pin, list or remove the online side's public keys.
-    #[command(subcommand)]
-    Trust(TrustCommand),
+    #[command(flatten)]
+    Common(Common),
     /// Read machine records and deposit results from drop folders into the ledger.
     ///
     /// Accepts the agent's JSON, raw Get-CimInstance JSON, CSV and deposit result files,
@@ -81,13 +63,6 @@ pub enum Command {
     ///
     /// Example: makproxy-secure verify E:\ret-0001.zip
     Verify { file: PathBuf },
-    /// Print shell completions.
-    Completions { shell: clap_complete::Shell },
-    /// Write man pages into a folder.
-    Man {
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-    },
 }
 
 #[derive(Debug, Args)]

@@ -1,11 +1,11 @@
 //! The secure side's ledger: one SQLite database in the home folder holding machines'
 //! products, their state, bundles issued, returns applied, CIDs on hand, rejections and
-//! history. WAL mode with `synchronous=FULL`: every committed transaction survives a
-//! crash, and every command's changes are one transaction (or batches of whole files
-//! for collect), so a re-run after a kill completes the work.
+//! history. Opened through `makproxy_cli::store` (WAL, `synchronous=FULL`); every
+//! command's changes are one transaction (or batches of whole files for collect), so a
+//! re-run after a kill completes the work.
 
 use makproxy_core::keys::Home;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 /// Product states, as stored and printed.
 pub mod state {
@@ -31,7 +31,6 @@ pub mod state {
 }
 
 const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS products(
     id INTEGER PRIMARY KEY,
     host TEXT NOT NULL,
@@ -113,17 +112,7 @@ pub const SCHEMA_VERSION: i64 = 1;
 
 /// Opens (creating if needed) the ledger of a secure home.
 pub fn open(home: &Home) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(home.dir.join("ledger.sqlite3"))?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    // One process per home at a time: take the file lock once instead of per statement
-    // (a second process waits up to the busy timeout).
-    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
-    // 32 MiB of page cache: fleet-sized batches stay in memory without a read per lookup.
-    conn.pragma_update(None, "cache_size", -32768)?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.execute_batch(SCHEMA)?;
+    let conn = makproxy_cli::store::open(&home.dir.join("ledger.sqlite3"), SCHEMA)?;
     conn.execute(
         "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?1)",
         params![SCHEMA_VERSION.to_string()],
@@ -131,17 +120,7 @@ pub fn open(home: &Home) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-pub fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
-        r.get(0)
-    })
-    .optional()
-}
-
-pub fn meta_set(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
-    conn.execute("INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", params![key, value])?;
-    Ok(())
-}
+pub use makproxy_cli::store::{meta_get, meta_set};
 
 pub fn history(
     conn: &Connection,

@@ -17,31 +17,20 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let out = Output { json: cli.json };
-    match run(&cli, &out) {
-        Ok(code) => code.into(),
-        Err(e) => {
-            out.error(&e);
-            e.exit.into()
-        }
-    }
+    let out = cli.global.output();
+    makproxy_cli::finish(&out, run(&cli, &out))
 }
 
 fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
-    let dir = cli
-        .home
-        .clone()
-        .unwrap_or_else(|| makproxy_cli::default_home(Role::Secure));
+    let dir = cli.global.home_dir(Role::Secure);
     let home = || Home::open(&dir, Role::Secure).map_err(CliError::from);
     let ledger = |h: &Home| ledger::open(h).map_err(|e| CliError::io("ledger", e));
     match &cli.command {
-        Command::Init(args) => {
-            let code = makproxy_cli::init(out, &dir, Role::Secure, args)?;
-            ledger(&home()?)?;
-            Ok(code)
+        Command::Common(c) => {
+            makproxy_cli::common(out, &cli.global, Role::Secure, c, Cli::command(), |h| {
+                ledger(h).map(drop)
+            })
         }
-        Command::Key(k) => makproxy_cli::key(out, &home()?, k),
-        Command::Trust(t) => makproxy_cli::trust(out, &home()?, t),
         Command::Collect { dirs } => {
             let h = home()?;
             collect::run(out, &mut ledger(&h)?, dirs)
@@ -98,22 +87,6 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
             };
             let mut v = bundle::open(file, kind, &trusted, makproxy_cli::now(), &limits)?;
             makproxy_cli::describe(out, file, &mut v)
-        }
-        Command::Completions { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "makproxy-secure",
-                &mut std::io::stdout(),
-            );
-            Ok(Exit::Ok)
-        }
-        Command::Man { out: dir } => {
-            std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir.display(), e))?;
-            clap_mangen::generate_to(Cli::command(), dir)
-                .map_err(|e| CliError::io(dir.display(), e))?;
-            out.line(format!("Wrote man pages to {}", dir.display()));
-            Ok(Exit::Ok)
         }
     }
 }
