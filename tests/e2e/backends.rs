@@ -1,19 +1,11 @@
 //! The manual and command backends through the real online binary.
 
-use makproxy_e2e::{fixtures, Gap};
-
-fn packed(g: &Gap) -> String {
-    g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
-        .ok();
-    let cil = g.p("cil.zip");
-    g.secure(&["pack", "--out", &cil]).ok();
-    cil
-}
+use makproxy_e2e::Gap;
 
 #[test]
 fn manual_worksheet_round_trip_validates_every_cid() {
     let g = Gap::default();
-    let cil = packed(&g);
+    let cil = g.packed_fixture();
     let sheet = g.p("sheet.csv");
     let w = g
         .online(&["--json", "worksheet", &cil, "--out", &sheet])
@@ -82,7 +74,7 @@ fn manual_worksheet_round_trip_validates_every_cid() {
 #[test]
 fn manual_without_a_worksheet_off_a_terminal_is_a_usage_error() {
     let g = Gap::default();
-    let cil = packed(&g);
+    let cil = g.packed_fixture();
     let r = g
         .online(&[
             "activate",
@@ -99,7 +91,7 @@ fn manual_without_a_worksheet_off_a_terminal_is_a_usage_error() {
 #[test]
 fn command_backend_speaks_the_json_lines_protocol() {
     let g = Gap::default();
-    let cil = packed(&g);
+    let cil = g.packed_fixture();
     let gateway = makproxy_e2e::example("echo_gateway");
     let ret = g.p("ret.zip");
     let r = g
@@ -127,7 +119,7 @@ fn command_backend_speaks_the_json_lines_protocol() {
 #[test]
 fn a_gateway_that_breaks_protocol_fails_records_not_the_run() {
     let g = Gap::default();
-    let cil = packed(&g);
+    let cil = g.packed_fixture();
     // `cat` echoes each request back: valid JSON, but not an answer.
     let r = g
         .online(&[

@@ -133,8 +133,7 @@ fn every_kit_case_is_rejected_by_the_binaries_with_its_code() {
 #[test]
 fn private_keys_never_appear_in_any_output() {
     let g = Gap::default();
-    g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
-        .ok();
+    g.collect_fixture();
     let mut outputs = String::new();
     for r in [
         g.secure(&["--json", "pack", "--out", &g.p("cil.zip")]),

@@ -2,7 +2,7 @@
 //! CIDs, service errors, outages, the journal, and remaining-activation checks.
 
 use makproxy_backend::mock::{mock_cid, Behavior, MockServer};
-use makproxy_e2e::{fixtures, Gap};
+use makproxy_e2e::Gap;
 use std::io::Read;
 
 fn iids(bundle: &str) -> Vec<String> {
@@ -22,18 +22,10 @@ fn iids(bundle: &str) -> Vec<String> {
         .collect()
 }
 
-fn packed(g: &Gap) -> String {
-    g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
-        .ok();
-    let cil = g.p("cil.zip");
-    g.secure(&["pack", "--out", &cil]).ok();
-    cil
-}
-
 #[test]
 fn round_trip_against_the_mock_service_with_errors_and_an_outage() {
     let g = Gap::default();
-    let cil = packed(&g);
+    let cil = g.packed_fixture();
     let ids = iids(&cil);
     let mock = MockServer::start();
     mock.set(&ids[0], Behavior::Error("0x7F".into()));
@@ -142,7 +134,7 @@ fn round_trip_against_the_mock_service_with_errors_and_an_outage() {
 #[test]
 fn simulator_cids_are_never_served_to_a_real_run() {
     let g = Gap::default();
-    let cil = packed(&g);
+    let cil = g.packed_fixture();
     g.online(&[
         "activate",
         &cil,
@@ -177,7 +169,7 @@ fn simulator_cids_are_never_served_to_a_real_run() {
 #[test]
 fn remaining_and_check_remaining() {
     let g = Gap::default();
-    let cil = packed(&g);
+    let cil = g.packed_fixture();
     let mock = MockServer::start();
     mock.set_remaining(5);
     let r = g
@@ -221,7 +213,7 @@ fn remaining_and_check_remaining() {
 #[test]
 fn dry_run_contacts_nothing_and_writes_nothing() {
     let g = Gap::default();
-    let cil = packed(&g);
+    let cil = g.packed_fixture();
     let mock = MockServer::start();
     let r = g
         .online(&[

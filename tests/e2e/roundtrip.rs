@@ -16,8 +16,7 @@ fn entry(bundle: &str, name: &str) -> String {
 
 /// collect the shipped drop folder, pack, activate with the simulator: returns (cil, ret).
 fn to_return(g: &Gap, extra_activate: &[&str]) -> (String, String) {
-    g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
-        .ok();
+    g.collect_fixture();
     let (cil, ret) = (g.p("cil.zip"), g.p("ret.zip"));
     g.secure(&["pack", "--out", &cil]).ok();
     let mut args = vec![
@@ -115,8 +114,7 @@ fn full_round_trip_with_the_simulator() {
 #[test]
 fn include_hostnames_is_opt_in_and_recorded_in_the_manifest() {
     let g = Gap::default();
-    g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
-        .ok();
+    g.collect_fixture();
     let cil = g.p("cil.zip");
     g.secure(&[
         "pack",
@@ -140,10 +138,7 @@ fn include_hostnames_is_opt_in_and_recorded_in_the_manifest() {
 #[test]
 fn failed_records_are_reported_and_can_be_repacked() {
     let g = Gap::default();
-    g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
-        .ok();
-    let cil = g.p("cil.zip");
-    g.secure(&["pack", "--out", &cil]).ok();
+    let cil = g.packed_fixture();
     // The simulator has 9 activations on its MAK: four records get 0x7F.
     let ret = g.p("ret.zip");
     let r = g
@@ -214,10 +209,7 @@ fn failed_records_are_reported_and_can_be_repacked() {
 #[test]
 fn a_partial_return_leaves_the_rest_pending() {
     let g = Gap::default();
-    g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
-        .ok();
-    let cil = g.p("cil.zip");
-    g.secure(&["pack", "--out", &cil]).ok();
+    let cil = g.packed_fixture();
     // Forge a return answering only handles 2 and 5, signed by the trusted online key.
     let part = forge_return(&g, &cil, "partial.zip", |r| {
         (r.handle == 2 || r.handle == 5).then(|| sim_answer(r))
@@ -246,10 +238,7 @@ fn a_partial_return_leaves_the_rest_pending() {
 #[test]
 fn return_from_an_untrusted_online_key_is_rejected() {
     let g = Gap::default();
-    g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
-        .ok();
-    let cil = g.p("cil.zip");
-    g.secure(&["pack", "--out", &cil]).ok();
+    let cil = g.packed_fixture();
     // A second online side that trusts the secure site, but is not trusted back.
     let rogue = g.p("rogue-home");
     makproxy_e2e::run(
@@ -587,10 +576,7 @@ fn forge_return(
 #[test]
 fn a_return_that_breaks_request_binding_is_not_applied() {
     let g = Gap::default();
-    g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
-        .ok();
-    let cil = g.p("cil.zip");
-    g.secure(&["pack", "--out", &cil]).ok();
+    let cil = g.packed_fixture();
     // Handle 1 answers with another machine's IID; the last result names handle 99, which the request lacks.
     let other = makproxy_core::ids::InstallationId::parse(&makproxy_core::ids::with_check_digits(
         &[8; 54], 7,
@@ -627,8 +613,7 @@ fn a_return_that_breaks_request_binding_is_not_applied() {
 #[test]
 fn bundles_are_never_overwritten_and_dry_runs_change_nothing() {
     let g = Gap::default();
-    g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
-        .ok();
+    g.collect_fixture();
     let cil = g.p("cil.zip");
     let dry = g
         .secure(&["--json", "pack", "--out", &cil, "--dry-run"])
@@ -686,8 +671,7 @@ fn bundles_are_never_overwritten_and_dry_runs_change_nothing() {
 #[test]
 fn the_online_side_refuses_a_second_bundle_with_a_used_sequence_number() {
     let g = Gap::default();
-    g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
-        .ok();
+    g.collect_fixture();
     let cil = g.p("cil.zip");
     g.secure(&["pack", "--out", &cil, "--limit", "2"]).ok();
     g.online(&[

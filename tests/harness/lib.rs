@@ -199,6 +199,18 @@ impl Gap {
         assert!(st.success());
         out
     }
+    /// Collects the shipped drop folder (15 products, 13 of them queued).
+    pub fn collect_fixture(&self) {
+        self.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
+            .ok();
+    }
+    /// Collects the shipped drop folder and packs it into `cil.zip`; returns its path.
+    pub fn packed_fixture(&self) -> String {
+        self.collect_fixture();
+        let cil = self.p("cil.zip");
+        self.secure(&["pack", "--out", &cil]).ok();
+        cil
+    }
     /// Status as JSON.
     pub fn status(&self) -> Value {
         self.secure(&["--json", "status"]).ok().json()
