@@ -17,3 +17,5 @@ mod hostile_records;
 mod microsoft;
 #[path = "e2e/roundtrip.rs"]
 mod roundtrip;
+#[path = "e2e/snapshots.rs"]
+mod snapshots;

@@ -28,6 +28,15 @@ pub struct Summary {
     pub rejected: u64,
 }
 
+impl Summary {
+    fn human(&self) -> String {
+        format!(
+            "{} CID(s), {} failed online, {} stale (IID changed), {} already answered, {} rejected",
+            self.cids, self.failed, self.iid_changed, self.already_answered, self.rejected
+        )
+    }
+}
+
 #[derive(Debug, serde::Serialize)]
 struct Note {
     handle: u64,
@@ -70,9 +79,9 @@ pub fn run(
         } else {
             write_deposit_files(conn, deposit_dir, Some(&answers.bundle_id))?
         };
-        let earlier: serde_json::Value = serde_json::from_str(&summary).unwrap_or(json!(null));
+        let earlier: Summary = serde_json::from_str(&summary).unwrap_or_default();
         out.json(&json!({"already_applied": true, "applied_at": applied_at, "summary": earlier, "deposit_files_rewritten": files}));
-        out.line(format!("This return was already applied at {applied_at}; the ledger is unchanged. Earlier result: {summary}"));
+        out.line(format!("This return was already applied at {applied_at}; the ledger is unchanged. Earlier result: {}.", earlier.human()));
         if files > 0 {
             out.line(format!(
                 "Deposit files for its machines were written again ({files}), identical to before."
@@ -197,8 +206,8 @@ pub fn run(
         out.line("WARNING: this return was produced by the SIMULATOR backend. Its CIDs will not activate anything.");
     }
     out.line(format!(
-        "Applied return from {:?} ({} backend): {} CID(s), {} failed online, {} stale (IID changed), {} already answered, {} rejected; {} deposit file(s) in {}; {} record(s) of the request still pending.",
-        v.signer.name, escape(&backend.name), s.cids, s.failed, s.iid_changed, s.already_answered, s.rejected, files, escape(&deposit_dir.display().to_string()), pending
+        "Applied return from {:?} ({} backend): {}; {} deposit file(s) in {}; {} record(s) of the request still pending.",
+        v.signer.name, escape(&backend.name), s.human(), files, escape(&deposit_dir.display().to_string()), pending
     ));
     Ok(if s.failed + s.rejected + s.iid_changed > 0 {
         Exit::Partial
