@@ -7,6 +7,29 @@ use makproxy_e2e::Gap;
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// Kill delays in `lo..hi` ms from a seed printed on failure output
+/// (set MAKPROXY_KILL_SEED to replay a run).
+fn kill_points(n: usize, lo: u64, hi: u64) -> Vec<u64> {
+    let seed = std::env::var("MAKPROXY_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("kill points from MAKPROXY_KILL_SEED={seed}");
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            lo + x % (hi - lo)
+        })
+        .collect()
+}
+
 fn kill_after(mut child: std::process::Child, ms: u64) -> bool {
     std::thread::sleep(Duration::from_millis(ms));
     let finished = child.try_wait().unwrap().is_some();
@@ -51,28 +74,27 @@ fn activate_killed_mid_batch_resumes_without_asking_twice() {
     };
 
     let mut persisted_at_kill: Vec<(Vec<String>, HashMap<String, u32>)> = Vec::new();
-    for (i, ms) in [250u64, 330, 410].into_iter().enumerate() {
+    let mut mid_batch = 0;
+    for (i, ms) in kill_points(4, 160, 320).into_iter().enumerate() {
         let out = g.p(&format!("killed-{i}.zip"));
         let a = args(&out);
         let child = g.spawn_online(&a.iter().map(String::as_str).collect::<Vec<_>>());
-        let finished = kill_after(child, ms);
-        assert!(
-            !finished,
-            "run {i} finished before the kill; the test needs a slower mock"
-        );
-        assert!(
-            !g.path(&format!("killed-{i}.zip")).exists(),
-            "no half-written bundle under its final name"
-        );
+        if kill_after(child, ms) {
+            // It finished first: then its return must be complete.
+            g.secure(&["verify", &out]).ok();
+        } else {
+            mid_batch += 1;
+            assert!(
+                !g.path(&format!("killed-{i}.zip")).exists(),
+                "no half-written bundle under its final name"
+            );
+        }
         persisted_at_kill.push((journal_iids(&g), mock.counts()));
     }
-    let (persisted, _) = persisted_at_kill.last().unwrap();
     assert!(
-        !persisted.is_empty() && persisted.len() < 40,
-        "kills landed mid-batch ({} answers persisted)",
-        persisted.len()
+        mid_batch >= 2,
+        "only {mid_batch} kills landed mid-batch; the test needs a slower mock"
     );
-
     let out = g.p("ret.zip");
     let a = args(&out);
     let r = g
@@ -90,7 +112,7 @@ fn activate_killed_mid_batch_resumes_without_asking_twice() {
     }
     // Only requests that never got an answer to disk were repeated: one per worker per kill at most.
     let repeated: u32 = fin.values().map(|n| n - 1).sum();
-    assert!(repeated <= 2 * 3, "{repeated} repeated requests");
+    assert!(repeated <= 2 * 4, "{repeated} repeated requests");
     assert_eq!(fin.len(), 40);
     g.secure(&["apply", &out, "--deposit-dir", &g.p("dep")])
         .ok();
@@ -102,7 +124,7 @@ fn collect_and_pack_killed_midway_leave_a_ledger_a_rerun_completes() {
     let g = Gap::default();
     let drop = g.generate("drop", 3000, "BULK");
     let mut killed = 0;
-    for ms in [150u64, 400] {
+    for ms in kill_points(3, 50, 600) {
         if !kill_after(g.spawn_secure(&["collect", &drop]), ms) {
             killed += 1;
         }
@@ -120,7 +142,7 @@ fn collect_and_pack_killed_midway_leave_a_ledger_a_rerun_completes() {
     assert_eq!(g.count("queued"), 3000);
 
     let mut bundles = Vec::new();
-    for (i, ms) in [30u64, 90, 200].into_iter().enumerate() {
+    for (i, ms) in kill_points(4, 10, 250).into_iter().enumerate() {
         let out = g.p(&format!("b{i}.zip"));
         kill_after(
             g.spawn_secure(&["pack", "--out", &out, "--limit", "1000"]),
@@ -151,7 +173,7 @@ fn apply_killed_midway_is_all_or_nothing_and_a_rerun_completes() {
         .ok();
     let dep = g.p("dep");
     let mut outcomes = Vec::new();
-    for ms in [40u64, 120, 250, 400] {
+    for ms in kill_points(5, 20, 500) {
         let finished = kill_after(g.spawn_secure(&["apply", &ret, "--deposit-dir", &dep]), ms);
         let (received, packed) = (g.count("cid_received"), g.count("packed"));
         assert!(

@@ -245,8 +245,12 @@ pub enum Common {
     #[command(subcommand)]
     Trust(TrustCommand),
     /// Print shell completions (bash, zsh, fish, powershell, elvish).
+    ///
+    /// Example: completions powershell > makproxy-completions.ps1
     Completions { shell: clap_complete::Shell },
     /// Write man pages into a folder.
+    ///
+    /// Example: man --out ./man
     Man {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
@@ -310,7 +314,9 @@ pub enum KeyCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Show this side's public key fingerprint.
+    /// Show this side's public key fingerprint (to read aloud to the other side).
+    ///
+    /// Example: key show
     Show,
 }
 
@@ -326,9 +332,13 @@ pub enum TrustCommand {
         #[arg(long)]
         name: String,
     },
-    /// List pinned keys.
+    /// List pinned keys with their fingerprints.
+    ///
+    /// Example: trust list
     List,
     /// Remove a pinned key.
+    ///
+    /// Example: trust remove old-gateway
     Remove { name: String },
 }
 
