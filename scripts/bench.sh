@@ -63,8 +63,9 @@ read app_s app_m <<<"$(measure "$B/makproxy-secure" --home "$W/sh" apply "$W/ret
 # Floor: the same files written by a shell loop (content copied from what apply wrote),
 # timed on a sample of at most 20,000 files and scaled to all of them (a per-file cost).
 mkdir -p "$W/floor-dep"
-total=$(find "$W/deposit" -type f | wc -l)
-find "$W/deposit" -type f | head -n 20000 > "$W/sample"
+find "$W/deposit" -type f > "$W/all"
+total=$(wc -l < "$W/all")
+head -n 20000 "$W/all" > "$W/sample"
 sample=$(wc -l < "$W/sample")
 read loop_sample _ <<<"$(measure sh -c "while read -r f; do cat \"\$f\" > '$W/floor-dep/'\"\${f##*/}\"; done < '$W/sample'")"
 loop_s=$(awk -v t="$loop_sample" -v n="$total" -v k="$sample" 'BEGIN { printf "%.2f", t * n / k }')
