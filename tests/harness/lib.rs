@@ -143,42 +143,44 @@ impl Gap {
     pub fn online_home(&self) -> String {
         self.p("online-home")
     }
-    pub fn secure(&self, args: &[&str]) -> Run {
-        let home = self.secure_home();
+    /// The program and home of one side.
+    fn side(&self, secure: bool) -> (&'static str, String) {
+        if secure {
+            ("makproxy-secure", self.secure_home())
+        } else {
+            ("makproxy-online", self.online_home())
+        }
+    }
+    fn with_home(&self, secure: bool, args: &[&str]) -> Run {
+        let (program, home) = self.side(secure);
         let mut a = vec!["--home", home.as_str()];
         a.extend_from_slice(args);
-        run("makproxy-secure", &a)
+        run(program, &a)
+    }
+    /// Starts a command without waiting (for kill tests); its output is discarded.
+    fn spawn(&self, secure: bool, args: &[&str]) -> Child {
+        let (program, home) = self.side(secure);
+        Command::new(bin(program))
+            .arg("--home")
+            .arg(home)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn")
+    }
+    pub fn secure(&self, args: &[&str]) -> Run {
+        self.with_home(true, args)
     }
     pub fn online(&self, args: &[&str]) -> Run {
-        let home = self.online_home();
-        let mut a = vec!["--home", home.as_str()];
-        a.extend_from_slice(args);
-        run("makproxy-online", &a)
-    }
-    /// Starts an online command without waiting (for kill tests).
-    pub fn spawn_online(&self, args: &[&str]) -> Child {
-        let home = self.online_home();
-        Command::new(bin("makproxy-online"))
-            .arg("--home")
-            .arg(home)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn")
+        self.with_home(false, args)
     }
     pub fn spawn_secure(&self, args: &[&str]) -> Child {
-        let home = self.secure_home();
-        Command::new(bin("makproxy-secure"))
-            .arg("--home")
-            .arg(home)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn")
+        self.spawn(true, args)
+    }
+    pub fn spawn_online(&self, args: &[&str]) -> Child {
+        self.spawn(false, args)
     }
     /// Writes N synthetic agent files into `rel` and returns its path.
     pub fn generate(&self, rel: &str, count: u64, prefix: &str) -> String {

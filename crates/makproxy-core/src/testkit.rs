@@ -312,30 +312,20 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     let mut t = Parts::new(&k, c, now, id, None);
     t.manifest = patch(t.manifest.clone(), b"kit-site", b"kit-sitf");
     add("tampered-manifest", c, Some(Code::BndSigInvalid), t.zip());
-    let mut t = Parts::new(&k, c, now, id, None);
-    let pos = t
-        .data
-        .iter()
-        .position(|b| b.is_ascii_digit())
-        .expect("digit");
-    t.data[pos] = if t.data[pos] == b'9' {
-        b'8'
-    } else {
-        t.data[pos] + 1
-    };
-    add("tampered-records", c, Some(Code::BndEntryHash), t.zip());
-    let mut t = Parts::new(&k, r, now, id, None);
-    let pos = t
-        .data
-        .iter()
-        .position(|b| b.is_ascii_digit())
-        .expect("digit");
-    t.data[pos] = if t.data[pos] == b'9' {
-        b'8'
-    } else {
-        t.data[pos] + 1
-    };
-    add("tampered-results", r, Some(Code::BndEntryHash), t.zip());
+    for (name, kind) in [("tampered-records", c), ("tampered-results", r)] {
+        let mut t = Parts::new(&k, kind, now, id, None);
+        let pos = t
+            .data
+            .iter()
+            .position(|b| b.is_ascii_digit())
+            .expect("digit");
+        t.data[pos] = if t.data[pos] == b'9' {
+            b'8'
+        } else {
+            t.data[pos] + 1
+        };
+        add(name, kind, Some(Code::BndEntryHash), t.zip());
+    }
     let mut t = Parts::new(&k, c, now, id, None);
     let s: Value = serde_json::from_slice(&t.sig).expect("json");
     let mut raw = B64
