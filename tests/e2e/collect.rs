@@ -142,3 +142,31 @@ fn recollecting_is_idempotent_and_a_new_iid_supersedes_the_old() {
     assert!(!g.path("dep/LAB-07.json").exists());
     assert_eq!(g.count("queued"), 13);
 }
+
+#[test]
+fn a_fixed_file_no_longer_shows_its_old_rejections() {
+    let g = Gap::default();
+    let dir = g.path("drop");
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = fixtures().join("drop-broken/bad-check-digit-in-one-product.json");
+    std::fs::copy(&broken, dir.join("machine.json")).unwrap();
+    g.secure(&["collect", dir.to_str().unwrap()]).code(4);
+    let report = |g: &Gap| {
+        g.secure(&["report", "--out", &g.p("report.html")]).ok();
+        std::fs::read_to_string(g.path("report.html")).unwrap()
+    };
+    assert!(
+        report(&g).contains("MP-ID-004"),
+        "the rejection is reported"
+    );
+    // The operator re-runs the agent: the file now holds only the good product.
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&broken).unwrap()).unwrap();
+    v["products"].as_array_mut().unwrap().truncate(1);
+    std::fs::write(dir.join("machine.json"), v.to_string()).unwrap();
+    g.secure(&["collect", dir.to_str().unwrap()]).ok();
+    assert!(
+        !report(&g).contains("MP-ID-004"),
+        "a fixed file's old rejection is gone"
+    );
+}

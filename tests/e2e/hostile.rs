@@ -235,22 +235,20 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
+#[cfg(unix)]
 fn a_world_readable_private_key_is_refused() {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let g = Gap::default();
-        g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
-            .ok();
-        std::fs::set_permissions(
-            g.path("secure-home/secret.key"),
-            std::fs::Permissions::from_mode(0o644),
-        )
-        .unwrap();
-        let r = g
-            .secure(&["--json", "pack", "--out", &g.p("cil.zip")])
-            .code(3);
-        assert_eq!(r.json()["error"]["code"], "MP-KEY-003");
-        assert!(!g.path("cil.zip").exists());
-    }
+    use std::os::unix::fs::PermissionsExt;
+    let g = Gap::default();
+    g.secure(&["collect", fixtures().join("drop").to_str().unwrap()])
+        .ok();
+    std::fs::set_permissions(
+        g.path("secure-home/secret.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let r = g
+        .secure(&["--json", "pack", "--out", &g.p("cil.zip")])
+        .code(3);
+    assert_eq!(r.json()["error"]["code"], "MP-KEY-003");
+    assert!(!g.path("cil.zip").exists());
 }

@@ -123,6 +123,9 @@ pub fn run(out: &Output, conn: &mut Connection, dirs: &[PathBuf]) -> Result<Exit
             let path = entry.path();
             let shown = path.display().to_string();
             let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            // The file's current problems replace whatever an earlier collect recorded for it.
+            tx.execute("DELETE FROM rejections WHERE file = ?1", params![shown])
+                .map_err(db)?;
             let parsed = read_limited(path)
                 .and_then(|b| records::decode_text(&b))
                 .and_then(|t| records::parse(&t, stem));
@@ -161,11 +164,6 @@ pub fn run(out: &Output, conn: &mut Connection, dirs: &[PathBuf]) -> Result<Exit
                             }
                         }
                     }
-                    tx.execute(
-                        "DELETE FROM rejections WHERE file = ?1 AND record = 0",
-                        params![shown],
-                    )
-                    .map_err(db)?;
                 }
                 Ok((_, Parsed::Deposits(list))) => {
                     for (i, r) in list.into_iter().enumerate() {

@@ -176,7 +176,7 @@ pub fn report(out: &Output, conn: &Connection, path: &Path) -> Result<Exit, CliE
     )?;
     let failures = table("SELECT host, COALESCE(product, activation_id), state, COALESCE(reason_code, ''), COALESCE(reason, '') FROM products WHERE state IN ('failed', 'deposit_failed') ORDER BY host")?;
     let rejections = table("SELECT file, CASE record WHEN 0 THEN '' ELSE CAST(record AS TEXT) END, code, detail FROM rejections ORDER BY file, record")?;
-    let site: String = conn
+    let total: String = conn
         .query_row("SELECT COUNT(*) FROM products", [], |r| r.get::<_, i64>(0))
         .map_err(db)?
         .to_string();
@@ -207,7 +207,7 @@ pub fn report(out: &Output, conn: &Connection, path: &Path) -> Result<Exit, CliE
         h.push_str("</tbody></table>\n");
     };
     h.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>makproxy activation report</title>\n<style>body{font-family:Segoe UI,Arial,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin-bottom:1.5em}th,td{border:1px solid #999;padding:4px 8px;text-align:left}th{background:#e8e8e8}.n{font-size:1.6em;font-weight:bold}.card{display:inline-block;border:1px solid #999;padding:8px 14px;margin:0 8px 8px 0;min-width:7em}</style></head><body>\n");
-    h.push_str(&format!("<h1>makproxy activation report</h1>\n<p>Generated {} by {}; {} product(s) in the ledger.</p>\n<div id=\"counts\">", bundle_now(), html(&makproxy_core::tool_version("makproxy-secure")), site));
+    h.push_str(&format!("<h1>makproxy activation report</h1>\n<p>Generated {} by {}; {} product(s) in the ledger.</p>\n<div id=\"counts\">", bundle_now(), html(&makproxy_core::tool_version("makproxy-secure")), total));
     for (k, n) in &counts {
         h.push_str(&format!(
             "<div class=\"card\" data-state=\"{k}\"><div class=\"n\">{n}</div>{k}</div>"
