@@ -234,3 +234,101 @@ fn dry_run_contacts_nothing_and_writes_nothing() {
     assert_eq!(mock.total_requests(), 0);
     assert!(!g.path("ret.zip").exists());
 }
+
+#[test]
+fn a_mixed_bundle_is_answered_in_order_with_one_request_per_iid() {
+    let g = Gap::default();
+    let drop = g.generate("drop", 60, "MIX");
+    // Five more machines carry the IID of an even-numbered one (a cloned image).
+    for n in [2, 4, 6, 8, 10] {
+        let from = format!("{drop}/MIX-{n:06}.json");
+        let text = std::fs::read_to_string(&from)
+            .unwrap()
+            .replace(&format!("\"MIX-{n:06}\""), &format!("\"MIX-{n:06}-TWIN\""));
+        std::fs::write(format!("{drop}/MIX-{n:06}-TWIN.json"), text).unwrap();
+    }
+    g.secure(&["collect", &drop]).ok();
+    let mock = MockServer::start();
+    mock.set_latency(std::time::Duration::from_millis(15));
+    let activate = |cil: &str, ret: &str, code: i32| {
+        g.online(&[
+            "--json",
+            "activate",
+            cil,
+            "--out",
+            ret,
+            "--backend",
+            "microsoft",
+            "--endpoint",
+            &mock.url,
+            "--concurrency",
+            "4",
+        ])
+        .code(code)
+        .json()
+    };
+    // Bundle 1: the odd-numbered machines; their CIDs go into the journal.
+    let (cil1, cil2) = (g.p("cil1.zip"), g.p("cil2.zip"));
+    g.secure(&["pack", "--out", &cil1, "--host", "MIX-*[13579]"])
+        .ok();
+    let odd = iids(&cil1);
+    assert_eq!(odd.len(), 30);
+    assert_eq!(
+        activate(&cil1, &g.p("ret1.zip"), 0)["summary"]["obtained"],
+        30
+    );
+    // Bundle 2: everything, in host order, so journal answers, new requests and twins
+    // interleave; two new IIDs are refused, one of them shared with a twin.
+    g.secure(&["pack", "--out", &cil2, "--repack"]).ok();
+    let all = iids(&cil2);
+    assert_eq!(all.len(), 65);
+    let new = |twins: usize| {
+        all.iter()
+            .find(|i| !odd.contains(i) && all.iter().filter(|j| j == i).count() == twins)
+            .unwrap()
+            .clone()
+    };
+    let refused = [new(2), new(1)];
+    for iid in &refused {
+        mock.set(iid, Behavior::Error("0x67".into()));
+    }
+    let twins_of_refused = all.iter().filter(|i| refused.contains(i)).count() - 2;
+    assert_eq!(twins_of_refused, 1, "one refused IID is shared with a twin");
+    let r = activate(&cil2, &g.p("ret2.zip"), 4);
+    assert_eq!(r["summary"]["records"], 65);
+    assert_eq!(r["summary"]["from_journal"], 30);
+    assert_eq!(r["summary"]["failed"], 3);
+    assert_eq!(r["summary"]["obtained"], 32);
+    // One request per distinct IID over both runs, twins included.
+    for iid in &all {
+        assert_eq!(mock.requests_for(iid), 1, "{iid}");
+    }
+    assert_eq!(mock.total_requests(), 60);
+    // The return lists every record of the request, in order, with its own answer.
+    let mut z = zip::ZipArchive::new(std::fs::File::open(g.p("ret2.zip")).unwrap()).unwrap();
+    let mut text = String::new();
+    z.by_name("results.jsonl")
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 65);
+    for (i, (rec, iid)) in lines.iter().zip(&all).enumerate() {
+        assert_eq!(rec["handle"], i as u64 + 1);
+        assert_eq!(rec["installation_id"], iid.as_str());
+        if refused.contains(iid) {
+            assert_eq!(rec["failure"]["service_code"], "0x67", "{rec}");
+        } else {
+            assert_eq!(rec["confirmation_id"], mock_cid(iid).as_str(), "{rec}");
+            let want = if odd.contains(iid) {
+                "journal"
+            } else {
+                "backend"
+            };
+            assert_eq!(rec["source"], want, "{rec}");
+        }
+    }
+}

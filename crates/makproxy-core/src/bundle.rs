@@ -501,7 +501,10 @@ pub struct Verified {
     pub manifest: Manifest,
     pub manifest_sha256: String,
     pub signer: Trusted,
-    archive: zip::ZipArchive<BufReader<File>>,
+    /// The data entry as verified: an unnamed temporary file only this process can
+    /// reach, so what `records` parses is exactly what was hashed, whatever happens to
+    /// the bundle file meanwhile.
+    data: File,
     limits: Limits,
 }
 
@@ -796,22 +799,25 @@ pub fn open(
                 ),
             ));
         }
-        let got = hash_entry(&mut archive, &entry.name, entry.size)?;
-        if got != entry.sha256 {
-            return Err(BundleError::new(
-                Code::BndEntryHash,
-                &format!(
-                    "entry {:?} does not match its SHA-256 in the signed manifest",
-                    entry.name
-                ),
-            ));
-        }
+    }
+    // The one data entry (check_manifest): hashed while copied out of the archive.
+    let entry = &manifest.entries[0];
+    let mut data = tempfile::tempfile().map_err(BundleError::io)?;
+    let got = copy_entry(&mut archive, &entry.name, entry.size, &mut data)?;
+    if got != entry.sha256 {
+        return Err(BundleError::new(
+            Code::BndEntryHash,
+            &format!(
+                "entry {:?} does not match its SHA-256 in the signed manifest",
+                entry.name
+            ),
+        ));
     }
     Ok(Verified {
         manifest,
         manifest_sha256: sha256_hex(&mbytes),
         signer: signer.clone(),
-        archive,
+        data,
         limits: limits.clone(),
     })
 }
@@ -917,17 +923,23 @@ fn read_entry(
     Ok(v)
 }
 
-fn hash_entry(
+/// Streams an entry into `to` (from its start), checking its size; returns its SHA-256.
+fn copy_entry(
     archive: &mut zip::ZipArchive<BufReader<File>>,
     name: &str,
     size: u64,
+    to: &mut File,
 ) -> Result<String, BundleError> {
     let f = archive
         .by_name(name)
         .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
     let mut hasher = Sha256::new();
-    let n = hashing_copy(f.take(size + 1), &mut io::sink(), &mut hasher)
+    let mut w = io::BufWriter::with_capacity(256 * 1024, &mut *to);
+    let n = hashing_copy(f.take(size + 1), &mut w, &mut hasher)
+        .and_then(|n| w.flush().map(|()| n))
         .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
+    drop(w);
+    to.seek(SeekFrom::Start(0)).map_err(BundleError::io)?;
     if n != size {
         return Err(BundleError::new(
             Code::BndEntrySize,
@@ -938,21 +950,21 @@ fn hash_entry(
 }
 
 impl Verified {
-    /// Parses every record in order, calling `f` for each. Handles must run 1..=N in a
-    /// CIL bundle and strictly increase in a return bundle. The data is hashed again while
-    /// parsing; if it no longer matches, the final result is an error, so callers must
-    /// commit nothing until this returns `Ok`.
+    /// Parses every record in order, calling `f` for each; it can be called again for
+    /// another pass. Records come from the private copy verified by `open`, so every line
+    /// is signed data. Handles must run 1..=N in a CIL bundle and strictly increase in a
+    /// return bundle; a malformed record ends the walk with an error after `f` has seen
+    /// the records before it, so a caller that must act all-or-nothing commits only once
+    /// this returns `Ok`.
     pub fn records<R: Record, E: From<BundleError>>(
         &mut self,
         mut f: impl FnMut(R) -> Result<(), E>,
     ) -> Result<(), E> {
         let entry = self.manifest.entries[0].clone();
-        let zf = self
-            .archive
-            .by_name(&entry.name)
-            .map_err(|e| BundleError::new(Code::BndUnreadable, &e.to_string()))?;
-        let mut reader = BufReader::with_capacity(256 * 1024, zf.take(entry.size + 1));
-        let mut hasher = Sha256::new();
+        self.data
+            .seek(SeekFrom::Start(0))
+            .map_err(BundleError::io)?;
+        let mut reader = BufReader::with_capacity(256 * 1024, (&self.data).take(entry.size));
         let mut line = Vec::with_capacity(512);
         let mut count = 0u64;
         let mut last = 0u64;
@@ -965,7 +977,6 @@ impl Verified {
             if n == 0 {
                 break;
             }
-            hasher.update(&line);
             count += 1;
             let at = |d: String| {
                 BundleError::new(
@@ -1030,13 +1041,6 @@ impl Verified {
                     "{count} records; the manifest lists {}",
                     self.manifest.records
                 ),
-            )
-            .into());
-        }
-        if hex(&hasher.finalize()) != entry.sha256 {
-            return Err(BundleError::new(
-                Code::BndEntryHash,
-                &format!("{} changed while it was being read", entry.name),
             )
             .into());
         }

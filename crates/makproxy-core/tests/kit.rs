@@ -105,3 +105,46 @@ fn archive_size_limit() {
     .unwrap_err();
     assert_eq!(e.code, Code::BndArchiveTooLarge);
 }
+
+#[test]
+fn records_come_from_the_verified_copy_even_if_the_file_changes_underneath() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("cil.zip");
+    let valid = cases(PINNED)
+        .into_iter()
+        .find(|c| c.expect.is_none() && c.reader == Kind::Cil)
+        .expect("the kit has a valid CIL bundle");
+    std::fs::write(&p, &valid.bytes).unwrap();
+    let keys = Keys::default();
+    let mut v = bundle::open(
+        &p,
+        Kind::Cil,
+        &keys.trusted(Kind::Cil),
+        PINNED,
+        &Limits::default(),
+    )
+    .unwrap();
+    let mut first = Vec::new();
+    v.records(|r: CilRecord| {
+        first.push(r.installation_id.digits().to_string());
+        Ok::<(), bundle::BundleError>(())
+    })
+    .unwrap();
+    assert!(!first.is_empty());
+    // Rewrite the same file (same inode) between passes, as a local attacker could.
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.write_all(&vec![b'X'; valid.bytes.len()]).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let mut second = Vec::new();
+    v.records(|r: CilRecord| {
+        second.push(r.installation_id.digits().to_string());
+        Ok::<(), bundle::BundleError>(())
+    })
+    .unwrap();
+    assert_eq!(
+        first, second,
+        "the second pass saw exactly the verified records"
+    );
+}

@@ -1,29 +1,32 @@
 //! `activate IN --out OUT --backend NAME`: verify a CIL bundle from a trusted secure
 //! site, obtain a CID or a refusal for every record, and write the signed return.
 //!
-//! Phase A walks the records and sends those the journal cannot answer to a small pool
-//! of workers (bounded concurrency, polite by default). Each answer is committed to the
-//! journal on the main thread before it is used for anything; a burst of answers shares
-//! one commit. Phase B walks the records again and writes the return bundle purely from
-//! the journal, so a run killed at any point resumes without re-asking anything already
-//! answered.
+//! One walk over the verified records. A record the journal answers (or refused
+//! earlier) is settled at once; any other is handed to a small pool of workers (bounded
+//! concurrency, polite by default) and waits. Each answer is committed to the journal on
+//! the main thread before it is used for anything: answers that may have spent an
+//! activation one by one as they arrive, simulated ones (nothing spent) in groups.
+//! Records go into the return in bundle order as soon as they and every record before
+//! them are settled; the return file only gets its final name once all are written and
+//! signed, so a run killed at any point resumes without re-asking anything answered.
 
 use crate::journal;
+use indicatif::ProgressBar;
 use makproxy_backend::{activate_with_retry, Backend, Outcome, Request, RetryPolicy};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{
     self, Answers, BackendInfo, BundleWriter, CilRecord, Header, Kind, Limits, RecordFailure,
     ReturnRecord, Source,
 };
-use makproxy_core::ids::ConfirmationId;
+use makproxy_core::ids::{ConfirmationId, ExtendedProductId, InstallationId};
 use makproxy_core::keys::Home;
 use makproxy_core::sanitize::escape;
 use makproxy_core::Code;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
-use std::sync::mpsc::{self, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,19 +58,301 @@ struct Job {
     req: Request,
 }
 
-/// Answers received but not yet committed, and requests in flight.
-struct Pending {
-    buf: Vec<(Job, Outcome)>,
-    /// Commit when this many answers wait (1: at once).
-    group: usize,
-    oldest: Option<Instant>,
-    in_flight: usize,
-    /// (IID, ePID) asked and not yet committed: a duplicate waits for that answer.
-    asked: HashSet<(String, String)>,
+impl Job {
+    fn key(&self) -> Key {
+        key(&self.req.iid, &self.req.epid)
+    }
 }
 
-/// Most simulated answers committed together.
-const MAX_BATCH: usize = 2000;
+/// What the journal is keyed by, besides the simulated flag fixed for a run.
+type Key = (String, String);
+
+fn key(iid: &InstallationId, epid: &ExtendedProductId) -> Key {
+    (iid.digits().to_string(), epid.as_str().to_string())
+}
+
+/// What the return says for one record.
+#[derive(Clone)]
+enum Answer {
+    /// `now`: obtained by this run (else served from the journal).
+    Cid {
+        cid: ConfirmationId,
+        now: bool,
+    },
+    Failed(RecordFailure),
+}
+
+/// Simulated answers committed together at most.
+const MAX_BATCH: usize = 8192;
+/// Records waiting for an answer (held in memory, in bundle order) at most.
+const MAX_WAITING: usize = 4 * MAX_BATCH;
+
+/// The main thread's side of the walk: requests handed out, answers awaiting their
+/// commit, records awaiting their answer, and the return being written.
+struct Walk<'a> {
+    conn: &'a mut Connection,
+    simulated: bool,
+    run: i64,
+    bundle_id: &'a str,
+    jobs: Option<SyncSender<Vec<Job>>>,
+    answers: Receiver<Vec<(Job, Outcome)>>,
+    /// Requests not yet handed out, and how many travel together.
+    parcel: Vec<Job>,
+    parcel_size: usize,
+    in_flight: usize,
+    /// Answers received and not yet committed; committed when `group` wait or the
+    /// oldest has waited a moment.
+    uncommitted: Vec<(Job, Outcome)>,
+    group: usize,
+    oldest: Option<Instant>,
+    /// Records in bundle order from the first one not yet written; `None`: waiting.
+    queue: VecDeque<(CilRecord, Option<Answer>)>,
+    /// Keys asked in this run whose records are still queued, with how many wait.
+    waiting_on: HashMap<Key, usize>,
+    /// Committed answers to those keys.
+    settled: HashMap<Key, Answer>,
+    writer: BundleWriter,
+    out: &'a Path,
+    bar: &'a ProgressBar,
+    s: Summary,
+}
+
+fn db(e: rusqlite::Error) -> CliError {
+    CliError::io("journal", e)
+}
+
+fn stopped() -> CliError {
+    CliError::io("backend workers", "stopped")
+}
+
+impl Walk<'_> {
+    /// Takes one record of the bundle: settled from the journal, or asked.
+    fn record(&mut self, r: CilRecord, skip_refused: bool) -> Result<(), CliError> {
+        let k = key(&r.installation_id, &r.extended_product_id);
+        let answer = if let Some((cid, by)) =
+            journal::answer(self.conn, &k.0, &k.1, self.simulated).map_err(db)?
+        {
+            Some(Answer::Cid {
+                cid: ConfirmationId::parse(&cid).map_err(db_text)?,
+                now: by == self.run,
+            })
+        } else if skip_refused {
+            journal::failure(self.conn, self.bundle_id, r.handle)
+                .map_err(db)?
+                .map(|(code, service_code, message)| {
+                    Answer::Failed(RecordFailure {
+                        code,
+                        service_code,
+                        message,
+                    })
+                })
+        } else {
+            None
+        };
+        if answer.is_none() {
+            let n = self.waiting_on.entry(k).or_default();
+            *n += 1;
+            // The first record with this key asks; duplicates wait for its answer.
+            if *n == 1 {
+                self.parcel.push(Job {
+                    handle: r.handle,
+                    req: Request {
+                        iid: r.installation_id.clone(),
+                        epid: r.extended_product_id.clone(),
+                    },
+                });
+                if self.parcel.len() >= self.parcel_size {
+                    self.hand_out()?;
+                }
+            }
+        }
+        self.queue.push_back((r, answer));
+        self.write_settled()?;
+        while self.queue.len() > MAX_WAITING {
+            self.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the parcel to the workers, taking answers while their queue is full.
+    fn hand_out(&mut self) -> Result<(), CliError> {
+        if self.parcel.is_empty() {
+            return Ok(());
+        }
+        let mut jobs = std::mem::replace(&mut self.parcel, Vec::with_capacity(self.parcel_size));
+        let n = jobs.len();
+        let tx = self.jobs.clone().ok_or_else(stopped)?;
+        loop {
+            match tx.try_send(jobs) {
+                Ok(()) => break,
+                Err(TrySendError::Full(j)) => {
+                    jobs = j;
+                    let got = self.answers.recv().map_err(|_| stopped())?;
+                    self.take(got)?;
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(stopped()),
+            }
+        }
+        self.in_flight += n;
+        while let Ok(got) = self.answers.try_recv() {
+            self.take(got)?;
+        }
+        Ok(())
+    }
+
+    /// Makes progress when records wait: hands out, receives or commits.
+    fn wait(&mut self) -> Result<(), CliError> {
+        self.hand_out()?;
+        if self.in_flight > 0 {
+            let got = self.answers.recv().map_err(|_| stopped())?;
+            self.take(got)
+        } else {
+            self.commit()
+        }
+    }
+
+    fn take(&mut self, got: Vec<(Job, Outcome)>) -> Result<(), CliError> {
+        self.in_flight -= got.len();
+        self.uncommitted.extend(got);
+        let oldest = *self.oldest.get_or_insert_with(Instant::now);
+        if self.uncommitted.len() >= self.group || oldest.elapsed() >= Duration::from_millis(200) {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Persists the answers received, then lets the records waiting on them go.
+    fn commit(&mut self) -> Result<(), CliError> {
+        let at = bundle::rfc3339(makproxy_cli::now());
+        let tx = self.conn.transaction().map_err(db)?;
+        for (job, outcome) in &self.uncommitted {
+            match outcome {
+                Outcome::Cid(cid) => journal::save_answer(
+                    &tx,
+                    job.req.iid.digits(),
+                    job.req.epid.as_str(),
+                    self.simulated,
+                    cid.digits(),
+                    self.run,
+                    &at,
+                ),
+                Outcome::Failed(f) => journal::save_failure(
+                    &tx,
+                    self.bundle_id,
+                    job.handle,
+                    f.code.as_str(),
+                    f.service_code.as_deref(),
+                    &f.message,
+                    &at,
+                ),
+                Outcome::NoResponse(_) => Ok(()),
+            }
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        for (job, outcome) in std::mem::take(&mut self.uncommitted) {
+            let answer = match outcome {
+                Outcome::Cid(cid) => Answer::Cid { cid, now: true },
+                Outcome::Failed(f) => Answer::Failed(RecordFailure {
+                    code: f.code.as_str().into(),
+                    service_code: f.service_code,
+                    message: f.message,
+                }),
+                Outcome::NoResponse(_) => {
+                    self.s.no_response += 1;
+                    Answer::Failed(RecordFailure {
+                        code: Code::BkdNoResponse.as_str().into(),
+                        service_code: None,
+                        message:
+                            "no response from the activation backend; run activate again to retry"
+                                .into(),
+                    })
+                }
+            };
+            self.settled.insert(job.key(), answer);
+        }
+        self.oldest = None;
+        self.write_settled()
+    }
+
+    /// Writes the records at the front of the queue whose answers are known.
+    fn write_settled(&mut self) -> Result<(), CliError> {
+        while let Some((r, known)) = self.queue.front() {
+            let answer = match known {
+                Some(a) => a.clone(),
+                None => {
+                    let k = key(&r.installation_id, &r.extended_product_id);
+                    let Some(a) = self.settled.get(&k).cloned() else {
+                        return Ok(());
+                    };
+                    let n = self.waiting_on.get_mut(&k).expect("counted when queued");
+                    *n -= 1;
+                    if *n == 0 {
+                        self.waiting_on.remove(&k);
+                        self.settled.remove(&k);
+                    }
+                    a
+                }
+            };
+            let (r, _) = self.queue.pop_front().expect("front exists");
+            self.write(r, answer)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, r: CilRecord, answer: Answer) -> Result<(), CliError> {
+        let mut rec = ReturnRecord {
+            handle: r.handle,
+            installation_id: r.installation_id,
+            extended_product_id: r.extended_product_id,
+            confirmation_id: None,
+            failure: None,
+            source: Source::Journal,
+            simulated: self.simulated,
+        };
+        match answer {
+            Answer::Cid { cid, now } => {
+                rec.confirmation_id = Some(cid);
+                if now {
+                    rec.source = Source::Backend;
+                    self.s.obtained += 1;
+                } else {
+                    self.s.from_journal += 1;
+                }
+            }
+            Answer::Failed(f) => {
+                self.s.failed += 1;
+                *self
+                    .s
+                    .failed_by_reason
+                    .entry(f.service_code.clone().unwrap_or_else(|| f.code.clone()))
+                    .or_default() += 1;
+                rec.failure = Some(f);
+            }
+        }
+        self.bar.inc(1);
+        self.writer
+            .push(&rec)
+            .map_err(|e| CliError::io(self.out.display(), e))
+    }
+
+    /// After the last record: hands out the rest, waits for every answer, writes all.
+    fn drain(&mut self) -> Result<(), CliError> {
+        self.hand_out()?;
+        self.jobs = None;
+        while self.in_flight > 0 {
+            let got = self.answers.recv().map_err(|_| stopped())?;
+            self.take(got)?;
+        }
+        self.commit()?;
+        debug_assert!(self.queue.is_empty(), "every record was written");
+        Ok(())
+    }
+}
+
+fn db_text(e: impl std::fmt::Display) -> CliError {
+    CliError::io("journal", e)
+}
 
 pub fn run(
     out: &Output,
@@ -75,7 +360,6 @@ pub fn run(
     conn: &mut Connection,
     o: &Options,
 ) -> Result<Exit, CliError> {
-    let db = |e: rusqlite::Error| CliError::io("journal", e);
     let key = home.signing_key()?;
     let now = makproxy_cli::now();
     let mut v = bundle::open(
@@ -108,6 +392,8 @@ pub fn run(
         ));
     }
 
+    // Refusals recorded for this bundle are not asked again (unless --retry-failed).
+    let skip_refused = !o.retry_failed && journal::any_failure(conn, &m.bundle_id).map_err(db)?;
     if o.dry_run || o.check_remaining {
         let mut need: BTreeMap<String, u64> = BTreeMap::new();
         v.records(|r: CilRecord| {
@@ -119,7 +405,7 @@ pub fn run(
             )
             .map_err(db)?
             .is_some();
-            let refused = !o.retry_failed
+            let refused = skip_refused
                 && journal::failure(conn, &m.bundle_id, r.handle)
                     .map_err(db)?
                     .is_some();
@@ -165,200 +451,81 @@ pub fn run(
         params![m.bundle_id, m.site, m.sequence as i64, v.manifest_sha256, bundle::rfc3339(now)],
     )
     .map_err(db)?;
-    let run_id = bundle::new_bundle_id();
-    let mut s = Summary {
-        records: m.records,
-        ..Summary::default()
-    };
-
-    // Phase A: obtain. Answers that may have spent an activation are committed the
-    // moment they arrive; simulated ones (nothing spent) are committed in groups.
-    let bar = out.progress(m.records, "activate");
+    let run = journal::start_run(
+        conn,
+        &bundle::new_bundle_id(),
+        &m.bundle_id,
+        o.backend.name(),
+        &bundle::rfc3339(now),
+    )
+    .map_err(db)?;
     let concurrency = o.concurrency.max(1);
-    let (queue, group) = if simulated {
-        (1024, MAX_BATCH)
+    // Network backends get one request per hand-off so that `concurrency` requests are
+    // really in flight; the simulator answers in microseconds, so its requests travel in
+    // parcels and its answers are committed in large groups.
+    let (parcel_size, queue, group) = if simulated {
+        (256, 4, MAX_BATCH)
     } else {
-        (concurrency * 2, 1)
+        (1, concurrency * 2, 1)
     };
-    let mut pending = Pending {
-        buf: Vec::with_capacity(group),
+    let bar = out.progress(m.records, "activate");
+    let writer =
+        BundleWriter::new(o.out, Kind::Return).map_err(|e| CliError::io(o.out.display(), e))?;
+    let (job_tx, job_rx) = mpsc::sync_channel::<Vec<Job>>(queue);
+    let (res_tx, res_rx) = mpsc::channel::<Vec<(Job, Outcome)>>();
+    let mut walk = Walk {
+        conn,
+        simulated,
+        run,
+        bundle_id: &m.bundle_id,
+        jobs: Some(job_tx),
+        answers: res_rx,
+        parcel: Vec::with_capacity(parcel_size),
+        parcel_size,
+        in_flight: 0,
+        uncommitted: Vec::with_capacity(group),
         group,
         oldest: None,
-        in_flight: 0,
-        asked: HashSet::new(),
+        queue: VecDeque::new(),
+        waiting_on: HashMap::new(),
+        settled: HashMap::new(),
+        writer,
+        out: o.out,
+        bar: &bar,
+        s: Summary {
+            records: m.records,
+            ..Summary::default()
+        },
     };
     std::thread::scope(|scope| -> Result<(), CliError> {
-        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(queue);
-        let (res_tx, res_rx) = mpsc::channel::<(Job, Outcome)>();
         let job_rx = Arc::new(Mutex::new(job_rx));
         for _ in 0..concurrency {
             let (job_rx, res_tx) = (job_rx.clone(), res_tx.clone());
             let retry = o.retry.clone();
             scope.spawn(move || loop {
                 let next = job_rx.lock().map(|rx| rx.recv());
-                let Ok(Ok(job)) = next else { return };
-                let outcome = activate_with_retry(o.backend, &job.req, &retry);
-                if res_tx.send((job, outcome)).is_err() {
+                let Ok(Ok(jobs)) = next else { return };
+                let answers = jobs
+                    .into_iter()
+                    .map(|job| {
+                        let outcome = activate_with_retry(o.backend, &job.req, &retry);
+                        (job, outcome)
+                    })
+                    .collect();
+                if res_tx.send(answers).is_err() {
                     return;
                 }
             });
         }
         drop(res_tx);
-        let save = |conn: &mut Connection,
-                    p: &mut Pending,
-                    s: &mut Summary|
-         -> Result<(), CliError> {
-            let at = bundle::rfc3339(makproxy_cli::now());
-            let tx = conn.transaction().map_err(db)?;
-            for (job, outcome) in &p.buf {
-                match outcome {
-                    Outcome::Cid(cid) => {
-                        tx.prepare_cached("INSERT OR IGNORE INTO answers(iid, epid, simulated, cid, backend, run_id, bundle_id, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
-                            .and_then(|mut st| st.execute(params![job.req.iid.digits(), job.req.epid.as_str(), simulated, cid.digits(), o.backend.name(), run_id, m.bundle_id, at]))
-                            .map_err(db)?;
-                    }
-                    Outcome::Failed(f) => {
-                        tx.prepare_cached(
-                            "INSERT INTO failures(bundle_id, handle, code, service_code, message, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6)
-                             ON CONFLICT(bundle_id, handle) DO UPDATE SET code = excluded.code, service_code = excluded.service_code, message = excluded.message, at = excluded.at",
-                        )
-                        .and_then(|mut st| st.execute(params![m.bundle_id, job.handle as i64, f.code.as_str(), f.service_code, f.message, at]))
-                        .map_err(db)?;
-                    }
-                    Outcome::NoResponse(_) => s.no_response += 1,
-                }
-            }
-            tx.commit().map_err(db)?;
-            bar.inc(p.buf.len() as u64);
-            for (job, _) in p.buf.drain(..) {
-                p.asked.remove(&(
-                    job.req.iid.digits().to_string(),
-                    job.req.epid.as_str().to_string(),
-                ));
-            }
-            p.oldest = None;
-            Ok(())
-        };
-        // Takes one answer; commits when the group is full or its oldest answer waited 100 ms.
-        let take = |conn: &mut Connection,
-                    p: &mut Pending,
-                    s: &mut Summary,
-                    r: (Job, Outcome)|
-         -> Result<(), CliError> {
-            p.in_flight -= 1;
-            p.buf.push(r);
-            let started = *p.oldest.get_or_insert_with(Instant::now);
-            if p.buf.len() >= p.group || started.elapsed() >= Duration::from_millis(100) {
-                save(conn, p, s)?;
-            }
-            Ok(())
-        };
-        v.records(|r: CilRecord| {
-            let (iid, epid) = (
-                r.installation_id.digits().to_string(),
-                r.extended_product_id.as_str().to_string(),
-            );
-            if journal::answer(conn, &iid, &epid, simulated)
-                .map_err(db)?
-                .is_some()
-                || (!o.retry_failed
-                    && journal::failure(conn, &m.bundle_id, r.handle)
-                        .map_err(db)?
-                        .is_some())
-                || !pending.asked.insert((iid, epid))
-            {
-                bar.inc(1);
-                return Ok(());
-            }
-            let mut job = Job {
-                handle: r.handle,
-                req: Request {
-                    iid: r.installation_id,
-                    epid: r.extended_product_id,
-                },
-            };
-            loop {
-                match job_tx.try_send(job) {
-                    Ok(()) => break,
-                    Err(TrySendError::Full(j)) => {
-                        job = j;
-                        let answer = res_rx
-                            .recv()
-                            .map_err(|_| CliError::io("backend workers", "stopped"))?;
-                        take(conn, &mut pending, &mut s, answer)?;
-                    }
-                    Err(TrySendError::Disconnected(_)) => {
-                        return Err(CliError::io("backend workers", "stopped"))
-                    }
-                }
-            }
-            pending.in_flight += 1;
-            while let Ok(answer) = res_rx.try_recv() {
-                take(conn, &mut pending, &mut s, answer)?;
-            }
-            Ok::<(), CliError>(())
-        })?;
-        drop(job_tx);
-        while pending.in_flight > 0 {
-            let answer = res_rx
-                .recv()
-                .map_err(|_| CliError::io("backend workers", "stopped early"))?;
-            take(conn, &mut pending, &mut s, answer)?;
-        }
-        if !pending.buf.is_empty() {
-            save(conn, &mut pending, &mut s)?;
-        }
-        Ok(())
+        // On an error the job queue closes when `walk` is dropped and the workers end.
+        v.records(|r: CilRecord| walk.record(r, skip_refused))?;
+        walk.drain()
     })?;
     bar.finish_and_clear();
-    // Phase B: write the return purely from the journal.
-    let mut writer =
-        BundleWriter::new(o.out, Kind::Return).map_err(|e| CliError::io(o.out.display(), e))?;
-    v.records(|r: CilRecord| {
-        let (iid, epid) = (r.installation_id.digits(), r.extended_product_id.as_str());
-        let mut rec = ReturnRecord {
-            handle: r.handle,
-            installation_id: r.installation_id.clone(),
-            extended_product_id: r.extended_product_id.clone(),
-            confirmation_id: None,
-            failure: None,
-            source: Source::Journal,
-            simulated,
-        };
-        if let Some((cid, run)) = journal::answer(conn, iid, epid, simulated).map_err(db)? {
-            rec.confirmation_id =
-                Some(ConfirmationId::parse(&cid).map_err(|e| CliError::io("journal", e))?);
-            if run == run_id {
-                rec.source = Source::Backend;
-                s.obtained += 1;
-            } else {
-                s.from_journal += 1;
-            }
-        } else {
-            let (code, service_code, message) = journal::failure(conn, &m.bundle_id, r.handle)
-                .map_err(db)?
-                .unwrap_or_else(|| {
-                    (
-                        Code::BkdNoResponse.as_str().to_string(),
-                        None,
-                        "no response from the activation backend; run activate again to retry"
-                            .into(),
-                    )
-                });
-            s.failed += 1;
-            *s.failed_by_reason
-                .entry(service_code.clone().unwrap_or_else(|| code.clone()))
-                .or_default() += 1;
-            rec.failure = Some(RecordFailure {
-                code,
-                service_code,
-                message,
-            });
-        }
-        writer
-            .push(&rec)
-            .map_err(|e| CliError::io(o.out.display(), e))
-    })?;
+    let Walk {
+        writer, s, conn, ..
+    } = walk;
     let sequence: u64 = journal::meta_get(conn, "next_sequence")
         .map_err(db)?
         .and_then(|x| x.parse().ok())

@@ -108,16 +108,12 @@ CREATE TABLE IF NOT EXISTS rejections(
 );
 "#;
 
-pub const SCHEMA_VERSION: i64 = 1;
+/// Bumped whenever the schema changes; a ledger of another version is refused.
+pub const SCHEMA_VERSION: u32 = 1;
 
 /// Opens (creating if needed) the ledger of a secure home.
-pub fn open(home: &Home) -> rusqlite::Result<Connection> {
-    let conn = makproxy_cli::store::open(&home.dir.join("ledger.sqlite3"), SCHEMA)?;
-    conn.execute(
-        "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?1)",
-        params![SCHEMA_VERSION.to_string()],
-    )?;
-    Ok(conn)
+pub fn open(home: &Home) -> Result<Connection, makproxy_cli::store::StoreError> {
+    makproxy_cli::store::open(&home.dir.join("ledger.sqlite3"), SCHEMA, SCHEMA_VERSION)
 }
 
 pub use makproxy_cli::store::{meta_get, meta_set};
