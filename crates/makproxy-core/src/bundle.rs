@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -337,16 +338,27 @@ fn hashing_copy(mut from: impl Read, to: &mut impl Write, hasher: &mut Sha256) -
     }
 }
 
-/// Streams records into a temporary data file next to the output, then signs and
-/// writes the bundle. Memory use does not grow with the record count.
+/// Streams records into the archive as they come: lines are hashed here and deflated
+/// on a second thread into a temporary archive next to the output; `finish` adds the
+/// signed manifest and moves the archive into place. Memory use does not grow with the
+/// record count.
 pub struct BundleWriter {
     kind: Kind,
-    data: io::BufWriter<tempfile::NamedTempFile>,
     hasher: Sha256,
     size: u64,
     count: u64,
     line: Vec<u8>,
+    /// Lines not yet handed to the compressor.
+    chunk: Vec<u8>,
+    to_compressor: Option<mpsc::SyncSender<Vec<u8>>>,
+    compressor: Option<std::thread::JoinHandle<io::Result<PartialArchive>>>,
 }
+
+type PartialArchive = zip::ZipWriter<io::BufWriter<tempfile::NamedTempFile>>;
+
+/// Lines handed to the compressor at a time, and parcels waiting for it at most.
+const CHUNK: usize = 256 * 1024;
+const CHUNKS_QUEUED: usize = 8;
 
 /// What `finish` fills in from the caller; the writer adds entries, counts and signer.
 pub struct Header {
@@ -370,23 +382,38 @@ pub struct Written {
 }
 
 impl BundleWriter {
-    /// Starts a bundle that will be written to `out` (the temporary data file lives in
-    /// the same directory).
+    /// Starts a bundle that will be written to `out` (the temporary archive lives in the
+    /// same directory).
     pub fn new(out: &Path, kind: Kind) -> io::Result<Self> {
         let dir = match out.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
         let tmp = tempfile::Builder::new()
-            .prefix(".makproxy-data-")
+            .prefix(".makproxy-")
+            .suffix(".partial")
             .tempfile_in(dir)?;
+        let mut z = zip::ZipWriter::new(io::BufWriter::with_capacity(256 * 1024, tmp));
+        z.start_file(kind.data_entry(), entry_options(true))
+            .map_err(io::Error::other)?;
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(CHUNKS_QUEUED);
+        let compressor = std::thread::Builder::new()
+            .name("bundle-deflate".into())
+            .spawn(move || {
+                for chunk in rx {
+                    z.write_all(&chunk)?;
+                }
+                Ok(z)
+            })?;
         Ok(Self {
             kind,
-            data: io::BufWriter::with_capacity(256 * 1024, tmp),
             hasher: Sha256::new(),
             size: 0,
             count: 0,
             line: Vec::with_capacity(512),
+            chunk: Vec::with_capacity(CHUNK + 16 * 1024),
+            to_compressor: Some(tx),
+            compressor: Some(compressor),
         })
     }
 
@@ -397,28 +424,58 @@ impl BundleWriter {
         serde_json::to_writer(&mut self.line, rec).map_err(io::Error::other)?;
         self.line.push(b'\n');
         self.hasher.update(&self.line);
-        self.data.write_all(&self.line)?;
+        self.chunk.extend_from_slice(&self.line);
         self.size += self.line.len() as u64;
         self.count += 1;
+        if self.chunk.len() >= CHUNK {
+            self.hand_over()?;
+        }
         Ok(())
+    }
+
+    /// Gives the buffered lines to the compressor (an error there surfaces here).
+    fn hand_over(&mut self) -> io::Result<()> {
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK + 16 * 1024));
+        let sent = self.to_compressor.as_ref().map(|tx| tx.send(chunk));
+        if matches!(sent, Some(Ok(()))) {
+            return Ok(());
+        }
+        self.to_compressor = None;
+        Err(self
+            .join()
+            .err()
+            .unwrap_or_else(|| io::Error::other("bundle compressor stopped")))
+    }
+
+    /// Waits for the compressor to drain and returns the archive so far.
+    fn join(&mut self) -> io::Result<PartialArchive> {
+        self.to_compressor = None;
+        self.compressor
+            .take()
+            .ok_or_else(|| io::Error::other("bundle compressor stopped"))?
+            .join()
+            .map_err(|_| io::Error::other("bundle compressor panicked"))?
     }
 
     pub fn count(&self) -> u64 {
         self.count
     }
 
-    /// Signs the manifest and writes the archive to `out`, never replacing a file.
+    /// Signs the manifest and moves the archive to `out`, never replacing a file.
     pub fn finish(
-        self,
+        mut self,
         header: Header,
         key: &SigningKey,
         out: &Path,
     ) -> Result<Written, BundleError> {
         let kind = self.kind;
-        let mut data = self
-            .data
-            .into_inner()
-            .map_err(|e| BundleError::io(e.into_error()))?;
+        if out.exists() {
+            return Err(exists(out));
+        }
+        if !self.chunk.is_empty() {
+            self.hand_over().map_err(BundleError::io)?;
+        }
+        let mut z = self.join().map_err(BundleError::io)?;
         let manifest = Manifest {
             format: FORMAT.into(),
             version: VERSION,
@@ -435,7 +492,7 @@ impl BundleWriter {
             entries: vec![Entry {
                 name: kind.data_entry().into(),
                 size: self.size,
-                sha256: hex(&self.hasher.finalize()),
+                sha256: hex(&self.hasher.clone().finalize()),
             }],
             answers: header.answers,
             backend: header.backend,
@@ -451,41 +508,26 @@ impl BundleWriter {
         let mut sbytes = serde_json::to_vec_pretty(&sigfile).expect("serialisable");
         sbytes.push(b'\n');
 
-        data.as_file_mut()
-            .seek(SeekFrom::Start(0))
-            .map_err(BundleError::io)?;
-        let res = crate::fsutil::write_new_with(out, |file| {
-            let mut z = zip::ZipWriter::new(io::BufWriter::new(file));
-            let stored = zip::write::SimpleFileOptions::default()
-                .compression_method(zip::CompressionMethod::Stored)
-                .unix_permissions(0o644);
-            let deflated = stored
-                .compression_method(zip::CompressionMethod::Deflated)
-                .compression_level(Some(3));
-            z.start_file(MANIFEST, stored).map_err(io::Error::other)?;
-            z.write_all(&mbytes)?;
-            z.start_file(SIGNATURE, stored).map_err(io::Error::other)?;
-            z.write_all(&sbytes)?;
-            z.start_file(kind.data_entry(), deflated)
+        let placed = (|| -> io::Result<()> {
+            z.start_file(MANIFEST, entry_options(false))
                 .map_err(io::Error::other)?;
-            io::copy(
-                &mut BufReader::with_capacity(256 * 1024, data.as_file_mut()),
-                &mut z,
-            )?;
-            let mut w = z.finish().map_err(io::Error::other)?;
-            w.flush()
-        });
-        match res {
+            z.write_all(&mbytes)?;
+            z.start_file(SIGNATURE, entry_options(false))
+                .map_err(io::Error::other)?;
+            z.write_all(&sbytes)?;
+            let tmp = z
+                .finish()
+                .map_err(io::Error::other)?
+                .into_inner()
+                .map_err(|e| e.into_error())?;
+            tmp.as_file().sync_all()?;
+            let dir = tmp.path().parent().map(Path::to_path_buf);
+            tmp.persist_noclobber(out).map_err(|e| e.error)?;
+            dir.map_or(Ok(()), |d| crate::fsutil::sync_dir(&d))
+        })();
+        match placed {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(BundleError::new(
-                    Code::BndExists,
-                    &format!(
-                        "{} already exists; bundles are never overwritten",
-                        out.display()
-                    ),
-                ))
-            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(exists(out)),
             Err(e) => return Err(BundleError::io(e)),
         }
         Ok(Written {
@@ -493,6 +535,40 @@ impl BundleWriter {
             manifest_sha256: sha256_hex(&mbytes),
             manifest,
         })
+    }
+}
+
+impl Drop for BundleWriter {
+    /// An unfinished bundle: stop the compressor and remove its temporary archive.
+    fn drop(&mut self) {
+        if self.compressor.is_some() {
+            let _ = self.join();
+        }
+    }
+}
+
+fn exists(out: &Path) -> BundleError {
+    BundleError::new(
+        Code::BndExists,
+        &format!(
+            "{} already exists; bundles are never overwritten",
+            out.display()
+        ),
+    )
+}
+
+/// Zip options of the entries makproxy writes: the data entry deflated (level 3, fast
+/// and within a few percent of the default's size), manifest and signature stored.
+fn entry_options(deflated: bool) -> zip::write::SimpleFileOptions {
+    let stored = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .unix_permissions(0o644);
+    if deflated {
+        stored
+            .compression_method(zip::CompressionMethod::Deflated)
+            .compression_level(Some(3))
+    } else {
+        stored
     }
 }
 

@@ -154,7 +154,7 @@ pub fn run(
             (Some(cid), _) => {
                 s.cids += 1;
                 tx.execute(
-                    "UPDATE products SET state = ?2, cid = ?3, cid_simulated = ?4, reason_code = NULL, reason = NULL, updated_at = ?5 WHERE id = ?1",
+                    "UPDATE product_status SET state = ?2, cid = ?3, cid_simulated = ?4, reason_code = NULL, reason = NULL, updated_at = ?5 WHERE product_id = ?1",
                     params![pid, state::CID_RECEIVED, cid.digits(), r.simulated, at],
                 )
                 .map_err(db)?;
@@ -166,7 +166,7 @@ pub fn run(
                     Some(sc) => format!("{sc}: {}", f.message),
                     None => f.message.clone(),
                 };
-                tx.execute("UPDATE products SET state = ?2, reason_code = ?3, reason = ?4, updated_at = ?5 WHERE id = ?1", params![pid, state::FAILED, f.code, reason, at]).map_err(db)?;
+                tx.execute("UPDATE product_status SET state = ?2, reason_code = ?3, reason = ?4, updated_at = ?5 WHERE product_id = ?1", params![pid, state::FAILED, f.code, reason, at]).map_err(db)?;
                 ledger::history(&tx, pid, &at, "failed-online", &format!("{}: {reason}", f.code)).map_err(db)?;
             }
             (None, None) => unreachable!("checked by the reader"),
@@ -250,8 +250,9 @@ pub fn reissue(
     }
     tx.execute("INSERT INTO history(product_id, at, event, detail) SELECT id, ?1, 'reissued', 'CID from the ledger; no activation spent' FROM products WHERE state = ?2", params![at, state::CID_ON_HAND]).map_err(db)?;
     tx.execute(
-        "UPDATE products SET cid = (SELECT c.cid FROM cids c WHERE c.host = products.host AND c.activation_id = products.activation_id AND c.iid = products.iid),
-            cid_simulated = (SELECT c.simulated FROM cids c WHERE c.host = products.host AND c.activation_id = products.activation_id AND c.iid = products.iid),
+        "UPDATE product_status SET
+            cid = (SELECT c.cid FROM cids c JOIN product_facts f ON c.host = f.host AND c.activation_id = f.activation_id AND c.iid = f.iid WHERE f.id = product_status.product_id),
+            cid_simulated = (SELECT c.simulated FROM cids c JOIN product_facts f ON c.host = f.host AND c.activation_id = f.activation_id AND c.iid = f.iid WHERE f.id = product_status.product_id),
             state = ?2, reason_code = NULL, reason = 'reissued from the ledger; no activation spent', updated_at = ?3 WHERE state = ?1",
         params![state::CID_ON_HAND, state::CID_RECEIVED, at],
     )

@@ -284,17 +284,16 @@ fn upsert(
     };
     let Some(e) = existing else {
         tx.execute(
-            "INSERT INTO products(host, activation_id, application, wmi_class, product, description, partial_key, epid, iid, license_status, state, reason_code, reason, source_file, updated_at)
-             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            params![p.host.as_str(), p.activation_id.as_str(), p.application.label(), p.wmi_class, p.name, p.description, p.partial_key, epid, iid, status, desired, reason_code, reason, file, now],
+            "INSERT INTO product_facts(host, activation_id, application, wmi_class, product, description, partial_key, epid, iid, license_status, source_file)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![p.host.as_str(), p.activation_id.as_str(), p.application.label(), p.wmi_class, p.name, p.description, p.partial_key, epid, iid, status, file],
         )?;
-        ledger::history(
-            tx,
-            tx.last_insert_rowid(),
-            now,
-            "collected",
-            &format!("{desired} from {file}"),
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO product_status(product_id, state, reason_code, reason, updated_at) VALUES(?1, ?2, ?3, ?4, ?5)",
+            params![id, desired, reason_code, reason, now],
         )?;
+        ledger::history(tx, id, now, "collected", &format!("{desired} from {file}"))?;
         return Ok((Change::New, desired));
     };
     let same = e.iid == iid
@@ -339,10 +338,14 @@ fn upsert(
     };
     let clears = next != current;
     tx.execute(
-        "UPDATE products SET application = ?2, wmi_class = ?3, product = ?4, description = ?5, partial_key = ?6, epid = ?7, iid = ?8, license_status = ?9,
-           state = ?10, reason_code = CASE WHEN ?11 THEN ?12 ELSE reason_code END, reason = CASE WHEN ?11 THEN ?13 ELSE reason END,
-           bundle_id = CASE WHEN ?11 THEN NULL ELSE bundle_id END, source_file = ?14, updated_at = ?15 WHERE id = ?1",
-        params![e.id, p.application.label(), p.wmi_class, p.name, p.description, p.partial_key, epid, iid, status, next, clears, reason_code, reason, file, now],
+        "UPDATE product_facts SET application = ?2, wmi_class = ?3, product = ?4, description = ?5, partial_key = ?6, epid = ?7, iid = ?8, license_status = ?9,
+           source_file = ?10 WHERE id = ?1",
+        params![e.id, p.application.label(), p.wmi_class, p.name, p.description, p.partial_key, epid, iid, status, file],
+    )?;
+    tx.execute(
+        "UPDATE product_status SET state = ?2, reason_code = CASE WHEN ?3 THEN ?4 ELSE reason_code END, reason = CASE WHEN ?3 THEN ?5 ELSE reason END,
+           bundle_id = CASE WHEN ?3 THEN NULL ELSE bundle_id END, updated_at = ?6 WHERE product_id = ?1",
+        params![e.id, next, clears, reason_code, reason, now],
     )?;
     ledger::history(
         tx,
@@ -394,18 +397,18 @@ fn deposit(
     }
     if let Some(status) = d.license_status {
         tx.execute(
-            "UPDATE products SET license_status = ?2 WHERE id = ?1",
+            "UPDATE product_facts SET license_status = ?2 WHERE id = ?1",
             params![id, status as i64],
         )?;
     }
     if d.activated {
-        tx.execute("UPDATE products SET state = ?2, reason_code = NULL, reason = NULL, updated_at = ?3 WHERE id = ?1", params![id, state::ACTIVATED, now])?;
+        tx.execute("UPDATE product_status SET state = ?2, reason_code = NULL, reason = NULL, updated_at = ?3 WHERE product_id = ?1", params![id, state::ACTIVATED, now])?;
         ledger::history(tx, id, now, "deposited", "agent reports activated")?;
         Ok(Ok(true))
     } else {
         let code = d.error_code.clone().unwrap_or_else(|| "unknown".into());
         let meaning = deposit_error_meaning(&code);
-        tx.execute("UPDATE products SET state = ?2, reason_code = ?3, reason = ?4, updated_at = ?5 WHERE id = ?1", params![id, state::DEPOSIT_FAILED, code, meaning, now])?;
+        tx.execute("UPDATE product_status SET state = ?2, reason_code = ?3, reason = ?4, updated_at = ?5 WHERE product_id = ?1", params![id, state::DEPOSIT_FAILED, code, meaning, now])?;
         ledger::history(tx, id, now, "deposit-failed", &format!("{code}: {meaning}"))?;
         Ok(Ok(false))
     }

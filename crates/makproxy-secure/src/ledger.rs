@@ -3,6 +3,11 @@
 //! history. Opened through `makproxy_cli::store` (WAL, `synchronous=FULL`); every
 //! command's changes are one transaction (or batches of whole files for collect), so a
 //! re-run after a kill completes the work.
+//!
+//! A product is two rows: `product_facts` (what collect saw: wide, rarely rewritten)
+//! and `product_status` (where it is in the procedure: narrow, rewritten by pack and
+//! apply for every product of a batch). Reads go through the `products` view that joins
+//! them; writes name the table they change.
 
 use makproxy_core::keys::Home;
 use rusqlite::{params, Connection};
@@ -31,7 +36,7 @@ pub mod state {
 }
 
 const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS products(
+CREATE TABLE IF NOT EXISTS product_facts(
     id INTEGER PRIMARY KEY,
     host TEXT NOT NULL,
     activation_id TEXT NOT NULL,
@@ -43,17 +48,24 @@ CREATE TABLE IF NOT EXISTS products(
     epid TEXT,
     iid TEXT,
     license_status INTEGER,
+    source_file TEXT,
+    UNIQUE(host, activation_id)
+);
+CREATE TABLE IF NOT EXISTS product_status(
+    product_id INTEGER PRIMARY KEY REFERENCES product_facts(id),
     state TEXT NOT NULL,
     reason_code TEXT,
     reason TEXT,
     bundle_id TEXT,
     cid TEXT,
     cid_simulated INTEGER NOT NULL DEFAULT 0,
-    source_file TEXT,
-    updated_at TEXT NOT NULL,
-    UNIQUE(host, activation_id)
+    updated_at TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS products_state ON products(state);
+CREATE VIEW IF NOT EXISTS products AS
+    SELECT f.id, f.host, f.activation_id, f.application, f.wmi_class, f.product, f.description,
+           f.partial_key, f.epid, f.iid, f.license_status, f.source_file,
+           s.state, s.reason_code, s.reason, s.bundle_id, s.cid, s.cid_simulated, s.updated_at
+    FROM product_facts f JOIN product_status s ON s.product_id = f.id;
 CREATE TABLE IF NOT EXISTS history(
     id INTEGER PRIMARY KEY,
     product_id INTEGER NOT NULL,
@@ -78,7 +90,7 @@ CREATE TABLE IF NOT EXISTS bundle_records(
     iid TEXT NOT NULL,
     answered INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY(bundle_id, handle)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS returns(
     bundle_id TEXT PRIMARY KEY,
     answers TEXT NOT NULL,
@@ -109,7 +121,7 @@ CREATE TABLE IF NOT EXISTS rejections(
 "#;
 
 /// Bumped whenever the schema changes; a ledger of another version is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Opens (creating if needed) the ledger of a secure home.
 pub fn open(home: &Home) -> Result<Connection, makproxy_cli::store::StoreError> {

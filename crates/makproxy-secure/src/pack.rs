@@ -57,11 +57,16 @@ pub fn run(
         .map(|s| format!("'{s}'"))
         .collect::<Vec<_>>()
         .join(",");
-    let sql = format!(
-        "SELECT id, host, activation_id, epid, iid, product FROM products WHERE state IN ({placeholders})
-         AND (?1 IS NULL OR product LIKE '%' || ?1 || '%' OR activation_id = lower(?1))
-         AND (?2 IS NULL OR host GLOB upper(?2))
-         ORDER BY host, activation_id LIMIT ?3"
+    // Records take the products' collection order (product IDs: a scan of the narrow
+    // status table, no sort); handles are numbered in SQL.
+    let select = format!(
+        "INSERT INTO bundle_records(bundle_id, handle, product_id, iid)
+         SELECT ?4, row_number() OVER (ORDER BY s.product_id), f.id, f.iid
+         FROM product_status s JOIN product_facts f ON f.id = s.product_id
+         WHERE +s.state IN ({placeholders})
+           AND (?1 IS NULL OR f.product LIKE '%' || ?1 || '%' OR f.activation_id = lower(?1))
+           AND (?2 IS NULL OR f.host GLOB upper(?2))
+         ORDER BY s.product_id LIMIT ?3"
     );
     let limit = o.limit.map_or(-1, |l| l as i64);
     let bundle_id = bundle::new_bundle_id();
@@ -69,20 +74,28 @@ pub fn run(
         .map_err(db)?
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
+    let count = tx
+        .execute(&select, params![o.product, o.host, limit, bundle_id])
+        .map_err(db)? as u64;
 
-    let mut writer = if o.dry_run {
+    let mut writer = if o.dry_run || count == 0 {
         None
     } else {
         Some(BundleWriter::new(o.out, Kind::Cil).map_err(|e| CliError::io(o.out.display(), e))?)
     };
-    let mut count = 0u64;
-    let bar = out.progress(0, "pack");
-    {
-        let mut stmt = tx.prepare(&sql).map_err(db)?;
-        let mut ins = tx.prepare("INSERT INTO bundle_records(bundle_id, handle, product_id, iid) VALUES(?1, ?2, ?3, ?4)").map_err(db)?;
-        let mut rows = stmt.query(params![o.product, o.host, limit]).map_err(db)?;
+    let bar = out.progress(count, "pack");
+    if let Some(w) = writer.as_mut() {
+        let mut stmt = tx
+            .prepare(
+                "SELECT br.handle, f.id, f.host, f.activation_id, f.epid, f.iid, f.product
+                 FROM bundle_records br JOIN product_facts f ON f.id = br.product_id
+                 WHERE br.bundle_id = ?1 ORDER BY br.handle",
+            )
+            .map_err(db)?;
+        let mut rows = stmt.query(params![bundle_id]).map_err(db)?;
         while let Some(r) = rows.next().map_err(db)? {
-            let (id, host, aid, epid, iid, product): (
+            let (handle, id, host, aid, epid, iid, product): (
+                i64,
                 i64,
                 String,
                 String,
@@ -96,10 +109,9 @@ pub fn run(
                 r.get(3).map_err(db)?,
                 r.get(4).map_err(db)?,
                 r.get(5).map_err(db)?,
+                r.get(6).map_err(db)?,
             );
-            count += 1;
             bar.inc(1);
-            let Some(w) = writer.as_mut() else { continue };
             // Values were validated at collect; re-validate so a tampered ledger cannot put garbage in a signed bundle.
             let bad = |what: &str| {
                 CliError::new(
@@ -109,7 +121,7 @@ pub fn run(
                 )
             };
             let rec = CilRecord {
-                handle: count,
+                handle: handle as u64,
                 installation_id: InstallationId::parse(&iid).map_err(|_| bad("IID"))?,
                 extended_product_id: ExtendedProductId::parse(&epid).map_err(|_| bad("ePID"))?,
                 activation_id: Guid::parse(&aid).map_err(|_| bad("activation ID"))?,
@@ -121,8 +133,6 @@ pub fn run(
                 },
             };
             w.push(&rec).map_err(|e| CliError::io(o.out.display(), e))?;
-            ins.execute(params![bundle_id, count as i64, id, iid])
-                .map_err(db)?;
         }
     }
     bar.finish_and_clear();
@@ -177,7 +187,7 @@ pub fn run(
     )
     .map_err(db)?;
     tx.execute(
-        "UPDATE products SET state = ?2, bundle_id = ?1, updated_at = ?3 WHERE id IN (SELECT product_id FROM bundle_records WHERE bundle_id = ?1)",
+        "UPDATE product_status SET state = ?2, bundle_id = ?1, updated_at = ?3 WHERE product_id IN (SELECT product_id FROM bundle_records WHERE bundle_id = ?1)",
         params![bundle_id, state::PACKED, at],
     )
     .map_err(db)?;
