@@ -9,7 +9,10 @@
 #   activate --backend microsoft vs a 50 ms mock, 2000 records, concurrency 8
 #                                                            (target >= 90% of 8/0.05 s = 160/s)
 #   apply incl. deposit files vs a shell loop writing the same files (target <= 3x)
-# and peak RSS of every step (GNU time). Needs: zip, /usr/bin/time (apt-get install zip time).
+# and peak RSS of every step (GNU time). pack, verify, inspect, activate (simulator) and
+# the zip floor are the median of three runs, each from the same starting state (ledger
+# or journal restored from a copy); collect, the mock run and apply run once.
+# Needs: zip, /usr/bin/time (apt-get install zip time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-100000}
@@ -25,6 +28,14 @@ measure() {
     /usr/bin/time -f "%e %M" -o "$W/time" "$@" >/dev/null 2>"$W/err" || { cat "$W/err" >&2; cat "$W/time" >&2; exit 1; }
     awk '{printf "%.2f %.0f", $1, $2/1024}' "$W/time"
 }
+# median of three measured runs ("secs rss" of the median run); $1 is run before each.
+median3() {
+    local setup=$1 runs; shift
+    runs=$(for _ in 1 2 3; do eval "$setup"; measure "$@" || exit 1; echo; done) || exit 1
+    printf '%s\n' "$runs" | sort -n | sed -n 2p
+}
+# A failed measurement inside $(...) leaves its variable empty: stop rather than report it.
+need() { for v; do [ -n "${!v:-}" ] || { echo "bench: step '$v' failed" >&2; exit 1; }; done; }
 S init --site bench >/dev/null; O init --site bench-gw >/dev/null
 S key export --out "$W/s.pub" >/dev/null; O key export --out "$W/o.pub" >/dev/null
 S trust add "$W/o.pub" --name gw >/dev/null; O trust add "$W/s.pub" --name bench >/dev/null
@@ -35,13 +46,20 @@ read cat_s _ <<<"$(measure sh -c "find '$W/drop' -type f -name '*.json' -print0 
 sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
 read col_s col_m <<<"$(measure "$B/makproxy-secure" --home "$W/sh" collect "$W/drop")"
 
-read pack_s pack_m <<<"$(measure "$B/makproxy-secure" --home "$W/sh" pack --out "$W/cil.zip")"
+cp -a "$W/sh" "$W/sh-collected"
+read pack_s pack_m <<<"$(median3 'rm -rf "$W/sh" "$W/cil.zip"; cp -a "$W/sh-collected" "$W/sh"' \
+    "$B/makproxy-secure" --home "$W/sh" pack --out "$W/cil.zip")"
+rm -rf "$W/sh-collected"
 unzip -p "$W/cil.zip" records.jsonl > "$W/records.jsonl"
-read zip_s _ <<<"$(measure sh -c "zip -q -6 '$W/floor.zip' '$W/records.jsonl' && sha256sum '$W/records.jsonl' > /dev/null")"
-read ver_s ver_m <<<"$(measure "$B/makproxy-secure" --home "$W/sh" verify "$W/cil.zip")"
-read ins_s ins_m <<<"$(measure "$B/makproxy-online" --home "$W/oh" inspect "$W/cil.zip")"
+read zip_s _ <<<"$(median3 'rm -f "$W/floor.zip"' \
+    sh -c "zip -q -6 '$W/floor.zip' '$W/records.jsonl' && sha256sum '$W/records.jsonl' > /dev/null")"
+read ver_s ver_m <<<"$(median3 : "$B/makproxy-secure" --home "$W/sh" verify "$W/cil.zip")"
+read ins_s ins_m <<<"$(median3 : "$B/makproxy-online" --home "$W/oh" inspect "$W/cil.zip")"
 
-read act_s act_m <<<"$(measure "$B/makproxy-online" --home "$W/oh" activate "$W/cil.zip" --out "$W/ret.zip" --backend simulator)"
+cp -a "$W/oh" "$W/oh-fresh"
+read act_s act_m <<<"$(median3 'rm -rf "$W/oh" "$W/ret.zip"; cp -a "$W/oh-fresh" "$W/oh"' \
+    "$B/makproxy-online" --home "$W/oh" activate "$W/cil.zip" --out "$W/ret.zip" --backend simulator)"
+rm -rf "$W/oh-fresh"
 
 # A mock "Microsoft" with 50 ms latency, in its own home so the journal starts empty.
 M=2000; C=8
@@ -70,6 +88,7 @@ sample=$(wc -l < "$W/sample")
 read loop_sample _ <<<"$(measure sh -c "while read -r f; do cat \"\$f\" > '$W/floor-dep/'\"\${f##*/}\"; done < '$W/sample'")"
 loop_s=$(awk -v t="$loop_sample" -v n="$total" -v k="$sample" 'BEGIN { printf "%.2f", t * n / k }')
 
+need cat_s col_s pack_s zip_s ver_s ins_s act_s ms_s app_s loop_sample
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b <= 0) b = 0.01; printf "%.2f", a / b }'; }
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { if (s <= 0) s = 0.01; printf "%.0f", n / s }'; }
 {
