@@ -239,13 +239,20 @@ fn dry_run_contacts_nothing_and_writes_nothing() {
 fn a_mixed_bundle_is_answered_in_order_with_one_request_per_iid() {
     let g = Gap::default();
     let drop = g.generate("drop", 60, "MIX");
-    // Five more machines carry the IID of an even-numbered one (a cloned image).
-    for n in [2, 4, 6, 8, 10] {
+    // Five more machines carry the IID of an even-numbered one (a cloned image): two
+    // are collected right after their original, three at the end of the batch.
+    for (n, twin) in [
+        (2, "MIX-000002-TWIN"),
+        (4, "MIX-000004-TWIN"),
+        (6, "ZZ-TWIN-000006"),
+        (8, "ZZ-TWIN-000008"),
+        (10, "ZZ-TWIN-000010"),
+    ] {
         let from = format!("{drop}/MIX-{n:06}.json");
         let text = std::fs::read_to_string(&from)
             .unwrap()
-            .replace(&format!("\"MIX-{n:06}\""), &format!("\"MIX-{n:06}-TWIN\""));
-        std::fs::write(format!("{drop}/MIX-{n:06}-TWIN.json"), text).unwrap();
+            .replace(&format!("\"MIX-{n:06}\""), &format!("\"{twin}\""));
+        std::fs::write(format!("{drop}/{twin}.json"), text).unwrap();
     }
     g.secure(&["collect", &drop]).ok();
     let mock = MockServer::start();
@@ -277,28 +284,34 @@ fn a_mixed_bundle_is_answered_in_order_with_one_request_per_iid() {
         activate(&cil1, &g.p("ret1.zip"), 0)["summary"]["obtained"],
         30
     );
-    // Bundle 2: everything, in host order, so journal answers, new requests and twins
-    // interleave; two new IIDs are refused, one of them shared with a twin.
+    // Bundle 2: everything, in collection order, so journal answers, new requests and
+    // twins interleave; three new IIDs are refused: one shared with the next record,
+    // one with a record at the end of the bundle, one not shared.
     g.secure(&["pack", "--out", &cil2, "--repack"]).ok();
     let all = iids(&cil2);
     assert_eq!(all.len(), 65);
-    let new = |twins: usize| {
-        all.iter()
-            .find(|i| !odd.contains(i) && all.iter().filter(|j| j == i).count() == twins)
-            .unwrap()
-            .clone()
+    let at = |i: usize| {
+        let iid = all[i].clone();
+        assert!(!odd.contains(&iid), "record {i} has a new IID");
+        iid
     };
-    let refused = [new(2), new(1)];
+    // Collection order: MIX-000001, MIX-000002, MIX-000002-TWIN, MIX-000003, ...
+    let refused = [at(1), at(7), at(13)];
+    assert_eq!(all[2], refused[0], "a twin right after its original");
+    assert_eq!(
+        all[all.len() - 3],
+        refused[1],
+        "a twin at the end of the bundle"
+    );
+    assert_eq!(all.iter().filter(|i| **i == refused[2]).count(), 1);
     for iid in &refused {
         mock.set(iid, Behavior::Error("0x67".into()));
     }
-    let twins_of_refused = all.iter().filter(|i| refused.contains(i)).count() - 2;
-    assert_eq!(twins_of_refused, 1, "one refused IID is shared with a twin");
     let r = activate(&cil2, &g.p("ret2.zip"), 4);
     assert_eq!(r["summary"]["records"], 65);
     assert_eq!(r["summary"]["from_journal"], 30);
-    assert_eq!(r["summary"]["failed"], 3);
-    assert_eq!(r["summary"]["obtained"], 32);
+    assert_eq!(r["summary"]["failed"], 5);
+    assert_eq!(r["summary"]["obtained"], 30);
     // One request per distinct IID over both runs, twins included.
     for iid in &all {
         assert_eq!(mock.requests_for(iid), 1, "{iid}");

@@ -111,6 +111,9 @@ struct Walk<'a> {
     waiting_on: HashMap<Key, usize>,
     /// Committed answers to those keys.
     settled: HashMap<Key, Answer>,
+    /// Refusals received in this run: a later record with the same key (a cloned
+    /// machine further on in the bundle) gets the same answer without a new request.
+    refused: HashMap<Key, Answer>,
     writer: BundleWriter,
     out: &'a Path,
     bar: &'a ProgressBar,
@@ -136,6 +139,8 @@ impl Walk<'_> {
                 cid: ConfirmationId::parse(&cid).map_err(db_text)?,
                 now: by == self.run,
             })
+        } else if let Some(a) = self.refused.get(&k) {
+            Some(a.clone())
         } else if skip_refused {
             journal::failure(self.conn, self.bundle_id, r.handle)
                 .map_err(db)?
@@ -253,11 +258,15 @@ impl Walk<'_> {
         for (job, outcome) in std::mem::take(&mut self.uncommitted) {
             let answer = match outcome {
                 Outcome::Cid(cid) => Answer::Cid { cid, now: true },
-                Outcome::Failed(f) => Answer::Failed(RecordFailure {
-                    code: f.code.as_str().into(),
-                    service_code: f.service_code,
-                    message: f.message,
-                }),
+                Outcome::Failed(f) => {
+                    let a = Answer::Failed(RecordFailure {
+                        code: f.code.as_str().into(),
+                        service_code: f.service_code,
+                        message: f.message,
+                    });
+                    self.refused.insert(job.key(), a.clone());
+                    a
+                }
                 Outcome::NoResponse(_) => {
                     self.s.no_response += 1;
                     Answer::Failed(RecordFailure {
@@ -489,6 +498,7 @@ pub fn run(
         queue: VecDeque::new(),
         waiting_on: HashMap::new(),
         settled: HashMap::new(),
+        refused: HashMap::new(),
         writer,
         out: o.out,
         bar: &bar,
