@@ -541,10 +541,10 @@ fn forge_return(
     .unwrap();
     let (manifest, sha) = (v.manifest.clone(), v.manifest_sha256.clone());
     let out = g.path(name);
-    let mut w = BundleWriter::new(&out, Kind::Return).unwrap();
+    let mut w = BundleWriter::<ReturnRecord>::new(&out).unwrap();
     v.records(|r: bundle::CilRecord| {
         if let Some(rec) = answer(r) {
-            w.push(&rec).unwrap();
+            w.push(rec).unwrap();
         }
         Ok::<(), bundle::BundleError>(())
     })

@@ -50,9 +50,9 @@ fn header() -> Header {
 }
 
 fn write_bundle(out: &Path, recs: &[CilRecord], keys: &Keys) {
-    let mut w = BundleWriter::new(out, Kind::Cil).unwrap();
+    let mut w = BundleWriter::<CilRecord>::new(out).unwrap();
     for r in recs {
-        w.push(r).unwrap();
+        w.push(r.clone()).unwrap();
     }
     w.finish(header(), &keys.secure, out).unwrap();
 }

@@ -338,27 +338,31 @@ fn hashing_copy(mut from: impl Read, to: &mut impl Write, hasher: &mut Sha256) -
     }
 }
 
-/// Streams records into the archive as they come: lines are hashed here and deflated
-/// on a second thread into a temporary archive next to the output; `finish` adds the
-/// signed manifest and moves the archive into place. Memory use does not grow with the
-/// record count.
-pub struct BundleWriter {
-    kind: Kind,
-    hasher: Sha256,
-    size: u64,
+/// Streams records into the archive as they come. Records are handed in batches to a
+/// second thread that serialises, hashes and deflates them into a temporary archive next
+/// to the output, so the caller's work (reading the ledger or journal) overlaps with
+/// the bundle's; `finish` adds the signed manifest and moves the archive into place.
+/// Memory use does not grow with the record count.
+pub struct BundleWriter<R: Record> {
     count: u64,
-    line: Vec<u8>,
-    /// Lines not yet handed to the compressor.
-    chunk: Vec<u8>,
-    to_compressor: Option<mpsc::SyncSender<Vec<u8>>>,
-    compressor: Option<std::thread::JoinHandle<io::Result<PartialArchive>>>,
+    /// Records not yet handed to the writer thread.
+    batch: Vec<R>,
+    to_writer: Option<mpsc::SyncSender<Vec<R>>>,
+    writer: Option<std::thread::JoinHandle<io::Result<Streamed>>>,
 }
 
-type PartialArchive = zip::ZipWriter<io::BufWriter<tempfile::NamedTempFile>>;
+/// What the writer thread produced: the archive with its data entry, and that entry's
+/// SHA-256 and size.
+struct Streamed {
+    archive: zip::ZipWriter<io::BufWriter<tempfile::NamedTempFile>>,
+    sha256: String,
+    size: u64,
+}
 
-/// Lines handed to the compressor at a time, and parcels waiting for it at most.
+/// Records handed over at a time, batches waiting at most, and bytes deflated at a time.
+const BATCH: usize = 1024;
+const BATCHES_QUEUED: usize = 4;
 const CHUNK: usize = 256 * 1024;
-const CHUNKS_QUEUED: usize = 8;
 
 /// What `finish` fills in from the caller; the writer adds entries, counts and signer.
 pub struct Header {
@@ -381,10 +385,10 @@ pub struct Written {
     pub manifest_sha256: String,
 }
 
-impl BundleWriter {
+impl<R: Record + Send + 'static> BundleWriter<R> {
     /// Starts a bundle that will be written to `out` (the temporary archive lives in the
     /// same directory).
-    pub fn new(out: &Path, kind: Kind) -> io::Result<Self> {
+    pub fn new(out: &Path) -> io::Result<Self> {
         let dir = match out.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -393,68 +397,77 @@ impl BundleWriter {
             .prefix(".makproxy-")
             .suffix(".partial")
             .tempfile_in(dir)?;
-        let mut z = zip::ZipWriter::new(io::BufWriter::with_capacity(256 * 1024, tmp));
-        z.start_file(kind.data_entry(), entry_options(true))
+        let mut archive = zip::ZipWriter::new(io::BufWriter::with_capacity(256 * 1024, tmp));
+        archive
+            .start_file(R::KIND.data_entry(), entry_options(true))
             .map_err(io::Error::other)?;
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(CHUNKS_QUEUED);
-        let compressor = std::thread::Builder::new()
-            .name("bundle-deflate".into())
+        let (tx, rx) = mpsc::sync_channel::<Vec<R>>(BATCHES_QUEUED);
+        let writer = std::thread::Builder::new()
+            .name("bundle-writer".into())
             .spawn(move || {
-                for chunk in rx {
-                    z.write_all(&chunk)?;
+                let mut hasher = Sha256::new();
+                let mut size = 0u64;
+                let mut chunk = Vec::with_capacity(CHUNK + 16 * 1024);
+                for batch in rx {
+                    for rec in batch {
+                        let start = chunk.len();
+                        serde_json::to_writer(&mut chunk, &rec).map_err(io::Error::other)?;
+                        chunk.push(b'\n');
+                        hasher.update(&chunk[start..]);
+                    }
+                    if chunk.len() >= CHUNK {
+                        archive.write_all(&chunk)?;
+                        size += chunk.len() as u64;
+                        chunk.clear();
+                    }
                 }
-                Ok(z)
+                archive.write_all(&chunk)?;
+                size += chunk.len() as u64;
+                Ok(Streamed {
+                    archive,
+                    sha256: hex(&hasher.finalize()),
+                    size,
+                })
             })?;
         Ok(Self {
-            kind,
-            hasher: Sha256::new(),
-            size: 0,
             count: 0,
-            line: Vec::with_capacity(512),
-            chunk: Vec::with_capacity(CHUNK + 16 * 1024),
-            to_compressor: Some(tx),
-            compressor: Some(compressor),
+            batch: Vec::with_capacity(BATCH),
+            to_writer: Some(tx),
+            writer: Some(writer),
         })
     }
 
     /// Appends one record; its handle must be the next in order.
-    pub fn push<R: Record>(&mut self, rec: &R) -> io::Result<()> {
-        debug_assert_eq!(R::KIND, self.kind);
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, rec).map_err(io::Error::other)?;
-        self.line.push(b'\n');
-        self.hasher.update(&self.line);
-        self.chunk.extend_from_slice(&self.line);
-        self.size += self.line.len() as u64;
+    pub fn push(&mut self, rec: R) -> io::Result<()> {
+        self.batch.push(rec);
         self.count += 1;
-        if self.chunk.len() >= CHUNK {
+        if self.batch.len() >= BATCH {
             self.hand_over()?;
         }
         Ok(())
     }
 
-    /// Gives the buffered lines to the compressor (an error there surfaces here).
+    /// Gives the batched records to the writer thread (an error there surfaces here).
     fn hand_over(&mut self) -> io::Result<()> {
-        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK + 16 * 1024));
-        let sent = self.to_compressor.as_ref().map(|tx| tx.send(chunk));
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let sent = self.to_writer.as_ref().map(|tx| tx.send(batch));
         if matches!(sent, Some(Ok(()))) {
             return Ok(());
         }
-        self.to_compressor = None;
         Err(self
             .join()
             .err()
-            .unwrap_or_else(|| io::Error::other("bundle compressor stopped")))
+            .unwrap_or_else(|| io::Error::other("bundle writer stopped")))
     }
 
-    /// Waits for the compressor to drain and returns the archive so far.
-    fn join(&mut self) -> io::Result<PartialArchive> {
-        self.to_compressor = None;
-        self.compressor
+    /// Waits for the writer thread to drain and returns what it wrote.
+    fn join(&mut self) -> io::Result<Streamed> {
+        self.to_writer = None;
+        self.writer
             .take()
-            .ok_or_else(|| io::Error::other("bundle compressor stopped"))?
+            .ok_or_else(|| io::Error::other("bundle writer stopped"))?
             .join()
-            .map_err(|_| io::Error::other("bundle compressor panicked"))?
+            .map_err(|_| io::Error::other("bundle writer panicked"))?
     }
 
     pub fn count(&self) -> u64 {
@@ -468,14 +481,18 @@ impl BundleWriter {
         key: &SigningKey,
         out: &Path,
     ) -> Result<Written, BundleError> {
-        let kind = self.kind;
+        let kind = R::KIND;
         if out.exists() {
             return Err(exists(out));
         }
-        if !self.chunk.is_empty() {
+        if !self.batch.is_empty() {
             self.hand_over().map_err(BundleError::io)?;
         }
-        let mut z = self.join().map_err(BundleError::io)?;
+        let Streamed {
+            archive: mut z,
+            sha256,
+            size,
+        } = self.join().map_err(BundleError::io)?;
         let manifest = Manifest {
             format: FORMAT.into(),
             version: VERSION,
@@ -491,8 +508,8 @@ impl BundleWriter {
             fields: header.fields,
             entries: vec![Entry {
                 name: kind.data_entry().into(),
-                size: self.size,
-                sha256: hex(&self.hasher.clone().finalize()),
+                size,
+                sha256,
             }],
             answers: header.answers,
             backend: header.backend,
@@ -538,11 +555,12 @@ impl BundleWriter {
     }
 }
 
-impl Drop for BundleWriter {
-    /// An unfinished bundle: stop the compressor and remove its temporary archive.
+impl<R: Record> Drop for BundleWriter<R> {
+    /// An unfinished bundle: stop the writer thread and remove its temporary archive.
     fn drop(&mut self) {
-        if self.compressor.is_some() {
-            let _ = self.join();
+        self.to_writer = None;
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
         }
     }
 }

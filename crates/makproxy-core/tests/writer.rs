@@ -54,11 +54,11 @@ fn names_in(dir: &Path) -> Vec<String> {
 fn many_records_through_the_compressor_read_back_in_order() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("cil.zip");
-    let mut w = BundleWriter::new(&out, Kind::Cil).unwrap();
+    let mut w = BundleWriter::<CilRecord>::new(&out).unwrap();
     // About 2 MB: several hand-overs to the compressor thread, enough to fill its queue.
     let n = 8_000;
     for h in 1..=n {
-        w.push(&record(h)).unwrap();
+        w.push(record(h)).unwrap();
     }
     let keys = Keys::default();
     let written = w.finish(header(), &keys.secure, &out).unwrap();
@@ -87,16 +87,16 @@ fn an_unfinished_or_refused_bundle_leaves_no_file() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("cil.zip");
     {
-        let mut w = BundleWriter::new(&out, Kind::Cil).unwrap();
+        let mut w = BundleWriter::<CilRecord>::new(&out).unwrap();
         for h in 1..=5000 {
-            w.push(&record(h)).unwrap();
+            w.push(record(h)).unwrap();
         }
         // Dropped without finish (an error in the caller).
     }
     assert!(names_in(t.path()).is_empty(), "{:?}", names_in(t.path()));
     std::fs::write(&out, b"an earlier bundle").unwrap();
-    let mut w = BundleWriter::new(&out, Kind::Cil).unwrap();
-    w.push(&record(1)).unwrap();
+    let mut w = BundleWriter::<CilRecord>::new(&out).unwrap();
+    w.push(record(1)).unwrap();
     let e = w
         .finish(header(), &Keys::default().secure, &out)
         .unwrap_err();

@@ -114,7 +114,7 @@ struct Walk<'a> {
     /// Refusals received in this run: a later record with the same key (a cloned
     /// machine further on in the bundle) gets the same answer without a new request.
     refused: HashMap<Key, Answer>,
-    writer: BundleWriter,
+    writer: BundleWriter<ReturnRecord>,
     out: &'a Path,
     bar: &'a ProgressBar,
     s: Summary,
@@ -341,7 +341,7 @@ impl Walk<'_> {
         }
         self.bar.inc(1);
         self.writer
-            .push(&rec)
+            .push(rec)
             .map_err(|e| CliError::io(self.out.display(), e))
     }
 
@@ -478,8 +478,7 @@ pub fn run(
         (1, concurrency * 2, 1)
     };
     let bar = out.progress(m.records, "activate");
-    let writer =
-        BundleWriter::new(o.out, Kind::Return).map_err(|e| CliError::io(o.out.display(), e))?;
+    let writer = BundleWriter::new(o.out).map_err(|e| CliError::io(o.out.display(), e))?;
     let (job_tx, job_rx) = mpsc::sync_channel::<Vec<Job>>(queue);
     let (res_tx, res_rx) = mpsc::channel::<Vec<(Job, Outcome)>>();
     let mut walk = Walk {

@@ -6,7 +6,7 @@
 
 use crate::ledger::{self, state};
 use makproxy_cli::{CliError, Exit, Output};
-use makproxy_core::bundle::{self, BundleWriter, CilRecord, Header, Kind};
+use makproxy_core::bundle::{self, BundleWriter, CilRecord, Header};
 use makproxy_core::ids::{ExtendedProductId, Guid, HostName, InstallationId};
 use makproxy_core::keys::Home;
 use makproxy_core::sanitize::escape;
@@ -81,7 +81,7 @@ pub fn run(
     let mut writer = if o.dry_run || count == 0 {
         None
     } else {
-        Some(BundleWriter::new(o.out, Kind::Cil).map_err(|e| CliError::io(o.out.display(), e))?)
+        Some(BundleWriter::<CilRecord>::new(o.out).map_err(|e| CliError::io(o.out.display(), e))?)
     };
     let bar = out.progress(count, "pack");
     if let Some(w) = writer.as_mut() {
@@ -132,7 +132,7 @@ pub fn run(
                     None
                 },
             };
-            w.push(&rec).map_err(|e| CliError::io(o.out.display(), e))?;
+            w.push(rec).map_err(|e| CliError::io(o.out.display(), e))?;
         }
     }
     bar.finish_and_clear();
