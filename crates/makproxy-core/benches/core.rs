@@ -7,12 +7,10 @@
 //! The end-to-end figures against floors come from scripts/bench.sh.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use makproxy_core::bundle::{self, BundleWriter, CilRecord, Header, Kind, Limits};
-use makproxy_core::ids::{
-    digits_from_seed, with_check_digits, ConfirmationId, ExtendedProductId, Guid, InstallationId,
-};
+use makproxy_core::bundle::{self, BundleWriter, CilRecord, Kind, Limits};
+use makproxy_core::ids::{digits_from_seed, with_check_digits, ConfirmationId, InstallationId};
 use makproxy_core::records;
-use makproxy_core::testkit::Keys;
+use makproxy_core::testkit::{cil_header, cil_record, Keys};
 use std::hint::black_box;
 use std::path::Path;
 use time::macros::datetime;
@@ -20,41 +18,12 @@ use time::macros::datetime;
 const NOW: time::OffsetDateTime = datetime!(2026-11-22 00:00 UTC);
 const RECORDS: u64 = 10_000;
 
-fn record(handle: u64) -> CilRecord {
-    let payload = digits_from_seed(format!("bench-{handle}").as_bytes(), 54);
-    CilRecord {
-        handle,
-        installation_id: InstallationId::parse(&with_check_digits(&payload, 7)).unwrap(),
-        extended_product_id: ExtendedProductId::parse(
-            "03612-03305-317-008912-02-1033-9200.0000-0662023",
-        )
-        .unwrap(),
-        activation_id: Guid::parse("2de67392-b7a7-462a-b1ca-108dd189f588").unwrap(),
-        product: Some("Windows(R), Professional edition".into()),
-        host: None,
-    }
-}
-
-fn header() -> Header {
-    Header {
-        bundle_id: "0123456789abcdef0123456789abcdef".into(),
-        site: "kit-site".into(),
-        sequence: 1,
-        created: NOW,
-        expires: NOW + time::Duration::days(30),
-        tool: "makproxy-bench".into(),
-        fields: vec!["handle".into(), "installation_id".into()],
-        answers: None,
-        backend: None,
-    }
-}
-
 fn write_bundle(out: &Path, recs: &[CilRecord], keys: &Keys) {
     let mut w = BundleWriter::<CilRecord>::new(out).unwrap();
     for r in recs {
         w.push(r.clone()).unwrap();
     }
-    w.finish(header(), &keys.secure, out).unwrap();
+    w.finish(cil_header(NOW), &keys.secure, out).unwrap();
 }
 
 fn ids(c: &mut Criterion) {
@@ -88,7 +57,7 @@ fn drop_records(c: &mut Criterion) {
 
 fn bundles(c: &mut Criterion) {
     let keys = Keys::default();
-    let recs: Vec<CilRecord> = (1..=RECORDS).map(record).collect();
+    let recs: Vec<CilRecord> = (1..=RECORDS).map(cil_record).collect();
     let dir = tempfile::tempdir().unwrap();
     let mut g = c.benchmark_group("bundle");
     g.throughput(Throughput::Elements(RECORDS));

@@ -6,9 +6,9 @@
 //! The keys here are public test keys derived from fixed strings. Never trust them
 //! outside tests.
 
-use crate::bundle::{pae, Kind};
+use crate::bundle::{pae, CilRecord, Header, Kind};
 use crate::codes::Code;
-use crate::ids::{digits_from_seed, with_check_digits};
+use crate::ids::{digits_from_seed, with_check_digits, ExtendedProductId, Guid, InstallationId};
 use crate::keys::{key_id, PublicKey, Role, Trusted};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -255,6 +255,39 @@ impl Parts {
             ("manifest.sig", &self.sig, How::File),
             (self.kind.data_entry(), &self.data, How::File),
         ])
+    }
+}
+
+/// A valid CIL record with handle `handle` (its IID derived from it), for writer
+/// tests and benchmarks.
+pub fn cil_record(handle: u64) -> CilRecord {
+    let payload = digits_from_seed(format!("kit-record-{handle}").as_bytes(), 54);
+    CilRecord {
+        handle,
+        installation_id: InstallationId::parse(&with_check_digits(&payload, 7))
+            .expect("generated with check digits"),
+        extended_product_id: ExtendedProductId::parse(
+            "03612-03305-317-008912-02-1033-9200.0000-0662023",
+        )
+        .expect("valid"),
+        activation_id: Guid::parse("2de67392-b7a7-462a-b1ca-108dd189f588").expect("valid"),
+        product: Some("Windows(R), Professional edition".into()),
+        host: None,
+    }
+}
+
+/// A CIL header of the kit's secure site, created at `now` and valid for 30 days.
+pub fn cil_header(now: OffsetDateTime) -> Header {
+    Header {
+        bundle_id: "0123456789abcdef0123456789abcdef".into(),
+        site: "kit-site".into(),
+        sequence: 1,
+        created: now,
+        expires: now + time::Duration::days(30),
+        tool: "makproxy-testkit".into(),
+        fields: vec!["handle".into(), "installation_id".into()],
+        answers: None,
+        backend: None,
     }
 }
 

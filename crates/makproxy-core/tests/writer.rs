@@ -1,45 +1,13 @@
 //! The bundle writer against the reader: many records through the compressor thread
 //! verify and read back in order; an unfinished or refused bundle leaves no file behind.
 
-use makproxy_core::bundle::{self, BundleWriter, CilRecord, Header, Kind, Limits};
-use makproxy_core::ids::{
-    digits_from_seed, with_check_digits, ExtendedProductId, Guid, InstallationId,
-};
-use makproxy_core::testkit::Keys;
+use makproxy_core::bundle::{self, BundleWriter, CilRecord, Kind, Limits};
+use makproxy_core::testkit::{cil_header, cil_record, Keys};
 use makproxy_core::Code;
 use std::path::Path;
 use time::macros::datetime;
 
 const NOW: time::OffsetDateTime = datetime!(2026-11-22 00:00 UTC);
-
-fn record(handle: u64) -> CilRecord {
-    let payload = digits_from_seed(format!("writer-{handle}").as_bytes(), 54);
-    CilRecord {
-        handle,
-        installation_id: InstallationId::parse(&with_check_digits(&payload, 7)).unwrap(),
-        extended_product_id: ExtendedProductId::parse(
-            "03612-03305-317-008912-02-1033-9200.0000-0662023",
-        )
-        .unwrap(),
-        activation_id: Guid::parse("2de67392-b7a7-462a-b1ca-108dd189f588").unwrap(),
-        product: Some("Windows(R), Professional edition".into()),
-        host: None,
-    }
-}
-
-fn header() -> Header {
-    Header {
-        bundle_id: "0123456789abcdef0123456789abcdef".into(),
-        site: "kit-site".into(),
-        sequence: 1,
-        created: NOW,
-        expires: NOW + time::Duration::days(30),
-        tool: "makproxy-test".into(),
-        fields: vec!["handle".into(), "installation_id".into()],
-        answers: None,
-        backend: None,
-    }
-}
 
 fn names_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -58,10 +26,10 @@ fn many_records_through_the_compressor_read_back_in_order() {
     // About 2 MB: several hand-overs to the compressor thread, enough to fill its queue.
     let n = 8_000;
     for h in 1..=n {
-        w.push(record(h)).unwrap();
+        w.push(cil_record(h)).unwrap();
     }
     let keys = Keys::default();
-    let written = w.finish(header(), &keys.secure, &out).unwrap();
+    let written = w.finish(cil_header(NOW), &keys.secure, &out).unwrap();
     assert_eq!(written.manifest.records, n);
     assert_eq!(names_in(t.path()), ["cil.zip"], "no temporary file is left");
     let mut v = bundle::open(
@@ -74,7 +42,7 @@ fn many_records_through_the_compressor_read_back_in_order() {
     .unwrap();
     let mut next = 1;
     v.records(|r: CilRecord| {
-        assert_eq!(r, record(next));
+        assert_eq!(r, cil_record(next));
         next += 1;
         Ok::<(), bundle::BundleError>(())
     })
@@ -89,16 +57,16 @@ fn an_unfinished_or_refused_bundle_leaves_no_file() {
     {
         let mut w = BundleWriter::<CilRecord>::new(&out).unwrap();
         for h in 1..=5000 {
-            w.push(record(h)).unwrap();
+            w.push(cil_record(h)).unwrap();
         }
         // Dropped without finish (an error in the caller).
     }
     assert!(names_in(t.path()).is_empty(), "{:?}", names_in(t.path()));
     std::fs::write(&out, b"an earlier bundle").unwrap();
     let mut w = BundleWriter::<CilRecord>::new(&out).unwrap();
-    w.push(record(1)).unwrap();
+    w.push(cil_record(1)).unwrap();
     let e = w
-        .finish(header(), &Keys::default().secure, &out)
+        .finish(cil_header(NOW), &Keys::default().secure, &out)
         .unwrap_err();
     assert_eq!(e.code, Code::BndExists);
     assert_eq!(std::fs::read(&out).unwrap(), b"an earlier bundle");
