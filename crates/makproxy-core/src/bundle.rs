@@ -470,10 +470,6 @@ impl<R: Record + Send + 'static> BundleWriter<R> {
             .map_err(|_| io::Error::other("bundle writer panicked"))?
     }
 
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
     /// Signs the manifest and moves the archive to `out`, never replacing a file.
     pub fn finish(
         mut self,

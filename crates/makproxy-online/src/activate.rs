@@ -120,7 +120,7 @@ struct Walk<'a> {
     s: Summary,
 }
 
-fn db(e: rusqlite::Error) -> CliError {
+fn db(e: impl std::fmt::Display) -> CliError {
     CliError::io("journal", e)
 }
 
@@ -136,7 +136,7 @@ impl Walk<'_> {
             journal::answer(self.conn, &k.0, &k.1, self.simulated).map_err(db)?
         {
             Some(Answer::Cid {
-                cid: ConfirmationId::parse(&cid).map_err(db_text)?,
+                cid: ConfirmationId::parse(&cid).map_err(db)?,
                 now: by == self.run,
             })
         } else if let Some(a) = self.refused.get(&k) {
@@ -359,10 +359,6 @@ impl Walk<'_> {
     }
 }
 
-fn db_text(e: impl std::fmt::Display) -> CliError {
-    CliError::io("journal", e)
-}
-
 pub fn run(
     out: &Output,
     home: &Home,
@@ -432,8 +428,7 @@ pub fn run(
             return Ok(Exit::Ok);
         }
         for (epid, n) in &need {
-            let epid_v = makproxy_core::ids::ExtendedProductId::parse(epid)
-                .map_err(|e| CliError::io("journal", e))?;
+            let epid_v = makproxy_core::ids::ExtendedProductId::parse(epid).map_err(db)?;
             let left = o.backend.remaining(&epid_v).map_err(|f| {
                 CliError::new(
                     Exit::Error,
@@ -615,7 +610,6 @@ pub fn worksheet(
     path: &Path,
 ) -> Result<Exit, CliError> {
     use makproxy_backend::manual::{worksheet_csv, worksheet_text, Row};
-    let db = |e: rusqlite::Error| CliError::io("journal", e);
     let mut v = bundle::open(
         input,
         Kind::Cil,
