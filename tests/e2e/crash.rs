@@ -121,12 +121,34 @@ fn activate_killed_mid_batch_resumes_without_asking_twice() {
     assert_eq!(g.count("cid_received"), 40);
 }
 
+/// How long `f` takes on this machine, so that kill points can be placed inside the
+/// work whatever the machine's speed (wall-clock kill points alone made this test flaky).
+fn timed(f: impl FnOnce()) -> u64 {
+    let t = std::time::Instant::now();
+    f();
+    t.elapsed().as_millis() as u64
+}
+
 #[test]
 fn collect_and_pack_killed_midway_leave_a_ledger_a_rerun_completes() {
+    // Calibrate on a scratch gap: one uninterrupted collect and one pack of 1000.
+    let scratch = Gap::default();
+    let sdrop = scratch.generate("drop", 3000, "BULK");
+    let collect_ms = timed(|| {
+        scratch.secure(&["collect", &sdrop]).ok();
+    });
+    let pack_ms = timed(|| {
+        scratch
+            .secure(&["pack", "--out", &scratch.p("b.zip"), "--limit", "1000"])
+            .ok();
+    });
+    eprintln!("calibration: collect {collect_ms} ms, pack of 1000 {pack_ms} ms");
+
     let g = Gap::default();
     let drop = g.generate("drop", 3000, "BULK");
     let mut killed = 0;
-    for ms in kill_points(3, 50, 600) {
+    // Kills between 10 % and 70 % of an uninterrupted collect: each lands mid-work.
+    for ms in kill_points(3, collect_ms / 10, collect_ms * 7 / 10 + 2) {
         if !kill_after(g.spawn_secure(&["collect", &drop]), ms) {
             killed += 1;
         }
@@ -138,24 +160,31 @@ fn collect_and_pack_killed_midway_leave_a_ledger_a_rerun_completes() {
     }
     assert!(
         killed > 0,
-        "collect finished before any kill; the test needs more files"
+        "collect finished before any kill although kills were placed inside its measured run"
     );
     g.secure(&["collect", &drop]).ok();
     assert_eq!(g.count("queued"), 3000);
 
     let mut bundles = Vec::new();
-    for (i, ms) in kill_points(4, 10, 250).into_iter().enumerate() {
+    let mut packs_killed = 0;
+    for (i, ms) in kill_points(4, pack_ms / 10, pack_ms * 8 / 10 + 2)
+        .into_iter()
+        .enumerate()
+    {
         let out = g.p(&format!("b{i}.zip"));
-        kill_after(
+        if !kill_after(
             g.spawn_secure(&["pack", "--out", &out, "--limit", "1000"]),
             ms,
-        );
+        ) {
+            packs_killed += 1;
+        }
         if g.path(&format!("b{i}.zip")).exists() {
             // A bundle under its final name is always complete and verifiable.
             let v = g.secure(&["--json", "verify", &out]).ok().json();
             bundles.push((out, v["records"].as_u64().unwrap()));
         }
     }
+    assert!(packs_killed > 0, "no pack was interrupted mid-write");
     // The ledger agrees with the bundles that exist: packed rows belong to committed bundles.
     let packed = g.count("packed") as u64;
     assert!(packed <= bundles.iter().map(|(_, n)| n).sum::<u64>());
