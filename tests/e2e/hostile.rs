@@ -4,7 +4,7 @@
 use makproxy_core::bundle::Kind;
 use makproxy_core::keys::Role;
 use makproxy_core::testkit::{cases, Keys};
-use makproxy_e2e::{fixtures, run, Gap};
+use makproxy_e2e::{fixtures, run, run_within, Gap};
 
 #[test]
 fn every_kit_case_is_rejected_by_the_binaries_with_its_code() {
@@ -63,11 +63,31 @@ fn every_kit_case_is_rejected_by_the_binaries_with_its_code() {
     for case in cases(time::OffsetDateTime::now_utc()) {
         let file = p(&case.file);
         std::fs::write(&file, &case.bytes).unwrap();
+        let ret = p(&format!("{}.return.zip", case.file));
         let runs = match case.reader {
-            Kind::Cil => vec![run(
-                "makproxy-online",
-                &["--home", &oh, "--json", "inspect", &file],
-            )],
+            // activate must come back (never hang) with the same verdict, before any
+            // request: the whole bundle is checked before anything is spent.
+            Kind::Cil => vec![
+                run(
+                    "makproxy-online",
+                    &["--home", &oh, "--json", "inspect", &file],
+                ),
+                run_within(
+                    60,
+                    "makproxy-online",
+                    &[
+                        "--home",
+                        &oh,
+                        "--json",
+                        "activate",
+                        &file,
+                        "--out",
+                        &ret,
+                        "--backend",
+                        "simulator",
+                    ],
+                ),
+            ],
             Kind::Return => vec![
                 run(
                     "makproxy-secure",
@@ -115,6 +135,13 @@ fn every_kit_case_is_rejected_by_the_binaries_with_its_code() {
             match expect {
                 None => assert_eq!(r.code, 0, "{}: {}", case.file, r.stderr),
                 Some(code) => {
+                    if case.reader == Kind::Cil {
+                        assert!(
+                            !std::path::Path::new(&ret).exists(),
+                            "{}: a refused bundle produced a return",
+                            case.file
+                        );
+                    }
                     assert_eq!(r.code, 3, "{}: {}", case.file, r.stderr);
                     assert_eq!(r.json()["error"]["code"], code.as_str(), "{}", case.file);
                     assert!(

@@ -53,17 +53,19 @@ fn round_trip_against_the_mock_service_with_errors_and_an_outage() {
         .code(4)
         .json();
     assert_eq!(r["simulated"], false);
-    assert_eq!(r["summary"]["obtained"], 9);
-    assert_eq!(r["summary"]["failed"], 4);
+    assert_eq!(r["summary"]["obtained"], 8);
+    assert_eq!(r["summary"]["failed"], 5);
+    assert_eq!(r["summary"]["uncertain"], 1);
     let by = &r["summary"]["failed_by_reason"];
     assert_eq!(
         (
             by["0x7F"].as_u64(),
             by["0x67"].as_u64(),
             by["MP-BKD-003"].as_u64(),
-            by["0xC0FFEE"].as_u64()
+            by["0xC0FFEE"].as_u64(),
+            by["MP-BKD-010"].as_u64()
         ),
-        (Some(1), Some(1), Some(1), Some(1))
+        (Some(1), Some(1), Some(1), Some(1), Some(1))
     );
     assert_eq!(
         mock.bad_digests(),
@@ -72,17 +74,87 @@ fn round_trip_against_the_mock_service_with_errors_and_an_outage() {
     );
     assert_eq!(
         mock.requests_for(&ids[3]),
-        2,
-        "a dropped connection is retried"
+        1,
+        "a connection dropped after the request was sent is uncertain, never re-sent"
     );
+    // The journal shows it; a second run does not send it; --retry-uncertain does.
+    let open = g
+        .online(&["--json", "journal", "list", "--uncertain"])
+        .ok()
+        .json();
+    assert_eq!(open["uncertain"][0]["iid"], ids[3].as_str());
+    let again = |out: &str, extra: &[&str]| {
+        let mut a = vec![
+            "--json",
+            "activate",
+            &cil,
+            "--out",
+            out,
+            "--backend",
+            "microsoft",
+            "--endpoint",
+            &mock.url,
+        ];
+        a.extend_from_slice(extra);
+        g.online(&a).json()
+    };
+    let r2 = again(&g.p("ret2.zip"), &[]);
+    assert_eq!(r2["summary"]["uncertain"], 1);
+    assert_eq!(
+        r2["summary"]["obtained"], 0,
+        "nothing answered is asked twice"
+    );
+    assert_eq!(mock.requests_for(&ids[3]), 1, "still sent once");
+    let r3 = again(&g.p("ret3.zip"), &["--retry-uncertain"]);
+    assert_eq!(r3["summary"]["uncertain"], 0);
+    assert_eq!(
+        r3["summary"]["obtained"], 1,
+        "the operator's say-so sends it again"
+    );
+    assert_eq!(mock.requests_for(&ids[3]), 2);
+    assert_eq!(
+        g.online(&["--json", "journal", "list", "--uncertain"])
+            .ok()
+            .json()["uncertain"],
+        serde_json::json!([])
+    );
+    // Its return's records name their backend, and the endpoint is signed.
+    let v = g
+        .secure(&["--json", "verify", &g.p("ret3.zip")])
+        .ok()
+        .json();
+    assert_eq!(v["backend"]["endpoint"], mock.url.as_str());
     for id in ids.iter().filter(|i| **i != ids[3]) {
-        assert_eq!(mock.requests_for(id), 1, "one request per IID");
+        assert_eq!(
+            mock.requests_for(id),
+            1,
+            "one request per IID over three runs"
+        );
     }
     let a = g
         .secure(&["--json", "apply", &ret, "--deposit-dir", &g.p("dep")])
         .code(4)
         .json();
-    assert_eq!(a["summary"]["cids"], 9);
+    assert_eq!(a["summary"]["cids"], 8);
+    assert_eq!(
+        a["summary"]["pending"], 1,
+        "the uncertain record stays pending"
+    );
+    assert_eq!(a["still_pending"], 1);
+    // The later return (after --retry-uncertain) answers what the first left open.
+    let a3 = g
+        .secure(&[
+            "--json",
+            "apply",
+            &g.p("ret3.zip"),
+            "--deposit-dir",
+            &g.p("dep"),
+        ])
+        .json();
+    assert_eq!(a3["summary"]["cids"], 1, "{a3}");
+    assert_eq!(a3["summary"]["already_answered"], 8);
+    assert_eq!(a3["still_pending"], 0);
+    assert_eq!(g.count("cid_received"), 9);
     let failed = g.secure(&["status", "--state", "failed"]).ok().stdout;
     assert!(
         failed.contains("0x7F: MAK has exceeded its activation limit"),

@@ -517,6 +517,7 @@ fn sim_answer(r: bundle::CilRecord) -> ReturnRecord {
         confirmation_id: Some(cid),
         failure: None,
         source: Source::Backend,
+        backend: bundle::BackendKind::Simulator,
         simulated: true,
     }
 }
@@ -566,6 +567,7 @@ fn forge_return(
         backend: Some(bundle::BackendInfo {
             name: "simulator".into(),
             simulated: true,
+            endpoint: None,
         }),
     };
     w.finish(header, &online.signing_key().unwrap(), &out)

@@ -102,6 +102,52 @@ pub fn run(program: &str, args: &[&str]) -> Run {
     }
 }
 
+/// As [`run`], but the command must end within `secs` seconds: a hang is killed and
+/// fails the test instead of wedging the suite.
+#[track_caller]
+pub fn run_within(secs: u64, program: &str, args: &[&str]) -> Run {
+    use std::io::Read;
+    let mut child = Command::new(bin(program))
+        .args(args)
+        .env_remove("MAKPROXY_HOME")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run binary");
+    // Drain both pipes on threads so a chatty child cannot block on a full pipe.
+    let mut so = child.stdout.take().expect("piped");
+    let mut se = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{program} {args:?} hung for more than {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.join().expect("reader")).into_owned(),
+        stderr: String::from_utf8_lossy(&err.join().expect("reader")).into_owned(),
+    }
+}
+
 /// Both sides of the gap in one temporary folder, keys exchanged and trusted.
 pub struct Gap {
     pub dir: tempfile::TempDir,

@@ -7,9 +7,13 @@
 //! program → makproxy:  {"v":1,"type":"cid","cid":"<48 digits>"}
 //!                      {"v":1,"type":"error","service_code":"0x7F","message":"…"}
 //!                      {"v":1,"type":"no_response","message":"…"}   (nothing was sent; may be retried)
+//!
+//! A line makproxy could not write whole never reached the program (not sent, retried);
+//! once a whole line is written, a timeout or a program that stops answering leaves the
+//! request uncertain (it may have reached the service), and it is never re-sent.
 //!                      {"v":1,"type":"remaining","count":N}
 
-use crate::{checked_cid, Backend, Failure, Outcome, Request};
+use crate::{checked_cid, Backend, BackendKind, Failure, Outcome, Request};
 use makproxy_core::ids::ExtendedProductId;
 use makproxy_core::Code;
 use serde::{Deserialize, Serialize};
@@ -54,6 +58,36 @@ struct Proc {
 pub struct CommandBackend {
     proc: Mutex<Option<Proc>>,
     timeout: Duration,
+    program: String,
+}
+
+/// Why an exchange with the program failed.
+enum Broken {
+    /// The request line was not delivered whole.
+    NotSent(String),
+    /// The request was delivered; no usable answer came back in time.
+    Uncertain(String),
+    /// A whole answer came back and breaks the protocol.
+    Protocol(Failure),
+}
+
+impl From<Broken> for Outcome {
+    fn from(b: Broken) -> Outcome {
+        match b {
+            Broken::NotSent(m) => Outcome::NotSent(m),
+            Broken::Uncertain(m) => Outcome::Uncertain(m),
+            Broken::Protocol(f) => Outcome::Failed(f),
+        }
+    }
+}
+
+impl From<Broken> for Failure {
+    fn from(b: Broken) -> Failure {
+        match b {
+            Broken::NotSent(m) | Broken::Uncertain(m) => Failure::new(Code::BkdProtocol, m),
+            Broken::Protocol(f) => f,
+        }
+    }
 }
 
 impl Drop for CommandBackend {
@@ -125,30 +159,34 @@ impl CommandBackend {
                 lines: rx,
             })),
             timeout,
+            program: program.to_string(),
         })
     }
 
-    fn exchange(&self, ask: &Ask) -> Result<Answer, Failure> {
+    fn exchange(&self, ask: &Ask) -> Result<Answer, Broken> {
         let mut guard = self
             .proc
             .lock()
-            .map_err(|_| protocol("backend lock poisoned"))?;
+            .map_err(|_| Broken::NotSent("backend lock poisoned".into()))?;
         let p = guard
             .as_mut()
-            .ok_or_else(|| protocol("the gateway program has stopped"))?;
+            // Nothing reaches a dead program, and asking it again is pointless.
+            .ok_or_else(|| Broken::Protocol(protocol("the gateway program has stopped")))?;
         let mut line = serde_json::to_vec(ask).expect("serialisable");
         line.push(b'\n');
         let sent = p.stdin.write_all(&line).and_then(|_| p.stdin.flush());
         let answer = match sent {
-            Err(e) => Err(protocol(format!(
+            Err(e) => Err(Broken::NotSent(format!(
                 "cannot write to the gateway program: {e}"
             ))),
             Ok(()) => match p.lines.recv_timeout(self.timeout) {
                 Ok(Ok(text)) => serde_json::from_str::<Answer>(text.trim_end())
-                    .map_err(|e| protocol(format!("unreadable answer: {e}"))),
-                Ok(Err(e)) => Err(protocol(e)),
-                Err(_) => Err(protocol(format!(
-                    "no answer within {} s",
+                    .map_err(|e| Broken::Protocol(protocol(format!("unreadable answer: {e}")))),
+                Ok(Err(e)) => Err(Broken::Uncertain(format!(
+                    "the gateway program took the request and gave no answer: {e}"
+                ))),
+                Err(_) => Err(Broken::Uncertain(format!(
+                    "the gateway program took the request and gave no answer within {} s",
                     self.timeout.as_secs()
                 ))),
             },
@@ -162,15 +200,21 @@ impl CommandBackend {
         }
         let a = answer?;
         if a.v != 1 {
-            return Err(protocol(format!("protocol version {} is not 1", a.v)));
+            return Err(Broken::Protocol(protocol(format!(
+                "protocol version {} is not 1",
+                a.v
+            ))));
         }
         Ok(a)
     }
 }
 
 impl Backend for CommandBackend {
-    fn name(&self) -> &'static str {
-        "command"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Command
+    }
+    fn endpoint(&self) -> String {
+        self.program.clone()
     }
 
     fn activate(&self, req: &Request) -> Outcome {
@@ -181,7 +225,7 @@ impl Backend for CommandBackend {
             epid: req.epid.as_str(),
         }) {
             Ok(a) => a,
-            Err(f) => return Outcome::Failed(f),
+            Err(b) => return b.into(),
         };
         match (a.kind.as_str(), a.cid, a.service_code) {
             ("cid", Some(cid), None) => match checked_cid(&cid) {
@@ -199,7 +243,7 @@ impl Backend for CommandBackend {
                 }
                 Outcome::Failed(f)
             }
-            ("no_response", None, None) => Outcome::NoResponse(a.message.unwrap_or_default()),
+            ("no_response", None, None) => Outcome::NotSent(a.message.unwrap_or_default()),
             (k, _, _) => {
                 Outcome::Failed(protocol(format!("unexpected answer type {k:?} or fields")))
             }

@@ -1,10 +1,14 @@
 //! Activation backends: the one trait `makproxy-online` obtains CIDs through, and its
 //! implementations (spec: docs/backends.md).
 //!
-//! A backend answers one (IID, ePID) at a time with a CID, a refusal that carries the
-//! service's code verbatim, or "no response" — the only outcome that may be retried,
-//! because only then can no activation have been spent. Answers are validated here
-//! (check digits, IID and PID echo) so no backend can slip a bad CID through.
+//! A backend answers one (IID, ePID) at a time with one of four outcomes: a CID; a
+//! refusal (a complete answer that says no, with the service's code verbatim); "not
+//! sent" (the request cannot have reached the service: connection refused, name or TLS
+//! failure, a send that failed before the request was complete), the only outcome that
+//! is retried; or "uncertain" (the request was sent but no complete answer came back:
+//! an activation may have been spent, so it is never retried without the operator).
+//! Every answer passes through [`validated`], which applies the return-bundle reader's
+//! limits, so a backend can only hand on what the other side of the gap will accept.
 
 pub mod command;
 pub mod manual;
@@ -13,6 +17,7 @@ pub mod microsoft;
 pub mod mock;
 pub mod simulator;
 
+pub use makproxy_core::bundle::BackendKind;
 use makproxy_core::ids::{ConfirmationId, ExtendedProductId, InstallationId};
 use makproxy_core::Code;
 use std::time::Duration;
@@ -54,10 +59,20 @@ impl Failure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Cid(ConfirmationId),
-    /// A response arrived and says no (or is unusable): never retried automatically.
+    /// A complete response arrived and says no (or is unusable): never retried
+    /// automatically.
     Failed(Failure),
-    /// No response arrived (connection refused or dropped, timeout): safe to retry.
-    NoResponse(String),
+    /// The request cannot have reached the service: safe to retry.
+    NotSent(String),
+    /// The request was sent and no complete answer arrived: it may have been counted.
+    Uncertain(String),
+}
+
+impl Outcome {
+    /// Whether the service may have spent an activation on this call.
+    pub fn may_have_spent(&self) -> bool {
+        !matches!(self, Outcome::NotSent(_))
+    }
 }
 
 /// Meanings of BatchActivation service error codes (docs/errors.md lists them all).
@@ -82,19 +97,25 @@ pub fn service_code_meaning(code: &str) -> &'static str {
 
 /// An activation backend.
 pub trait Backend: Send + Sync {
+    /// What kind of backend this is (recorded with every answer).
+    fn kind(&self) -> BackendKind;
     /// Name recorded in return bundles.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &'static str {
+        self.kind().as_str()
+    }
     /// True for backends whose CIDs do not activate anything.
     fn simulated(&self) -> bool {
-        false
+        self.kind().simulated()
     }
+    /// Where the answers come from: the service URL, the gateway program, the worksheet.
+    fn endpoint(&self) -> String;
     /// Requests a CID for one record.
     fn activate(&self, req: &Request) -> Outcome;
     /// Remaining activations of the MAK behind `epid` (-1: not a MAK / unlimited).
     fn remaining(&self, epid: &ExtendedProductId) -> Result<i64, Failure>;
 }
 
-/// Retries only `NoResponse`, with exponential backoff.
+/// Retries only `NotSent`, with exponential backoff.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     pub attempts: u32,
@@ -110,24 +131,62 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Calls the backend, retrying only when no response arrived, and validates the CID.
-pub fn activate_with_retry(backend: &dyn Backend, req: &Request, policy: &RetryPolicy) -> Outcome {
+/// Calls the backend, retrying only what cannot have reached the service, and
+/// validates the answer. `stop` is checked before every attempt (an interrupted run
+/// sends nothing new).
+pub fn activate_with_retry(
+    backend: &dyn Backend,
+    req: &Request,
+    policy: &RetryPolicy,
+    stop: &dyn Fn() -> bool,
+) -> Outcome {
     let mut delay = policy.first_delay;
     let mut last = String::new();
     for attempt in 0..policy.attempts.max(1) {
+        if stop() {
+            return Outcome::NotSent("not sent: the run is stopping".into());
+        }
         if attempt > 0 {
             std::thread::sleep(delay);
             delay = delay.saturating_mul(2);
         }
-        match backend.activate(req) {
-            Outcome::NoResponse(why) => last = why,
+        match validated(backend.activate(req)) {
+            Outcome::NotSent(why) => last = why,
             other => return other,
         }
     }
-    Outcome::NoResponse(format!(
-        "no response after {} attempts: {last}",
+    Outcome::NotSent(format!(
+        "not sent after {} attempts: {last}",
         policy.attempts.max(1)
     ))
+}
+
+/// The one check every backend answer passes: service codes must be representable in
+/// a return record (else the record fails with MP-BKD-003 naming the code, escaped),
+/// and messages are cut to the reader's limit at a character boundary.
+pub fn validated(o: Outcome) -> Outcome {
+    use makproxy_core::bundle::{truncate_utf8, valid_service_code, MAX_FAILURE_MESSAGE};
+    let cut = |m: String| truncate_utf8(&m, MAX_FAILURE_MESSAGE).to_string();
+    match o {
+        Outcome::Failed(mut f) => {
+            if let Some(sc) = f.service_code.take() {
+                if valid_service_code(&sc) {
+                    f.service_code = Some(sc);
+                } else {
+                    let shown = makproxy_core::sanitize::escape(truncate_utf8(&sc, 64));
+                    f = Failure::new(
+                        Code::BkdBadResponse,
+                        format!("the service sent an error code that cannot be carried: {shown}"),
+                    );
+                }
+            }
+            f.message = cut(f.message);
+            Outcome::Failed(f)
+        }
+        Outcome::NotSent(m) => Outcome::NotSent(cut(m)),
+        Outcome::Uncertain(m) => Outcome::Uncertain(cut(m)),
+        cid => cid,
+    }
 }
 
 /// Parses a CID text from a backend, turning a bad one into a per-record failure.

@@ -3,7 +3,7 @@
 //! CIDs, and either fills them into the CSV or types them at an interactive prompt.
 //! Every CID is check-digit validated group by group before it is accepted.
 
-use crate::{Backend, Failure, Outcome, Request};
+use crate::{Backend, BackendKind, Failure, Outcome, Request};
 use makproxy_core::ids::{ConfirmationId, ExtendedProductId, InstallationId};
 use makproxy_core::Code;
 use std::collections::HashMap;
@@ -19,30 +19,43 @@ pub struct Row {
     pub product: Option<String>,
 }
 
-const HEADER: &str = "handle,installation_id,extended_product_id,product,confirmation_id";
+const HEADER: [&str; 5] = [
+    "handle",
+    "installation_id",
+    "extended_product_id",
+    "product",
+    "confirmation_id",
+];
 
-fn csv_quote(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) {
+/// A product name as a spreadsheet cell: a leading `= + - @` would start a formula.
+fn cell(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@']) {
         format!("'{s}")
     } else {
         s.to_string()
-    };
-    format!("\"{}\"", s.replace('"', "\"\""))
+    }
 }
 
 /// The CSV worksheet: one row per record, `confirmation_id` left empty to fill in.
+/// Written and read with a real CSV implementation (RFC 4180 quoting), so a product
+/// name with commas, quotes or line breaks stays inside its own cell.
 pub fn worksheet_csv(rows: &[Row]) -> String {
-    let mut s = format!("{HEADER}\r\n");
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .quote_style(csv::QuoteStyle::Always)
+        .from_writer(Vec::new());
+    w.write_record(HEADER).expect("in memory");
     for r in rows {
-        s.push_str(&format!(
-            "{},{},{},{},\r\n",
-            r.handle,
+        w.write_record([
+            r.handle.to_string(),
             r.iid.grouped(),
-            r.epid,
-            csv_quote(r.product.as_deref().unwrap_or(""))
-        ));
+            r.epid.to_string(),
+            cell(r.product.as_deref().unwrap_or("")),
+            String::new(),
+        ])
+        .expect("in memory");
     }
-    s
+    String::from_utf8(w.into_inner().expect("in memory")).expect("UTF-8 in, UTF-8 out")
 }
 
 /// The printable worksheet: IIDs in numbered groups, boxes for the CID groups A–H.
@@ -69,39 +82,48 @@ pub fn worksheet_text(rows: &[Row], bundle: &str) -> String {
 }
 
 /// Reads CIDs from a filled-in worksheet CSV, keyed by IID digits. A CID that fails its
-/// check digits is kept as the failure to report for that record.
+/// check digits is kept as the failure to report for that record. Every row must have
+/// exactly the five columns; an IID given twice with different CIDs is an error.
 pub fn read_worksheet(
     text: &str,
 ) -> Result<HashMap<String, Result<ConfirmationId, String>>, String> {
-    let mut lines = text.lines();
-    let header = lines
-        .next()
-        .unwrap_or("")
-        .trim_start_matches('\u{feff}')
-        .trim();
-    if !header.eq_ignore_ascii_case(HEADER) {
-        return Err(format!("worksheet header must be {HEADER:?}"));
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(text.trim_start_matches('\u{feff}').as_bytes());
+    let header = r
+        .headers()
+        .map_err(|e| format!("worksheet header: {e}"))?
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect::<Vec<_>>();
+    if header != HEADER {
+        return Err(format!("worksheet header must be {:?}", HEADER.join(",")));
     }
-    let mut out = HashMap::new();
-    for (n, line) in lines.enumerate() {
-        if line.trim().is_empty() {
+    let mut out: HashMap<String, Result<ConfirmationId, String>> = HashMap::new();
+    for rec in r.records() {
+        let rec = rec.map_err(|e| format!("worksheet: {e}"))?;
+        let line = rec.position().map_or(0, |p| p.line());
+        if rec.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
-        // Only the first two and the last column matter; the product name may hold commas.
-        let first = line.split(',').collect::<Vec<_>>();
-        if first.len() < 5 {
-            return Err(format!("worksheet line {}: expected 5 columns", n + 2));
-        }
-        let iid = InstallationId::parse(first[1])
-            .map_err(|e| format!("worksheet line {}: {e}", n + 2))?;
-        let cid_text = first[first.len() - 1].trim().trim_matches('"');
+        let iid =
+            InstallationId::parse(&rec[1]).map_err(|e| format!("worksheet line {line}: {e}"))?;
+        let cid_text = rec[4].trim();
         if cid_text.is_empty() {
             continue;
         }
-        out.insert(
-            iid.digits().to_string(),
-            ConfirmationId::parse(cid_text).map_err(|e| e.to_string()),
-        );
+        let cid = ConfirmationId::parse(cid_text)
+            .map_err(|e| format!("line {line}, record {}: {e}", rec[0].trim()));
+        if let Some(prev) = out.get(iid.digits()) {
+            if *prev != cid {
+                return Err(format!(
+                    "worksheet line {line}: installation ID {} is given twice with different confirmation IDs",
+                    iid.grouped()
+                ));
+            }
+        }
+        out.insert(iid.digits().to_string(), cid);
     }
     Ok(out)
 }
@@ -114,18 +136,22 @@ enum Source {
 /// Answers from a worksheet or from an operator at the terminal.
 pub struct Manual {
     source: Source,
+    endpoint: String,
 }
 
 impl Manual {
-    pub fn from_worksheet(text: &str) -> Result<Self, String> {
+    /// Answers from a filled-in worksheet; `name` is recorded as where they came from.
+    pub fn from_worksheet(text: &str, name: &str) -> Result<Self, String> {
         Ok(Self {
             source: Source::Sheet(read_worksheet(text)?),
+            endpoint: format!("worksheet {name}"),
         })
     }
     /// Prompts on the terminal (stdin/stderr) for each record.
     pub fn interactive() -> Self {
         Self {
             source: Source::Prompt(Mutex::new(())),
+            endpoint: "typed at the terminal".into(),
         }
     }
 }
@@ -181,8 +207,11 @@ pub fn prompt_cid(req: &Request, input: &mut dyn BufRead, out: &mut dyn Write) -
 }
 
 impl Backend for Manual {
-    fn name(&self) -> &'static str {
-        "manual"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Manual
+    }
+    fn endpoint(&self) -> String {
+        self.endpoint.clone()
     }
     fn activate(&self, req: &Request) -> Outcome {
         match &self.source {
@@ -233,23 +262,68 @@ mod tests {
         let text = worksheet_text(&rows, "abc");
         assert!(text.contains("1:3333336") && text.contains("A:______"));
         let cid = with_check_digits(&[4; 40], 6);
-        let filled = csv.replace(",\r\n", &format!(",{cid}\r\n"));
-        let m = Manual::from_worksheet(&filled).unwrap();
+        let filled = csv.replace(",\"\"\r\n", &format!(",{cid}\r\n"));
+        let m = Manual::from_worksheet(&filled, "t").unwrap();
         assert!(matches!(m.activate(&req()), Outcome::Cid(c) if c.digits() == cid));
         let mut bad = cid.clone().into_bytes();
         bad[13] = if bad[13] == b'9' { b'8' } else { bad[13] + 1 };
-        let m = Manual::from_worksheet(&csv.replace(
-            ",\r\n",
-            &format!(",{}\r\n", String::from_utf8(bad).unwrap()),
-        ))
+        let m = Manual::from_worksheet(
+            &csv.replace(
+                ",\"\"\r\n",
+                &format!(",{}\r\n", String::from_utf8(bad).unwrap()),
+            ),
+            "t",
+        )
         .unwrap();
         let Outcome::Failed(f) = m.activate(&req()) else {
             panic!()
         };
         assert_eq!(f.code, Code::BkdBadCid);
         assert!(f.message.contains("group 3 of 8"), "{}", f.message);
-        let m = Manual::from_worksheet(&csv).unwrap();
+        let m = Manual::from_worksheet(&csv, "t").unwrap();
         assert!(matches!(m.activate(&req()), Outcome::Failed(f) if f.code == Code::BkdNoAnswer));
+    }
+
+    #[test]
+    fn a_product_name_with_line_breaks_and_commas_cannot_inject_a_row() {
+        // The attack from issue 13: a signed CIL's product name carrying a whole row.
+        let victim = req();
+        let forged = with_check_digits(&[7; 40], 6);
+        let rows = vec![Row {
+            handle: 1,
+            iid: victim.iid.clone(),
+            epid: victim.epid.clone(),
+            product: Some(format!(
+                "Office\r\n2,{},{},x,{forged}\r\n\"",
+                victim.iid.grouped(),
+                victim.epid
+            )),
+        }];
+        let m = Manual::from_worksheet(&worksheet_csv(&rows), "t").unwrap();
+        assert!(
+            matches!(m.activate(&victim), Outcome::Failed(f) if f.code == Code::BkdNoAnswer),
+            "the forged CID in the product cell was taken as an answer"
+        );
+        let back = csv::Reader::from_reader(worksheet_csv(&rows).as_bytes())
+            .records()
+            .count();
+        assert_eq!(back, 1, "one record, one row");
+    }
+
+    #[test]
+    fn conflicting_cids_for_one_iid_are_refused() {
+        let a = with_check_digits(&[4; 40], 6);
+        let b = with_check_digits(&[5; 40], 6);
+        let r = req();
+        let text = format!(
+            "handle,installation_id,extended_product_id,product,confirmation_id\r\n1,{i},{e},,{a}\r\n2,{i},{e},,{b}\r\n",
+            i = r.iid.grouped(),
+            e = r.epid
+        );
+        let Err(err) = read_worksheet(&text) else {
+            panic!("conflicting CIDs were accepted")
+        };
+        assert!(err.contains("twice"), "{err}");
     }
 
     #[test]

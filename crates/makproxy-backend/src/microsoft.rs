@@ -6,7 +6,7 @@
 //! same bytes)). Response: `ResponseXml` holds an entity-escaped XML string whose
 //! `<?xml … encoding="utf-16"?>` declaration is ignored.
 
-use crate::{checked_cid, Backend, Failure, Outcome, Request};
+use crate::{checked_cid, Backend, BackendKind, Failure, Outcome, Request};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -54,6 +54,67 @@ impl Default for Settings {
 pub struct Microsoft {
     agent: ureq::Agent,
     endpoint: String,
+}
+
+/// An endpoint must be `https://`, or `http://` on a loopback address (a test mock or a
+/// local TLS-terminating relay): plain HTTP elsewhere would carry IIDs and CIDs in clear.
+pub fn check_endpoint(url: &str) -> Result<(), String> {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Ok(());
+    }
+    let Some(rest) = lower.strip_prefix("http://") else {
+        return Err(format!(
+            "endpoint {url:?} must start with https:// (or http:// on loopback)"
+        ));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit('@').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "endpoint {url:?} is plain http:// to a non-loopback host; use https://"
+        ))
+    }
+}
+
+/// Sorts a transport error by whether the request can have reached the service. Only
+/// failures before the request was complete (no connection, name or TLS failure, a
+/// timeout while connecting or sending) are "not sent"; anything later is uncertain.
+fn transport(e: ureq::Error) -> Outcome {
+    use std::io::ErrorKind as K;
+    use ureq::Timeout as T;
+    match e {
+        ureq::Error::HostNotFound
+        | ureq::Error::ConnectionFailed
+        | ureq::Error::ConnectProxyFailed(_)
+        | ureq::Error::Tls(_)
+        | ureq::Error::Rustls(_)
+        | ureq::Error::Timeout(T::Resolve | T::Connect | T::SendRequest | T::SendBody) => {
+            Outcome::NotSent(e.to_string())
+        }
+        ureq::Error::Io(ref io)
+            if matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::AddrNotAvailable
+                    | K::NetworkUnreachable
+                    | K::HostUnreachable
+            ) =>
+        {
+            Outcome::NotSent(e.to_string())
+        }
+        e => Outcome::Uncertain(format!("request sent, answer incomplete: {e}")),
+    }
 }
 
 fn xml_escape(s: &str) -> String {
@@ -207,6 +268,7 @@ fn digits_only(s: &str) -> String {
 
 impl Microsoft {
     pub fn new(settings: &Settings) -> Result<Self, String> {
+        check_endpoint(&settings.endpoint)?;
         let proxy = match &settings.proxy {
             Some(p) => Some(ureq::Proxy::new(p).map_err(|e| format!("proxy {p:?}: {e}"))?),
             None => ureq::Proxy::try_from_env(),
@@ -215,7 +277,14 @@ impl Microsoft {
             .root_certs(ureq::tls::RootCerts::PlatformVerifier)
             .build();
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(settings.timeout))
+            // Per-phase timeouts (no global one) so that a timeout says whether the
+            // request was complete when it struck.
+            .timeout_global(None)
+            .timeout_connect(Some(settings.timeout))
+            .timeout_send_request(Some(settings.timeout))
+            .timeout_send_body(Some(settings.timeout))
+            .timeout_recv_response(Some(settings.timeout))
+            .timeout_recv_body(Some(settings.timeout))
             .http_status_as_error(false)
             .proxy(proxy)
             .tls_config(tls)
@@ -244,18 +313,7 @@ impl Microsoft {
             .send(body.as_bytes());
         let mut resp = match res {
             Ok(r) => r,
-            Err(
-                e @ (ureq::Error::Io(_)
-                | ureq::Error::Timeout(_)
-                | ureq::Error::ConnectionFailed
-                | ureq::Error::HostNotFound),
-            ) => return Err(Outcome::NoResponse(e.to_string())),
-            Err(e) => {
-                return Err(Outcome::Failed(Failure::new(
-                    Code::BkdBadResponse,
-                    format!("HTTP: {e}"),
-                )))
-            }
+            Err(e) => return Err(transport(e)),
         };
         let status = resp.status().as_u16();
         let text = match resp
@@ -271,15 +329,7 @@ impl Microsoft {
                     format!("response larger than {MAX_BODY} bytes"),
                 )))
             }
-            Err(e @ (ureq::Error::Io(_) | ureq::Error::Timeout(_))) => {
-                return Err(Outcome::NoResponse(format!("response cut off: {e}")))
-            }
-            Err(e) => {
-                return Err(Outcome::Failed(Failure::new(
-                    Code::BkdBadResponse,
-                    format!("response body: {e}"),
-                )))
-            }
+            Err(e) => return Err(Outcome::Uncertain(format!("response cut off: {e}"))),
         };
         if status != 200 && !text.contains("faultstring") {
             let snippet: String = text.chars().filter(|c| !c.is_control()).take(120).collect();
@@ -296,19 +346,33 @@ impl Microsoft {
             )));
         }
         let r = responses.remove(0);
-        if r.pid.as_deref().is_some_and(|p| p.trim() != epid) {
-            return Err(Outcome::Failed(Failure::new(
-                Code::BkdMismatch,
-                "response names another product ID",
-            )));
+        match r.pid.as_deref() {
+            Some(p) if p.trim() == epid => {}
+            Some(_) => {
+                return Err(Outcome::Failed(Failure::new(
+                    Code::BkdMismatch,
+                    "response names another product ID",
+                )))
+            }
+            // A CID is only ever bound to the request it echoes.
+            None if r.cid.is_some() => {
+                return Err(Outcome::Failed(Failure::new(
+                    Code::BkdMismatch,
+                    "response carries a CID but does not echo the product ID asked",
+                )))
+            }
+            None => {}
         }
         Ok(r)
     }
 }
 
 impl Backend for Microsoft {
-    fn name(&self) -> &'static str {
-        "microsoft"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Microsoft
+    }
+    fn endpoint(&self) -> String {
+        self.endpoint.clone()
     }
 
     fn activate(&self, req: &Request) -> Outcome {
@@ -316,14 +380,20 @@ impl Backend for Microsoft {
             Ok(r) => r,
             Err(o) => return o,
         };
-        if r.iid
-            .as_deref()
-            .is_some_and(|i| digits_only(i) != req.iid.digits())
-        {
-            return Outcome::Failed(Failure::new(
-                Code::BkdMismatch,
-                "response answers another installation ID",
-            ));
+        match r.iid.as_deref() {
+            Some(i) if digits_only(i) != req.iid.digits() => {
+                return Outcome::Failed(Failure::new(
+                    Code::BkdMismatch,
+                    "response answers another installation ID",
+                ))
+            }
+            None if r.cid.is_some() => {
+                return Outcome::Failed(Failure::new(
+                    Code::BkdMismatch,
+                    "response carries a CID but does not echo the installation ID asked",
+                ))
+            }
+            _ => {}
         }
         if let Some(code) = r.error_code.filter(|c| !c.is_empty()) {
             return Outcome::Failed(Failure::service(&code));
@@ -344,7 +414,9 @@ impl Backend for Microsoft {
         let r = match self.call(2, epid.as_str(), None) {
             Ok(r) => r,
             Err(Outcome::Failed(f)) => return Err(f),
-            Err(Outcome::NoResponse(why)) => return Err(Failure::new(Code::BkdNoResponse, why)),
+            Err(Outcome::NotSent(why) | Outcome::Uncertain(why)) => {
+                return Err(Failure::new(Code::BkdNoResponse, why))
+            }
             Err(Outcome::Cid(_)) => unreachable!("call never yields a CID as an error"),
         };
         if let Some(code) = r.error_code.filter(|c| !c.is_empty()) {

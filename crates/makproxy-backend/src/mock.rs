@@ -38,6 +38,12 @@ pub enum Behavior {
     Trickle(Duration),
     /// A CID whose check digits are wrong.
     BadCid,
+    /// Count the activation, then close the connection without answering.
+    SpendThenDrop,
+    /// Count the activation, then hold the connection silent this long and close it.
+    SpendThenStall(Duration),
+    /// A valid CID in a response that echoes neither the IID nor the PID.
+    NoEcho,
 }
 
 #[derive(Default)]
@@ -124,6 +130,11 @@ impl MockServer {
     }
     pub fn set_remaining(&self, n: i64) {
         self.state.remaining.store(n, Ordering::SeqCst);
+    }
+    /// Activations left on the mock's MAK (starts at 1000; every answered or
+    /// "spent" request takes one).
+    pub fn remaining(&self) -> i64 {
+        self.state.remaining.load(Ordering::SeqCst)
     }
     /// Requests received for one IID (RequestType 1).
     pub fn requests_for(&self, iid: &str) -> u32 {
@@ -345,6 +356,31 @@ fn handle(mut conn: TcpStream, st: &State) -> std::io::Result<()> {
                 std::thread::sleep(pause);
             }
             Ok(())
+        }
+        Behavior::SpendThenDrop => {
+            st.remaining.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        }
+        Behavior::SpendThenStall(pause) => {
+            st.remaining.fetch_sub(1, Ordering::SeqCst);
+            std::thread::sleep(pause);
+            Ok(())
+        }
+        Behavior::NoEcho => {
+            let n = st.remaining.fetch_sub(1, Ordering::SeqCst) - 1;
+            let xml = soap_response(&activation_response(
+                "1",
+                &format!(
+                    "<CID>{}</CID><ActivationRemaining>{n}</ActivationRemaining>",
+                    mock_cid(&iid)
+                ),
+            ));
+            respond(
+                &mut conn,
+                "200 OK",
+                "text/xml; charset=utf-8",
+                xml.as_bytes(),
+            )
         }
         Behavior::BadCid => {
             let mut cid = mock_cid(&iid).into_bytes();

@@ -2,7 +2,7 @@
 //! the request, always begin with the group `000000`, and every bundle and deposit
 //! file that carries them is marked simulated: they never activate anything.
 
-use crate::{Backend, Failure, Outcome, Request};
+use crate::{Backend, BackendKind, Failure, Outcome, Request};
 use makproxy_core::ids::{digits_from_seed, with_check_digits, ConfirmationId, ExtendedProductId};
 use makproxy_core::Code;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -34,11 +34,11 @@ impl Simulator {
 }
 
 impl Backend for Simulator {
-    fn name(&self) -> &'static str {
-        "simulator"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Simulator
     }
-    fn simulated(&self) -> bool {
-        true
+    fn endpoint(&self) -> String {
+        "simulator (in process; activates nothing)".into()
     }
     fn activate(&self, req: &Request) -> Outcome {
         if self

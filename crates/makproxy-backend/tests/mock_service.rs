@@ -1,5 +1,6 @@
 //! The Microsoft backend against the loopback mock: the real wire format, every
-//! documented error path, and the retry rule (retry only when no response arrived).
+//! documented error path, and the retry rule (retry only what cannot have reached the
+//! service; once a request is sent, a missing answer is uncertain and never re-sent).
 
 use makproxy_backend::microsoft::{Microsoft, Settings};
 use makproxy_backend::mock::{mock_cid, Behavior, MockServer};
@@ -66,7 +67,7 @@ fn service_error_codes_are_mapped_and_unknown_ones_kept_verbatim() {
     ] {
         let r = req(seed);
         mock.set(r.iid.digits(), Behavior::Error(code.into()));
-        let Outcome::Failed(f) = activate_with_retry(&ms, &r, &fast_retry()) else {
+        let Outcome::Failed(f) = activate_with_retry(&ms, &r, &fast_retry(), &|| false) else {
             panic!("{code}")
         };
         assert_eq!(f.code, Code::BkdRefused);
@@ -93,7 +94,7 @@ fn html_500_garbage_wrong_iid_bad_cid_and_oversized_are_per_record_failures() {
     ] {
         let r = req(seed);
         mock.set(r.iid.digits(), b.clone());
-        match activate_with_retry(&ms, &r, &fast_retry()) {
+        match activate_with_retry(&ms, &r, &fast_retry(), &|| false) {
             Outcome::Failed(f) => assert_eq!(f.code, code, "{b:?}: {}", f.message),
             other => panic!("{b:?}: {other:?}"),
         }
@@ -106,35 +107,31 @@ fn html_500_garbage_wrong_iid_bad_cid_and_oversized_are_per_record_failures() {
 }
 
 #[test]
-fn dropped_connections_are_retried_then_succeed() {
+fn a_sent_request_without_a_complete_answer_is_uncertain_and_sent_once() {
     let mock = MockServer::start();
-    let ms = client(&mock, 5000);
-    let r = req(20);
-    mock.set(r.iid.digits(), Behavior::Drop(2));
-    assert!(matches!(
-        activate_with_retry(&ms, &r, &fast_retry()),
-        Outcome::Cid(_)
-    ));
-    assert_eq!(mock.requests_for(r.iid.digits()), 3);
-    let r2 = req(21);
-    mock.set(r2.iid.digits(), Behavior::Drop(10));
-    let Outcome::NoResponse(why) = activate_with_retry(&ms, &r2, &fast_retry()) else {
-        panic!()
-    };
-    assert!(why.contains("3 attempts"), "{why}");
+    let ms = client(&mock, 400);
+    for (seed, b, spends) in [
+        (20, Behavior::Drop(10), 0),
+        (21, Behavior::SpendThenDrop, 1),
+        (22, Behavior::SpendThenStall(Duration::from_millis(1500)), 1),
+        (23, Behavior::Trickle(Duration::from_millis(20)), 1),
+    ] {
+        let r = req(seed);
+        mock.set(r.iid.digits(), b.clone());
+        let before = mock.remaining();
+        let o = activate_with_retry(&ms, &r, &fast_retry(), &|| false);
+        assert!(matches!(o, Outcome::Uncertain(_)), "{b:?}: {o:?}");
+        assert_eq!(mock.requests_for(r.iid.digits()), 1, "{b:?}: never re-sent");
+        assert_eq!(
+            before - mock.remaining(),
+            spends,
+            "{b:?}: the service counted it {spends} time(s)"
+        );
+    }
 }
 
 #[test]
-fn slow_trickle_times_out_as_no_response() {
-    let mock = MockServer::start();
-    let ms = client(&mock, 300);
-    let r = req(30);
-    mock.set(r.iid.digits(), Behavior::Trickle(Duration::from_millis(20)));
-    assert!(matches!(ms.activate(&r), Outcome::NoResponse(_)));
-}
-
-#[test]
-fn connection_refused_is_no_response() {
+fn connection_refused_is_not_sent_and_retried_up_to_the_limit() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/x", l.local_addr().unwrap());
     drop(l);
@@ -144,7 +141,65 @@ fn connection_refused_is_no_response() {
         timeout: Duration::from_secs(2),
     })
     .unwrap();
-    assert!(matches!(ms.activate(&req(40)), Outcome::NoResponse(_)));
+    assert!(matches!(ms.activate(&req(40)), Outcome::NotSent(_)));
+    let Outcome::NotSent(why) = activate_with_retry(&ms, &req(40), &fast_retry(), &|| false) else {
+        panic!()
+    };
+    assert!(why.contains("3 attempts"), "{why}");
+}
+
+#[test]
+fn a_stopping_run_sends_nothing_new() {
+    let mock = MockServer::start();
+    let ms = client(&mock, 5000);
+    let o = activate_with_retry(&ms, &req(41), &fast_retry(), &|| true);
+    assert!(matches!(o, Outcome::NotSent(_)), "{o:?}");
+    assert_eq!(mock.total_requests(), 0);
+}
+
+#[test]
+fn a_cid_without_echo_is_refused_and_an_odd_service_code_is_contained() {
+    let mock = MockServer::start();
+    let ms = client(&mock, 5000);
+    let r = req(42);
+    mock.set(r.iid.digits(), Behavior::NoEcho);
+    match activate_with_retry(&ms, &r, &fast_retry(), &|| false) {
+        Outcome::Failed(f) => assert_eq!(f.code, Code::BkdMismatch, "{}", f.message),
+        o => panic!("{o:?}"),
+    }
+    // A 36-byte code with a control character: the writer could not carry it, so the
+    // boundary turns it into a bounded MP-BKD-003 with the code escaped.
+    let r = req(43);
+    let odd = format!("0x{}\u{1b}", "7".repeat(34));
+    mock.set(r.iid.digits(), Behavior::Error(odd));
+    match activate_with_retry(&ms, &r, &fast_retry(), &|| false) {
+        Outcome::Failed(f) => {
+            assert_eq!(f.code, Code::BkdBadResponse);
+            assert_eq!(f.service_code, None);
+            assert!(!f.message.contains('\u{1b}'), "{}", f.message);
+        }
+        o => panic!("{o:?}"),
+    }
+}
+
+#[test]
+fn plain_http_is_refused_unless_loopback() {
+    for (url, ok) in [
+        ("http://127.0.0.1:8080/x", true),
+        ("http://localhost/x", true),
+        ("http://[::1]:9/x", true),
+        ("https://activation.example/x", true),
+        ("http://activation.example/x", false),
+        ("http://10.0.0.1/x", false),
+        ("http://127.0.0.1.evil.example/x", false),
+        ("ftp://127.0.0.1/x", false),
+    ] {
+        assert_eq!(
+            makproxy_backend::microsoft::check_endpoint(url).is_ok(),
+            ok,
+            "{url}"
+        );
+    }
 }
 
 #[test]

@@ -26,6 +26,8 @@ pub enum Exit {
     Rejected = 3,
     /// The command completed but some records failed.
     Partial = 4,
+    /// Stopped by Ctrl-C or a termination signal after saving what it had.
+    Interrupted = 130,
 }
 
 impl From<Exit> for ExitCode {

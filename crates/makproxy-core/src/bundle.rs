@@ -31,7 +31,38 @@ use time::OffsetDateTime;
 
 /// Format name and the only version this build reads and writes.
 pub const FORMAT: &str = "makproxy-bundle";
-pub const VERSION: u32 = 1;
+/// Version 2 added `backend` to every return record and `endpoint` to the return's
+/// backend block. CIL bundles are unchanged, so version 1 CIL bundles are still read.
+pub const VERSION: u32 = 2;
+/// Longest failure message in a return record, in bytes.
+pub const MAX_FAILURE_MESSAGE: usize = 1024;
+/// Longest makproxy code in a return record (`MP-BKD-001`).
+pub const MAX_FAILURE_CODE: usize = 16;
+/// Longest activation-service error code in a return record (`0x80131600`).
+pub const MAX_SERVICE_CODE: usize = 32;
+/// Longest backend endpoint (URL or program) recorded in a return.
+pub const MAX_ENDPOINT: usize = 512;
+
+/// Whether a service error code can be carried in a return: 1-32 ASCII letters, digits,
+/// `x`, `-` or `_` (codes are reported verbatim, so nothing else is expected).
+pub fn valid_service_code(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_SERVICE_CODE
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Cuts `s` to at most `max` bytes at a character boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 pub const MANIFEST: &str = "manifest.json";
 pub const SIGNATURE: &str = "manifest.sig";
 
@@ -134,6 +165,46 @@ pub struct Answers {
 pub struct BackendInfo {
     pub name: String,
     pub simulated: bool,
+    /// The service URL or gateway program the answers came from (format version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// Which kind of backend produced a return record's answer (format version 2). A CID
+/// served from the online journal names the backend that first obtained it, so a
+/// manual or simulated answer can never pass for the service's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Microsoft,
+    Manual,
+    Command,
+    Simulator,
+}
+
+impl BackendKind {
+    /// Every kind, as stored in the journal.
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Microsoft,
+        BackendKind::Manual,
+        BackendKind::Command,
+        BackendKind::Simulator,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Microsoft => "microsoft",
+            BackendKind::Manual => "manual",
+            BackendKind::Command => "command",
+            BackendKind::Simulator => "simulator",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+    /// Only the simulator's answers activate nothing.
+    pub fn simulated(self) -> bool {
+        self == BackendKind::Simulator
+    }
 }
 
 /// The signed statement. Everything in it is covered by the signature.
@@ -221,6 +292,8 @@ pub struct ReturnRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<RecordFailure>,
     pub source: Source,
+    /// The backend that produced this answer (or refusal).
+    pub backend: BackendKind,
     pub simulated: bool,
 }
 
@@ -257,13 +330,18 @@ impl Record for ReturnRecord {
             (Some(_), None) | (None, Some(_)) => {}
             _ => return Err("exactly one of confirmation_id and failure must be present".into()),
         }
+        if self.simulated != self.backend.simulated() {
+            return Err("simulated flag disagrees with the backend".into());
+        }
         match &self.failure {
             Some(f)
-                if f.message.len() > 1024
-                    || f.code.len() > 16
-                    || f.service_code.as_ref().is_some_and(|s| s.len() > 32) =>
+                if f.message.len() > MAX_FAILURE_MESSAGE
+                    || f.code.len() > MAX_FAILURE_CODE
+                    || f.service_code
+                        .as_ref()
+                        .is_some_and(|s| !valid_service_code(s)) =>
             {
-                Err("failure text too long".into())
+                Err("failure text too long or service code malformed".into())
             }
             _ => Ok(()),
         }
@@ -849,7 +927,9 @@ pub fn open(
     }
     let probe: Probe = serde_json::from_str(text)
         .map_err(|e| json_error(Code::BndManifestSyntax, "manifest", &e))?;
-    if probe.format != FORMAT || probe.version != VERSION {
+    // CIL bundles did not change in version 2; returns did.
+    let readable = probe.version == VERSION || (probe.version == 1 && expected == Kind::Cil);
+    if probe.format != FORMAT || !readable {
         return Err(BundleError::new(
             Code::BndVersion,
             &format!(
@@ -953,7 +1033,11 @@ fn check_manifest(
     match (expected, &m.answers, &m.backend) {
         (Kind::Cil, None, None) => {}
         (Kind::Return, Some(a), Some(b)) => {
-            if !is_hex(&a.bundle_id, 32) || !is_hex(&a.manifest_sha256, 64) || b.name.len() > 64 {
+            if !is_hex(&a.bundle_id, 32)
+                || !is_hex(&a.manifest_sha256, 64)
+                || BackendKind::parse(&b.name).is_none_or(|k| k.simulated() != b.simulated)
+                || b.endpoint.as_ref().is_some_and(|e| e.len() > MAX_ENDPOINT)
+            {
                 return Err(bad("answers or backend block malformed"));
             }
         }

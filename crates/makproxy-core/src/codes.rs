@@ -79,6 +79,7 @@ codes! {
     KeyTrustName = "MP-KEY-006": "trust name is invalid or already in use",
     KeyAlreadyTrusted = "MP-KEY-007": "this key is already trusted under another name",
     KeyUnknownName = "MP-KEY-008": "no trusted key with that name",
+    KeyHomeBusy = "MP-KEY-009": "another makproxy process is using this home",
 
     AplNotIssued = "MP-APL-001": "return answers a bundle this site did not issue",
     AplIidChanged = "MP-APL-003": "the machine's installation ID changed since packing; CID not used",
@@ -96,6 +97,9 @@ codes! {
     BkdNotEnough = "MP-BKD-007": "remaining activations are fewer than the batch needs",
     BkdProtocol = "MP-BKD-008": "external command backend broke its protocol",
     BkdNoAnswer = "MP-BKD-009": "no CID was entered for this record (manual backend)",
+    BkdUncertain = "MP-BKD-010": "the request may have reached the service but no answer was recorded (uncertain); not re-sent without --retry-uncertain",
+    BkdInterrupted = "MP-BKD-011": "activate was stopped (Ctrl-C or a signal); answers obtained so far are saved",
+    BkdEndpoint = "MP-BKD-012": "endpoint refused: plain http:// to a host that is not loopback",
 }
 
 impl std::fmt::Display for Code {

@@ -101,8 +101,8 @@ fn cil_records() -> Vec<Value> {
 }
 
 fn return_records() -> Vec<Value> {
-    let mut v: Vec<Value> = (1..=2).map(|n| json!({"handle": n, "installation_id": iid(n), "extended_product_id": EPID, "confirmation_id": cid(n), "source": "backend", "simulated": false})).collect();
-    v.push(json!({"handle": 3, "installation_id": iid(3), "extended_product_id": EPID, "failure": {"code": "MP-BKD-001", "service_code": "0x7F", "message": "MAK has exceeded its activation limit"}, "source": "backend", "simulated": false}));
+    let mut v: Vec<Value> = (1..=2).map(|n| json!({"handle": n, "installation_id": iid(n), "extended_product_id": EPID, "confirmation_id": cid(n), "source": "backend", "backend": "microsoft", "simulated": false})).collect();
+    v.push(json!({"handle": 3, "installation_id": iid(3), "extended_product_id": EPID, "failure": {"code": "MP-BKD-001", "service_code": "0x7F", "message": "MAK has exceeded its activation limit"}, "source": "backend", "backend": "microsoft", "simulated": false}));
     v
 }
 
@@ -123,7 +123,7 @@ fn manifest(
     now: OffsetDateTime,
 ) -> Value {
     let mut m = json!({
-        "format": "makproxy-bundle", "version": 1, "kind": kind.as_str(),
+        "format": "makproxy-bundle", "version": crate::bundle::VERSION, "kind": kind.as_str(),
         "bundle_id": hex(&Sha256::digest(format!("kit-{}", kind.as_str()).as_bytes())[..16]),
         "site": if kind == Kind::Cil { "kit-site" } else { "kit-gateway" },
         "sequence": 1,
@@ -596,7 +596,14 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         "bad-version",
         c,
         Some(Code::BndVersion),
-        Parts::new(&k, c, now, |m| m["version"] = json!(2), None).zip(),
+        Parts::new(
+            &k,
+            c,
+            now,
+            |m| m["version"] = json!(crate::bundle::VERSION + 1),
+            None,
+        )
+        .zip(),
     );
     add(
         "declared-size-mismatch",

@@ -1,31 +1,40 @@
 //! `activate IN --out OUT --backend NAME`: verify a CIL bundle from a trusted secure
 //! site, obtain a CID or a refusal for every record, and write the signed return.
 //!
-//! One walk over the verified records. A record the journal answers (or refused
-//! earlier) is settled at once; any other is handed to a small pool of workers (bounded
-//! concurrency, polite by default) and waits. Each answer is committed to the journal on
-//! the main thread before it is used for anything: answers that may have spent an
-//! activation one by one as they arrive, simulated ones (nothing spent) in groups.
-//! Records go into the return in bundle order as soon as they and every record before
-//! them are settled; the return file only gets its final name once all are written and
-//! signed, so a run killed at any point resumes without re-asking anything answered.
+//! Nothing is spent before everything checkable is checked: the output path is free,
+//! the keys and journal open, and a full pass over the verified records finds every
+//! record valid. Then one walk over the records. A record the journal answers (or that
+//! the same backend refused earlier) is settled at once; a record whose earlier request
+//! may have reached the service (an open intent from a run that died) is *uncertain*
+//! and is not sent again without `--retry-uncertain`; any other record is handed to a
+//! small pool of workers (bounded concurrency, polite by default). Before a request for
+//! a backend that can spend leaves, its intent is committed; each answer is committed
+//! (closing the intent) on the main thread before it is used for anything. Records go
+//! into the return in bundle order as soon as they and every record before them are
+//! settled; the return file gets its final name only once all are written and signed.
+//!
+//! Stopping: Ctrl-C (or SIGTERM) stops handing out requests, waits for those in flight,
+//! commits their answers and exits 130; a second Ctrl-C ends the process at once (what
+//! was in flight is then uncertain, as after a kill). After `--max-transport-failures`
+//! consecutive requests that got no answer, nothing more is sent; a return holding
+//! nothing but such failures is not written.
 
-use crate::journal;
+use crate::journal::Journal;
 use indicatif::ProgressBar;
 use makproxy_backend::{activate_with_retry, Backend, Outcome, Request, RetryPolicy};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{
-    self, Answers, BackendInfo, BundleWriter, CilRecord, Header, Kind, Limits, RecordFailure,
-    ReturnRecord, Source,
+    self, Answers, BackendInfo, BackendKind, BundleWriter, CilRecord, Header, Kind, Limits,
+    RecordFailure, ReturnRecord, Source,
 };
 use makproxy_core::ids::{ConfirmationId, ExtendedProductId, InstallationId};
 use makproxy_core::keys::Home;
 use makproxy_core::sanitize::escape;
 use makproxy_core::Code;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,7 +48,12 @@ pub struct Options<'a> {
     pub expires_days: u32,
     pub check_remaining: bool,
     pub retry_failed: bool,
+    pub retry_uncertain: bool,
+    /// Consecutive requests without an answer after which nothing more is sent.
+    pub max_transport_failures: u32,
     pub dry_run: bool,
+    /// Set by the signal handler: stop handing out requests and finish cleanly.
+    pub stop: &'a AtomicBool,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -48,7 +62,10 @@ pub struct Summary {
     pub obtained: u64,
     pub from_journal: u64,
     pub failed: u64,
+    /// Requests that never reached the backend (retried up to --attempts).
     pub no_response: u64,
+    /// Requests that may have reached the service without an answer recorded.
+    pub uncertain: u64,
     /// Failures by code (service code where there is one).
     pub failed_by_reason: BTreeMap<String, u64>,
 }
@@ -74,23 +91,35 @@ fn key(iid: &InstallationId, epid: &ExtendedProductId) -> Key {
 /// What the return says for one record.
 #[derive(Clone)]
 enum Answer {
-    /// `now`: obtained by this run (else served from the journal).
+    /// `now`: obtained by this run (else served from the journal); `by`: who obtained it.
     Cid {
         cid: ConfirmationId,
         now: bool,
+        by: BackendKind,
     },
     Failed(RecordFailure),
+}
+
+fn failure(code: Code, message: impl Into<String>) -> RecordFailure {
+    RecordFailure {
+        code: code.as_str().into(),
+        service_code: None,
+        message: message.into(),
+    }
 }
 
 /// Simulated answers committed together at most.
 const MAX_BATCH: usize = 8192;
 /// Records waiting for an answer (held in memory, in bundle order) at most.
 const MAX_WAITING: usize = 4 * MAX_BATCH;
+/// Longest an answer waits for its group's commit.
+const MAX_COMMIT_DELAY: Duration = Duration::from_millis(200);
 
 /// The main thread's side of the walk: requests handed out, answers awaiting their
 /// commit, records awaiting their answer, and the return being written.
 struct Walk<'a> {
-    conn: &'a mut Connection,
+    journal: &'a mut Journal,
+    backend: BackendKind,
     simulated: bool,
     run: i64,
     bundle_id: &'a str,
@@ -100,8 +129,10 @@ struct Walk<'a> {
     parcel: Vec<Job>,
     parcel_size: usize,
     in_flight: usize,
+    /// Workers; for a backend that can spend, requests in flight at most.
+    concurrency: usize,
     /// Answers received and not yet committed; committed when `group` wait or the
-    /// oldest has waited a moment.
+    /// oldest has waited `MAX_COMMIT_DELAY`.
     uncommitted: Vec<(Job, Outcome)>,
     group: usize,
     oldest: Option<Instant>,
@@ -114,6 +145,15 @@ struct Walk<'a> {
     /// Refusals received in this run: a later record with the same key (a cloned
     /// machine further on in the bundle) gets the same answer without a new request.
     refused: HashMap<Key, Answer>,
+    skip_refused: bool,
+    check_intents: bool,
+    retry_uncertain: bool,
+    /// Consecutive answers that were transport failures, and the limit.
+    transport_failures: u32,
+    max_transport_failures: u32,
+    /// The service stopped answering: nothing more is sent.
+    unreachable: &'a AtomicBool,
+    interrupted: &'a AtomicBool,
     writer: BundleWriter<ReturnRecord>,
     out: &'a Path,
     bar: &'a ProgressBar,
@@ -128,32 +168,23 @@ fn stopped() -> CliError {
     CliError::io("backend workers", "stopped")
 }
 
+fn interrupted() -> CliError {
+    CliError::new(
+        Exit::Interrupted,
+        Some(Code::BkdInterrupted),
+        "stopped on request; every answer obtained so far is saved in the journal",
+    )
+    .hint("run the same activate command again to finish (nothing answered is asked twice)")
+}
+
 impl Walk<'_> {
     /// Takes one record of the bundle: settled from the journal, or asked.
-    fn record(&mut self, r: CilRecord, skip_refused: bool) -> Result<(), CliError> {
+    fn record(&mut self, r: CilRecord) -> Result<(), CliError> {
+        if self.interrupted.load(Ordering::SeqCst) {
+            return Err(interrupted());
+        }
         let k = key(&r.installation_id, &r.extended_product_id);
-        let answer = if let Some((cid, by)) =
-            journal::answer(self.conn, &k.0, &k.1, self.simulated).map_err(db)?
-        {
-            Some(Answer::Cid {
-                cid: ConfirmationId::parse(&cid).map_err(db)?,
-                now: by == self.run,
-            })
-        } else if let Some(a) = self.refused.get(&k) {
-            Some(a.clone())
-        } else if skip_refused {
-            journal::failure(self.conn, self.bundle_id, r.handle)
-                .map_err(db)?
-                .map(|(code, service_code, message)| {
-                    Answer::Failed(RecordFailure {
-                        code,
-                        service_code,
-                        message,
-                    })
-                })
-        } else {
-            None
-        };
+        let answer = self.known(&r, &k)?;
         if answer.is_none() {
             let n = self.waiting_on.entry(k).or_default();
             *n += 1;
@@ -179,7 +210,55 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// Hands the parcel to the workers, taking answers while their queue is full.
+    /// The answer a record gets without a request, if any.
+    fn known(&self, r: &CilRecord, k: &Key) -> Result<Option<Answer>, CliError> {
+        if let Some(st) = self
+            .journal
+            .answer(&k.0, &k.1, self.simulated)
+            .map_err(db)?
+        {
+            return Ok(Some(Answer::Cid {
+                cid: ConfirmationId::parse(&st.cid).map_err(db)?,
+                now: st.run == self.run,
+                by: st.backend,
+            }));
+        }
+        if let Some(a) = self.refused.get(k) {
+            return Ok(Some(a.clone()));
+        }
+        if self.skip_refused {
+            if let Some(f) = self
+                .journal
+                .failure(self.bundle_id, r.handle, self.backend)
+                .map_err(db)?
+            {
+                return Ok(Some(Answer::Failed(f)));
+            }
+        }
+        if self.check_intents && !self.retry_uncertain && !self.waiting_on.contains_key(k) {
+            if let Some(i) = self.journal.intent(&k.0, &k.1).map_err(db)? {
+                return Ok(Some(Answer::Failed(failure(
+                    Code::BkdUncertain,
+                    format!(
+                        "a request to the {} backend at {} (run {}) may have reached the service and no answer was recorded; not sent again without --retry-uncertain",
+                        i.backend, i.at, i.run_id
+                    ),
+                ))));
+            }
+        }
+        if self.unreachable.load(Ordering::SeqCst) {
+            return Ok(Some(Answer::Failed(failure(
+                Code::BkdNoResponse,
+                "not sent: the activation service stopped answering earlier in this run",
+            ))));
+        }
+        Ok(None)
+    }
+
+    /// Hands the parcel to the workers. For a backend that can spend, a request is
+    /// handed over only when a worker is free to send it at once, and its intent is
+    /// durable first: an intent without an answer then really means "may have left".
+    /// Simulated parcels queue up (taking answers while the queue is full).
     fn hand_out(&mut self) -> Result<(), CliError> {
         if self.parcel.is_empty() {
             return Ok(());
@@ -187,15 +266,37 @@ impl Walk<'_> {
         let mut jobs = std::mem::replace(&mut self.parcel, Vec::with_capacity(self.parcel_size));
         let n = jobs.len();
         let tx = self.jobs.clone().ok_or_else(stopped)?;
-        loop {
-            match tx.try_send(jobs) {
-                Ok(()) => break,
-                Err(TrySendError::Full(j)) => {
-                    jobs = j;
-                    let got = self.answers.recv().map_err(|_| stopped())?;
-                    self.take(got)?;
+        if !self.simulated {
+            while self.in_flight + n > self.concurrency {
+                let got = self.answers.recv().map_err(|_| stopped())?;
+                self.take(got)?;
+            }
+            let at = bundle::rfc3339(makproxy_cli::now());
+            let b = self.journal.batch().map_err(db)?;
+            for j in &jobs {
+                b.intend(
+                    j.req.iid.digits(),
+                    j.req.epid.as_str(),
+                    self.backend,
+                    self.run,
+                    &at,
+                )
+                .map_err(db)?;
+            }
+            b.commit().map_err(db)?;
+            // A rendezvous: returns once a free worker has taken the job.
+            tx.send(jobs).map_err(|_| stopped())?;
+        } else {
+            loop {
+                match tx.try_send(jobs) {
+                    Ok(()) => break,
+                    Err(TrySendError::Full(j)) => {
+                        jobs = j;
+                        let got = self.answers.recv().map_err(|_| stopped())?;
+                        self.take(got)?;
+                    }
+                    Err(TrySendError::Disconnected(_)) => return Err(stopped()),
                 }
-                Err(TrySendError::Disconnected(_)) => return Err(stopped()),
             }
         }
         self.in_flight += n;
@@ -218,9 +319,19 @@ impl Walk<'_> {
 
     fn take(&mut self, got: Vec<(Job, Outcome)>) -> Result<(), CliError> {
         self.in_flight -= got.len();
+        for (_, o) in &got {
+            match o {
+                Outcome::NotSent(_) | Outcome::Uncertain(_) => self.transport_failures += 1,
+                _ => self.transport_failures = 0,
+            }
+        }
+        if self.max_transport_failures > 0 && self.transport_failures >= self.max_transport_failures
+        {
+            self.unreachable.store(true, Ordering::SeqCst);
+        }
         self.uncommitted.extend(got);
         let oldest = *self.oldest.get_or_insert_with(Instant::now);
-        if self.uncommitted.len() >= self.group || oldest.elapsed() >= Duration::from_millis(200) {
+        if self.uncommitted.len() >= self.group || oldest.elapsed() >= MAX_COMMIT_DELAY {
             self.commit()?;
         }
         Ok(())
@@ -229,35 +340,41 @@ impl Walk<'_> {
     /// Persists the answers received, then lets the records waiting on them go.
     fn commit(&mut self) -> Result<(), CliError> {
         let at = bundle::rfc3339(makproxy_cli::now());
-        let tx = self.conn.transaction().map_err(db)?;
+        let b = self.journal.batch().map_err(db)?;
         for (job, outcome) in &self.uncommitted {
+            let (iid, epid) = (job.req.iid.digits(), job.req.epid.as_str());
             match outcome {
-                Outcome::Cid(cid) => journal::save_answer(
-                    &tx,
-                    job.req.iid.digits(),
-                    job.req.epid.as_str(),
-                    self.simulated,
-                    cid.digits(),
-                    self.run,
-                    &at,
-                ),
-                Outcome::Failed(f) => journal::save_failure(
-                    &tx,
+                Outcome::Cid(cid) => {
+                    b.save_answer(iid, epid, self.simulated, cid.digits(), self.run, &at)
+                }
+                Outcome::Failed(f) => b.save_failure(
                     self.bundle_id,
                     job.handle,
-                    f.code.as_str(),
-                    f.service_code.as_deref(),
-                    &f.message,
+                    self.backend,
+                    iid,
+                    epid,
+                    &RecordFailure {
+                        code: f.code.as_str().into(),
+                        service_code: f.service_code.clone(),
+                        message: f.message.clone(),
+                    },
                     &at,
                 ),
-                Outcome::NoResponse(_) => Ok(()),
+                // It never left: nothing can have been spent.
+                Outcome::NotSent(_) => b.settle(iid, epid),
+                // The intent stays open: the next run knows this one is uncertain.
+                Outcome::Uncertain(_) => Ok(()),
             }
             .map_err(db)?;
         }
-        tx.commit().map_err(db)?;
+        b.commit().map_err(db)?;
         for (job, outcome) in std::mem::take(&mut self.uncommitted) {
             let answer = match outcome {
-                Outcome::Cid(cid) => Answer::Cid { cid, now: true },
+                Outcome::Cid(cid) => Answer::Cid {
+                    cid,
+                    now: true,
+                    by: self.backend,
+                },
                 Outcome::Failed(f) => {
                     let a = Answer::Failed(RecordFailure {
                         code: f.code.as_str().into(),
@@ -267,15 +384,18 @@ impl Walk<'_> {
                     self.refused.insert(job.key(), a.clone());
                     a
                 }
-                Outcome::NoResponse(_) => {
-                    self.s.no_response += 1;
-                    Answer::Failed(RecordFailure {
-                        code: Code::BkdNoResponse.as_str().into(),
-                        service_code: None,
-                        message:
-                            "no response from the activation backend; run activate again to retry"
-                                .into(),
-                    })
+                Outcome::NotSent(why) => Answer::Failed(failure(
+                    Code::BkdNoResponse,
+                    format!("{why}; nothing was spent: run activate again to retry"),
+                )),
+                Outcome::Uncertain(why) => {
+                    // A twin further on in the bundle must not be sent again either.
+                    let a = Answer::Failed(failure(
+                        Code::BkdUncertain,
+                        format!("{why}; not sent again without --retry-uncertain"),
+                    ));
+                    self.refused.insert(job.key(), a.clone());
+                    a
                 }
             };
             self.settled.insert(job.key(), answer);
@@ -317,11 +437,13 @@ impl Walk<'_> {
             confirmation_id: None,
             failure: None,
             source: Source::Journal,
+            backend: self.backend,
             simulated: self.simulated,
         };
         match answer {
-            Answer::Cid { cid, now } => {
+            Answer::Cid { cid, now, by } => {
                 rec.confirmation_id = Some(cid);
+                rec.backend = by;
                 if now {
                     rec.source = Source::Backend;
                     self.s.obtained += 1;
@@ -331,6 +453,11 @@ impl Walk<'_> {
             }
             Answer::Failed(f) => {
                 self.s.failed += 1;
+                if f.code == Code::BkdNoResponse.as_str() {
+                    self.s.no_response += 1;
+                } else if f.code == Code::BkdUncertain.as_str() {
+                    self.s.uncertain += 1;
+                }
                 *self
                     .s
                     .failed_by_reason
@@ -348,23 +475,89 @@ impl Walk<'_> {
     /// After the last record: hands out the rest, waits for every answer, writes all.
     fn drain(&mut self) -> Result<(), CliError> {
         self.hand_out()?;
+        self.close()?;
+        debug_assert!(self.queue.is_empty(), "every record was written");
+        Ok(())
+    }
+
+    /// Closes the job queue (the workers end once it is empty), then receives and
+    /// commits every answer still in flight: an answer is never dropped.
+    fn close(&mut self) -> Result<(), CliError> {
         self.jobs = None;
         while self.in_flight > 0 {
             let got = self.answers.recv().map_err(|_| stopped())?;
             self.take(got)?;
         }
-        self.commit()?;
-        debug_assert!(self.queue.is_empty(), "every record was written");
-        Ok(())
+        self.commit()
     }
+}
+
+/// What the pre-flight pass over the verified records found.
+struct Need {
+    /// Records the backend would be asked for, per ePID.
+    per_epid: BTreeMap<String, u64>,
+    /// Records that would be reported uncertain instead of asked.
+    uncertain: u64,
+}
+
+/// Reads every record once before anything is spent: a record the reader refuses ends
+/// the run here (no request sent), and the counts serve --dry-run and --check-remaining.
+fn preflight(
+    v: &mut bundle::Verified,
+    journal: &Journal,
+    o: &Options,
+    skip_refused: bool,
+    check_intents: bool,
+) -> Result<Need, CliError> {
+    let (simulated, kind) = (o.backend.simulated(), o.backend.kind());
+    let bundle_id = v.manifest.bundle_id.clone();
+    let counting = o.dry_run || o.check_remaining;
+    let mut need = Need {
+        per_epid: BTreeMap::new(),
+        uncertain: 0,
+    };
+    v.records(|r: CilRecord| {
+        if !counting {
+            return Ok::<(), CliError>(());
+        }
+        let (iid, epid) = (r.installation_id.digits(), r.extended_product_id.as_str());
+        if journal.answer(iid, epid, simulated).map_err(db)?.is_some()
+            || (skip_refused
+                && journal
+                    .failure(&bundle_id, r.handle, kind)
+                    .map_err(db)?
+                    .is_some())
+        {
+            return Ok(());
+        }
+        if check_intents && !o.retry_uncertain && journal.intent(iid, epid).map_err(db)?.is_some() {
+            need.uncertain += 1;
+            return Ok(());
+        }
+        *need.per_epid.entry(epid.to_string()).or_default() += 1;
+        Ok(())
+    })?;
+    Ok(need)
 }
 
 pub fn run(
     out: &Output,
     home: &Home,
-    conn: &mut Connection,
+    journal: &mut Journal,
     o: &Options,
 ) -> Result<Exit, CliError> {
+    // Everything that can be checked is checked before anything is spent.
+    if !o.dry_run && o.out.symlink_metadata().is_ok() {
+        return Err(CliError::new(
+            Exit::Error,
+            Some(Code::BndExists),
+            format!(
+                "{} already exists; a return bundle is never overwritten",
+                escape(&o.out.display().to_string())
+            ),
+        )
+        .hint("choose another --out name (nothing was sent to any backend)"));
+    }
     let key = home.signing_key()?;
     let now = makproxy_cli::now();
     let mut v = bundle::open(
@@ -376,17 +569,14 @@ pub fn run(
     )?;
     let m = v.manifest.clone();
     let simulated = o.backend.simulated();
+    let kind = o.backend.kind();
 
     // Replay: one (site, sequence) is one bundle. The same bundle again is a resume.
-    let seen: Option<String> = conn
-        .query_row(
-            "SELECT bundle_id FROM requests WHERE site = ?1 AND sequence = ?2",
-            params![m.site, m.sequence as i64],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(db)?;
-    if let Some(other) = seen.filter(|b| *b != m.bundle_id) {
+    if let Some(other) = journal
+        .request_with_sequence(&m.site, m.sequence)
+        .map_err(db)?
+        .filter(|b| *b != m.bundle_id)
+    {
         return Err(CliError::rejected(
             Code::AplReplay,
             format!(
@@ -397,38 +587,20 @@ pub fn run(
         ));
     }
 
-    // Refusals recorded for this bundle are not asked again (unless --retry-failed).
-    let skip_refused = !o.retry_failed && journal::any_failure(conn, &m.bundle_id).map_err(db)?;
-    if o.dry_run || o.check_remaining {
-        let mut need: BTreeMap<String, u64> = BTreeMap::new();
-        v.records(|r: CilRecord| {
-            let answered = journal::answer(
-                conn,
-                r.installation_id.digits(),
-                r.extended_product_id.as_str(),
-                simulated,
-            )
-            .map_err(db)?
-            .is_some();
-            let refused = skip_refused
-                && journal::failure(conn, &m.bundle_id, r.handle)
-                    .map_err(db)?
-                    .is_some();
-            if !answered && !refused {
-                *need
-                    .entry(r.extended_product_id.as_str().to_string())
-                    .or_default() += 1;
-            }
-            Ok::<(), CliError>(())
-        })?;
-        let total: u64 = need.values().sum();
-        if o.dry_run {
-            out.json(&json!({"dry_run": true, "records": m.records, "would_request": total, "per_epid": need}));
-            out.line(format!("Dry run: {} record(s); {total} would be sent to the {} backend, the rest answered from the journal. Nothing written.", m.records, o.backend.name()));
-            return Ok(Exit::Ok);
-        }
-        for (epid, n) in &need {
-            let epid_v = makproxy_core::ids::ExtendedProductId::parse(epid).map_err(db)?;
+    // Refusals this backend gave for this bundle are not asked again (unless
+    // --retry-failed); open intents only matter to backends that can spend.
+    let skip_refused = !o.retry_failed && journal.any_failure(&m.bundle_id, kind).map_err(db)?;
+    let check_intents = !simulated && journal.any_intent().map_err(db)?;
+    let need = preflight(&mut v, journal, o, skip_refused, check_intents)?;
+    let total: u64 = need.per_epid.values().sum();
+    if o.dry_run {
+        out.json(&json!({"dry_run": true, "records": m.records, "would_request": total, "uncertain": need.uncertain, "per_epid": need.per_epid}));
+        out.line(format!("Dry run: {} record(s); {total} would be sent to the {} backend, {} are uncertain (not sent without --retry-uncertain), the rest answered from the journal. Nothing written.", m.records, o.backend.name(), need.uncertain));
+        return Ok(Exit::Ok);
+    }
+    if o.check_remaining {
+        for (epid, n) in &need.per_epid {
+            let epid_v = ExtendedProductId::parse(epid).map_err(db)?;
             let left = o.backend.remaining(&epid_v).map_err(|f| {
                 CliError::new(
                     Exit::Error,
@@ -450,34 +622,32 @@ pub fn run(
         }
     }
 
-    conn.execute(
-        "INSERT OR IGNORE INTO requests(bundle_id, site, sequence, manifest_sha256, first_seen) VALUES(?1, ?2, ?3, ?4, ?5)",
-        params![m.bundle_id, m.site, m.sequence as i64, v.manifest_sha256, bundle::rfc3339(now)],
-    )
-    .map_err(db)?;
-    let run = journal::start_run(
-        conn,
-        &bundle::new_bundle_id(),
-        &m.bundle_id,
-        o.backend.name(),
-        &bundle::rfc3339(now),
-    )
-    .map_err(db)?;
+    let at = bundle::rfc3339(now);
+    journal
+        .record_request(&m.bundle_id, &m.site, m.sequence, &v.manifest_sha256, &at)
+        .map_err(db)?;
+    let endpoint = o.backend.endpoint();
+    let run = journal
+        .start_run(&bundle::new_bundle_id(), &m.bundle_id, kind, &endpoint, &at)
+        .map_err(db)?;
     let concurrency = o.concurrency.max(1);
-    // Network backends get one request per hand-off so that `concurrency` requests are
-    // really in flight; the simulator answers in microseconds, so its requests travel in
+    // Backends that can spend get one request per hand-off, through a rendezvous, so
+    // that `concurrency` requests are really in flight and none waits with its intent
+    // committed; the simulator answers in microseconds, so its requests travel in
     // parcels and its answers are committed in large groups.
     let (parcel_size, queue, group) = if simulated {
         (256, 4, MAX_BATCH)
     } else {
-        (1, concurrency * 2, 1)
+        (1, 0, 1)
     };
     let bar = out.progress(m.records, "activate");
     let writer = BundleWriter::new(o.out).map_err(|e| CliError::io(o.out.display(), e))?;
     let (job_tx, job_rx) = mpsc::sync_channel::<Vec<Job>>(queue);
     let (res_tx, res_rx) = mpsc::channel::<Vec<(Job, Outcome)>>();
+    let unreachable = AtomicBool::new(false);
     let mut walk = Walk {
-        conn,
+        journal,
+        backend: kind,
         simulated,
         run,
         bundle_id: &m.bundle_id,
@@ -486,6 +656,7 @@ pub fn run(
         parcel: Vec::with_capacity(parcel_size),
         parcel_size,
         in_flight: 0,
+        concurrency,
         uncommitted: Vec::with_capacity(group),
         group,
         oldest: None,
@@ -493,6 +664,13 @@ pub fn run(
         waiting_on: HashMap::new(),
         settled: HashMap::new(),
         refused: HashMap::new(),
+        skip_refused,
+        check_intents,
+        retry_uncertain: o.retry_uncertain,
+        transport_failures: 0,
+        max_transport_failures: o.max_transport_failures,
+        unreachable: &unreachable,
+        interrupted: o.stop,
         writer,
         out: o.out,
         bar: &bar,
@@ -501,18 +679,20 @@ pub fn run(
             ..Summary::default()
         },
     };
+    let stop = || o.stop.load(Ordering::SeqCst) || unreachable.load(Ordering::SeqCst);
     std::thread::scope(|scope| -> Result<(), CliError> {
         let job_rx = Arc::new(Mutex::new(job_rx));
         for _ in 0..concurrency {
             let (job_rx, res_tx) = (job_rx.clone(), res_tx.clone());
             let retry = o.retry.clone();
+            let stop = &stop;
             scope.spawn(move || loop {
                 let next = job_rx.lock().map(|rx| rx.recv());
                 let Ok(Ok(jobs)) = next else { return };
                 let answers = jobs
                     .into_iter()
                     .map(|job| {
-                        let outcome = activate_with_retry(o.backend, &job.req, &retry);
+                        let outcome = activate_with_retry(o.backend, &job.req, &retry, stop);
                         (job, outcome)
                     })
                     .collect();
@@ -522,18 +702,36 @@ pub fn run(
             });
         }
         drop(res_tx);
-        // On an error the job queue closes when `walk` is dropped and the workers end.
-        v.records(|r: CilRecord| walk.record(r, skip_refused))?;
-        walk.drain()
+        let walked = v
+            .records(|r: CilRecord| walk.record(r))
+            .and_then(|()| walk.drain());
+        if let Err(e) = walked {
+            // Close the queue so the workers end, and keep every answer in flight.
+            let _ = walk.close();
+            return Err(e);
+        }
+        Ok(())
     })?;
     bar.finish_and_clear();
     let Walk {
-        writer, s, conn, ..
+        writer, s, journal, ..
     } = walk;
-    let sequence: u64 = journal::meta_get(conn, "next_sequence")
-        .map_err(db)?
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(1);
+
+    let got_answers = s.obtained + s.from_journal + (s.failed - s.no_response - s.uncertain);
+    if unreachable.load(Ordering::SeqCst) && got_answers == 0 {
+        drop(writer);
+        return Err(CliError::new(
+            Exit::Error,
+            Some(Code::BkdNoResponse),
+            format!(
+                "service unreachable: {} consecutive requests got no answer; no return written ({} uncertain)",
+                o.max_transport_failures, s.uncertain
+            ),
+        )
+        .hint("check the network, proxy and --endpoint, then run the same command again; uncertain records need --retry-uncertain"));
+    }
+
+    let sequence = journal.next_return_sequence().map_err(db)?;
     let header = Header {
         bundle_id: bundle::new_bundle_id(),
         site: home.site.clone(),
@@ -548,6 +746,7 @@ pub fn run(
             "confirmation_id",
             "failure",
             "source",
+            "backend",
             "simulated",
         ]
         .map(String::from)
@@ -559,21 +758,23 @@ pub fn run(
             sequence: m.sequence,
         }),
         backend: Some(BackendInfo {
-            name: o.backend.name().into(),
+            name: kind.as_str().into(),
             simulated,
+            endpoint: Some(bundle::truncate_utf8(&endpoint, bundle::MAX_ENDPOINT).to_string()),
         }),
     };
     let written = writer.finish(header, &key, o.out)?;
-    let tx = conn.transaction().map_err(db)?;
-    tx.execute(
-        "INSERT OR REPLACE INTO returns(bundle_id, answers, sequence, file, at) VALUES(?1, ?2, ?3, ?4, ?5)",
-        params![written.manifest.bundle_id, m.bundle_id, sequence as i64, o.out.display().to_string(), written.manifest.created],
-    )
-    .map_err(db)?;
-    journal::meta_set(&tx, "next_sequence", &(sequence + 1).to_string()).map_err(db)?;
-    tx.commit().map_err(db)?;
+    journal
+        .record_return(
+            &written.manifest.bundle_id,
+            &m.bundle_id,
+            sequence,
+            &o.out.display().to_string(),
+            &written.manifest.created,
+        )
+        .map_err(db)?;
 
-    out.json(&json!({"return_bundle": o.out, "bundle_id": written.manifest.bundle_id, "answers": m.bundle_id, "backend": o.backend.name(), "simulated": simulated, "summary": s}));
+    out.json(&json!({"return_bundle": o.out, "bundle_id": written.manifest.bundle_id, "answers": m.bundle_id, "backend": kind.as_str(), "endpoint": endpoint, "simulated": simulated, "summary": s}));
     if simulated {
         out.line("SIMULATOR backend: the CIDs in this return are simulated and activate nothing.");
     }
@@ -591,7 +792,13 @@ pub fn run(
         } else {
             format!(" ({})", makproxy_backend::service_code_meaning(reason))
         };
-        out.line(format!("  {n} x {reason}{meaning}"));
+        out.line(format!("  {n} x {}{meaning}", escape(reason)));
+    }
+    if s.uncertain > 0 {
+        out.line(format!(
+            "  {} record(s) are UNCERTAIN (MP-BKD-010): their request may have been counted by the service. See `journal list --uncertain`; send them again only with --retry-uncertain.",
+            s.uncertain
+        ));
     }
     Ok(if s.failed > 0 {
         Exit::Partial
@@ -601,15 +808,29 @@ pub fn run(
 }
 
 /// `worksheet`: the records of a CIL bundle the journal cannot answer, as a CSV to fill
-/// in and a printable text form beside it (same name, `.txt`).
+/// in and a printable text form beside it (same name, `.txt`). Neither is overwritten.
 pub fn worksheet(
     out: &Output,
     home: &Home,
-    conn: &mut Connection,
+    journal: &Journal,
     input: &Path,
     path: &Path,
 ) -> Result<Exit, CliError> {
     use makproxy_backend::manual::{worksheet_csv, worksheet_text, Row};
+    let txt = path.with_extension("txt");
+    for p in [path, txt.as_path()] {
+        if p.symlink_metadata().is_ok() {
+            return Err(CliError::new(
+                Exit::Error,
+                Some(Code::BndExists),
+                format!(
+                    "{} already exists; a worksheet is never overwritten",
+                    escape(&p.display().to_string())
+                ),
+            )
+            .hint("choose another --out name, or move the old worksheet aside"));
+        }
+    }
     let mut v = bundle::open(
         input,
         Kind::Cil,
@@ -620,14 +841,14 @@ pub fn worksheet(
     let mut rows = Vec::new();
     let mut answered = 0u64;
     v.records(|r: CilRecord| {
-        if journal::answer(
-            conn,
-            r.installation_id.digits(),
-            r.extended_product_id.as_str(),
-            false,
-        )
-        .map_err(db)?
-        .is_some()
+        if journal
+            .answer(
+                r.installation_id.digits(),
+                r.extended_product_id.as_str(),
+                false,
+            )
+            .map_err(db)?
+            .is_some()
         {
             answered += 1;
         } else {
@@ -640,7 +861,6 @@ pub fn worksheet(
         }
         Ok::<(), CliError>(())
     })?;
-    let txt = path.with_extension("txt");
     makproxy_core::fsutil::write_atomic(path, worksheet_csv(&rows).as_bytes())
         .map_err(|e| CliError::io(path.display(), e))?;
     makproxy_core::fsutil::write_atomic(

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use makproxy_cli::{Common, Global};
 use std::path::PathBuf;
 
-const AFTER: &str = "Exit codes: 0 done, 1 error, 2 usage, 3 rejected (verification/security), 4 partial (some records failed).
+const AFTER: &str = "Exit codes: 0 done, 1 error, 2 usage, 3 rejected (verification/security), 4 partial (some records failed), 130 stopped by Ctrl-C (answers saved).
 Typical run:  inspect E:\\cil-0001.zip  ->  activate E:\\cil-0001.zip --out E:\\ret-0001.zip --backend microsoft";
 
 #[derive(Debug, Parser)]
@@ -49,7 +49,8 @@ pub struct BackendArgs {
     /// Seconds to wait for one service answer.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub timeout: u64,
-    /// Attempts per record when no response arrives (never after a response).
+    /// Attempts per record while the request cannot have reached the service (connection
+    /// refused, name or TLS failure). A request that was sent is never repeated.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub attempts: u32,
     /// First pause between attempts, doubled each time.
@@ -79,7 +80,10 @@ pub enum Command {
     /// Verify a CIL bundle and print its summary.
     ///
     /// Example: makproxy-online inspect E:\cil-0001.zip
-    Inspect { file: PathBuf },
+    Inspect {
+        /// The CIL bundle to verify.
+        file: PathBuf,
+    },
     /// Obtain a CID for every record of a CIL bundle and write the signed return bundle.
     ///
     /// Example: makproxy-online activate E:\cil-0001.zip --out E:\ret-0001.zip --backend microsoft
@@ -88,10 +92,17 @@ pub enum Command {
     ///
     /// Example: makproxy-online worksheet E:\cil-0001.zip --out sheet.csv
     Worksheet {
+        /// The CIL bundle from the secure side.
         file: PathBuf,
+        /// The CSV to write (never overwritten); the printable form goes beside it as .txt.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Look into the journal: answers obtained, uncertain requests, and forgetting one IID.
+    ///
+    /// Example: makproxy-online journal list --uncertain
+    #[command(subcommand)]
+    Journal(JournalCommand),
     /// Remaining activations of the MAK behind an extended product ID.
     ///
     /// Example: makproxy-online remaining --pid 03612-03305-317-008912-02-1033-9200.0000-0662023 --backend microsoft
@@ -121,12 +132,53 @@ pub struct ActivateArgs {
     /// Ask again for records refused in an earlier run of this bundle.
     #[arg(long)]
     pub retry_failed: bool,
+    /// Send again the records whose earlier request may have reached the service
+    /// without an answer being recorded (each may cost an activation; see
+    /// `journal list --uncertain`).
+    #[arg(long)]
+    pub retry_uncertain: bool,
+    /// Stop sending after this many consecutive requests got no answer (0: never stop).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub max_transport_failures: u32,
     /// Days until the return bundle expires.
     #[arg(long, default_value_t = 30, value_name = "DAYS")]
     pub expires_days: u32,
     /// Show how many records would be sent; contact nothing, write nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JournalCommand {
+    /// List answers (newest first), or the uncertain requests.
+    ///
+    /// Example: makproxy-online journal list --uncertain
+    List {
+        /// Only requests that may have reached the service without a recorded answer.
+        #[arg(long)]
+        uncertain: bool,
+        /// Answers listed at most.
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        limit: u32,
+    },
+    /// Everything the journal holds about one installation ID.
+    ///
+    /// Example: makproxy-online journal show 123456-…
+    Show {
+        /// The installation ID (digits, with or without separators).
+        iid: String,
+    },
+    /// Remove an IID's answers, refusals and open intent (audited), e.g. a mistyped
+    /// manual CID, so it can be asked again.
+    ///
+    /// Example: makproxy-online journal forget 123456-… --reason "CID mistyped on the phone"
+    Forget {
+        /// The installation ID (digits, with or without separators).
+        iid: String,
+        /// Why, kept in the journal's audit table.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
 }
 
 #[cfg(test)]

@@ -1,21 +1,31 @@
-//! The online journal: every answer is persisted here the moment it arrives, before
-//! anything else happens with it. CIDs are looked up by (IID, ePID, simulated) so a later
-//! bundle carrying the same IID is served without asking the backend again, and a
-//! simulator drill can never leak simulated CIDs into a real run. Per-record refusals
-//! are kept per (bundle, handle) so a resumed run does not re-ask them either.
+//! The online journal: the one place that holds the online side's state and every SQL
+//! statement about it. Every answer is persisted here the moment it arrives, before
+//! anything else happens with it; every request to a backend that can spend an
+//! activation is preceded by a durable *intent*, so a request in flight when the
+//! process died is known afterwards and is never re-sent without the operator.
+//!
+//! Rules kept here (docs/backends.md, docs/reliability.md):
+//! - CIDs are found by (IID, ePID, simulated): a drill's simulated CIDs never serve a
+//!   real run and the other way round. Each answer knows the run, backend and endpoint
+//!   that obtained it (provenance, carried into every return record).
+//! - Refusals are kept per (bundle, handle, backend) and reused only by the same
+//!   backend; transport failures are never stored, so never reused.
+//! - An intent without an answer belongs to a run that died mid-request: the record is
+//!   *uncertain* until the operator sends it again (`--retry-uncertain`) or forgets it.
+//! - `forget` removes an answer, refusals and intents for one IID and keeps an audit row.
 //!
 //! Layout for speed at fleet scale: answers are appended in arrival order (integer row
-//! IDs), and found through a small index on a 64-bit digest of the lookup key; the full
-//! key is compared on every hit, so a digest collision costs a row read, never a wrong
-//! answer. Which run obtained an answer (and for which bundle, through which backend) is
-//! kept once per run.
+//! IDs) and found through an index on a 64-bit digest of the lookup key; the full key is
+//! compared on every hit, so a digest collision costs a row read, never a wrong answer.
 
+use makproxy_cli::store::{self, Migration, StoreError};
+use makproxy_core::bundle::{BackendKind, RecordFailure};
 use makproxy_core::keys::Home;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use sha2::{Digest, Sha256};
 
-/// Bumped whenever the schema changes; a journal of another version is refused.
-pub const SCHEMA_VERSION: u32 = 2;
+/// Bumped whenever the schema changes; older journals are migrated forward.
+pub const SCHEMA_VERSION: u32 = 3;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS runs(
@@ -23,7 +33,8 @@ CREATE TABLE IF NOT EXISTS runs(
     run_id TEXT NOT NULL UNIQUE,
     bundle_id TEXT NOT NULL,
     backend TEXT NOT NULL,
-    started TEXT NOT NULL
+    started TEXT NOT NULL,
+    endpoint TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS answers(
     id INTEGER PRIMARY KEY,
@@ -39,11 +50,28 @@ CREATE INDEX IF NOT EXISTS answers_by_key ON answers(key);
 CREATE TABLE IF NOT EXISTS failures(
     bundle_id TEXT NOT NULL,
     handle INTEGER NOT NULL,
+    backend TEXT NOT NULL,
+    iid TEXT NOT NULL DEFAULT '',
     code TEXT NOT NULL,
     service_code TEXT,
     message TEXT NOT NULL,
     at TEXT NOT NULL,
-    PRIMARY KEY(bundle_id, handle)
+    PRIMARY KEY(bundle_id, handle, backend)
+);
+CREATE TABLE IF NOT EXISTS intents(
+    iid TEXT NOT NULL,
+    epid TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    run INTEGER NOT NULL REFERENCES runs(id),
+    at TEXT NOT NULL,
+    PRIMARY KEY(iid, epid)
+);
+CREATE TABLE IF NOT EXISTS forgotten(
+    id INTEGER PRIMARY KEY,
+    iid TEXT NOT NULL,
+    what TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS requests(
     bundle_id TEXT PRIMARY KEY,
@@ -62,11 +90,73 @@ CREATE TABLE IF NOT EXISTS returns(
 );
 "#;
 
-pub fn open(home: &Home) -> Result<Connection, makproxy_cli::store::StoreError> {
-    makproxy_cli::store::open(&home.dir.join("journal.sqlite3"), SCHEMA, SCHEMA_VERSION)
+/// Schema 2 (before provenance and intents) to 3: runs learn their endpoint; refusals
+/// learn which backend gave them (old ones are marked `unknown` and so never reused —
+/// asking again costs no activation, since a refusal spent none).
+const MIGRATIONS: &[Migration] = &[Migration {
+    from: 2,
+    sql: r#"
+ALTER TABLE runs ADD COLUMN endpoint TEXT NOT NULL DEFAULT '';
+ALTER TABLE failures RENAME TO failures_v2;
+CREATE TABLE failures(
+    bundle_id TEXT NOT NULL,
+    handle INTEGER NOT NULL,
+    backend TEXT NOT NULL,
+    iid TEXT NOT NULL DEFAULT '',
+    code TEXT NOT NULL,
+    service_code TEXT,
+    message TEXT NOT NULL,
+    at TEXT NOT NULL,
+    PRIMARY KEY(bundle_id, handle, backend)
+);
+INSERT INTO failures(bundle_id, handle, backend, code, service_code, message, at)
+    SELECT bundle_id, handle, 'unknown', code, service_code, message, at FROM failures_v2;
+DROP TABLE failures_v2;
+"#,
+}];
+
+/// A CID in the journal, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub cid: String,
+    /// The run (row ID) that obtained it.
+    pub run: i64,
+    pub backend: BackendKind,
 }
 
-pub use makproxy_cli::store::{meta_get, meta_set};
+/// A request that was (or was about to be) sent and has no answer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Intent {
+    pub iid: String,
+    pub epid: String,
+    pub backend: String,
+    pub run_id: String,
+    pub at: String,
+}
+
+/// One IID's whole story in the journal (`journal show`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Entry {
+    pub iid: String,
+    pub epid: String,
+    pub cid: Option<String>,
+    pub simulated: bool,
+    pub backend: String,
+    pub endpoint: String,
+    pub bundle_id: String,
+    pub run_id: String,
+    pub at: String,
+}
+
+/// A refusal as stored, for `journal show`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoredFailure {
+    pub bundle_id: String,
+    pub handle: u64,
+    pub backend: String,
+    pub failure: RecordFailure,
+    pub at: String,
+}
 
 /// The lookup digest of (IID, ePID, simulated): the first 8 bytes of a SHA-256.
 fn key(iid: &str, epid: &str, simulated: bool) -> i64 {
@@ -79,174 +169,589 @@ fn key(iid: &str, epid: &str, simulated: bool) -> i64 {
     i64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
-/// Registers a run of `activate`; answers it obtains point at the returned row.
-pub fn start_run(
-    conn: &Connection,
-    run_id: &str,
-    bundle_id: &str,
-    backend: &str,
-    at: &str,
-) -> rusqlite::Result<i64> {
-    conn.execute(
-        "INSERT INTO runs(run_id, bundle_id, backend, started) VALUES(?1, ?2, ?3, ?4)",
-        params![run_id, bundle_id, backend, at],
-    )?;
-    Ok(conn.last_insert_rowid())
-}
-
-/// A CID already in the journal: (cid, run that obtained it).
-pub fn answer(
-    conn: &Connection,
-    iid: &str,
-    epid: &str,
-    simulated: bool,
-) -> rusqlite::Result<Option<(String, i64)>> {
-    conn.prepare_cached(
-        "SELECT cid, run FROM answers WHERE key = ?1 AND iid = ?2 AND epid = ?3 AND simulated = ?4",
-    )?
-    .query_row(
-        params![key(iid, epid, simulated), iid, epid, simulated],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .optional()
-}
-
-/// Records a CID. Callers ask the backend only for keys that `answer` found absent,
-/// once per key, under the store's exclusive lock, so each key has one row (checked in
-/// debug builds; a check in release costs a lookup per insert).
-pub fn save_answer(
-    conn: &Connection,
-    iid: &str,
-    epid: &str,
-    simulated: bool,
-    cid: &str,
-    run: i64,
-    at: &str,
-) -> rusqlite::Result<()> {
-    debug_assert!(
-        matches!(answer(conn, iid, epid, simulated), Ok(None)),
-        "a second answer for one key"
-    );
-    conn.prepare_cached(
-        "INSERT INTO answers(key, iid, epid, simulated, cid, run, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![key(iid, epid, simulated), iid, epid, simulated, cid, run, at])?;
-    Ok(())
-}
-
-/// Whether any refusal is recorded for this bundle (when none is, per-record lookups
-/// can be skipped).
-pub fn any_failure(conn: &Connection, bundle_id: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT EXISTS(SELECT 1 FROM failures WHERE bundle_id = ?1)",
-        params![bundle_id],
-        |r| r.get(0),
-    )
-}
-
-/// A refusal recorded earlier for this record of this bundle.
-pub fn failure(
-    conn: &Connection,
-    bundle_id: &str,
-    handle: u64,
-) -> rusqlite::Result<Option<(String, Option<String>, String)>> {
-    conn.prepare_cached(
-        "SELECT code, service_code, message FROM failures WHERE bundle_id = ?1 AND handle = ?2",
-    )?
-    .query_row(params![bundle_id, handle as i64], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+fn backend_of(s: String) -> rusqlite::Result<BackendKind> {
+    BackendKind::parse(&s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown backend {s:?} in the journal").into(),
+        )
     })
-    .optional()
 }
 
-/// Records (or replaces) the refusal of one record of a bundle.
-pub fn save_failure(
-    conn: &Connection,
-    bundle_id: &str,
-    handle: u64,
-    code: &str,
-    service_code: Option<&str>,
-    message: &str,
-    at: &str,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO failures(bundle_id, handle, code, service_code, message, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT(bundle_id, handle) DO UPDATE SET code = excluded.code, service_code = excluded.service_code, message = excluded.message, at = excluded.at",
-    )?
-    .execute(params![bundle_id, handle as i64, code, service_code, message, at])?;
-    Ok(())
+/// The online side's store.
+pub struct Journal {
+    conn: Connection,
+}
+
+impl Journal {
+    /// Opens (creating or migrating) the journal of an online home.
+    pub fn open(home: &Home) -> Result<Journal, StoreError> {
+        Self::open_path(&home.dir.join("journal.sqlite3"))
+    }
+
+    pub fn open_path(path: &std::path::Path) -> Result<Journal, StoreError> {
+        Ok(Journal {
+            conn: store::open_migrating(path, SCHEMA, SCHEMA_VERSION, MIGRATIONS)?,
+        })
+    }
+
+    /// Registers a run of `activate`; answers it obtains point at the returned row.
+    pub fn start_run(
+        &self,
+        run_id: &str,
+        bundle_id: &str,
+        backend: BackendKind,
+        endpoint: &str,
+        at: &str,
+    ) -> rusqlite::Result<i64> {
+        self.conn.execute(
+            "INSERT INTO runs(run_id, bundle_id, backend, started, endpoint) VALUES(?1, ?2, ?3, ?4, ?5)",
+            params![run_id, bundle_id, backend.as_str(), at, endpoint],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// A CID already in the journal for this key, and who obtained it.
+    pub fn answer(
+        &self,
+        iid: &str,
+        epid: &str,
+        simulated: bool,
+    ) -> rusqlite::Result<Option<Stored>> {
+        self.conn
+            .prepare_cached(
+                "SELECT a.cid, a.run, r.backend FROM answers a JOIN runs r ON r.id = a.run
+                 WHERE a.key = ?1 AND a.iid = ?2 AND a.epid = ?3 AND a.simulated = ?4",
+            )?
+            .query_row(
+                params![key(iid, epid, simulated), iid, epid, simulated],
+                |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?)),
+            )
+            .optional()?
+            .map(|(cid, run, b)| {
+                Ok(Stored {
+                    cid,
+                    run,
+                    backend: backend_of(b)?,
+                })
+            })
+            .transpose()
+    }
+
+    /// Whether any refusal by `backend` is recorded for this bundle (when none is,
+    /// per-record lookups can be skipped).
+    pub fn any_failure(&self, bundle_id: &str, backend: BackendKind) -> rusqlite::Result<bool> {
+        self.conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM failures WHERE bundle_id = ?1 AND backend = ?2)",
+            params![bundle_id, backend.as_str()],
+            |r| r.get(0),
+        )
+    }
+
+    /// A refusal the same backend gave earlier for this record of this bundle.
+    pub fn failure(
+        &self,
+        bundle_id: &str,
+        handle: u64,
+        backend: BackendKind,
+    ) -> rusqlite::Result<Option<RecordFailure>> {
+        self.conn
+            .prepare_cached(
+                "SELECT code, service_code, message FROM failures WHERE bundle_id = ?1 AND handle = ?2 AND backend = ?3",
+            )?
+            .query_row(params![bundle_id, handle as i64, backend.as_str()], |r| {
+                Ok(RecordFailure {
+                    code: r.get(0)?,
+                    service_code: r.get(1)?,
+                    message: r.get(2)?,
+                })
+            })
+            .optional()
+    }
+
+    /// Whether any intent is open (when none is, per-record lookups can be skipped).
+    pub fn any_intent(&self) -> rusqlite::Result<bool> {
+        self.conn
+            .query_row("SELECT EXISTS(SELECT 1 FROM intents)", [], |r| r.get(0))
+    }
+
+    /// The open intent for this key: a request that may have reached the service.
+    pub fn intent(&self, iid: &str, epid: &str) -> rusqlite::Result<Option<Intent>> {
+        self.conn
+            .prepare_cached(
+                "SELECT i.iid, i.epid, i.backend, r.run_id, i.at FROM intents i JOIN runs r ON r.id = i.run
+                 WHERE i.iid = ?1 AND i.epid = ?2",
+            )?
+            .query_row(params![iid, epid], intent_row)
+            .optional()
+    }
+
+    /// Every open intent (`journal list --uncertain`).
+    pub fn intents(&self) -> rusqlite::Result<Vec<Intent>> {
+        self.conn
+            .prepare(
+                "SELECT i.iid, i.epid, i.backend, r.run_id, i.at FROM intents i JOIN runs r ON r.id = i.run ORDER BY i.at, i.iid",
+            )?
+            .query_map([], intent_row)?
+            .collect()
+    }
+
+    /// Answers in the journal, newest first, at most `limit` (`journal list`).
+    pub fn entries(&self, limit: u32) -> rusqlite::Result<Vec<Entry>> {
+        self.entries_where("1 = 1 ORDER BY a.id DESC LIMIT ?1", params![limit])
+    }
+
+    /// Everything the journal holds about one IID (`journal show`).
+    pub fn show(&self, iid: &str) -> rusqlite::Result<(Vec<Entry>, Vec<StoredFailure>)> {
+        let answers = self.entries_where("a.iid = ?1 ORDER BY a.id", params![iid])?;
+        let failures = self
+            .conn
+            .prepare("SELECT bundle_id, handle, backend, code, service_code, message, at FROM failures WHERE iid = ?1 ORDER BY at")?
+            .query_map(params![iid], |r| {
+                Ok(StoredFailure {
+                    bundle_id: r.get(0)?,
+                    handle: r.get::<_, i64>(1)? as u64,
+                    backend: r.get(2)?,
+                    failure: RecordFailure {
+                        code: r.get(3)?,
+                        service_code: r.get(4)?,
+                        message: r.get(5)?,
+                    },
+                    at: r.get(6)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok((answers, failures))
+    }
+
+    fn entries_where(
+        &self,
+        clause: &str,
+        p: impl rusqlite::Params,
+    ) -> rusqlite::Result<Vec<Entry>> {
+        self.conn
+            .prepare(&format!(
+                "SELECT a.iid, a.epid, a.cid, a.simulated, r.backend, r.endpoint, r.bundle_id, r.run_id, a.at
+                 FROM answers a JOIN runs r ON r.id = a.run WHERE {clause}"
+            ))?
+            .query_map(p, |r| {
+                Ok(Entry {
+                    iid: r.get(0)?,
+                    epid: r.get(1)?,
+                    cid: Some(r.get(2)?),
+                    simulated: r.get(3)?,
+                    backend: r.get(4)?,
+                    endpoint: r.get(5)?,
+                    bundle_id: r.get(6)?,
+                    run_id: r.get(7)?,
+                    at: r.get(8)?,
+                })
+            })?
+            .collect()
+    }
+
+    /// Removes every answer, refusal and intent for one IID and records why. Returns
+    /// how many rows went; the audit row stays for good.
+    pub fn forget(&mut self, iid: &str, reason: &str, at: &str) -> rusqlite::Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut what = Vec::new();
+        {
+            let mut q = tx.prepare(
+                "SELECT a.cid, a.simulated, r.backend FROM answers a JOIN runs r ON r.id = a.run WHERE a.iid = ?1",
+            )?;
+            let rows = q.query_map(params![iid], |r| {
+                Ok(format!(
+                    "answer {} ({}{})",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(2)?,
+                    if r.get::<_, bool>(1)? {
+                        ", simulated"
+                    } else {
+                        ""
+                    }
+                ))
+            })?;
+            for w in rows {
+                what.push(w?);
+            }
+        }
+        let mut n = tx.execute("DELETE FROM answers WHERE iid = ?1", params![iid])?;
+        let f = tx.execute("DELETE FROM failures WHERE iid = ?1", params![iid])?;
+        let i = tx.execute("DELETE FROM intents WHERE iid = ?1", params![iid])?;
+        if f > 0 {
+            what.push(format!("{f} refusal(s)"));
+        }
+        if i > 0 {
+            what.push(format!("{i} open intent(s)"));
+        }
+        n += f + i;
+        if n > 0 {
+            tx.execute(
+                "INSERT INTO forgotten(iid, what, reason, at) VALUES(?1, ?2, ?3, ?4)",
+                params![iid, what.join("; "), reason, at],
+            )?;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// The bundle this (site, sequence) was first seen with, if any (replay guard).
+    pub fn request_with_sequence(
+        &self,
+        site: &str,
+        sequence: u64,
+    ) -> rusqlite::Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT bundle_id FROM requests WHERE site = ?1 AND sequence = ?2",
+                params![site, sequence as i64],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
+    /// Remembers a request bundle (the first time it is seen).
+    pub fn record_request(
+        &self,
+        bundle_id: &str,
+        site: &str,
+        sequence: u64,
+        manifest_sha256: &str,
+        at: &str,
+    ) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO requests(bundle_id, site, sequence, manifest_sha256, first_seen) VALUES(?1, ?2, ?3, ?4, ?5)",
+            params![bundle_id, site, sequence as i64, manifest_sha256, at],
+        )?;
+        Ok(())
+    }
+
+    /// The sequence number the next return bundle gets.
+    pub fn next_return_sequence(&self) -> rusqlite::Result<u64> {
+        Ok(store::meta_get(&self.conn, "next_sequence")?
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(1))
+    }
+
+    /// Records a written return and moves the sequence on, in one transaction.
+    pub fn record_return(
+        &mut self,
+        bundle_id: &str,
+        answers: &str,
+        sequence: u64,
+        file: &str,
+        at: &str,
+    ) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO returns(bundle_id, answers, sequence, file, at) VALUES(?1, ?2, ?3, ?4, ?5)",
+            params![bundle_id, answers, sequence as i64, file, at],
+        )?;
+        store::meta_set(&tx, "next_sequence", &(sequence + 1).to_string())?;
+        tx.commit()
+    }
+
+    /// Starts a group of writes committed together (one fsync).
+    pub fn batch(&mut self) -> rusqlite::Result<Batch<'_>> {
+        Ok(Batch {
+            tx: self.conn.transaction()?,
+        })
+    }
+}
+
+fn intent_row(r: &rusqlite::Row) -> rusqlite::Result<Intent> {
+    Ok(Intent {
+        iid: r.get(0)?,
+        epid: r.get(1)?,
+        backend: r.get(2)?,
+        run_id: r.get(3)?,
+        at: r.get(4)?,
+    })
+}
+
+/// Writes that become durable together on [`Batch::commit`].
+pub struct Batch<'a> {
+    tx: Transaction<'a>,
+}
+
+impl Batch<'_> {
+    /// Records that a request is about to leave for a backend that can spend.
+    pub fn intend(
+        &self,
+        iid: &str,
+        epid: &str,
+        backend: BackendKind,
+        run: i64,
+        at: &str,
+    ) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO intents(iid, epid, backend, run, at) VALUES(?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![iid, epid, backend.as_str(), run, at])?;
+        Ok(())
+    }
+
+    /// Closes the intent for a key: its answer is in, or the request never left.
+    pub fn settle(&self, iid: &str, epid: &str) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached("DELETE FROM intents WHERE iid = ?1 AND epid = ?2")?
+            .execute(params![iid, epid])?;
+        Ok(())
+    }
+
+    /// Records a CID and closes its intent. The caller asked only for keys `answer`
+    /// found absent, once per key, holding the home, so each key has one row; a second
+    /// one is refused here in every build (it would mean a second activation).
+    pub fn save_answer(
+        &self,
+        iid: &str,
+        epid: &str,
+        simulated: bool,
+        cid: &str,
+        run: i64,
+        at: &str,
+    ) -> rusqlite::Result<()> {
+        let k = key(iid, epid, simulated);
+        let existing: Option<String> = self
+            .tx
+            .prepare_cached(
+                "SELECT cid FROM answers WHERE key = ?1 AND iid = ?2 AND epid = ?3 AND simulated = ?4",
+            )?
+            .query_row(params![k, iid, epid, simulated], |r| r.get(0))
+            .optional()?;
+        match existing {
+            Some(c) if c == cid => {}
+            Some(_) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    format!("a second, different answer for IID {iid}: refused").into(),
+                ))
+            }
+            None => {
+                self.tx
+                    .prepare_cached(
+                        "INSERT INTO answers(key, iid, epid, simulated, cid, run, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )?
+                    .execute(params![k, iid, epid, simulated, cid, run, at])?;
+            }
+        }
+        if !simulated {
+            self.settle(iid, epid)?;
+        }
+        Ok(())
+    }
+
+    /// Records (or replaces) a refusal of one record of a bundle by one backend, and
+    /// closes the intent.
+    #[allow(clippy::too_many_arguments)]
+    pub fn save_failure(
+        &self,
+        bundle_id: &str,
+        handle: u64,
+        backend: BackendKind,
+        iid: &str,
+        epid: &str,
+        f: &RecordFailure,
+        at: &str,
+    ) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO failures(bundle_id, handle, backend, iid, code, service_code, message, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(bundle_id, handle, backend) DO UPDATE SET iid = excluded.iid, code = excluded.code, service_code = excluded.service_code, message = excluded.message, at = excluded.at",
+            )?
+            .execute(params![
+                bundle_id,
+                handle as i64,
+                backend.as_str(),
+                iid,
+                f.code,
+                f.service_code,
+                f.message,
+                at
+            ])?;
+        if !backend.simulated() {
+            self.settle(iid, epid)?;
+        }
+        Ok(())
+    }
+
+    pub fn commit(self) -> rusqlite::Result<()> {
+        self.tx.commit()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn journal() -> (tempfile::TempDir, Connection) {
+    fn journal() -> (tempfile::TempDir, Journal) {
         let dir = tempfile::tempdir().unwrap();
-        let c = makproxy_cli::store::open(&dir.path().join("j.sqlite3"), SCHEMA, SCHEMA_VERSION)
+        let j = Journal::open_path(&dir.path().join("j.sqlite3")).unwrap();
+        (dir, j)
+    }
+
+    fn refusal(code: &str) -> RecordFailure {
+        RecordFailure {
+            code: "MP-BKD-001".into(),
+            service_code: Some(code.into()),
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn answers_are_found_by_full_key_with_their_backend() {
+        let (_d, mut j) = journal();
+        let run = j
+            .start_run("r1", "b1", BackendKind::Manual, "sheet", "t")
             .unwrap();
-        (dir, c)
+        let b = j.batch().unwrap();
+        b.save_answer("111", "E1", false, "CID-A", run, "t")
+            .unwrap();
+        b.commit().unwrap();
+        let got = j.answer("111", "E1", false).unwrap().unwrap();
+        assert_eq!(got.cid, "CID-A");
+        assert_eq!(got.backend, BackendKind::Manual);
+        assert_eq!(j.answer("111", "E1", true).unwrap(), None);
+        assert_eq!(j.answer("111", "E2", false).unwrap(), None);
+        assert_eq!(j.answer("112", "E1", false).unwrap(), None);
     }
 
     #[test]
-    fn answers_are_found_by_full_key() {
-        let (_d, c) = journal();
-        let run = start_run(&c, "r1", "b1", "simulator", "t").unwrap();
-        save_answer(&c, "111", "E1", true, "CID-A", run, "t").unwrap();
-        assert_eq!(
-            answer(&c, "111", "E1", true).unwrap(),
-            Some(("CID-A".into(), run))
-        );
-        assert_eq!(answer(&c, "111", "E1", false).unwrap(), None);
-        assert_eq!(answer(&c, "111", "E2", true).unwrap(), None);
-        assert_eq!(answer(&c, "112", "E1", true).unwrap(), None);
-    }
-
-    #[test]
-    #[cfg(debug_assertions)]
-    #[should_panic(expected = "a second answer for one key")]
-    fn a_second_answer_for_one_key_is_a_bug() {
-        let (_d, c) = journal();
-        let run = start_run(&c, "r1", "b1", "simulator", "t").unwrap();
-        save_answer(&c, "111", "E1", true, "CID-A", run, "t").unwrap();
-        save_answer(&c, "111", "E1", true, "CID-B", run, "t").unwrap();
+    fn a_second_different_answer_for_one_key_is_refused_in_every_build() {
+        let (_d, mut j) = journal();
+        let run = j
+            .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
+            .unwrap();
+        let b = j.batch().unwrap();
+        b.save_answer("111", "E1", false, "CID-A", run, "t")
+            .unwrap();
+        b.save_answer("111", "E1", false, "CID-A", run, "t")
+            .expect("the same answer again is harmless");
+        assert!(b
+            .save_answer("111", "E1", false, "CID-B", run, "t")
+            .is_err());
     }
 
     #[test]
     fn a_digest_collision_never_serves_another_records_cid() {
-        let (_d, c) = journal();
-        let run = start_run(&c, "r1", "b1", "microsoft", "t").unwrap();
+        let (_d, mut j) = journal();
+        let run = j
+            .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
+            .unwrap();
         // Forge a row that shares the digest of ("222", "E", real) but not its key.
-        c.execute(
-            "INSERT INTO answers(key, iid, epid, simulated, cid, run, at) VALUES(?1, '999', 'E', 0, 'OTHER', ?2, 't')",
-            params![key("222", "E", false), run],
-        )
-        .unwrap();
-        assert_eq!(answer(&c, "222", "E", false).unwrap(), None);
-        save_answer(&c, "222", "E", false, "MINE", run, "t").unwrap();
+        j.conn
+            .execute(
+                "INSERT INTO answers(key, iid, epid, simulated, cid, run, at) VALUES(?1, '999', 'E', 0, 'OTHER', ?2, 't')",
+                params![key("222", "E", false), run],
+            )
+            .unwrap();
+        assert_eq!(j.answer("222", "E", false).unwrap(), None);
+        let b = j.batch().unwrap();
+        b.save_answer("222", "E", false, "MINE", run, "t").unwrap();
+        b.commit().unwrap();
+        assert_eq!(j.answer("222", "E", false).unwrap().unwrap().cid, "MINE");
         assert_eq!(
-            answer(&c, "222", "E", false).unwrap(),
-            Some(("MINE".into(), run))
-        );
-        assert_eq!(
-            answer(&c, "999", "E", false).unwrap(),
+            j.answer("999", "E", false).unwrap(),
             None,
             "looked up under its own digest, the forged row is not found either"
         );
     }
 
     #[test]
-    fn failures_are_per_bundle_and_replaced() {
-        let (_d, c) = journal();
-        assert!(!any_failure(&c, "b1").unwrap());
-        save_failure(&c, "b1", 3, "MP-X", Some("0x7F"), "first", "t").unwrap();
-        save_failure(&c, "b1", 3, "MP-X", Some("0x67"), "second", "t").unwrap();
-        assert!(any_failure(&c, "b1").unwrap());
-        assert!(!any_failure(&c, "b2").unwrap());
-        assert_eq!(
-            failure(&c, "b1", 3).unwrap(),
-            Some(("MP-X".into(), Some("0x67".into()), "second".into()))
+    fn refusals_are_per_bundle_and_backend_and_replaced() {
+        let (_d, mut j) = journal();
+        let sim = BackendKind::Simulator;
+        let ms = BackendKind::Microsoft;
+        assert!(!j.any_failure("b1", sim).unwrap());
+        let b = j.batch().unwrap();
+        b.save_failure("b1", 3, sim, "1", "E", &refusal("0x7F"), "t")
+            .unwrap();
+        b.save_failure("b1", 3, sim, "1", "E", &refusal("0x67"), "t")
+            .unwrap();
+        b.commit().unwrap();
+        assert!(j.any_failure("b1", sim).unwrap());
+        assert!(
+            !j.any_failure("b1", ms).unwrap(),
+            "a drill's refusal is not the service's"
         );
-        assert_eq!(failure(&c, "b1", 4).unwrap(), None);
+        assert!(!j.any_failure("b2", sim).unwrap());
+        assert_eq!(
+            j.failure("b1", 3, sim)
+                .unwrap()
+                .unwrap()
+                .service_code
+                .as_deref(),
+            Some("0x67")
+        );
+        assert_eq!(j.failure("b1", 3, ms).unwrap(), None);
+        assert_eq!(j.failure("b1", 4, sim).unwrap(), None);
+    }
+
+    #[test]
+    fn an_intent_stays_open_until_its_answer_and_forget_is_audited() {
+        let (_d, mut j) = journal();
+        let run = j
+            .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
+            .unwrap();
+        let b = j.batch().unwrap();
+        b.intend("1", "E", BackendKind::Microsoft, run, "t")
+            .unwrap();
+        b.intend("2", "E", BackendKind::Microsoft, run, "t")
+            .unwrap();
+        b.commit().unwrap();
+        assert!(j.any_intent().unwrap());
+        let b = j.batch().unwrap();
+        b.save_answer("1", "E", false, "C", run, "t").unwrap();
+        b.commit().unwrap();
+        assert_eq!(j.intent("1", "E").unwrap(), None);
+        let open = j.intent("2", "E").unwrap().unwrap();
+        assert_eq!(
+            (open.run_id.as_str(), open.backend.as_str()),
+            ("r1", "microsoft")
+        );
+        assert_eq!(j.intents().unwrap().len(), 1);
+        assert_eq!(j.forget("2", "asked by phone instead", "t2").unwrap(), 1);
+        assert!(!j.any_intent().unwrap());
+        assert_eq!(j.forget("1", "typo", "t3").unwrap(), 1);
+        assert_eq!(j.answer("1", "E", false).unwrap(), None);
+        let audit: i64 = j
+            .conn
+            .query_row("SELECT COUNT(*) FROM forgotten", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(audit, 2);
+        assert_eq!(j.forget("3", "nothing there", "t4").unwrap(), 0);
+    }
+
+    #[test]
+    fn a_schema_2_journal_is_migrated_and_keeps_its_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j.sqlite3");
+        // The schema-2 layout as release 0.1 wrote it, with one answer and one refusal.
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch(&format!(
+            "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO meta VALUES('schema_version', '2');
+             CREATE TABLE runs(id INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, bundle_id TEXT NOT NULL, backend TEXT NOT NULL, started TEXT NOT NULL);
+             CREATE TABLE answers(id INTEGER PRIMARY KEY, key INTEGER NOT NULL, iid TEXT NOT NULL, epid TEXT NOT NULL, simulated INTEGER NOT NULL, cid TEXT NOT NULL, run INTEGER NOT NULL REFERENCES runs(id), at TEXT NOT NULL);
+             CREATE TABLE failures(bundle_id TEXT NOT NULL, handle INTEGER NOT NULL, code TEXT NOT NULL, service_code TEXT, message TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY(bundle_id, handle));
+             CREATE TABLE requests(bundle_id TEXT PRIMARY KEY, site TEXT NOT NULL, sequence INTEGER NOT NULL, manifest_sha256 TEXT NOT NULL, first_seen TEXT NOT NULL, UNIQUE(site, sequence));
+             CREATE TABLE returns(bundle_id TEXT PRIMARY KEY, answers TEXT NOT NULL, sequence INTEGER NOT NULL, file TEXT NOT NULL, at TEXT NOT NULL);
+             INSERT INTO runs VALUES(1, 'r1', 'b1', 'microsoft', 't');
+             INSERT INTO answers VALUES(1, {}, '111', 'E', 0, 'CID', 1, 't');
+             INSERT INTO failures VALUES('b1', 2, 'MP-BKD-001', '0x7F', 'm', 't');",
+            key("111", "E", false)
+        ))
+        .unwrap();
+        drop(c);
+        let j = Journal::open_path(&p).unwrap();
+        let a = j.answer("111", "E", false).unwrap().unwrap();
+        assert_eq!((a.cid.as_str(), a.backend), ("CID", BackendKind::Microsoft));
+        assert_eq!(
+            j.failure("b1", 2, BackendKind::Microsoft).unwrap(),
+            None,
+            "a refusal of unknown provenance is not reused"
+        );
+        assert!(!j.any_intent().unwrap());
     }
 }

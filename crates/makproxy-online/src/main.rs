@@ -6,7 +6,8 @@ mod cli;
 mod journal;
 
 use clap::{CommandFactory, Parser};
-use cli::{BackendArgs, BackendName, Cli, Command};
+use cli::{BackendArgs, BackendName, Cli, Command, JournalCommand};
+use journal::Journal;
 use makproxy_backend::command::CommandBackend;
 use makproxy_backend::manual::Manual;
 use makproxy_backend::microsoft::{Microsoft, Settings};
@@ -20,12 +21,30 @@ use makproxy_core::sanitize::escape;
 use serde_json::json;
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
+
+/// Set on the first Ctrl-C / SIGTERM: activate stops handing out requests and finishes.
+static STOP: AtomicBool = AtomicBool::new(false);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let out = cli.global.output();
     makproxy_cli::finish(&out, run(&cli, &out))
+}
+
+/// First signal: a graceful stop. Second: end now (in-flight requests become uncertain,
+/// exactly as after a kill; the journal is consistent either way).
+fn install_stop_handler() {
+    static SEEN: AtomicU32 = AtomicU32::new(0);
+    let _ = ctrlc::set_handler(|| {
+        if SEEN.fetch_add(1, Ordering::SeqCst) == 0 {
+            STOP.store(true, Ordering::SeqCst);
+            eprintln!("\nStopping: waiting for requests in flight and saving their answers (Ctrl-C again to quit at once).");
+        } else {
+            std::process::exit(130);
+        }
+    });
 }
 
 fn backend(a: &BackendArgs) -> Result<Box<dyn Backend>, CliError> {
@@ -34,14 +53,26 @@ fn backend(a: &BackendArgs) -> Result<Box<dyn Backend>, CliError> {
         BackendName::Simulator => {
             Box::new(Simulator::new(a.sim_fail_suffix.clone(), a.sim_activations))
         }
-        BackendName::Microsoft => Box::new(
-            Microsoft::new(&Settings {
-                endpoint: a.endpoint.clone(),
-                proxy: a.proxy.clone(),
-                timeout: Duration::from_secs(a.timeout.max(1)),
-            })
-            .map_err(usage)?,
-        ),
+        BackendName::Microsoft => {
+            makproxy_backend::microsoft::check_endpoint(&a.endpoint).map_err(|e| {
+                CliError::new(
+                    Exit::Usage,
+                    Some(makproxy_core::Code::BkdEndpoint),
+                    escape(&e),
+                )
+                .hint(
+                    "use the https:// endpoint; plain http:// is only for a loopback test service",
+                )
+            })?;
+            Box::new(
+                Microsoft::new(&Settings {
+                    endpoint: a.endpoint.clone(),
+                    proxy: a.proxy.clone(),
+                    timeout: Duration::from_secs(a.timeout.max(1)),
+                })
+                .map_err(usage)?,
+            )
+        }
         BackendName::Manual => match &a.worksheet {
             Some(path) => {
                 let bytes = std::fs::read(path).map_err(|e| CliError::io(path.display(), e))?;
@@ -52,7 +83,10 @@ fn backend(a: &BackendArgs) -> Result<Box<dyn Backend>, CliError> {
                         format!("{}: {}", path.display(), e.detail),
                     )
                 })?;
-                Box::new(Manual::from_worksheet(&text).map_err(|e| {
+                let name = path
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                Box::new(Manual::from_worksheet(&text, &name).map_err(|e| {
                     CliError::new(Exit::Error, None, format!("{}: {e}", path.display()))
                 })?)
             }
@@ -85,7 +119,7 @@ fn backend(a: &BackendArgs) -> Result<Box<dyn Backend>, CliError> {
 fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
     let dir = cli.global.home_dir(Role::Online);
     let home = || Home::open(&dir, Role::Online).map_err(CliError::from);
-    let journal = |h: &Home| journal::open(h).map_err(|e| CliError::io("journal", e));
+    let journal = |h: &Home| Journal::open(h).map_err(|e| CliError::io("journal", e));
     match &cli.command {
         Command::Common(c) => {
             makproxy_cli::common(out, &cli.global, Role::Online, c, Cli::command(), |h| {
@@ -126,13 +160,22 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
                 expires_days: a.expires_days,
                 check_remaining: a.check_remaining,
                 retry_failed: a.retry_failed,
+                retry_uncertain: a.retry_uncertain,
+                max_transport_failures: a.max_transport_failures,
                 dry_run: a.dry_run,
+                stop: &STOP,
             };
-            activate::run(out, &h, &mut journal(&h)?, &opts)
+            let mut j = journal(&h)?;
+            install_stop_handler();
+            activate::run(out, &h, &mut j, &opts)
         }
         Command::Worksheet { file, out: path } => {
             let h = home()?;
-            activate::worksheet(out, &h, &mut journal(&h)?, file, path)
+            activate::worksheet(out, &h, &journal(&h)?, file, path)
+        }
+        Command::Journal(c) => {
+            let h = home()?;
+            journal_command(out, &mut journal(&h)?, c)
         }
         Command::Remaining { pid, backend: ba } => {
             let epid = ExtendedProductId::parse(pid)
@@ -159,4 +202,111 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
             Ok(Exit::Ok)
         }
     }
+}
+
+fn journal_command(out: &Output, j: &mut Journal, c: &JournalCommand) -> Result<Exit, CliError> {
+    let db = |e: rusqlite::Error| CliError::io("journal", e);
+    let iid_of = |text: &str| {
+        makproxy_core::ids::InstallationId::parse(text)
+            .map_err(|e| CliError::new(Exit::Usage, Some(e.code()), e.to_string()))
+    };
+    match c {
+        JournalCommand::List {
+            uncertain: true, ..
+        } => {
+            let open = j.intents().map_err(db)?;
+            out.json(&json!({"uncertain": open}));
+            out.line(format!(
+                "{} uncertain request(s): sent (or about to be) by a run that ended before the answer was saved.",
+                open.len()
+            ));
+            for i in &open {
+                out.line(format!(
+                    "  {}  {}  {} backend, run {}, {}",
+                    i.iid, i.epid, i.backend, i.run_id, i.at
+                ));
+            }
+            if !open.is_empty() {
+                out.line("Each may already have cost an activation. Send them again with activate --retry-uncertain, or forget one with journal forget IID --reason TEXT.");
+            }
+        }
+        JournalCommand::List { limit, .. } => {
+            let rows = j.entries(*limit).map_err(db)?;
+            out.json(&json!({"answers": rows}));
+            out.line(format!("{} answer(s), newest first:", rows.len()));
+            for e in &rows {
+                out.line(format!(
+                    "  {}  {}  {}{}  {}",
+                    e.iid,
+                    e.cid.as_deref().unwrap_or("-"),
+                    e.backend,
+                    if e.simulated { " (SIMULATED)" } else { "" },
+                    e.at
+                ));
+            }
+        }
+        JournalCommand::Show { iid } => {
+            let iid = iid_of(iid)?;
+            let (answers, failures) = j.show(iid.digits()).map_err(db)?;
+            let open = j
+                .intents()
+                .map_err(db)?
+                .into_iter()
+                .filter(|i| i.iid == iid.digits())
+                .collect::<Vec<_>>();
+            out.json(&json!({"installation_id": iid.digits(), "answers": answers, "refusals": failures, "uncertain": open}));
+            out.line(format!("Installation ID {}", iid.grouped()));
+            for e in &answers {
+                out.line(format!(
+                    "  CID {} from the {} backend{} ({}), bundle {}, run {}, {}",
+                    e.cid.as_deref().unwrap_or("-"),
+                    e.backend,
+                    if e.simulated { ", SIMULATED" } else { "" },
+                    escape(&e.endpoint),
+                    e.bundle_id,
+                    e.run_id,
+                    e.at
+                ));
+            }
+            for f in &failures {
+                out.line(format!(
+                    "  refused by the {} backend: {} {} {}, bundle {} record {}, {}",
+                    f.backend,
+                    f.failure.code,
+                    escape(f.failure.service_code.as_deref().unwrap_or("")),
+                    escape(&f.failure.message),
+                    f.bundle_id,
+                    f.handle,
+                    f.at
+                ));
+            }
+            for i in &open {
+                out.line(format!(
+                    "  UNCERTAIN: sent to the {} backend by run {} at {}; no answer saved",
+                    i.backend, i.run_id, i.at
+                ));
+            }
+            if answers.is_empty() && failures.is_empty() && open.is_empty() {
+                out.line("  nothing recorded");
+            }
+        }
+        JournalCommand::Forget { iid, reason } => {
+            let iid = iid_of(iid)?;
+            if reason.trim().is_empty() {
+                return Err(CliError::new(Exit::Usage, None, "--reason must say why"));
+            }
+            let at = makproxy_core::bundle::rfc3339(makproxy_cli::now());
+            let n = j.forget(iid.digits(), reason, &at).map_err(db)?;
+            out.json(&json!({"installation_id": iid.digits(), "removed": n}));
+            out.line(if n == 0 {
+                format!("Nothing recorded for {}; nothing changed.", iid.grouped())
+            } else {
+                format!(
+                    "Forgot {n} row(s) for {}; the next activate asks for it again. The reason is kept in the journal's audit table.",
+                    iid.grouped()
+                )
+            });
+        }
+    }
+    Ok(Exit::Ok)
 }

@@ -26,15 +26,34 @@ pub struct Summary {
     pub iid_changed: u64,
     pub already_answered: u64,
     pub rejected: u64,
+    /// Records the online side could not settle (not sent, or uncertain): they stay
+    /// pending, and a later return for the same request may answer them.
+    #[serde(default)]
+    pub pending: u64,
+    /// Simulated CIDs replaced by real ones.
+    #[serde(default)]
+    pub superseded: u64,
 }
 
 impl Summary {
     fn human(&self) -> String {
         format!(
-            "{} CID(s), {} failed online, {} stale (IID changed), {} already answered, {} rejected",
-            self.cids, self.failed, self.iid_changed, self.already_answered, self.rejected
+            "{} CID(s) ({} replacing simulated ones), {} failed online, {} left pending (not sent or uncertain), {} stale (IID changed), {} already answered, {} rejected",
+            self.cids, self.superseded, self.failed, self.pending, self.iid_changed, self.already_answered, self.rejected
         )
     }
+}
+
+/// What `bundle_records.answered` holds besides 0 (nothing yet): a real CID, a
+/// simulated CID. Refusals do not count as answers: a later return may still bring a CID.
+mod answered {
+    pub const REAL: i64 = 1;
+    pub const SIMULATED: i64 = 2;
+}
+
+/// Failure codes that say the online side did not settle the record: it stays pending.
+fn unsettled(code: &str) -> bool {
+    code == Code::BkdNoResponse.as_str() || code == Code::BkdUncertain.as_str()
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -123,18 +142,35 @@ pub fn run(
             notes.push(Note { handle: r.handle, code: Code::AplIidMismatch.as_str().into(), detail: "result's IID differs from the request record; ignored".into() });
             return Ok(());
         }
-        if answered != 0 {
+        if r.simulated != backend.simulated {
+            s.rejected += 1;
+            notes.push(Note { handle: r.handle, code: Code::AplIidMismatch.as_str().into(), detail: "record's simulated flag contradicts the return's signed backend; ignored".into() });
+            return Ok(());
+        }
+        // A real CID is final; a simulated one gives way only to a real CID.
+        let supersedes = answered == answered::SIMULATED && r.confirmation_id.is_some() && !r.simulated;
+        if answered == answered::REAL || (answered == answered::SIMULATED && !supersedes) {
             s.already_answered += 1;
             return Ok(());
         }
-        tx.execute("UPDATE bundle_records SET answered = 1 WHERE bundle_id = ?1 AND handle = ?2", params![answers.bundle_id, r.handle as i64]).map_err(db)?;
-        let (host, aid, cur_iid, cur_state): (String, String, Option<String>, String) =
-            tx.query_row("SELECT host, activation_id, iid, state FROM products WHERE id = ?1", params![pid], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?))).map_err(db)?;
+        if let Some(f) = r.failure.as_ref().filter(|f| unsettled(&f.code)) {
+            s.pending += 1;
+            notes.push(Note { handle: r.handle, code: f.code.clone(), detail: "not settled online; left pending for a later return".into() });
+            return Ok(());
+        }
+        if r.confirmation_id.is_some() {
+            let now_answered = if r.simulated { answered::SIMULATED } else { answered::REAL };
+            tx.execute("UPDATE bundle_records SET answered = ?3 WHERE bundle_id = ?1 AND handle = ?2", params![answers.bundle_id, r.handle as i64, now_answered]).map_err(db)?;
+        }
+        let (host, aid, cur_iid, cur_state, cur_sim): (String, String, Option<String>, String, bool) =
+            tx.query_row("SELECT host, activation_id, iid, state, cid_simulated FROM products WHERE id = ?1", params![pid], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?, x.get(4)?))).map_err(db)?;
         if let Some(cid) = &r.confirmation_id {
-            // Keep every CID obtained, keyed by the IID it answers, even when not used now.
+            // Keep every CID obtained, keyed by the IID it answers, even when not used
+            // now; a simulated CID never replaces a real one.
             tx.execute(
                 "INSERT INTO cids(host, activation_id, iid, cid, simulated, return_bundle, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT(host, activation_id, iid) DO UPDATE SET cid = excluded.cid, simulated = excluded.simulated, return_bundle = excluded.return_bundle, at = excluded.at",
+                 ON CONFLICT(host, activation_id, iid) DO UPDATE SET cid = excluded.cid, simulated = excluded.simulated, return_bundle = excluded.return_bundle, at = excluded.at
+                 WHERE cids.simulated = 1 OR excluded.simulated = 0",
                 params![host, aid, packed_iid, cid.digits(), r.simulated, m.bundle_id, at],
             )
             .map_err(db)?;
@@ -145,10 +181,14 @@ pub fn run(
             ledger::history(&tx, pid, &at, "answer-stale", "IID changed since packing").map_err(db)?;
             return Ok(());
         }
-        if ![state::PACKED, state::QUEUED, state::FAILED].contains(&cur_state.as_str()) {
+        let replacing = supersedes && cur_state == state::CID_RECEIVED && cur_sim;
+        if !replacing && ![state::PACKED, state::QUEUED, state::FAILED].contains(&cur_state.as_str()) {
             s.already_answered += 1;
             notes.push(Note { handle: r.handle, code: Code::AplNothingPending.as_str().into(), detail: format!("{host} {aid} is {cur_state}; answer recorded, state kept") });
             return Ok(());
+        }
+        if replacing {
+            s.superseded += 1;
         }
         match (&r.confirmation_id, &r.failure) {
             (Some(cid), _) => {
@@ -196,7 +236,8 @@ pub fn run(
     }
     let pending: i64 = conn
         .query_row(
-            "SELECT COUNT(*) FROM bundle_records WHERE bundle_id = ?1 AND answered = 0",
+            "SELECT COUNT(*) FROM bundle_records b JOIN product_status p ON p.product_id = b.product_id
+             WHERE b.bundle_id = ?1 AND b.answered = 0 AND p.state = 'packed'",
             params![answers.bundle_id],
             |r| r.get(0),
         )
@@ -209,7 +250,7 @@ pub fn run(
         "Applied return from {:?} ({} backend): {}; {} deposit file(s) in {}; {} record(s) of the request still pending.",
         v.signer.name, escape(&backend.name), s.human(), files, escape(&deposit_dir.display().to_string()), pending
     ));
-    Ok(if s.failed + s.rejected + s.iid_changed > 0 {
+    Ok(if s.failed + s.rejected + s.iid_changed + s.pending > 0 {
         Exit::Partial
     } else {
         Exit::Ok
