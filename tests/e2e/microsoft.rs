@@ -417,3 +417,45 @@ fn a_mixed_bundle_is_answered_in_order_with_one_request_per_iid() {
         }
     }
 }
+
+#[test]
+fn a_second_process_on_a_busy_home_fails_at_once_naming_the_first() {
+    let g = Gap::default();
+    let cil = g.packed_fixture();
+    let mock = MockServer::start();
+    mock.set_latency(std::time::Duration::from_millis(300));
+    let first = g.spawn_online(&[
+        "activate",
+        &cil,
+        "--out",
+        &g.p("ret.zip"),
+        "--backend",
+        "microsoft",
+        "--endpoint",
+        &mock.url,
+        "--concurrency",
+        "1",
+    ]);
+    while mock.total_requests() < 1 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let t = std::time::Instant::now();
+    let second = g.online(&["--json", "journal", "list"]).code(1);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "the second process waited {:?} instead of failing at once",
+        t.elapsed()
+    );
+    assert_eq!(second.json()["error"]["code"], "MP-KEY-009");
+    assert!(
+        second
+            .stderr
+            .contains(&format!("process ID {}", first.id())),
+        "{}",
+        second.stderr
+    );
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success(), "the first run is unharmed");
+    // Once the first has ended, the home is free again.
+    g.online(&["journal", "list"]).ok();
+}

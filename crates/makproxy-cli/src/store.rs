@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub enum StoreError {
     Sqlite(rusqlite::Error),
+    /// Another process holds the store (its process ID, when it could be read).
+    Busy {
+        path: PathBuf,
+        pid: Option<u32>,
+    },
     /// The store was written with another schema (`None`: a pre-release store without a
     /// version).
     Version {
@@ -25,6 +30,12 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sqlite(e) => e.fmt(f),
+            Self::Busy { path, pid } => write!(
+                f,
+                "{} is in use by another makproxy process{}",
+                path.display(),
+                pid.map(|p| format!(" (process ID {p})")).unwrap_or_default()
+            ),
             Self::Version {
                 path,
                 found,
@@ -40,6 +51,21 @@ impl fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
+
+impl StoreError {
+    /// As the operator sees it; `what` names the store ("ledger", "journal").
+    pub fn cli(self, what: &str) -> crate::CliError {
+        match self {
+            e @ StoreError::Busy { .. } => crate::CliError::new(
+                crate::Exit::Error,
+                Some(makproxy_core::Code::KeyHomeBusy),
+                format!("{what}: {e}"),
+            )
+            .hint("wait for the other run to finish (nothing was changed), or use another --home"),
+            e => crate::CliError::io(what, e),
+        }
+    }
+}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -59,6 +85,50 @@ pub fn open(path: &Path, schema: &str, version: u32) -> Result<Connection, Store
     open_migrating(path, schema, version, &[])
 }
 
+/// Takes the store's lock file (`<store>.lock`) for the rest of this process's life, so
+/// a second process on the same home fails at once with the holder's process ID
+/// (written to `<store>.pid`) instead of both waiting on SQLite and failing later. The
+/// lock is the operating system's (flock / LockFileEx): it goes when the process does,
+/// however it ends.
+fn lock(path: &Path) -> Result<(), StoreError> {
+    use std::sync::Mutex;
+    static HELD: Mutex<Vec<(PathBuf, std::fs::File)>> = Mutex::new(Vec::new());
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    if held.iter().any(|(p, _)| p == path) {
+        return Ok(());
+    }
+    let with = |ext: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    let io = |e: std::io::Error| {
+        StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+    };
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(with(".lock"))
+        .map_err(io)?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(with(".pid"))
+                .ok()
+                .and_then(|t| t.trim().parse().ok());
+            return Err(StoreError::Busy {
+                path: path.to_path_buf(),
+                pid,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    std::fs::write(with(".pid"), std::process::id().to_string()).map_err(io)?;
+    held.push((path.to_path_buf(), f));
+    Ok(())
+}
+
 /// As [`open`], but an older store is first brought forward through `migrations`, one
 /// version at a time, all in one transaction (a crash leaves the old version intact).
 pub fn open_migrating(
@@ -67,6 +137,7 @@ pub fn open_migrating(
     version: u32,
     migrations: &[Migration],
 ) -> Result<Connection, StoreError> {
+    lock(path)?;
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -119,7 +119,7 @@ fn backend(a: &BackendArgs) -> Result<Box<dyn Backend>, CliError> {
 fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
     let dir = cli.global.home_dir(Role::Online);
     let home = || Home::open(&dir, Role::Online).map_err(CliError::from);
-    let journal = |h: &Home| Journal::open(h).map_err(|e| CliError::io("journal", e));
+    let journal = |h: &Home| Journal::open(h).map_err(|e| e.cli("journal"));
     match &cli.command {
         Command::Common(c) => {
             makproxy_cli::common(out, &cli.global, Role::Online, c, Cli::command(), |h| {

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
 fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
     let dir = cli.global.home_dir(Role::Secure);
     let home = || Home::open(&dir, Role::Secure).map_err(CliError::from);
-    let ledger = |h: &Home| ledger::open(h).map_err(|e| CliError::io("ledger", e));
+    let ledger = |h: &Home| ledger::open(h).map_err(|e| e.cli("ledger"));
     match &cli.command {
         Command::Common(c) => {
             makproxy_cli::common(out, &cli.global, Role::Secure, c, Cli::command(), |h| {
