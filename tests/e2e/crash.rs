@@ -387,3 +387,83 @@ fn apply_killed_midway_is_all_or_nothing_and_a_rerun_completes() {
         .count();
     assert_eq!(files, 3000);
 }
+
+#[test]
+fn a_gateway_program_sees_each_iid_at_most_once_across_kills() {
+    let g = Gap::default();
+    let drop = g.generate("drop", 20, "GW");
+    g.secure(&["collect", &drop]).ok();
+    let cil = g.p("cil.zip");
+    g.secure(&["pack", "--out", &cil]).ok();
+    let gateway = makproxy_e2e::example("echo_gateway");
+    let log = g.p("gateway.log");
+    let seen = || -> Vec<String> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let args = |out: &str| -> Vec<String> {
+        [
+            "activate",
+            &cil,
+            "--out",
+            out,
+            "--backend",
+            "command",
+            "--command",
+            &gateway,
+            "--command-arg",
+            "--log",
+            "--command-arg",
+            &log,
+            "--command-arg",
+            "--delay-ms",
+            "--command-arg",
+            "150",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let mut killed = 0;
+    for (i, step) in kill_points(4, 1, 4).into_iter().enumerate() {
+        let out = g.p(&format!("k{i}.zip"));
+        let a = args(&out);
+        let mut child = g.spawn_online(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        // Kill once the gateway has taken `step` more requests (one is then in flight).
+        let target = seen().len() + step as usize;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while seen().len() < target && child.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "gateway stalled");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(killed >= 3, "only {killed} kills landed mid-run");
+    let out = g.p("ret.zip");
+    let a = args(&out);
+    let r = g
+        .online(
+            &[&["--json".to_string()][..], &a[..]]
+                .concat()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+        .json();
+    let s = &r["summary"];
+    assert!(s["uncertain"].as_u64().unwrap() >= 1, "{r}");
+    let log = seen();
+    let unique: std::collections::HashSet<_> = log.iter().collect();
+    assert_eq!(
+        unique.len(),
+        log.len(),
+        "the gateway saw an IID twice: {log:?}"
+    );
+    assert_eq!(unique.len(), 20, "every IID reached the gateway once");
+}

@@ -4,6 +4,9 @@
 //! IIDs ending in 6 are refused with service code 0x90, to show the error path.
 //!
 //! Run by makproxy: makproxy-online activate IN --out OUT --backend command --command echo_gateway
+//!
+//! For tests: `--log FILE` appends each IID it is asked for (one line, flushed, before it
+//! answers: what "the service saw"), `--delay-ms N` waits before each answer.
 
 use makproxy_backend::simulator::Simulator;
 use makproxy_backend::Request;
@@ -11,11 +14,33 @@ use makproxy_core::ids::{ExtendedProductId, InstallationId};
 use std::io::{BufRead, Write};
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let mut log = opt("--log").map(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .expect("open --log file")
+    });
+    let delay = std::time::Duration::from_millis(
+        opt("--delay-ms").and_then(|d| d.parse().ok()).unwrap_or(0),
+    );
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
     for line in stdin.lock().lines() {
         let Ok(line) = line else { break };
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if let (Some(f), Some("activate"), Some(iid)) =
+            (log.as_mut(), v["type"].as_str(), v["iid"].as_str())
+        {
+            let _ = writeln!(f, "{iid}").and_then(|_| f.flush());
+        }
+        std::thread::sleep(delay);
         let epid = v["epid"]
             .as_str()
             .and_then(|e| ExtendedProductId::parse(e).ok());
