@@ -13,6 +13,8 @@ mod crash;
 mod hostile;
 #[path = "e2e/hostile_records.rs"]
 mod hostile_records;
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;
 #[path = "e2e/microsoft.rs"]
 mod microsoft;
 #[path = "e2e/roundtrip.rs"]
