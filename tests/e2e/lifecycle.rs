@@ -209,7 +209,10 @@ fn a_simulated_return_applied_by_mistake_gives_way_to_the_real_one_never_the_rev
     assert_eq!(a["summary"]["cids"], 13);
     assert_eq!(a["summary"]["superseded"], 13);
     let d = deposit();
-    assert_eq!(d["simulated"], false, "deposit files regenerated with real CIDs");
+    assert_eq!(
+        d["simulated"], false,
+        "deposit files regenerated with real CIDs"
+    );
     let p = &d["products"][0];
     assert_eq!(
         p["confirmation_id"].as_str().unwrap(),
@@ -229,7 +232,13 @@ fn a_simulated_return_applied_by_mistake_gives_way_to_the_real_one_never_the_rev
     g2.secure(&["apply", &g2.p("real.zip"), "--deposit-dir", &g2.p("dep")])
         .ok();
     let a = g2
-        .secure(&["--json", "apply", &g2.p("sim.zip"), "--deposit-dir", &g2.p("dep")])
+        .secure(&[
+            "--json",
+            "apply",
+            &g2.p("sim.zip"),
+            "--deposit-dir",
+            &g2.p("dep"),
+        ])
         .ok()
         .json();
     assert_eq!(a["summary"]["cids"], 0);
@@ -247,5 +256,81 @@ fn a_simulated_return_applied_by_mistake_gives_way_to_the_real_one_never_the_rev
             r.get(0)
         })
         .unwrap();
-    assert_eq!(sims, 0, "a simulated CID never replaced a real one in the store");
+    assert_eq!(
+        sims, 0,
+        "a simulated CID never replaced a real one in the store"
+    );
+}
+
+#[test]
+fn replay_is_judged_per_signing_key_so_a_rebuilt_secure_side_starts_afresh() {
+    let g = Gap::default();
+    g.collect_fixture();
+    // Two different bundles with sequence 1 from one key: pack from two copies of the home.
+    let copy = g.path("secure-home-copy");
+    std::fs::create_dir(&copy).unwrap();
+    for e in std::fs::read_dir(g.path("secure-home")).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+        }
+    }
+    for sub in ["trust"] {
+        let from = g.path("secure-home").join(sub);
+        if from.is_dir() {
+            std::fs::create_dir(copy.join(sub)).unwrap();
+            for e in std::fs::read_dir(&from).unwrap() {
+                let e = e.unwrap();
+                std::fs::copy(e.path(), copy.join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let first = g.p("first.zip");
+    g.secure(&["pack", "--out", &first]).ok();
+    let twin = g.p("twin.zip");
+    makproxy_e2e::run(
+        "makproxy-secure",
+        &["--home", copy.to_str().unwrap(), "pack", "--out", &twin],
+    )
+    .ok();
+    activate(&g, &first, &g.p("r1.zip"), &["simulator"]);
+    let r = g
+        .online(&[
+            "--json",
+            "activate",
+            &twin,
+            "--out",
+            &g.p("r2.zip"),
+            "--backend",
+            "simulator",
+        ])
+        .code(3);
+    assert_eq!(r.json()["error"]["code"], "MP-APL-006");
+
+    // The secure side is rebuilt (new key, same site name, sequence 1 again). Once the
+    // online side trusts the new key, its bundles are accepted.
+    let rebuilt = g.p("secure-home-2");
+    let sec = |args: &[&str]| {
+        let mut a = vec!["--home", rebuilt.as_str()];
+        a.extend_from_slice(args);
+        makproxy_e2e::run("makproxy-secure", &a)
+    };
+    sec(&["init", "--site", "plant-a"]).ok();
+    sec(&["key", "export", "--out", &g.p("new.pub")]).ok();
+    sec(&["trust", "add", &g.p("online.pub"), "--name", "gateway"]).ok();
+    g.online(&["trust", "add", &g.p("new.pub"), "--name", "plant-a-rebuilt"])
+        .ok();
+    sec(&[
+        "collect",
+        makproxy_e2e::fixtures().join("drop").to_str().unwrap(),
+    ])
+    .ok();
+    let fresh = g.p("fresh.zip");
+    sec(&["pack", "--out", &fresh]).ok();
+    let r = activate(&g, &fresh, &g.p("r3.zip"), &["simulator"]);
+    assert_eq!(r["summary"]["records"], 13, "{r}");
+    assert_eq!(
+        r["summary"]["from_journal"], 13,
+        "same machines, same IIDs: answered from the journal"
+    );
 }

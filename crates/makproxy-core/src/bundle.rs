@@ -941,6 +941,19 @@ pub fn open(
     let manifest: Manifest = serde_json::from_str(text)
         .map_err(|e| json_error(Code::BndManifestSyntax, "manifest", &e))?;
     check_manifest(&manifest, expected, now, limits)?;
+    // Identity comes from the pinned key, not from the payload: one trusted site
+    // cannot speak (or squat sequence numbers) for another.
+    if manifest.site != signer.key.site {
+        return Err(BundleError::new(
+            Code::BndSiteMismatch,
+            &format!(
+                "manifest names site {:?} but is signed by the key of site {:?} (trusted as {:?})",
+                crate::sanitize::escape(&manifest.site),
+                signer.key.site,
+                signer.name
+            ),
+        ));
+    }
 
     // 4. Closed world: the archive holds exactly the listed entries plus manifest and signature.
     let listed: Vec<&str> = manifest.entries.iter().map(|e| e.name.as_str()).collect();

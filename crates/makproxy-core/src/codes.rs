@@ -58,6 +58,7 @@ codes! {
     BndSigInvalid = "MP-BND-021": "signature does not verify over the manifest",
     BndUntrustedKey = "MP-BND-022": "bundle is signed by a key that is not trusted here",
     BndWrongKind = "MP-BND-023": "bundle is of the other kind (request passed off as return or vice versa)",
+    BndSiteMismatch = "MP-BND-024": "manifest's site differs from the site of the trusted key that signed it",
     BndManifestSyntax = "MP-BND-030": "manifest is not valid UTF-8 JSON of the expected shape",
     BndUnknownField = "MP-BND-031": "manifest or record has an unknown field",
     BndDuplicateKey = "MP-BND-032": "manifest or record has a duplicated JSON key",

@@ -621,6 +621,12 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         )
         .zip(),
     );
+    add(
+        "site-of-another-trusted-key",
+        c,
+        Some(Code::BndSiteMismatch),
+        Parts::new(&k, c, now, |m| m["site"] = json!("kit-other-site"), None).zip(),
+    );
     add("answers-block-in-request", c, Some(Code::BndInconsistent), Parts::new(&k, c, now, |m| m["answers"] = json!({"bundle_id": "00000000000000000000000000000000", "manifest_sha256": "0000000000000000000000000000000000000000000000000000000000000000", "site": "x", "sequence": 1}), None).zip());
     let mut t = Parts::new(&k, c, now, id, None);
     let text = String::from_utf8(t.manifest.clone())

@@ -571,20 +571,24 @@ pub fn run(
     let simulated = o.backend.simulated();
     let kind = o.backend.kind();
 
-    // Replay: one (site, sequence) is one bundle. The same bundle again is a resume.
+    // Replay: one (signing key, sequence) is one bundle. The same bundle again is a
+    // resume. (The reader has checked the manifest's site is the signing key's.)
+    let signer = v.signer.key.key_id();
     if let Some(other) = journal
-        .request_with_sequence(&m.site, m.sequence)
+        .request_with_sequence(&signer, m.sequence)
         .map_err(db)?
         .filter(|b| *b != m.bundle_id)
     {
         return Err(CliError::rejected(
             Code::AplReplay,
             format!(
-                "site {:?} already sent a different bundle ({other}) with sequence {}",
+                "the key of site {:?} (trusted as {:?}) already sent a different bundle ({other}) with sequence {}",
                 escape(&m.site),
+                escape(&v.signer.name),
                 m.sequence
             ),
-        ));
+        )
+        .hint("a replayed or re-packed-by-hand bundle; if the secure side was rebuilt, trust its new key (its numbers start afresh)"));
     }
 
     // Refusals this backend gave for this bundle are not asked again (unless
@@ -624,7 +628,14 @@ pub fn run(
 
     let at = bundle::rfc3339(now);
     journal
-        .record_request(&m.bundle_id, &m.site, m.sequence, &v.manifest_sha256, &at)
+        .record_request(
+            &m.bundle_id,
+            &m.site,
+            m.sequence,
+            &v.manifest_sha256,
+            &signer,
+            &at,
+        )
         .map_err(db)?;
     let endpoint = o.backend.endpoint();
     let run = journal

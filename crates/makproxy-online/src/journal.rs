@@ -79,7 +79,8 @@ CREATE TABLE IF NOT EXISTS requests(
     sequence INTEGER NOT NULL,
     manifest_sha256 TEXT NOT NULL,
     first_seen TEXT NOT NULL,
-    UNIQUE(site, sequence)
+    signer TEXT NOT NULL,
+    UNIQUE(signer, sequence)
 );
 CREATE TABLE IF NOT EXISTS returns(
     bundle_id TEXT PRIMARY KEY,
@@ -92,7 +93,9 @@ CREATE TABLE IF NOT EXISTS returns(
 
 /// Schema 2 (before provenance and intents) to 3: runs learn their endpoint; refusals
 /// learn which backend gave them (old ones are marked `unknown` and so never reused —
-/// asking again costs no activation, since a refusal spent none).
+/// asking again costs no activation, since a refusal spent none); the replay guard is
+/// keyed by the signing key (old rows keep their site as `site:NAME`, so they still
+/// block nothing a key-keyed row would).
 const MIGRATIONS: &[Migration] = &[Migration {
     from: 2,
     sql: r#"
@@ -112,6 +115,19 @@ CREATE TABLE failures(
 INSERT INTO failures(bundle_id, handle, backend, code, service_code, message, at)
     SELECT bundle_id, handle, 'unknown', code, service_code, message, at FROM failures_v2;
 DROP TABLE failures_v2;
+ALTER TABLE requests RENAME TO requests_v2;
+CREATE TABLE requests(
+    bundle_id TEXT PRIMARY KEY,
+    site TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    manifest_sha256 TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    signer TEXT NOT NULL,
+    UNIQUE(signer, sequence)
+);
+INSERT INTO requests(bundle_id, site, sequence, manifest_sha256, first_seen, signer)
+    SELECT bundle_id, site, sequence, manifest_sha256, first_seen, 'site:' || site FROM requests_v2;
+DROP TABLE requests_v2;
 "#,
 }];
 
@@ -396,16 +412,18 @@ impl Journal {
         Ok(n)
     }
 
-    /// The bundle this (site, sequence) was first seen with, if any (replay guard).
+    /// The bundle this signing key's `sequence` was first seen with, if any (replay
+    /// guard; keyed by the key, so a rebuilt secure side with a new key starts afresh
+    /// and one trusted site cannot squat another's numbers).
     pub fn request_with_sequence(
         &self,
-        site: &str,
+        signer_key_id: &str,
         sequence: u64,
     ) -> rusqlite::Result<Option<String>> {
         self.conn
             .query_row(
-                "SELECT bundle_id FROM requests WHERE site = ?1 AND sequence = ?2",
-                params![site, sequence as i64],
+                "SELECT bundle_id FROM requests WHERE signer = ?1 AND sequence = ?2",
+                params![signer_key_id, sequence as i64],
                 |r| r.get(0),
             )
             .optional()
@@ -418,11 +436,12 @@ impl Journal {
         site: &str,
         sequence: u64,
         manifest_sha256: &str,
+        signer_key_id: &str,
         at: &str,
     ) -> rusqlite::Result<()> {
         self.conn.execute(
-            "INSERT OR IGNORE INTO requests(bundle_id, site, sequence, manifest_sha256, first_seen) VALUES(?1, ?2, ?3, ?4, ?5)",
-            params![bundle_id, site, sequence as i64, manifest_sha256, at],
+            "INSERT OR IGNORE INTO requests(bundle_id, site, sequence, manifest_sha256, first_seen, signer) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+            params![bundle_id, site, sequence as i64, manifest_sha256, at, signer_key_id],
         )?;
         Ok(())
     }
