@@ -61,6 +61,25 @@ fn manual_worksheet_round_trip_validates_every_cid() {
         r["summary"]["failed_by_reason"]["MP-BKD-009"], 1,
         "the empty row is reported, not invented"
     );
+    // On screen, the misheard group is named while the operator still has the sheet.
+    let again = g
+        .online(&[
+            "activate",
+            &cil,
+            "--out",
+            &g.p("ret-screen.zip"),
+            "--backend",
+            "manual",
+            "--worksheet",
+            &sheet,
+            "--retry-failed",
+        ])
+        .code(4);
+    assert!(
+        again.stdout.contains("[MP-BKD-005]") && again.stdout.contains("group 4 of 8"),
+        "{}",
+        again.stdout
+    );
     g.secure(&["apply", &ret, "--deposit-dir", &g.p("dep")])
         .code(4);
     assert_eq!(g.count("cid_received"), 11);

@@ -467,3 +467,49 @@ fn a_gateway_program_sees_each_iid_at_most_once_across_kills() {
     );
     assert_eq!(unique.len(), 20, "every IID reached the gateway once");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_second_ctrl_c_quits_at_once_and_leaves_what_was_in_flight_uncertain() {
+    let g = Gap::default();
+    let cil = g.packed_fixture();
+    let mock = MockServer::start();
+    mock.set_latency(Duration::from_millis(3000));
+    let child = g.spawn_online(&[
+        "activate",
+        &cil,
+        "--out",
+        &g.p("ret.zip"),
+        "--backend",
+        "microsoft",
+        "--endpoint",
+        &mock.url,
+        "--concurrency",
+        "2",
+    ]);
+    while mock.total_requests() < 2 {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let int = || {
+        std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    let t = std::time::Instant::now();
+    assert!(int().success());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(int().success());
+    let res = child.wait_with_output().unwrap();
+    assert_eq!(res.status.code(), Some(130));
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "the second Ctrl-C did not wait for the 3 s answers ({:?})",
+        t.elapsed()
+    );
+    assert_eq!(
+        open_intents(&g).len(),
+        2,
+        "the two requests in flight are uncertain, as after a kill"
+    );
+}

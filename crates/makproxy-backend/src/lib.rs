@@ -109,6 +109,10 @@ pub trait Backend: Send + Sync {
     }
     /// Where the answers come from: the service URL, the gateway program, the worksheet.
     fn endpoint(&self) -> String;
+    /// True when answering talks to the operator's terminal (nothing else may draw there).
+    fn interactive(&self) -> bool {
+        false
+    }
     /// Requests a CID for one record.
     fn activate(&self, req: &Request) -> Outcome;
     /// Remaining activations of the MAK behind `epid` (-1: not a MAK / unlimited).

@@ -213,6 +213,9 @@ impl Backend for Manual {
     fn endpoint(&self) -> String {
         self.endpoint.clone()
     }
+    fn interactive(&self) -> bool {
+        matches!(self.source, Source::Prompt(_))
+    }
     fn activate(&self, req: &Request) -> Outcome {
         match &self.source {
             Source::Sheet(map) => match map.get(req.iid.digits()) {
@@ -308,6 +311,13 @@ mod tests {
             .records()
             .count();
         assert_eq!(back, 1, "one record, one row");
+    }
+
+    #[test]
+    fn only_the_prompt_is_interactive() {
+        assert!(Manual::interactive().interactive());
+        let sheet = worksheet_csv(&[]);
+        assert!(!Manual::from_worksheet(&sheet, "t").unwrap().interactive());
     }
 
     #[test]

@@ -68,7 +68,13 @@ pub struct Summary {
     pub uncertain: u64,
     /// Failures by code (service code where there is one).
     pub failed_by_reason: BTreeMap<String, u64>,
+    /// The first failed records, for the screen (not in --json: the return has all).
+    #[serde(skip)]
+    pub first_failures: Vec<(u64, RecordFailure)>,
 }
+
+/// Failed records shown one by one on screen at most.
+const SHOWN_FAILURES: usize = 20;
 
 struct Job {
     handle: u64,
@@ -463,6 +469,9 @@ impl Walk<'_> {
                     .failed_by_reason
                     .entry(f.service_code.clone().unwrap_or_else(|| f.code.clone()))
                     .or_default() += 1;
+                if self.s.first_failures.len() < SHOWN_FAILURES {
+                    self.s.first_failures.push((rec.handle, f.clone()));
+                }
                 rec.failure = Some(f);
             }
         }
@@ -651,7 +660,12 @@ pub fn run(
     } else {
         (1, 0, 1)
     };
-    let bar = out.progress(m.records, "activate");
+    // A prompt on the terminal must not be drawn over.
+    let bar = if o.backend.interactive() {
+        ProgressBar::hidden()
+    } else {
+        out.progress(m.records, "activate")
+    };
     let writer = BundleWriter::new(o.out).map_err(|e| CliError::io(o.out.display(), e))?;
     let (job_tx, job_rx) = mpsc::sync_channel::<Vec<Job>>(queue);
     let (res_tx, res_rx) = mpsc::channel::<Vec<(Job, Outcome)>>();
@@ -804,6 +818,23 @@ pub fn run(
             format!(" ({})", makproxy_backend::service_code_meaning(reason))
         };
         out.line(format!("  {n} x {}{meaning}", escape(reason)));
+    }
+    for (handle, f) in &s.first_failures {
+        out.line(format!(
+            "  record {handle}: [{}]{} {}",
+            escape(&f.code),
+            f.service_code
+                .as_deref()
+                .map(|c| format!(" {}", escape(c)))
+                .unwrap_or_default(),
+            escape(&f.message)
+        ));
+    }
+    if s.failed as usize > s.first_failures.len() {
+        out.line(format!(
+            "  … and {} more (all are in the return; `status --state failed` on the secure side lists them)",
+            s.failed as usize - s.first_failures.len()
+        ));
     }
     if s.uncertain > 0 {
         out.line(format!(
