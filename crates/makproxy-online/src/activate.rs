@@ -920,3 +920,251 @@ pub fn worksheet(
     out.line("Fill in the confirmation_id column, then: activate FILE --out RETURN --backend manual --worksheet SHEET");
     Ok(Exit::Ok)
 }
+
+#[cfg(test)]
+mod tests {
+    //! activate in process: what no input can do to it (hang, lose or double-spend).
+    use super::*;
+    use makproxy_backend::Failure;
+    use makproxy_core::ids::{with_check_digits, Guid};
+    use makproxy_core::keys::Role;
+    use std::sync::atomic::AtomicU32;
+
+    /// A backend that can spend: counts the requests it receives, per IID.
+    #[derive(Default)]
+    struct Counting {
+        asked: Mutex<Vec<String>>,
+        calls: AtomicU32,
+    }
+
+    impl Backend for Counting {
+        fn kind(&self) -> BackendKind {
+            BackendKind::Command
+        }
+        fn endpoint(&self) -> String {
+            "in-process test".into()
+        }
+        fn activate(&self, req: &Request) -> Outcome {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.asked
+                .lock()
+                .unwrap()
+                .push(req.iid.digits().to_string());
+            let payload: Vec<u8> = req
+                .iid
+                .digits()
+                .bytes()
+                .take(40)
+                .map(|b| b - b'0')
+                .collect();
+            Outcome::Cid(ConfirmationId::parse(&with_check_digits(&payload, 6)).unwrap())
+        }
+        fn remaining(&self, _: &ExtendedProductId) -> Result<i64, Failure> {
+            Ok(-1)
+        }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        online: Home,
+        cil: std::path::PathBuf,
+    }
+
+    /// An online home trusting a secure home, and a CIL bundle of `n` records from it.
+    fn fixture(n: u64) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let (secure, spub) = Home::init(&dir.path().join("s"), Role::Secure, "plant-a").unwrap();
+        let (online, _) = Home::init(&dir.path().join("o"), Role::Online, "gw").unwrap();
+        let pubfile = dir.path().join("s.pub");
+        std::fs::write(&pubfile, spub.to_file_bytes()).unwrap();
+        online.trust_add(&pubfile, "plant-a").unwrap();
+        let cil = dir.path().join("cil.zip");
+        let mut w = BundleWriter::<CilRecord>::new(&cil).unwrap();
+        for h in 1..=n {
+            let payload: Vec<u8> = format!("{h:054}").bytes().map(|b| b - b'0').collect();
+            w.push(CilRecord {
+                handle: h,
+                installation_id: InstallationId::parse(&with_check_digits(&payload, 7)).unwrap(),
+                extended_product_id: ExtendedProductId::parse(
+                    "03612-03305-317-008912-02-1033-9200.0000-0662023",
+                )
+                .unwrap(),
+                activation_id: Guid::parse("2de67392-b7a7-462a-b1ca-108dd189f588").unwrap(),
+                product: None,
+                host: None,
+            })
+            .unwrap();
+        }
+        let mut header = makproxy_core::testkit::cil_header(makproxy_cli::now());
+        header.site = "plant-a".into();
+        w.finish(header, &secure.signing_key().unwrap(), &cil)
+            .unwrap();
+        Fixture {
+            _dir: dir,
+            online,
+            cil,
+        }
+    }
+
+    fn options<'a>(
+        f: &'a Fixture,
+        out: &'a Path,
+        b: &'a dyn Backend,
+        stop: &'a AtomicBool,
+    ) -> Options<'a> {
+        Options {
+            input: &f.cil,
+            out,
+            backend: b,
+            concurrency: 3,
+            retry: RetryPolicy {
+                attempts: 1,
+                first_delay: Duration::from_millis(1),
+            },
+            expires_days: 30,
+            check_remaining: false,
+            retry_failed: false,
+            retry_uncertain: false,
+            max_transport_failures: 5,
+            dry_run: false,
+            stop,
+        }
+    }
+
+    /// Runs `f` on a thread and fails the test if it has not returned within `secs`.
+    fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(secs))
+            .expect("activate hung")
+    }
+
+    #[test]
+    fn a_journal_that_runs_out_of_space_stops_the_run_and_no_answer_is_asked_twice() {
+        let f = fixture(300);
+        let quiet = Output { json: true };
+        let stop = AtomicBool::new(false);
+        let mut j = Journal::open(&f.online).unwrap();
+        // A "disk" with room for a few more pages: the journal fills up mid-run.
+        let pages: i64 = j
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        j.conn
+            .pragma_update(None, "max_page_count", pages + 4)
+            .unwrap();
+        let first = Counting::default();
+        let out = f._dir.path().join("ret.zip");
+        let (f, first, res) = within(60, move || {
+            let r = run(&quiet, &f.online, &mut j, &options(&f, &out, &first, &stop))
+                .map(|_| ())
+                .map_err(|e| e.message);
+            (f, first, r)
+        });
+        let err = res.expect_err("a full journal ends the run with an error");
+        assert!(err.contains("journal"), "{err}");
+        let asked_first: Vec<String> = first.asked.lock().unwrap().clone();
+        assert!(
+            !asked_first.is_empty() && asked_first.len() < 300,
+            "{}",
+            asked_first.len()
+        );
+        assert!(
+            !f._dir.path().join("ret.zip").exists(),
+            "no return after a failed persist"
+        );
+
+        // Space again: nothing asked in the first run is asked again without the
+        // operator's say-so; everything else is.
+        let mut j = Journal::open(&f.online).unwrap();
+        let second = Counting::default();
+        let stop = AtomicBool::new(false);
+        let out = f._dir.path().join("ret2.zip");
+        let exit = run(
+            &quiet,
+            &f.online,
+            &mut j,
+            &options(&f, &out, &second, &stop),
+        )
+        .unwrap();
+        let asked_second = second.asked.lock().unwrap().clone();
+        for iid in &asked_second {
+            assert!(!asked_first.contains(iid), "IID {iid} was asked twice");
+        }
+        assert_eq!(
+            asked_first.len() + asked_second.len(),
+            300,
+            "every IID asked once overall"
+        );
+        let uncertain = j.intents().unwrap().len();
+        assert!(
+            matches!(exit, Exit::Ok | Exit::Partial),
+            "the second run completes"
+        );
+        assert_eq!(
+            matches!(exit, Exit::Partial),
+            uncertain > 0,
+            "partial exactly when some records are uncertain ({uncertain})"
+        );
+    }
+
+    #[test]
+    fn activate_returns_with_its_code_on_every_kit_case_and_spends_nothing_on_a_bad_one() {
+        use makproxy_core::testkit::{cases, Keys};
+        let dir = tempfile::tempdir().unwrap();
+        let (online, _) = Home::init(&dir.path().join("o"), Role::Online, "kit-gateway").unwrap();
+        let pubfile = dir.path().join("kit.pub");
+        std::fs::write(
+            &pubfile,
+            Keys::default().public(Role::Secure).to_file_bytes(),
+        )
+        .unwrap();
+        online.trust_add(&pubfile, "kit-secure").unwrap();
+        let mut checked = 0;
+        for case in cases(makproxy_cli::now()) {
+            if case.reader != Kind::Cil {
+                continue;
+            }
+            let file = dir.path().join(&case.file);
+            std::fs::write(&file, &case.bytes).unwrap();
+            let out = dir.path().join(format!("{}.ret", case.file));
+            let online = online.clone();
+            let (res, calls) = within(30, move || {
+                let b = Counting::default();
+                let stop = AtomicBool::new(false);
+                let mut j = Journal::open(&online).unwrap();
+                let o = Options {
+                    input: &file,
+                    out: &out,
+                    backend: &b,
+                    concurrency: 2,
+                    retry: RetryPolicy::default(),
+                    expires_days: 30,
+                    check_remaining: false,
+                    retry_failed: false,
+                    retry_uncertain: false,
+                    max_transport_failures: 5,
+                    dry_run: false,
+                    stop: &stop,
+                };
+                let r = run(&Output { json: true }, &online, &mut j, &o).map_err(|e| e.code);
+                (r, b.calls.load(Ordering::SeqCst))
+            });
+            match case.expect {
+                None => assert!(res.is_ok(), "{}: {res:?}", case.file),
+                Some(code) => {
+                    assert_eq!(res.err().flatten(), Some(code), "{}", case.file);
+                    assert_eq!(
+                        calls, 0,
+                        "{}: a request was sent for a refused bundle",
+                        case.file
+                    );
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked >= 30, "{checked}");
+    }
+}

@@ -197,7 +197,7 @@ fn backend_of(s: String) -> rusqlite::Result<BackendKind> {
 
 /// The online side's store.
 pub struct Journal {
-    conn: Connection,
+    pub(crate) conn: Connection,
 }
 
 impl Journal {

@@ -1,13 +1,10 @@
 //! makproxy-online: the internet side. Thin glue: parse the command line, open the
 //! home folder and journal, build the backend, call the module that owns the command.
 
-mod activate;
 mod cli;
-mod journal;
 
 use clap::{CommandFactory, Parser};
 use cli::{BackendArgs, BackendName, Cli, Command, JournalCommand};
-use journal::Journal;
 use makproxy_backend::command::CommandBackend;
 use makproxy_backend::manual::Manual;
 use makproxy_backend::microsoft::{Microsoft, Settings};
@@ -18,6 +15,8 @@ use makproxy_core::bundle::{self, Kind, Limits};
 use makproxy_core::ids::ExtendedProductId;
 use makproxy_core::keys::{Home, Role};
 use makproxy_core::sanitize::escape;
+use makproxy_online::activate;
+use makproxy_online::journal::Journal;
 use serde_json::json;
 use std::io::IsTerminal;
 use std::process::ExitCode;
