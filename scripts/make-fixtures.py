@@ -72,7 +72,9 @@ with open("fixtures/drop/inventory.csv", "w", newline="") as f:
     for h in ("KIOSK-01", "KIOSK-02"):
         f.write(f'{h},2de67392-b7a7-462a-b1ca-108dd189f588,{EPID},"{spaced(iid(h), 7)}","Windows(R), Professional edition"\r\n')
 
-# Broken inputs: each file name says what is wrong.
+# Broken inputs: each file name says what is wrong. A case whose file must be named
+# after its host (a machine's file speaks only for that host) sits in a folder named
+# after the case instead.
 good = {"activation_id": "2de67392-b7a7-462a-b1ca-108dd189f588", "partial_product_key": "3V66T",
         "extended_product_id": EPID, "installation_id": iid("broken-good"), "license_status": 5,
         "description": "VOLUME_MAK"}
@@ -81,7 +83,8 @@ typo = dict(good, activation_id="85dd8b5f-eaa4-4af3-a628-cce9e77c9a03",
 def agent_doc(host, products):
     return {"schema": "makproxy-agent/1", "host": host, "collected": "2026-11-20T10:00:00Z", "agent": "fixture", "products": products}
 files = {
-    "bad-check-digit-in-one-product.json": json.dumps(agent_doc("GOOD-AND-BAD", [good, typo]), indent=2),
+    "bad-check-digit-in-one-product/GOOD-AND-BAD.json": json.dumps(agent_doc("GOOD-AND-BAD", [good, typo]), indent=2),
+    "claims-another-host/SPOOFER.json": json.dumps(agent_doc("VICTIM-01", [good])),
     "truncated.json": json.dumps(agent_doc("TRUNC", [good]))[:120],
     "duplicate-key.json": '{"schema": "makproxy-agent/1", "host": "A", "host": "B", "products": []}',
     "unknown-schema.json": json.dumps(dict(agent_doc("FUTURE", [good]), schema="makproxy-agent/9")),
@@ -90,6 +93,7 @@ files = {
     "deeply-nested.json": "[" * 500 + "]" * 500,
 }
 for name, text in files.items():
+    os.makedirs(os.path.dirname(f"fixtures/drop-broken/{name}"), exist_ok=True)
     with open(f"fixtures/drop-broken/{name}", "w") as f:
         f.write(text)
 with open("fixtures/drop-broken/utf16-odd-length.json", "wb") as f:

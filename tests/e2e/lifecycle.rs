@@ -334,3 +334,261 @@ fn replay_is_judged_per_signing_key_so_a_rebuilt_secure_side_starts_afresh() {
         "same machines, same IIDs: answered from the journal"
     );
 }
+
+// ---- the secure side across rounds ----
+
+/// Collect, pack, simulate, apply the shipped fixture; returns the deposit folder.
+fn applied(g: &Gap) -> String {
+    let cil = g.packed_fixture();
+    activate(g, &cil, &g.p("ret.zip"), &["simulator"]);
+    let dep = g.p("dep");
+    g.secure(&["apply", &g.p("ret.zip"), "--deposit-dir", &dep])
+        .ok();
+    dep
+}
+
+/// A deposit result for `host` from its deposit file, as the deposit script writes it.
+fn result_file(g: &Gap, dir: &std::path::Path, host: &str, name: &str, ok: bool) {
+    let d: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(g.path(&format!("dep/{host}.json"))).unwrap(),
+    )
+    .unwrap();
+    let results: Vec<serde_json::Value> = d["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            if ok {
+                serde_json::json!({"activation_id": p["activation_id"], "installation_id": p["installation_id"], "confirmation_id": p["confirmation_id"], "status": "activated", "license_status": 1})
+            } else {
+                serde_json::json!({"activation_id": p["activation_id"], "installation_id": p["installation_id"], "confirmation_id": p["confirmation_id"], "status": "failed", "error_code": "0xC004F04D"})
+            }
+        })
+        .collect();
+    let doc = serde_json::json!({"schema": "makproxy-deposit-result/1", "host": host, "results": results});
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(name), doc.to_string()).unwrap();
+}
+
+#[test]
+fn a_deposit_failure_can_be_packed_again_alone() {
+    let g = Gap::default();
+    applied(&g);
+    let results = g.path("results");
+    result_file(&g, &results, "LAB-07", "LAB-07.result.json", false);
+    g.secure(&["collect", results.to_str().unwrap()]).ok();
+    assert_eq!(g.count("deposit_failed"), 1);
+    // Twelve other products could be queued meanwhile; --only-failed packs just the one.
+    let again = g.p("again.zip");
+    let p = g
+        .secure(&["--json", "pack", "--out", &again, "--only-failed"])
+        .ok()
+        .json();
+    assert_eq!(p["records"], 1);
+    assert_eq!(g.count("deposit_failed"), 0);
+    assert_eq!(g.count("packed"), 1);
+}
+
+#[test]
+fn collect_is_idempotent_and_a_reimaged_machine_is_seen_whatever_result_files_lie_around() {
+    let g = Gap::default();
+    applied(&g);
+    let drop = fixtures_copy(&g);
+    result_file(&g, &drop, "PC-000001", "PC-000001.result.json", true);
+    let first = g
+        .secure(&["--json", "collect", drop.to_str().unwrap()])
+        .ok()
+        .json();
+    assert_eq!(first["summary"]["deposits_activated"], 2);
+    assert_eq!(g.count("activated"), 2);
+    // The same folder again: nothing changes, and it says so.
+    let before = g.secure(&["--json", "status"]).ok().json();
+    let again = g
+        .secure(&["--json", "collect", drop.to_str().unwrap()])
+        .ok()
+        .json();
+    assert_eq!(again["summary"]["files_unchanged"], 9);
+    assert_eq!(again["summary"]["deposits_activated"], 0);
+    let after = g.secure(&["--json", "status"]).ok().json();
+    assert_eq!(before["counts"], after["counts"]);
+    // PC-000001 is reimaged: its agent reports new IIDs; the old result file stays in
+    // the folder. The new IIDs are queued; the stale result is not read again.
+    let mut agent: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(drop.join("PC-000001.json")).unwrap())
+            .unwrap();
+    for (i, p) in agent["products"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
+        p["installation_id"] = serde_json::json!(makproxy_core::ids::with_check_digits(
+            &[(i as u8) + 3; 54],
+            7
+        ));
+        p["license_status"] = serde_json::json!(5);
+    }
+    std::fs::write(drop.join("PC-000001.json"), agent.to_string()).unwrap();
+    let r = g
+        .secure(&["--json", "collect", drop.to_str().unwrap()])
+        .ok()
+        .json();
+    assert_eq!(r["summary"]["updated"], 2, "{r}");
+    assert_eq!(r["summary"]["queued"], 2);
+    assert_eq!(
+        r["problems"],
+        serde_json::json!([]),
+        "no stale-result noise"
+    );
+    let q = g
+        .secure(&["--json", "status", "--host", "PC-000001"])
+        .ok()
+        .json();
+    for p in q["products"].as_array().unwrap() {
+        assert_eq!(p["state"], "queued", "{p}");
+    }
+}
+
+/// A copy of the shipped drop folder that a test may change.
+fn fixtures_copy(g: &Gap) -> std::path::PathBuf {
+    let to = g.path("drop");
+    std::fs::create_dir_all(&to).unwrap();
+    for e in std::fs::read_dir(makproxy_e2e::fixtures().join("drop")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+    to
+}
+
+#[test]
+fn a_result_file_can_only_speak_for_the_host_it_is_named_after() {
+    let g = Gap::default();
+    applied(&g);
+    let dir = g.path("spoof");
+    // A writer on the share turns LAB-07's public deposit file into a result file
+    // under another name, or under its own name.
+    result_file(&g, &dir, "LAB-07", "anything.json", true);
+    result_file(&g, &dir, "LAB-07", "PC-000002.result.json", true);
+    let r = g
+        .secure(&["--json", "collect", dir.to_str().unwrap()])
+        .code(4)
+        .json();
+    let codes: Vec<&str> = r["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["MP-REC-012", "MP-REC-012"]);
+    assert_eq!(g.count("activated"), 0, "nobody was marked activated");
+}
+
+#[test]
+fn a_lost_ledger_is_refused_and_recover_keeps_the_sequence_moving_forward() {
+    let g = Gap::default();
+    let cil = g.packed_fixture();
+    activate(&g, &cil, &g.p("ret.zip"), &["simulator"]);
+    std::fs::remove_file(g.path("secure-home/ledger.sqlite3")).unwrap();
+    for wal in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(g.path(&format!("secure-home/ledger.sqlite3{wal}")));
+    }
+    let r = g.secure(&["--json", "status"]).code(1);
+    assert_eq!(r.json()["error"]["code"], "MP-APL-009");
+    assert!(
+        !g.path("secure-home/ledger.sqlite3").exists()
+            || std::fs::metadata(g.path("secure-home/ledger.sqlite3"))
+                .unwrap()
+                .len()
+                == 0,
+        "nothing was recreated"
+    );
+    // recover refuses sequence 0 and starts a ledger from the sequence given.
+    g.secure(&["recover", "--next-sequence", "0"]).code(2);
+    g.secure(&["recover", "--next-sequence", "2"]).ok();
+    g.secure(&["recover", "--next-sequence", "3"]).code(1);
+    g.collect_fixture();
+    let next = g.p("next.zip");
+    let p = g.secure(&["--json", "pack", "--out", &next]).ok().json();
+    assert_eq!(p["sequence"], 2);
+    // The online side takes it (a new sequence for this key), and answers from the
+    // journal: no activation is spent twice for the same machines.
+    let a = activate(&g, &next, &g.p("ret2.zip"), &["simulator"]);
+    assert_eq!(a["summary"]["from_journal"], 13, "{a}");
+}
+
+#[test]
+fn a_planted_deposit_folder_stops_one_host_not_the_others_and_a_rerun_completes() {
+    let g = Gap::default();
+    let cil = g.packed_fixture();
+    activate(&g, &cil, &g.p("ret.zip"), &["simulator"]);
+    let dep = g.path("dep");
+    std::fs::create_dir_all(dep.join("LAB-07.json")).unwrap();
+    let r = g
+        .secure(&[
+            "--json",
+            "apply",
+            &g.p("ret.zip"),
+            "--deposit-dir",
+            dep.to_str().unwrap(),
+        ])
+        .code(4);
+    let j = r.json();
+    assert_eq!(j["deposit_problems"][0]["host"], "LAB-07");
+    assert!(r.stderr.contains("MP-APL-008"), "{}", r.stderr);
+    assert!(
+        dep.join("PC-000001.json").is_file(),
+        "other hosts got their files"
+    );
+    assert!(dep.join("WIN7-OFFICE.cmd").is_file());
+    // The operator removes the folder; the same apply writes the missing files.
+    std::fs::remove_dir(dep.join("LAB-07.json")).unwrap();
+    g.secure(&[
+        "apply",
+        &g.p("ret.zip"),
+        "--deposit-dir",
+        dep.to_str().unwrap(),
+    ])
+    .ok();
+    assert!(dep.join("LAB-07.json").is_file());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_or_link_in_the_drop_folder_is_refused_without_hanging() {
+    let g = Gap::default();
+    let drop = fixtures_copy(&g);
+    let st = std::process::Command::new("mkfifo")
+        .arg(drop.join("PIPE-01.json"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::os::unix::fs::symlink("/etc/passwd", drop.join("LINK-01.json")).unwrap();
+    let r = makproxy_e2e::run_within(
+        30,
+        "makproxy-secure",
+        &[
+            "--home",
+            &g.secure_home(),
+            "--json",
+            "collect",
+            drop.to_str().unwrap(),
+        ],
+    );
+    let j = r.json();
+    assert_eq!(j["summary"]["new"], 15, "the good files still went through");
+    let files: Vec<&str> = j["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["file"].as_str().unwrap())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("PIPE-01.json")),
+        "{files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f.ends_with("LINK-01.json")),
+        "{files:?}"
+    );
+    assert_eq!(j["summary"]["files_rejected"], 2);
+}

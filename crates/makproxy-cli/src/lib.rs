@@ -45,6 +45,12 @@ pub struct CliError {
     pub hint: Option<String>,
 }
 
+impl From<rusqlite::Error> for CliError {
+    fn from(e: rusqlite::Error) -> Self {
+        CliError::io("database", e)
+    }
+}
+
 impl CliError {
     pub fn new(exit: Exit, code: Option<Code>, message: impl Into<String>) -> Self {
         Self {
@@ -110,6 +116,38 @@ impl From<makproxy_core::bundle::BundleError> for CliError {
     }
 }
 
+/// Refuses an output path that already exists: what makproxy writes never replaces a
+/// file silently (`what` names the output, `hint` says what to do instead).
+pub fn must_not_exist(path: &Path, what: &str, hint: &str) -> Result<(), CliError> {
+    if path.symlink_metadata().is_ok() {
+        return Err(CliError::new(
+            Exit::Error,
+            Some(Code::BndExists),
+            format!(
+                "{} already exists; {what} is never overwritten",
+                escape(&path.display().to_string())
+            ),
+        )
+        .hint(hint));
+    }
+    Ok(())
+}
+
+/// Writes one line to stdout. A closed pipe (`status --csv | head -1`) is not an
+/// error the operator can act on: the process ends quietly with exit 0, as `head`
+/// asked, never with a panic.
+pub fn say(s: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = writeln!(o, "{s}").and_then(|_| o.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(Exit::Error as i32);
+    }
+}
+
 /// How results are printed.
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
@@ -120,19 +158,19 @@ impl Output {
     /// Prints a human line (escaped) unless in JSON mode.
     pub fn line(&self, s: impl AsRef<str>) {
         if !self.json {
-            println!("{}", s.as_ref());
+            say(s.as_ref());
         }
     }
     /// Prints a JSON document in JSON mode.
     pub fn json(&self, v: &serde_json::Value) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
+            say(serde_json::to_string_pretty(v).expect("serialisable"));
         }
     }
     /// Reports an error: to stderr for people, and as JSON on stdout for scripts.
     pub fn error(&self, e: &CliError) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&json!({"error": {"code": e.code.map(|c| c.as_str()), "exit": e.exit as u8, "message": e.message, "hint": e.hint}})).expect("serialisable"));
+            say(serde_json::to_string_pretty(&json!({"error": {"code": e.code.map(|c| c.as_str()), "exit": e.exit as u8, "message": e.message, "hint": e.hint}})).expect("serialisable"));
         }
         let word = paint("error", "1;31");
         let prefix = match e.code {

@@ -42,6 +42,8 @@ pub const MAX_FAILURE_CODE: usize = 16;
 pub const MAX_SERVICE_CODE: usize = 32;
 /// Longest backend endpoint (URL or program) recorded in a return.
 pub const MAX_ENDPOINT: usize = 512;
+/// Longest product name in a CIL record, in bytes.
+pub const MAX_PRODUCT_NAME: usize = 256;
 
 /// Whether a service error code can be carried in a return: 1-32 ASCII letters, digits,
 /// `x`, `-` or `_` (codes are reported verbatim, so nothing else is expected).
@@ -314,7 +316,9 @@ impl Record for CilRecord {
     }
     fn check(&self) -> Result<(), String> {
         match &self.product {
-            Some(p) if p.len() > 256 => Err("product name longer than 256 bytes".into()),
+            Some(p) if p.len() > MAX_PRODUCT_NAME => {
+                Err(format!("product name longer than {MAX_PRODUCT_NAME} bytes"))
+            }
             _ => Ok(()),
         }
     }

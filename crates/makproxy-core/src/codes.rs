@@ -41,6 +41,7 @@ codes! {
     RecDuplicateProduct = "MP-REC-009": "the same host and activation ID appear twice in one file",
     RecUnknownField = "MP-REC-010": "agent file has an unknown field",
     RecTooDeep = "MP-REC-011": "input JSON is nested too deeply",
+    RecHostFileName = "MP-REC-012": "a machine's file claims a host other than the one it is named after",
 
     BndUnreadable = "MP-BND-001": "bundle is not a readable zip archive (truncated or corrupt)",
     BndArchiveTooLarge = "MP-BND-002": "bundle file exceeds the size limit",
@@ -88,6 +89,8 @@ codes! {
     AplIidMismatch = "MP-APL-005": "result's installation ID differs from the request record it answers",
     AplReplay = "MP-APL-006": "bundle ID or site sequence replayed",
     AplNothingPending = "MP-APL-007": "record is no longer pending (already answered)",
+    AplDepositFile = "MP-APL-008": "a host's deposit files could not be written (others were)",
+    AplNoLedger = "MP-APL-009": "the home's ledger is missing or empty (never recreated silently)",
 
     BkdRefused = "MP-BKD-001": "activation service refused the record (see service code)",
     BkdNoResponse = "MP-BKD-002": "no response from the activation service after retries",

@@ -556,16 +556,12 @@ pub fn run(
     o: &Options,
 ) -> Result<Exit, CliError> {
     // Everything that can be checked is checked before anything is spent.
-    if !o.dry_run && o.out.symlink_metadata().is_ok() {
-        return Err(CliError::new(
-            Exit::Error,
-            Some(Code::BndExists),
-            format!(
-                "{} already exists; a return bundle is never overwritten",
-                escape(&o.out.display().to_string())
-            ),
-        )
-        .hint("choose another --out name (nothing was sent to any backend)"));
+    if !o.dry_run {
+        makproxy_cli::must_not_exist(
+            o.out,
+            "a return bundle",
+            "choose another --out name (nothing was sent to any backend)",
+        )?;
     }
     let key = home.signing_key()?;
     let now = makproxy_cli::now();
@@ -861,17 +857,11 @@ pub fn worksheet(
     use makproxy_backend::manual::{worksheet_csv, worksheet_text, Row};
     let txt = path.with_extension("txt");
     for p in [path, txt.as_path()] {
-        if p.symlink_metadata().is_ok() {
-            return Err(CliError::new(
-                Exit::Error,
-                Some(Code::BndExists),
-                format!(
-                    "{} already exists; a worksheet is never overwritten",
-                    escape(&p.display().to_string())
-                ),
-            )
-            .hint("choose another --out name, or move the old worksheet aside"));
-        }
+        makproxy_cli::must_not_exist(
+            p,
+            "a worksheet",
+            "choose another --out name, or move the old worksheet aside",
+        )?;
     }
     let mut v = bundle::open(
         input,

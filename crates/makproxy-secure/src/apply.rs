@@ -9,13 +9,12 @@
 //! They are replaced atomically but not fsynced one by one: the ledger commit is the
 //! durable step, and after a power loss a re-run of `apply` writes them again.
 
-use crate::ledger::{self, state};
+use crate::ledger::{Answered, DepositRow, Event, Ledger, ProductState, Tx};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{self, Kind, Limits, ReturnRecord};
 use makproxy_core::keys::Home;
 use makproxy_core::sanitize::escape;
 use makproxy_core::{fsutil, Code};
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 use std::path::Path;
 
@@ -44,13 +43,6 @@ impl Summary {
     }
 }
 
-/// What `bundle_records.answered` holds besides 0 (nothing yet): a real CID, a
-/// simulated CID. Refusals do not count as answers: a later return may still bring a CID.
-mod answered {
-    pub const REAL: i64 = 1;
-    pub const SIMULATED: i64 = 2;
-}
-
 /// Failure codes that say the online side did not settle the record: it stays pending.
 fn unsettled(code: &str) -> bool {
     code == Code::BkdNoResponse.as_str() || code == Code::BkdUncertain.as_str()
@@ -63,10 +55,17 @@ struct Note {
     detail: String,
 }
 
+/// A host whose deposit files could not be written (the others still were).
+#[derive(Debug, serde::Serialize)]
+pub struct DepositProblem {
+    pub host: String,
+    pub detail: String,
+}
+
 pub fn run(
     out: &Output,
     home: &Home,
-    conn: &mut Connection,
+    ledger: &mut Ledger,
     file: &Path,
     deposit_dir: &Path,
     dry_run: bool,
@@ -80,43 +79,30 @@ pub fn run(
     let answers = m.answers.clone().expect("checked by the reader");
     let backend = m.backend.clone().expect("checked by the reader");
 
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(db)?;
-    if let Some((applied_at, summary)) = tx
-        .query_row(
-            "SELECT applied_at, summary FROM returns WHERE bundle_id = ?1",
-            params![m.bundle_id],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-        )
-        .optional()
-        .map_err(db)?
-    {
-        drop(tx);
-        let files = if dry_run {
-            0
+    let tx = ledger.begin().map_err(db)?;
+    if let Some((applied_at, summary)) = tx.return_applied(&m.bundle_id).map_err(db)? {
+        let (files, problems) = if dry_run {
+            (0, Vec::new())
         } else {
-            write_deposit_files(conn, deposit_dir, Some(&answers.bundle_id))?
+            write_deposit_files(&tx, deposit_dir, Some(&answers.bundle_id))?
         };
+        drop(tx);
         let earlier: Summary = serde_json::from_str(&summary).unwrap_or_default();
-        out.json(&json!({"already_applied": true, "applied_at": applied_at, "summary": earlier, "deposit_files_rewritten": files}));
+        out.json(&json!({"already_applied": true, "applied_at": applied_at, "summary": earlier, "deposit_files_rewritten": files, "deposit_problems": problems}));
         out.line(format!("This return was already applied at {applied_at}; the ledger is unchanged. Earlier result: {}.", earlier.human()));
         if files > 0 {
             out.line(format!(
                 "Deposit files for its machines were written again ({files}), identical to before."
             ));
         }
-        return Ok(Exit::Ok);
+        report_deposit_problems(&problems);
+        return Ok(if problems.is_empty() {
+            Exit::Ok
+        } else {
+            Exit::Partial
+        });
     }
-    let issued: Option<String> = tx
-        .query_row(
-            "SELECT manifest_sha256 FROM bundles WHERE bundle_id = ?1",
-            params![answers.bundle_id],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(db)?;
-    match issued {
+    match tx.issued(&answers.bundle_id).map_err(db)? {
         Some(sha) if sha == answers.manifest_sha256 && answers.site == home.site => {}
         Some(_) => return Err(CliError::rejected(Code::AplNotIssued, format!("return claims to answer bundle {} but its manifest hash or site ({}) differs from what this site issued", answers.bundle_id, escape(&answers.site)))),
         None => {
@@ -127,93 +113,19 @@ pub fn run(
 
     let mut s = Summary::default();
     let mut notes: Vec<Note> = Vec::new();
-    let res: Result<(), CliError> = v.records(|r: ReturnRecord| {
-        let row: Option<(i64, String, i64)> = tx
-            .query_row("SELECT product_id, iid, answered FROM bundle_records WHERE bundle_id = ?1 AND handle = ?2", params![answers.bundle_id, r.handle as i64], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?)))
-            .optional()
-            .map_err(db)?;
-        let Some((pid, packed_iid, answered)) = row else {
-            s.rejected += 1;
-            notes.push(Note { handle: r.handle, code: Code::AplUnknownHandle.as_str().into(), detail: "the answered bundle has no such record".into() });
-            return Ok(());
-        };
-        if packed_iid != r.installation_id.digits() {
-            s.rejected += 1;
-            notes.push(Note { handle: r.handle, code: Code::AplIidMismatch.as_str().into(), detail: "result's IID differs from the request record; ignored".into() });
-            return Ok(());
-        }
-        if r.simulated != backend.simulated {
-            s.rejected += 1;
-            notes.push(Note { handle: r.handle, code: Code::AplIidMismatch.as_str().into(), detail: "record's simulated flag contradicts the return's signed backend; ignored".into() });
-            return Ok(());
-        }
-        // A real CID is final; a simulated one gives way only to a real CID.
-        let supersedes = answered == answered::SIMULATED && r.confirmation_id.is_some() && !r.simulated;
-        if answered == answered::REAL || (answered == answered::SIMULATED && !supersedes) {
-            s.already_answered += 1;
-            return Ok(());
-        }
-        if let Some(f) = r.failure.as_ref().filter(|f| unsettled(&f.code)) {
-            s.pending += 1;
-            notes.push(Note { handle: r.handle, code: f.code.clone(), detail: "not settled online; left pending for a later return".into() });
-            return Ok(());
-        }
-        if r.confirmation_id.is_some() {
-            let now_answered = if r.simulated { answered::SIMULATED } else { answered::REAL };
-            tx.execute("UPDATE bundle_records SET answered = ?3 WHERE bundle_id = ?1 AND handle = ?2", params![answers.bundle_id, r.handle as i64, now_answered]).map_err(db)?;
-        }
-        let (host, aid, cur_iid, cur_state, cur_sim): (String, String, Option<String>, String, bool) =
-            tx.query_row("SELECT host, activation_id, iid, state, cid_simulated FROM products WHERE id = ?1", params![pid], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?, x.get(4)?))).map_err(db)?;
-        if let Some(cid) = &r.confirmation_id {
-            // Keep every CID obtained, keyed by the IID it answers, even when not used
-            // now; a simulated CID never replaces a real one.
-            tx.execute(
-                "INSERT INTO cids(host, activation_id, iid, cid, simulated, return_bundle, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT(host, activation_id, iid) DO UPDATE SET cid = excluded.cid, simulated = excluded.simulated, return_bundle = excluded.return_bundle, at = excluded.at
-                 WHERE cids.simulated = 1 OR excluded.simulated = 0",
-                params![host, aid, packed_iid, cid.digits(), r.simulated, m.bundle_id, at],
-            )
-            .map_err(db)?;
-        }
-        if cur_iid.as_deref() != Some(packed_iid.as_str()) {
-            s.iid_changed += 1;
-            notes.push(Note { handle: r.handle, code: Code::AplIidChanged.as_str().into(), detail: format!("{} {}: IID changed since packing; CID kept on record but not deposited", host, aid) });
-            ledger::history(&tx, pid, &at, "answer-stale", "IID changed since packing").map_err(db)?;
-            return Ok(());
-        }
-        let replacing = supersedes && cur_state == state::CID_RECEIVED && cur_sim;
-        if !replacing && ![state::PACKED, state::QUEUED, state::FAILED].contains(&cur_state.as_str()) {
-            s.already_answered += 1;
-            notes.push(Note { handle: r.handle, code: Code::AplNothingPending.as_str().into(), detail: format!("{host} {aid} is {cur_state}; answer recorded, state kept") });
-            return Ok(());
-        }
-        if replacing {
-            s.superseded += 1;
-        }
-        match (&r.confirmation_id, &r.failure) {
-            (Some(cid), _) => {
-                s.cids += 1;
-                tx.execute(
-                    "UPDATE product_status SET state = ?2, cid = ?3, cid_simulated = ?4, reason_code = NULL, reason = NULL, updated_at = ?5 WHERE product_id = ?1",
-                    params![pid, state::CID_RECEIVED, cid.digits(), r.simulated, at],
-                )
-                .map_err(db)?;
-                ledger::history(&tx, pid, &at, "cid-received", &format!("return {}{}", m.bundle_id, if r.simulated { " (SIMULATED)" } else { "" })).map_err(db)?;
-            }
-            (None, Some(f)) => {
-                s.failed += 1;
-                let reason = match &f.service_code {
-                    Some(sc) => format!("{sc}: {}", f.message),
-                    None => f.message.clone(),
-                };
-                tx.execute("UPDATE product_status SET state = ?2, reason_code = ?3, reason = ?4, updated_at = ?5 WHERE product_id = ?1", params![pid, state::FAILED, f.code, reason, at]).map_err(db)?;
-                ledger::history(&tx, pid, &at, "failed-online", &format!("{}: {reason}", f.code)).map_err(db)?;
-            }
-            (None, None) => unreachable!("checked by the reader"),
-        }
-        Ok(())
-    });
-    res?;
+    v.records(|r: ReturnRecord| {
+        record(
+            &tx,
+            &r,
+            &answers.bundle_id,
+            &m.bundle_id,
+            backend.simulated,
+            &at,
+            &mut s,
+            &mut notes,
+        )
+        .map_err(db)
+    })?;
     if dry_run {
         drop(tx);
         out.json(&json!({"dry_run": true, "summary": s, "notes": notes}));
@@ -223,26 +135,29 @@ pub fn run(
         ));
         return Ok(Exit::Ok);
     }
-    tx.execute(
-        "INSERT INTO returns(bundle_id, answers, signer, backend, simulated, applied_at, summary) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![m.bundle_id, answers.bundle_id, v.signer.name, backend.name, backend.simulated, at, serde_json::to_string(&s).expect("serialisable")],
+    tx.return_recorded(
+        &m.bundle_id,
+        &answers.bundle_id,
+        &v.signer.name,
+        &backend.name,
+        backend.simulated,
+        &serde_json::to_string(&s).expect("serialisable"),
+        &at,
     )
     .map_err(db)?;
+    let pending = tx.still_pending(&answers.bundle_id).map_err(db)?;
     tx.commit().map_err(db)?;
-    let files = write_deposit_files(conn, deposit_dir, Some(&answers.bundle_id))?;
+    // The ledger is committed: deposit files are derived from it and a re-run of the
+    // same apply writes them again, so a failure here loses nothing.
+    let tx = ledger.begin().map_err(db)?;
+    let (files, problems) = write_deposit_files(&tx, deposit_dir, Some(&answers.bundle_id))?;
+    drop(tx);
 
     for n in &notes {
         eprintln!("handle {}: [{}] {}", n.handle, n.code, escape(&n.detail));
     }
-    let pending: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM bundle_records b JOIN product_status p ON p.product_id = b.product_id
-             WHERE b.bundle_id = ?1 AND b.answered = 0 AND p.state = 'packed'",
-            params![answers.bundle_id],
-            |r| r.get(0),
-        )
-        .map_err(db)?;
-    out.json(&json!({"return_bundle": m.bundle_id, "answers": answers.bundle_id, "signer": v.signer.name, "backend": backend, "summary": s, "deposit_files": files, "still_pending": pending, "notes": notes}));
+    report_deposit_problems(&problems);
+    out.json(&json!({"return_bundle": m.bundle_id, "answers": answers.bundle_id, "signer": v.signer.name, "backend": backend, "summary": s, "deposit_files": files, "deposit_problems": problems, "still_pending": pending, "notes": notes}));
     if backend.simulated {
         out.line("WARNING: this return was produced by the SIMULATOR backend. Its CIDs will not activate anything.");
     }
@@ -250,32 +165,172 @@ pub fn run(
         "Applied return from {:?} ({} backend): {}; {} deposit file(s) in {}; {} record(s) of the request still pending.",
         v.signer.name, escape(&backend.name), s.human(), files, escape(&deposit_dir.display().to_string()), pending
     ));
-    Ok(if s.failed + s.rejected + s.iid_changed + s.pending > 0 {
-        Exit::Partial
-    } else {
-        Exit::Ok
-    })
+    Ok(
+        if s.failed + s.rejected + s.iid_changed + s.pending > 0 || !problems.is_empty() {
+            Exit::Partial
+        } else {
+            Exit::Ok
+        },
+    )
+}
+
+/// Applies one result of a return to the ledger (inside the caller's transaction).
+#[allow(clippy::too_many_arguments)]
+fn record(
+    tx: &Tx,
+    r: &ReturnRecord,
+    request: &str,
+    return_id: &str,
+    simulated_return: bool,
+    at: &str,
+    s: &mut Summary,
+    notes: &mut Vec<Note>,
+) -> rusqlite::Result<()> {
+    let note = |notes: &mut Vec<Note>, code: Code, detail: String| {
+        notes.push(Note {
+            handle: r.handle,
+            code: code.as_str().into(),
+            detail,
+        })
+    };
+    let Some((pid, packed_iid, answered)) = tx.bundle_record(request, r.handle)? else {
+        s.rejected += 1;
+        note(
+            notes,
+            Code::AplUnknownHandle,
+            "the answered bundle has no such record".into(),
+        );
+        return Ok(());
+    };
+    if packed_iid != r.installation_id.digits() {
+        s.rejected += 1;
+        note(
+            notes,
+            Code::AplIidMismatch,
+            "result's IID differs from the request record; ignored".into(),
+        );
+        return Ok(());
+    }
+    if r.simulated != simulated_return {
+        s.rejected += 1;
+        note(
+            notes,
+            Code::AplIidMismatch,
+            "record's simulated flag contradicts the return's signed backend; ignored".into(),
+        );
+        return Ok(());
+    }
+    // A real CID is final; a simulated one gives way only to a real CID.
+    let supersedes = answered == Answered::SIMULATED && r.confirmation_id.is_some() && !r.simulated;
+    if answered == Answered::REAL || (answered == Answered::SIMULATED && !supersedes) {
+        s.already_answered += 1;
+        return Ok(());
+    }
+    if let Some(f) = r.failure.as_ref().filter(|f| unsettled(&f.code)) {
+        s.pending += 1;
+        notes.push(Note {
+            handle: r.handle,
+            code: f.code.clone(),
+            detail: "not settled online; left pending for a later return".into(),
+        });
+        return Ok(());
+    }
+    if r.confirmation_id.is_some() {
+        let a = if r.simulated {
+            Answered::SIMULATED
+        } else {
+            Answered::REAL
+        };
+        tx.set_answered(request, r.handle, a)?;
+    }
+    let (host, aid, cur_iid, cur_state, cur_sim) = tx.product_now(pid)?;
+    if let Some(cid) = &r.confirmation_id {
+        tx.keep_cid(
+            &host,
+            &aid,
+            &packed_iid,
+            cid.digits(),
+            r.simulated,
+            return_id,
+            at,
+        )?;
+    }
+    if cur_iid.as_deref() != Some(packed_iid.as_str()) {
+        s.iid_changed += 1;
+        note(
+            notes,
+            Code::AplIidChanged,
+            format!(
+                "{host} {aid}: IID changed since packing; CID kept on record but not deposited"
+            ),
+        );
+        return tx.note(pid, at, "answer-stale", "IID changed since packing");
+    }
+    let event = match &r.confirmation_id {
+        Some(_) => Event::Cid {
+            replaces_simulated: supersedes && cur_sim,
+        },
+        None => Event::Refused,
+    };
+    let Some(next) = cur_state.after(event) else {
+        s.already_answered += 1;
+        note(
+            notes,
+            Code::AplNothingPending,
+            format!("{host} {aid} is {cur_state}; answer recorded, state kept"),
+        );
+        return Ok(());
+    };
+    debug_assert!(matches!(
+        next,
+        ProductState::CidReceived | ProductState::Failed
+    ));
+    match (&r.confirmation_id, &r.failure) {
+        (Some(cid), _) => {
+            s.cids += 1;
+            if cur_state == ProductState::CidReceived {
+                s.superseded += 1;
+            }
+            let detail = format!(
+                "return {return_id}{}",
+                if r.simulated { " (SIMULATED)" } else { "" }
+            );
+            tx.cid_received(pid, cid.digits(), r.simulated, &detail, at)
+        }
+        (None, Some(f)) => {
+            s.failed += 1;
+            let reason = match &f.service_code {
+                Some(sc) => format!("{sc}: {}", f.message),
+                None => f.message.clone(),
+            };
+            tx.refused(pid, &f.code, &reason, at)
+        }
+        (None, None) => unreachable!("checked by the reader"),
+    }
+}
+
+fn report_deposit_problems(problems: &[DepositProblem]) {
+    for p in problems {
+        eprintln!(
+            "deposit file for {}: [{}] {}",
+            escape(&p.host),
+            Code::AplDepositFile,
+            escape(&p.detail)
+        );
+    }
 }
 
 /// `apply --reissue`: deposit files for products whose CID is already on hand.
 pub fn reissue(
     out: &Output,
-    conn: &mut Connection,
+    ledger: &mut Ledger,
     deposit_dir: &Path,
     dry_run: bool,
 ) -> Result<Exit, CliError> {
     let db = |e: rusqlite::Error| CliError::io("ledger", e);
     let at = bundle::rfc3339(makproxy_cli::now());
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(db)?;
-    let n: i64 = tx
-        .query_row(
-            "SELECT COUNT(*) FROM products WHERE state = ?1",
-            params![state::CID_ON_HAND],
-            |r| r.get(0),
-        )
-        .map_err(db)?;
+    let tx = ledger.begin().map_err(db)?;
+    let n = tx.count_in(ProductState::CidOnHand).map_err(db)?;
     if dry_run || n == 0 {
         out.json(&json!({"dry_run": dry_run, "reissue": n}));
         out.line(format!(
@@ -289,54 +344,35 @@ pub fn reissue(
         ));
         return Ok(Exit::Ok);
     }
-    tx.execute("INSERT INTO history(product_id, at, event, detail) SELECT id, ?1, 'reissued', 'CID from the ledger; no activation spent' FROM products WHERE state = ?2", params![at, state::CID_ON_HAND]).map_err(db)?;
-    tx.execute(
-        "UPDATE product_status SET
-            cid = (SELECT c.cid FROM cids c JOIN product_facts f ON c.host = f.host AND c.activation_id = f.activation_id AND c.iid = f.iid WHERE f.id = product_status.product_id),
-            cid_simulated = (SELECT c.simulated FROM cids c JOIN product_facts f ON c.host = f.host AND c.activation_id = f.activation_id AND c.iid = f.iid WHERE f.id = product_status.product_id),
-            state = ?2, reason_code = NULL, reason = 'reissued from the ledger; no activation spent', updated_at = ?3 WHERE state = ?1",
-        params![state::CID_ON_HAND, state::CID_RECEIVED, at],
-    )
-    .map_err(db)?;
+    tx.reissue(&at).map_err(db)?;
     tx.commit().map_err(db)?;
-    let files = write_deposit_files(conn, deposit_dir, None)?;
-    out.json(&json!({"reissued": n, "deposit_files": files}));
+    let tx = ledger.begin().map_err(db)?;
+    let (files, problems) = write_deposit_files(&tx, deposit_dir, None)?;
+    drop(tx);
+    report_deposit_problems(&problems);
+    out.json(&json!({"reissued": n, "deposit_files": files, "deposit_problems": problems}));
     out.line(format!("Reissued {n} stored CID(s) without a new activation; {files} deposit file(s) written to {}.", escape(&deposit_dir.display().to_string())));
-    Ok(Exit::Ok)
-}
-
-struct DepositRow {
-    activation_id: String,
-    application: String,
-    wmi_class: String,
-    product: Option<String>,
-    iid: String,
-    cid: String,
-    simulated: bool,
+    Ok(if problems.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Partial
+    })
 }
 
 /// Writes `<HOST>.json` and `<HOST>.cmd` for every host with products awaiting deposit
-/// (restricted to the hosts of one request bundle when given).
+/// (restricted to the hosts of one request bundle when given). A host whose files
+/// cannot be written (its name taken by a folder, a read-only file …) is reported and
+/// skipped; every other host still gets its files, and a re-run writes the rest.
 pub fn write_deposit_files(
-    conn: &Connection,
+    tx: &Tx,
     dir: &Path,
     bundle_id: Option<&str>,
-) -> Result<u64, CliError> {
+) -> Result<(u64, Vec<DepositProblem>), CliError> {
     let db = |e: rusqlite::Error| CliError::io("ledger", e);
     std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir.display(), e))?;
-    let mut hosts = conn
-        .prepare(
-            "SELECT DISTINCT p.host FROM products p WHERE p.state = 'cid_received'
-             AND (?1 IS NULL OR p.id IN (SELECT product_id FROM bundle_records WHERE bundle_id = ?1)) ORDER BY p.host",
-        )
-        .map_err(db)?;
-    let mut per_host = conn
-        .prepare("SELECT activation_id, application, wmi_class, product, iid, cid, cid_simulated FROM products WHERE host = ?1 AND state = 'cid_received' ORDER BY activation_id")
-        .map_err(db)?;
-    let mut rows = hosts.query(params![bundle_id]).map_err(db)?;
     let mut n = 0u64;
-    while let Some(r) = rows.next().map_err(db)? {
-        let host: String = r.get(0).map_err(db)?;
+    let mut problems = Vec::new();
+    for host in tx.hosts_awaiting_deposit(bundle_id).map_err(db)? {
         // Host names were validated at collect (letters, digits, - _ .), so they are safe file names.
         makproxy_core::ids::HostName::parse(&host).map_err(|_| {
             CliError::new(
@@ -345,30 +381,22 @@ pub fn write_deposit_files(
                 format!("ledger holds an invalid host name {:?}", escape(&host)),
             )
         })?;
-        let items: Vec<DepositRow> = per_host
-            .query_map(params![host], |x| {
-                Ok(DepositRow {
-                    activation_id: x.get(0)?,
-                    application: x.get(1)?,
-                    wmi_class: x.get(2)?,
-                    product: x.get(3)?,
-                    iid: x.get(4)?,
-                    cid: x.get(5)?,
-                    simulated: x.get(6)?,
-                })
-            })
-            .map_err(db)?
-            .collect::<Result<_, _>>()
-            .map_err(db)?;
+        let items = tx.deposit_rows(&host).map_err(db)?;
         let (json_bytes, cmd_bytes) = render(&host, &items);
         let jp = dir.join(format!("{host}.json"));
         let cp = dir.join(format!("{host}.cmd"));
-        fsutil::write_derived(&jp, &json_bytes).map_err(|e| CliError::io(jp.display(), e))?;
-        fsutil::write_derived(&cp, &cmd_bytes).map_err(|e| CliError::io(cp.display(), e))?;
-        n += 1;
+        let written = fsutil::write_derived(&jp, &json_bytes)
+            .map_err(|e| format!("{}: {e}", jp.display()))
+            .and_then(|()| {
+                fsutil::write_derived(&cp, &cmd_bytes).map_err(|e| format!("{}: {e}", cp.display()))
+            });
+        match written {
+            Ok(()) => n += 1,
+            Err(detail) => problems.push(DepositProblem { host, detail }),
+        }
     }
     fsutil::sync_dir(dir).map_err(|e| CliError::io(dir.display(), e))?;
-    Ok(n)
+    Ok((n, problems))
 }
 
 /// The deposit file (schema makproxy-deposit/1) and the equivalent cmd script.

@@ -27,6 +27,7 @@ pub enum Command {
     /// Accepts the agent's JSON, raw Get-CimInstance JSON, CSV and deposit result files,
     /// UTF-8 or UTF-16. Example: makproxy-secure collect \\fileserver\makproxy\drop
     Collect {
+        /// Drop folders to read (searched 8 levels deep).
         #[arg(required = true, value_name = "DIR")]
         dirs: Vec<PathBuf>,
     },
@@ -56,13 +57,28 @@ pub enum Command {
     ///
     /// Example: makproxy-secure report --out report.html
     Report {
+        /// The HTML file to write (not overwritten without --force).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Replace --out if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Verify a bundle (a CIL bundle of this site, or a return) and print its summary.
     ///
     /// Example: makproxy-secure verify E:\ret-0001.zip
-    Verify { file: PathBuf },
+    Verify {
+        /// The bundle to verify.
+        file: PathBuf,
+    },
+    /// Start a new, empty ledger for a home whose ledger was lost, continuing the
+    /// bundle sequence from N (one more than the highest this site ever packed).
+    ///
+    /// Example: makproxy-secure recover --next-sequence 42
+    Recover {
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        next_sequence: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -82,9 +98,12 @@ pub struct PackArgs {
     /// Let host names cross the gap (default: opaque handles only).
     #[arg(long)]
     pub include_hostnames: bool,
-    /// Also pack records that failed online.
+    /// Also pack records that failed online or failed to deposit.
     #[arg(long)]
     pub retry_failed: bool,
+    /// Pack only records that failed online or failed to deposit.
+    #[arg(long, conflicts_with_all = ["retry_failed", "repack"])]
+    pub only_failed: bool,
     /// Also pack records already in a bundle awaiting a return (lost media).
     #[arg(long)]
     pub repack: bool,

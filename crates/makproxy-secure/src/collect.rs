@@ -1,19 +1,25 @@
 //! `collect DIR...`: walks drop folders, parses every machine-record and deposit-result
 //! file, and records products in the ledger. Bad files and bad records are reported
-//! (file, record, code, reason) and never stop the good ones. Re-collecting the same
-//! data changes nothing; a new IID for the same host and activation ID supersedes the
-//! old one. Changes are committed in batches of whole files.
+//! (file, record, code, reason) and never stop the good ones. Changes are committed in
+//! batches of whole files.
+//!
+//! Idempotent: a file whose content digest equals the one collected last time is
+//! skipped ("unchanged"), and a deposit result is applied once by content digest, so
+//! re-running collect over the same folder changes nothing and stale result files of a
+//! reimaged machine are never re-read. A file may only speak for the host it is named
+//! after (`<HOST>.json`, `<HOST>.result.json`); CSV inventories are the operator's own
+//! imports and may name many hosts. Files are opened without following links or
+//! blocking, and must be regular files on the opened handle.
 
-use crate::ledger::{self, state};
+use crate::ledger::{after_collect, Facts, Ledger, ProductState, Seen, Tx};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::records::{
-    self, deposit_error_meaning, DepositResult, Parsed, ProductRecord, RecordError, Skip,
+    self, deposit_error_meaning, DepositResult, Format, Parsed, ProductRecord, RecordError, Skip,
 };
 use makproxy_core::sanitize::escape;
-use rusqlite::{params, Connection, OptionalExtension};
+use makproxy_core::Code;
 use serde_json::json;
 use std::collections::HashSet;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Files committed per transaction.
@@ -22,6 +28,8 @@ const BATCH: usize = 500;
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Summary {
     pub files: u64,
+    /// Files skipped because their content is what the last collect read.
+    pub files_unchanged: u64,
     pub files_rejected: u64,
     pub new: u64,
     pub updated: u64,
@@ -59,45 +67,63 @@ fn is_candidate(path: &Path) -> bool {
 }
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, RecordError> {
-    let f = std::fs::File::open(path).map_err(|e| RecordError {
-        code: makproxy_core::Code::RecUnreadable,
+    makproxy_core::fsutil::read_regular(path, records::MAX_FILE).map_err(|e| RecordError {
+        code: if e.kind() == std::io::ErrorKind::InvalidData {
+            Code::RecTooLarge
+        } else {
+            Code::RecUnreadable
+        },
         record: None,
         detail: e.to_string(),
-    })?;
-    let mut buf = Vec::new();
-    f.take(records::MAX_FILE + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| RecordError {
-            code: makproxy_core::Code::RecUnreadable,
-            record: None,
-            detail: e.to_string(),
-        })?;
-    if buf.len() as u64 > records::MAX_FILE {
-        return Err(RecordError {
-            code: makproxy_core::Code::RecTooLarge,
-            record: None,
-            detail: format!("larger than {} bytes", records::MAX_FILE),
-        });
-    }
-    Ok(buf)
+    })
 }
 
-pub fn run(out: &Output, conn: &mut Connection, dirs: &[PathBuf]) -> Result<Exit, CliError> {
+/// The host a drop file may speak for, from its name: `<HOST>.json` or
+/// `<HOST>.result.json` (compared without regard to case, as Windows names are).
+fn claimed_host(path: &Path) -> String {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let lower = name.to_ascii_lowercase();
+    let stem_len = lower
+        .strip_suffix(".result.json")
+        .or_else(|| lower.strip_suffix(".json"))
+        .map_or(name.len(), str::len);
+    name[..stem_len].to_ascii_uppercase()
+}
+
+fn misnamed(record: usize, host: &str, path: &Path) -> RecordError {
+    RecordError {
+        code: Code::RecHostFileName,
+        record: Some(record),
+        detail: format!(
+            "claims host {host} but the file is named {}; a machine's file must be named after it",
+            escape(
+                &path
+                    .file_name()
+                    .map_or(String::new(), |n| n.to_string_lossy().into_owned())
+            )
+        ),
+    }
+}
+
+pub fn run(out: &Output, ledger: &mut Ledger, dirs: &[PathBuf]) -> Result<Exit, CliError> {
     let now = makproxy_core::bundle::rfc3339(makproxy_cli::now());
     let mut summary = Summary::default();
     let mut problems: Vec<Problem> = Vec::new();
-    let bar = out.progress(0, "collect");
-    let db = |e: rusqlite::Error| CliError::io("ledger", e);
-    let mut tx = conn.transaction().map_err(db)?;
-    let mut in_batch = 0usize;
     for dir in dirs {
         if !dir.is_dir() {
             return Err(CliError::new(
-                Exit::Error,
-                None,
+                Exit::Usage,
+                Some(Code::RecUnreadable),
                 format!("{} is not a folder", escape(&dir.display().to_string())),
-            ));
+            )
+            .hint("give the drop folder the agents write to (a UNC path or a local folder)"));
         }
+    }
+    let bar = out.progress(0, "collect");
+    let db = |e: rusqlite::Error| CliError::io("ledger", e);
+    let mut tx = ledger.begin().map_err(db)?;
+    let mut in_batch = 0usize;
+    for dir in dirs {
         for entry in walkdir::WalkDir::new(dir)
             .follow_links(false)
             .max_depth(8)
@@ -109,82 +135,41 @@ pub fn run(out: &Output, conn: &mut Connection, dirs: &[PathBuf]) -> Result<Exit
                     problems.push(Problem {
                         file: dir.display().to_string(),
                         record: None,
-                        code: "MP-REC-001".into(),
+                        code: Code::RecUnreadable.as_str().into(),
                         detail: e.to_string(),
                     });
                     continue;
                 }
             };
-            if !entry.file_type().is_file() || !is_candidate(entry.path()) {
+            if entry.file_type().is_dir() || !is_candidate(entry.path()) {
+                continue;
+            }
+            if !entry.file_type().is_file() {
+                // A link, FIFO or device named like a drop file: never followed or read.
+                summary.files += 1;
+                summary.files_rejected += 1;
+                let e = RecordError {
+                    code: Code::RecUnreadable,
+                    record: None,
+                    detail: "not a regular file (link, FIFO or device); not followed".into(),
+                };
+                record_problem(
+                    &tx,
+                    &mut problems,
+                    &entry.path().display().to_string(),
+                    &e,
+                    &now,
+                )
+                .map_err(db)?;
                 continue;
             }
             summary.files += 1;
             bar.inc(1);
-            let path = entry.path();
-            let shown = path.display().to_string();
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-            // The file's current problems replace whatever an earlier collect recorded for it.
-            tx.execute("DELETE FROM rejections WHERE file = ?1", params![shown])
-                .map_err(db)?;
-            let parsed = read_limited(path)
-                .and_then(|b| records::decode_text(&b))
-                .and_then(|t| records::parse(&t, stem));
-            match parsed {
-                Err(e) => {
-                    summary.files_rejected += 1;
-                    record_problem(&tx, &mut problems, &shown, &e, &now).map_err(db)?;
-                }
-                Ok((_, Parsed::Products(list))) => {
-                    let mut seen = HashSet::new();
-                    for (i, r) in list.into_iter().enumerate() {
-                        let r = r.and_then(|p| {
-                            if seen.insert((p.host.clone(), p.activation_id.clone())) {
-                                Ok(p)
-                            } else {
-                                Err(RecordError { code: makproxy_core::Code::RecDuplicateProduct, record: Some(i + 1), detail: format!("host {} and activation ID {} already appear earlier in this file", p.host, p.activation_id) })
-                            }
-                        });
-                        match r {
-                            Err(e) => {
-                                record_problem(&tx, &mut problems, &shown, &e, &now).map_err(db)?
-                            }
-                            Ok(p) => {
-                                let (change, st) = upsert(&tx, &p, &shown, &now).map_err(db)?;
-                                match change {
-                                    Change::New => summary.new += 1,
-                                    Change::Updated => summary.updated += 1,
-                                    Change::Unchanged => summary.unchanged += 1,
-                                }
-                                match st {
-                                    state::QUEUED => summary.queued += 1,
-                                    state::SKIPPED => summary.skipped += 1,
-                                    state::CID_ON_HAND => summary.cid_on_hand += 1,
-                                    _ => {}
-                                }
-                            }
-                        }
-                    }
-                }
-                Ok((_, Parsed::Deposits(list))) => {
-                    for (i, r) in list.into_iter().enumerate() {
-                        let r = match r {
-                            Ok(d) => deposit(&tx, &d, i + 1, &now).map_err(db)?,
-                            Err(e) => Err(e),
-                        };
-                        match r {
-                            Err(e) => {
-                                record_problem(&tx, &mut problems, &shown, &e, &now).map_err(db)?
-                            }
-                            Ok(true) => summary.deposits_activated += 1,
-                            Ok(false) => summary.deposits_failed += 1,
-                        }
-                    }
-                }
-            }
+            file(&tx, entry.path(), &now, &mut summary, &mut problems).map_err(db)?;
             in_batch += 1;
             if in_batch >= BATCH {
                 tx.commit().map_err(db)?;
-                tx = conn.transaction().map_err(db)?;
+                tx = ledger.begin().map_err(db)?;
                 in_batch = 0;
             }
         }
@@ -205,8 +190,8 @@ pub fn run(out: &Output, conn: &mut Connection, dirs: &[PathBuf]) -> Result<Exit
     }
     out.json(&json!({"summary": summary, "problems": problems}));
     out.line(format!(
-        "Collected {} file(s): {} new, {} updated, {} unchanged; {} queued, {} CID on hand, {} skipped; {} record(s) and {} file(s) rejected; deposits: {} activated, {} failed.",
-        summary.files, summary.new, summary.updated, summary.unchanged, summary.queued, summary.cid_on_hand, summary.skipped, summary.rejected, summary.files_rejected, summary.deposits_activated, summary.deposits_failed
+        "Collected {} file(s) ({} unchanged since the last collect): {} new, {} updated, {} unchanged; {} queued, {} CID on hand, {} skipped; {} record(s) and {} file(s) rejected; deposits: {} activated, {} failed.",
+        summary.files, summary.files_unchanged, summary.new, summary.updated, summary.unchanged, summary.queued, summary.cid_on_hand, summary.skipped, summary.rejected, summary.files_rejected, summary.deposits_activated, summary.deposits_failed
     ));
     Ok(if problems.is_empty() {
         Exit::Ok
@@ -215,17 +200,113 @@ pub fn run(out: &Output, conn: &mut Connection, dirs: &[PathBuf]) -> Result<Exit
     })
 }
 
+/// Collects one file: skipped when unchanged, else parsed and every record applied.
+fn file(
+    tx: &Tx,
+    path: &Path,
+    now: &str,
+    summary: &mut Summary,
+    problems: &mut Vec<Problem>,
+) -> rusqlite::Result<()> {
+    let shown = path.display().to_string();
+    let bytes = match read_limited(path) {
+        Ok(b) => b,
+        Err(e) => {
+            summary.files_rejected += 1;
+            return record_problem(tx, problems, &shown, &e, now);
+        }
+    };
+    let digest = makproxy_core::bundle::sha256_hex(&bytes);
+    if tx.collected_digest(&shown)?.as_deref() == Some(digest.as_str()) {
+        summary.files_unchanged += 1;
+        return Ok(());
+    }
+    // The file's current problems replace whatever an earlier collect recorded for it.
+    tx.collected(&shown, &digest, now)?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    let claimed = claimed_host(path);
+    let parsed = records::decode_text(&bytes).and_then(|t| records::parse(&t, stem));
+    match parsed {
+        Err(e) => {
+            summary.files_rejected += 1;
+            record_problem(tx, problems, &shown, &e, now)?;
+        }
+        Ok((format, Parsed::Products(list))) => {
+            let bound = format != Format::Csv;
+            let mut seen = HashSet::new();
+            for (i, r) in list.into_iter().enumerate() {
+                let r = r.and_then(|p| {
+                    if bound && p.host.as_str() != claimed {
+                        Err(misnamed(i + 1, p.host.as_str(), path))
+                    } else if seen.insert((p.host.clone(), p.activation_id.clone())) {
+                        Ok(p)
+                    } else {
+                        Err(RecordError {
+                            code: Code::RecDuplicateProduct,
+                            record: Some(i + 1),
+                            detail: format!(
+                                "host {} and activation ID {} already appear earlier in this file",
+                                p.host, p.activation_id
+                            ),
+                        })
+                    }
+                });
+                match r {
+                    Err(e) => record_problem(tx, problems, &shown, &e, now)?,
+                    Ok(p) => {
+                        let (change, st) = upsert(tx, &p, &shown, now)?;
+                        match change {
+                            Change::New => summary.new += 1,
+                            Change::Updated => summary.updated += 1,
+                            Change::Unchanged => summary.unchanged += 1,
+                        }
+                        match st {
+                            ProductState::Queued => summary.queued += 1,
+                            ProductState::Skipped => summary.skipped += 1,
+                            ProductState::CidOnHand => summary.cid_on_hand += 1,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        Ok((_, Parsed::Deposits(list))) => {
+            let named = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.to_ascii_lowercase().ends_with(".result.json"));
+            for (i, r) in list.into_iter().enumerate() {
+                let r = r.and_then(|d| {
+                    if !named || d.host.as_str() != claimed {
+                        Err(misnamed(i + 1, d.host.as_str(), path))
+                    } else {
+                        Ok(d)
+                    }
+                });
+                let r = match r {
+                    Ok(d) => deposit(tx, &d, i + 1, &shown, now)?,
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Err(e) => record_problem(tx, problems, &shown, &e, now)?,
+                    Ok(Some(true)) => summary.deposits_activated += 1,
+                    Ok(Some(false)) => summary.deposits_failed += 1,
+                    Ok(None) => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn record_problem(
-    tx: &Connection,
+    tx: &Tx,
     problems: &mut Vec<Problem>,
     file: &str,
     e: &RecordError,
     now: &str,
 ) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO rejections(file, record, code, detail, at) VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(file, record) DO UPDATE SET code = excluded.code, detail = excluded.detail, at = excluded.at",
-        params![file, e.record.unwrap_or(0) as i64, e.code.as_str(), e.detail, now],
-    )?;
+    tx.reject(file, e.record.unwrap_or(0), e.code.as_str(), &e.detail, now)?;
     problems.push(Problem {
         file: file.to_string(),
         record: e.record,
@@ -235,66 +316,49 @@ fn record_problem(
     Ok(())
 }
 
-struct Existing {
-    id: i64,
-    iid: Option<String>,
-    epid: Option<String>,
-    license_status: Option<i64>,
-    partial_key: Option<String>,
-    description: Option<String>,
-    product: Option<String>,
-    state: String,
-}
-
-fn has_cid(tx: &Connection, p: &ProductRecord) -> rusqlite::Result<bool> {
-    let Some(iid) = &p.iid else { return Ok(false) };
-    tx.query_row(
-        "SELECT 1 FROM cids WHERE host = ?1 AND activation_id = ?2 AND iid = ?3",
-        params![p.host.as_str(), p.activation_id.as_str(), iid.digits()],
-        |_| Ok(()),
-    )
-    .optional()
-    .map(|o| o.is_some())
-}
-
 /// Records one product; returns what changed and the resulting state.
 fn upsert(
-    tx: &Connection,
+    tx: &Tx,
     p: &ProductRecord,
     file: &str,
     now: &str,
-) -> rusqlite::Result<(Change, &'static str)> {
-    let existing = tx
-        .query_row(
-            "SELECT id, iid, epid, license_status, partial_key, description, product, state FROM products WHERE host = ?1 AND activation_id = ?2",
-            params![p.host.as_str(), p.activation_id.as_str()],
-            |r| Ok(Existing { id: r.get(0)?, iid: r.get(1)?, epid: r.get(2)?, license_status: r.get(3)?, partial_key: r.get(4)?, description: r.get(5)?, product: r.get(6)?, state: r.get(7)? }),
-        )
-        .optional()?;
+) -> rusqlite::Result<(Change, ProductState)> {
+    let existing = tx.product(p.host.as_str(), p.activation_id.as_str())?;
     let iid = p.iid.as_ref().map(|i| i.digits().to_string());
     let epid = p.epid.as_ref().map(|e| e.as_str().to_string());
     let status = p.license_status.map(|s| s as i64);
+    let facts = Facts {
+        host: p.host.as_str(),
+        activation_id: p.activation_id.as_str(),
+        application: p.application.label(),
+        wmi_class: &p.wmi_class,
+        product: p.name.as_deref(),
+        description: p.description.as_deref(),
+        partial_key: p.partial_key.as_deref(),
+        epid: epid.as_deref(),
+        iid: iid.as_deref(),
+        license_status: status,
+        file,
+    };
     let skip = p.skip();
-    let had_cid_states = [state::CID_RECEIVED, state::ACTIVATED, state::DEPOSIT_FAILED];
-    let (desired, reason_code, reason): (&'static str, Option<&str>, Option<&str>) = match skip {
-        Some(Skip::Licensed) if existing.as_ref().is_some_and(|e| had_cid_states.contains(&e.state.as_str()) || e.state == state::CID_ON_HAND) => (state::ACTIVATED, None, None),
-        Some(s) => (state::SKIPPED, Some(s.id()), Some(s.reason())),
-        None if has_cid(tx, p)? => (state::CID_ON_HAND, None, Some("the ledger holds a CID for this IID; `apply --reissue` deposits it without a new activation")),
-        None => (state::QUEUED, None, None),
+    let seen = match skip {
+        Some(Skip::Licensed) => Seen::Licensed,
+        Some(_) => Seen::Skip,
+        None => match &iid {
+            Some(i) if tx.has_cid(p.host.as_str(), p.activation_id.as_str(), i)? => Seen::CidOnHand,
+            _ => Seen::NeedsActivation,
+        },
+    };
+    let current = existing.as_ref().map(|e| (e.state, e.iid == iid));
+    let next = after_collect(current, seen);
+    let (reason_code, reason) = match (next, skip) {
+        (ProductState::Skipped, Some(s)) => (Some(s.id()), Some(s.reason())),
+        (ProductState::CidOnHand, _) => (None, Some("the ledger holds a CID for this IID; `apply --reissue` deposits it without a new activation")),
+        _ => (None, None),
     };
     let Some(e) = existing else {
-        tx.execute(
-            "INSERT INTO product_facts(host, activation_id, application, wmi_class, product, description, partial_key, epid, iid, license_status, source_file)
-             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![p.host.as_str(), p.activation_id.as_str(), p.application.label(), p.wmi_class, p.name, p.description, p.partial_key, epid, iid, status, file],
-        )?;
-        let id = tx.last_insert_rowid();
-        tx.execute(
-            "INSERT INTO product_status(product_id, state, reason_code, reason, updated_at) VALUES(?1, ?2, ?3, ?4, ?5)",
-            params![id, desired, reason_code, reason, now],
-        )?;
-        ledger::history(tx, id, now, "collected", &format!("{desired} from {file}"))?;
-        return Ok((Change::New, desired));
+        tx.insert_product(&facts, next, reason_code, reason, now)?;
+        return Ok((Change::New, next));
     };
     let same = e.iid == iid
         && e.epid == epid
@@ -302,87 +366,75 @@ fn upsert(
         && e.partial_key == p.partial_key
         && e.description == p.description
         && e.product == p.name;
-    let current: &'static str = state::ALL
-        .iter()
-        .copied()
-        .find(|s| *s == e.state)
-        .unwrap_or(state::QUEUED);
-    if same {
-        return Ok((Change::Unchanged, current));
+    if same && next == e.state {
+        return Ok((Change::Unchanged, e.state));
     }
-    // Same IID, still waiting on a bundle, a deposit or a retry: keep that state.
-    let in_flight = [
-        state::PACKED,
-        state::CID_RECEIVED,
-        state::FAILED,
-        state::DEPOSIT_FAILED,
-        state::CID_ON_HAND,
-    ];
-    let next = if e.iid == iid
-        && desired != state::SKIPPED
-        && desired != state::ACTIVATED
-        && in_flight.contains(&current)
-    {
-        current
-    } else {
-        desired
-    };
-    let detail = if e.iid != iid {
-        format!(
-            "IID changed ({} -> {}); {next}",
-            e.iid.as_deref().unwrap_or("none"),
-            iid.as_deref().unwrap_or("none")
+    let (event, detail) = if e.iid != iid {
+        (
+            "superseded",
+            format!(
+                "IID changed ({} -> {}); {next}",
+                e.iid.as_deref().unwrap_or("none"),
+                iid.as_deref().unwrap_or("none")
+            ),
         )
     } else {
-        format!("record changed; {next}")
+        ("updated", format!("record changed; {next}"))
     };
-    let clears = next != current;
-    tx.execute(
-        "UPDATE product_facts SET application = ?2, wmi_class = ?3, product = ?4, description = ?5, partial_key = ?6, epid = ?7, iid = ?8, license_status = ?9,
-           source_file = ?10 WHERE id = ?1",
-        params![e.id, p.application.label(), p.wmi_class, p.name, p.description, p.partial_key, epid, iid, status, file],
-    )?;
-    tx.execute(
-        "UPDATE product_status SET state = ?2, reason_code = CASE WHEN ?3 THEN ?4 ELSE reason_code END, reason = CASE WHEN ?3 THEN ?5 ELSE reason END,
-           bundle_id = CASE WHEN ?3 THEN NULL ELSE bundle_id END, updated_at = ?6 WHERE product_id = ?1",
-        params![e.id, next, clears, reason_code, reason, now],
-    )?;
-    ledger::history(
-        tx,
+    tx.update_product(
         e.id,
-        now,
-        if e.iid != iid {
-            "superseded"
-        } else {
-            "updated"
-        },
+        &facts,
+        e.state,
+        next,
+        reason_code,
+        reason,
+        event,
         &detail,
+        now,
     )?;
     Ok((Change::Updated, next))
 }
 
-/// Applies one deposit result; Ok(true) activated, Ok(false) failed, Err(record error).
+/// Applies one deposit result once (by content): Some(true) activated, Some(false)
+/// failed, None already applied or no move from the product's state; Err a record error.
 fn deposit(
-    tx: &Connection,
+    tx: &Tx,
     d: &DepositResult,
     n: usize,
+    file: &str,
     now: &str,
-) -> rusqlite::Result<Result<bool, RecordError>> {
-    let row: Option<(i64, Option<String>, Option<String>)> = tx
-        .query_row(
-            "SELECT id, iid, cid FROM products WHERE host = ?1 AND activation_id = ?2",
-            params![d.host.as_str(), d.activation_id.as_str()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+) -> rusqlite::Result<Result<Option<bool>, RecordError>> {
+    // What the result says, not how the file is laid out: the same result rewritten
+    // by a later run of the deposit script is still the same result.
+    let digest = makproxy_core::bundle::sha256_hex(
+        format!(
+            "{}|{}|{}|{}|{}|{:?}",
+            d.host,
+            d.activation_id,
+            d.installation_id.digits(),
+            d.confirmation_id.digits(),
+            d.activated,
+            d.error_code
         )
-        .optional()?;
+        .as_bytes(),
+    );
+    if tx.deposit_result_seen(&digest)? {
+        return Ok(Ok(None));
+    }
     let mismatch = |detail: String| {
         Ok(Err(RecordError {
-            code: makproxy_core::Code::AplIidMismatch,
+            code: Code::AplIidMismatch,
             record: Some(n),
             detail,
         }))
     };
-    let Some((id, iid, cid)) = row else {
+    let Some(crate::ledger::DepositTarget {
+        id,
+        iid,
+        cid,
+        state,
+    }) = tx.deposit_target(d.host.as_str(), d.activation_id.as_str())?
+    else {
         return mismatch(format!(
             "no product {} on host {} in the ledger",
             d.activation_id, d.host
@@ -391,25 +443,25 @@ fn deposit(
     if iid.as_deref() != Some(d.installation_id.digits())
         || cid.as_deref() != Some(d.confirmation_id.digits())
     {
+        // A result for an IID the machine no longer has (reimaged) is history: applied
+        // once as nothing, never re-read.
+        tx.deposit_result_applied(&digest, file, now)?;
         return mismatch(
             "installation or confirmation ID differs from the ledger's; result ignored".into(),
         );
     }
-    if let Some(status) = d.license_status {
-        tx.execute(
-            "UPDATE product_facts SET license_status = ?2 WHERE id = ?1",
-            params![id, status as i64],
-        )?;
-    }
-    if d.activated {
-        tx.execute("UPDATE product_status SET state = ?2, reason_code = NULL, reason = NULL, updated_at = ?3 WHERE product_id = ?1", params![id, state::ACTIVATED, now])?;
-        ledger::history(tx, id, now, "deposited", "agent reports activated")?;
-        Ok(Ok(true))
-    } else {
+    let failure = (!d.activated).then(|| {
         let code = d.error_code.clone().unwrap_or_else(|| "unknown".into());
         let meaning = deposit_error_meaning(&code);
-        tx.execute("UPDATE product_status SET state = ?2, reason_code = ?3, reason = ?4, updated_at = ?5 WHERE product_id = ?1", params![id, state::DEPOSIT_FAILED, code, meaning, now])?;
-        ledger::history(tx, id, now, "deposit-failed", &format!("{code}: {meaning}"))?;
-        Ok(Ok(false))
-    }
+        (code, meaning)
+    });
+    let moved = tx.deposit_result(
+        id,
+        state,
+        d.license_status.map(|s| s as i64),
+        failure.as_ref().map(|(c, m)| (c.as_str(), *m)),
+        now,
+    )?;
+    tx.deposit_result_applied(&digest, file, now)?;
+    Ok(Ok(moved.then_some(d.activated)))
 }

@@ -1,39 +1,202 @@
-//! The secure side's ledger: one SQLite database in the home folder holding machines'
-//! products, their state, bundles issued, returns applied, CIDs on hand, rejections and
-//! history. Opened through `makproxy_cli::store` (WAL, `synchronous=FULL`); every
-//! command's changes are one transaction (or batches of whole files for collect), so a
-//! re-run after a kill completes the work.
+//! The secure side's ledger: the one place that holds the secure side's state and every
+//! SQL statement about it (one SQLite database in the home folder: machines' products,
+//! their state, bundles issued, returns applied, CIDs on hand, rejections, history).
+//! Opened through `makproxy_cli::store` (WAL, `synchronous=FULL`, one process per
+//! home); every command's changes are one transaction (or batches of whole files for
+//! collect), so a re-run after a kill completes the work.
+//!
+//! Where a product may go is decided by [`ProductState`]'s pure transition functions
+//! ([`ProductState::after`], [`after_collect`]), unit-tested row by row; the ledger's
+//! writes only carry out what they decide.
 //!
 //! A product is two rows: `product_facts` (what collect saw: wide, rarely rewritten)
 //! and `product_status` (where it is in the procedure: narrow, rewritten by pack and
 //! apply for every product of a batch). Reads go through the `products` view that joins
 //! them; writes name the table they change.
 
+use makproxy_cli::store::{self, Migration, StoreError};
 use makproxy_core::keys::Home;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use std::path::{Path, PathBuf};
 
-/// Product states, as stored and printed.
-pub mod state {
-    pub const QUEUED: &str = "queued";
-    pub const SKIPPED: &str = "skipped";
-    pub const PACKED: &str = "packed";
-    pub const CID_ON_HAND: &str = "cid_on_hand";
-    pub const CID_RECEIVED: &str = "cid_received";
-    pub const ACTIVATED: &str = "activated";
-    pub const FAILED: &str = "failed";
-    pub const DEPOSIT_FAILED: &str = "deposit_failed";
-    /// Every state, in the order reports list them.
-    pub const ALL: &[&str] = &[
-        QUEUED,
-        PACKED,
-        CID_ON_HAND,
-        CID_RECEIVED,
-        ACTIVATED,
-        FAILED,
-        DEPOSIT_FAILED,
-        SKIPPED,
-    ];
+/// Where a product is in the procedure (stored and printed as `as_str`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProductState {
+    /// Needs an activation; the next pack takes it.
+    Queued,
+    /// In a bundle awaiting its return.
+    Packed,
+    /// The ledger already holds a CID for its current IID (a reimaged machine).
+    CidOnHand,
+    /// A CID is waiting in a deposit file.
+    CidReceived,
+    /// The machine reported the CID deposited and Windows/Office activated.
+    Activated,
+    /// Refused online (service code or makproxy code in the reason).
+    Failed,
+    /// The machine could not deposit its CID.
+    DepositFailed,
+    /// Not for MAK proxy activation (no key, KMS client, retail …; reason says which).
+    Skipped,
 }
+
+/// What happens to a product, for [`ProductState::after`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// `pack`: default takes queued products; `retry_failed` adds failed and
+    /// deposit-failed ones; `only_failed` takes just those; `repack` adds packed ones.
+    Pack {
+        retry_failed: bool,
+        only_failed: bool,
+        repack: bool,
+    },
+    /// A return brings a CID; `replaces_simulated`: the product holds a simulated CID
+    /// and this one is real.
+    Cid {
+        replaces_simulated: bool,
+    },
+    /// A return brings a refusal.
+    Refused,
+    /// `apply --reissue`: a stored CID goes into a deposit file.
+    Reissue,
+    /// The machine's deposit result: activated, or not.
+    Deposited,
+    DepositFailed,
+}
+
+impl ProductState {
+    /// Every state, in the order reports list them.
+    pub const ALL: [ProductState; 8] = [
+        ProductState::Queued,
+        ProductState::Packed,
+        ProductState::CidOnHand,
+        ProductState::CidReceived,
+        ProductState::Activated,
+        ProductState::Failed,
+        ProductState::DepositFailed,
+        ProductState::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProductState::Queued => "queued",
+            ProductState::Packed => "packed",
+            ProductState::CidOnHand => "cid_on_hand",
+            ProductState::CidReceived => "cid_received",
+            ProductState::Activated => "activated",
+            ProductState::Failed => "failed",
+            ProductState::DepositFailed => "deposit_failed",
+            ProductState::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ProductState> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// The transition table: where `event` takes a product in this state, or `None`
+    /// where it does not apply (the product keeps its state).
+    pub fn after(self, event: Event) -> Option<ProductState> {
+        use Event as E;
+        use ProductState as S;
+        match (self, event) {
+            (
+                S::Queued,
+                E::Pack {
+                    only_failed: false, ..
+                },
+            ) => Some(S::Packed),
+            (
+                S::Failed | S::DepositFailed,
+                E::Pack {
+                    retry_failed: true, ..
+                }
+                | E::Pack {
+                    only_failed: true, ..
+                },
+            ) => Some(S::Packed),
+            (
+                S::Packed,
+                E::Pack {
+                    repack: true,
+                    only_failed: false,
+                    ..
+                },
+            ) => Some(S::Packed),
+            (S::Queued | S::Packed | S::Failed, E::Cid { .. }) => Some(S::CidReceived),
+            (
+                S::CidReceived,
+                E::Cid {
+                    replaces_simulated: true,
+                },
+            ) => Some(S::CidReceived),
+            // A later refusal of a failed product records the latest reason.
+            (S::Queued | S::Packed | S::Failed, E::Refused) => Some(S::Failed),
+            (S::CidOnHand, E::Reissue) => Some(S::CidReceived),
+            (S::CidReceived | S::DepositFailed | S::Activated, E::Deposited) => Some(S::Activated),
+            (S::CidReceived | S::DepositFailed, E::DepositFailed) => Some(S::DepositFailed),
+            _ => None,
+        }
+    }
+
+    /// The states `event` moves products out of (what a bulk statement selects).
+    pub fn sources(event: Event) -> Vec<ProductState> {
+        Self::ALL
+            .into_iter()
+            .filter(|s| s.after(event).is_some())
+            .collect()
+    }
+}
+
+impl std::fmt::Display for ProductState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a collected record says about a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Not for MAK proxy activation (the reason is stored with it).
+    Skip,
+    /// Windows/Office reports it licensed.
+    Licensed,
+    /// Needs activation and the ledger holds a CID for this IID.
+    CidOnHand,
+    /// Needs activation.
+    NeedsActivation,
+}
+
+/// Where collect puts a product: `current` is its state and whether the record
+/// carries the same IID as the ledger (`None`: a product never seen).
+pub fn after_collect(current: Option<(ProductState, bool)>, seen: Seen) -> ProductState {
+    use ProductState as S;
+    match (current, seen) {
+        // Licensed after makproxy gave it a CID: that is our activation, done.
+        (
+            Some((S::CidReceived | S::Activated | S::DepositFailed | S::CidOnHand, _)),
+            Seen::Licensed,
+        ) => S::Activated,
+        (_, Seen::Licensed | Seen::Skip) => S::Skipped,
+        // Same IID, still waiting on a bundle, a deposit or a retry: keep that state.
+        (
+            Some((
+                s @ (S::Packed | S::CidReceived | S::Failed | S::DepositFailed | S::CidOnHand),
+                true,
+            )),
+            _,
+        ) => s,
+        // (Same IID, activated, and a new agent file says unlicensed: the machine lost
+        // its activation; the CID on hand lets `apply --reissue` deposit it again.
+        // Unchanged files are never read twice, so this is news, not a stale file.)
+        (_, Seen::CidOnHand) => S::CidOnHand,
+        (_, Seen::NeedsActivation) => S::Queued,
+    }
+}
+
+/// Bumped whenever the schema changes; older ledgers are migrated forward.
+pub const SCHEMA_VERSION: u32 = 3;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS product_facts(
@@ -118,45 +281,980 @@ CREATE TABLE IF NOT EXISTS rejections(
     at TEXT NOT NULL,
     PRIMARY KEY(file, record)
 );
+CREATE TABLE IF NOT EXISTS collected_files(
+    file TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deposit_results(
+    sha256 TEXT PRIMARY KEY,
+    file TEXT NOT NULL,
+    at TEXT NOT NULL
+);
 "#;
 
-/// Bumped whenever the schema changes; a ledger of another version is refused.
-pub const SCHEMA_VERSION: u32 = 2;
+/// Schema 2 to 3 adds only new tables (what collect has read, by content digest),
+/// which the schema's own `CREATE TABLE IF NOT EXISTS` makes.
+const MIGRATIONS: &[Migration] = &[Migration {
+    from: 2,
+    sql: "SELECT 1;",
+}];
 
-/// Opens (creating if needed) the ledger of a secure home.
-pub fn open(home: &Home) -> Result<Connection, makproxy_cli::store::StoreError> {
-    makproxy_cli::store::open(&home.dir.join("ledger.sqlite3"), SCHEMA, SCHEMA_VERSION)
+/// The ledger file of a home.
+pub fn path(home: &Home) -> PathBuf {
+    home.dir.join("ledger.sqlite3")
 }
 
-pub use makproxy_cli::store::{meta_get, meta_set};
+/// Why the ledger could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    Store(StoreError),
+    /// The home is initialised but its ledger is missing or empty: never recreated
+    /// silently (sequence numbers would restart and the online side refuse them).
+    Missing(PathBuf),
+}
 
-pub fn history(
-    conn: &Connection,
-    product_id: i64,
-    at: &str,
-    event: &str,
-    detail: &str,
-) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO history(product_id, at, event, detail) VALUES(?1, ?2, ?3, ?4)",
-        params![product_id, at, event, detail],
-    )?;
+impl From<StoreError> for OpenError {
+    fn from(e: StoreError) -> Self {
+        OpenError::Store(e)
+    }
+}
+
+/// A product as the ledger holds it, for collect's comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Existing {
+    pub id: i64,
+    pub iid: Option<String>,
+    pub epid: Option<String>,
+    pub license_status: Option<i64>,
+    pub partial_key: Option<String>,
+    pub description: Option<String>,
+    pub product: Option<String>,
+    pub state: ProductState,
+}
+
+/// What collect records of one product (all validated by the record parsers).
+pub struct Facts<'a> {
+    pub host: &'a str,
+    pub activation_id: &'a str,
+    pub application: &'a str,
+    pub wmi_class: &'a str,
+    pub product: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub partial_key: Option<&'a str>,
+    pub epid: Option<&'a str>,
+    pub iid: Option<&'a str>,
+    pub license_status: Option<i64>,
+    pub file: &'a str,
+}
+
+/// The bundle record a return answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered(pub i64);
+
+impl Answered {
+    pub const NO: Answered = Answered(0);
+    pub const REAL: Answered = Answered(1);
+    pub const SIMULATED: Answered = Answered(2);
+}
+
+/// One record of a CIL bundle to write, as the ledger holds it.
+pub struct PackRow {
+    pub handle: i64,
+    pub product_id: i64,
+    pub host: String,
+    pub activation_id: String,
+    pub epid: String,
+    pub iid: String,
+    pub product: Option<String>,
+}
+
+/// The product a deposit result names, as the ledger holds it.
+pub struct DepositTarget {
+    pub id: i64,
+    pub iid: Option<String>,
+    pub cid: Option<String>,
+    pub state: ProductState,
+}
+
+/// One product awaiting deposit on a host.
+pub struct DepositRow {
+    pub activation_id: String,
+    pub application: String,
+    pub wmi_class: String,
+    pub product: Option<String>,
+    pub iid: String,
+    pub cid: String,
+    pub simulated: bool,
+}
+
+/// One line of `status`.
+#[derive(Debug, serde::Serialize)]
+pub struct StatusRow {
+    pub host: String,
+    pub activation_id: String,
+    pub product: Option<String>,
+    pub state: String,
+    pub bundle_id: Option<String>,
+    pub reason_code: Option<String>,
+    pub reason: Option<String>,
+    pub simulated: bool,
+    pub updated_at: String,
+}
+
+/// The secure side's store.
+pub struct Ledger {
+    conn: Connection,
+}
+
+impl Ledger {
+    /// Opens the ledger of an initialised home. A missing or empty ledger is refused.
+    pub fn open(home: &Home) -> Result<Ledger, OpenError> {
+        let p = path(home);
+        let empty = std::fs::metadata(&p).map(|m| m.len() == 0).unwrap_or(true);
+        if empty {
+            return Err(OpenError::Missing(p));
+        }
+        Ok(Ledger {
+            conn: store::open_migrating(&p, SCHEMA, SCHEMA_VERSION, MIGRATIONS)?,
+        })
+    }
+
+    /// Creates the ledger of a new home (`init`), or a fresh one for a home whose
+    /// ledger was lost (`recover`), whose bundles continue from `next_sequence`.
+    pub fn create(home: &Home, next_sequence: u64) -> Result<Ledger, OpenError> {
+        let l = Ledger {
+            conn: store::open_migrating(&path(home), SCHEMA, SCHEMA_VERSION, MIGRATIONS)?,
+        };
+        store::meta_set(&l.conn, "next_sequence", &next_sequence.to_string())
+            .map_err(StoreError::from)?;
+        Ok(l)
+    }
+
+    /// Opens a ledger file directly (tests and tools).
+    pub fn open_path(p: &Path) -> Result<Ledger, StoreError> {
+        Ok(Ledger {
+            conn: store::open_migrating(p, SCHEMA, SCHEMA_VERSION, MIGRATIONS)?,
+        })
+    }
+
+    /// Starts a transaction that takes the write lock at once.
+    pub fn begin(&mut self) -> rusqlite::Result<Tx<'_>> {
+        Ok(Tx {
+            tx: self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?,
+        })
+    }
+
+    /// Counts of products per state, in `ProductState::ALL` order.
+    pub fn counts(&self) -> rusqlite::Result<Vec<(ProductState, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT state, COUNT(*) FROM products GROUP BY state")?;
+        let got: Vec<(String, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(ProductState::ALL
+            .iter()
+            .map(|s| {
+                (
+                    *s,
+                    got.iter()
+                        .find(|(k, _)| k == s.as_str())
+                        .map_or(0, |(_, n)| *n),
+                )
+            })
+            .collect())
+    }
+
+    /// Products for `status`, optionally of one state and of hosts matching a pattern.
+    pub fn status_rows(
+        &self,
+        state: Option<ProductState>,
+        host: Option<&str>,
+        mut f: impl FnMut(StatusRow) -> Result<(), crate::Error>,
+    ) -> Result<(), crate::Error> {
+        let mut stmt = self.conn.prepare(
+            "SELECT host, activation_id, product, state, bundle_id, reason_code, reason, cid_simulated, updated_at FROM products
+             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR host GLOB upper(?2)) ORDER BY host, activation_id",
+        )?;
+        each(
+            &mut stmt,
+            params![state.map(ProductState::as_str), host],
+            |r| {
+                Ok(StatusRow {
+                    host: r.get(0)?,
+                    activation_id: r.get(1)?,
+                    product: r.get(2)?,
+                    state: r.get(3)?,
+                    bundle_id: r.get(4)?,
+                    reason_code: r.get(5)?,
+                    reason: r.get(6)?,
+                    simulated: r.get(7)?,
+                    updated_at: r.get(8)?,
+                })
+            },
+            &mut f,
+        )
+    }
+
+    /// The report's tables, each a list of text rows.
+    pub fn report_tables(&self) -> rusqlite::Result<ReportTables> {
+        let table = |sql: &str| -> rusqlite::Result<Vec<Vec<String>>> {
+            let mut stmt = self.conn.prepare(sql)?;
+            let n = stmt.column_count();
+            let rows = stmt
+                .query_map([], |r| {
+                    (0..n)
+                        .map(|i| r.get::<_, Option<String>>(i).map(Option::unwrap_or_default))
+                        .collect::<Result<Vec<_>, _>>()
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        };
+        Ok(ReportTables {
+            per_product: table("SELECT COALESCE(product, activation_id), state, CAST(COUNT(*) AS TEXT) FROM products GROUP BY 1, 2 ORDER BY 1, 2")?,
+            per_bundle: table(
+                "SELECT b.sequence || '', b.bundle_id, b.created, CAST(b.records AS TEXT), CAST(SUM(br.answered > 0) AS TEXT),
+                        COALESCE((SELECT GROUP_CONCAT(r.bundle_id || ' (' || r.backend || CASE WHEN r.simulated THEN ', SIMULATED' ELSE '' END || ')', ' ') FROM returns r WHERE r.answers = b.bundle_id), '')
+                 FROM bundles b LEFT JOIN bundle_records br ON br.bundle_id = b.bundle_id GROUP BY b.bundle_id ORDER BY b.sequence",
+            )?,
+            failures: table("SELECT host, COALESCE(product, activation_id), state, COALESCE(reason_code, ''), COALESCE(reason, '') FROM products WHERE state IN ('failed', 'deposit_failed') ORDER BY host")?,
+            rejections: table("SELECT file, CASE record WHEN 0 THEN '' ELSE CAST(record AS TEXT) END, code, detail FROM rejections ORDER BY file, record")?,
+            total: self
+                .conn
+                .query_row("SELECT COUNT(*) FROM products", [], |r| r.get(0))?,
+        })
+    }
+}
+
+/// What `report` renders.
+pub struct ReportTables {
+    pub per_product: Vec<Vec<String>>,
+    pub per_bundle: Vec<Vec<String>>,
+    pub failures: Vec<Vec<String>>,
+    pub rejections: Vec<Vec<String>>,
+    pub total: i64,
+}
+
+/// A ledger transaction: every write of the secure side, and the reads made while
+/// writing. Dropped without `commit`, it changes nothing.
+pub struct Tx<'a> {
+    tx: Transaction<'a>,
+}
+
+/// Streams a query's rows through `map` into `f` (memory does not grow with the rows).
+fn each<T>(
+    stmt: &mut rusqlite::Statement,
+    p: impl rusqlite::Params,
+    map: impl Fn(&rusqlite::Row) -> rusqlite::Result<T>,
+    f: &mut impl FnMut(T) -> Result<(), crate::Error>,
+) -> Result<(), crate::Error> {
+    let mut rows = stmt.query(p)?;
+    while let Some(r) = rows.next()? {
+        f(map(r)?)?;
+    }
     Ok(())
 }
 
-/// Counts of products per state, in `state::ALL` order.
-pub fn counts(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
-    let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM products GROUP BY state")?;
-    let got: Vec<(String, i64)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    Ok(state::ALL
-        .iter()
-        .map(|s| {
-            (
-                s.to_string(),
-                got.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n),
+fn state_of(s: String) -> rusqlite::Result<ProductState> {
+    ProductState::parse(&s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown product state {s:?} in the ledger").into(),
+        )
+    })
+}
+
+impl Tx<'_> {
+    pub fn commit(self) -> rusqlite::Result<()> {
+        self.tx.commit()
+    }
+
+    fn history(
+        &self,
+        product_id: i64,
+        at: &str,
+        event: &str,
+        detail: &str,
+    ) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO history(product_id, at, event, detail) VALUES(?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![product_id, at, event, detail])?;
+        Ok(())
+    }
+
+    fn set_state(
+        &self,
+        id: i64,
+        state: ProductState,
+        reason_code: Option<&str>,
+        reason: Option<&str>,
+        at: &str,
+    ) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached("UPDATE product_status SET state = ?2, reason_code = ?3, reason = ?4, updated_at = ?5 WHERE product_id = ?1")?
+            .execute(params![id, state.as_str(), reason_code, reason, at])?;
+        Ok(())
+    }
+
+    // ---- collect ----
+
+    /// The content digest `file` had when it was last collected.
+    pub fn collected_digest(&self, file: &str) -> rusqlite::Result<Option<String>> {
+        self.tx
+            .prepare_cached("SELECT sha256 FROM collected_files WHERE file = ?1")?
+            .query_row(params![file], |r| r.get(0))
+            .optional()
+    }
+
+    /// Remembers that `file` was collected with this content; its earlier rejections go.
+    pub fn collected(&self, file: &str, sha256: &str, at: &str) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached("DELETE FROM rejections WHERE file = ?1")?
+            .execute(params![file])?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO collected_files(file, sha256, at) VALUES(?1, ?2, ?3)
+                 ON CONFLICT(file) DO UPDATE SET sha256 = excluded.sha256, at = excluded.at",
+            )?
+            .execute(params![file, sha256, at])?;
+        Ok(())
+    }
+
+    /// Records a rejected file (`record` 0) or record.
+    pub fn reject(
+        &self,
+        file: &str,
+        record: usize,
+        code: &str,
+        detail: &str,
+        at: &str,
+    ) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO rejections(file, record, code, detail, at) VALUES(?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(file, record) DO UPDATE SET code = excluded.code, detail = excluded.detail, at = excluded.at",
+            )?
+            .execute(params![file, record as i64, code, detail, at])?;
+        Ok(())
+    }
+
+    pub fn product(&self, host: &str, activation_id: &str) -> rusqlite::Result<Option<Existing>> {
+        self.tx
+            .prepare_cached(
+                "SELECT id, iid, epid, license_status, partial_key, description, product, state FROM products WHERE host = ?1 AND activation_id = ?2",
+            )?
+            .query_row(params![host, activation_id], |r| {
+                Ok(Existing {
+                    id: r.get(0)?,
+                    iid: r.get(1)?,
+                    epid: r.get(2)?,
+                    license_status: r.get(3)?,
+                    partial_key: r.get(4)?,
+                    description: r.get(5)?,
+                    product: r.get(6)?,
+                    state: state_of(r.get(7)?)?,
+                })
+            })
+            .optional()
+    }
+
+    /// Whether a CID for this IID of this product is on hand (a reimaged machine).
+    pub fn has_cid(&self, host: &str, activation_id: &str, iid: &str) -> rusqlite::Result<bool> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT 1 FROM cids WHERE host = ?1 AND activation_id = ?2 AND iid = ?3",
+            )?
+            .query_row(params![host, activation_id, iid], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Records a product seen for the first time.
+    pub fn insert_product(
+        &self,
+        f: &Facts,
+        state: ProductState,
+        reason_code: Option<&str>,
+        reason: Option<&str>,
+        at: &str,
+    ) -> rusqlite::Result<i64> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO product_facts(host, activation_id, application, wmi_class, product, description, partial_key, epid, iid, license_status, source_file)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![f.host, f.activation_id, f.application, f.wmi_class, f.product, f.description, f.partial_key, f.epid, f.iid, f.license_status, f.file])?;
+        let id = self.tx.last_insert_rowid();
+        self.tx
+            .prepare_cached(
+                "INSERT INTO product_status(product_id, state, reason_code, reason, updated_at) VALUES(?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![id, state.as_str(), reason_code, reason, at])?;
+        self.history(id, at, "collected", &format!("{state} from {}", f.file))?;
+        Ok(id)
+    }
+
+    /// Records what collect saw of a known product and where it goes; a state change
+    /// replaces the reason and leaves the bundle it was in.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update_product(
+        &self,
+        id: i64,
+        f: &Facts,
+        from: ProductState,
+        to: ProductState,
+        reason_code: Option<&str>,
+        reason: Option<&str>,
+        event: &str,
+        detail: &str,
+        at: &str,
+    ) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached(
+                "UPDATE product_facts SET application = ?2, wmi_class = ?3, product = ?4, description = ?5, partial_key = ?6, epid = ?7, iid = ?8, license_status = ?9,
+                   source_file = ?10 WHERE id = ?1",
+            )?
+            .execute(params![id, f.application, f.wmi_class, f.product, f.description, f.partial_key, f.epid, f.iid, f.license_status, f.file])?;
+        let clears = to != from;
+        self.tx
+            .prepare_cached(
+                "UPDATE product_status SET state = ?2, reason_code = CASE WHEN ?3 THEN ?4 ELSE reason_code END, reason = CASE WHEN ?3 THEN ?5 ELSE reason END,
+                   bundle_id = CASE WHEN ?3 THEN NULL ELSE bundle_id END, updated_at = ?6 WHERE product_id = ?1",
+            )?
+            .execute(params![id, to.as_str(), clears, reason_code, reason, at])?;
+        self.history(id, at, event, detail)
+    }
+
+    /// Whether a deposit result with this content digest was applied before.
+    pub fn deposit_result_seen(&self, sha256: &str) -> rusqlite::Result<bool> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT 1 FROM deposit_results WHERE sha256 = ?1")?
+            .query_row(params![sha256], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    pub fn deposit_result_applied(
+        &self,
+        sha256: &str,
+        file: &str,
+        at: &str,
+    ) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO deposit_results(sha256, file, at) VALUES(?1, ?2, ?3)",
+            )?
+            .execute(params![sha256, file, at])?;
+        Ok(())
+    }
+
+    /// The product a deposit result names.
+    pub fn deposit_target(
+        &self,
+        host: &str,
+        activation_id: &str,
+    ) -> rusqlite::Result<Option<DepositTarget>> {
+        self.tx
+            .prepare_cached(
+                "SELECT id, iid, cid, state FROM products WHERE host = ?1 AND activation_id = ?2",
+            )?
+            .query_row(params![host, activation_id], |r| {
+                Ok(DepositTarget {
+                    id: r.get(0)?,
+                    iid: r.get(1)?,
+                    cid: r.get(2)?,
+                    state: state_of(r.get(3)?)?,
+                })
+            })
+            .optional()
+    }
+
+    /// Applies a machine's deposit result; `false` where the table has no move.
+    pub fn deposit_result(
+        &self,
+        id: i64,
+        from: ProductState,
+        license_status: Option<i64>,
+        failure: Option<(&str, &str)>,
+        at: &str,
+    ) -> rusqlite::Result<bool> {
+        let event = if failure.is_some() {
+            Event::DepositFailed
+        } else {
+            Event::Deposited
+        };
+        let Some(to) = from.after(event) else {
+            return Ok(false);
+        };
+        if let Some(s) = license_status {
+            self.tx
+                .prepare_cached("UPDATE product_facts SET license_status = ?2 WHERE id = ?1")?
+                .execute(params![id, s])?;
+        }
+        match failure {
+            None => {
+                self.set_state(id, to, None, None, at)?;
+                self.history(id, at, "deposited", "agent reports activated")?;
+            }
+            Some((code, meaning)) => {
+                self.set_state(id, to, Some(code), Some(meaning), at)?;
+                self.history(id, at, "deposit-failed", &format!("{code}: {meaning}"))?;
+            }
+        }
+        Ok(true)
+    }
+
+    // ---- pack ----
+
+    pub fn next_sequence(&self) -> rusqlite::Result<u64> {
+        Ok(store::meta_get(&self.tx, "next_sequence")?
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1))
+    }
+
+    /// Chooses the products `event` packs (products matching `product`/`host`, at most
+    /// `limit`, in collection order) into `bundle_id`'s records, numbered from 1.
+    pub fn choose_for_bundle(
+        &self,
+        bundle_id: &str,
+        event: Event,
+        product: Option<&str>,
+        host: Option<&str>,
+        limit: Option<u64>,
+    ) -> rusqlite::Result<u64> {
+        let states = ProductState::sources(event)
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(",");
+        // Records take the products' collection order (product IDs: a scan of the
+        // narrow status table, no sort); handles are numbered in SQL. A braced GUID is
+        // the same activation ID.
+        let select = format!(
+            "INSERT INTO bundle_records(bundle_id, handle, product_id, iid)
+             SELECT ?4, row_number() OVER (ORDER BY s.product_id), f.id, f.iid
+             FROM product_status s JOIN product_facts f ON f.id = s.product_id
+             WHERE +s.state IN ({states})
+               AND (?1 IS NULL OR f.product LIKE '%' || ?1 || '%' OR f.activation_id = lower(trim(?1, '{{}}')))
+               AND (?2 IS NULL OR f.host GLOB upper(?2))
+             ORDER BY s.product_id LIMIT ?3"
+        );
+        let limit = limit.map_or(-1, |l| l as i64);
+        Ok(self
+            .tx
+            .execute(&select, params![product, host, limit, bundle_id])? as u64)
+    }
+
+    /// The chosen records of a bundle, in handle order.
+    pub fn bundle_rows(
+        &self,
+        bundle_id: &str,
+        mut f: impl FnMut(PackRow) -> Result<(), crate::Error>,
+    ) -> Result<(), crate::Error> {
+        let mut stmt = self.tx.prepare(
+            "SELECT br.handle, f.id, f.host, f.activation_id, f.epid, f.iid, f.product
+             FROM bundle_records br JOIN product_facts f ON f.id = br.product_id
+             WHERE br.bundle_id = ?1 ORDER BY br.handle",
+        )?;
+        each(
+            &mut stmt,
+            params![bundle_id],
+            |r| {
+                Ok(PackRow {
+                    handle: r.get(0)?,
+                    product_id: r.get(1)?,
+                    host: r.get(2)?,
+                    activation_id: r.get(3)?,
+                    epid: r.get(4)?,
+                    iid: r.get(5)?,
+                    product: r.get(6)?,
+                })
+            },
+            &mut f,
+        )
+    }
+
+    pub fn count_in(&self, state: ProductState) -> rusqlite::Result<i64> {
+        self.tx.query_row(
+            "SELECT COUNT(*) FROM products WHERE state = ?1",
+            params![state.as_str()],
+            |r| r.get(0),
+        )
+    }
+
+    /// Records a written bundle, moves its products to `packed` and the sequence on.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bundle_written(
+        &self,
+        bundle_id: &str,
+        sequence: u64,
+        manifest_sha256: &str,
+        created: &str,
+        expires: &str,
+        records: u64,
+        file: &str,
+        at: &str,
+    ) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "INSERT INTO bundles(bundle_id, sequence, manifest_sha256, created, expires, records, file) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![bundle_id, sequence as i64, manifest_sha256, created, expires, records as i64, file],
+        )?;
+        // No history rows here: bundle_records and bundles already say which product
+        // went into which bundle, when, with which IID.
+        self.tx.execute(
+            "UPDATE product_status SET state = ?2, bundle_id = ?1, updated_at = ?3 WHERE product_id IN (SELECT product_id FROM bundle_records WHERE bundle_id = ?1)",
+            params![bundle_id, ProductState::Packed.as_str(), at],
+        )?;
+        store::meta_set(&self.tx, "next_sequence", &(sequence + 1).to_string())
+    }
+
+    // ---- apply ----
+
+    /// When a return was applied, and its summary (JSON), if it was.
+    pub fn return_applied(&self, bundle_id: &str) -> rusqlite::Result<Option<(String, String)>> {
+        self.tx
+            .query_row(
+                "SELECT applied_at, summary FROM returns WHERE bundle_id = ?1",
+                params![bundle_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-        })
-        .collect())
+            .optional()
+    }
+
+    /// The manifest hash of a bundle this site issued.
+    pub fn issued(&self, bundle_id: &str) -> rusqlite::Result<Option<String>> {
+        self.tx
+            .query_row(
+                "SELECT manifest_sha256 FROM bundles WHERE bundle_id = ?1",
+                params![bundle_id],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
+    /// A record of an issued bundle: (product, IID packed, answered).
+    pub fn bundle_record(
+        &self,
+        bundle_id: &str,
+        handle: u64,
+    ) -> rusqlite::Result<Option<(i64, String, Answered)>> {
+        self.tx
+            .prepare_cached("SELECT product_id, iid, answered FROM bundle_records WHERE bundle_id = ?1 AND handle = ?2")?
+            .query_row(params![bundle_id, handle as i64], |x| {
+                Ok((x.get(0)?, x.get(1)?, Answered(x.get(2)?)))
+            })
+            .optional()
+    }
+
+    pub fn set_answered(&self, bundle_id: &str, handle: u64, a: Answered) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached(
+                "UPDATE bundle_records SET answered = ?3 WHERE bundle_id = ?1 AND handle = ?2",
+            )?
+            .execute(params![bundle_id, handle as i64, a.0])?;
+        Ok(())
+    }
+
+    /// (host, activation ID, current IID, state, holds a simulated CID).
+    pub fn product_now(
+        &self,
+        id: i64,
+    ) -> rusqlite::Result<(String, String, Option<String>, ProductState, bool)> {
+        self.tx
+            .prepare_cached(
+                "SELECT host, activation_id, iid, state, cid_simulated FROM products WHERE id = ?1",
+            )?
+            .query_row(params![id], |x| {
+                Ok((
+                    x.get(0)?,
+                    x.get(1)?,
+                    x.get(2)?,
+                    state_of(x.get(3)?)?,
+                    x.get(4)?,
+                ))
+            })
+    }
+
+    /// Keeps a CID obtained for (host, product, IID), even when not used now; a
+    /// simulated CID never replaces a real one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn keep_cid(
+        &self,
+        host: &str,
+        activation_id: &str,
+        iid: &str,
+        cid: &str,
+        simulated: bool,
+        return_bundle: &str,
+        at: &str,
+    ) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO cids(host, activation_id, iid, cid, simulated, return_bundle, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(host, activation_id, iid) DO UPDATE SET cid = excluded.cid, simulated = excluded.simulated, return_bundle = excluded.return_bundle, at = excluded.at
+                 WHERE cids.simulated = 1 OR excluded.simulated = 0",
+            )?
+            .execute(params![host, activation_id, iid, cid, simulated, return_bundle, at])?;
+        Ok(())
+    }
+
+    pub fn note(&self, id: i64, at: &str, event: &str, detail: &str) -> rusqlite::Result<()> {
+        self.history(id, at, event, detail)
+    }
+
+    /// A CID arrives for a product in `from` (the caller checked the table allows it).
+    pub fn cid_received(
+        &self,
+        id: i64,
+        cid: &str,
+        simulated: bool,
+        detail: &str,
+        at: &str,
+    ) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached(
+                "UPDATE product_status SET state = ?2, cid = ?3, cid_simulated = ?4, reason_code = NULL, reason = NULL, updated_at = ?5 WHERE product_id = ?1",
+            )?
+            .execute(params![id, ProductState::CidReceived.as_str(), cid, simulated, at])?;
+        self.history(id, at, "cid-received", detail)
+    }
+
+    pub fn refused(&self, id: i64, code: &str, reason: &str, at: &str) -> rusqlite::Result<()> {
+        self.set_state(id, ProductState::Failed, Some(code), Some(reason), at)?;
+        self.history(id, at, "failed-online", &format!("{code}: {reason}"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn return_recorded(
+        &self,
+        bundle_id: &str,
+        answers: &str,
+        signer: &str,
+        backend: &str,
+        simulated: bool,
+        summary_json: &str,
+        at: &str,
+    ) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "INSERT INTO returns(bundle_id, answers, signer, backend, simulated, applied_at, summary) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![bundle_id, answers, signer, backend, simulated, at, summary_json],
+        )?;
+        Ok(())
+    }
+
+    /// Records of a request with neither a CID nor a refusal yet.
+    pub fn still_pending(&self, bundle_id: &str) -> rusqlite::Result<i64> {
+        self.tx.query_row(
+            "SELECT COUNT(*) FROM bundle_records b JOIN product_status p ON p.product_id = b.product_id
+             WHERE b.bundle_id = ?1 AND b.answered = 0 AND p.state = 'packed'",
+            params![bundle_id],
+            |r| r.get(0),
+        )
+    }
+
+    /// `apply --reissue`: every product with a CID on hand moves to `cid_received` with
+    /// the stored CID (a real one wherever one was ever obtained).
+    pub fn reissue(&self, at: &str) -> rusqlite::Result<usize> {
+        let (from, to) = (ProductState::CidOnHand, ProductState::CidReceived);
+        debug_assert_eq!(from.after(Event::Reissue), Some(to));
+        self.tx.execute("INSERT INTO history(product_id, at, event, detail) SELECT id, ?1, 'reissued', 'CID from the ledger; no activation spent' FROM products WHERE state = ?2", params![at, from.as_str()])?;
+        self.tx.execute(
+            "UPDATE product_status SET
+                cid = (SELECT c.cid FROM cids c JOIN product_facts f ON c.host = f.host AND c.activation_id = f.activation_id AND c.iid = f.iid WHERE f.id = product_status.product_id),
+                cid_simulated = (SELECT c.simulated FROM cids c JOIN product_facts f ON c.host = f.host AND c.activation_id = f.activation_id AND c.iid = f.iid WHERE f.id = product_status.product_id),
+                state = ?2, reason_code = NULL, reason = 'reissued from the ledger; no activation spent', updated_at = ?3 WHERE state = ?1",
+            params![from.as_str(), to.as_str(), at],
+        )
+    }
+
+    /// Hosts with products awaiting deposit (of one request bundle when given).
+    pub fn hosts_awaiting_deposit(&self, bundle_id: Option<&str>) -> rusqlite::Result<Vec<String>> {
+        self.tx
+            .prepare(
+                "SELECT DISTINCT p.host FROM products p WHERE p.state = 'cid_received'
+                 AND (?1 IS NULL OR p.id IN (SELECT product_id FROM bundle_records WHERE bundle_id = ?1)) ORDER BY p.host",
+            )?
+            .query_map(params![bundle_id], |r| r.get(0))?
+            .collect()
+    }
+
+    /// A host's products awaiting deposit.
+    pub fn deposit_rows(&self, host: &str) -> rusqlite::Result<Vec<DepositRow>> {
+        self.tx
+            .prepare_cached("SELECT activation_id, application, wmi_class, product, iid, cid, cid_simulated FROM products WHERE host = ?1 AND state = 'cid_received' ORDER BY activation_id")?
+            .query_map(params![host], |x| {
+                Ok(DepositRow {
+                    activation_id: x.get(0)?,
+                    application: x.get(1)?,
+                    wmi_class: x.get(2)?,
+                    product: x.get(3)?,
+                    iid: x.get(4)?,
+                    cid: x.get(5)?,
+                    simulated: x.get(6)?,
+                })
+            })?
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Event as E;
+    use ProductState as S;
+
+    const PACK: Event = E::Pack {
+        retry_failed: false,
+        only_failed: false,
+        repack: false,
+    };
+    const RETRY: Event = E::Pack {
+        retry_failed: true,
+        only_failed: false,
+        repack: false,
+    };
+    const ONLY_FAILED: Event = E::Pack {
+        retry_failed: false,
+        only_failed: true,
+        repack: false,
+    };
+    const REPACK: Event = E::Pack {
+        retry_failed: false,
+        only_failed: false,
+        repack: true,
+    };
+    const CID: Event = E::Cid {
+        replaces_simulated: false,
+    };
+    const REAL_OVER_SIM: Event = E::Cid {
+        replaces_simulated: true,
+    };
+
+    /// The whole table, row by row: every (state, event) pair and where it leads.
+    #[test]
+    fn transition_table() {
+        let events = [
+            PACK,
+            RETRY,
+            ONLY_FAILED,
+            REPACK,
+            CID,
+            REAL_OVER_SIM,
+            E::Refused,
+            E::Reissue,
+            E::Deposited,
+            E::DepositFailed,
+        ];
+        #[rustfmt::skip]
+        let table: [(S, [Option<S>; 10]); 8] = [
+            //                 PACK              RETRY             ONLY_FAILED       REPACK            CID                    REAL_OVER_SIM          Refused          Reissue                Deposited           DepositFailed
+            (S::Queued,        [Some(S::Packed), Some(S::Packed),  None,             Some(S::Packed),  Some(S::CidReceived),  Some(S::CidReceived),  Some(S::Failed), None,                  None,               None]),
+            (S::Packed,        [None,            None,             None,             Some(S::Packed),  Some(S::CidReceived),  Some(S::CidReceived),  Some(S::Failed), None,                  None,               None]),
+            (S::CidOnHand,     [None,            None,             None,             None,             None,                  None,                  None,            Some(S::CidReceived),  None,               None]),
+            (S::CidReceived,   [None,            None,             None,             None,             None,                  Some(S::CidReceived),  None,            None,                  Some(S::Activated), Some(S::DepositFailed)]),
+            (S::Activated,     [None,            None,             None,             None,             None,                  None,                  None,            None,                  Some(S::Activated), None]),
+            (S::Failed,        [None,            Some(S::Packed),  Some(S::Packed),  None,             Some(S::CidReceived),  Some(S::CidReceived),  Some(S::Failed), None,                  None,               None]),
+            (S::DepositFailed, [None,            Some(S::Packed),  Some(S::Packed),  None,             None,                  None,                  None,            None,                  Some(S::Activated), Some(S::DepositFailed)]),
+            (S::Skipped,       [None,            None,             None,             None,             None,                  None,                  None,            None,                  None,               None]),
+        ];
+        for (from, row) in table {
+            for (event, want) in events.iter().zip(row) {
+                assert_eq!(from.after(*event), want, "{from} on {event:?}");
+            }
+        }
+        assert_eq!(S::ALL.len(), table.len(), "every state has a row");
+    }
+
+    #[test]
+    fn no_event_ever_leaves_skipped_or_reaches_queued() {
+        // Only collect queues (a new IID) or skips; nothing else may.
+        for s in S::ALL {
+            for e in [
+                PACK,
+                RETRY,
+                ONLY_FAILED,
+                REPACK,
+                CID,
+                REAL_OVER_SIM,
+                E::Refused,
+                E::Reissue,
+                E::Deposited,
+                E::DepositFailed,
+            ] {
+                assert_ne!(s.after(e), Some(S::Queued), "{s} on {e:?}");
+                assert_ne!(s.after(e), Some(S::Skipped), "{s} on {e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn collect_rules() {
+        use Seen as N;
+        // New products.
+        assert_eq!(after_collect(None, N::NeedsActivation), S::Queued);
+        assert_eq!(after_collect(None, N::CidOnHand), S::CidOnHand);
+        assert_eq!(after_collect(None, N::Skip), S::Skipped);
+        assert_eq!(after_collect(None, N::Licensed), S::Skipped);
+        // Licensed after makproxy's CID: activated; never had one: skipped.
+        for s in [S::CidReceived, S::Activated, S::DepositFailed, S::CidOnHand] {
+            assert_eq!(
+                after_collect(Some((s, true)), N::Licensed),
+                S::Activated,
+                "{s}"
+            );
+        }
+        assert_eq!(
+            after_collect(Some((S::Queued, true)), N::Licensed),
+            S::Skipped
+        );
+        // Same IID, in flight: kept.
+        for s in [
+            S::Packed,
+            S::CidReceived,
+            S::Failed,
+            S::DepositFailed,
+            S::CidOnHand,
+        ] {
+            assert_eq!(after_collect(Some((s, true)), N::NeedsActivation), s, "{s}");
+        }
+        // Activated, and a new report says unlicensed: the stored CID is offered again.
+        assert_eq!(
+            after_collect(Some((S::Activated, true)), N::CidOnHand),
+            S::CidOnHand
+        );
+        // A new IID (reimaged): queued again, or CID on hand when the ledger has one.
+        for s in S::ALL {
+            assert_eq!(
+                after_collect(Some((s, false)), N::NeedsActivation),
+                S::Queued,
+                "{s}"
+            );
+            assert_eq!(
+                after_collect(Some((s, false)), N::CidOnHand),
+                S::CidOnHand,
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_or_empty_ledger_is_never_recreated_by_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (home, _) = Home::init(dir.path(), makproxy_core::keys::Role::Secure, "s").unwrap();
+        assert!(matches!(Ledger::open(&home), Err(OpenError::Missing(_))));
+        std::fs::write(path(&home), b"").unwrap();
+        assert!(matches!(Ledger::open(&home), Err(OpenError::Missing(_))));
+        std::fs::remove_file(path(&home)).unwrap();
+        drop(Ledger::create(&home, 7).unwrap());
+        let mut l = Ledger::open(&home).unwrap();
+        assert_eq!(l.begin().unwrap().next_sequence().unwrap(), 7);
+    }
 }

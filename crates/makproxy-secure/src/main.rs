@@ -1,19 +1,32 @@
 //! makproxy-secure: the side inside the air gap. Thin glue: parse the command line,
 //! open the home folder and ledger, call the module that owns the command, print.
 
-mod apply;
 mod cli;
-mod collect;
-mod ledger;
-mod pack;
-mod report;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{self, Kind, Limits};
 use makproxy_core::keys::{Home, Role, Trusted};
+use makproxy_secure::ledger::{self, Ledger, OpenError};
+use makproxy_secure::{apply, collect, pack, report};
 use std::process::ExitCode;
+
+/// The ledger's open errors as the operator sees them.
+fn open_error(e: OpenError) -> CliError {
+    match e {
+        OpenError::Store(e) => e.cli("ledger"),
+        OpenError::Missing(p) => CliError::new(
+            Exit::Error,
+            Some(makproxy_core::Code::AplNoLedger),
+            format!(
+                "{} is missing or empty; it is never recreated silently (sequence numbers would restart and the online side refuse them as replays)",
+                makproxy_core::sanitize::escape(&p.display().to_string())
+            ),
+        )
+        .hint("restore it from backup, or: makproxy-secure recover --next-sequence N (N = one more than the last bundle's sequence)"),
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -24,12 +37,31 @@ fn main() -> ExitCode {
 fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
     let dir = cli.global.home_dir(Role::Secure);
     let home = || Home::open(&dir, Role::Secure).map_err(CliError::from);
-    let ledger = |h: &Home| ledger::open(h).map_err(|e| e.cli("ledger"));
+    let ledger = |h: &Home| Ledger::open(h).map_err(open_error);
     match &cli.command {
         Command::Common(c) => {
             makproxy_cli::common(out, &cli.global, Role::Secure, c, Cli::command(), |h| {
-                ledger(h).map(drop)
+                Ledger::create(h, 1).map(drop).map_err(open_error)
             })
+        }
+        Command::Recover { next_sequence } => {
+            let h = home()?;
+            let p = ledger::path(&h);
+            if std::fs::metadata(&p).is_ok_and(|m| m.len() > 0) {
+                return Err(CliError::new(
+                    Exit::Error,
+                    None,
+                    format!(
+                        "{} exists; recover only starts a ledger where none is left",
+                        makproxy_core::sanitize::escape(&p.display().to_string())
+                    ),
+                )
+                .hint("move a damaged ledger aside first (keep it for the record)"));
+            }
+            Ledger::create(&h, *next_sequence).map_err(open_error)?;
+            out.json(&serde_json::json!({"ledger": p, "next_sequence": next_sequence}));
+            out.line(format!("Started a new, empty ledger; the next bundle is #{next_sequence}. Run collect to queue the machines again: their IIDs already answered are served from the online journal without a new activation."));
+            Ok(Exit::Ok)
         }
         Command::Collect { dirs } => {
             let h = home()?;
@@ -44,6 +76,7 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
                 host: a.host.as_deref(),
                 include_hostnames: a.include_hostnames,
                 retry_failed: a.retry_failed,
+                only_failed: a.only_failed,
                 repack: a.repack,
                 expires_days: a.expires_days,
                 dry_run: a.dry_run,
@@ -69,9 +102,9 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
             let h = home()?;
             report::status(out, &ledger(&h)?, *csv, state.as_deref(), host.as_deref())
         }
-        Command::Report { out: path } => {
+        Command::Report { out: path, force } => {
             let h = home()?;
-            report::report(out, &ledger(&h)?, path)
+            report::report(out, &ledger(&h)?, path, *force)
         }
         Command::Verify { file } => {
             let h = home()?;

@@ -1,55 +1,11 @@
 //! `status` and `report`: what the ledger knows, for operators (table), scripts
 //! (`--json`), auditors (`--csv`) and managers (a self-contained HTML page).
 
-use crate::ledger::{self, state};
-use makproxy_cli::{CliError, Exit, Output};
+use crate::ledger::{Ledger, ProductState, StatusRow};
+use makproxy_cli::{say, CliError, Exit, Output};
 use makproxy_core::sanitize::{escape, html};
-use rusqlite::{params, Connection};
 use serde_json::json;
 use std::path::Path;
-
-#[derive(Debug, serde::Serialize)]
-pub struct Row {
-    pub host: String,
-    pub activation_id: String,
-    pub product: Option<String>,
-    pub state: String,
-    pub bundle_id: Option<String>,
-    pub reason_code: Option<String>,
-    pub reason: Option<String>,
-    pub simulated: bool,
-    pub updated_at: String,
-}
-
-fn rows(
-    conn: &Connection,
-    state_filter: Option<&str>,
-    host: Option<&str>,
-    mut f: impl FnMut(Row) -> Result<(), CliError>,
-) -> Result<(), CliError> {
-    let db = |e: rusqlite::Error| CliError::io("ledger", e);
-    let mut stmt = conn
-        .prepare(
-            "SELECT host, activation_id, product, state, bundle_id, reason_code, reason, cid_simulated, updated_at FROM products
-             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR host GLOB upper(?2)) ORDER BY host, activation_id",
-        )
-        .map_err(db)?;
-    let mut q = stmt.query(params![state_filter, host]).map_err(db)?;
-    while let Some(r) = q.next().map_err(db)? {
-        f(Row {
-            host: r.get(0).map_err(db)?,
-            activation_id: r.get(1).map_err(db)?,
-            product: r.get(2).map_err(db)?,
-            state: r.get(3).map_err(db)?,
-            bundle_id: r.get(4).map_err(db)?,
-            reason_code: r.get(5).map_err(db)?,
-            reason: r.get(6).map_err(db)?,
-            simulated: r.get(7).map_err(db)?,
-            updated_at: r.get(8).map_err(db)?,
-        })?;
-    }
-    Ok(())
-}
 
 fn csv_cell(s: &str) -> String {
     // Neutralise spreadsheet formulas and quote every cell.
@@ -63,123 +19,120 @@ fn csv_cell(s: &str) -> String {
 
 pub fn status(
     out: &Output,
-    conn: &Connection,
+    ledger: &Ledger,
     csv: bool,
     state_filter: Option<&str>,
     host: Option<&str>,
 ) -> Result<Exit, CliError> {
-    if let Some(s) = state_filter {
-        if !state::ALL.contains(&s) {
-            return Err(CliError::new(
+    let state_filter = match state_filter {
+        None => None,
+        Some(s) => Some(ProductState::parse(s).ok_or_else(|| {
+            CliError::new(
                 Exit::Usage,
                 None,
-                format!("unknown state {s:?}; one of {}", state::ALL.join(", ")),
-            ));
-        }
-    }
-    let counts = ledger::counts(conn).map_err(|e| CliError::io("ledger", e))?;
+                format!(
+                    "unknown state {:?}; one of {}",
+                    escape(s),
+                    ProductState::ALL.map(ProductState::as_str).join(", ")
+                ),
+            )
+        })?),
+    };
+    let counts = ledger
+        .counts()
+        .map_err(|e| CliError::io("ledger", e))?
+        .into_iter()
+        .map(|(s, n)| (s.as_str().to_string(), n))
+        .collect::<Vec<_>>();
     if csv {
-        println!(
-            "host,activation_id,product,state,bundle_id,reason_code,reason,simulated,updated_at"
-        );
-        return rows(conn, state_filter, host, |r| {
-            let cells = [
-                r.host,
-                r.activation_id,
-                r.product.unwrap_or_default(),
-                r.state,
-                r.bundle_id.unwrap_or_default(),
-                r.reason_code.unwrap_or_default(),
-                r.reason.unwrap_or_default(),
-                r.simulated.to_string(),
-                r.updated_at,
-            ];
-            println!(
-                "{}",
-                cells
+        say("host,activation_id,product,state,bundle_id,reason_code,reason,simulated,updated_at");
+        return ledger
+            .status_rows(state_filter, host, |r: StatusRow| {
+                let cells = [
+                    r.host,
+                    r.activation_id,
+                    r.product.unwrap_or_default(),
+                    r.state,
+                    r.bundle_id.unwrap_or_default(),
+                    r.reason_code.unwrap_or_default(),
+                    r.reason.unwrap_or_default(),
+                    r.simulated.to_string(),
+                    r.updated_at,
+                ];
+                say(cells
                     .iter()
                     .map(|c| csv_cell(c))
                     .collect::<Vec<_>>()
-                    .join(",")
-            );
-            Ok(())
-        })
-        .map(|_| Exit::Ok);
+                    .join(","));
+                Ok(())
+            })
+            .map(|_| Exit::Ok);
     }
     if out.json {
         let mut list = Vec::new();
-        rows(conn, state_filter, host, |r| {
+        ledger.status_rows(state_filter, host, |r| {
             list.push(r);
             Ok(())
         })?;
         out.json(&json!({"counts": counts.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(), "products": list}));
         return Ok(Exit::Ok);
     }
-    println!(
+    say(format!(
         "{:<24} {:<38} {:<15} DETAIL",
         "HOST", "ACTIVATION ID", "STATE"
-    );
-    rows(conn, state_filter, host, |r| {
+    ));
+    ledger.status_rows(state_filter, host, |r| {
         let detail = match (&r.state[..], &r.reason_code, &r.reason) {
-            (state::PACKED, _, _) => format!("in bundle {}", r.bundle_id.as_deref().unwrap_or("?")),
+            ("packed", _, _) => format!("in bundle {}", r.bundle_id.as_deref().unwrap_or("?")),
             (_, Some(c), Some(m)) => format!("{c}: {m}"),
             (_, None, Some(m)) => m.clone(),
             _ if r.simulated => "SIMULATED CID".into(),
             _ => String::new(),
         };
-        println!(
+        say(format!(
             "{:<24} {:<38} {:<15} {}",
             escape(&r.host),
             r.activation_id,
             r.state,
             escape(&detail)
-        );
+        ));
         Ok(())
     })?;
     let total: i64 = counts.iter().map(|(_, n)| n).sum();
-    println!();
-    println!(
-        "{}",
-        counts
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, n)| format!("{k}: {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-            + &format!("  (total {total})")
-    );
+    say("");
+    say(counts
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+        + &format!("  (total {total})"));
     Ok(Exit::Ok)
 }
 
-pub fn report(out: &Output, conn: &Connection, path: &Path) -> Result<Exit, CliError> {
+pub fn report(out: &Output, ledger: &Ledger, path: &Path, force: bool) -> Result<Exit, CliError> {
     let db = |e: rusqlite::Error| CliError::io("ledger", e);
-    let counts = ledger::counts(conn).map_err(db)?;
-    let table = |sql: &str| -> Result<Vec<Vec<String>>, CliError> {
-        let mut stmt = conn.prepare(sql).map_err(db)?;
-        let n = stmt.column_count();
-        let rows = stmt
-            .query_map([], |r| {
-                (0..n)
-                    .map(|i| r.get::<_, Option<String>>(i).map(Option::unwrap_or_default))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .map_err(db)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(db)?;
-        Ok(rows)
-    };
-    let per_product = table("SELECT COALESCE(product, activation_id), state, CAST(COUNT(*) AS TEXT) FROM products GROUP BY 1, 2 ORDER BY 1, 2")?;
-    let per_bundle = table(
-        "SELECT b.sequence || '', b.bundle_id, b.created, CAST(b.records AS TEXT), CAST(SUM(br.answered) AS TEXT),
-                COALESCE((SELECT GROUP_CONCAT(r.bundle_id || ' (' || r.backend || CASE WHEN r.simulated THEN ', SIMULATED' ELSE '' END || ')', ' ') FROM returns r WHERE r.answers = b.bundle_id), '')
-         FROM bundles b LEFT JOIN bundle_records br ON br.bundle_id = b.bundle_id GROUP BY b.bundle_id ORDER BY b.sequence",
-    )?;
-    let failures = table("SELECT host, COALESCE(product, activation_id), state, COALESCE(reason_code, ''), COALESCE(reason, '') FROM products WHERE state IN ('failed', 'deposit_failed') ORDER BY host")?;
-    let rejections = table("SELECT file, CASE record WHEN 0 THEN '' ELSE CAST(record AS TEXT) END, code, detail FROM rejections ORDER BY file, record")?;
-    let total: String = conn
-        .query_row("SELECT COUNT(*) FROM products", [], |r| r.get::<_, i64>(0))
+    if !force {
+        makproxy_cli::must_not_exist(
+            path,
+            "a report",
+            "choose another --out name, or add --force to replace it",
+        )?;
+    }
+    let counts = ledger
+        .counts()
         .map_err(db)?
-        .to_string();
+        .into_iter()
+        .map(|(s, n)| (s.as_str().to_string(), n))
+        .collect::<Vec<_>>();
+    let t = ledger.report_tables().map_err(db)?;
+    let (per_product, per_bundle, failures, rejections, total) = (
+        t.per_product,
+        t.per_bundle,
+        t.failures,
+        t.rejections,
+        t.total.to_string(),
+    );
 
     let mut h = String::new();
     let render = |h: &mut String, title: &str, head: &[&str], rows: &[Vec<String>], id: &str| {
