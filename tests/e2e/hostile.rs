@@ -13,12 +13,12 @@ fn every_kit_case_is_rejected_by_the_binaries_with_its_code() {
     let p = |n: &str| t.path().join(n).to_string_lossy().into_owned();
     std::fs::write(
         p("kit-secure.pub"),
-        keys.public(Role::Secure).to_file_bytes(),
+        keys.public(Role::Secure).to_file_bytes(&keys.secure),
     )
     .unwrap();
     std::fs::write(
         p("kit-online.pub"),
-        keys.public(Role::Online).to_file_bytes(),
+        keys.public(Role::Online).to_file_bytes(&keys.online),
     )
     .unwrap();
     let (sh, oh) = (p("secure-home"), p("online-home"));
@@ -278,4 +278,35 @@ fn a_world_readable_private_key_is_refused() {
         .code(3);
     assert_eq!(r.json()["error"]["code"], "MP-KEY-003");
     assert!(!g.path("cil.zip").exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn trust_add_of_a_device_or_fifo_returns_at_once_with_a_code() {
+    let g = Gap::default();
+    let fifo = g.path("peer.pub");
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for file in ["/dev/zero", fifo.to_str().unwrap()] {
+        let r = makproxy_e2e::run_within(
+            20,
+            "makproxy-secure",
+            &[
+                "--home",
+                &g.secure_home(),
+                "--json",
+                "trust",
+                "add",
+                file,
+                "--name",
+                "odd",
+            ],
+        );
+        assert_eq!(r.code, 1, "{file}: {}", r.stderr);
+        assert!(r.json()["error"]["code"].is_string(), "{file}: coded");
+    }
+    g.secure(&["trust", "list"]).ok();
 }

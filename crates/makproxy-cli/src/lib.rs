@@ -418,12 +418,13 @@ pub fn init(out: &Output, dir: &Path, role: Role, args: &InitArgs) -> Result<Exi
 /// `key …`
 pub fn key(out: &Output, home: &Home, cmd: &KeyCommand) -> Result<Exit, CliError> {
     let public = home.public_key()?;
-    // Loading the signing key checks its permissions, so a key export never hides a leak.
-    home.signing_key()?;
+    // Loading the signing key checks its permissions, so a key export never hides a
+    // leak; it also self-signs the exported file.
+    let signing = home.signing_key()?;
     match cmd {
         KeyCommand::Export { out: path } => {
             makproxy_core::fsutil::write_new_with(path, |f| {
-                std::io::Write::write_all(f, &public.to_file_bytes())
+                std::io::Write::write_all(f, &public.to_file_bytes(&signing))
             })
             .map_err(|e| CliError::io(path.display(), e))?;
             out.json(&json!({"written": path, "public_key": key_json(&public)}));

@@ -6,7 +6,7 @@ use crate::codes::Code;
 use crate::fsutil;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -44,6 +44,8 @@ pub enum KeyError {
     NoHome(PathBuf),
     #[error("{0} is already initialised; refusing to replace its key")]
     HomeExists(PathBuf),
+    #[error("{0} is not empty; init makes a home only in a new or empty folder")]
+    NotEmpty(PathBuf),
     #[error("private key {0} is accessible by other users; run `chmod 600` on it")]
     Permissions(PathBuf),
     #[error("{path}: {reason}")]
@@ -73,7 +75,7 @@ impl KeyError {
     pub fn code(&self) -> Option<Code> {
         Some(match self {
             KeyError::NoHome(_) => Code::KeyNoHome,
-            KeyError::HomeExists(_) => Code::KeyHomeExists,
+            KeyError::HomeExists(_) | KeyError::NotEmpty(_) => Code::KeyHomeExists,
             KeyError::Permissions(_) => Code::KeyPermissions,
             KeyError::Malformed { .. } => Code::KeyMalformed,
             KeyError::Role { .. } => Code::KeyRole,
@@ -108,7 +110,25 @@ struct PublicKeyFile {
     role: Role,
     site: String,
     key: String,
+    /// Version 2: the key's signature over (role, site, key), so the labels cannot be
+    /// changed without the secret key (a secure key relabelled "online" no longer
+    /// verifies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    self_signature: Option<String>,
 }
+
+/// What a public key file's self-signature covers (DSSE-style pre-authentication).
+const PUBLIC_KEY_STATEMENT: &str = "application/vnd.makproxy.public-key; version=2";
+
+fn key_statement(role: Role, site: &str, key_b64: &str) -> Vec<u8> {
+    crate::bundle::pae(
+        PUBLIC_KEY_STATEMENT,
+        format!("{}\n{site}\n{key_b64}", role.as_str()).as_bytes(),
+    )
+}
+
+/// Largest public key file read.
+const MAX_PUBLIC_KEY_FILE: u64 = 4096;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,31 +168,53 @@ impl PublicKey {
             .collect::<Vec<_>>()
             .join("-")
     }
-    pub fn to_file_bytes(&self) -> Vec<u8> {
+    /// The public key file (version 2), self-signed by `signing`, which must be this
+    /// key's secret half.
+    pub fn to_file_bytes(&self, signing: &SigningKey) -> Vec<u8> {
+        assert_eq!(signing.verifying_key(), self.key, "signed by its own key");
+        let key = B64.encode(self.key.as_bytes());
+        let sig = signing.sign(&key_statement(self.role, &self.site, &key));
         let f = PublicKeyFile {
             format: "makproxy-public-key".into(),
-            version: 1,
+            version: 2,
             role: self.role,
             site: self.site.clone(),
-            key: B64.encode(self.key.as_bytes()),
+            key,
+            self_signature: Some(B64.encode(sig.to_bytes())),
         };
         let mut v = serde_json::to_vec_pretty(&f).expect("serialisable");
         v.push(b'\n');
         v
     }
-    pub fn from_file_bytes(path: &Path, bytes: &[u8]) -> Result<Self, KeyError> {
+
+    /// Reads a public key file. A version-2 file's self-signature must verify; a
+    /// version-1 file (unsigned, from an earlier release) is read only where
+    /// `require_signed` is false: keys pinned before, never a new `trust add`.
+    pub fn from_file_bytes(
+        path: &Path,
+        bytes: &[u8],
+        require_signed: bool,
+    ) -> Result<Self, KeyError> {
         let bad = |reason: String| KeyError::Malformed {
             path: path.to_path_buf(),
             reason,
         };
-        if bytes.len() > 4096 {
+        if bytes.len() as u64 > MAX_PUBLIC_KEY_FILE {
             return Err(bad("larger than a public key file can be".into()));
         }
         let f: PublicKeyFile = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-        if f.format != "makproxy-public-key" || f.version != 1 {
+        let known = f.format == "makproxy-public-key"
+            && (f.version == 2 || (f.version == 1 && !require_signed));
+        if !known {
             return Err(bad(format!(
-                "unsupported format {:?} version {}",
-                f.format, f.version
+                "unsupported format {:?} version {}{}",
+                f.format,
+                f.version,
+                if f.version == 1 {
+                    " (an unsigned key file of an earlier release: export it again with this release)"
+                } else {
+                    ""
+                }
             )));
         }
         valid_site(&f.site).map_err(|_| bad("invalid site name".into()))?;
@@ -185,6 +227,20 @@ impl PublicKey {
         let key = VerifyingKey::from_bytes(&arr).map_err(|e| bad(e.to_string()))?;
         if key.is_weak() {
             return Err(bad("weak (small-order) key".into()));
+        }
+        if f.version == 2 {
+            let sig = f
+                .self_signature
+                .as_deref()
+                .and_then(|s| B64.decode(s).ok())
+                .and_then(|b| ed25519_dalek::Signature::from_slice(&b).ok())
+                .ok_or_else(|| bad("missing or malformed self-signature".into()))?;
+            key.verify_strict(&key_statement(f.role, &f.site, &f.key), &sig)
+                .map_err(|_| {
+                    bad("self-signature does not verify: the role, site or key was changed".into())
+                })?;
+        } else if f.self_signature.is_some() {
+            return Err(bad("a version 1 key file carries no self-signature".into()));
         }
         Ok(Self {
             role: f.role,
@@ -257,6 +313,10 @@ impl Home {
         if Self::config_path(dir).exists() {
             return Err(KeyError::HomeExists(dir.to_path_buf()));
         }
+        // Only into a new or empty folder: planted `trust/` files must never be kept.
+        if fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(KeyError::NotEmpty(dir.to_path_buf()));
+        }
         fsutil::create_private_dir(dir).map_err(io_err(dir))?;
         let home = Home {
             dir: dir.to_path_buf(),
@@ -285,7 +345,7 @@ impl Home {
             key: signing.verifying_key(),
         };
         let pp = home.public_path();
-        fsutil::write_atomic(&pp, &public.to_file_bytes()).map_err(io_err(&pp))?;
+        fsutil::write_atomic(&pp, &public.to_file_bytes(&signing)).map_err(io_err(&pp))?;
         fs::create_dir_all(home.trust_dir()).map_err(io_err(dir))?;
         let cfg = HomeConfig {
             format: "makproxy-home".into(),
@@ -349,16 +409,36 @@ impl Home {
     pub fn public_key(&self) -> Result<PublicKey, KeyError> {
         let p = self.public_path();
         let bytes = fs::read(&p).map_err(io_err(&p))?;
-        PublicKey::from_file_bytes(&p, &bytes)
+        PublicKey::from_file_bytes(&p, &bytes, false)
     }
 
-    /// Pins a peer's public key file under `name`.
+    /// Pins a peer's public key file under `name`. The file must be a regular file of
+    /// at most 4 KiB (read through a cap), self-signed, of the peer's role, and not
+    /// this home's own key.
     pub fn trust_add(&self, file: &Path, name: &str) -> Result<Trusted, KeyError> {
         if !valid_name(name) {
             return Err(KeyError::TrustName(name.to_string()));
         }
-        let bytes = fs::read(file).map_err(io_err(file))?;
-        let key = PublicKey::from_file_bytes(file, &bytes)?;
+        let bytes = fsutil::read_regular(file, MAX_PUBLIC_KEY_FILE).map_err(|e| {
+            match e.kind() {
+                // Not a regular file, or larger than any key file: not a key file.
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData => {
+                    KeyError::Malformed {
+                        path: file.to_path_buf(),
+                        reason: e.to_string(),
+                    }
+                }
+                _ => io_err(file)(e),
+            }
+        })?;
+        let key = PublicKey::from_file_bytes(file, &bytes, true)?;
+        if key.key == self.public_key()?.key {
+            return Err(KeyError::Role {
+                path: file.to_path_buf(),
+                found: "this home's own",
+                expected: self.role.peer().as_str(),
+            });
+        }
         if key.role != self.role.peer() {
             return Err(KeyError::Role {
                 path: file.to_path_buf(),
@@ -377,7 +457,8 @@ impl Home {
         let dir = self.trust_dir();
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let p = dir.join(format!("{name}.pub"));
-        fsutil::write_atomic(&p, &key.to_file_bytes()).map_err(io_err(&p))?;
+        // The file as received: its self-signature stays checkable.
+        fsutil::write_atomic(&p, &bytes).map_err(io_err(&p))?;
         Ok(Trusted {
             name: name.to_string(),
             key,
@@ -423,8 +504,8 @@ impl Home {
             if !valid_name(name) {
                 continue;
             }
-            let bytes = fs::read(&p).map_err(io_err(&p))?;
-            let key = PublicKey::from_file_bytes(&p, &bytes)?;
+            let bytes = fsutil::read_regular(&p, MAX_PUBLIC_KEY_FILE).map_err(io_err(&p))?;
+            let key = PublicKey::from_file_bytes(&p, &bytes, false)?;
             if key.role == self.role.peer() {
                 out.push(Trusted {
                     name: name.to_string(),
@@ -453,9 +534,48 @@ mod tests {
         assert_eq!(spub.fingerprint().len(), 19);
         assert_eq!(secure.signing_key().unwrap().verifying_key(), spub.key);
 
-        // a secure home cannot trust another secure key
+        // a secure home cannot trust another secure key, nor its own
         let e = secure.trust_add(&secure.public_path(), "me").unwrap_err();
         assert_eq!(e.code(), Some(Code::KeyRole));
+        // ... not even relabelled "online": the self-signature breaks
+        let own = fs::read_to_string(secure.public_path()).unwrap();
+        let relabelled = t.path().join("relabelled.pub");
+        fs::write(&relabelled, own.replace("\"secure\"", "\"online\"")).unwrap();
+        let e = secure.trust_add(&relabelled, "me").unwrap_err();
+        assert_eq!(e.code(), Some(Code::KeyMalformed), "{e}");
+        assert!(e.to_string().contains("self-signature"), "{e}");
+        // ... nor re-signed as "online" with its own secret key: it is its own key
+        let forged = t.path().join("forged.pub");
+        let as_online = PublicKey {
+            role: Role::Online,
+            site: "plant-a".into(),
+            key: spub.key,
+        };
+        fs::write(
+            &forged,
+            as_online.to_file_bytes(&secure.signing_key().unwrap()),
+        )
+        .unwrap();
+        let e = secure.trust_add(&forged, "me").unwrap_err();
+        assert_eq!(e.code(), Some(Code::KeyRole), "{e}");
+        // an unsigned (version 1) file is not pinned anew
+        let v1 = t.path().join("v1.pub");
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&fs::read(online.public_path()).unwrap()).unwrap();
+        doc["version"] = 1.into();
+        doc.as_object_mut().unwrap().remove("self_signature");
+        fs::write(&v1, doc.to_string()).unwrap();
+        assert_eq!(
+            secure.trust_add(&v1, "old").unwrap_err().code(),
+            Some(Code::KeyMalformed)
+        );
+        // init refuses a non-empty folder (planted trust files are never kept)
+        let planted = t.path().join("planted");
+        fs::create_dir_all(planted.join("trust")).unwrap();
+        assert!(matches!(
+            Home::init(&planted, Role::Secure, "x"),
+            Err(KeyError::NotEmpty(_))
+        ));
         secure.trust_add(&online.public_path(), "gw").unwrap();
         assert_eq!(
             secure

@@ -966,7 +966,7 @@ mod tests {
         let (secure, spub) = Home::init(&dir.path().join("s"), Role::Secure, "plant-a").unwrap();
         let (online, _) = Home::init(&dir.path().join("o"), Role::Online, "gw").unwrap();
         let pubfile = dir.path().join("s.pub");
-        std::fs::write(&pubfile, spub.to_file_bytes()).unwrap();
+        std::fs::write(&pubfile, spub.to_file_bytes(&secure.signing_key().unwrap())).unwrap();
         online.trust_add(&pubfile, "plant-a").unwrap();
         let cil = dir.path().join("cil.zip");
         let mut w = BundleWriter::<CilRecord>::new(&cil).unwrap();
@@ -1108,7 +1108,9 @@ mod tests {
         let pubfile = dir.path().join("kit.pub");
         std::fs::write(
             &pubfile,
-            Keys::default().public(Role::Secure).to_file_bytes(),
+            Keys::default()
+                .public(Role::Secure)
+                .to_file_bytes(&Keys::default().secure),
         )
         .unwrap();
         online.trust_add(&pubfile, "kit-secure").unwrap();
