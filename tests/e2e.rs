@@ -21,3 +21,5 @@ mod microsoft;
 mod roundtrip;
 #[path = "e2e/snapshots.rs"]
 mod snapshots;
+#[path = "e2e/upgrade.rs"]
+mod upgrade;
