@@ -213,6 +213,16 @@ impl Walk<'_> {
         while self.queue.len() > MAX_WAITING {
             self.wait()?;
         }
+        // Answers that may have spent an activation are not left uncommitted.
+        self.commit_spending()
+    }
+
+    /// Commits answers from a backend that can spend, if any wait: called before the
+    /// main thread blocks or moves on, so such an answer is never held in memory only.
+    fn commit_spending(&mut self) -> Result<(), CliError> {
+        if !self.simulated && !self.uncommitted.is_empty() {
+            self.commit_with(&[])?;
+        }
         Ok(())
     }
 
@@ -274,22 +284,12 @@ impl Walk<'_> {
         let tx = self.jobs.clone().ok_or_else(stopped)?;
         if !self.simulated {
             while self.in_flight + n > self.concurrency {
+                self.commit_spending()?;
                 let got = self.answers.recv().map_err(|_| stopped())?;
                 self.take(got)?;
             }
-            let at = bundle::rfc3339(makproxy_cli::now());
-            let b = self.journal.batch().map_err(db)?;
-            for j in &jobs {
-                b.intend(
-                    j.req.iid.digits(),
-                    j.req.epid.as_str(),
-                    self.backend,
-                    self.run,
-                    &at,
-                )
-                .map_err(db)?;
-            }
-            b.commit().map_err(db)?;
+            // The new intents and the answers just received: one commit.
+            self.commit_with(&jobs)?;
             // A rendezvous: returns once a free worker has taken the job.
             tx.send(jobs).map_err(|_| stopped())?;
         } else {
@@ -316,10 +316,11 @@ impl Walk<'_> {
     fn wait(&mut self) -> Result<(), CliError> {
         self.hand_out()?;
         if self.in_flight > 0 {
+            self.commit_spending()?;
             let got = self.answers.recv().map_err(|_| stopped())?;
             self.take(got)
         } else {
-            self.commit()
+            self.commit_with(&[])
         }
     }
 
@@ -336,17 +337,37 @@ impl Walk<'_> {
             self.unreachable.store(true, Ordering::SeqCst);
         }
         self.uncommitted.extend(got);
+        // Answers that arrived meanwhile join this commit.
+        while let Ok(more) = self.answers.try_recv() {
+            self.in_flight -= more.len();
+            self.uncommitted.extend(more);
+        }
+        if !self.simulated {
+            // Committed by the caller (with the next intent, or before it blocks).
+            return Ok(());
+        }
         let oldest = *self.oldest.get_or_insert_with(Instant::now);
         if self.uncommitted.len() >= self.group || oldest.elapsed() >= MAX_COMMIT_DELAY {
-            self.commit()?;
+            self.commit_with(&[])?;
         }
         Ok(())
     }
 
-    /// Persists the answers received, then lets the records waiting on them go.
-    fn commit(&mut self) -> Result<(), CliError> {
+    /// Persists the answers received, and the intents of `asking` (requests about to
+    /// leave), in one transaction; then lets the records waiting on the answers go.
+    fn commit_with(&mut self, asking: &[Job]) -> Result<(), CliError> {
         let at = bundle::rfc3339(makproxy_cli::now());
         let b = self.journal.batch().map_err(db)?;
+        for j in asking {
+            b.intend(
+                j.req.iid.digits(),
+                j.req.epid.as_str(),
+                self.backend,
+                self.run,
+                &at,
+            )
+            .map_err(db)?;
+        }
         for (job, outcome) in &self.uncommitted {
             let (iid, epid) = (job.req.iid.digits(), job.req.epid.as_str());
             match outcome {
@@ -494,10 +515,11 @@ impl Walk<'_> {
     fn close(&mut self) -> Result<(), CliError> {
         self.jobs = None;
         while self.in_flight > 0 {
+            self.commit_spending()?;
             let got = self.answers.recv().map_err(|_| stopped())?;
             self.take(got)?;
         }
-        self.commit()
+        self.commit_with(&[])
     }
 }
 

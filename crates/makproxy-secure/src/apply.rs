@@ -370,33 +370,93 @@ pub fn write_deposit_files(
 ) -> Result<(u64, Vec<DepositProblem>), CliError> {
     let db = |e: rusqlite::Error| CliError::io("ledger", e);
     std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir.display(), e))?;
+    // Resolved once: a relative folder would be resolved again for every file.
+    let dir = &std::path::absolute(dir).map_err(|e| CliError::io(dir.display(), e))?;
+    // The ledger is read and the files rendered here; WRITERS threads create them
+    // (file creation is I/O-bound: one waiting on the disk does not hold up the next).
+    // Hosts travel in batches, so the writers rarely contend for the queue.
+    let (to_write, jobs) = std::sync::mpsc::sync_channel::<Vec<Rendered>>(8);
+    let jobs = std::sync::Mutex::new(jobs);
+    let written = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..WRITERS)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    while let Ok(Ok(batch)) = jobs.lock().map(|rx| rx.recv()) {
+                        done.extend(batch.into_iter().map(|r| write_host(dir, r)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        let fed = (|| -> Result<(), CliError> {
+            let mut batch = Vec::with_capacity(BATCH);
+            for host in tx.hosts_awaiting_deposit(bundle_id).map_err(db)? {
+                // Host names were validated at collect (letters, digits, - _ .), so
+                // they are safe file names.
+                makproxy_core::ids::HostName::parse(&host).map_err(|_| {
+                    CliError::new(
+                        Exit::Error,
+                        None,
+                        format!("ledger holds an invalid host name {:?}", escape(&host)),
+                    )
+                })?;
+                let items = tx.deposit_rows(&host).map_err(db)?;
+                let (json, cmd) = render(&host, &items);
+                batch.push(Rendered { host, json, cmd });
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    if to_write.send(full).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let _ = to_write.send(batch);
+            }
+            Ok(())
+        })();
+        drop(to_write);
+        let mut all = Vec::new();
+        for w in workers {
+            all.extend(w.join().expect("a deposit writer panicked"));
+        }
+        fed.map(|()| all)
+    })?;
     let mut n = 0u64;
     let mut problems = Vec::new();
-    for host in tx.hosts_awaiting_deposit(bundle_id).map_err(db)? {
-        // Host names were validated at collect (letters, digits, - _ .), so they are safe file names.
-        makproxy_core::ids::HostName::parse(&host).map_err(|_| {
-            CliError::new(
-                Exit::Error,
-                None,
-                format!("ledger holds an invalid host name {:?}", escape(&host)),
-            )
-        })?;
-        let items = tx.deposit_rows(&host).map_err(db)?;
-        let (json_bytes, cmd_bytes) = render(&host, &items);
-        let jp = dir.join(format!("{host}.json"));
-        let cp = dir.join(format!("{host}.cmd"));
-        let written = fsutil::write_derived(&jp, &json_bytes)
-            .map_err(|e| format!("{}: {e}", jp.display()))
-            .and_then(|()| {
-                fsutil::write_derived(&cp, &cmd_bytes).map_err(|e| format!("{}: {e}", cp.display()))
-            });
-        match written {
+    for w in written {
+        match w {
             Ok(()) => n += 1,
-            Err(detail) => problems.push(DepositProblem { host, detail }),
+            Err(p) => problems.push(p),
         }
     }
+    problems.sort_by(|a, b| a.host.cmp(&b.host));
     fsutil::sync_dir(dir).map_err(|e| CliError::io(dir.display(), e))?;
     Ok((n, problems))
+}
+
+/// Threads creating deposit files, and hosts handed to them at a time.
+const WRITERS: usize = 2;
+const BATCH: usize = 64;
+
+/// A host's deposit file and script, rendered.
+struct Rendered {
+    host: String,
+    json: Vec<u8>,
+    cmd: Vec<u8>,
+}
+
+/// Replaces a host's `<HOST>.json` and `<HOST>.cmd` (each atomically).
+fn write_host(dir: &Path, r: Rendered) -> Result<(), DepositProblem> {
+    for (ext, bytes) in [("json", &r.json), ("cmd", &r.cmd)] {
+        let p = dir.join(format!("{}.{ext}", r.host));
+        fsutil::write_derived(&p, bytes).map_err(|e| DepositProblem {
+            host: r.host.clone(),
+            detail: format!("{}: {e}", p.display()),
+        })?;
+    }
+    Ok(())
 }
 
 /// The deposit file (schema makproxy-deposit/1) and the equivalent cmd script.
