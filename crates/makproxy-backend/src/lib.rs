@@ -10,6 +10,8 @@
 //! Every answer passes through [`validated`], which applies the return-bundle reader's
 //! limits, so a backend can only hand on what the other side of the gap will accept.
 
+#![forbid(unsafe_code)]
+
 pub mod command;
 pub mod manual;
 pub mod microsoft;

@@ -3,6 +3,8 @@
 //! options, the commands both sides have (`init`, `key`, `trust`, `completions`, `man`),
 //! and how each side opens its embedded store.
 
+#![forbid(unsafe_code)]
+
 pub mod store;
 
 use clap::{Args, Subcommand};
@@ -52,10 +54,15 @@ impl From<rusqlite::Error> for CliError {
 }
 
 impl CliError {
+    /// An error to print. Every printed error has a code: without a more specific one,
+    /// a usage error is `MP-USE-001` and anything else `MP-IO-001`.
     pub fn new(exit: Exit, code: Option<Code>, message: impl Into<String>) -> Self {
         Self {
             exit,
-            code,
+            code: Some(code.unwrap_or(match exit {
+                Exit::Usage => Code::Usage,
+                _ => Code::Io,
+            })),
             message: message.into(),
             hint: None,
         }
@@ -101,17 +108,12 @@ impl From<makproxy_core::bundle::BundleError> for CliError {
         } else {
             Exit::Rejected
         };
-        let hint = match e.code {
-            Code::BndUntrustedKey => Some("compare fingerprints with the sender and pin their key with `trust add FILE --name NAME`".to_string()),
-            Code::BndExpired => Some("ask the sender for a fresh bundle".to_string()),
-            Code::BndExists => Some("choose another --out name".to_string()),
-            _ => None,
-        };
+        // The hint is the registry's fix for the code (Output::error).
         CliError {
             exit,
             code: Some(e.code),
             message: e.detail,
-            hint,
+            hint: None,
         }
     }
 }
@@ -170,15 +172,20 @@ impl Output {
     /// Reports an error: to stderr for people, and as JSON on stdout for scripts.
     pub fn error(&self, e: &CliError) {
         if self.json {
-            say(serde_json::to_string_pretty(&json!({"error": {"code": e.code.map(|c| c.as_str()), "exit": e.exit as u8, "message": e.message, "hint": e.hint}})).expect("serialisable"));
+            say(serde_json::to_string_pretty(&json!({"error": {"code": e.code.map(|c| c.as_str()), "exit": e.exit as u8, "message": e.message, "hint": e.hint.clone().or_else(|| e.code.map(|c| c.fix().to_string()))}})).expect("serialisable"));
         }
+        // Without a more specific hint, the registry's fix for the code.
+        let hint = e
+            .hint
+            .clone()
+            .or_else(|| e.code.map(|c| c.fix().to_string()));
         let word = paint("error", "1;31");
         let prefix = match e.code {
             Some(c) => format!("{word}[{c}]"),
             None => word,
         };
         eprintln!("{prefix}: {}", escape(&e.message));
-        if let Some(h) = &e.hint {
+        if let Some(h) = &hint {
             eprintln!("  hint: {}", escape(h));
         }
         if let Some(c) = e.code {
@@ -329,6 +336,47 @@ pub fn common(
                 escape(&path.display().to_string())
             ));
             Ok(Exit::Ok)
+        }
+    }
+}
+
+/// Parses the command line; a usage error is reported like any other error (with
+/// `MP-USE-001`, and as JSON on stdout under `--json`) and exits 2. Help and version
+/// requests print as clap prints them.
+pub fn parse<C: clap::Parser>() -> C {
+    match C::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind as K;
+            if matches!(
+                e.kind(),
+                K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            let json = std::env::args().any(|a| a == "--json");
+            let text = e.render().to_string();
+            let text = text.trim_end().trim_start_matches("error: ");
+            if json {
+                Output { json }.error(&CliError::new(Exit::Usage, Some(Code::Usage), text));
+            } else {
+                // clap's lines as lines (each escaped), under the coded first line.
+                let mut lines = text.lines();
+                eprintln!(
+                    "{}[{}]: {}",
+                    paint("error", "1;31"),
+                    Code::Usage,
+                    escape(lines.next().unwrap_or(""))
+                );
+                for l in lines {
+                    eprintln!("{}", escape(l));
+                }
+                eprintln!(
+                    "  see docs/errors.md#{}",
+                    Code::Usage.as_str().to_ascii_lowercase()
+                );
+            }
+            std::process::exit(Exit::Usage as i32);
         }
     }
 }

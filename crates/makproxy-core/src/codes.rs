@@ -3,7 +3,7 @@
 //! two in step. Codes are never renumbered or reused.
 
 macro_rules! codes {
-    ($( $variant:ident = $code:literal : $summary:literal ),* $(,)?) => {
+    ($( $variant:ident = $code:literal : $summary:literal => $fix:literal ),* $(,)?) => {
         /// A stable, documented error code such as `MP-ID-004`.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[non_exhaustive]
@@ -16,100 +16,202 @@ macro_rules! codes {
             pub fn as_str(self) -> &'static str { match self { $( Code::$variant => $code, )* } }
             /// One-line summary (the same text as in docs/errors.md).
             pub fn summary(self) -> &'static str { match self { $( Code::$variant => $summary, )* } }
+            /// The cause in more words and what to do (docs/errors.md is generated from it;
+            /// printed as the hint of an error that has no more specific one).
+            pub fn fix(self) -> &'static str { match self { $( Code::$variant => $fix, )* } }
         }
     };
 }
 
 codes! {
-    IdEmpty = "MP-ID-001": "identifier is empty",
-    IdCharacter = "MP-ID-002": "identifier contains a character that is neither a digit nor a separator",
-    IdLength = "MP-ID-003": "identifier has the wrong number of digits",
-    IdCheckDigit = "MP-ID-004": "a group of the identifier fails its check digit",
-    IdGuid = "MP-ID-005": "not a valid GUID (activation or application ID)",
-    IdEpid = "MP-ID-006": "not a valid extended product ID",
-    IdLicenseStatus = "MP-ID-007": "license status outside 0-6",
-    IdHostName = "MP-ID-008": "host name is not a valid Windows computer name",
+    Usage = "MP-USE-001": "the command line is not valid (unknown flag, missing or conflicting argument)"
+        => "The message names the flag or argument. `--help` after any command shows its options and an example; exit code 2.",
+    Io = "MP-IO-001": "a file, folder or store cannot be read or written"
+        => "The message names the path and the operating system's reason (no such file, access denied, disk full). Fix that and run the same command again: makproxy's state is consistent after any failure.",
+    IdEmpty = "MP-ID-001": "identifier is empty"
+        => "Nothing was typed or collected. Re-read the value from the machine (`slmgr /dti`).",
+    IdCharacter = "MP-ID-002": "identifier contains a character that is neither a digit nor a separator"
+        => "A letter or symbol crept in (often O for 0, l for 1). Retype the identifier; spaces, dashes and line breaks are fine.",
+    IdLength = "MP-ID-003": "identifier has the wrong number of digits"
+        => "An IID has 63 digits (9 groups of 7) or 54 (9 groups of 6); a CID has 48 (8 groups of 6). A group was dropped or doubled.",
+    IdCheckDigit = "MP-ID-004": "a group of the identifier fails its check digit"
+        => "The message names the group whose last digit does not match the others. Compare that group with the source; a digit was mistyped or misread.",
+    IdGuid = "MP-ID-005": "not a valid GUID (activation or application ID)"
+        => "Activation and application IDs are GUIDs like 2de67392-b7a7-462a-b1ca-108dd189f588 (braces and case do not matter).",
+    IdEpid = "MP-ID-006": "not a valid extended product ID"
+        => "The extended product ID (WMI ProductKeyID) looks like 03612-03305-317-008912-02-1033-9200.0000-0662023. Collect it again with the agent.",
+    IdLicenseStatus = "MP-ID-007": "license status outside 0-6"
+        => "LicenseStatus is 0 to 6. The input was edited or is not WMI output.",
+    IdHostName = "MP-ID-008": "host name is not a valid Windows computer name"
+        => "Host names may hold letters, digits, `-`, `_` and `.` (up to 63), not reserved device names such as CON or COM1. The value is shown escaped; a control or bidi character means the file was tampered with or mis-encoded.",
 
-    RecUnreadable = "MP-REC-001": "input file cannot be read or decoded (encoding)",
-    RecSyntax = "MP-REC-002": "input file is not well-formed (JSON or CSV syntax)",
-    RecShape = "MP-REC-003": "input file is not a recognised machine-record format",
-    RecDuplicateKey = "MP-REC-004": "input object has a duplicated key",
-    RecMissingField = "MP-REC-005": "record lacks a required field",
-    RecTooLarge = "MP-REC-006": "input file exceeds the size limit",
-    RecFieldType = "MP-REC-007": "record field has the wrong type or an invalid value",
-    RecSchemaVersion = "MP-REC-008": "input file declares an unsupported schema version",
-    RecDuplicateProduct = "MP-REC-009": "the same host and activation ID appear twice in one file",
-    RecUnknownField = "MP-REC-010": "agent file has an unknown field",
-    RecTooDeep = "MP-REC-011": "input JSON is nested too deeply",
-    RecHostFileName = "MP-REC-012": "a machine's file claims a host other than the one it is named after",
+    RecUnreadable = "MP-REC-001": "input file cannot be read or decoded (encoding)"
+        => "Save the file as UTF-8 or UTF-16 (PowerShell 5.1 `Out-File` is fine). A truncated UTF-16 file has an odd length: copy it again.",
+    RecSyntax = "MP-REC-002": "input file is not well-formed (JSON or CSV syntax)"
+        => "The file is cut off or hand-edited. Run the agent again on that machine.",
+    RecShape = "MP-REC-003": "input file is not a recognised machine-record format"
+        => "The file is JSON or text but not agent output, WMI output, CSV or a deposit result. Remove it from the drop folder.",
+    RecDuplicateKey = "MP-REC-004": "input object has a duplicated key"
+        => "A JSON object repeats a key; makproxy refuses to guess which value is meant. Regenerate the file.",
+    RecMissingField = "MP-REC-005": "record lacks a required field"
+        => "Add the missing field or CSV column (host, activation_id, extended_product_id, installation_id).",
+    RecTooLarge = "MP-REC-006": "input file exceeds the size limit"
+        => "Files are capped at 16 MiB and 4096 products. Split the file.",
+    RecFieldType = "MP-REC-007": "record field has the wrong type or an invalid value"
+        => "A field has the wrong JSON type (e.g. text where a number belongs) or a value outside its range.",
+    RecSchemaVersion = "MP-REC-008": "input file declares an unsupported schema version"
+        => "The file was written by a newer agent. Update makproxy-secure, or use the agent version that matches it.",
+    RecDuplicateProduct = "MP-REC-009": "the same host and activation ID appear twice in one file"
+        => "One file lists the same product twice; the second is ignored. Fix the exporting script.",
+    RecUnknownField = "MP-REC-010": "agent file has an unknown field"
+        => "The agent schema is strict; a field name is misspelled or from another version.",
+    RecTooDeep = "MP-REC-011": "input JSON is nested too deeply"
+        => "JSON deeper than 128 levels is refused (a resource attack or a broken exporter).",
+    RecHostFileName = "MP-REC-012": "a machine's file claims a host other than the one it is named after"
+        => "An agent or WMI file must be named `<HOST>.json`, a deposit result `<HOST>.result.json`, and claim only that host: otherwise any writer on the drop share could queue IIDs or mark machines activated under another machine's name. Records of the file are ignored. (CSV inventories are operator imports and may list many hosts: keep them out of folders machines can write.)",
 
-    BndUnreadable = "MP-BND-001": "bundle is not a readable zip archive (truncated or corrupt)",
-    BndArchiveTooLarge = "MP-BND-002": "bundle file exceeds the size limit",
-    BndTooManyEntries = "MP-BND-003": "bundle has too many entries",
-    BndPathTrick = "MP-BND-004": "entry name is a path (.., /, \\, absolute, drive prefix or reserved name)",
-    BndUnexpectedEntry = "MP-BND-005": "entry name is not allowed in this kind of bundle",
-    BndDuplicateEntry = "MP-BND-006": "two entries share a name",
-    BndSpecialEntry = "MP-BND-007": "entry is a symlink, directory or other special file",
-    BndEntryTooLarge = "MP-BND-008": "entry exceeds the size or compression-ratio limit (zip bomb)",
-    BndEntrySize = "MP-BND-009": "entry's actual size differs from its declared size",
-    BndMissingEntry = "MP-BND-010": "an entry the manifest or format requires is missing",
-    BndEntryHash = "MP-BND-011": "entry's SHA-256 does not match the signed manifest",
-    BndUnsupportedZip = "MP-BND-012": "zip feature not supported (encryption, zip64, multi-disk, method)",
-    BndSigMalformed = "MP-BND-020": "signature file is malformed",
-    BndSigInvalid = "MP-BND-021": "signature does not verify over the manifest",
-    BndUntrustedKey = "MP-BND-022": "bundle is signed by a key that is not trusted here",
-    BndWrongKind = "MP-BND-023": "bundle is of the other kind (request passed off as return or vice versa)",
-    BndSiteMismatch = "MP-BND-024": "manifest's site differs from the site of the trusted key that signed it",
-    BndManifestSyntax = "MP-BND-030": "manifest is not valid UTF-8 JSON of the expected shape",
-    BndUnknownField = "MP-BND-031": "manifest or record has an unknown field",
-    BndDuplicateKey = "MP-BND-032": "manifest or record has a duplicated JSON key",
-    BndVersion = "MP-BND-033": "unsupported bundle format version",
-    BndExpired = "MP-BND-034": "bundle has expired",
-    BndNotYetValid = "MP-BND-035": "bundle's creation time is in the future",
-    BndInconsistent = "MP-BND-036": "manifest is inconsistent with the archive or its kind",
-    BndRecord = "MP-BND-037": "a record line is malformed",
-    BndRecordCount = "MP-BND-038": "record count differs from the manifest",
-    BndRecordOrder = "MP-BND-039": "record handles are duplicated, out of order or out of range",
-    BndLineTooLong = "MP-BND-040": "a record line exceeds the length limit",
-    BndExists = "MP-BND-041": "output bundle file already exists (never overwritten)",
+    BndUnreadable = "MP-BND-001": "bundle is not a readable zip archive (truncated or corrupt)"
+        => "The file was truncated or damaged in transit. Copy it again from the source medium.",
+    BndArchiveTooLarge = "MP-BND-002": "bundle file exceeds the size limit"
+        => "Bundles are capped at 1 GiB. Pack smaller batches with `pack --limit`.",
+    BndTooManyEntries = "MP-BND-003": "bundle has too many entries"
+        => "A bundle holds exactly three entries. The file was altered.",
+    BndPathTrick = "MP-BND-004": "entry name is a path (.., /, \\, absolute, drive prefix or reserved name)"
+        => "An entry name tries to escape (`..`, `/`, `\\`, drive letters, device names). Treat the file as hostile; report it.",
+    BndUnexpectedEntry = "MP-BND-005": "entry name is not allowed in this kind of bundle"
+        => "An entry that is not part of the format (or not listed in the signed manifest) was added. Treat as tampering.",
+    BndDuplicateEntry = "MP-BND-006": "two entries share a name"
+        => "Two entries share a name, a classic trick to show a reviewer one file and a program another. Treat as hostile.",
+    BndSpecialEntry = "MP-BND-007": "entry is a symlink, directory or other special file"
+        => "Symlinks, directories and device entries are never part of a bundle. Treat as hostile.",
+    BndEntryTooLarge = "MP-BND-008": "entry exceeds the size or compression-ratio limit (zip bomb)"
+        => "An entry declares more data, or compresses better, than any real bundle (zip bomb).",
+    BndEntrySize = "MP-BND-009": "entry's actual size differs from its declared size"
+        => "An entry is not the size the signed manifest states. The file was altered or damaged.",
+    BndMissingEntry = "MP-BND-010": "an entry the manifest or format requires is missing"
+        => "The manifest, signature or data entry is missing. Copy the whole file again.",
+    BndEntryHash = "MP-BND-011": "entry's SHA-256 does not match the signed manifest"
+        => "Entry content differs from what was signed: altered in transit or on the medium. Never apply it; obtain a fresh copy.",
+    BndUnsupportedZip = "MP-BND-012": "zip feature not supported (encryption, zip64, multi-disk, method)"
+        => "Encrypted entries, zip64, multi-disk archives and unusual compression are not produced by makproxy. The file was not made by makproxy or was repacked.",
+    BndSigMalformed = "MP-BND-020": "signature file is malformed"
+        => "manifest.sig is not a makproxy signature file. The bundle was altered or repacked by another tool.",
+    BndSigInvalid = "MP-BND-021": "signature does not verify over the manifest"
+        => "The signature does not match the manifest: the manifest was changed after signing, or signed by another key claiming a trusted key ID.",
+    BndUntrustedKey = "MP-BND-022": "bundle is signed by a key that is not trusted here"
+        => "The signer is not pinned on this side. Compare fingerprints with the other side by phone, then `trust add FILE --name NAME`.",
+    BndWrongKind = "MP-BND-023": "bundle is of the other kind (request passed off as return or vice versa)"
+        => "A request bundle was given where a return is expected, or the other way round. Check which file you carried.",
+    BndSiteMismatch = "MP-BND-024": "manifest's site differs from the site of the trusted key that signed it"
+        => "The bundle names one site but is signed by the key pinned for another. A trusted peer tried to speak for another site, or a site was renamed without exchanging keys again. Do not carry the file further; ask the signer.",
+    BndManifestSyntax = "MP-BND-030": "manifest is not valid UTF-8 JSON of the expected shape"
+        => "The manifest is not clean UTF-8 JSON (trailing data, wrong types). The signer is trusted but the tool that made it is broken.",
+    BndUnknownField = "MP-BND-031": "manifest or record has an unknown field"
+        => "The manifest or a record has a field this version does not know. Update makproxy, or ask the sender to use a matching version.",
+    BndDuplicateKey = "MP-BND-032": "manifest or record has a duplicated JSON key"
+        => "A JSON key is repeated; makproxy refuses to guess which value is meant.",
+    BndVersion = "MP-BND-033": "unsupported bundle format version"
+        => "The bundle format version is not one this build reads. Use matching makproxy versions on both sides.",
+    BndExpired = "MP-BND-034": "bundle has expired"
+        => "The bundle is past its expiry (allowing 10 minutes of clock skew). Ask for a fresh bundle; check both clocks.",
+    BndNotYetValid = "MP-BND-035": "bundle's creation time is in the future"
+        => "The bundle was created more than 10 minutes in this machine's future. Check both clocks.",
+    BndInconsistent = "MP-BND-036": "manifest is inconsistent with the archive or its kind"
+        => "Fields that belong to the other kind of bundle are present, or the entry list is wrong.",
+    BndRecord = "MP-BND-037": "a record line is malformed"
+        => "A record line is not valid (bad IID check digit, wrong type, both CID and failure). The sender's tool is broken or the data was forged.",
+    BndRecordCount = "MP-BND-038": "record count differs from the manifest"
+        => "There are more or fewer records than the manifest states.",
+    BndRecordOrder = "MP-BND-039": "record handles are duplicated, out of order or out of range"
+        => "Record handles must run 1..N (requests) or strictly increase (returns). Duplicates are refused.",
+    BndLineTooLong = "MP-BND-040": "a record line exceeds the length limit"
+        => "A record line is longer than 16 KiB.",
+    BndExists = "MP-BND-041": "output bundle file already exists (never overwritten)"
+        => "makproxy never overwrites a bundle. Choose another `--out` name or move the old file away.",
 
-    KeyNoHome = "MP-KEY-001": "home folder is not initialised (run init)",
-    KeyHomeExists = "MP-KEY-002": "home folder is already initialised",
-    KeyPermissions = "MP-KEY-003": "private key file is accessible by other users",
-    KeyMalformed = "MP-KEY-004": "key file is malformed",
-    KeyRole = "MP-KEY-005": "key has the wrong role for this side",
-    KeyTrustName = "MP-KEY-006": "trust name is invalid or already in use",
-    KeyAlreadyTrusted = "MP-KEY-007": "this key is already trusted under another name",
-    KeyUnknownName = "MP-KEY-008": "no trusted key with that name",
-    KeyHomeBusy = "MP-KEY-009": "another makproxy process is using this home",
+    KeyNoHome = "MP-KEY-001": "home folder is not initialised (run init)"
+        => "Run `init --site NAME` first, or point `--home`/`MAKPROXY_HOME` at the right folder.",
+    KeyHomeExists = "MP-KEY-002": "home folder is already initialised"
+        => "The folder already holds a key. Use it, or choose a new folder; keys are never replaced silently.",
+    KeyPermissions = "MP-KEY-003": "private key file is accessible by other users"
+        => "On Unix: `chmod 600 secret.key`. On Windows: restrict the home folder to the operators' group. Treat the key as possibly exposed.",
+    KeyMalformed = "MP-KEY-004": "key file is malformed"
+        => "A key or home file was edited or damaged. Restore it from backup or re-initialise and re-exchange keys.",
+    KeyRole = "MP-KEY-005": "key has the wrong role for this side"
+        => "The secure side trusts online keys and vice versa. You tried to trust a key from the same side.",
+    KeyTrustName = "MP-KEY-006": "trust name is invalid or already in use"
+        => "Use letters, digits, `-`, `_`, `.` (up to 64), and a name not yet in use (`trust remove` first).",
+    KeyAlreadyTrusted = "MP-KEY-007": "this key is already trusted under another name"
+        => "The key is already pinned; `trust list` shows under which name.",
+    KeyUnknownName = "MP-KEY-008": "no trusted key with that name"
+        => "`trust list` shows the names in use.",
+    KeyHomeBusy = "MP-KEY-009": "another makproxy process is using this home"
+        => "Another makproxy process holds this home (its process ID is named). Wait for it to finish, or run the second job on another home.",
 
-    AplNotIssued = "MP-APL-001": "return answers a bundle this site did not issue",
-    AplIidChanged = "MP-APL-003": "the machine's installation ID changed since packing; CID not used",
-    AplUnknownHandle = "MP-APL-004": "result refers to a record the answered bundle does not hold",
-    AplIidMismatch = "MP-APL-005": "result's installation ID differs from the request record it answers",
-    AplReplay = "MP-APL-006": "bundle ID or site sequence replayed",
-    AplNothingPending = "MP-APL-007": "record is no longer pending (already answered)",
-    AplDepositFile = "MP-APL-008": "a host's deposit files could not be written (others were)",
-    AplNoLedger = "MP-APL-009": "the home's ledger is missing or empty (never recreated silently)",
+    AplNotIssued = "MP-APL-001": "return answers a bundle this site did not issue"
+        => "The return answers a bundle this site did not issue (or a different version of it). Apply it at the site that packed the request.",
+    AplIidChanged = "MP-APL-003": "the machine's installation ID changed since packing; CID not used"
+        => "The machine was re-collected with a new IID after packing; the old CID would fail (0xC004F031). The CID is kept on record; the product is queued again.",
+    AplUnknownHandle = "MP-APL-004": "result refers to a record the answered bundle does not hold"
+        => "The return refers to a record the answered bundle does not have. The online side is broken or the return was forged.",
+    AplIidMismatch = "MP-APL-005": "result's installation ID differs from the request record it answers"
+        => "The return repeats an IID that differs from the request record. Never deposited; treat as a broken or forged return.",
+    AplReplay = "MP-APL-006": "bundle ID or site sequence replayed"
+        => "The online side has already seen another bundle with this site and sequence number (a replay or two ledgers for one site).",
+    AplNothingPending = "MP-APL-007": "record is no longer pending (already answered)"
+        => "The record was already answered by an earlier return; this answer was recorded and ignored.",
+    AplDepositFile = "MP-APL-008": "a host's deposit files could not be written (others were)"
+        => "`<HOST>.json` or `<HOST>.cmd` in the deposit folder could not be replaced (a folder planted under that name, a read-only file, a full disk). Every other host's files were written and the ledger is committed. Remove the obstacle, then run the same `apply` again: it rewrites the files (the return is not applied twice).",
+    AplNoLedger = "MP-APL-009": "the home's ledger is missing or empty (never recreated silently)"
+        => "`ledger.sqlite3` is gone or empty while the home's keys are there. makproxy does not start a new ledger on its own, because sequence numbers would restart and the online side would refuse the bundles as replays. Restore the ledger from backup; or start a new one with `makproxy-secure recover --next-sequence N`, where N is one more than the highest sequence this site ever packed (`verify` of the last bundle shows it).",
 
-    BkdRefused = "MP-BKD-001": "activation service refused the record (see service code)",
-    BkdNoResponse = "MP-BKD-002": "no response from the activation service after retries",
-    BkdBadResponse = "MP-BKD-003": "activation service response is malformed",
-    BkdMismatch = "MP-BKD-004": "response does not answer the request (other IID or PID)",
-    BkdBadCid = "MP-BKD-005": "confirmation ID from the backend fails its check digits",
-    BkdSimulatedFailure = "MP-BKD-006": "simulator was told to fail this record",
-    BkdNotEnough = "MP-BKD-007": "remaining activations are fewer than the batch needs",
-    BkdProtocol = "MP-BKD-008": "external command backend broke its protocol",
-    BkdNoAnswer = "MP-BKD-009": "no CID was entered for this record (manual backend)",
-    BkdUncertain = "MP-BKD-010": "the request may have reached the service but no answer was recorded (uncertain); not re-sent without --retry-uncertain",
-    BkdInterrupted = "MP-BKD-011": "activate was stopped (Ctrl-C or a signal); answers obtained so far are saved",
-    BkdEndpoint = "MP-BKD-012": "endpoint refused: plain http:// to a host that is not loopback",
+    BkdRefused = "MP-BKD-001": "activation service refused the record (see service code)"
+        => "The activation service refused the record; the service code and its meaning are shown (table below).",
+    BkdNoResponse = "MP-BKD-002": "no response from the activation service after retries"
+        => "The request could not be sent (connection refused, name or TLS failure) after `--attempts` tries, or was not sent because the service stopped answering earlier in the run (`--max-transport-failures`). Nothing was spent. Run `activate` on the same bundle again later. When *every* request failed this way, no return is written and the exit code is 1 (\"service unreachable\").",
+    BkdBadResponse = "MP-BKD-003": "activation service response is malformed"
+        => "The service answered with something that is not a valid response (HTML error page, garbage, oversized). Often an outage or a proxy page; try later.",
+    BkdMismatch = "MP-BKD-004": "response does not answer the request (other IID or PID)"
+        => "The response names another IID or product ID than was asked, or carries a CID without echoing both. The CID is not used; report it.",
+    BkdBadCid = "MP-BKD-005": "confirmation ID from the backend fails its check digits"
+        => "A CID failed its check digits and was not accepted.",
+    BkdSimulatedFailure = "MP-BKD-006": "simulator was told to fail this record"
+        => "The simulator was told to fail this record (`--sim-fail-suffix`). Drills only.",
+    BkdNotEnough = "MP-BKD-007": "remaining activations are fewer than the batch needs"
+        => "The MAK has fewer activations left than the batch needs. Split with `pack --limit` or ask Microsoft for more.",
+    BkdProtocol = "MP-BKD-008": "external command backend broke its protocol"
+        => "An external command backend wrote something outside its protocol.",
+    BkdNoAnswer = "MP-BKD-009": "no CID was entered for this record (manual backend)"
+        => "No CID was entered for this record in the manual backend.",
+    BkdUncertain = "MP-BKD-010": "the request may have reached the service but no answer was recorded (uncertain); not re-sent without --retry-uncertain"
+        => "The request left (or was about to leave) and no complete answer came back: the connection dropped or stalled after sending, or the process was killed. The service may have counted an activation. `makproxy-online journal list --uncertain` lists them; `activate --retry-uncertain` sends them again (each may cost one more activation; compare `remaining` before and after to see whether the first one was counted); `journal forget IID --reason …` clears one. The secure side keeps such records pending, not failed.",
+    BkdInterrupted = "MP-BKD-011": "activate was stopped (Ctrl-C or a signal); answers obtained so far are saved"
+        => "The run was stopped on request. Requests in flight were allowed to finish and their answers saved; nothing else was sent. Exit code 130. Run the same command again.",
+    BkdEndpoint = "MP-BKD-012": "endpoint refused: plain http:// to a host that is not loopback"
+        => "`--endpoint` must be `https://` (plain `http://` only to 127.0.0.1, ::1 or localhost, for a test service).",
 }
 
 impl std::fmt::Display for Code {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The "makproxy codes" section of docs/errors.md, generated from this registry: one
+/// heading per code, so the `see docs/errors.md#mp-…` line every error prints resolves.
+pub fn errors_md_section() -> String {
+    let mut s = String::from(
+        "## makproxy codes\n\n<!-- Generated from crates/makproxy-core/src/codes.rs: edit the registry, then\n     MAKPROXY_BLESS=1 cargo test -p makproxy-core every_code_is_documented -->\n\n",
+    );
+    for c in Code::ALL {
+        s.push_str(&format!(
+            "### {}\n\n**{}.** {}\n\n",
+            c.as_str(),
+            c.summary(),
+            c.fix()
+        ));
+    }
+    s
 }
 
 #[cfg(test)]
@@ -136,13 +238,25 @@ mod tests {
 
     #[test]
     fn every_code_is_documented() {
-        let doc = include_str!("../../../docs/errors.md");
+        // docs/errors.md's code section is exactly what the registry generates.
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/errors.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let start = doc.find("## makproxy codes").expect("section heading");
+        let end = doc[start + 3..]
+            .find("\n## ")
+            .map_or(doc.len(), |i| start + 3 + i + 1);
+        let want = errors_md_section();
+        if std::env::var_os("MAKPROXY_BLESS").is_some() {
+            std::fs::write(path, format!("{}{want}{}", &doc[..start], &doc[end..])).unwrap();
+            return;
+        }
+        assert!(
+            doc[start..end] == want,
+            "docs/errors.md is not what codes.rs generates; run MAKPROXY_BLESS=1 cargo test -p makproxy-core every_code_is_documented"
+        );
         for c in Code::ALL {
-            assert!(
-                doc.contains(&format!("`{}`", c.as_str())),
-                "{} missing from docs/errors.md",
-                c
-            );
+            assert!(doc.contains(&format!("\n### {}\n", c.as_str())), "{c}");
+            assert!(!c.fix().is_empty() && !c.fix().contains("TODO"), "{c}");
         }
     }
 }

@@ -2,6 +2,8 @@
 //! codes, keys and trust, crash-safe file writing, escaping of untrusted text, and the
 //! signed bundle format. No network and no database code lives here.
 
+#![forbid(unsafe_code)]
+
 pub mod bundle;
 pub mod codes;
 pub mod fsutil;

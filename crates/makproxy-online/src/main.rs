@@ -3,7 +3,7 @@
 
 mod cli;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 use cli::{BackendArgs, BackendName, Cli, Command, JournalCommand};
 use makproxy_backend::command::CommandBackend;
 use makproxy_backend::manual::Manual;
@@ -27,7 +27,7 @@ use std::time::Duration;
 static STOP: AtomicBool = AtomicBool::new(false);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = makproxy_cli::parse();
     let out = cli.global.output();
     makproxy_cli::finish(&out, run(&cli, &out))
 }
@@ -86,7 +86,11 @@ fn backend(a: &BackendArgs) -> Result<Box<dyn Backend>, CliError> {
                     .file_name()
                     .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
                 Box::new(Manual::from_worksheet(&text, &name).map_err(|e| {
-                    CliError::new(Exit::Error, None, format!("{}: {e}", path.display()))
+                    CliError::new(
+                        Exit::Error,
+                        Some(makproxy_core::Code::RecSyntax),
+                        format!("{}: {e}", escape(&path.display().to_string())),
+                    )
                 })?)
             }
             None if std::io::stdin().is_terminal() => Box::new(Manual::interactive()),

@@ -3,7 +3,7 @@
 
 mod cli;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 use cli::{Cli, Command};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{self, Kind, Limits};
@@ -29,7 +29,7 @@ fn open_error(e: OpenError) -> CliError {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = makproxy_cli::parse();
     let out = cli.global.output();
     makproxy_cli::finish(&out, run(&cli, &out))
 }
