@@ -840,15 +840,28 @@ pub fn open(
     file.seek(SeekFrom::Start(0)).map_err(BundleError::io)?;
     let mut archive = zip::ZipArchive::new(BufReader::new(file))
         .map_err(|e| BundleError::new(Code::BndUnreadable, &e.to_string()))?;
-    if archive.len() != raw.len()
-        || raw.iter().any(|e| {
-            std::str::from_utf8(&e.name).map_or(true, |n| archive.index_for_name(n).is_none())
-        })
-    {
-        return Err(BundleError::new(
+    // One reading: the zip crate must see exactly the entries the scan saw, where it saw
+    // them (header offset, sizes, CRC), so the bytes read are the bytes checked.
+    let differs = || {
+        BundleError::new(
             Code::BndUnreadable,
             "archive reads differently from its central directory",
-        ));
+        )
+    };
+    if archive.len() != raw.len() {
+        return Err(differs());
+    }
+    for e in &raw {
+        let name = std::str::from_utf8(&e.name).map_err(|_| differs())?;
+        let i = archive.index_for_name(name).ok_or_else(differs)?;
+        let z = archive.by_index_raw(i).map_err(|_| differs())?;
+        if z.header_start() != e.local_offset
+            || z.compressed_size() != e.compressed
+            || z.size() != e.uncompressed
+            || z.crc32() != e.crc32
+        {
+            return Err(differs());
+        }
     }
 
     // 2. Signature and manifest bytes, under caps; verify before parsing.

@@ -94,6 +94,12 @@ codes! {
         => "Entry content differs from what was signed: altered in transit or on the medium. Never apply it; obtain a fresh copy.",
     BndUnsupportedZip = "MP-BND-012": "zip feature not supported (encryption, zip64, multi-disk, method)"
         => "Encrypted entries, zip64, multi-disk archives and unusual compression are not produced by makproxy. The file was not made by makproxy or was repacked.",
+    BndLayout = "MP-BND-013": "archive is not in the canonical layout (bytes before, between or after its entries)"
+        => "A bundle is exactly its three entries back to back from the first byte, then the central directory and one end record. Prepended bytes (a program made to run as well), gaps, a hidden entry or a second end record mean another tool built or changed the file: other zip readers could see different contents. Do not use it; ask for the bundle makproxy wrote.",
+    BndExtraData = "MP-BND-014": "archive or entry carries a comment or extra field"
+        => "makproxy writes no comments and no extra fields (timestamps, zip64, alignment). The file was re-zipped or altered by another tool; ask for the original bundle.",
+    BndLocalHeader = "MP-BND-015": "an entry's local header differs from its central-directory entry"
+        => "Two descriptions of one entry disagree (name, sizes, CRC, method or flags), so zip readers could extract different things. The file was crafted or corrupted; do not use it.",
     BndSigMalformed = "MP-BND-020": "signature file is malformed"
         => "manifest.sig is not a makproxy signature file. The bundle was altered or repacked by another tool.",
     BndSigInvalid = "MP-BND-021": "signature does not verify over the manifest"

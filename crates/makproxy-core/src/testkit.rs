@@ -210,6 +210,121 @@ fn set_cd_flags(mut bytes: Vec<u8>, bits: u16) -> Vec<u8> {
     bytes
 }
 
+/// A canonical zip (as `zip_of` writes it) taken apart, so the kit can rebuild it with
+/// one non-canonical feature at a time, every offset and length kept consistent.
+struct Layout {
+    locals: Vec<LocalPart>,
+    central: Vec<CentralPart>,
+}
+
+struct LocalPart {
+    fixed: Vec<u8>,
+    name: Vec<u8>,
+    extra: Vec<u8>,
+    data: Vec<u8>,
+}
+
+struct CentralPart {
+    fixed: Vec<u8>,
+    name: Vec<u8>,
+    extra: Vec<u8>,
+    comment: Vec<u8>,
+}
+
+/// What to change when rebuilding a [`Layout`].
+#[derive(Default)]
+struct Rebuild<'a> {
+    prefix: &'a [u8],
+    /// Bytes after the first entry.
+    gap: &'a [u8],
+    archive_comment: &'a [u8],
+    /// Bytes after the end record.
+    trailing: &'a [u8],
+}
+
+fn le16(b: &[u8], at: usize) -> usize {
+    u16::from_le_bytes([b[at], b[at + 1]]) as usize
+}
+fn le32(b: &[u8], at: usize) -> usize {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize
+}
+
+impl Layout {
+    fn parse(z: &[u8]) -> Layout {
+        let eocd = z.len() - 22;
+        let (cd_size, cd_off) = (le32(z, eocd + 12), le32(z, eocd + 16));
+        let mut central = Vec::new();
+        let mut at = cd_off;
+        while at < cd_off + cd_size {
+            let (n, x, c) = (le16(z, at + 28), le16(z, at + 30), le16(z, at + 32));
+            central.push(CentralPart {
+                fixed: z[at..at + 46].to_vec(),
+                name: z[at + 46..at + 46 + n].to_vec(),
+                extra: z[at + 46 + n..at + 46 + n + x].to_vec(),
+                comment: z[at + 46 + n + x..at + 46 + n + x + c].to_vec(),
+            });
+            at += 46 + n + x + c;
+        }
+        let locals = central
+            .iter()
+            .map(|c| {
+                let off = le32(&c.fixed, 42);
+                let (n, x) = (le16(z, off + 26), le16(z, off + 28));
+                let size = le32(&c.fixed, 20);
+                LocalPart {
+                    fixed: z[off..off + 30].to_vec(),
+                    name: z[off + 30..off + 30 + n].to_vec(),
+                    extra: z[off + 30 + n..off + 30 + n + x].to_vec(),
+                    data: z[off + 30 + n + x..off + 30 + n + x + size].to_vec(),
+                }
+            })
+            .collect();
+        Layout { locals, central }
+    }
+
+    fn build(&self, r: &Rebuild) -> Vec<u8> {
+        let mut out = r.prefix.to_vec();
+        let mut offsets = Vec::new();
+        for (i, l) in self.locals.iter().enumerate() {
+            offsets.push(out.len() as u32);
+            let mut fixed = l.fixed.clone();
+            fixed[26..28].copy_from_slice(&(l.name.len() as u16).to_le_bytes());
+            fixed[28..30].copy_from_slice(&(l.extra.len() as u16).to_le_bytes());
+            out.extend_from_slice(&fixed);
+            out.extend_from_slice(&l.name);
+            out.extend_from_slice(&l.extra);
+            out.extend_from_slice(&l.data);
+            if i == 0 {
+                out.extend_from_slice(r.gap);
+            }
+        }
+        let cd_start = out.len();
+        for (c, off) in self.central.iter().zip(offsets) {
+            let mut fixed = c.fixed.clone();
+            fixed[28..30].copy_from_slice(&(c.name.len() as u16).to_le_bytes());
+            fixed[30..32].copy_from_slice(&(c.extra.len() as u16).to_le_bytes());
+            fixed[32..34].copy_from_slice(&(c.comment.len() as u16).to_le_bytes());
+            fixed[42..46].copy_from_slice(&off.to_le_bytes());
+            out.extend_from_slice(&fixed);
+            out.extend_from_slice(&c.name);
+            out.extend_from_slice(&c.extra);
+            out.extend_from_slice(&c.comment);
+        }
+        let cd_size = out.len() - cd_start;
+        let n = self.central.len() as u16;
+        let mut eocd = vec![0x50, 0x4b, 0x05, 0x06, 0, 0, 0, 0];
+        eocd.extend_from_slice(&n.to_le_bytes());
+        eocd.extend_from_slice(&n.to_le_bytes());
+        eocd.extend_from_slice(&(cd_size as u32).to_le_bytes());
+        eocd.extend_from_slice(&(cd_start as u32).to_le_bytes());
+        eocd.extend_from_slice(&(r.archive_comment.len() as u16).to_le_bytes());
+        out.extend_from_slice(&eocd);
+        out.extend_from_slice(r.archive_comment);
+        out.extend_from_slice(r.trailing);
+        out
+    }
+}
+
 struct Parts {
     kind: Kind,
     data: Vec<u8>,
@@ -503,6 +618,106 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndUnsupportedZip),
         set_cd_flags(cil.zip(), 1),
     );
+
+    // The canonical container: anything but the entries back to back, the central
+    // directory and one end record is refused, so every zip reader sees the same.
+    let canon = Layout::parse(&cil.zip());
+    let same = |r: Rebuild| canon.build(&r);
+    assert_eq!(
+        same(Rebuild::default()),
+        cil.zip(),
+        "Layout rebuilds the writer's bytes"
+    );
+    add(
+        "archive-comment",
+        c,
+        Some(Code::BndExtraData),
+        same(Rebuild {
+            archive_comment: &[b'A'; 60_000],
+            ..Rebuild::default()
+        }),
+    );
+    let mut program = b"#!/bin/sh\necho 'a shell script that is also a zip'\nexit 0\n".to_vec();
+    program.resize(4096, b'#');
+    add(
+        "program-prepended",
+        c,
+        Some(Code::BndLayout),
+        same(Rebuild {
+            prefix: &program,
+            ..Rebuild::default()
+        }),
+    );
+    add(
+        "program-prepended-to-return",
+        r,
+        Some(Code::BndLayout),
+        Layout::parse(&ret.zip()).build(&Rebuild {
+            prefix: &program,
+            ..Rebuild::default()
+        }),
+    );
+    add(
+        "gap-between-entries",
+        c,
+        Some(Code::BndLayout),
+        same(Rebuild {
+            gap: &[0u8; 1024],
+            ..Rebuild::default()
+        }),
+    );
+    // A whole local entry in the gap that the central directory does not list.
+    let hidden = {
+        let l = &canon.locals[2];
+        let mut v = l.fixed.clone();
+        v.extend_from_slice(&l.name);
+        v.extend_from_slice(&l.extra);
+        v.extend_from_slice(&l.data);
+        v
+    };
+    add(
+        "hidden-local-entry",
+        c,
+        Some(Code::BndLayout),
+        same(Rebuild {
+            gap: &hidden,
+            ..Rebuild::default()
+        }),
+    );
+    add("second-end-record", c, Some(Code::BndLayout), {
+        let z = cil.zip();
+        let eocd = z[z.len() - 22..].to_vec();
+        same(Rebuild {
+            trailing: &eocd,
+            ..Rebuild::default()
+        })
+    });
+    let mut with = |name: &str, expect: Code, change: &dyn Fn(&mut Layout)| {
+        let mut l = Layout::parse(&cil.zip());
+        change(&mut l);
+        add(name, c, Some(expect), l.build(&Rebuild::default()));
+    };
+    with("local-extra-field", Code::BndExtraData, &|l| {
+        // An extended-timestamp field (0x5455), as many zip tools add.
+        l.locals[0].extra = vec![0x55, 0x54, 5, 0, 1, 0, 0, 0, 0];
+    });
+    with("entry-comment", Code::BndExtraData, &|l| {
+        l.central[0].comment = b"untrusted comment".to_vec();
+    });
+    with("zip64-extra-field", Code::BndExtraData, &|l| {
+        let size = (l.locals[0].data.len() as u64).to_le_bytes();
+        let mut x = vec![0x01, 0x00, 8, 0];
+        x.extend_from_slice(&size);
+        l.central[0].extra = x;
+    });
+    with("local-name-differs", Code::BndLocalHeader, &|l| {
+        l.locals[0].name = b"manifest.jsom".to_vec();
+    });
+    with("data-descriptor-flag", Code::BndUnsupportedZip, &|l| {
+        for f in [&mut l.locals[0].fixed[6..8], &mut l.central[0].fixed[8..10]] {
+            f.copy_from_slice(&0x0008u16.to_le_bytes());
+        }
+    });
 
     // Keys and kinds.
     let mut t = Parts::new(

@@ -1,4 +1,9 @@
-//! An independent reading of a zip file's central directory.
+//! An independent reading of a zip file's central directory, and the canonical-layout
+//! rule (docs/bundle-format.md, "Container"): a bundle is exactly its entries, each a
+//! local header equal to its central-directory entry and its data, back to back from
+//! offset 0, then the central directory, then one end record with no comment at the end
+//! of the file. No extra fields, comments, data descriptors or zip64. So every zip
+//! parser sees the same entries: nothing is left for two parsers to disagree about.
 //!
 //! The zip crate keeps only one of two same-named entries and accepts names that are
 //! paths; this scanner sees every raw entry so the bundle reader can reject
@@ -16,10 +21,16 @@ pub struct RawEntry {
     pub made_by: u16,
     pub flags: u16,
     pub method: u16,
+    pub crc32: u32,
     pub compressed: u64,
     pub uncompressed: u64,
     pub external_attrs: u32,
+    /// Where its local header starts.
+    pub local_offset: u64,
 }
+
+/// Size of a local file header before its name.
+const LOCAL_HEADER: u64 = 30;
 
 impl RawEntry {
     /// Unix symlink, or any non-regular file type recorded by a Unix archiver.
@@ -64,6 +75,12 @@ pub fn scan<R: Read + Seek>(
         .rev()
         .find(|&i| tail[i..i + 4] == EOCD && i + 22 + u16le(&tail, i + 20) as usize == tail.len())
         .ok_or_else(|| unreadable("no end-of-central-directory record (truncated?)"))?;
+    if u16le(&tail, pos + 20) != 0 {
+        return Err(BundleError::new(
+            Code::BndExtraData,
+            "the archive has a comment; a bundle has none (an end record must end the file)",
+        ));
+    }
     let e = &tail[pos..];
     let (disk, cd_disk, on_disk, total) = (u16le(e, 4), u16le(e, 6), u16le(e, 8), u16le(e, 10));
     let (cd_size, cd_offset) = (u32le(e, 12), u32le(e, 16));
@@ -95,6 +112,12 @@ pub fn scan<R: Read + Seek>(
     if u64::from(cd_offset) + u64::from(cd_size) > eocd_at || u64::from(cd_size) > max_cd {
         return Err(unreadable("central directory lies outside the archive"));
     }
+    if u64::from(cd_offset) + u64::from(cd_size) != eocd_at {
+        return Err(BundleError::new(
+            Code::BndLayout,
+            "bytes between the central directory and the end record (a second end record?)",
+        ));
+    }
     let mut cd = vec![0u8; cd_size as usize];
     r.seek(SeekFrom::Start(u64::from(cd_offset)))
         .map_err(|e| unreadable(&e.to_string()))?;
@@ -113,13 +136,24 @@ pub fn scan<R: Read + Seek>(
         if end > cd.len() {
             return Err(unreadable("corrupt central directory record"));
         }
+        if extra_len != 0 || comment_len != 0 {
+            return Err(BundleError::new(
+                Code::BndExtraData,
+                &format!(
+                    "entry {:?} has an extra field or comment (zip64, timestamps …); a bundle has none",
+                    String::from_utf8_lossy(&cd[at + 46..at + 46 + name_len])
+                ),
+            ));
+        }
         out.push(RawEntry {
             made_by: u16le(&cd, at + 4),
             flags: u16le(&cd, at + 8),
             method: u16le(&cd, at + 10),
+            crc32: u32le(&cd, at + 16),
             compressed: u64::from(u32le(&cd, at + 20)),
             uncompressed: u64::from(u32le(&cd, at + 24)),
             external_attrs: u32le(&cd, at + 38),
+            local_offset: u64::from(u32le(&cd, at + 42)),
             name: cd[at + 46..at + 46 + name_len].to_vec(),
         });
         if out.len() > max_entries {
@@ -135,5 +169,75 @@ pub fn scan<R: Read + Seek>(
             "entry count differs from the end-of-central-directory record",
         ));
     }
+    canonical(r, &out, u64::from(cd_offset))?;
     Ok(out)
+}
+
+/// The entries' local headers and data must fill the file from offset 0 up to the
+/// central directory, back to back, each local header equal to its directory entry.
+fn canonical<R: Read + Seek>(
+    r: &mut R,
+    entries: &[RawEntry],
+    cd_offset: u64,
+) -> Result<(), BundleError> {
+    let layout = |d: String| BundleError::new(Code::BndLayout, &d);
+    let mut order: Vec<&RawEntry> = entries.iter().collect();
+    order.sort_by_key(|e| e.local_offset);
+    let mut next = 0u64;
+    for e in order {
+        let shown = String::from_utf8_lossy(&e.name).into_owned();
+        if e.local_offset != next {
+            return Err(layout(format!(
+                "entry {shown:?} starts at byte {}, not {next}: bytes before or between entries (a prepended program, a gap, a hidden entry)",
+                e.local_offset
+            )));
+        }
+        if e.flags & !0x0800 != 0 || !matches!(e.method, 0 | 8) {
+            return Err(BundleError::new(
+                Code::BndUnsupportedZip,
+                &format!(
+                    "entry {shown:?} uses flags {:#06x} or method {} (encryption, data descriptor …)",
+                    e.flags, e.method
+                ),
+            ));
+        }
+        let mut h = [0u8; LOCAL_HEADER as usize];
+        r.seek(SeekFrom::Start(e.local_offset))
+            .and_then(|_| r.read_exact(&mut h))
+            .map_err(|_| unreadable("a local header lies outside the archive"))?;
+        let name_len = u16le(&h, 26) as u64;
+        let extra_len = u16le(&h, 28);
+        let mut name = vec![0u8; name_len as usize];
+        r.read_exact(&mut name)
+            .map_err(|_| unreadable("a local header lies outside the archive"))?;
+        let same = h[..4] == [0x50, 0x4b, 0x03, 0x04]
+            && u16le(&h, 6) == e.flags
+            && u16le(&h, 8) == e.method
+            && u32le(&h, 14) == e.crc32
+            && u64::from(u32le(&h, 18)) == e.compressed
+            && u64::from(u32le(&h, 22)) == e.uncompressed
+            && name == e.name;
+        if !same {
+            return Err(BundleError::new(
+                Code::BndLocalHeader,
+                &format!(
+                    "the local header of entry {shown:?} differs from its central-directory entry (name {:?})",
+                    String::from_utf8_lossy(&name)
+                ),
+            ));
+        }
+        if extra_len != 0 {
+            return Err(BundleError::new(
+                Code::BndExtraData,
+                &format!("entry {shown:?} has a local extra field; a bundle has none"),
+            ));
+        }
+        next = e.local_offset + LOCAL_HEADER + name_len + e.compressed;
+    }
+    if next != cd_offset {
+        return Err(layout(format!(
+            "the central directory starts at byte {cd_offset}, not {next}: bytes after the last entry"
+        )));
+    }
+    Ok(())
 }
