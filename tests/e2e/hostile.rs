@@ -310,3 +310,85 @@ fn trust_add_of_a_device_or_fifo_returns_at_once_with_a_code() {
     }
     g.secure(&["trust", "list"]).ok();
 }
+
+/// Every unsafe character (C0/C1 controls but newline and tab, bidi formatting) that
+/// reached an output raw.
+fn raw_unsafe(s: &str) -> Vec<char> {
+    s.chars()
+        .filter(|c| makproxy_core::sanitize::is_unsafe(*c) && !matches!(c, '\n' | '\t'))
+        .collect()
+}
+
+#[test]
+fn no_control_or_bidi_character_from_any_input_reaches_the_terminal() {
+    use makproxy_backend::mock::{Behavior, MockServer};
+    let g = Gap::default();
+    let nasty = "Office\u{1b}[2J\u{7}\r\u{9b}31m\u{202e}exe.txt\u{2066}";
+    let drop = g.path("drop");
+    std::fs::create_dir_all(&drop).unwrap();
+    let iid = |seed: u8| makproxy_core::ids::with_check_digits(&[seed; 54], 7);
+    let agent = serde_json::json!({"schema": "makproxy-agent/1", "host": "NASTY-01", "products": [
+        {"activation_id": "2de67392-b7a7-462a-b1ca-108dd189f588", "name": nasty, "description": format!("VOLUME_MAK {nasty}"),
+         "partial_product_key": "3V66T", "extended_product_id": "03612-03305-317-008912-02-1033-9200.0000-0662023",
+         "installation_id": iid(3), "license_status": 5},
+        {"activation_id": "85dd8b5f-eaa4-4af3-a628-cce9e77c9a03", "name": nasty, "description": "VOLUME_MAK",
+         "partial_product_key": "3V66T", "extended_product_id": "03612-03305-317-008912-02-1033-9200.0000-0662023",
+         "installation_id": iid(4), "license_status": 5},
+        {"activation_id": format!("not-a-guid{nasty}"), "installation_id": iid(5)}]});
+    std::fs::write(drop.join("NASTY-01.json"), agent.to_string()).unwrap();
+    std::fs::write(drop.join(format!("x{}.json", "\u{202e}")), b"{").unwrap();
+    let cil = g.p("cil.zip");
+    let mock = MockServer::start();
+    // One service answer carries a bidi override in its error code.
+    mock.set(&iid(4), Behavior::Error("0x7F\u{202e}".into()));
+    let mut outputs = vec![
+        g.secure(&["collect", drop.to_str().unwrap()]),
+        g.secure(&["--json", "collect", drop.to_str().unwrap()]),
+        g.secure(&["status"]),
+        g.secure(&["status", "--csv"]),
+        g.secure(&["--json", "status"]),
+        g.secure(&["pack", "--out", &cil]),
+        g.secure(&["verify", &cil]),
+        g.online(&["inspect", &cil]),
+        g.online(&["--json", "inspect", &cil]),
+        g.online(&["worksheet", &cil, "--out", &g.p("sheet.csv")]),
+    ];
+    outputs.push(g.online(&[
+        "activate",
+        &cil,
+        "--out",
+        &g.p("ret.zip"),
+        "--backend",
+        "microsoft",
+        "--endpoint",
+        &mock.url,
+    ]));
+    outputs.push(g.secure(&["apply", &g.p("ret.zip"), "--deposit-dir", &g.p("dep")]));
+    outputs.push(g.secure(&["status", "--state", "failed"]));
+    outputs.push(g.secure(&["--json", "status", "--state", "failed"]));
+    assert!(
+        outputs.iter().any(|r| r.stdout.contains("Office")),
+        "the nasty product name was printed somewhere (escaped)"
+    );
+    for (i, r) in outputs.iter().enumerate() {
+        assert_eq!(
+            raw_unsafe(&r.stdout),
+            Vec::<char>::new(),
+            "output {i} stdout:\n{}",
+            r.stdout
+        );
+        assert_eq!(
+            raw_unsafe(&r.stderr),
+            Vec::<char>::new(),
+            "output {i} stderr:\n{}",
+            r.stderr
+        );
+    }
+    // JSON stays JSON: the escaped forms decode back to the original text.
+    let s = g.secure(&["--json", "status"]).ok().json();
+    assert!(s["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["product"] == nasty));
+}

@@ -527,6 +527,17 @@ fn forge_return(
     g: &Gap,
     cil: &str,
     name: &str,
+    answer: impl FnMut(bundle::CilRecord) -> Option<ReturnRecord>,
+) -> String {
+    forge_return_claiming(g, cil, name, 0, answer)
+}
+
+/// As `forge_return`, with `answers.sequence` off by `sequence_off` from the request's.
+fn forge_return_claiming(
+    g: &Gap,
+    cil: &str,
+    name: &str,
+    sequence_off: u64,
     mut answer: impl FnMut(bundle::CilRecord) -> Option<ReturnRecord>,
 ) -> String {
     let online = Home::open(&g.path("online-home"), Role::Online).unwrap();
@@ -562,7 +573,7 @@ fn forge_return(
             bundle_id: manifest.bundle_id.clone(),
             manifest_sha256: sha,
             site: secure.site.clone(),
-            sequence: manifest.sequence,
+            sequence: manifest.sequence + sequence_off,
         }),
         backend: Some(bundle::BackendInfo {
             name: "simulator".into(),
@@ -668,4 +679,37 @@ fn bundles_are_never_overwritten_and_dry_runs_change_nothing() {
     assert_eq!(d["summary"]["cids"], 13);
     assert_eq!(g.status(), before);
     assert!(!g.path("dep").exists());
+}
+
+#[test]
+fn a_trusted_peer_cannot_answer_with_another_sequence_or_product_id() {
+    let g = Gap::default();
+    let cil = g.packed_fixture();
+    // The return names the request's ID and manifest hash but another sequence number.
+    let off = forge_return_claiming(&g, &cil, "off.zip", 1, |r| Some(sim_answer(r)));
+    let r = g
+        .secure(&["--json", "apply", &off, "--deposit-dir", &g.p("dep")])
+        .code(3)
+        .json();
+    assert_eq!(r["error"]["code"], "MP-APL-001");
+    // A record answered for another extended product ID than was packed.
+    let other = makproxy_core::ids::ExtendedProductId::parse(
+        "55041-00206-434-012345-03-1033-9600.0000-1512019",
+    )
+    .unwrap();
+    let forged = forge_return(&g, &cil, "epid.zip", |r| match r.handle {
+        1 => Some(ReturnRecord {
+            extended_product_id: other.clone(),
+            ..sim_answer(r)
+        }),
+        _ => Some(sim_answer(r)),
+    });
+    let a = g
+        .secure(&["--json", "apply", &forged, "--deposit-dir", &g.p("dep")])
+        .code(4)
+        .json();
+    assert_eq!(a["summary"]["rejected"], 1);
+    assert_eq!(a["summary"]["cids"], 12);
+    assert_eq!(a["notes"][0]["code"], "MP-APL-010");
+    assert_eq!(g.count("packed"), 1, "the record stays pending");
 }

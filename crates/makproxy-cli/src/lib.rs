@@ -135,6 +135,24 @@ pub fn must_not_exist(path: &Path, what: &str, hint: &str) -> Result<(), CliErro
     Ok(())
 }
 
+/// A JSON document as text that is safe on a terminal: serde_json already escapes
+/// C0 controls; C1 controls and bidi overrides, which it leaves raw, become `\uXXXX`
+/// escapes too (still the same JSON strings to any parser).
+pub fn json_text(v: &serde_json::Value) -> String {
+    let text = serde_json::to_string_pretty(v).expect("serialisable");
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if makproxy_core::sanitize::is_unsafe(c) && !matches!(c, '\n' | '\t') {
+            for u in c.encode_utf16(&mut [0u16; 2]) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Writes one line to stdout. A closed pipe (`status --csv | head -1`) is not an
 /// error the operator can act on: the process ends quietly with exit 0, as `head`
 /// asked, never with a panic.
@@ -166,13 +184,15 @@ impl Output {
     /// Prints a JSON document in JSON mode.
     pub fn json(&self, v: &serde_json::Value) {
         if self.json {
-            say(serde_json::to_string_pretty(v).expect("serialisable"));
+            say(json_text(v));
         }
     }
     /// Reports an error: to stderr for people, and as JSON on stdout for scripts.
     pub fn error(&self, e: &CliError) {
         if self.json {
-            say(serde_json::to_string_pretty(&json!({"error": {"code": e.code.map(|c| c.as_str()), "exit": e.exit as u8, "message": e.message, "hint": e.hint.clone().or_else(|| e.code.map(|c| c.fix().to_string()))}})).expect("serialisable"));
+            say(json_text(
+                &json!({"error": {"code": e.code.map(|c| c.as_str()), "exit": e.exit as u8, "message": e.message, "hint": e.hint.clone().or_else(|| e.code.map(|c| c.fix().to_string()))}}),
+            ));
         }
         // Without a more specific hint, the registry's fix for the code.
         let hint = e
@@ -590,7 +610,14 @@ pub fn describe(
     ));
     out.line(format!("Tool:        {}", escape(&m.tool)));
     out.line(format!("Records:     {}", m.records));
-    out.line(format!("Fields:      {}", m.fields.join(", ")));
+    out.line(format!(
+        "Fields:      {}",
+        m.fields
+            .iter()
+            .map(|f| escape(f))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     if let (Some(a), Some(b)) = (&m.answers, &m.backend) {
         out.line(format!(
             "Answers:     bundle #{} {} of site {:?}",
@@ -607,6 +634,9 @@ pub fn describe(
                 ""
             }
         ));
+        if let Some(e) = &b.endpoint {
+            out.line(format!("Endpoint:    {}", escape(e)));
+        }
         out.line(format!("Results:     {ok} CID(s), {failed} failure(s)"));
     }
     Ok(Exit::Ok)

@@ -520,7 +520,19 @@ impl<R: Record + Send + 'static> BundleWriter<R> {
     }
 
     /// Appends one record; its handle must be the next in order.
+    /// Adds a record. It must pass the reader's own per-record check (`Record::check`),
+    /// so nothing written can make the bundle unreadable on the other side; a record
+    /// that does not is refused here (`InvalidInput`) and the bundle stays unwritten.
     pub fn push(&mut self, rec: R) -> io::Result<()> {
+        rec.check().map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "record {} would be refused by the reader: {e}",
+                    rec.handle()
+                ),
+            )
+        })?;
         self.batch.push(rec);
         self.count += 1;
         if self.batch.len() >= BATCH {

@@ -168,6 +168,8 @@ codes! {
         => "The record was already answered by an earlier return; this answer was recorded and ignored.",
     AplDepositFile = "MP-APL-008": "a host's deposit files could not be written (others were)"
         => "`<HOST>.json` or `<HOST>.cmd` in the deposit folder could not be replaced (a folder planted under that name, a read-only file, a full disk). Every other host's files were written and the ledger is committed. Remove the obstacle, then run the same `apply` again: it rewrites the files (the return is not applied twice).",
+    AplEpidMismatch = "MP-APL-010": "result's extended product ID differs from the request record it answers"
+        => "The online side answered a record with another product ID than was asked: a bug or a tampered return from a trusted peer. The result is ignored; the record stays pending. Report it to whoever runs the online side.",
     AplNoLedger = "MP-APL-009": "the home's ledger is missing or empty (never recreated silently)"
         => "`ledger.sqlite3` is gone or empty while the home's keys are there. makproxy does not start a new ledger on its own, because sequence numbers would restart and the online side would refuse the bundles as replays. Restore the ledger from backup; or start a new one with `makproxy-secure recover --next-sequence N`, where N is one more than the highest sequence this site ever packed (`verify` of the last bundle shows it).",
 

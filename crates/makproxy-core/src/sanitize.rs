@@ -3,19 +3,21 @@
 
 use std::borrow::Cow;
 
-fn is_dangerous(c: char) -> bool {
+/// Control characters (C0, DEL, C1) and bidirectional formatting characters: what must
+/// never reach a terminal raw from untrusted text.
+pub fn is_unsafe(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Replaces control characters and bidirectional overrides with visible `\u{..}` escapes.
 pub fn escape(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(is_dangerous) {
+    if !s.chars().any(is_unsafe) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if is_dangerous(c) {
+        if is_unsafe(c) {
             out.push_str(&format!("\\u{{{:x}}}", c as u32));
         } else {
             out.push(c);

@@ -1,5 +1,7 @@
 //! The bundle writer against the reader: many records through the compressor thread
-//! verify and read back in order; an unfinished or refused bundle leaves no file behind.
+//! verify and read back in order; an unfinished or refused bundle leaves no file behind;
+//! and, for arbitrary records, whatever the writer accepts the reader reads back equal
+//! (what it would refuse, the writer refuses first).
 
 use makproxy_core::bundle::{self, BundleWriter, CilRecord, Kind, Limits};
 use makproxy_core::testkit::{cil_header, cil_record, Keys};
@@ -71,4 +73,115 @@ fn an_unfinished_or_refused_bundle_leaves_no_file() {
     assert_eq!(e.code, Code::BndExists);
     assert_eq!(std::fs::read(&out).unwrap(), b"an earlier bundle");
     assert_eq!(names_in(t.path()), ["cil.zip"]);
+}
+
+mod properties {
+    use super::*;
+    use makproxy_core::bundle::{
+        BackendKind, RecordFailure, ReturnRecord, Source, MAX_FAILURE_MESSAGE, MAX_PRODUCT_NAME,
+    };
+    use makproxy_core::ids::{
+        with_check_digits, ConfirmationId, ExtendedProductId, Guid, HostName, InstallationId,
+    };
+    use proptest::prelude::*;
+
+    fn iid(digits: &[u8]) -> InstallationId {
+        InstallationId::parse(&with_check_digits(digits, 7)).unwrap()
+    }
+
+    fn cil(handle: u64, digits: &[u8], product: Option<String>, host: Option<String>) -> CilRecord {
+        CilRecord {
+            handle,
+            installation_id: iid(digits),
+            extended_product_id: ExtendedProductId::parse(
+                "03612-03305-317-008912-02-1033-9200.0000-0662023",
+            )
+            .unwrap(),
+            activation_id: Guid::parse("2de67392-b7a7-462a-b1ca-108dd189f588").unwrap(),
+            product,
+            host: host.map(|h| HostName::parse(&h).unwrap()),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Unicode product names of any length (control and bidi characters included).
+        #[test]
+        fn cil_records_written_are_read_back_equal(
+            recs in proptest::collection::vec(
+                (proptest::collection::vec(0u8..10, 54), proptest::option::of(any::<String>().prop_map(|s| s.chars().cycle().take(s.chars().count() * 40).collect::<String>())), proptest::option::of("[A-Z][A-Z0-9-]{0,14}")),
+                1..20,
+            )
+        ) {
+            let t = tempfile::tempdir().unwrap();
+            let out = t.path().join("cil.zip");
+            let mut w = BundleWriter::<CilRecord>::new(&out).unwrap();
+            let mut kept = Vec::new();
+            for (digits, product, host) in recs {
+                let r = cil(kept.len() as u64 + 1, &digits, product, host);
+                let too_long = r.product.as_ref().is_some_and(|p| p.len() > MAX_PRODUCT_NAME);
+                match w.push(r.clone()) {
+                    Ok(()) => { prop_assert!(!too_long); kept.push(r); }
+                    Err(e) => { prop_assert!(too_long, "{e}"); }
+                }
+            }
+            let keys = Keys::default();
+            w.finish(cil_header(NOW), &keys.secure, &out).unwrap();
+            let mut v = bundle::open(&out, Kind::Cil, &keys.trusted(Kind::Cil), NOW, &Limits::default()).unwrap();
+            let mut back = Vec::new();
+            v.records(|r: CilRecord| { back.push(r); Ok::<(), bundle::BundleError>(()) }).unwrap();
+            prop_assert_eq!(back, kept);
+        }
+
+        /// Service codes and messages of any shape: the writer takes exactly what the
+        /// reader takes.
+        #[test]
+        fn return_records_written_are_read_back_equal(
+            recs in proptest::collection::vec(
+                (proptest::collection::vec(0u8..10, 54), proptest::option::of(".{0,40}"), ".{0,1100}", any::<bool>()),
+                1..12,
+            )
+        ) {
+            let t = tempfile::tempdir().unwrap();
+            let out = t.path().join("ret.zip");
+            let mut w = BundleWriter::<ReturnRecord>::new(&out).unwrap();
+            let mut kept = Vec::new();
+            for (digits, service_code, message, with_cid) in recs {
+                let handle = kept.len() as u64 + 1;
+                let (confirmation_id, failure) = if with_cid {
+                    (Some(ConfirmationId::parse(&with_check_digits(&digits[..40], 6)).unwrap()), None)
+                } else {
+                    (None, Some(RecordFailure { code: "MP-BKD-001".into(), service_code: service_code.clone(), message: message.clone() }))
+                };
+                let r = ReturnRecord {
+                    handle,
+                    installation_id: iid(&digits),
+                    extended_product_id: ExtendedProductId::parse("03612-03305-317-008912-02-1033-9200.0000-0662023").unwrap(),
+                    confirmation_id,
+                    failure,
+                    source: Source::Backend,
+                    backend: BackendKind::Microsoft,
+                    simulated: false,
+                };
+                let refusable = !with_cid
+                    && (message.len() > MAX_FAILURE_MESSAGE
+                        || service_code.as_deref().is_some_and(|c| !bundle::valid_service_code(c)));
+                match w.push(r.clone()) {
+                    Ok(()) => { prop_assert!(!refusable); kept.push(r); }
+                    Err(e) => { prop_assert!(refusable, "{e}"); }
+                }
+            }
+            let keys = Keys::default();
+            let mut header = cil_header(NOW);
+            header.site = "kit-gateway".into();
+            header.answers = Some(bundle::Answers { bundle_id: "0123456789abcdef0123456789abcdef".into(), manifest_sha256: "0".repeat(64), site: "kit-site".into(), sequence: 1 });
+            header.backend = Some(bundle::BackendInfo { name: "microsoft".into(), simulated: false, endpoint: None });
+            w.finish(header, &keys.online, &out).unwrap();
+            let mut v = bundle::open(&out, Kind::Return, &keys.trusted(Kind::Return), NOW, &Limits::default()).unwrap();
+            let mut back = Vec::new();
+            v.records(|r: ReturnRecord| { back.push(r); Ok::<(), bundle::BundleError>(()) }).unwrap();
+            prop_assert_eq!(back, kept);
+        }
+    }
 }

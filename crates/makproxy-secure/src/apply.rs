@@ -103,8 +103,11 @@ pub fn run(
         });
     }
     match tx.issued(&answers.bundle_id).map_err(db)? {
-        Some(sha) if sha == answers.manifest_sha256 && answers.site == home.site => {}
-        Some(_) => return Err(CliError::rejected(Code::AplNotIssued, format!("return claims to answer bundle {} but its manifest hash or site ({}) differs from what this site issued", answers.bundle_id, escape(&answers.site)))),
+        Some((sha, seq))
+            if sha == answers.manifest_sha256
+                && answers.site == home.site
+                && answers.sequence == seq => {}
+        Some(_) => return Err(CliError::rejected(Code::AplNotIssued, format!("return claims to answer bundle {} but its manifest hash, site ({}) or sequence ({}) differs from what this site issued", answers.bundle_id, escape(&answers.site), answers.sequence))),
         None => {
             return Err(CliError::rejected(Code::AplNotIssued, format!("return answers bundle {} of site {}, which this site ({}) did not issue", answers.bundle_id, escape(&answers.site), home.site))
                 .hint("apply it at the site that packed the request"))
@@ -193,7 +196,13 @@ fn record(
             detail,
         })
     };
-    let Some((pid, packed_iid, answered)) = tx.bundle_record(request, r.handle)? else {
+    let Some(crate::ledger::PackedRecord {
+        product_id: pid,
+        iid: packed_iid,
+        answered,
+        epid_now,
+    }) = tx.bundle_record(request, r.handle)?
+    else {
         s.rejected += 1;
         note(
             notes,
@@ -208,6 +217,20 @@ fn record(
             notes,
             Code::AplIidMismatch,
             "result's IID differs from the request record; ignored".into(),
+        );
+        return Ok(());
+    }
+    // While the product still has the IID that was packed, the answer must name the
+    // ePID it was packed with (a reimaged product is the stale-IID rule's business).
+    let (_, _, iid_now, _, _) = tx.product_now(pid)?;
+    if iid_now.as_deref() == Some(packed_iid.as_str())
+        && epid_now.as_deref() != Some(r.extended_product_id.as_str())
+    {
+        s.rejected += 1;
+        note(
+            notes,
+            Code::AplEpidMismatch,
+            "result's extended product ID differs from the request record; ignored".into(),
         );
         return Ok(());
     }

@@ -348,6 +348,16 @@ pub struct Facts<'a> {
     pub file: &'a str,
 }
 
+/// A record of an issued bundle, as a return is checked against it.
+pub struct PackedRecord {
+    pub product_id: i64,
+    /// The IID packed.
+    pub iid: String,
+    pub answered: Answered,
+    /// The product's extended product ID now.
+    pub epid_now: Option<String>,
+}
+
 /// The bundle record a return answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Answered(pub i64);
@@ -930,26 +940,34 @@ impl Tx<'_> {
     }
 
     /// The manifest hash of a bundle this site issued.
-    pub fn issued(&self, bundle_id: &str) -> rusqlite::Result<Option<String>> {
+    pub fn issued(&self, bundle_id: &str) -> rusqlite::Result<Option<(String, u64)>> {
         self.tx
             .query_row(
-                "SELECT manifest_sha256 FROM bundles WHERE bundle_id = ?1",
+                "SELECT manifest_sha256, sequence FROM bundles WHERE bundle_id = ?1",
                 params![bundle_id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
             )
             .optional()
     }
 
-    /// A record of an issued bundle: (product, IID packed, answered).
+    /// A record of an issued bundle.
     pub fn bundle_record(
         &self,
         bundle_id: &str,
         handle: u64,
-    ) -> rusqlite::Result<Option<(i64, String, Answered)>> {
+    ) -> rusqlite::Result<Option<PackedRecord>> {
         self.tx
-            .prepare_cached("SELECT product_id, iid, answered FROM bundle_records WHERE bundle_id = ?1 AND handle = ?2")?
+            .prepare_cached(
+                "SELECT b.product_id, b.iid, b.answered, f.epid FROM bundle_records b JOIN product_facts f ON f.id = b.product_id
+                 WHERE b.bundle_id = ?1 AND b.handle = ?2",
+            )?
             .query_row(params![bundle_id, handle as i64], |x| {
-                Ok((x.get(0)?, x.get(1)?, Answered(x.get(2)?)))
+                Ok(PackedRecord {
+                    product_id: x.get(0)?,
+                    iid: x.get(1)?,
+                    answered: Answered(x.get(2)?),
+                    epid_now: x.get(3)?,
+                })
             })
             .optional()
     }

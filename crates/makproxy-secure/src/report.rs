@@ -8,7 +8,9 @@ use serde_json::json;
 use std::path::Path;
 
 fn csv_cell(s: &str) -> String {
-    // Neutralise spreadsheet formulas and quote every cell.
+    // Escape control and bidi characters (this goes to a terminal as often as to a
+    // file), neutralise spreadsheet formulas, and quote every cell.
+    let s = escape(s);
     let s = if s.starts_with(['=', '+', '-', '@']) {
         format!("'{s}")
     } else {
