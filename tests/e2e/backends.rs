@@ -157,3 +157,54 @@ fn a_gateway_that_breaks_protocol_fails_records_not_the_run() {
     assert_eq!(r["summary"]["failed_by_reason"]["MP-BKD-008"], 13);
     assert!(g.path("ret.zip").exists());
 }
+
+#[test]
+fn a_worksheet_filled_in_for_another_bundle_is_refused_before_anything_is_recorded() {
+    let g = Gap::default();
+    g.collect_fixture();
+    let (a, b) = (g.p("a.zip"), g.p("b.zip"));
+    g.secure(&["pack", "--out", &a, "--limit", "5"]).ok();
+    g.secure(&["pack", "--out", &b]).ok();
+    let sheet = g.p("sheet.csv");
+    g.online(&["worksheet", &a, "--out", &sheet]).ok();
+    let mut rdr = csv::Reader::from_path(&sheet).unwrap();
+    let mut w = csv::Writer::from_path(g.path("filled.csv")).unwrap();
+    w.write_record(rdr.headers().unwrap()).unwrap();
+    for rec in rdr.records() {
+        let rec = rec.unwrap();
+        let cid = makproxy_backend::mock::mock_cid(&rec[1].replace('-', ""));
+        w.write_record([&rec[0], &rec[1], &rec[2], &rec[3], cid.as_str()])
+            .unwrap();
+    }
+    w.flush().unwrap();
+    // Bundle b's machines are not on bundle a's sheet.
+    let r = g
+        .online(&[
+            "--json",
+            "activate",
+            &b,
+            "--out",
+            &g.p("ret-b.zip"),
+            "--backend",
+            "manual",
+            "--worksheet",
+            &g.p("filled.csv"),
+        ])
+        .code(1);
+    assert_eq!(r.json()["error"]["code"], "MP-BKD-013");
+    assert!(!g.path("ret-b.zip").exists());
+    let j = g.online(&["--json", "journal", "list"]).ok().json();
+    assert_eq!(j["answers"], serde_json::json!([]), "nothing was recorded");
+    // The right bundle takes it.
+    g.online(&[
+        "activate",
+        &a,
+        "--out",
+        &g.p("ret-a.zip"),
+        "--backend",
+        "manual",
+        "--worksheet",
+        &g.p("filled.csv"),
+    ])
+    .ok();
+}

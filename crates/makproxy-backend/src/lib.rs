@@ -115,6 +115,12 @@ pub trait Backend: Send + Sync {
     fn interactive(&self) -> bool {
         false
     }
+    /// Checked before anything is asked, with the IIDs (digits) of the whole bundle: a
+    /// backend whose answers were prepared for a batch (a worksheet) refuses answers for
+    /// IIDs that are not in it.
+    fn check_batch(&self, _iids: &std::collections::HashSet<String>) -> Result<(), String> {
+        Ok(())
+    }
     /// Requests a CID for one record.
     fn activate(&self, req: &Request) -> Outcome;
     /// Remaining activations of the MAK behind `epid` (-1: not a MAK / unlimited).

@@ -216,6 +216,20 @@ impl Backend for Manual {
     fn interactive(&self) -> bool {
         matches!(self.source, Source::Prompt(_))
     }
+    fn check_batch(&self, iids: &std::collections::HashSet<String>) -> Result<(), String> {
+        let Source::Sheet(map) = &self.source else {
+            return Ok(());
+        };
+        let mut extra: Vec<&String> = map.keys().filter(|k| !iids.contains(*k)).collect();
+        extra.sort();
+        match extra.first() {
+            None => Ok(()),
+            Some(first) => Err(format!(
+                "the worksheet has {} row(s) for installation IDs not in this bundle (first: {first}); was it filled in for another bundle?",
+                extra.len()
+            )),
+        }
+    }
     fn activate(&self, req: &Request) -> Outcome {
         match &self.source {
             Source::Sheet(map) => match map.get(req.iid.digits()) {
@@ -311,6 +325,26 @@ mod tests {
             .records()
             .count();
         assert_eq!(back, 1, "one record, one row");
+    }
+
+    #[test]
+    fn a_worksheet_row_for_an_iid_outside_the_bundle_is_refused_before_anything() {
+        let cid = with_check_digits(&[4; 40], 6);
+        let rows = vec![Row {
+            handle: 1,
+            iid: req().iid,
+            epid: req().epid,
+            product: None,
+        }];
+        let filled = worksheet_csv(&rows).replace(",\"\"\r\n", &format!(",{cid}\r\n"));
+        let m = Manual::from_worksheet(&filled, "t").unwrap();
+        let mut batch = std::collections::HashSet::new();
+        assert!(m
+            .check_batch(&batch)
+            .unwrap_err()
+            .contains("not in this bundle"));
+        batch.insert(req().iid.digits().to_string());
+        assert!(m.check_batch(&batch).is_ok());
     }
 
     #[test]

@@ -195,6 +195,8 @@ codes! {
         => "The request left (or was about to leave) and no complete answer came back: the connection dropped or stalled after sending, or the process was killed. The service may have counted an activation. `makproxy-online journal list --uncertain` lists them; `activate --retry-uncertain` sends them again (each may cost one more activation; compare `remaining` before and after to see whether the first one was counted); `journal forget IID --reason …` clears one. The secure side keeps such records pending, not failed.",
     BkdInterrupted = "MP-BKD-011": "activate was stopped (Ctrl-C or a signal); answers obtained so far are saved"
         => "The run was stopped on request. Requests in flight were allowed to finish and their answers saved; nothing else was sent. Exit code 130. Run the same command again.",
+    BkdForeignAnswer = "MP-BKD-013": "prepared answers (a worksheet) name installation IDs that are not in this bundle"
+        => "The worksheet was filled in for another bundle, or rows were added by hand. Nothing was recorded. Use the worksheet `makproxy-online worksheet` wrote for this bundle.",
     BkdEndpoint = "MP-BKD-012": "endpoint refused: plain http:// to a host that is not loopback"
         => "`--endpoint` must be `https://` (plain `http://` only to 127.0.0.1, ::1 or localhost, for a test service).",
 }

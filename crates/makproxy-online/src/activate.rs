@@ -547,7 +547,13 @@ fn preflight(
         per_epid: BTreeMap::new(),
         uncertain: 0,
     };
+    // A worksheet is checked against the whole bundle before anything is used.
+    let batch_check = kind == BackendKind::Manual;
+    let mut iids = std::collections::HashSet::new();
     v.records(|r: CilRecord| {
+        if batch_check {
+            iids.insert(r.installation_id.digits().to_string());
+        }
         if !counting {
             return Ok::<(), CliError>(());
         }
@@ -567,6 +573,10 @@ fn preflight(
         }
         *need.per_epid.entry(epid.to_string()).or_default() += 1;
         Ok(())
+    })?;
+    o.backend.check_batch(&iids).map_err(|e| {
+        CliError::new(Exit::Error, Some(Code::BkdForeignAnswer), escape(&e))
+            .hint("use the worksheet written for this bundle (`worksheet FILE --out SHEET`); nothing was recorded")
     })?;
     Ok(need)
 }
