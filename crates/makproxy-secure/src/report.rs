@@ -80,9 +80,11 @@ pub fn status(
         return Ok(Exit::Ok);
     }
     say(format!(
-        "{:<24} {:<38} {:<15} DETAIL",
-        "HOST", "ACTIVATION ID", "STATE"
+        "{:<24} {:<36} {:<15} DETAIL",
+        "HOST", "PRODUCT", "STATE"
     ));
+    // The footer counts what was listed (with --state/--host, a part of the ledger).
+    let mut shown: Vec<(String, i64)> = Vec::new();
     ledger.status_rows(state_filter, host, |r| {
         let detail = match (&r.state[..], &r.reason_code, &r.reason) {
             ("packed", _, _) => format!("in bundle {}", r.bundle_id.as_deref().unwrap_or("?")),
@@ -91,24 +93,53 @@ pub fn status(
             _ if r.simulated => "SIMULATED CID".into(),
             _ => String::new(),
         };
+        // The product's name (cut to the column), else its activation ID.
+        let product = match r.product.as_deref() {
+            Some(p) if p.chars().count() > 36 => {
+                format!("{}…", p.chars().take(35).collect::<String>())
+            }
+            Some(p) => p.to_string(),
+            None => r.activation_id.clone(),
+        };
         say(format!(
-            "{:<24} {:<38} {:<15} {}",
+            "{:<24} {:<36} {:<15} {}",
             escape(&r.host),
-            r.activation_id,
+            escape(&product),
             r.state,
             escape(&detail)
         ));
+        match shown.iter_mut().find(|(k, _)| *k == r.state) {
+            Some((_, n)) => *n += 1,
+            None => shown.push((r.state.clone(), 1)),
+        }
         Ok(())
     })?;
     let total: i64 = counts.iter().map(|(_, n)| n).sum();
-    say("");
-    say(counts
+    let filtered = state_filter.is_some() || host.is_some();
+    let listed: Vec<(String, i64)> = counts
         .iter()
+        .map(|(k, n)| {
+            let n = if filtered {
+                shown.iter().find(|(s, _)| s == k).map_or(0, |(_, n)| *n)
+            } else {
+                *n
+            };
+            (k.clone(), n)
+        })
         .filter(|(_, n)| *n > 0)
+        .collect();
+    let listed_total: i64 = listed.iter().map(|(_, n)| n).sum();
+    say("");
+    say(listed
+        .iter()
         .map(|(k, n)| format!("{k}: {n}"))
         .collect::<Vec<_>>()
         .join(", ")
-        + &format!("  (total {total})"));
+        + &if filtered {
+            format!("  ({listed_total} listed of {total} in the ledger)")
+        } else {
+            format!("  (total {total})")
+        });
     Ok(Exit::Ok)
 }
 
