@@ -52,7 +52,10 @@ fn every_shipped_format_is_collected() {
     // The table names products, and its footer counts what it listed.
     let t = g.secure(&["status", "--state", "skipped"]).ok().stdout;
     assert!(t.contains("Windows(R), ServerStandard edition"), "{t}");
-    assert!(t.contains("skipped: 2  (2 listed of 15 in the ledger)"), "{t}");
+    assert!(
+        t.contains("skipped: 2  (2 listed of 15 in the ledger)"),
+        "{t}"
+    );
 }
 
 #[test]

@@ -103,7 +103,7 @@ impl From<KeyError> for CliError {
 
 impl From<makproxy_core::bundle::BundleError> for CliError {
     fn from(e: makproxy_core::bundle::BundleError) -> Self {
-        let exit = if e.code == Code::BndExists {
+        let exit = if matches!(e.code, Code::BndExists | Code::Io) {
             Exit::Error
         } else {
             Exit::Rejected
@@ -319,6 +319,7 @@ pub enum Common {
     ///
     /// Example: man --out ./man
     Man {
+        /// The folder to write the man pages into.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
@@ -419,6 +420,7 @@ pub enum KeyCommand {
     ///
     /// Example: key export --out plant-a.pub
     Export {
+        /// The public key file to write (never overwritten).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
@@ -436,7 +438,9 @@ pub enum TrustCommand {
     ///
     /// Example: trust add gateway.pub --name gateway
     Add {
+        /// The other side's public key file, as `key export` wrote it.
         file: PathBuf,
+        /// The name to pin it under (letters, digits, -, _, .), shown in every report.
         #[arg(long)]
         name: String,
     },
@@ -447,7 +451,10 @@ pub enum TrustCommand {
     /// Remove a pinned key.
     ///
     /// Example: trust remove old-gateway
-    Remove { name: String },
+    Remove {
+        /// The name the key was pinned under (`trust list` shows them).
+        name: String,
+    },
 }
 
 /// `init` arguments.
@@ -565,8 +572,16 @@ pub fn describe(
 ) -> Result<Exit, CliError> {
     use makproxy_core::bundle::{CilRecord, Kind, ReturnRecord};
     let (mut ok, mut failed, mut simulated) = (0u64, 0u64, 0u64);
+    // Records per extended product ID: what `remaining --pid` and `--check-remaining`
+    // need to know before a batch is sent.
+    let mut per_epid: std::collections::BTreeMap<String, u64> = Default::default();
     match v.manifest.kind {
-        Kind::Cil => v.records(|_: CilRecord| Ok::<(), CliError>(()))?,
+        Kind::Cil => v.records(|r: CilRecord| {
+            *per_epid
+                .entry(r.extended_product_id.as_str().to_string())
+                .or_default() += 1;
+            Ok::<(), CliError>(())
+        })?,
         Kind::Return => v.records(|r: ReturnRecord| {
             if r.confirmation_id.is_some() {
                 ok += 1;
@@ -583,7 +598,7 @@ pub fn describe(
         "signer": {"name": v.signer.name, "fingerprint": v.signer.key.fingerprint(), "key_id": v.signer.key.key_id()},
         "created": m.created, "expires": m.expires, "tool": m.tool, "records": m.records, "fields": m.fields,
         "manifest_sha256": v.manifest_sha256, "answers": m.answers, "backend": m.backend,
-        "confirmation_ids": ok, "failures": failed, "simulated": simulated,
+        "confirmation_ids": ok, "failures": failed, "simulated": simulated, "per_epid": per_epid,
     }));
     out.line(format!(
         "OK: signature, manifest and every entry verified ({}).",
@@ -618,6 +633,9 @@ pub fn describe(
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    for (epid, n) in &per_epid {
+        out.line(format!("Product ID:  {epid}  ({n} record(s))"));
+    }
     if let (Some(a), Some(b)) = (&m.answers, &m.backend) {
         out.line(format!(
             "Answers:     bundle #{} {} of site {:?}",

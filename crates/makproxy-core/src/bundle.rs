@@ -771,8 +771,9 @@ fn is_hex(s: &str, len: usize) -> bool {
 
 /// Opens a bundle file under the size cap and reads its raw central directory.
 fn scan_file(path: &Path, limits: &Limits) -> Result<(File, Vec<zipscan::RawEntry>), BundleError> {
+    // A file that cannot be opened is an I/O problem (exit 1), not a rejection.
     let mut file = File::open(path)
-        .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{}: {e}", path.display())))?;
+        .map_err(|e| BundleError::new(Code::Io, &format!("{}: {e}", path.display())))?;
     let len = file.metadata().map_err(BundleError::io)?.len();
     if len > limits.max_archive {
         return Err(BundleError::new(
@@ -906,7 +907,14 @@ pub fn open(
             BundleError::new(
                 Code::BndUntrustedKey,
                 &format!(
-                    "signed by key ID {} which is not trusted here (trusted: {})",
+                    "signed by the key with fingerprint {} (key ID {}), which is not trusted here (trusted: {})",
+                    sig.key_id
+                        .to_ascii_uppercase()
+                        .as_bytes()
+                        .chunks(4)
+                        .map(|c| String::from_utf8_lossy(c).into_owned())
+                        .collect::<Vec<_>>()
+                        .join("-"),
                     sig.key_id,
                     if names.is_empty() {
                         "none".into()

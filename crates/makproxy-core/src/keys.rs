@@ -46,6 +46,12 @@ pub enum KeyError {
     HomeExists(PathBuf),
     #[error("{0} is not empty; init makes a home only in a new or empty folder")]
     NotEmpty(PathBuf),
+    #[error("{dir} is the {found} side's home; makproxy-{expected} needs a home of its own (--home or MAKPROXY_HOME)")]
+    OtherSide {
+        dir: PathBuf,
+        found: &'static str,
+        expected: &'static str,
+    },
     #[error("private key {0} is accessible by other users; run `chmod 600` on it")]
     Permissions(PathBuf),
     #[error("{path}: {reason}")]
@@ -78,7 +84,7 @@ impl KeyError {
             KeyError::HomeExists(_) | KeyError::NotEmpty(_) => Code::KeyHomeExists,
             KeyError::Permissions(_) => Code::KeyPermissions,
             KeyError::Malformed { .. } => Code::KeyMalformed,
-            KeyError::Role { .. } => Code::KeyRole,
+            KeyError::Role { .. } | KeyError::OtherSide { .. } => Code::KeyRole,
             KeyError::TrustName(_) => Code::KeyTrustName,
             KeyError::AlreadyTrusted(_) => Code::KeyAlreadyTrusted,
             KeyError::UnknownName(_) => Code::KeyUnknownName,
@@ -369,8 +375,8 @@ impl Home {
             reason: e.to_string(),
         })?;
         if cfg.role != role {
-            return Err(KeyError::Role {
-                path: cp,
+            return Err(KeyError::OtherSide {
+                dir: dir.to_path_buf(),
                 found: cfg.role.as_str(),
                 expected: role.as_str(),
             });
@@ -615,9 +621,7 @@ mod tests {
                 Some(Code::KeyPermissions)
             );
         }
-        assert!(matches!(
-            Home::open(&online.dir, Role::Secure),
-            Err(KeyError::Role { .. })
-        ));
+        let e = Home::open(&online.dir, Role::Secure).unwrap_err();
+        assert!(e.to_string().contains("is the online side's home"), "{e}");
     }
 }

@@ -107,6 +107,8 @@ pub enum Command {
     ///
     /// Example: makproxy-online remaining --pid 03612-03305-317-008912-02-1033-9200.0000-0662023 --backend microsoft
     Remaining {
+        /// The extended product ID of a machine with the MAK (`inspect` lists them; WMI
+        /// ProductKeyID on the machine).
         #[arg(long, value_name = "EPID")]
         pid: String,
         #[command(flatten)]

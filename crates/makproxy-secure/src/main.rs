@@ -98,6 +98,11 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
                 None => apply::reissue(out, &mut conn, &a.deposit_dir, a.dry_run),
             }
         }
+        Command::Status { csv, .. } if *csv && out.json => Err(CliError::new(
+            Exit::Usage,
+            None,
+            "--csv and --json are two different outputs; choose one",
+        )),
         Command::Status { csv, state, host } => {
             let h = home()?;
             report::status(out, &ledger(&h)?, *csv, state.as_deref(), host.as_deref())
