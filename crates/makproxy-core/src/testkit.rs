@@ -933,3 +933,68 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     );
     out
 }
+
+/// What each fuzz target does with one input (fuzz/fuzz_targets call these), so the
+/// committed corpora can be replayed by an ordinary test (tests/corpus.rs) in CI.
+pub mod fuzz {
+    use crate::bundle::{self, CilRecord, Kind, Limits, ReturnRecord};
+    use crate::ids::{
+        ApplicationId, ConfirmationId, ExtendedProductId, Guid, HostName, InstallationId,
+    };
+    use crate::records::{decode_text, parse, Parsed};
+    use std::io::Write;
+
+    /// Any bytes as a bundle of either kind: open, verify, read every record.
+    pub fn bundle_reader(data: &[u8]) {
+        let keys = super::Keys::default();
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(data).expect("write");
+        let now = time::macros::datetime!(2026-11-22 00:00 UTC);
+        let limits = Limits {
+            max_archive: 1 << 20,
+            max_data: 4 << 20,
+            ..Limits::default()
+        };
+        for kind in [Kind::Cil, Kind::Return] {
+            if let Ok(mut v) = bundle::open(f.path(), kind, &keys.trusted(kind), now, &limits) {
+                let _ = match kind {
+                    Kind::Cil => v.records(|_: CilRecord| Ok::<(), bundle::BundleError>(())),
+                    Kind::Return => v.records(|_: ReturnRecord| Ok::<(), bundle::BundleError>(())),
+                };
+            }
+        }
+    }
+
+    /// Any text as every identifier: whatever parses must print back to itself.
+    pub fn ids(data: &[u8]) {
+        let Ok(s) = std::str::from_utf8(data) else {
+            return;
+        };
+        if let Ok(i) = InstallationId::parse(s) {
+            assert_eq!(InstallationId::parse(&i.to_string()).ok(), Some(i.clone()));
+            assert_eq!(InstallationId::parse(i.digits()).ok(), Some(i));
+        }
+        if let Ok(c) = ConfirmationId::parse(s) {
+            assert_eq!(ConfirmationId::parse(&c.to_string()).ok(), Some(c));
+        }
+        if let Ok(g) = Guid::parse(s) {
+            assert_eq!(Guid::parse(g.as_str()).ok(), Some(g));
+        }
+        if let Ok(h) = HostName::parse(s) {
+            assert_eq!(HostName::parse(h.as_str()).ok(), Some(h));
+        }
+        let _ = ExtendedProductId::parse(s);
+        let _ = ApplicationId::parse(s);
+    }
+
+    /// Any bytes as a drop-folder file.
+    pub fn machine_records(data: &[u8]) {
+        if let Ok(text) = decode_text(data) {
+            if let Ok((_, Parsed::Products(list))) = parse(&text, "FUZZ-HOST") {
+                for p in list.into_iter().flatten() {
+                    let _ = p.skip();
+                }
+            }
+        }
+    }
+}
