@@ -1029,13 +1029,13 @@ mod tests {
     }
 
     fn options<'a>(
-        f: &'a Fixture,
+        input: &'a Path,
         out: &'a Path,
         b: &'a dyn Backend,
         stop: &'a AtomicBool,
     ) -> Options<'a> {
         Options {
-            input: &f.cil,
+            input,
             out,
             backend: b,
             concurrency: 3,
@@ -1080,9 +1080,14 @@ mod tests {
         let first = Counting::default();
         let out = f._dir.path().join("ret.zip");
         let (f, first, res) = within(60, move || {
-            let r = run(&quiet, &f.online, &mut j, &options(&f, &out, &first, &stop))
-                .map(|_| ())
-                .map_err(|e| e.message);
+            let r = run(
+                &quiet,
+                &f.online,
+                &mut j,
+                &options(&f.cil, &out, &first, &stop),
+            )
+            .map(|_| ())
+            .map_err(|e| e.message);
             (f, first, r)
         });
         let err = res.expect_err("a full journal ends the run with an error");
@@ -1108,7 +1113,7 @@ mod tests {
             &quiet,
             &f.online,
             &mut j,
-            &options(&f, &out, &second, &stop),
+            &options(&f.cil, &out, &second, &stop),
         )
         .unwrap();
         let asked_second = second.asked.lock().unwrap().clone();
@@ -1159,20 +1164,7 @@ mod tests {
                 let b = Counting::default();
                 let stop = AtomicBool::new(false);
                 let mut j = Journal::open(&online).unwrap();
-                let o = Options {
-                    input: &file,
-                    out: &out,
-                    backend: &b,
-                    concurrency: 2,
-                    retry: RetryPolicy::default(),
-                    expires_days: 30,
-                    check_remaining: false,
-                    retry_failed: false,
-                    retry_uncertain: false,
-                    max_transport_failures: 5,
-                    dry_run: false,
-                    stop: &stop,
-                };
+                let o = options(&file, &out, &b, &stop);
                 let r = run(&Output { json: true }, &online, &mut j, &o).map_err(|e| e.code);
                 (r, b.calls.load(Ordering::SeqCst))
             });
