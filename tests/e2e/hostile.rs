@@ -392,3 +392,69 @@ fn no_control_or_bidi_character_from_any_input_reaches_the_terminal() {
         .iter()
         .any(|p| p["product"] == nasty));
 }
+
+#[test]
+fn a_trusted_peers_manifest_text_is_escaped_too() {
+    use makproxy_core::bundle::{BundleWriter, CilRecord};
+    let t = tempfile::tempdir().unwrap();
+    let keys = Keys::default();
+    let p = |n: &str| t.path().join(n).to_string_lossy().into_owned();
+    std::fs::write(
+        p("kit-secure.pub"),
+        keys.public(Role::Secure).to_file_bytes(&keys.secure),
+    )
+    .unwrap();
+    let oh = p("online-home");
+    run("makproxy-online", &["--home", &oh, "init", "--site", "gw"]).ok();
+    run(
+        "makproxy-online",
+        &[
+            "--home",
+            &oh,
+            "trust",
+            "add",
+            &p("kit-secure.pub"),
+            "--name",
+            "kit",
+        ],
+    )
+    .ok();
+    // Signed by the trusted key: tool and field names carry ESC, BEL and RLO.
+    let cil = t.path().join("odd.zip");
+    let mut w = BundleWriter::<CilRecord>::new(&cil).unwrap();
+    w.push(makproxy_core::testkit::cil_record(1)).unwrap();
+    let mut h = makproxy_core::testkit::cil_header(time::OffsetDateTime::now_utc());
+    h.tool = "tool\u{1b}]0;owned\u{7}\u{202e}".into();
+    h.fields = vec!["handle\u{1b}[2J".into(), "iid\u{202e}".into()];
+    w.finish(h, &keys.secure, &cil).unwrap();
+    let cil = cil.to_string_lossy().into_owned();
+    for r in [
+        run("makproxy-online", &["--home", &oh, "inspect", &cil]).ok(),
+        run(
+            "makproxy-online",
+            &["--home", &oh, "--json", "inspect", &cil],
+        )
+        .ok(),
+        run(
+            "makproxy-online",
+            &[
+                "--home",
+                &oh,
+                "activate",
+                &cil,
+                "--out",
+                &p("r.zip"),
+                "--backend",
+                "simulator",
+            ],
+        ),
+    ] {
+        assert_eq!(raw_unsafe(&r.stdout), Vec::<char>::new(), "{}", r.stdout);
+        assert_eq!(raw_unsafe(&r.stderr), Vec::<char>::new(), "{}", r.stderr);
+    }
+    let shown = run("makproxy-online", &["--home", &oh, "inspect", &cil]).stdout;
+    assert!(
+        shown.contains("tool\\u{1b}]0;owned\\u{7}\\u{202e}"),
+        "{shown}"
+    );
+}
