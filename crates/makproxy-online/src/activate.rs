@@ -766,6 +766,11 @@ pub fn run(
         Ok(())
     })?;
     bar.finish_and_clear();
+    // A stop requested during the final drain ends the run like one requested earlier:
+    // every answer is saved, and no return of unsent records is written.
+    if o.stop.load(Ordering::SeqCst) {
+        return Err(interrupted());
+    }
     let Walk {
         writer, s, journal, ..
     } = walk;
@@ -1135,6 +1140,58 @@ mod tests {
             uncertain > 0,
             "partial exactly when some records are uncertain ({uncertain})"
         );
+    }
+
+    /// Raises the stop flag (as Ctrl-C does) while answering.
+    struct StopsWhileAnswering<'a> {
+        inner: Counting,
+        stop: &'a AtomicBool,
+    }
+
+    impl Backend for StopsWhileAnswering<'_> {
+        fn kind(&self) -> BackendKind {
+            self.inner.kind()
+        }
+        fn endpoint(&self) -> String {
+            self.inner.endpoint()
+        }
+        fn activate(&self, req: &Request) -> Outcome {
+            self.stop.store(true, Ordering::SeqCst);
+            self.inner.activate(req)
+        }
+        fn remaining(&self, e: &ExtendedProductId) -> Result<i64, Failure> {
+            self.inner.remaining(e)
+        }
+    }
+
+    #[test]
+    fn a_stop_during_the_final_drain_saves_the_answer_and_writes_no_return() {
+        let f = fixture(1);
+        let stop = AtomicBool::new(false);
+        let b = StopsWhileAnswering {
+            inner: Counting::default(),
+            stop: &stop,
+        };
+        let out = f._dir.path().join("ret.zip");
+        let mut j = Journal::open(&f.online).unwrap();
+        let e = run(
+            &Output { json: true },
+            &f.online,
+            &mut j,
+            &options(&f.cil, &out, &b, &stop),
+        )
+        .map(|_| ())
+        .expect_err("stopped");
+        assert_eq!(e.exit, Exit::Interrupted);
+        assert!(!out.exists(), "no return of a stopped run");
+        assert_eq!(b.inner.calls.load(Ordering::SeqCst), 1);
+        let asked = b.inner.asked.lock().unwrap()[0].clone();
+        let epid = "03612-03305-317-008912-02-1033-9200.0000-0662023";
+        assert!(
+            j.answer(&asked, epid, false).unwrap().is_some(),
+            "answer saved"
+        );
+        assert!(j.intents().unwrap().is_empty(), "nothing left uncertain");
     }
 
     #[test]
