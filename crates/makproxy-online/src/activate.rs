@@ -356,6 +356,40 @@ impl Walk<'_> {
     /// Persists the answers received, and the intents of `asking` (requests about to
     /// leave), in one transaction; then lets the records waiting on the answers go.
     fn commit_with(&mut self, asking: &[Job]) -> Result<(), CliError> {
+        self.persist(asking).map_err(|e| self.unsaved(e))?;
+        self.release()
+    }
+
+    /// A failed persist stops the run; real CIDs obtained and not saved are named in
+    /// the error (a CID is no secret), so an operator can still record them (manual
+    /// worksheet) instead of spending another activation.
+    fn unsaved(&self, e: CliError) -> CliError {
+        let lost: Vec<String> = self
+            .uncommitted
+            .iter()
+            .filter_map(|(j, o)| match o {
+                Outcome::Cid(c) if !self.simulated => {
+                    Some(format!("IID {} -> CID {}", j.req.iid.digits(), c.digits()))
+                }
+                _ => None,
+            })
+            .collect();
+        if lost.is_empty() {
+            return e;
+        }
+        let message = format!(
+            "{}; {} confirmation ID(s) obtained but NOT saved, keep them: {}",
+            e.message,
+            lost.len(),
+            lost.join("; ")
+        );
+        CliError { message, ..e }.hint(
+            "free space for the journal, then enter the CIDs above with --backend manual (a worksheet); their IIDs are otherwise uncertain",
+        )
+    }
+
+    /// Writes the answers received and the intents of `asking` in one transaction.
+    fn persist(&mut self, asking: &[Job]) -> Result<(), CliError> {
         let at = bundle::rfc3339(makproxy_cli::now());
         let b = self.journal.batch().map_err(db)?;
         for j in asking {
@@ -394,7 +428,11 @@ impl Walk<'_> {
             }
             .map_err(db)?;
         }
-        b.commit().map_err(db)?;
+        b.commit().map_err(db)
+    }
+
+    /// After a commit: lets the records waiting on the saved answers go.
+    fn release(&mut self) -> Result<(), CliError> {
         for (job, outcome) in std::mem::take(&mut self.uncommitted) {
             let answer = match outcome {
                 Outcome::Cid(cid) => Answer::Cid {
@@ -957,6 +995,12 @@ mod tests {
     use makproxy_core::keys::Role;
     use std::sync::atomic::AtomicU32;
 
+    /// The CID the counting backend gives for an IID.
+    fn cid_for(iid: &str) -> String {
+        let payload: Vec<u8> = iid.bytes().take(40).map(|b| b - b'0').collect();
+        with_check_digits(&payload, 6)
+    }
+
     /// A backend that can spend: counts the requests it receives, per IID.
     #[derive(Default)]
     struct Counting {
@@ -977,14 +1021,7 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push(req.iid.digits().to_string());
-            let payload: Vec<u8> = req
-                .iid
-                .digits()
-                .bytes()
-                .take(40)
-                .map(|b| b - b'0')
-                .collect();
-            Outcome::Cid(ConfirmationId::parse(&with_check_digits(&payload, 6)).unwrap())
+            Outcome::Cid(ConfirmationId::parse(&cid_for(req.iid.digits())).unwrap())
         }
         fn remaining(&self, _: &ExtendedProductId) -> Result<i64, Failure> {
             Ok(-1)
@@ -1097,6 +1134,23 @@ mod tests {
         });
         let err = res.expect_err("a full journal ends the run with an error");
         assert!(err.contains("journal"), "{err}");
+        // Answers obtained and not saved are named, CID and all, in the error: exactly
+        // the CIDs the backend gave for those IIDs.
+        assert!(err.contains("NOT saved"), "{err}");
+        let named: Vec<&str> = err
+            .split_once("keep them: ")
+            .map(|(_, list)| list.split("; ").collect())
+            .unwrap_or_default();
+        assert!(!named.is_empty(), "{err}");
+        for part in named {
+            let words: Vec<&str> = part.split(' ').collect();
+            assert_eq!(
+                (words[0], words[2], words[3]),
+                ("IID", "->", "CID"),
+                "{part}"
+            );
+            assert_eq!(words[4], cid_for(words[1]), "{part}");
+        }
         let asked_first: Vec<String> = first.asked.lock().unwrap().clone();
         assert!(
             !asked_first.is_empty() && asked_first.len() < 300,
