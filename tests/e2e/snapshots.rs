@@ -88,15 +88,21 @@ fn operator_messages_of_a_round_trip() {
         g.secure(&["apply", &ret, "--deposit-dir", &dep]),
     );
     step("secure status", g.secure(&["status"]));
-    step(
-        "secure verify (tampered)",
-        g.secure(&[
-            "verify",
-            root()
-                .join("fixtures/kit/MP-BND-011-tampered-results.zip")
-                .to_str()
-                .unwrap(),
-        ]),
+    // The run's own return with one CID digit changed in results.jsonl; manifest and
+    // signature kept: the signature verifies, the data entry's hash does not.
+    let tampered = g.p("tampered.zip");
+    tamper_results(&ret, &tampered);
+    let t = g.secure(&["verify", &tampered]);
+    assert!(t.stderr.contains("error[MP-BND-011]"), "{}", t.stderr);
+    step("secure verify (tampered)", t);
+    // Fingerprints are normalised in the snapshot, so check the real one here: inspect
+    // shows the signer's fingerprint, the one `key show` reads out on the other side.
+    let shown = g.online(&["inspect", &cil]).ok().stdout;
+    let own = g.secure(&["--json", "key", "show"]).ok().json();
+    let fp = own["public_key"]["fingerprint"].as_str().unwrap();
+    assert!(
+        shown.contains(&format!("Fingerprint: {fp}")),
+        "{fp} not in:\n{shown}"
     );
     step(
         "online activate (exists)",
@@ -116,4 +122,38 @@ fn operator_messages_of_a_round_trip() {
             .unwrap_or(0);
         panic!("operator output changed at line {}:\n  got:  {:?}\n  want: {:?}\n(MAKPROXY_BLESS=1 to accept)", first + 1, got.lines().nth(first), want.lines().nth(first));
     }
+}
+
+/// Rewrites `from` into `to` with one digit of the first CID in results.jsonl changed,
+/// every other entry byte for byte (stored, in the canonical layout the reader wants).
+fn tamper_results(from: &str, to: &str) {
+    use std::io::{Read, Write};
+    let mut z = zip::ZipArchive::new(std::fs::File::open(from).unwrap()).unwrap();
+    let mut entries = Vec::new();
+    for i in 0..z.len() {
+        let mut e = z.by_index(i).unwrap();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        if e.name() == "results.jsonl" {
+            let text = String::from_utf8(data).unwrap();
+            let at = text.find("\"confirmation_id\":\"").unwrap() + 19;
+            let mut bytes = text.into_bytes();
+            bytes[at] = if bytes[at] == b'9' {
+                b'8'
+            } else {
+                bytes[at] + 1
+            };
+            data = bytes;
+        }
+        entries.push((e.name().to_string(), data));
+    }
+    let mut w = zip::ZipWriter::new(std::fs::File::create(to).unwrap());
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .unix_permissions(0o644);
+    for (name, data) in entries {
+        w.start_file(name, opts).unwrap();
+        w.write_all(&data).unwrap();
+    }
+    w.finish().unwrap();
 }
