@@ -70,13 +70,6 @@ pub enum Outcome {
     Uncertain(String),
 }
 
-impl Outcome {
-    /// Whether the service may have spent an activation on this call.
-    pub fn may_have_spent(&self) -> bool {
-        !matches!(self, Outcome::NotSent(_))
-    }
-}
-
 /// Meanings of BatchActivation service error codes (docs/errors.md lists them all).
 pub fn service_code_meaning(code: &str) -> &'static str {
     match code

@@ -106,11 +106,13 @@ enum Answer {
     Failed(RecordFailure),
 }
 
+/// A failure made here, its message cut to what the return's reader accepts.
 fn failure(code: Code, message: impl Into<String>) -> RecordFailure {
+    let message = message.into();
     RecordFailure {
         code: code.as_str().into(),
         service_code: None,
-        message: message.into(),
+        message: bundle::truncate_utf8(&message, bundle::MAX_FAILURE_MESSAGE).to_string(),
     }
 }
 
@@ -1194,6 +1196,32 @@ mod tests {
             uncertain > 0,
             "partial exactly when some records are uncertain ({uncertain})"
         );
+    }
+
+    #[test]
+    fn a_failure_made_here_fits_the_return_readers_limit() {
+        // A transport message already at the limit, plus activate's own suffix.
+        let why = "é".repeat(bundle::MAX_FAILURE_MESSAGE / 2);
+        let f = failure(
+            Code::BkdNoResponse,
+            format!("{why}; nothing was spent: run activate again to retry"),
+        );
+        assert!(f.message.len() <= bundle::MAX_FAILURE_MESSAGE);
+        let rec = ReturnRecord {
+            handle: 1,
+            installation_id: InstallationId::parse(&with_check_digits(&[1; 54], 7)).unwrap(),
+            extended_product_id: ExtendedProductId::parse(
+                "03612-03305-317-008912-02-1033-9200.0000-0662023",
+            )
+            .unwrap(),
+            confirmation_id: None,
+            failure: Some(f),
+            source: Source::Backend,
+            backend: BackendKind::Microsoft,
+            simulated: false,
+        };
+        use makproxy_core::bundle::Record;
+        assert_eq!(rec.check(), Ok(()), "the writer would refuse it");
     }
 
     /// Raises the stop flag (as Ctrl-C does) while answering.

@@ -200,7 +200,6 @@ fn record(
         product_id: pid,
         iid: packed_iid,
         answered,
-        epid_now,
     }) = tx.bundle_record(request, r.handle)?
     else {
         s.rejected += 1;
@@ -222,9 +221,9 @@ fn record(
     }
     // While the product still has the IID that was packed, the answer must name the
     // ePID it was packed with (a reimaged product is the stale-IID rule's business).
-    let (_, _, iid_now, _, _) = tx.product_now(pid)?;
-    if iid_now.as_deref() == Some(packed_iid.as_str())
-        && epid_now.as_deref() != Some(r.extended_product_id.as_str())
+    let now = tx.product_now(pid)?;
+    if now.iid.as_deref() == Some(packed_iid.as_str())
+        && now.epid.as_deref() != Some(r.extended_product_id.as_str())
     {
         s.rejected += 1;
         note(
@@ -266,11 +265,12 @@ fn record(
         };
         tx.set_answered(request, r.handle, a)?;
     }
-    let (host, aid, cur_iid, cur_state, cur_sim) = tx.product_now(pid)?;
+    let (host, aid) = (&now.host, &now.activation_id);
+    let (cur_iid, cur_state, cur_sim) = (&now.iid, now.state, now.cid_simulated);
     if let Some(cid) = &r.confirmation_id {
         tx.keep_cid(
-            &host,
-            &aid,
+            host,
+            aid,
             &packed_iid,
             cid.digits(),
             r.simulated,

@@ -17,7 +17,7 @@
 use makproxy_cli::store::{self, Migration, StoreError};
 use makproxy_core::keys::Home;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Where a product is in the procedure (stored and printed as `as_str`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -305,6 +305,17 @@ pub fn path(home: &Home) -> PathBuf {
     home.dir.join("ledger.sqlite3")
 }
 
+/// Whether the home has a ledger with anything in it. In WAL mode a ledger can live
+/// in `ledger.sqlite3-wal` alone (a process killed before its first checkpoint), so
+/// an empty main file with a non-empty WAL is a ledger, not a missing one.
+pub fn exists(home: &Home) -> bool {
+    let len = |p: PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+    let p = path(home);
+    let mut wal = p.clone().into_os_string();
+    wal.push("-wal");
+    len(p) > 0 || len(PathBuf::from(wal)) > 0
+}
+
 /// Why the ledger could not be opened.
 #[derive(Debug)]
 pub enum OpenError {
@@ -354,8 +365,17 @@ pub struct PackedRecord {
     /// The IID packed.
     pub iid: String,
     pub answered: Answered,
-    /// The product's extended product ID now.
-    pub epid_now: Option<String>,
+}
+
+/// A product as a return record is applied to it.
+pub struct ProductNow {
+    pub host: String,
+    pub activation_id: String,
+    pub iid: Option<String>,
+    pub epid: Option<String>,
+    pub state: ProductState,
+    /// The CID it holds is simulated.
+    pub cid_simulated: bool,
 }
 
 /// The bundle record a return answers.
@@ -421,8 +441,7 @@ impl Ledger {
     /// Opens the ledger of an initialised home. A missing or empty ledger is refused.
     pub fn open(home: &Home) -> Result<Ledger, OpenError> {
         let p = path(home);
-        let empty = std::fs::metadata(&p).map(|m| m.len() == 0).unwrap_or(true);
-        if empty {
+        if !exists(home) {
             return Err(OpenError::Missing(p));
         }
         Ok(Ledger {
@@ -439,13 +458,6 @@ impl Ledger {
         store::meta_set(&l.conn, "next_sequence", &next_sequence.to_string())
             .map_err(StoreError::from)?;
         Ok(l)
-    }
-
-    /// Opens a ledger file directly (tests and tools).
-    pub fn open_path(p: &Path) -> Result<Ledger, StoreError> {
-        Ok(Ledger {
-            conn: store::open_migrating(p, SCHEMA, SCHEMA_VERSION, MIGRATIONS)?,
-        })
     }
 
     /// Starts a transaction that takes the write lock at once.
@@ -958,15 +970,13 @@ impl Tx<'_> {
     ) -> rusqlite::Result<Option<PackedRecord>> {
         self.tx
             .prepare_cached(
-                "SELECT b.product_id, b.iid, b.answered, f.epid FROM bundle_records b JOIN product_facts f ON f.id = b.product_id
-                 WHERE b.bundle_id = ?1 AND b.handle = ?2",
+                "SELECT product_id, iid, answered FROM bundle_records WHERE bundle_id = ?1 AND handle = ?2",
             )?
             .query_row(params![bundle_id, handle as i64], |x| {
                 Ok(PackedRecord {
                     product_id: x.get(0)?,
                     iid: x.get(1)?,
                     answered: Answered(x.get(2)?),
-                    epid_now: x.get(3)?,
                 })
             })
             .optional()
@@ -982,22 +992,20 @@ impl Tx<'_> {
     }
 
     /// (host, activation ID, current IID, state, holds a simulated CID).
-    pub fn product_now(
-        &self,
-        id: i64,
-    ) -> rusqlite::Result<(String, String, Option<String>, ProductState, bool)> {
+    pub fn product_now(&self, id: i64) -> rusqlite::Result<ProductNow> {
         self.tx
             .prepare_cached(
-                "SELECT host, activation_id, iid, state, cid_simulated FROM products WHERE id = ?1",
+                "SELECT host, activation_id, iid, epid, state, cid_simulated FROM products WHERE id = ?1",
             )?
             .query_row(params![id], |x| {
-                Ok((
-                    x.get(0)?,
-                    x.get(1)?,
-                    x.get(2)?,
-                    state_of(x.get(3)?)?,
-                    x.get(4)?,
-                ))
+                Ok(ProductNow {
+                    host: x.get(0)?,
+                    activation_id: x.get(1)?,
+                    iid: x.get(2)?,
+                    epid: x.get(3)?,
+                    state: state_of(x.get(4)?)?,
+                    cid_simulated: x.get(5)?,
+                })
             })
     }
 
@@ -1270,6 +1278,12 @@ mod tests {
         assert!(matches!(Ledger::open(&home), Err(OpenError::Missing(_))));
         std::fs::write(path(&home), b"").unwrap();
         assert!(matches!(Ledger::open(&home), Err(OpenError::Missing(_))));
+        // An empty main file whose content is still in the WAL is a ledger.
+        let mut wal = path(&home).into_os_string();
+        wal.push("-wal");
+        std::fs::write(&wal, b"x").unwrap();
+        assert!(exists(&home));
+        std::fs::remove_file(&wal).unwrap();
         std::fs::remove_file(path(&home)).unwrap();
         drop(Ledger::create(&home, 7).unwrap());
         let mut l = Ledger::open(&home).unwrap();

@@ -47,7 +47,7 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
         Command::Recover { next_sequence } => {
             let h = home()?;
             let p = ledger::path(&h);
-            if std::fs::metadata(&p).is_ok_and(|m| m.len() > 0) {
+            if ledger::exists(&h) {
                 return Err(CliError::new(
                     Exit::Error,
                     None,
