@@ -349,6 +349,11 @@ fn applied(g: &Gap) -> String {
 
 /// A deposit result for `host` from its deposit file, as the deposit script writes it.
 fn result_file(g: &Gap, dir: &std::path::Path, host: &str, name: &str, ok: bool) {
+    result_file_at(g, dir, host, name, ok, "2026-11-20T10:00:00Z");
+}
+
+/// As `result_file`, with the deposit time the script writes into every result file.
+fn result_file_at(g: &Gap, dir: &std::path::Path, host: &str, name: &str, ok: bool, time: &str) {
     let d: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(g.path(&format!("dep/{host}.json"))).unwrap(),
     )
@@ -365,7 +370,7 @@ fn result_file(g: &Gap, dir: &std::path::Path, host: &str, name: &str, ok: bool)
             }
         })
         .collect();
-    let doc = serde_json::json!({"schema": "makproxy-deposit-result/1", "host": host, "results": results});
+    let doc = serde_json::json!({"schema": "makproxy-deposit-result/1", "host": host, "time": time, "results": results});
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join(name), doc.to_string()).unwrap();
 }
@@ -591,4 +596,43 @@ fn a_fifo_or_link_in_the_drop_folder_is_refused_without_hanging() {
         "{files:?}"
     );
     assert_eq!(j["summary"]["files_rejected"], 2);
+}
+
+#[test]
+fn a_machine_reimaged_on_the_same_hardware_is_reissued_and_its_new_deposit_counts() {
+    let g = Gap::default();
+    applied(&g);
+    let drop = fixtures_copy(&g);
+    // PC-000001 (two products) deposits and reports activated.
+    result_file(&g, &drop, "PC-000001", "PC-000001.result.json", true);
+    g.secure(&["collect", drop.to_str().unwrap()]).ok();
+    assert_eq!(g.count("activated"), 2);
+    // Reimaged with the same IID: a new agent file says unlicensed; the stored CID is
+    // offered again, and reissued without a trip across the gap.
+    let mut agent: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(drop.join("PC-000001.json")).unwrap())
+            .unwrap();
+    agent["collected"] = serde_json::json!("2026-11-23T08:00:00Z");
+    std::fs::write(drop.join("PC-000001.json"), agent.to_string()).unwrap();
+    g.secure(&["collect", drop.to_str().unwrap()]).ok();
+    assert_eq!(
+        g.count("cid_on_hand"),
+        2,
+        "{}",
+        g.secure(&["status"]).stdout
+    );
+    g.secure(&["apply", "--reissue", "--deposit-dir", &g.p("dep")])
+        .ok();
+    assert_eq!(g.count("cid_on_hand"), 0);
+    // The machine deposits the same CID again: same fields, a new time. It counts.
+    result_file_at(
+        &g,
+        &drop,
+        "PC-000001",
+        "PC-000001.result.json",
+        true,
+        "2026-11-23T09:00:00Z",
+    );
+    g.secure(&["collect", drop.to_str().unwrap()]).ok();
+    assert_eq!(g.count("activated"), 2, "{}", g.secure(&["status"]).stdout);
 }

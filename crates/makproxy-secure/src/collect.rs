@@ -4,9 +4,9 @@
 //! batches of whole files.
 //!
 //! Idempotent: a file whose content digest equals the one collected last time is
-//! skipped ("unchanged"), and a deposit result is applied once by content digest, so
-//! re-running collect over the same folder changes nothing and stale result files of a
-//! reimaged machine are never re-read. A file may only speak for the host it is named
+//! skipped ("unchanged"), so re-running collect over the same folder changes nothing
+//! and stale result files of a reimaged machine are never re-read. A deposit writes
+//! its time into its result file, so a new deposit (after a reissue) is new content. A file may only speak for the host it is named
 //! after (`<HOST>.json`, `<HOST>.result.json`); CSV inventories are the operator's own
 //! imports and may name many hosts. Files are opened without following links or
 //! blocking, and must be regular files on the opened handle.
@@ -284,7 +284,7 @@ fn file(
                     }
                 });
                 let r = match r {
-                    Ok(d) => deposit(tx, &d, i + 1, &shown, now)?,
+                    Ok(d) => deposit(tx, &d, i + 1, now)?,
                     Err(e) => Err(e),
                 };
                 match r {
@@ -395,32 +395,15 @@ fn upsert(
     Ok((Change::Updated, next))
 }
 
-/// Applies one deposit result once (by content): Some(true) activated, Some(false)
-/// failed, None already applied or no move from the product's state; Err a record error.
+/// Applies one deposit result: Some(true) activated, Some(false) failed, None no move
+/// from the product's state; Err a record error. (Read once by the file's content
+/// digest: a deposit writes its time into the file, so a new deposit is new content.)
 fn deposit(
     tx: &Tx,
     d: &DepositResult,
     n: usize,
-    file: &str,
     now: &str,
 ) -> rusqlite::Result<Result<Option<bool>, RecordError>> {
-    // What the result says, not how the file is laid out: the same result rewritten
-    // by a later run of the deposit script is still the same result.
-    let digest = makproxy_core::bundle::sha256_hex(
-        format!(
-            "{}|{}|{}|{}|{}|{:?}",
-            d.host,
-            d.activation_id,
-            d.installation_id.digits(),
-            d.confirmation_id.digits(),
-            d.activated,
-            d.error_code
-        )
-        .as_bytes(),
-    );
-    if tx.deposit_result_seen(&digest)? {
-        return Ok(Ok(None));
-    }
     let mismatch = |detail: String| {
         Ok(Err(RecordError {
             code: Code::AplIidMismatch,
@@ -443,9 +426,6 @@ fn deposit(
     if iid.as_deref() != Some(d.installation_id.digits())
         || cid.as_deref() != Some(d.confirmation_id.digits())
     {
-        // A result for an IID the machine no longer has (reimaged) is history: applied
-        // once as nothing, never re-read.
-        tx.deposit_result_applied(&digest, file, now)?;
         return mismatch(
             "installation or confirmation ID differs from the ledger's; result ignored".into(),
         );
@@ -462,6 +442,5 @@ fn deposit(
         failure.as_ref().map(|(c, m)| (c.as_str(), *m)),
         now,
     )?;
-    tx.deposit_result_applied(&digest, file, now)?;
     Ok(Ok(moved.then_some(d.activated)))
 }

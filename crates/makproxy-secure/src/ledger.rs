@@ -286,14 +286,9 @@ CREATE TABLE IF NOT EXISTS collected_files(
     sha256 TEXT NOT NULL,
     at TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS deposit_results(
-    sha256 TEXT PRIMARY KEY,
-    file TEXT NOT NULL,
-    at TEXT NOT NULL
-);
 "#;
 
-/// Schema 2 to 3 adds only new tables (what collect has read, by content digest),
+/// Schema 2 to 3 adds only a new table (what collect has read, by content digest),
 /// which the schema's own `CREATE TABLE IF NOT EXISTS` makes.
 const MIGRATIONS: &[Migration] = &[Migration {
     from: 2,
@@ -752,30 +747,6 @@ impl Tx<'_> {
             )?
             .execute(params![id, to.as_str(), clears, reason_code, reason, at])?;
         self.history(id, at, event, detail)
-    }
-
-    /// Whether a deposit result with this content digest was applied before.
-    pub fn deposit_result_seen(&self, sha256: &str) -> rusqlite::Result<bool> {
-        Ok(self
-            .tx
-            .prepare_cached("SELECT 1 FROM deposit_results WHERE sha256 = ?1")?
-            .query_row(params![sha256], |_| Ok(()))
-            .optional()?
-            .is_some())
-    }
-
-    pub fn deposit_result_applied(
-        &self,
-        sha256: &str,
-        file: &str,
-        at: &str,
-    ) -> rusqlite::Result<()> {
-        self.tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO deposit_results(sha256, file, at) VALUES(?1, ?2, ?3)",
-            )?
-            .execute(params![sha256, file, at])?;
-        Ok(())
     }
 
     /// The product a deposit result names.
