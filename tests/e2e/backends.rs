@@ -152,7 +152,8 @@ fn a_gateway_that_breaks_protocol_fails_records_not_the_run() {
             "--command",
             "cat",
         ])
-        .code(4)
+        // Every record failed: 5, not "partial"; the return still carries each failure.
+        .code(5)
         .json();
     assert_eq!(r["summary"]["failed_by_reason"]["MP-BKD-008"], 13);
     assert!(g.path("ret.zip").exists());

@@ -145,7 +145,7 @@ fn recollecting_is_idempotent_and_a_new_iid_supersedes_the_old() {
         .ok();
     let a = g
         .secure(&["--json", "apply", &ret, "--deposit-dir", &g.p("dep")])
-        .code(4)
+        .code(5)
         .json();
     assert_eq!(a["summary"]["iid_changed"], 1);
     assert_eq!(a["notes"][0]["code"], "MP-APL-003");

@@ -476,7 +476,7 @@ fn a_result_file_can_only_speak_for_the_host_it_is_named_after() {
     result_file(&g, &dir, "LAB-07", "PC-000002.result.json", true);
     let r = g
         .secure(&["--json", "collect", dir.to_str().unwrap()])
-        .code(4)
+        .code(5)
         .json();
     let codes: Vec<&str> = r["problems"]
         .as_array()

@@ -16,6 +16,12 @@ fn entry(bundle: &str, name: &str) -> String {
 
 /// collect the shipped drop folder, pack, activate with the simulator: returns (cil, ret).
 fn to_return(g: &Gap, extra_activate: &[&str]) -> (String, String) {
+    let (cil, ret, _) = to_return_run(g, extra_activate);
+    (cil, ret)
+}
+
+/// [`to_return`], also giving activate's run.
+fn to_return_run(g: &Gap, extra_activate: &[&str]) -> (String, String, makproxy_e2e::Run) {
     g.collect_fixture();
     let (cil, ret) = (g.p("cil.zip"), g.p("ret.zip"));
     g.secure(&["pack", "--out", &cil]).ok();
@@ -28,8 +34,8 @@ fn to_return(g: &Gap, extra_activate: &[&str]) -> (String, String) {
         "simulator",
     ];
     args.extend_from_slice(extra_activate);
-    g.online(&args);
-    (cil, ret)
+    let run = g.online(&args);
+    (cil, ret, run)
 }
 
 #[test]
@@ -162,6 +168,26 @@ fn failed_records_are_reported_and_can_be_repacked() {
         .code(4)
         .json();
     assert_eq!(a["summary"]["failed"], 4);
+    // `verify --records` lists every answer and every failure with its code.
+    let v = g
+        .secure(&["--json", "verify", &ret, "--records"])
+        .ok()
+        .json();
+    let entries = v["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 13);
+    let refused: Vec<_> = entries
+        .iter()
+        .filter(|e| e["failure"]["service_code"] == "0x7F")
+        .collect();
+    assert_eq!(refused.len(), 4);
+    assert!(refused.iter().all(|e| e["confirmation_id"].is_null()));
+    let human = g.secure(&["verify", &ret, "--records"]).ok().stdout;
+    assert_eq!(human.matches("FAILED [MP-BKD-001] 0x7F").count(), 4);
+    assert_eq!(human.matches(" CID ").count(), 9);
+    assert!(
+        g.secure(&["--json", "verify", &ret]).ok().json()["entries"].is_null(),
+        "records are listed only when asked"
+    );
     let failed = g
         .secure(&["--json", "status", "--state", "failed"])
         .ok()
@@ -712,4 +738,23 @@ fn a_trusted_peer_cannot_answer_with_another_sequence_or_product_id() {
     assert_eq!(a["summary"]["cids"], 12);
     assert_eq!(a["notes"][0]["code"], "MP-APL-010");
     assert_eq!(g.count("packed"), 1, "the record stays pending");
+}
+
+#[test]
+fn a_batch_where_every_record_fails_exits_5_not_partial() {
+    let g = Gap::default();
+    // A MAK with no activations left: every request is refused (0x7F).
+    let (_, ret, run) = to_return_run(&g, &["--json", "--sim-activations", "0"]);
+    let r = run.code(5).json();
+    assert_eq!(r["summary"]["failed_by_reason"]["0x7F"], 13);
+    assert!(
+        g.path("ret.zip").exists(),
+        "the return still carries each failure"
+    );
+    let a = g
+        .secure(&["--json", "apply", &ret, "--deposit-dir", &g.p("dep")])
+        .code(5)
+        .json();
+    assert_eq!(a["summary"]["failed"], 13);
+    assert_eq!(g.count("failed"), 13, "the ledger records why");
 }

@@ -28,8 +28,38 @@ pub enum Exit {
     Rejected = 3,
     /// The command completed but some records failed.
     Partial = 4,
+    /// The command completed and every record (or file) it handled failed: nothing
+    /// succeeded. What it writes (a return carrying the failures, the ledger's record
+    /// of them) is still written.
+    AllFailed = 5,
     /// Stopped by Ctrl-C or a termination signal after saving what it had.
     Interrupted = 130,
+}
+
+impl Exit {
+    /// The exit code of a command that handled `succeeded + failed` records: 0 when
+    /// none failed, 4 when some did, 5 when all did.
+    pub fn outcome(succeeded: u64, failed: u64) -> Exit {
+        match (succeeded, failed) {
+            (_, 0) => Exit::Ok,
+            (0, _) => Exit::AllFailed,
+            _ => Exit::Partial,
+        }
+    }
+}
+
+#[cfg(test)]
+mod exit_tests {
+    use super::Exit;
+
+    #[test]
+    fn outcome_tells_partial_from_total_failure() {
+        assert_eq!(Exit::outcome(0, 0), Exit::Ok, "nothing to do");
+        assert_eq!(Exit::outcome(7, 0), Exit::Ok);
+        assert_eq!(Exit::outcome(7, 1), Exit::Partial);
+        assert_eq!(Exit::outcome(0, 1), Exit::AllFailed);
+        assert_eq!(Exit::AllFailed as u8, 5, "documented in docs/errors.md");
+    }
 }
 
 impl From<Exit> for ExitCode {
@@ -352,6 +382,7 @@ pub fn common(
         Common::Man { out: path } => {
             std::fs::create_dir_all(path).map_err(|e| CliError::io(path.display(), e))?;
             clap_mangen::generate_to(root, path).map_err(|e| CliError::io(path.display(), e))?;
+            out.json(&json!({"man_pages": path.display().to_string()}));
             out.line(format!(
                 "Wrote man pages to {}",
                 escape(&path.display().to_string())
@@ -361,11 +392,40 @@ pub fn common(
     }
 }
 
+/// The binary's clap definition as help, completions and man pages show it: the
+/// global `--home` and `--json` are hidden where they mean nothing (`completions`, `man`).
+/// A subcommand's own argument of the same name stops clap from propagating the
+/// global one there (its value still reaches [`Global`]).
+pub fn command<C: clap::CommandFactory>() -> clap::Command {
+    let mut cmd = C::command();
+    for sub in ["completions", "man"] {
+        cmd = cmd.mut_subcommand(sub, |s| {
+            s.arg(
+                clap::Arg::new("home")
+                    .long("home")
+                    .value_name("DIR")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .hide(true),
+            )
+            .arg(
+                clap::Arg::new("json")
+                    .long("json")
+                    .action(clap::ArgAction::SetTrue)
+                    .hide(true),
+            )
+        });
+    }
+    cmd
+}
+
 /// Parses the command line; a usage error is reported like any other error (with
 /// `MP-USE-001`, and as JSON on stdout under `--json`) and exits 2. Help and version
 /// requests print as clap prints them.
 pub fn parse<C: clap::Parser>() -> C {
-    match C::try_parse() {
+    match command::<C>()
+        .try_get_matches()
+        .and_then(|m| C::from_arg_matches(&m))
+    {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind as K;
@@ -569,9 +629,13 @@ pub fn describe(
     out: &Output,
     path: &Path,
     v: &mut makproxy_core::bundle::Verified,
+    list: bool,
 ) -> Result<Exit, CliError> {
     use makproxy_core::bundle::{CilRecord, Kind, ReturnRecord};
     let (mut ok, mut failed, mut simulated) = (0u64, 0u64, 0u64);
+    // With `list`: each record as the bundle holds it (JSON) and one escaped line each.
+    let mut entries: Vec<serde_json::Value> = Vec::new();
+    let mut lines: Vec<String> = Vec::new();
     // Records per extended product ID: what `remaining --pid` and `--check-remaining`
     // need to know before a batch is sent.
     let mut per_epid: std::collections::BTreeMap<String, u64> = Default::default();
@@ -580,6 +644,21 @@ pub fn describe(
             *per_epid
                 .entry(r.extended_product_id.as_str().to_string())
                 .or_default() += 1;
+            if list {
+                lines.push(format!(
+                    "  #{:<6} IID {}  ePID {}  {}  {}{}",
+                    r.handle,
+                    r.installation_id,
+                    r.extended_product_id,
+                    r.activation_id,
+                    escape(r.product.as_deref().unwrap_or("-")),
+                    r.host
+                        .as_ref()
+                        .map(|h| format!("  host {h}"))
+                        .unwrap_or_default()
+                ));
+                entries.push(serde_json::to_value(&r).expect("serialisable"));
+            }
             Ok::<(), CliError>(())
         })?,
         Kind::Return => v.records(|r: ReturnRecord| {
@@ -589,17 +668,40 @@ pub fn describe(
                 failed += 1;
             }
             simulated += u64::from(r.simulated);
+            if list {
+                let answer = match (&r.confirmation_id, &r.failure) {
+                    (Some(cid), _) => format!("CID {cid}"),
+                    (None, Some(f)) => format!("FAILED {}", f.line()),
+                    (None, None) => "no answer".into(),
+                };
+                lines.push(format!(
+                    "  #{:<6} IID {}  {answer}  ({}, {}{})",
+                    r.handle,
+                    r.installation_id,
+                    r.backend.as_str(),
+                    match r.source {
+                        makproxy_core::bundle::Source::Backend => "obtained",
+                        makproxy_core::bundle::Source::Journal => "from the journal",
+                    },
+                    if r.simulated { ", SIMULATED" } else { "" }
+                ));
+                entries.push(serde_json::to_value(&r).expect("serialisable"));
+            }
             Ok::<(), CliError>(())
         })?,
     }
     let m = &v.manifest;
-    out.json(&json!({
+    let mut doc = json!({
         "file": path, "valid": true, "kind": m.kind.as_str(), "bundle_id": m.bundle_id, "site": m.site, "sequence": m.sequence,
         "signer": {"name": v.signer.name, "fingerprint": v.signer.key.fingerprint(), "key_id": v.signer.key.key_id()},
         "created": m.created, "expires": m.expires, "tool": m.tool, "records": m.records, "fields": m.fields,
         "manifest_sha256": v.manifest_sha256, "answers": m.answers, "backend": m.backend,
         "confirmation_ids": ok, "failures": failed, "simulated": simulated, "per_epid": per_epid,
-    }));
+    });
+    if list {
+        doc["entries"] = entries.into();
+    }
+    out.json(&doc);
     out.line(format!(
         "OK: signature, manifest and every entry verified ({}).",
         escape(&path.display().to_string())
@@ -656,6 +758,12 @@ pub fn describe(
             out.line(format!("Endpoint:    {}", escape(e)));
         }
         out.line(format!("Results:     {ok} CID(s), {failed} failure(s)"));
+    }
+    if list {
+        out.line("Records:");
+        for l in lines {
+            out.line(l);
+        }
     }
     Ok(Exit::Ok)
 }

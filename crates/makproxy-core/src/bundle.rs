@@ -282,6 +282,22 @@ pub struct RecordFailure {
     pub message: String,
 }
 
+impl RecordFailure {
+    /// `[CODE] SERVICE-CODE message` for a terminal, every part escaped.
+    pub fn line(&self) -> String {
+        use crate::sanitize::escape;
+        format!(
+            "[{}]{} {}",
+            escape(&self.code),
+            self.service_code
+                .as_deref()
+                .map(|c| format!(" {}", escape(c)))
+                .unwrap_or_default(),
+            escape(&self.message)
+        )
+    }
+}
+
 /// A record of a return bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,8 +1,8 @@
 //! makproxy-gen: writes N synthetic machine-record files in the agent's format (valid
 //! check digits, deterministic from a seed), for fixtures and benchmarks.
-//!
-//! Usage: makproxy-gen --out DIR --count N [--seed S] [--prefix PC] [--products-per-host K]
+//! `makproxy-gen --help` shows the options.
 
+use clap::Parser;
 use makproxy_core::ids::{digits_from_seed, with_check_digits};
 use serde_json::json;
 use std::path::PathBuf;
@@ -18,28 +18,38 @@ const OFFICE_MAK: (&str, &str, &str) = (
     "Office 16, VOLUME_MAK channel",
 );
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+/// Writes synthetic machine-record files in the agent's format (developer tool).
+///
+/// Example: makproxy-gen --out drop --count 1000 --seed bench
+#[derive(Parser)]
+#[command(name = "makproxy-gen", version)]
+struct Args {
+    /// Folder to write `<PREFIX>-NNNNNN.json` files into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Number of machines.
+    #[arg(long, value_name = "N")]
+    count: u64,
+    /// Seed the IIDs derive from (same seed, same files).
+    #[arg(long, value_name = "S", default_value = "makproxy")]
+    seed: String,
+    /// Host name prefix.
+    #[arg(long, value_name = "PC", default_value = "PC")]
+    prefix: String,
+    /// Products per machine: 1 (Windows) or 2 (Windows and Office).
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    products_per_host: u8,
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let (Some(out), Some(count)) = (
-        arg(&args, "--out"),
-        arg(&args, "--count").and_then(|c| c.parse::<u64>().ok()),
-    ) else {
-        eprintln!("usage: makproxy-gen --out DIR --count N [--seed S] [--prefix PC] [--products-per-host 1|2]");
-        std::process::exit(2);
-    };
-    let seed = arg(&args, "--seed").unwrap_or_else(|| "makproxy".into());
-    let prefix = arg(&args, "--prefix").unwrap_or_else(|| "PC".into());
-    let per_host: usize = arg(&args, "--products-per-host")
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(1)
-        .clamp(1, 2);
-    let out = PathBuf::from(out);
+    let Args {
+        out,
+        count,
+        seed,
+        prefix,
+        products_per_host,
+    } = Args::parse();
+    let per_host = usize::from(products_per_host);
     std::fs::create_dir_all(&out).expect("create output folder");
     for n in 1..=count {
         let host = format!("{prefix}-{n:06}");

@@ -893,15 +893,7 @@ pub fn run(
         out.line(format!("  {n} x {}{meaning}", escape(reason)));
     }
     for (handle, f) in &s.first_failures {
-        out.line(format!(
-            "  record {handle}: [{}]{} {}",
-            escape(&f.code),
-            f.service_code
-                .as_deref()
-                .map(|c| format!(" {}", escape(c)))
-                .unwrap_or_default(),
-            escape(&f.message)
-        ));
+        out.line(format!("  record {handle}: {}", f.line()));
     }
     if s.failed as usize > s.first_failures.len() {
         out.line(format!(
@@ -915,11 +907,7 @@ pub fn run(
             s.uncertain
         ));
     }
-    Ok(if s.failed > 0 {
-        Exit::Partial
-    } else {
-        Exit::Ok
-    })
+    Ok(Exit::outcome(s.obtained + s.from_journal, s.failed))
 }
 
 /// `worksheet`: the records of a CIL bundle the journal cannot answer, as a CSV to fill

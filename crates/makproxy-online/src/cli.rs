@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use makproxy_cli::{Common, Global};
 use std::path::PathBuf;
 
-const AFTER: &str = "Exit codes: 0 done, 1 error, 2 usage, 3 rejected (verification/security), 4 partial (some records failed), 130 stopped by Ctrl-C (answers saved).
+const AFTER: &str = "Exit codes: 0 done, 1 error, 2 usage, 3 rejected (verification/security), 4 partial (some records failed), 5 every record failed, 130 stopped by Ctrl-C (answers saved).
 Typical run:  inspect E:\\cil-0001.zip  ->  activate E:\\cil-0001.zip --out E:\\ret-0001.zip --backend microsoft";
 
 #[derive(Debug, Parser)]
@@ -30,6 +30,7 @@ pub enum BackendName {
     Command,
 }
 
+/// How to reach a backend: what `activate` and `remaining` share.
 #[derive(Debug, Args)]
 pub struct BackendArgs {
     /// Which activation backend to use.
@@ -49,22 +50,9 @@ pub struct BackendArgs {
     /// Seconds to wait for one service answer.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub timeout: u64,
-    /// Attempts per record while the request cannot have reached the service (connection
-    /// refused, name or TLS failure). A request that was sent is never repeated.
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    pub attempts: u32,
-    /// First pause between attempts, doubled each time.
-    #[arg(long, default_value_t = 2000, value_name = "MS")]
-    pub retry_delay_ms: u64,
-    /// Simulator: fail records whose IID ends with these digits (as service code 0x90).
-    #[arg(long, value_name = "DIGITS")]
-    pub sim_fail_suffix: Option<String>,
     /// Simulator: activations left on the simulated MAK, then 0x7F.
     #[arg(long, value_name = "N")]
     pub sim_activations: Option<i64>,
-    /// Manual: the filled-in worksheet CSV (without it, prompt on the terminal).
-    #[arg(long, value_name = "FILE")]
-    pub worksheet: Option<PathBuf>,
     /// Command: the gateway program to run.
     #[arg(long, value_name = "PROGRAM")]
     pub command: Option<String>,
@@ -83,6 +71,9 @@ pub enum Command {
     Inspect {
         /// The CIL bundle to verify.
         file: PathBuf,
+        /// Also list every record (handle, IDs, product).
+        #[arg(long)]
+        records: bool,
     },
     /// Obtain a CID for every record of a CIL bundle and write the signed return bundle.
     ///
@@ -125,6 +116,19 @@ pub struct ActivateArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub backend: BackendArgs,
+    /// Attempts per record while the request cannot have reached the service (connection
+    /// refused, name or TLS failure). A request that was sent is never repeated.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub attempts: u32,
+    /// First pause between attempts, doubled each time.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub retry_delay_ms: u64,
+    /// Simulator: fail records whose IID ends with these digits (as service code 0x90).
+    #[arg(long, value_name = "DIGITS")]
+    pub sim_fail_suffix: Option<String>,
+    /// Manual: the filled-in worksheet CSV (without it, prompt on the terminal).
+    #[arg(long, value_name = "FILE")]
+    pub worksheet: Option<PathBuf>,
     /// Requests in flight at once (be polite to the service).
     #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,

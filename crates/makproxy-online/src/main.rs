@@ -3,7 +3,6 @@
 
 mod cli;
 
-use clap::CommandFactory;
 use cli::{BackendArgs, BackendName, Cli, Command, JournalCommand};
 use makproxy_backend::command::CommandBackend;
 use makproxy_backend::manual::Manual;
@@ -19,6 +18,7 @@ use makproxy_online::activate;
 use makproxy_online::journal::Journal;
 use serde_json::json;
 use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
@@ -46,12 +46,19 @@ fn install_stop_handler() {
     });
 }
 
-fn backend(a: &BackendArgs) -> Result<Box<dyn Backend>, CliError> {
+/// The backend named by `a`; `activate` adds the simulator's failure suffix and the
+/// manual backend's worksheet (`remaining` has neither).
+fn backend(
+    a: &BackendArgs,
+    sim_fail_suffix: Option<&str>,
+    worksheet: Option<&Path>,
+) -> Result<Box<dyn Backend>, CliError> {
     let usage = |m: String| CliError::new(Exit::Usage, None, m);
     Ok(match a.backend {
-        BackendName::Simulator => {
-            Box::new(Simulator::new(a.sim_fail_suffix.clone(), a.sim_activations))
-        }
+        BackendName::Simulator => Box::new(Simulator::new(
+            sim_fail_suffix.map(str::to_owned),
+            a.sim_activations,
+        )),
         BackendName::Microsoft => {
             makproxy_backend::microsoft::check_endpoint(&a.endpoint).map_err(|e| {
                 CliError::new(
@@ -72,7 +79,7 @@ fn backend(a: &BackendArgs) -> Result<Box<dyn Backend>, CliError> {
                 .map_err(usage)?,
             )
         }
-        BackendName::Manual => match &a.worksheet {
+        BackendName::Manual => match worksheet {
             Some(path) => {
                 let bytes = std::fs::read(path).map_err(|e| CliError::io(path.display(), e))?;
                 let text = makproxy_core::records::decode_text(&bytes).map_err(|e| {
@@ -124,12 +131,15 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
     let home = || Home::open(&dir, Role::Online).map_err(CliError::from);
     let journal = |h: &Home| Journal::open(h).map_err(|e| e.cli("journal"));
     match &cli.command {
-        Command::Common(c) => {
-            makproxy_cli::common(out, &cli.global, Role::Online, c, Cli::command(), |h| {
-                journal(h).map(drop)
-            })
-        }
-        Command::Inspect { file } => {
+        Command::Common(c) => makproxy_cli::common(
+            out,
+            &cli.global,
+            Role::Online,
+            c,
+            makproxy_cli::command::<Cli>(),
+            |h| journal(h).map(drop),
+        ),
+        Command::Inspect { file, records } => {
             let h = home()?;
             let mut v = bundle::open(
                 file,
@@ -138,11 +148,15 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
                 makproxy_cli::now(),
                 &Limits::default(),
             )?;
-            makproxy_cli::describe(out, file, &mut v)
+            makproxy_cli::describe(out, file, &mut v, *records)
         }
         Command::Activate(a) => {
             let h = home()?;
-            let b = backend(&a.backend)?;
+            let b = backend(
+                &a.backend,
+                a.sim_fail_suffix.as_deref(),
+                a.worksheet.as_deref(),
+            )?;
             let opts = activate::Options {
                 input: &a.file,
                 out: &a.out,
@@ -157,8 +171,8 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
                     a.concurrency.into()
                 },
                 retry: RetryPolicy {
-                    attempts: a.backend.attempts.max(1),
-                    first_delay: Duration::from_millis(a.backend.retry_delay_ms),
+                    attempts: a.attempts.max(1),
+                    first_delay: Duration::from_millis(a.retry_delay_ms),
                 },
                 expires_days: a.expires_days,
                 check_remaining: a.check_remaining,
@@ -183,7 +197,15 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
         Command::Remaining { pid, backend: ba } => {
             let epid = ExtendedProductId::parse(pid)
                 .map_err(|e| CliError::new(Exit::Usage, Some(e.code()), e.to_string()))?;
-            let b = backend(ba)?;
+            if ba.backend == BackendName::Manual {
+                return Err(CliError::new(
+                    Exit::Usage,
+                    None,
+                    "remaining needs a service to ask: --backend microsoft (or simulator, or a command gateway); the manual backend has no count",
+                )
+                .hint("by phone, the activation centre can tell the count; or use `activate --check-remaining` with the microsoft backend"));
+            }
+            let b = backend(ba, None, None)?;
             let n = b.remaining(&epid).map_err(|f| {
                 let svc = f
                     .service_code

@@ -96,11 +96,7 @@ pub fn run(
             ));
         }
         report_deposit_problems(&problems);
-        return Ok(if problems.is_empty() {
-            Exit::Ok
-        } else {
-            Exit::Partial
-        });
+        return Ok(Exit::outcome(files, problems.len() as u64));
     }
     match tx.issued(&answers.bundle_id).map_err(db)? {
         Some((sha, seq))
@@ -168,13 +164,11 @@ pub fn run(
         "Applied return from {:?} ({} backend): {}; {} deposit file(s) in {}; {} record(s) of the request still pending.",
         v.signer.name, escape(&backend.name), s.human(), files, escape(&deposit_dir.display().to_string()), pending
     ));
-    Ok(
-        if s.failed + s.rejected + s.iid_changed + s.pending > 0 || !problems.is_empty() {
-            Exit::Partial
-        } else {
-            Exit::Ok
-        },
-    )
+    // Deposit problems count against the hosts whose files could not be written.
+    Ok(Exit::outcome(
+        s.cids + s.already_answered,
+        s.failed + s.rejected + s.iid_changed + s.pending + problems.len() as u64,
+    ))
 }
 
 /// Applies one result of a return to the ledger (inside the caller's transaction).
@@ -375,11 +369,7 @@ pub fn reissue(
     report_deposit_problems(&problems);
     out.json(&json!({"reissued": n, "deposit_files": files, "deposit_problems": problems}));
     out.line(format!("Reissued {n} stored CID(s) without a new activation; {files} deposit file(s) written to {}.", escape(&deposit_dir.display().to_string())));
-    Ok(if problems.is_empty() {
-        Exit::Ok
-    } else {
-        Exit::Partial
-    })
+    Ok(Exit::outcome(files, problems.len() as u64))
 }
 
 /// Writes `<HOST>.json` and `<HOST>.cmd` for every host with products awaiting deposit

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use makproxy_cli::{Common, Global};
 use std::path::PathBuf;
 
-const AFTER: &str = "Exit codes: 0 done, 1 error, 2 usage, 3 rejected (verification/security), 4 partial (some records failed).
+const AFTER: &str = "Exit codes: 0 done, 1 error, 2 usage, 3 rejected (verification/security), 4 partial (some records failed), 5 every record failed.
 Typical cycle:  collect \\\\share\\drop  ->  pack --out E:\\cil-0001.zip  ->  (online side)  ->  apply E:\\ret-0001.zip --deposit-dir \\\\share\\deposit";
 
 #[derive(Debug, Parser)]
@@ -70,6 +70,9 @@ pub enum Command {
     Verify {
         /// The bundle to verify.
         file: PathBuf,
+        /// Also list every record (handle, IDs, and a return's answer or failure).
+        #[arg(long)]
+        records: bool,
     },
     /// Start a new, empty ledger for a home whose ledger was lost, continuing the
     /// bundle sequence from N (one more than the highest this site ever packed).

@@ -193,11 +193,13 @@ pub fn run(out: &Output, ledger: &mut Ledger, dirs: &[PathBuf]) -> Result<Exit, 
         "Collected {} file(s) ({} unchanged since the last collect): {} new, {} updated, {} unchanged; {} queued, {} CID on hand, {} skipped; {} record(s) and {} file(s) rejected; deposits: {} activated, {} failed.",
         summary.files, summary.files_unchanged, summary.new, summary.updated, summary.unchanged, summary.queued, summary.cid_on_hand, summary.skipped, summary.rejected, summary.files_rejected, summary.deposits_activated, summary.deposits_failed
     ));
-    Ok(if problems.is_empty() {
-        Exit::Ok
-    } else {
-        Exit::Partial
-    })
+    let went_in = summary.new
+        + summary.updated
+        + summary.unchanged
+        + summary.files_unchanged
+        + summary.deposits_activated
+        + summary.deposits_failed;
+    Ok(Exit::outcome(went_in, problems.len() as u64))
 }
 
 /// Collects one file: skipped when unchanged, else parsed and every record applied.

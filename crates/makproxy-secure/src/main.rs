@@ -3,7 +3,6 @@
 
 mod cli;
 
-use clap::CommandFactory;
 use cli::{Cli, Command};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{self, Kind, Limits};
@@ -39,11 +38,14 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
     let home = || Home::open(&dir, Role::Secure).map_err(CliError::from);
     let ledger = |h: &Home| Ledger::open(h).map_err(open_error);
     match &cli.command {
-        Command::Common(c) => {
-            makproxy_cli::common(out, &cli.global, Role::Secure, c, Cli::command(), |h| {
-                Ledger::create(h, 1).map(drop).map_err(open_error)
-            })
-        }
+        Command::Common(c) => makproxy_cli::common(
+            out,
+            &cli.global,
+            Role::Secure,
+            c,
+            makproxy_cli::command::<Cli>(),
+            |h| Ledger::create(h, 1).map(drop).map_err(open_error),
+        ),
         Command::Recover { next_sequence } => {
             let h = home()?;
             let p = ledger::path(&h);
@@ -111,7 +113,7 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
             let h = home()?;
             report::report(out, &ledger(&h)?, path, *force)
         }
-        Command::Verify { file } => {
+        Command::Verify { file, records } => {
             let h = home()?;
             let limits = Limits::default();
             let kind = bundle::peek_kind(file, &limits)?;
@@ -124,7 +126,7 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
                 Kind::Return => h.trusted()?,
             };
             let mut v = bundle::open(file, kind, &trusted, makproxy_cli::now(), &limits)?;
-            makproxy_cli::describe(out, file, &mut v)
+            makproxy_cli::describe(out, file, &mut v, *records)
         }
     }
 }
