@@ -6,38 +6,7 @@
 use makproxy_e2e::{fixtures, root, Gap};
 
 fn normalise(text: &str, g: &Gap) -> String {
-    let tmp = g.dir.path().to_string_lossy().into_owned();
-    let fixtures = fixtures().to_string_lossy().into_owned();
-    let mut out = String::new();
-    for line in text
-        .replace(&tmp, "<tmp>")
-        .replace(&fixtures, "<fixtures>")
-        .lines()
-    {
-        let mut words: Vec<String> = Vec::new();
-        for w in line.split(' ') {
-            let core = w.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-            let hex = |n: usize| core.len() == n && core.bytes().all(|b| b.is_ascii_hexdigit());
-            let w = if hex(32) {
-                w.replace(core, "<id>")
-            } else if core.len() == 19
-                && core.split('-').count() == 4
-                && core
-                    .split('-')
-                    .all(|p| p.len() == 4 && p.bytes().all(|b| b.is_ascii_hexdigit()))
-            {
-                w.replace(core, "<fingerprint>")
-            } else if core.len() == 20 && core.contains('T') && core.starts_with("20") {
-                w.replace(core, "<time>")
-            } else {
-                w.to_string()
-            };
-            words.push(w);
-        }
-        out.push_str(words.join(" ").trim_end());
-        out.push('\n');
-    }
-    out
+    makproxy_e2e::normalise(text, g.dir.path())
 }
 
 #[test]
@@ -156,4 +125,80 @@ fn tamper_results(from: &str, to: &str) {
         w.write_all(&data).unwrap();
     }
     w.finish().unwrap();
+}
+
+/// Errors an operator can provoke by following the guide with a slip: each prints
+/// `error[CODE]: cause`, a hint and a link to a heading that exists in docs/errors.md,
+/// and under `--json` the same code (never null) and exit in the document.
+#[test]
+fn every_error_an_operator_can_provoke_prints_a_code_and_a_fix() {
+    let g = Gap::default();
+    g.collect_fixture();
+    let errors_md = std::fs::read_to_string(root().join("docs/errors.md")).unwrap();
+    let missing = g.p("media/nofile.zip");
+    let taken = g.p("secure.pub");
+    let cases: Vec<(bool, Vec<&str>, i32)> = vec![
+        (
+            true,
+            vec!["trust", "add", "media/nofile.pub", "--name", "x"],
+            1,
+        ),
+        (true, vec!["collect", "/nonexistent"], 2),
+        (true, vec!["verify", &missing], 1),
+        (true, vec!["key", "export", "--out", &taken], 1),
+        (true, vec!["status", "--csv", "--state", "nosuchstate"], 2),
+        (true, vec!["no-such-command"], 2),
+        (true, vec!["apply"], 2),
+        (
+            false,
+            vec![
+                "activate",
+                &missing,
+                "--out",
+                "r.zip",
+                "--backend",
+                "command",
+            ],
+            2,
+        ),
+        (
+            false,
+            vec!["remaining", "--pid", "1", "--backend", "simulator"],
+            2,
+        ),
+        (false, vec!["inspect", &missing], 1),
+    ];
+    for (secure, args, exit) in cases {
+        for json in [false, true] {
+            let mut a = args.clone();
+            if json {
+                a.insert(0, "--json");
+            }
+            let r = if secure { g.secure(&a) } else { g.online(&a) };
+            assert_eq!(r.code, exit, "{a:?}: {}", r.stderr);
+            let first = r.stderr.lines().next().unwrap_or("");
+            let code = first
+                .strip_prefix("error[")
+                .and_then(|s| s.split(']').next())
+                .unwrap_or_else(|| panic!("{a:?}: no code on {first:?}"));
+            assert!(code.starts_with("MP-"), "{a:?}: {first}");
+            assert!(
+                r.stderr.contains("\n  hint: "),
+                "{a:?}: no hint\n{}",
+                r.stderr
+            );
+            let anchor = format!("see docs/errors.md#{}", code.to_ascii_lowercase());
+            assert!(r.stderr.contains(&anchor), "{a:?}: no link");
+            assert!(
+                errors_md.contains(&format!("\n### {code}\n")),
+                "{code} has no heading in docs/errors.md"
+            );
+            if json {
+                let d = r.json();
+                assert_eq!(d["error"]["code"], code, "{a:?}");
+                assert_eq!(d["error"]["exit"], exit, "{a:?}");
+                assert!(d["error"]["hint"].as_str().is_some_and(|h| !h.is_empty()));
+            }
+        }
+    }
 }

@@ -50,6 +50,43 @@ pub fn example(name: &str) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// Operator-facing text with its variable parts replaced, for snapshots: the temporary
+/// folder `tmp`, the fixtures folder, bundle IDs, key fingerprints and times.
+pub fn normalise(text: &str, tmp: &Path) -> String {
+    let tmp = tmp.to_string_lossy().into_owned();
+    let fixtures = fixtures().to_string_lossy().into_owned();
+    let mut out = String::new();
+    for line in text
+        .replace(&tmp, "<tmp>")
+        .replace(&fixtures, "<fixtures>")
+        .lines()
+    {
+        let mut words: Vec<String> = Vec::new();
+        for w in line.split(' ') {
+            let core = w.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+            let hex = |n: usize| core.len() == n && core.bytes().all(|b| b.is_ascii_hexdigit());
+            let w = if hex(32) {
+                w.replace(core, "<id>")
+            } else if core.len() == 19
+                && core.split('-').count() == 4
+                && core
+                    .split('-')
+                    .all(|p| p.len() == 4 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                w.replace(core, "<fingerprint>")
+            } else if core.len() == 20 && core.contains('T') && core.starts_with("20") {
+                w.replace(core, "<time>")
+            } else {
+                w.to_string()
+            };
+            words.push(w);
+        }
+        out.push_str(words.join(" ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// What a command did.
 #[derive(Debug)]
 pub struct Run {

@@ -219,28 +219,33 @@ impl Output {
     }
     /// Reports an error: to stderr for people, and as JSON on stdout for scripts.
     pub fn error(&self, e: &CliError) {
+        // Every error carries a code: one made without a specific code is a usage or an
+        // I/O error.
+        let code = e.code.unwrap_or(match e.exit {
+            Exit::Usage => Code::Usage,
+            _ => Code::Io,
+        });
+        // Without a more specific hint, the registry's fix for the code.
+        let hint = e.hint.clone().unwrap_or_else(|| code.fix().to_string());
         if self.json {
             say(json_text(
-                &json!({"error": {"code": e.code.map(|c| c.as_str()), "exit": e.exit as u8, "message": e.message, "hint": e.hint.clone().or_else(|| e.code.map(|c| c.fix().to_string()))}}),
+                &json!({"error": {"code": code.as_str(), "exit": e.exit as u8, "message": e.message, "hint": hint}}),
             ));
         }
-        // Without a more specific hint, the registry's fix for the code.
-        let hint = e
-            .hint
-            .clone()
-            .or_else(|| e.code.map(|c| c.fix().to_string()));
-        let word = paint("error", "1;31");
-        let prefix = match e.code {
-            Some(c) => format!("{word}[{c}]"),
-            None => word,
-        };
-        eprintln!("{prefix}: {}", escape(&e.message));
-        if let Some(h) = &hint {
-            eprintln!("  hint: {}", escape(h));
+        let mut lines = e.message.lines();
+        eprintln!(
+            "{}[{code}]: {}",
+            paint("error", "1;31"),
+            escape(lines.next().unwrap_or(""))
+        );
+        for l in lines {
+            eprintln!("{}", escape(l));
         }
-        if let Some(c) = e.code {
-            eprintln!("  see docs/errors.md#{}", c.as_str().to_ascii_lowercase());
-        }
+        eprintln!("  hint: {}", escape(&hint));
+        eprintln!(
+            "  see docs/errors.md#{}",
+            code.as_str().to_ascii_lowercase()
+        );
     }
     /// A progress bar on an interactive stderr, hidden otherwise (scripts, `--json`).
     /// With `len` 0 (total unknown) it is a spinner with a count and rate.
@@ -438,25 +443,7 @@ pub fn parse<C: clap::Parser>() -> C {
             let json = std::env::args().any(|a| a == "--json");
             let text = e.render().to_string();
             let text = text.trim_end().trim_start_matches("error: ");
-            if json {
-                Output { json }.error(&CliError::new(Exit::Usage, Some(Code::Usage), text));
-            } else {
-                // clap's lines as lines (each escaped), under the coded first line.
-                let mut lines = text.lines();
-                eprintln!(
-                    "{}[{}]: {}",
-                    paint("error", "1;31"),
-                    Code::Usage,
-                    escape(lines.next().unwrap_or(""))
-                );
-                for l in lines {
-                    eprintln!("{}", escape(l));
-                }
-                eprintln!(
-                    "  see docs/errors.md#{}",
-                    Code::Usage.as_str().to_ascii_lowercase()
-                );
-            }
+            Output { json }.error(&CliError::new(Exit::Usage, Some(Code::Usage), text));
             std::process::exit(Exit::Usage as i32);
         }
     }
