@@ -72,6 +72,27 @@ fn full_round_trip_with_the_simulator() {
     assert_eq!(a["deposit_files"], 9);
     assert_eq!(g.count("cid_received"), 13);
     assert_eq!(g.count("skipped"), 2);
+    // One name, one shape (docs/json.md): `answers` and `backend` read the same in
+    // verify, apply and activate.
+    assert_eq!(a["answers"]["bundle_id"], inspect["bundle_id"]);
+    assert_eq!(a["answers"], v["answers"]);
+    assert_eq!(a["backend"], v["backend"]);
+    let act = g
+        .online(&[
+            "--json",
+            "activate",
+            &cil,
+            "--out",
+            &g.p("again.zip"),
+            "--backend",
+            "simulator",
+        ])
+        .ok()
+        .json();
+    assert_eq!(act["answers"], v["answers"]);
+    assert_eq!(act["backend"]["name"], "simulator");
+    assert_eq!(act["backend"]["simulated"], true);
+    assert_eq!(act["summary"]["from_journal"], 13, "nothing asked twice");
 
     // Deposit files: versioned JSON with valid CIDs marked simulated, and a CRLF cmd twin.
     let d: serde_json::Value =
@@ -659,6 +680,27 @@ fn bundles_are_never_overwritten_and_dry_runs_change_nothing() {
         .ok()
         .json();
     assert_eq!(dry["would_pack"], 13);
+    // It shows what would leave, machine by machine, in the order it would be packed.
+    let rows = dry["records"].as_array().unwrap();
+    assert_eq!(rows.len(), 13);
+    assert!(rows
+        .iter()
+        .any(|r| r["host"] == "WIN7-OFFICE"
+            && r["product"] == "Office 14, OfficeProPlus-MAK edition"));
+    let limited = g
+        .secure(&[
+            "pack",
+            "--out",
+            &cil,
+            "--dry-run",
+            "--host",
+            "PC-*",
+            "--limit",
+            "2",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(limited.matches("\n  PC-00000").count(), 2, "{limited}");
     assert!(!g.path("cil.zip").exists());
     assert_eq!(g.count("queued"), 13);
     std::fs::write(&cil, b"precious").unwrap();

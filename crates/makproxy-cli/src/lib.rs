@@ -116,6 +116,11 @@ impl From<KeyError> for CliError {
                 Some("run `init --site NAME` first, or pass --home / set MAKPROXY_HOME".to_string())
             }
             KeyError::Permissions(p) => Some(format!("chmod 600 {}", p.display())),
+            KeyError::OtherSide {
+                found, expected, ..
+            } => Some(format!(
+                "this is the {found} side's home: use it with makproxy-{found}, and give makproxy-{expected} a home of its own"
+            )),
             _ => None,
         };
         let exit = match e.code() {

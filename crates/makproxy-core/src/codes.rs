@@ -143,8 +143,8 @@ codes! {
         => "On Unix: `chmod 600 secret.key`. On Windows: restrict the home folder to the operators' group. Treat the key as possibly exposed.",
     KeyMalformed = "MP-KEY-004": "key file is malformed"
         => "A key or home file was edited or damaged. Restore it from backup or re-initialise and re-exchange keys.",
-    KeyRole = "MP-KEY-005": "key has the wrong role for this side"
-        => "The secure side trusts online keys and vice versa. You tried to trust a key from the same side.",
+    KeyRole = "MP-KEY-005": "a key or home belongs to the other side"
+        => "Each side has its own home and trusts only the other side's key. A home named in the message is the other side's: run the other program with it, or give this one its own --home. A key file named in the message comes from this same side: carry the other side's `key export` file instead.",
     KeyTrustName = "MP-KEY-006": "trust name is invalid or already in use"
         => "Use letters, digits, `-`, `_`, `.` (up to 64), and a name not yet in use (`trust remove` first).",
     KeyAlreadyTrusted = "MP-KEY-007": "this key is already trusted under another name"

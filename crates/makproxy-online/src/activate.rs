@@ -872,7 +872,7 @@ pub fn run(
         )
         .map_err(db)?;
 
-    out.json(&json!({"return_bundle": o.out, "bundle_id": written.manifest.bundle_id, "answers": m.bundle_id, "backend": kind.as_str(), "endpoint": endpoint, "simulated": simulated, "summary": s}));
+    out.json(&json!({"return_bundle": o.out, "bundle_id": written.manifest.bundle_id, "answers": written.manifest.answers, "backend": written.manifest.backend, "endpoint": endpoint, "simulated": simulated, "summary": s}));
     if simulated {
         out.line("SIMULATOR backend: the CIDs in this return are simulated and activate nothing.");
     }

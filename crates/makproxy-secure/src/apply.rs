@@ -156,7 +156,7 @@ pub fn run(
         eprintln!("handle {}: [{}] {}", n.handle, n.code, escape(&n.detail));
     }
     report_deposit_problems(&problems);
-    out.json(&json!({"return_bundle": m.bundle_id, "answers": answers.bundle_id, "signer": v.signer.name, "backend": backend, "summary": s, "deposit_files": files, "deposit_problems": problems, "still_pending": pending, "notes": notes}));
+    out.json(&json!({"return_bundle": m.bundle_id, "answers": answers, "signer": v.signer.name, "backend": backend, "summary": s, "deposit_files": files, "deposit_problems": problems, "still_pending": pending, "notes": notes}));
     if backend.simulated {
         out.line("WARNING: this return was produced by the SIMULATOR backend. Its CIDs will not activate anything.");
     }

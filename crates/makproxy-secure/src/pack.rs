@@ -110,10 +110,27 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         return Ok(Exit::Ok);
     }
     if o.dry_run {
-        out.json(&json!({"dry_run": true, "would_pack": count, "sequence": sequence}));
+        // What would leave, machine by machine (the transaction is never committed).
+        let mut rows = Vec::new();
+        tx.bundle_rows(&bundle_id, |r: PackRow| {
+            rows.push(json!({"host": r.host, "activation_id": r.activation_id, "product": r.product, "extended_product_id": r.epid, "installation_id": r.iid}));
+            Ok(())
+        })?;
+        drop(tx);
         out.line(format!(
-            "Dry run: would pack {count} record(s) as bundle #{sequence}; nothing written."
+            "Dry run: would pack {count} record(s) as bundle #{sequence}; nothing written:"
         ));
+        for r in &rows {
+            out.line(format!(
+                "  {:<24} {:<36} {}",
+                escape(r["host"].as_str().unwrap_or("")),
+                escape(r["product"].as_str().unwrap_or("-")),
+                r["activation_id"].as_str().unwrap_or("")
+            ));
+        }
+        out.json(
+            &json!({"dry_run": true, "would_pack": count, "sequence": sequence, "records": rows}),
+        );
         return Ok(Exit::Ok);
     }
     let mut fields = vec![
