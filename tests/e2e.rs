@@ -15,6 +15,8 @@ mod guide;
 mod hostile;
 #[path = "e2e/hostile_records.rs"]
 mod hostile_records;
+#[path = "e2e/json_docs.rs"]
+mod json_docs;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
 #[path = "e2e/microsoft.rs"]
