@@ -264,74 +264,125 @@ fn ctrl_c_waits_for_requests_in_flight_and_saves_their_answers() {
     assert!(mock.counts().values().all(|n| *n == 1));
 }
 
-/// How long `f` takes on this machine, so that kill points can be placed inside the
-/// work whatever the machine's speed (wall-clock kill points alone made this test flaky).
-fn timed(f: impl FnOnce()) -> u64 {
-    let t = std::time::Instant::now();
-    f();
-    t.elapsed().as_millis() as u64
+/// A progress signal for a running secure command: the number of times the ledger's
+/// write-ahead log has grown since the call (the ledger is opened in exclusive mode, so
+/// no reader can look inside while it runs; each commit appends to the log).
+fn ledger_log_growth(g: &Gap) -> impl FnMut() -> u32 {
+    let wal = g.path("secure-home").join("ledger.sqlite3-wal");
+    let size = move || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let mut last = size();
+    let mut grew = 0;
+    move || {
+        let now = size();
+        if now > last {
+            grew += 1;
+        }
+        last = now;
+        grew
+    }
+}
+
+/// Kills `child` once `ready()` holds (polled every millisecond); returns whether the
+/// child had already ended, which the callers treat as a failed kill point.
+fn kill_when(mut child: std::process::Child, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        if ready() || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+/// The `.makproxy-*.partial` files in `dir` and their sizes.
+fn partials(dir: &std::path::Path) -> Vec<(String, u64)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name.starts_with(".makproxy-") && name.ends_with(".partial"))
+                .then(|| (name, e.metadata().map_or(0, |m| m.len())))
+        })
+        .collect()
 }
 
 #[test]
 fn collect_and_pack_killed_midway_leave_a_ledger_a_rerun_completes() {
-    // Calibrate on a scratch gap: one uninterrupted collect and one pack of 1000.
-    let scratch = Gap::default();
-    let sdrop = scratch.generate("drop", 3000, "BULK");
-    let collect_ms = timed(|| {
-        scratch.secure(&["collect", &sdrop]).ok();
-    });
-    let pack_ms = timed(|| {
-        scratch
-            .secure(&["pack", "--out", &scratch.p("b.zip"), "--limit", "1000"])
-            .ok();
-    });
-    eprintln!("calibration: collect {collect_ms} ms, pack of 1000 {pack_ms} ms");
-
+    // Kill points are chosen by progress, not by the clock: collect commits every 500
+    // files, and each kill comes when the ledger's log has grown 2-3 times in that run
+    // (at most 1,500 of 3,000 files in); pack is killed once its bundle file exists and
+    // holds data. Every kill lands mid-work on any machine.
     let g = Gap::default();
     let drop = g.generate("drop", 3000, "BULK");
-    let mut killed = 0;
-    // Kills between 10 % and 70 % of an uninterrupted collect: each lands mid-work.
-    for ms in kill_points(3, collect_ms / 10, collect_ms * 7 / 10 + 2) {
-        if !kill_after(g.spawn_secure(&["collect", &drop]), ms) {
-            killed += 1;
-        }
+    let products = |g: &Gap| g.status()["products"].as_array().unwrap().len();
+    for (i, k) in kill_points(3, 2, 4).into_iter().enumerate() {
+        let before = products(&g);
+        let mut growth = ledger_log_growth(&g);
+        let finished = kill_when(g.spawn_secure(&["collect", &drop]), || growth() >= k as u32);
+        assert!(
+            !finished,
+            "collect {i} ended before the ledger grew {k} times"
+        );
         // Whatever was committed is whole: every product row is complete.
         let s = g.status();
-        for p in s["products"].as_array().unwrap() {
-            assert_eq!(p["state"], "queued");
-        }
+        let rows = s["products"].as_array().unwrap();
+        assert!(rows.iter().all(|p| p["state"] == "queued"));
+        assert!(
+            rows.len() < 3000,
+            "kill {i} came mid-work, with {} of 3000 products in ({before} before)",
+            rows.len()
+        );
+        eprintln!("collect kill {i}: {before} -> {} products", rows.len());
     }
-    assert!(
-        killed > 0,
-        "collect finished before any kill although kills were placed inside its measured run"
-    );
     g.secure(&["collect", &drop]).ok();
     assert_eq!(g.count("queued"), 3000);
 
+    let media = g.path("media");
+    std::fs::create_dir_all(&media).unwrap();
     let mut bundles = Vec::new();
-    let mut packs_killed = 0;
-    for (i, ms) in kill_points(4, pack_ms / 10, pack_ms * 8 / 10 + 2)
-        .into_iter()
-        .enumerate()
-    {
-        let out = g.p(&format!("b{i}.zip"));
-        if !kill_after(
-            g.spawn_secure(&["pack", "--out", &out, "--limit", "1000"]),
-            ms,
-        ) {
-            packs_killed += 1;
-        }
-        if g.path(&format!("b{i}.zip")).exists() {
-            // A bundle under its final name is always complete and verifiable.
-            let v = g.secure(&["--json", "verify", &out]).ok().json();
-            bundles.push((out, v["records"].as_u64().unwrap()));
-        }
+    for i in 0..3 {
+        let out = media.join(format!("b{i}.zip"));
+        let finished = kill_when(
+            g.spawn_secure(&["pack", "--out", out.to_str().unwrap(), "--limit", "1000"]),
+            || partials(&media).iter().any(|(_, len)| *len > 0),
+        );
+        assert!(!finished, "pack {i} ended before its bundle file held data");
+        assert!(
+            !out.exists(),
+            "a killed pack leaves nothing under the final name"
+        );
+        assert_eq!(
+            g.count("packed"),
+            0,
+            "a pack killed mid-write has marked nothing packed"
+        );
+        bundles.push(out);
     }
-    assert!(packs_killed > 0, "no pack was interrupted mid-write");
-    // The ledger agrees with the bundles that exist: packed rows belong to committed bundles.
-    let packed = g.count("packed") as u64;
-    assert!(packed <= bundles.iter().map(|(_, n)| n).sum::<u64>());
-    g.secure(&["pack", "--out", &g.p("final.zip")]).ok();
+    assert!(
+        !partials(&media).is_empty(),
+        "the kills left unfinished files"
+    );
+    // The next pack removes what the killed ones left, says so, and packs the rest once.
+    let last = media.join("final.zip");
+    let r = g.secure(&["pack", "--out", last.to_str().unwrap()]).ok();
+    assert!(
+        r.stderr.contains("an unfinished file left in"),
+        "{}",
+        r.stderr
+    );
+    assert!(partials(&media).is_empty(), "{:?}", partials(&media));
+    let v = g
+        .secure(&["--json", "verify", last.to_str().unwrap()])
+        .ok()
+        .json();
+    assert_eq!(v["records"], 3000);
     assert_eq!(g.count("packed"), 3000);
     assert_eq!(g.count("queued"), 0);
 }

@@ -153,9 +153,23 @@ impl From<makproxy_core::bundle::BundleError> for CliError {
     }
 }
 
-/// Refuses an output path that already exists: what makproxy writes never replaces a
-/// file silently (`what` names the output, `hint` says what to do instead).
-pub fn must_not_exist(path: &Path, what: &str, hint: &str) -> Result<(), CliError> {
+/// Prepares a new output file: refuses a path that already exists (what makproxy writes
+/// never replaces a file silently; `what` names the output, `hint` says what to do
+/// instead), and removes the unfinished `.makproxy-*.partial` files an interrupted run
+/// left beside it (those no running process holds), saying so on stderr.
+pub fn new_output(path: &Path, what: &str, hint: &str) -> Result<(), CliError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // Best effort: a folder that cannot be listed fails the write itself, with its path.
+    for name in makproxy_core::fsutil::remove_orphaned_partials(dir).unwrap_or_default() {
+        eprintln!(
+            "note: removed {}, an unfinished file left in {} by an interrupted run",
+            escape(&name),
+            escape(&dir.display().to_string())
+        );
+    }
     if path.symlink_metadata().is_ok() {
         return Err(CliError::new(
             Exit::Error,

@@ -491,10 +491,7 @@ impl<R: Record + Send + 'static> BundleWriter<R> {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let tmp = tempfile::Builder::new()
-            .prefix(".makproxy-")
-            .suffix(".partial")
-            .tempfile_in(dir)?;
+        let tmp = crate::fsutil::new_partial(dir)?;
         let mut archive = zip::ZipWriter::new(io::BufWriter::with_capacity(256 * 1024, tmp));
         archive
             .start_file(R::KIND.data_entry(), entry_options(true))

@@ -112,15 +112,61 @@ pub fn write_new_with<T>(
         return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
     }
     let dir = parent(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".makproxy-")
-        .suffix(".partial")
-        .tempfile_in(dir)?;
+    let mut tmp = new_partial(dir)?;
     let out = fill(tmp.as_file_mut())?;
     tmp.as_file().sync_all()?;
     tmp.persist_noclobber(path).map_err(|e| e.error)?;
     sync_dir(dir)?;
     Ok(out)
+}
+
+/// A new `.makproxy-*.partial` file in `dir` for an output being written, locked
+/// exclusively for as long as it is open: the operating system drops the lock when the
+/// writing process ends, however it ends, so [`remove_orphaned_partials`] can tell a
+/// file left by a killed run from one another process is still writing.
+pub fn new_partial(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
+    let tmp = tempfile::Builder::new()
+        .prefix(PARTIAL_PREFIX)
+        .suffix(PARTIAL_SUFFIX)
+        .tempfile_in(dir)?;
+    tmp.as_file().try_lock().map_err(|e| match e {
+        fs::TryLockError::Error(e) => e,
+        fs::TryLockError::WouldBlock => io::Error::other("a new file is locked already"),
+    })?;
+    Ok(tmp)
+}
+
+const PARTIAL_PREFIX: &str = ".makproxy-";
+const PARTIAL_SUFFIX: &str = ".partial";
+
+/// Removes the `.makproxy-*.partial` files in `dir` that no process holds (left by a
+/// run that was killed or lost power mid-write) and returns their names. A file another
+/// process is still writing is locked and kept; links and non-files are never touched.
+pub fn remove_orphaned_partials(dir: &Path) -> io::Result<Vec<String>> {
+    let mut removed = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with(PARTIAL_PREFIX) && name.ends_with(PARTIAL_SUFFIX)) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(f) = open_regular(&path) else {
+            continue;
+        };
+        if f.try_lock().is_ok() {
+            drop(f); // unlocked and closed before removal (Windows needs it closed)
+            fs::remove_file(&path)?;
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 /// Creates a file readable and writable by its owner only (0600 on Unix). Fails if it
@@ -194,6 +240,43 @@ mod open_tests {
                 "a device"
             );
         }
+    }
+
+    #[test]
+    fn only_partial_files_nobody_holds_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let held = new_partial(d.path()).unwrap();
+        let orphan = d.path().join(".makproxy-killed.partial");
+        fs::write(&orphan, b"half a bundle").unwrap();
+        let other = d.path().join("cil-0001.zip.partial");
+        fs::write(&other, b"not ours").unwrap();
+        #[cfg(unix)]
+        {
+            let target = d.path().join("precious");
+            fs::write(&target, b"keep").unwrap();
+            std::os::unix::fs::symlink(&target, d.path().join(".makproxy-link.partial")).unwrap();
+        }
+        let removed = remove_orphaned_partials(d.path()).unwrap();
+        assert_eq!(removed, [".makproxy-killed.partial"]);
+        assert!(!orphan.exists());
+        assert!(held.path().exists(), "a file being written is kept");
+        assert!(other.exists(), "only makproxy's own partial files");
+        #[cfg(unix)]
+        assert_eq!(fs::read(d.path().join("precious")).unwrap(), b"keep");
+        // Once its writer is gone (closed, as when a process dies), it is an orphan.
+        let name = held
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let (file, path) = held.keep().unwrap();
+        drop(file);
+        assert_eq!(remove_orphaned_partials(d.path()).unwrap(), [name]);
+        assert!(!path.exists());
+        assert!(remove_orphaned_partials(&d.path().join("missing"))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -629,7 +629,7 @@ pub fn run(
 ) -> Result<Exit, CliError> {
     // Everything that can be checked is checked before anything is spent.
     if !o.dry_run {
-        makproxy_cli::must_not_exist(
+        makproxy_cli::new_output(
             o.out,
             "a return bundle",
             "choose another --out name (nothing was sent to any backend)",
@@ -922,7 +922,7 @@ pub fn worksheet(
     use makproxy_backend::manual::{worksheet_csv, worksheet_text, Row};
     let txt = path.with_extension("txt");
     for p in [path, txt.as_path()] {
-        makproxy_cli::must_not_exist(
+        makproxy_cli::new_output(
             p,
             "a worksheet",
             "choose another --out name, or move the old worksheet aside",

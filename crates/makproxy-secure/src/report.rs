@@ -146,7 +146,7 @@ pub fn status(
 pub fn report(out: &Output, ledger: &Ledger, path: &Path, force: bool) -> Result<Exit, CliError> {
     let db = |e: rusqlite::Error| CliError::io("ledger", e);
     if !force {
-        makproxy_cli::must_not_exist(
+        makproxy_cli::new_output(
             path,
             "a report",
             "choose another --out name, or add --force to replace it",
