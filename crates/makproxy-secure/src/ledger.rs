@@ -1170,6 +1170,137 @@ mod tests {
         assert_eq!(S::ALL.len(), table.len(), "every state has a row");
     }
 
+    /// One thing that can happen to a product: an event, or a collect of a record for
+    /// the same IID or a new one that says the product is to be skipped, is licensed,
+    /// or needs activation.
+    #[derive(Debug, Clone, Copy)]
+    enum Op {
+        Event(Event),
+        Collect { says: Seen, new_iid: bool },
+    }
+
+    const EVENTS: [Event; 10] = [
+        PACK,
+        RETRY,
+        ONLY_FAILED,
+        REPACK,
+        CID,
+        REAL_OVER_SIM,
+        E::Refused,
+        E::Reissue,
+        E::Deposited,
+        E::DepositFailed,
+    ];
+
+    fn all_ops() -> Vec<Op> {
+        let mut ops: Vec<Op> = EVENTS.iter().map(|e| Op::Event(*e)).collect();
+        for says in [Seen::Skip, Seen::Licensed, Seen::NeedsActivation] {
+            for new_iid in [false, true] {
+                ops.push(Op::Collect { says, new_iid });
+            }
+        }
+        ops
+    }
+
+    /// A product as the ledger holds it: its state, and whether a usable CID is stored
+    /// for its current IID (which is what turns "needs activation" into "CID on hand").
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    struct Product {
+        state: S,
+        cid_stored: bool,
+    }
+
+    /// `op` applied to `p` (an event that does not apply leaves it), as the ledger does.
+    fn step(p: Option<Product>, op: Op) -> Option<Product> {
+        match (p, op) {
+            (None, Op::Event(_)) => None,
+            (Some(p), Op::Event(e)) => Some(Product {
+                state: p.state.after(e).unwrap_or(p.state),
+                // apply keeps every CID for its IID, whatever the state; a CID Windows
+                // refused at deposit is no answer any more, and one arriving after
+                // such a refusal (most likely the same CID again) is not trusted until
+                // a repack asks anew.
+                cid_stored: match e {
+                    E::Cid { .. } => p.cid_stored || p.state != S::DepositFailed,
+                    E::DepositFailed => false,
+                    _ => p.cid_stored,
+                },
+            }),
+            (p, Op::Collect { says, new_iid }) => {
+                let cid_stored = p.is_some_and(|p| p.cid_stored) && !new_iid;
+                let seen = match says {
+                    Seen::NeedsActivation if cid_stored => Seen::CidOnHand,
+                    s => s,
+                };
+                Some(Product {
+                    state: after_collect(p.map(|p| (p.state, !new_iid)), seen),
+                    cid_stored,
+                })
+            }
+        }
+    }
+
+    /// Whether some sequence of operations activates `p`.
+    fn can_activate(p: Product) -> bool {
+        let mut seen = vec![p];
+        let mut i = 0;
+        while i < seen.len() {
+            if seen[i].state == S::Activated {
+                return true;
+            }
+            for op in all_ops() {
+                if let Some(n) = step(Some(seen[i]), op) {
+                    if !seen.contains(&n) {
+                        seen.push(n);
+                    }
+                }
+            }
+            i += 1;
+        }
+        false
+    }
+
+    fn op_strategy() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let ops = all_ops();
+        (0..ops.len()).prop_map(move |i| ops[i])
+    }
+
+    proptest::proptest! {
+        /// Any sequence of collects, packs, returns, reissues and deposit results keeps
+        /// the lifecycle's promises, checked against rules stated apart from the table:
+        /// a stored CID is never asked for again for the same IID unless Windows refused
+        /// it; only a deposit or Windows itself
+        /// says activated; only collect skips; and no product is ever stuck (some
+        /// sequence of operator actions still activates it).
+        #[test]
+        fn any_sequence_keeps_the_lifecycle_promises(ops in proptest::collection::vec(op_strategy(), 1..40)) {
+            let mut p: Option<Product> = None;
+            for op in ops {
+                let next = step(p, op);
+                if let (Some(before), Some(after)) = (p, next) {
+                    let (b, a) = (before.state, after.state);
+                    // A stored CID for the current IID is used, not asked for again,
+                    // unless Windows refused it at deposit.
+                    let holds_answer = before.cid_stored;
+                    let asks_again = a != b && matches!(a, S::Queued | S::Packed | S::Failed);
+                    let new_iid = matches!(op, Op::Collect { new_iid: true, .. });
+                    proptest::prop_assert!(!(holds_answer && asks_again && !new_iid), "{b} -> {a} on {op:?} with a CID stored");
+                    if a == S::Activated && b != S::Activated {
+                        proptest::prop_assert!(matches!(op, Op::Event(E::Deposited) | Op::Collect { says: Seen::Licensed, .. }), "{b} -> activated on {op:?}");
+                    }
+                    if a == S::Skipped && b != S::Skipped {
+                        proptest::prop_assert!(matches!(op, Op::Collect { .. }), "{b} -> skipped on {op:?}");
+                    }
+                }
+                if let Some(n) = next {
+                    proptest::prop_assert!(can_activate(n), "{n:?} is stuck");
+                }
+                p = next;
+            }
+        }
+    }
+
     #[test]
     fn no_event_ever_leaves_skipped_or_reaches_queued() {
         // Only collect queues (a new IID) or skips; nothing else may.
