@@ -665,6 +665,47 @@ mod tests {
             prop_assert_eq!(InstallationId::parse(&id.to_string()).unwrap(), id);
         }
 
+        /// IIDs (9 groups of 7 or of 6) and CIDs (8 groups of 6) are accepted exactly
+        /// when every group passes the reference's rule, computed here from the text
+        /// without `check_digit`; a rejection names the first failing group.
+        #[test]
+        fn check_digits_follow_the_reference_rule(
+            kind in 0usize..3,
+            groups in proptest::collection::vec((proptest::collection::vec(0u32..10, 7), any::<bool>()), 9),
+        ) {
+            let (count, size) = [(9, 7), (9, 6), (8, 6)][kind];
+            let mut text = String::new();
+            let mut first_bad = None;
+            for (i, (digits, make_valid)) in groups.iter().take(count).enumerate() {
+                let body = &digits[..size - 1];
+                let odd: u32 = body.iter().step_by(2).sum();
+                let even: u32 = body.iter().skip(1).step_by(2).sum();
+                let rule = (odd + 2 * even) % 7;
+                let last = if *make_valid { rule } else { digits[size - 1] };
+                if last != rule && first_bad.is_none() {
+                    first_bad = Some(i + 1);
+                }
+                text.extend(body.iter().map(|d| char::from_digit(*d, 10).unwrap()));
+                text.push(char::from_digit(last, 10).unwrap());
+                text.push('-');
+            }
+            text.pop();
+            let parsed = if kind == 2 {
+                ConfirmationId::parse(&text).map(|_| ())
+            } else {
+                InstallationId::parse(&text).map(|_| ())
+            };
+            match (parsed, first_bad) {
+                (Ok(()), None) => {}
+                (Err(e), Some(g)) => {
+                    prop_assert_eq!(e.code(), Code::IdCheckDigit);
+                    let expected = format!("group {g} of {count}");
+                    prop_assert!(e.to_string().contains(&expected), "{}", e);
+                }
+                (r, bad) => prop_assert!(false, "{text}: parsed {r:?}, first bad group {bad:?}"),
+            }
+        }
+
         #[test]
         fn cid_parse_display_roundtrip(p in payload(40)) {
             let id = ConfirmationId::parse(&with_check_digits(&p, 6)).unwrap();
