@@ -640,7 +640,7 @@ impl<R: Record + Send + 'static> BundleWriter<R> {
                 .map_err(io::Error::other)?
                 .into_inner()
                 .map_err(|e| e.into_error())?;
-            tmp.as_file().sync_all()?;
+            crate::fsutil::sync_file(tmp.as_file())?;
             let dir = tmp.path().parent().map(Path::to_path_buf);
             tmp.persist_noclobber(out).map_err(|e| e.error)?;
             dir.map_or(Ok(()), |d| crate::fsutil::sync_dir(&d))
@@ -1296,5 +1296,28 @@ pub fn peek_kind(path: &Path, limits: &Limits) -> Result<Kind, BundleError> {
         Ok(Kind::Return)
     } else {
         Ok(Kind::Cil)
+    }
+}
+
+#[cfg(test)]
+mod durability_tests {
+    use super::*;
+    use crate::testkit::{cil_header, cil_record, Keys};
+
+    /// A finished bundle is forced to disk, then the folder that names it, before
+    /// `finish` returns (what a power cut after `pack` reports success relies on).
+    #[test]
+    fn a_finished_bundle_and_its_folder_are_forced_to_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("cil.zip");
+        let mut w = BundleWriter::<CilRecord>::new(&out).unwrap();
+        w.push(cil_record(1)).unwrap();
+        let now = time::macros::datetime!(2026-11-22 00:00 UTC);
+        let keys = Keys::default();
+        let n = crate::fsutil::syncs_during(|| {
+            w.finish(cil_header(now), &keys.secure, &out).unwrap();
+        });
+        assert_eq!(n, if cfg!(unix) { 2 } else { 1 });
+        assert!(out.exists());
     }
 }

@@ -50,11 +50,34 @@ pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Forces a file's data and metadata to disk. Every durable write goes through here
+/// and [`sync_dir`], so the unit tests can count that each one is made (a test cannot
+/// cut the power; see docs/reliability.md).
+pub fn sync_file(f: &File) -> io::Result<()> {
+    #[cfg(test)]
+    SYNCS.with(|n| n.set(n.get() + 1));
+    f.sync_all()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// fsync calls made by this thread (files and folders).
+    pub(crate) static SYNCS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// fsync calls `f` makes on this thread (unit tests).
+#[cfg(test)]
+pub(crate) fn syncs_during(f: impl FnOnce()) -> u32 {
+    let before = SYNCS.with(|n| n.get());
+    f();
+    SYNCS.with(|n| n.get()) - before
+}
+
 /// Flushes a directory entry to disk so a completed rename survives power loss.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
-        File::open(dir)?.sync_all()
+        sync_file(&File::open(dir)?)
     }
     #[cfg(not(unix))]
     {
@@ -79,7 +102,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .suffix(".tmp")
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
+    sync_file(tmp.as_file())?;
     tmp.persist(path).map_err(|e| e.error)?;
     sync_dir(dir)
 }
@@ -114,7 +137,7 @@ pub fn write_new_with<T>(
     let dir = parent(path);
     let mut tmp = new_partial(dir)?;
     let out = fill(tmp.as_file_mut())?;
-    tmp.as_file().sync_all()?;
+    sync_file(tmp.as_file())?;
     tmp.persist_noclobber(path).map_err(|e| e.error)?;
     sync_dir(dir)?;
     Ok(out)
@@ -181,7 +204,7 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
     let mut f = opts.open(path)?;
     f.write_all(bytes)?;
-    f.sync_all()?;
+    sync_file(&f)?;
     sync_dir(parent(path))
 }
 
@@ -240,6 +263,24 @@ mod open_tests {
                 "a device"
             );
         }
+    }
+
+    /// What survives a power cut rests on these calls: each durable write forces the
+    /// file, then the folder that names it, to disk before it reports success.
+    #[test]
+    fn durable_writes_force_the_file_and_its_folder_to_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let dir_syncs = if cfg!(unix) { 1 } else { 0 };
+        let n = syncs_during(|| write_atomic(&d.path().join("a"), b"x").unwrap());
+        assert_eq!(n, 1 + dir_syncs, "write_atomic");
+        let n =
+            syncs_during(|| write_new_with(&d.path().join("b"), |f| f.write_all(b"x")).unwrap());
+        assert_eq!(n, 1 + dir_syncs, "write_new_with");
+        let n = syncs_during(|| write_secret(&d.path().join("k"), b"x").unwrap());
+        assert_eq!(n, 1 + dir_syncs, "write_secret");
+        // Derived files are not forced one by one (the caller syncs the folder once).
+        let n = syncs_during(|| write_derived(&d.path().join("c"), b"x").unwrap());
+        assert_eq!(n, 0, "write_derived");
     }
 
     #[test]

@@ -47,6 +47,13 @@ CREATE TABLE IF NOT EXISTS answers(
     at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS answers_by_key ON answers(key);
+-- One answer per (IID, ePID, simulated), whatever code writes: a second row would mean
+-- a second activation spent. (Kept as a trigger, created on every open so journals of
+-- earlier schemas get it too, because schema 2 replaced the key column's uniqueness by
+-- a digest that two keys may share.)
+CREATE TRIGGER IF NOT EXISTS one_answer_per_key BEFORE INSERT ON answers
+WHEN EXISTS (SELECT 1 FROM answers WHERE key = NEW.key AND iid = NEW.iid AND epid = NEW.epid AND simulated = NEW.simulated)
+BEGIN SELECT RAISE(ABORT, 'the journal already holds an answer for this IID, ePID and mode'); END;
 CREATE TABLE IF NOT EXISTS failures(
     bundle_id TEXT NOT NULL,
     handle INTEGER NOT NULL,
@@ -650,6 +657,30 @@ mod tests {
         assert!(b
             .save_answer("111", "E1", false, "CID-B", run, "t")
             .is_err());
+    }
+
+    #[test]
+    fn the_database_itself_refuses_a_second_answer_for_a_key() {
+        let (_d, mut j) = journal();
+        let run = j
+            .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
+            .unwrap();
+        let b = j.batch().unwrap();
+        b.save_answer("111", "E1", false, "CID-A", run, "t")
+            .unwrap();
+        b.commit().unwrap();
+        // Past save_answer's own check: a raw insert for the same key is refused...
+        let raw = |iid: &str, sim: bool| {
+            j.conn.execute(
+                "INSERT INTO answers(key, iid, epid, simulated, cid, run, at) VALUES(?1, ?2, 'E1', ?3, 'CID-B', ?4, 't')",
+                params![key(iid, "E1", sim), iid, sim, run],
+            )
+        };
+        let e = raw("111", false).unwrap_err().to_string();
+        assert!(e.contains("already holds an answer"), "{e}");
+        // ... while another IID, or a drill's answer for the same IID, is a new key.
+        raw("112", false).unwrap();
+        raw("111", true).unwrap();
     }
 
     #[test]
