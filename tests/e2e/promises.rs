@@ -220,46 +220,49 @@ fn activate_honours_timeout_and_proxy_against_the_loopback_service() {
     let g = Gap::default();
     let cil = g.packed_fixture();
     let mock = MockServer::start();
-    // --timeout 1 against a service that answers after 3 s.
-    mock.set_latency(std::time::Duration::from_secs(3));
-    let r = makproxy_e2e::run_within(
-        60,
-        "makproxy-online",
-        &[
+    let (home, url) = (g.online_home(), mock.url.clone());
+    let activate = |out: &str, extra: &[&str]| {
+        let out = g.p(out);
+        let mut a = vec![
             "--home",
-            &g.online_home(),
+            &home,
             "--json",
             "activate",
             &cil,
             "--out",
-            &g.p("slow.zip"),
+            &out,
             "--backend",
             "microsoft",
             "--endpoint",
-            &mock.url,
-            "--timeout",
-            "1",
-            "--max-transport-failures",
-            "2",
-        ],
+            &url,
+        ];
+        a.extend_from_slice(extra);
+        makproxy_e2e::run_within(60, "makproxy-online", &a)
+    };
+    // --timeout 1 against a service that answers after 3 s.
+    mock.set_latency(std::time::Duration::from_secs(3));
+    let r = activate(
+        "slow.zip",
+        &["--timeout", "1", "--max-transport-failures", "2"],
     );
     // Without the timeout each answer would have come after 3 s; with it, the first two
     // requests are cut off after sending, the outage breaker stops the run, and no
     // return is written.
+    // (How many were already handed out when the breaker tripped depends on timing:
+    // at least the two, at most two more with concurrency 2.)
     let j = r.json();
     assert_eq!(j["error"]["code"], "MP-BKD-002", "{j}");
-    assert!(
-        j["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("(2 uncertain)"),
-        "{j}"
-    );
     let open = g
         .online(&["--json", "journal", "list", "--uncertain"])
         .ok()
         .json();
-    assert_eq!(open["uncertain"].as_array().unwrap().len(), 2);
+    let n = open["uncertain"].as_array().unwrap().len();
+    assert!((2..=4).contains(&n), "{n} uncertain");
+    let said = format!("({n} uncertain)");
+    assert!(
+        j["error"]["message"].as_str().unwrap().contains(&said),
+        "{j}"
+    );
     assert!(!g.path("slow.zip").exists());
     // An unreachable proxy: nothing can be sent, so nothing is spent or uncertain.
     mock.set_latency(std::time::Duration::ZERO);
@@ -267,21 +270,9 @@ fn activate_honours_timeout_and_proxy_against_the_loopback_service() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let proxy = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
-    let r = makproxy_e2e::run_within(
-        60,
-        "makproxy-online",
+    let r = activate(
+        "proxied.zip",
         &[
-            "--home",
-            &g.online_home(),
-            "--json",
-            "activate",
-            &cil,
-            "--out",
-            &g.p("proxied.zip"),
-            "--backend",
-            "microsoft",
-            "--endpoint",
-            &mock.url,
             "--proxy",
             &proxy,
             "--attempts",
