@@ -460,6 +460,16 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     let mut t = Parts::new(&k, c, now, id, None);
     t.manifest = patch(t.manifest.clone(), b"kit-site", b"kit-sitf");
     add("tampered-manifest", c, Some(Code::BndSigInvalid), t.zip());
+    // Verify before parse: a manifest that is not even JSON, and not re-signed, must
+    // fail on its signature; a reader that parsed first would report MP-BND-030.
+    let mut t = Parts::new(&k, c, now, id, None);
+    t.manifest = b"{ this is not json".to_vec();
+    add(
+        "unsigned-malformed-manifest",
+        c,
+        Some(Code::BndSigInvalid),
+        t.zip(),
+    );
     for (name, kind) in [("tampered-records", c), ("tampered-results", r)] {
         let mut t = Parts::new(&k, kind, now, id, None);
         let pos = t

@@ -241,3 +241,160 @@ fn canonical<R: Read + Seek>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Archives built byte by byte, so each refusal of `scan` is met exactly once
+    //! (found by mutation testing: these paths had no test of their own).
+    use super::*;
+    use std::io::Cursor;
+
+    /// An entry as (local header + data, central record without its offset filled).
+    fn entry(name: &[u8], data: &[u8], offset: u32) -> (Vec<u8>, Vec<u8>) {
+        let n = name.len() as u16;
+        let size = data.len() as u32;
+        let mut local = Vec::new();
+        local.extend([0x50, 0x4b, 0x03, 0x04]);
+        local.extend(20u16.to_le_bytes()); // version needed
+        local.extend([0u8; 4]); // flags, method (stored)
+        local.extend([0u8; 4]); // time, date
+        local.extend(0u32.to_le_bytes()); // crc32 (not checked by scan)
+        local.extend(size.to_le_bytes());
+        local.extend(size.to_le_bytes());
+        local.extend(n.to_le_bytes());
+        local.extend(0u16.to_le_bytes()); // extra
+        local.extend(name);
+        local.extend(data);
+        let mut c = Vec::new();
+        c.extend([0x50, 0x4b, 0x01, 0x02]);
+        c.extend(20u16.to_le_bytes()); // made by (MS-DOS)
+        c.extend(20u16.to_le_bytes()); // version needed
+        c.extend([0u8; 4]); // flags, method
+        c.extend([0u8; 4]); // time, date
+        c.extend(0u32.to_le_bytes());
+        c.extend(size.to_le_bytes());
+        c.extend(size.to_le_bytes());
+        c.extend(n.to_le_bytes());
+        c.extend([0u8; 4]); // extra, comment lengths
+        c.extend([0u8; 4]); // disk, internal attributes
+        c.extend(0u32.to_le_bytes()); // external attributes
+        c.extend(offset.to_le_bytes());
+        c.extend(name);
+        (local, c)
+    }
+
+    /// End record: (disk, cd disk, entries on disk, total, cd size, cd offset).
+    fn eocd(f: (u16, u16, u16, u16, u32, u32)) -> Vec<u8> {
+        let mut e = vec![0x50, 0x4b, 0x05, 0x06];
+        for v in [f.0, f.1, f.2, f.3] {
+            e.extend(v.to_le_bytes());
+        }
+        e.extend(f.4.to_le_bytes());
+        e.extend(f.5.to_le_bytes());
+        e.extend(0u16.to_le_bytes()); // comment length
+        e
+    }
+
+    /// A well-formed archive of `entries`, and the bytes of its central directory.
+    fn archive(entries: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let (mut body, mut cd) = (Vec::new(), Vec::new());
+        for (name, data) in entries {
+            let (l, c) = entry(name, data, body.len() as u32);
+            body.extend(l);
+            cd.extend(c);
+        }
+        let n = entries.len() as u16;
+        let (size, at) = (cd.len() as u32, body.len() as u32);
+        body.extend(cd);
+        body.extend(eocd((0, 0, n, n, size, at)));
+        body
+    }
+
+    fn scan_bytes(b: &[u8], max_entries: usize, max_cd: u64) -> Result<Vec<RawEntry>, BundleError> {
+        scan(&mut Cursor::new(b), b.len() as u64, max_entries, max_cd)
+    }
+
+    fn code(r: Result<Vec<RawEntry>, BundleError>) -> Code {
+        r.expect_err("refused").code
+    }
+
+    #[test]
+    fn well_formed_archives_scan_to_their_entries() {
+        let b = archive(&[(b"a.json", b"{}"), (b"b", b"xyz")]);
+        let names: Vec<Vec<u8>> = scan_bytes(&b, 3, 1 << 20)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, [b"a.json".to_vec(), b"b".to_vec()]);
+        // The smallest archive: an end record alone (22 bytes), no entries.
+        assert!(scan_bytes(&archive(&[]), 3, 1 << 20).unwrap().is_empty());
+        // A record of exactly 46 bytes (an empty name) is read, not called corrupt.
+        assert_eq!(
+            scan_bytes(&archive(&[(b"", b"")]), 3, 1 << 20)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_end_record_must_end_the_file() {
+        let mut b = archive(&[(b"a", b"1")]);
+        b.extend([0u8; 22]);
+        assert_eq!(code(scan_bytes(&b, 3, 1 << 20)), Code::BndUnreadable);
+        assert_eq!(code(scan_bytes(&b[..21], 3, 1 << 20)), Code::BndUnreadable);
+    }
+
+    #[test]
+    fn each_zip64_marker_and_each_multi_disk_field_is_refused_alone() {
+        for f in [
+            (0, 0, 0xFFFF, 0xFFFF, 0, 0),
+            (0, 0, 0, 0, 0xFFFF_FFFF, 0),
+            (0, 0, 0, 0, 0, 0xFFFF_FFFF),
+            (1, 0, 0, 0, 0, 0),
+            (0, 1, 0, 0, 0, 0),
+            (0, 0, 1, 0, 0, 0),
+        ] {
+            assert_eq!(
+                code(scan_bytes(&eocd(f), 3, 1 << 20)),
+                Code::BndUnsupportedZip,
+                "{f:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn entry_and_directory_limits_are_exact() {
+        let b = archive(&[(b"a", b"1"), (b"b", b"2")]);
+        assert_eq!(scan_bytes(&b, 2, 1 << 20).unwrap().len(), 2, "at the limit");
+        assert_eq!(code(scan_bytes(&b, 1, 1 << 20)), Code::BndTooManyEntries);
+        let cd_size = 2 * (46 + 1);
+        assert_eq!(scan_bytes(&b, 2, cd_size).unwrap().len(), 2);
+        assert_eq!(code(scan_bytes(&b, 2, cd_size - 1)), Code::BndUnreadable);
+    }
+
+    #[test]
+    fn a_damaged_central_directory_is_refused_not_misread() {
+        // Ten bytes where a 46-byte record should be.
+        let mut b = vec![0x50, 0x4b, 0x01, 0x02, 0, 0, 0, 0, 0, 0];
+        b.extend(eocd((0, 0, 1, 1, 10, 0)));
+        assert_eq!(code(scan_bytes(&b, 3, 1 << 20)), Code::BndUnreadable);
+        // A record whose extra field or comment would run past the directory.
+        for at in [30, 32] {
+            let mut b = archive(&[(b"a", b"1")]);
+            let cd_at = 30 + 1 + 1;
+            b[cd_at + at..cd_at + at + 2].copy_from_slice(&100u16.to_le_bytes());
+            assert_eq!(
+                code(scan_bytes(&b, 3, 1 << 20)),
+                Code::BndUnreadable,
+                "field at {at}"
+            );
+        }
+        // Within the directory, an extra field or comment is refused as such.
+        let mut b = archive(&[(b"a", b"1"), (b"b", b"2")]);
+        let cd_at = 2 * (30 + 1 + 1);
+        b[cd_at + 30..cd_at + 32].copy_from_slice(&1u16.to_le_bytes());
+        assert_eq!(code(scan_bytes(&b, 3, 1 << 20)), Code::BndExtraData);
+    }
+}
