@@ -380,6 +380,14 @@ mod tests {
         let mut b = vec![0x50, 0x4b, 0x01, 0x02, 0, 0, 0, 0, 0, 0];
         b.extend(eocd((0, 0, 1, 1, 10, 0)));
         assert_eq!(code(scan_bytes(&b, 3, 1 << 20)), Code::BndUnreadable);
+        // The same, after a good record.
+        let (l, c) = entry(b"a", b"1", 0);
+        let mut b = l.clone();
+        let cd_size = (c.len() + 10) as u32;
+        b.extend(c);
+        b.extend([0x50, 0x4b, 0x01, 0x02, 0, 0, 0, 0, 0, 0]);
+        b.extend(eocd((0, 0, 2, 2, cd_size, l.len() as u32)));
+        assert_eq!(code(scan_bytes(&b, 3, 1 << 20)), Code::BndUnreadable);
         // A record whose extra field or comment would run past the directory.
         for at in [30, 32] {
             let mut b = archive(&[(b"a", b"1")]);
