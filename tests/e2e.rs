@@ -23,6 +23,8 @@ mod lifecycle;
 mod microsoft;
 #[path = "e2e/promises.rs"]
 mod promises;
+#[path = "e2e/release.rs"]
+mod release;
 #[path = "e2e/roundtrip.rs"]
 mod roundtrip;
 #[path = "e2e/snapshots.rs"]

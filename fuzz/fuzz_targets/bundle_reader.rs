@@ -4,4 +4,4 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| makproxy_core::testkit::fuzz::bundle_reader(data));
+fuzz_target!(|data: &[u8]| makproxy_testkit::fuzz::bundle_reader(data));

@@ -3,4 +3,4 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| makproxy_core::testkit::fuzz::machine_records(data));
+fuzz_target!(|data: &[u8]| makproxy_testkit::fuzz::machine_records(data));

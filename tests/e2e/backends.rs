@@ -22,7 +22,7 @@ fn manual_worksheet_round_trip_validates_every_cid() {
             filled.push_str(line);
         } else {
             let iid = line.split(',').nth(1).unwrap().replace('-', "");
-            let cid = makproxy_backend::mock::mock_cid(&iid);
+            let cid = makproxy_testkit::mock::mock_cid(&iid);
             let cid = match i {
                 1 => {
                     let mut b = cid.into_bytes();
@@ -173,7 +173,7 @@ fn a_worksheet_filled_in_for_another_bundle_is_refused_before_anything_is_record
     w.write_record(rdr.headers().unwrap()).unwrap();
     for rec in rdr.records() {
         let rec = rec.unwrap();
-        let cid = makproxy_backend::mock::mock_cid(&rec[1].replace('-', ""));
+        let cid = makproxy_testkit::mock::mock_cid(&rec[1].replace('-', ""));
         w.write_record([&rec[0], &rec[1], &rec[2], &rec[3], cid.as_str()])
             .unwrap();
     }

@@ -2,8 +2,8 @@
 //! consistent, no bundle is ever half-written under its final name, and no IID ever
 //! reaches the service twice unless the operator says so (`--retry-uncertain`).
 
-use makproxy_backend::mock::MockServer;
 use makproxy_e2e::Gap;
+use makproxy_testkit::mock::MockServer;
 use std::time::Duration;
 
 /// Kill delays in `lo..hi` ms from a seed printed on failure output

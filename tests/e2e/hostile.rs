@@ -3,8 +3,8 @@
 
 use makproxy_core::bundle::Kind;
 use makproxy_core::keys::Role;
-use makproxy_core::testkit::{cases, Keys};
 use makproxy_e2e::{fixtures, run, run_within, Gap};
+use makproxy_testkit::{cases, Keys};
 
 #[test]
 fn every_kit_case_is_rejected_by_the_binaries_with_its_code() {
@@ -321,7 +321,7 @@ fn raw_unsafe(s: &str) -> Vec<char> {
 
 #[test]
 fn no_control_or_bidi_character_from_any_input_reaches_the_terminal() {
-    use makproxy_backend::mock::{Behavior, MockServer};
+    use makproxy_testkit::mock::{Behavior, MockServer};
     let g = Gap::default();
     let nasty = "Office\u{1b}[2J\u{7}\r\u{9b}31m\u{202e}exe.txt\u{2066}";
     let drop = g.path("drop");
@@ -422,8 +422,8 @@ fn a_trusted_peers_manifest_text_is_escaped_too() {
     // Signed by the trusted key: tool and field names carry ESC, BEL and RLO.
     let cil = t.path().join("odd.zip");
     let mut w = BundleWriter::<CilRecord>::new(&cil).unwrap();
-    w.push(makproxy_core::testkit::cil_record(1)).unwrap();
-    let mut h = makproxy_core::testkit::cil_header(time::OffsetDateTime::now_utc());
+    w.push(makproxy_testkit::cil_record(1)).unwrap();
+    let mut h = makproxy_testkit::cil_header(time::OffsetDateTime::now_utc());
     h.tool = "tool\u{1b}]0;owned\u{7}\u{202e}".into();
     h.fields = vec!["handle\u{1b}[2J".into(), "iid\u{202e}".into()];
     w.finish(h, &keys.secure, &cil).unwrap();

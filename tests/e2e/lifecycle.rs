@@ -3,10 +3,10 @@
 //! must say truthfully where it came from, and the secure side must end with the best
 //! answer ever obtained.
 
-use makproxy_backend::mock::{Behavior, MockServer};
 use makproxy_core::bundle::{self, BackendKind, Kind, ReturnRecord};
 use makproxy_core::keys::{Home, Role};
 use makproxy_e2e::Gap;
+use makproxy_testkit::mock::{Behavior, MockServer};
 
 /// The records of a return bundle, read as the secure side reads them.
 fn return_records(g: &Gap, file: &str) -> Vec<ReturnRecord> {
@@ -58,7 +58,7 @@ fn a_drill_a_manual_session_and_a_real_run_each_say_where_answers_came_from() {
         let iid = rec[1].replace('-', "");
         let cid = if i < 5 {
             by_phone.push(iid.clone());
-            makproxy_backend::mock::mock_cid(&iid)
+            makproxy_testkit::mock::mock_cid(&iid)
         } else {
             String::new()
         };
@@ -216,7 +216,7 @@ fn a_simulated_return_applied_by_mistake_gives_way_to_the_real_one_never_the_rev
     let p = &d["products"][0];
     assert_eq!(
         p["confirmation_id"].as_str().unwrap(),
-        makproxy_backend::mock::mock_cid(p["installation_id"].as_str().unwrap())
+        makproxy_testkit::mock::mock_cid(p["installation_id"].as_str().unwrap())
     );
     // The reverse order on a second site: the simulated return changes nothing.
     let g2 = Gap::default();

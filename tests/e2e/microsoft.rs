@@ -1,8 +1,8 @@
 //! The online side against a loopback mock of Microsoft's BatchActivation service:
 //! CIDs, service errors, outages, the journal, and remaining-activation checks.
 
-use makproxy_backend::mock::{mock_cid, Behavior, MockServer};
 use makproxy_e2e::Gap;
+use makproxy_testkit::mock::{mock_cid, Behavior, MockServer};
 use std::io::Read;
 
 fn iids(bundle: &str) -> Vec<String> {

@@ -3,9 +3,9 @@
 //! `trust remove`, `pack --product` and `--expires-days`, and `activate --timeout` and
 //! `--proxy` against the loopback service. docs/reliability.md maps each to its test.
 
-use makproxy_backend::mock::MockServer;
 use makproxy_core::ids::{digits_from_seed, with_check_digits};
 use makproxy_e2e::Gap;
+use makproxy_testkit::mock::MockServer;
 use serde_json::{json, Value};
 
 const WIN_AID: &str = "2de67392-b7a7-462a-b1ca-108dd189f588";

@@ -15,8 +15,6 @@
 pub mod command;
 pub mod manual;
 pub mod microsoft;
-#[cfg(feature = "mock")]
-pub mod mock;
 pub mod simulator;
 
 pub use makproxy_core::bundle::BackendKind;

@@ -3,10 +3,10 @@
 //! service; once a request is sent, a missing answer is uncertain and never re-sent).
 
 use makproxy_backend::microsoft::{Microsoft, Settings};
-use makproxy_backend::mock::{mock_cid, Behavior, MockServer};
 use makproxy_backend::{activate_with_retry, Backend, Outcome, Request, RetryPolicy};
 use makproxy_core::ids::{with_check_digits, ExtendedProductId, InstallationId};
 use makproxy_core::Code;
+use makproxy_testkit::mock::{mock_cid, Behavior, MockServer};
 use std::time::Duration;
 
 fn req(seed: u8) -> Request {

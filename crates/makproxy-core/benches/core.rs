@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use makproxy_core::bundle::{self, BundleWriter, CilRecord, Kind, Limits};
 use makproxy_core::ids::{digits_from_seed, with_check_digits, ConfirmationId, InstallationId};
 use makproxy_core::records;
-use makproxy_core::testkit::{cil_header, cil_record, Keys};
+use makproxy_testkit::{cil_header, cil_record, Keys};
 use std::hint::black_box;
 use std::path::Path;
 use time::macros::datetime;

@@ -1302,7 +1302,9 @@ pub fn peek_kind(path: &Path, limits: &Limits) -> Result<Kind, BundleError> {
 #[cfg(test)]
 mod durability_tests {
     use super::*;
-    use crate::testkit::{cil_header, cil_record, Keys};
+    use crate::ids::{
+        digits_from_seed, with_check_digits, ExtendedProductId, Guid, InstallationId,
+    };
 
     /// A finished bundle is forced to disk, then the folder that names it, before
     /// `finish` returns (what a power cut after `pack` reports success relies on).
@@ -1311,11 +1313,37 @@ mod durability_tests {
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("cil.zip");
         let mut w = BundleWriter::<CilRecord>::new(&out).unwrap();
-        w.push(cil_record(1)).unwrap();
+        w.push(CilRecord {
+            handle: 1,
+            installation_id: InstallationId::parse(&with_check_digits(
+                &digits_from_seed(b"durability", 54),
+                7,
+            ))
+            .unwrap(),
+            extended_product_id: ExtendedProductId::parse(
+                "03612-03305-317-008912-02-1033-9200.0000-0662023",
+            )
+            .unwrap(),
+            activation_id: Guid::parse("2de67392-b7a7-462a-b1ca-108dd189f588").unwrap(),
+            product: None,
+            host: None,
+        })
+        .unwrap();
         let now = time::macros::datetime!(2026-11-22 00:00 UTC);
-        let keys = Keys::default();
+        let header = Header {
+            bundle_id: "0123456789abcdef0123456789abcdef".into(),
+            site: "site".into(),
+            sequence: 1,
+            created: now,
+            expires: now + time::Duration::days(1),
+            tool: "test".into(),
+            fields: vec!["handle".into(), "installation_id".into()],
+            answers: None,
+            backend: None,
+        };
+        let key = SigningKey::from_bytes(&[7; 32]);
         let n = crate::fsutil::syncs_during(|| {
-            w.finish(cil_header(now), &keys.secure, &out).unwrap();
+            w.finish(header, &key, &out).unwrap();
         });
         assert_eq!(n, if cfg!(unix) { 2 } else { 1 });
         assert!(out.exists());

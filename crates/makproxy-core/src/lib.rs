@@ -11,8 +11,6 @@ pub mod ids;
 pub mod keys;
 pub mod records;
 pub mod sanitize;
-#[cfg(feature = "testkit")]
-pub mod testkit;
 pub mod zipscan;
 
 pub use codes::Code;

@@ -3,7 +3,7 @@
 //! once found interesting, without nightly or sanitizers. Longer fuzzing:
 //! scripts/fuzz.sh.
 
-use makproxy_core::testkit::fuzz;
+use makproxy_testkit::fuzz;
 use std::path::PathBuf;
 
 fn replay(target: &str, f: fn(&[u8])) {

@@ -4,8 +4,8 @@
 //! clock, so the kit on disk is the kit that is tested.
 
 use makproxy_core::bundle::{self, CilRecord, Kind, Limits, ReturnRecord};
-use makproxy_core::testkit::{cases, Keys};
 use makproxy_core::Code;
+use makproxy_testkit::{cases, Keys};
 use std::path::PathBuf;
 use time::macros::datetime;
 

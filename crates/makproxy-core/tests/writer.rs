@@ -4,8 +4,8 @@
 //! (what it would refuse, the writer refuses first).
 
 use makproxy_core::bundle::{self, BundleWriter, CilRecord, Kind, Limits};
-use makproxy_core::testkit::{cil_header, cil_record, Keys};
 use makproxy_core::Code;
+use makproxy_testkit::{cil_header, cil_record, Keys};
 use std::path::Path;
 use time::macros::datetime;
 

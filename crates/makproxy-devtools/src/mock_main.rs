@@ -4,7 +4,7 @@
 //! `makproxy-mock --help` shows the options.
 
 use clap::Parser;
-use makproxy_backend::mock::MockServer;
+use makproxy_testkit::mock::MockServer;
 use std::io::Read;
 use std::time::Duration;
 

@@ -1049,7 +1049,7 @@ mod tests {
             })
             .unwrap();
         }
-        let mut header = makproxy_core::testkit::cil_header(makproxy_cli::now());
+        let mut header = makproxy_testkit::cil_header(makproxy_cli::now());
         header.site = "plant-a".into();
         w.finish(header, &secure.signing_key().unwrap(), &cil)
             .unwrap();
@@ -1266,7 +1266,7 @@ mod tests {
 
     #[test]
     fn activate_returns_with_its_code_on_every_kit_case_and_spends_nothing_on_a_bad_one() {
-        use makproxy_core::testkit::{cases, Keys};
+        use makproxy_testkit::{cases, Keys};
         let dir = tempfile::tempdir().unwrap();
         let (online, _) = Home::init(&dir.path().join("o"), Role::Online, "kit-gateway").unwrap();
         let pubfile = dir.path().join("kit.pub");

@@ -6,13 +6,15 @@
 //! The keys here are public test keys derived from fixed strings. Never trust them
 //! outside tests.
 
-use crate::bundle::{pae, CilRecord, Header, Kind};
-use crate::codes::Code;
-use crate::ids::{digits_from_seed, with_check_digits, ExtendedProductId, Guid, InstallationId};
-use crate::keys::{key_id, PublicKey, Role, Trusted};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
+use makproxy_core::bundle::{pae, CilRecord, Header, Kind};
+use makproxy_core::codes::Code;
+use makproxy_core::ids::{
+    digits_from_seed, with_check_digits, ExtendedProductId, Guid, InstallationId,
+};
+use makproxy_core::keys::{key_id, PublicKey, Role, Trusted};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::io::{Cursor, Write};
@@ -111,7 +113,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn ts(t: OffsetDateTime) -> String {
-    crate::bundle::rfc3339(t)
+    makproxy_core::bundle::rfc3339(t)
 }
 
 /// A manifest for `data` as a JSON value, ready to be tweaked.
@@ -123,7 +125,7 @@ fn manifest(
     now: OffsetDateTime,
 ) -> Value {
     let mut m = json!({
-        "format": "makproxy-bundle", "version": crate::bundle::VERSION, "kind": kind.as_str(),
+        "format": "makproxy-bundle", "version": makproxy_core::bundle::VERSION, "kind": kind.as_str(),
         "bundle_id": hex(&Sha256::digest(format!("kit-{}", kind.as_str()).as_bytes())[..16]),
         "site": if kind == Kind::Cil { "kit-site" } else { "kit-gateway" },
         "sequence": 1,
@@ -825,7 +827,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
             &k,
             c,
             now,
-            |m| m["version"] = json!(crate::bundle::VERSION + 1),
+            |m| m["version"] = json!(makproxy_core::bundle::VERSION + 1),
             None,
         )
         .zip(),
@@ -947,11 +949,11 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
 /// What each fuzz target does with one input (fuzz/fuzz_targets call these), so the
 /// committed corpora can be replayed by an ordinary test (tests/corpus.rs) in CI.
 pub mod fuzz {
-    use crate::bundle::{self, CilRecord, Kind, Limits, ReturnRecord};
-    use crate::ids::{
+    use makproxy_core::bundle::{self, CilRecord, Kind, Limits, ReturnRecord};
+    use makproxy_core::ids::{
         ApplicationId, ConfirmationId, ExtendedProductId, Guid, HostName, InstallationId,
     };
-    use crate::records::{decode_text, parse, Parsed};
+    use makproxy_core::records::{decode_text, parse, Parsed};
     use std::io::Write;
 
     /// Any bytes as a bundle of either kind: open, verify, read every record.

@@ -4,9 +4,9 @@
 //! can be told to misbehave per IID: service error codes, HTML 500 pages, dropped
 //! connections, delays, garbage, answers for another IID, oversized or trickled bodies.
 
-use crate::microsoft::{digest, RESPONSE_NS, SERVICE_NS, SOAP_ACTION};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use makproxy_backend::microsoft::{digest, RESPONSE_NS, SERVICE_NS, SOAP_ACTION};
 use makproxy_core::ids::{digits_from_seed, with_check_digits};
 use quick_xml::events::Event;
 use quick_xml::Reader;
