@@ -1260,6 +1260,16 @@ mod tests {
         false
     }
 
+    #[test]
+    fn nothing_is_stuck_every_state_can_still_be_activated() {
+        for state in S::ALL {
+            for cid_stored in [false, true] {
+                let p = Product { state, cid_stored };
+                assert!(can_activate(p), "{p:?} can never be activated");
+            }
+        }
+    }
+
     fn op_strategy() -> impl proptest::strategy::Strategy<Value = Op> {
         use proptest::prelude::*;
         let ops = all_ops();
