@@ -11,7 +11,6 @@ pub mod ids;
 pub mod keys;
 pub mod records;
 pub mod sanitize;
-pub mod zipscan;
 
 pub use codes::Code;
 

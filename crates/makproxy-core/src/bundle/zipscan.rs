@@ -10,7 +10,7 @@
 //! duplicates, special files, encryption and zip64 before the zip crate is used to
 //! inflate anything.
 
-use crate::bundle::BundleError;
+use super::error::BundleError;
 use crate::codes::Code;
 use std::io::{Read, Seek, SeekFrom};
 

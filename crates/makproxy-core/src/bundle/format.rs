@@ -1,0 +1,72 @@
+//! The format's name and version, its named limits, and the entry names.
+
+/// Format name and the only version this build reads and writes.
+pub const FORMAT: &str = "makproxy-bundle";
+/// Version 2 added `backend` to every return record and `endpoint` to the return's
+/// backend block. CIL bundles are unchanged, so version 1 CIL bundles are still read.
+pub const VERSION: u32 = 2;
+/// Longest failure message in a return record, in bytes.
+pub const MAX_FAILURE_MESSAGE: usize = 1024;
+/// Longest makproxy code in a return record (`MP-BKD-001`).
+pub const MAX_FAILURE_CODE: usize = 16;
+/// Longest activation-service error code in a return record (`0x80131600`).
+pub const MAX_SERVICE_CODE: usize = 32;
+/// Longest backend endpoint (URL or program) recorded in a return.
+pub const MAX_ENDPOINT: usize = 512;
+/// Longest product name in a CIL record, in bytes.
+pub const MAX_PRODUCT_NAME: usize = 256;
+
+/// Whether a service error code can be carried in a return: 1-32 ASCII letters, digits,
+/// `x`, `-` or `_` (codes are reported verbatim, so nothing else is expected).
+pub fn valid_service_code(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_SERVICE_CODE
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Cuts `s` to at most `max` bytes at a character boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+pub const MANIFEST: &str = "manifest.json";
+pub const SIGNATURE: &str = "manifest.sig";
+
+/// Resource limits applied while reading. The defaults allow several million records.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_archive: u64,
+    pub max_entries: usize,
+    pub max_manifest: u64,
+    pub max_signature: u64,
+    pub max_data: u64,
+    /// Largest allowed uncompressed/compressed ratio for entries over 1 MiB.
+    pub max_ratio: u64,
+    pub max_line: usize,
+    pub max_records: u64,
+    /// Allowed clock skew between the two sides, in seconds.
+    pub skew_secs: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_archive: 1 << 30,
+            max_entries: 8,
+            max_manifest: 1 << 20,
+            max_signature: 4096,
+            max_data: 3 << 30,
+            max_ratio: 200,
+            max_line: 16 * 1024,
+            max_records: 10_000_000,
+            skew_secs: 600,
+        }
+    }
+}

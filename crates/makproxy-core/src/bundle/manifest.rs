@@ -1,0 +1,106 @@
+//! The signed statement (`manifest.json`) and the signature file (`manifest.sig`).
+
+use super::Kind;
+use serde::{Deserialize, Serialize};
+
+/// One archive entry as listed in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// What a return bundle answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Answers {
+    pub bundle_id: String,
+    pub manifest_sha256: String,
+    pub site: String,
+    pub sequence: u64,
+}
+
+/// Which backend produced a return bundle's CIDs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendInfo {
+    pub name: String,
+    pub simulated: bool,
+    /// The service URL or gateway program the answers came from (format version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// Which kind of backend produced a return record's answer (format version 2). A CID
+/// served from the online journal names the backend that first obtained it, so a
+/// manual or simulated answer can never pass for the service's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Microsoft,
+    Manual,
+    Command,
+    Simulator,
+}
+
+impl BackendKind {
+    /// Every kind, as stored in the journal.
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Microsoft,
+        BackendKind::Manual,
+        BackendKind::Command,
+        BackendKind::Simulator,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Microsoft => "microsoft",
+            BackendKind::Manual => "manual",
+            BackendKind::Command => "command",
+            BackendKind::Simulator => "simulator",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+    /// Only the simulator's answers activate nothing.
+    pub fn simulated(self) -> bool {
+        self == BackendKind::Simulator
+    }
+}
+
+/// The signed statement. Everything in it is covered by the signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub kind: Kind,
+    /// 32 lower-case hex digits, random.
+    pub bundle_id: String,
+    /// The sender's site name.
+    pub site: String,
+    /// Per-sender sequence number, starting at 1.
+    pub sequence: u64,
+    pub created: String,
+    pub expires: String,
+    pub tool: String,
+    pub signer_key_id: String,
+    pub records: u64,
+    /// Names of the record fields that cross the gap in this bundle.
+    pub fields: Vec<String>,
+    pub entries: Vec<Entry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<Answers>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendInfo>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SigFile {
+    pub(crate) format: String,
+    pub(crate) key_id: String,
+    pub(crate) signature: String,
+}

@@ -1,0 +1,641 @@
+//! Reading a bundle in the normative verification order (docs/bundle-format.md):
+//! archive scan, signature over the exact manifest bytes, strict manifest, closed
+//! world and hashes, then records from a private verified copy.
+
+use super::format::{Limits, FORMAT, MANIFEST, MAX_ENDPOINT, SIGNATURE, VERSION};
+use super::manifest::{BackendKind, Manifest, SigFile};
+use super::records::Record;
+use super::zipscan;
+use super::{hex, pae, rfc3339, sha256_hex, BundleError, Kind};
+use crate::codes::Code;
+use crate::keys::Trusted;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use ed25519_dalek::Signature;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// A bundle whose signature, manifest and data hash have been verified.
+pub struct Verified {
+    pub manifest: Manifest,
+    pub manifest_sha256: String,
+    pub signer: Trusted,
+    /// The data entry as verified: an unnamed temporary file only this process can
+    /// reach, so what `records` parses is exactly what was hashed, whatever happens to
+    /// the bundle file meanwhile.
+    data: File,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Verified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verified")
+            .field("manifest", &self.manifest)
+            .field("signer", &self.signer.name)
+            .finish()
+    }
+}
+
+fn classify_name(name: &[u8], kind: Kind) -> Result<(), BundleError> {
+    let text = String::from_utf8_lossy(name);
+    let allowed = [MANIFEST, SIGNATURE, kind.data_entry()];
+    if let Ok(s) = std::str::from_utf8(name) {
+        if allowed.contains(&s) {
+            return Ok(());
+        }
+    }
+    let upper = text.to_ascii_uppercase();
+    let stem = upper.split('.').next().unwrap_or("");
+    let reserved = ["CON", "PRN", "AUX", "NUL"].contains(&stem)
+        || (stem.len() == 4 && (stem.starts_with("COM") || stem.starts_with("LPT")));
+    let path_like = text.contains('/')
+        || text.contains('\\')
+        || text.contains("..")
+        || text.contains(':')
+        || text.starts_with('/')
+        || name.contains(&0)
+        || reserved;
+    if path_like {
+        Err(BundleError::new(
+            Code::BndPathTrick,
+            &format!("entry {text:?} is a path or reserved name"),
+        ))
+    } else if text == kind.other().data_entry() {
+        Err(BundleError::new(
+            Code::BndWrongKind,
+            &format!(
+                "entry {text:?} belongs to a {} bundle, not a {} bundle",
+                kind.other().as_str(),
+                kind.as_str()
+            ),
+        ))
+    } else {
+        Err(BundleError::new(
+            Code::BndUnexpectedEntry,
+            &format!("entry {text:?} is not part of a {} bundle", kind.as_str()),
+        ))
+    }
+}
+
+fn json_error(code_syntax: Code, what: &str, e: &serde_json::Error) -> BundleError {
+    let msg = e.to_string();
+    let code = if msg.contains("unknown field") {
+        Code::BndUnknownField
+    } else if msg.contains("duplicate field") {
+        Code::BndDuplicateKey
+    } else {
+        code_syntax
+    };
+    BundleError::new(code, &format!("{what}: {msg}"))
+}
+
+fn parse_time(what: &str, s: &str) -> Result<OffsetDateTime, BundleError> {
+    OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
+        BundleError::new(
+            Code::BndManifestSyntax,
+            &format!("{what} {s:?} is not an RFC 3339 time"),
+        )
+    })
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Opens a bundle file under the size cap and reads its raw central directory.
+fn scan_file(path: &Path, limits: &Limits) -> Result<(File, Vec<zipscan::RawEntry>), BundleError> {
+    // A file that cannot be opened is an I/O problem (exit 1), not a rejection.
+    let mut file = File::open(path)
+        .map_err(|e| BundleError::new(Code::Io, &format!("{}: {e}", path.display())))?;
+    let len = file.metadata().map_err(BundleError::io)?.len();
+    if len > limits.max_archive {
+        return Err(BundleError::new(
+            Code::BndArchiveTooLarge,
+            &format!("{len} bytes; at most {}", limits.max_archive),
+        ));
+    }
+    let raw = zipscan::scan(&mut file, len, limits.max_entries, 1 << 20)?;
+    Ok((file, raw))
+}
+
+/// Reads and verifies a bundle of the expected kind against the pinned keys, using one
+/// clock reading `now` for every time check.
+pub fn open(
+    path: &Path,
+    expected: Kind,
+    trusted: &[Trusted],
+    now: OffsetDateTime,
+    limits: &Limits,
+) -> Result<Verified, BundleError> {
+    // 1. The raw central directory: names, duplicates, special files, sizes.
+    let (mut file, raw) = scan_file(path, limits)?;
+    let mut seen: Vec<&[u8]> = Vec::new();
+    for e in &raw {
+        if seen.iter().any(|n| n.eq_ignore_ascii_case(&e.name)) {
+            return Err(BundleError::new(
+                Code::BndDuplicateEntry,
+                &format!("entry {:?} appears twice", String::from_utf8_lossy(&e.name)),
+            ));
+        }
+        seen.push(&e.name);
+        if e.is_special() {
+            return Err(BundleError::new(
+                Code::BndSpecialEntry,
+                &format!(
+                    "entry {:?} is not a regular file",
+                    String::from_utf8_lossy(&e.name)
+                ),
+            ));
+        }
+        classify_name(&e.name, expected)?;
+        if e.flags & 0x1 != 0 || !matches!(e.method, 0 | 8) {
+            return Err(BundleError::new(
+                Code::BndUnsupportedZip,
+                "encrypted entry or unsupported compression method",
+            ));
+        }
+        let cap = if e.name == MANIFEST.as_bytes() {
+            limits.max_manifest
+        } else if e.name == SIGNATURE.as_bytes() {
+            limits.max_signature
+        } else {
+            limits.max_data
+        };
+        let ratio_bomb =
+            e.uncompressed > (1 << 20) && e.uncompressed / e.compressed.max(1) > limits.max_ratio;
+        if e.uncompressed > cap || ratio_bomb {
+            return Err(BundleError::new(
+                Code::BndEntryTooLarge,
+                &format!(
+                    "entry {:?} declares {} bytes from {} compressed",
+                    String::from_utf8_lossy(&e.name),
+                    e.uncompressed,
+                    e.compressed
+                ),
+            ));
+        }
+    }
+    for required in [SIGNATURE, MANIFEST] {
+        if !raw.iter().any(|e| e.name == required.as_bytes()) {
+            return Err(BundleError::new(
+                Code::BndMissingEntry,
+                &format!("no {required} entry"),
+            ));
+        }
+    }
+    file.seek(SeekFrom::Start(0)).map_err(BundleError::io)?;
+    let mut archive = zip::ZipArchive::new(BufReader::new(file))
+        .map_err(|e| BundleError::new(Code::BndUnreadable, &e.to_string()))?;
+    // One reading: the zip crate must see exactly the entries the scan saw, where it saw
+    // them (header offset, sizes, CRC), so the bytes read are the bytes checked.
+    let differs = || {
+        BundleError::new(
+            Code::BndUnreadable,
+            "archive reads differently from its central directory",
+        )
+    };
+    if archive.len() != raw.len() {
+        return Err(differs());
+    }
+    for e in &raw {
+        let name = std::str::from_utf8(&e.name).map_err(|_| differs())?;
+        let i = archive.index_for_name(name).ok_or_else(differs)?;
+        let z = archive.by_index_raw(i).map_err(|_| differs())?;
+        if z.header_start() != e.local_offset
+            || z.compressed_size() != e.compressed
+            || z.size() != e.uncompressed
+            || z.crc32() != e.crc32
+        {
+            return Err(differs());
+        }
+    }
+
+    // 2. Signature and manifest bytes, under caps; verify before parsing.
+    let sbytes = read_entry(&mut archive, SIGNATURE, limits.max_signature)?;
+    let mbytes = read_entry(&mut archive, MANIFEST, limits.max_manifest)?;
+    let sig: SigFile = serde_json::from_slice(&sbytes)
+        .map_err(|e| BundleError::new(Code::BndSigMalformed, &e.to_string()))?;
+    if sig.format != "makproxy-signature-v1" || !is_hex(&sig.key_id, 16) {
+        return Err(BundleError::new(
+            Code::BndSigMalformed,
+            "unknown signature format or key ID",
+        ));
+    }
+    let sig_raw: [u8; 64] = B64
+        .decode(sig.signature.as_bytes())
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| {
+            BundleError::new(
+                Code::BndSigMalformed,
+                "signature is not 64 base64-encoded bytes",
+            )
+        })?;
+    let signature = Signature::from_bytes(&sig_raw);
+    let signer = trusted
+        .iter()
+        .find(|t| t.key.key_id() == sig.key_id)
+        .ok_or_else(|| {
+            let names: Vec<&str> = trusted.iter().map(|t| t.name.as_str()).collect();
+            BundleError::new(
+                Code::BndUntrustedKey,
+                &format!(
+                    "signed by the key with fingerprint {} (key ID {}), which is not trusted here (trusted: {})",
+                    sig.key_id
+                        .to_ascii_uppercase()
+                        .as_bytes()
+                        .chunks(4)
+                        .map(|c| String::from_utf8_lossy(c).into_owned())
+                        .collect::<Vec<_>>()
+                        .join("-"),
+                    sig.key_id,
+                    if names.is_empty() {
+                        "none".into()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            )
+        })?;
+    if signer
+        .key
+        .key
+        .verify_strict(&pae(expected.payload_type(), &mbytes), &signature)
+        .is_err()
+    {
+        if signer
+            .key
+            .key
+            .verify_strict(&pae(expected.other().payload_type(), &mbytes), &signature)
+            .is_ok()
+        {
+            return Err(BundleError::new(
+                Code::BndWrongKind,
+                &format!(
+                    "this is a {} bundle; a {} bundle was expected",
+                    expected.other().as_str(),
+                    expected.as_str()
+                ),
+            ));
+        }
+        return Err(BundleError::new(
+            Code::BndSigInvalid,
+            &format!(
+                "signature by {:?} does not verify over manifest.json",
+                signer.name
+            ),
+        ));
+    }
+
+    // 3. Parse the verified manifest strictly.
+    let text = std::str::from_utf8(&mbytes)
+        .map_err(|_| BundleError::new(Code::BndManifestSyntax, "manifest is not UTF-8"))?;
+    #[derive(Deserialize)]
+    struct Probe {
+        format: String,
+        version: u32,
+    }
+    let probe: Probe = serde_json::from_str(text)
+        .map_err(|e| json_error(Code::BndManifestSyntax, "manifest", &e))?;
+    // CIL bundles did not change in version 2; returns did.
+    let readable = probe.version == VERSION || (probe.version == 1 && expected == Kind::Cil);
+    if probe.format != FORMAT || !readable {
+        return Err(BundleError::new(
+            Code::BndVersion,
+            &format!(
+                "format {:?} version {}; this build reads {FORMAT} version {VERSION}",
+                probe.format, probe.version
+            ),
+        ));
+    }
+    let manifest: Manifest = serde_json::from_str(text)
+        .map_err(|e| json_error(Code::BndManifestSyntax, "manifest", &e))?;
+    check_manifest(&manifest, expected, now, limits)?;
+    // Identity comes from the pinned key, not from the payload: one trusted site
+    // cannot speak (or squat sequence numbers) for another.
+    if manifest.site != signer.key.site {
+        return Err(BundleError::new(
+            Code::BndSiteMismatch,
+            &format!(
+                "manifest names site {:?} but is signed by the key of site {:?} (trusted as {:?})",
+                crate::sanitize::escape(&manifest.site),
+                signer.key.site,
+                signer.name
+            ),
+        ));
+    }
+
+    // 4. Closed world: the archive holds exactly the listed entries plus manifest and signature.
+    let listed: Vec<&str> = manifest.entries.iter().map(|e| e.name.as_str()).collect();
+    for e in &raw {
+        let n = String::from_utf8_lossy(&e.name);
+        if n != MANIFEST && n != SIGNATURE && !listed.contains(&n.as_ref()) {
+            return Err(BundleError::new(
+                Code::BndUnexpectedEntry,
+                &format!("entry {n:?} is not listed in the manifest"),
+            ));
+        }
+    }
+    for entry in &manifest.entries {
+        let Some(rawe) = raw.iter().find(|r| r.name == entry.name.as_bytes()) else {
+            return Err(BundleError::new(
+                Code::BndMissingEntry,
+                &format!("listed entry {:?} is missing", entry.name),
+            ));
+        };
+        if rawe.uncompressed != entry.size {
+            return Err(BundleError::new(
+                Code::BndEntrySize,
+                &format!(
+                    "entry {:?} is {} bytes in the archive, {} in the manifest",
+                    entry.name, rawe.uncompressed, entry.size
+                ),
+            ));
+        }
+    }
+    // The one data entry (check_manifest): hashed while copied out of the archive.
+    let entry = &manifest.entries[0];
+    let mut data = tempfile::tempfile().map_err(BundleError::io)?;
+    let got = copy_entry(&mut archive, &entry.name, entry.size, &mut data)?;
+    if got != entry.sha256 {
+        return Err(BundleError::new(
+            Code::BndEntryHash,
+            &format!(
+                "entry {:?} does not match its SHA-256 in the signed manifest",
+                entry.name
+            ),
+        ));
+    }
+    Ok(Verified {
+        manifest,
+        manifest_sha256: sha256_hex(&mbytes),
+        signer: signer.clone(),
+        data,
+        limits: limits.clone(),
+    })
+}
+
+fn check_manifest(
+    m: &Manifest,
+    expected: Kind,
+    now: OffsetDateTime,
+    limits: &Limits,
+) -> Result<(), BundleError> {
+    let bad = |d: &str| BundleError::new(Code::BndInconsistent, d);
+    if m.kind != expected {
+        return Err(BundleError::new(
+            Code::BndWrongKind,
+            &format!(
+                "manifest says {}; a {} bundle was expected",
+                m.kind.as_str(),
+                expected.as_str()
+            ),
+        ));
+    }
+    if !is_hex(&m.bundle_id, 32) {
+        return Err(bad("bundle_id must be 32 lower-case hex digits"));
+    }
+    crate::keys::valid_site(&m.site).map_err(|_| bad("invalid site name"))?;
+    if m.sequence == 0
+        || m.records > limits.max_records
+        || m.tool.len() > 128
+        || m.fields.len() > 32
+    {
+        return Err(bad("sequence, record count, tool or fields out of range"));
+    }
+    if m.entries.len() != 1
+        || m.entries[0].name != expected.data_entry()
+        || !is_hex(&m.entries[0].sha256, 64)
+    {
+        return Err(bad(&format!(
+            "a {} bundle lists exactly one entry, {}",
+            expected.as_str(),
+            expected.data_entry()
+        )));
+    }
+    match (expected, &m.answers, &m.backend) {
+        (Kind::Cil, None, None) => {}
+        (Kind::Return, Some(a), Some(b)) => {
+            if !is_hex(&a.bundle_id, 32)
+                || !is_hex(&a.manifest_sha256, 64)
+                || BackendKind::parse(&b.name).is_none_or(|k| k.simulated() != b.simulated)
+                || b.endpoint.as_ref().is_some_and(|e| e.len() > MAX_ENDPOINT)
+            {
+                return Err(bad("answers or backend block malformed"));
+            }
+        }
+        _ => return Err(bad("answers/backend present exactly in return bundles")),
+    }
+    let created = parse_time("created", &m.created)?;
+    let expires = parse_time("expires", &m.expires)?;
+    let skew = time::Duration::seconds(limits.skew_secs);
+    if expires <= created || expires - created > time::Duration::days(400) {
+        return Err(bad("expires must follow created by at most 400 days"));
+    }
+    if created > now + skew {
+        return Err(BundleError::new(
+            Code::BndNotYetValid,
+            &format!(
+                "created {} is in the future (clock now {})",
+                m.created,
+                rfc3339(now)
+            ),
+        ));
+    }
+    if now > expires + skew {
+        return Err(BundleError::new(
+            Code::BndExpired,
+            &format!("expired {} (clock now {})", m.expires, rfc3339(now)),
+        ));
+    }
+    Ok(())
+}
+
+fn read_entry(
+    archive: &mut zip::ZipArchive<BufReader<File>>,
+    name: &str,
+    cap: u64,
+) -> Result<Vec<u8>, BundleError> {
+    let mut f = archive
+        .by_name(name)
+        .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
+    let declared = f.size();
+    let mut v = Vec::with_capacity(declared.min(cap) as usize);
+    (&mut f)
+        .take(cap + 1)
+        .read_to_end(&mut v)
+        .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
+    if v.len() as u64 > cap {
+        return Err(BundleError::new(
+            Code::BndEntryTooLarge,
+            &format!("{name} exceeds {cap} bytes"),
+        ));
+    }
+    if v.len() as u64 != declared {
+        return Err(BundleError::new(
+            Code::BndEntrySize,
+            &format!("{name}: {} bytes read, {declared} declared", v.len()),
+        ));
+    }
+    Ok(v)
+}
+
+/// Streams an entry into `to` (from its start), checking its size; returns its SHA-256.
+fn copy_entry(
+    archive: &mut zip::ZipArchive<BufReader<File>>,
+    name: &str,
+    size: u64,
+    to: &mut File,
+) -> Result<String, BundleError> {
+    let f = archive
+        .by_name(name)
+        .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
+    let mut hasher = Sha256::new();
+    let mut w = io::BufWriter::with_capacity(256 * 1024, &mut *to);
+    let n = hashing_copy(f.take(size + 1), &mut w, &mut hasher)
+        .and_then(|n| w.flush().map(|()| n))
+        .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
+    drop(w);
+    to.seek(SeekFrom::Start(0)).map_err(BundleError::io)?;
+    if n != size {
+        return Err(BundleError::new(
+            Code::BndEntrySize,
+            &format!("{name}: {n} bytes read, {size} declared"),
+        ));
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+impl Verified {
+    /// Parses every record in order, calling `f` for each; it can be called again for
+    /// another pass. Records come from the private copy verified by `open`, so every line
+    /// is signed data. Handles must run 1..=N in a CIL bundle and strictly increase in a
+    /// return bundle; a malformed record ends the walk with an error after `f` has seen
+    /// the records before it, so a caller that must act all-or-nothing commits only once
+    /// this returns `Ok`.
+    pub fn records<R: Record, E: From<BundleError>>(
+        &mut self,
+        mut f: impl FnMut(R) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let entry = self.manifest.entries[0].clone();
+        self.data
+            .seek(SeekFrom::Start(0))
+            .map_err(BundleError::io)?;
+        let mut reader = BufReader::with_capacity(256 * 1024, (&self.data).take(entry.size));
+        let mut line = Vec::with_capacity(512);
+        let mut count = 0u64;
+        let mut last = 0u64;
+        loop {
+            line.clear();
+            let n = (&mut reader)
+                .take(self.limits.max_line as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(BundleError::io)?;
+            if n == 0 {
+                break;
+            }
+            count += 1;
+            let at = |d: String| {
+                BundleError::new(
+                    Code::BndRecord,
+                    &format!("{} line {count}: {d}", entry.name),
+                )
+            };
+            if line.last() != Some(&b'\n') {
+                if n > self.limits.max_line {
+                    return Err(BundleError::new(
+                        Code::BndLineTooLong,
+                        &format!(
+                            "{} line {count} exceeds {} bytes",
+                            entry.name, self.limits.max_line
+                        ),
+                    )
+                    .into());
+                }
+                return Err(at("line is not terminated".into()).into());
+            }
+            if count > self.manifest.records {
+                return Err(BundleError::new(
+                    Code::BndRecordCount,
+                    &format!(
+                        "more than the {} records the manifest lists",
+                        self.manifest.records
+                    ),
+                )
+                .into());
+            }
+            let rec: R = serde_json::from_slice(&line[..line.len() - 1]).map_err(|e| {
+                let mut be =
+                    json_error(Code::BndRecord, &format!("{} line {count}", entry.name), &e);
+                if be.code == Code::BndManifestSyntax {
+                    be.code = Code::BndRecord;
+                }
+                be
+            })?;
+            rec.check().map_err(at)?;
+            let h = rec.handle();
+            let ordered = match R::KIND {
+                Kind::Cil => h == count,
+                Kind::Return => h > last,
+            };
+            if !ordered {
+                return Err(BundleError::new(
+                    Code::BndRecordOrder,
+                    &format!(
+                        "{} line {count}: handle {h} is duplicated or out of order",
+                        entry.name
+                    ),
+                )
+                .into());
+            }
+            last = h;
+            f(rec)?;
+        }
+        if count != self.manifest.records {
+            return Err(BundleError::new(
+                Code::BndRecordCount,
+                &format!(
+                    "{count} records; the manifest lists {}",
+                    self.manifest.records
+                ),
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// Guesses a bundle's kind from its entry names, for commands that accept either kind.
+/// The guess only selects which verification to run; it is never trusted by itself.
+pub fn peek_kind(path: &Path, limits: &Limits) -> Result<Kind, BundleError> {
+    let (_, raw) = scan_file(path, limits)?;
+    if raw
+        .iter()
+        .any(|e| e.name == Kind::Return.data_entry().as_bytes())
+    {
+        Ok(Kind::Return)
+    } else {
+        Ok(Kind::Cil)
+    }
+}
+
+fn hashing_copy(mut from: impl Read, to: &mut impl Write, hasher: &mut Sha256) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut n = 0u64;
+    loop {
+        let k = from.read(&mut buf)?;
+        if k == 0 {
+            return Ok(n);
+        }
+        hasher.update(&buf[..k]);
+        to.write_all(&buf[..k])?;
+        n += k as u64;
+    }
+}

@@ -1,0 +1,133 @@
+//! The data entry's records: one JSON line each, CIL requests and return results,
+//! with the cross-field checks serde cannot express.
+
+use super::format::{valid_service_code, MAX_FAILURE_CODE, MAX_FAILURE_MESSAGE, MAX_PRODUCT_NAME};
+use super::manifest::BackendKind;
+use super::Kind;
+use crate::ids::{ConfirmationId, ExtendedProductId, Guid, HostName, InstallationId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// A record of a CIL bundle: what one product needs activated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CilRecord {
+    /// 1-based position in the bundle; the secure ledger maps it back to the machine.
+    pub handle: u64,
+    pub installation_id: InstallationId,
+    pub extended_product_id: ExtendedProductId,
+    pub activation_id: Guid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    /// Only with `pack --include-hostnames`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostName>,
+}
+
+/// Where a return record's answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Obtained from the backend during this run.
+    Backend,
+    /// Served from the online journal: no activation was spent.
+    Journal,
+}
+
+/// A per-record failure in a return bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordFailure {
+    /// makproxy code, e.g. `MP-BKD-001`.
+    pub code: String,
+    /// The activation service's own code, verbatim, e.g. `0x7F`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_code: Option<String>,
+    pub message: String,
+}
+
+impl RecordFailure {
+    /// `[CODE] SERVICE-CODE message` for a terminal, every part escaped.
+    pub fn line(&self) -> String {
+        use crate::sanitize::escape;
+        format!(
+            "[{}]{} {}",
+            escape(&self.code),
+            self.service_code
+                .as_deref()
+                .map(|c| format!(" {}", escape(c)))
+                .unwrap_or_default(),
+            escape(&self.message)
+        )
+    }
+}
+
+/// A record of a return bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnRecord {
+    pub handle: u64,
+    pub installation_id: InstallationId,
+    pub extended_product_id: ExtendedProductId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation_id: Option<ConfirmationId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<RecordFailure>,
+    pub source: Source,
+    /// The backend that produced this answer (or refusal).
+    pub backend: BackendKind,
+    pub simulated: bool,
+}
+
+/// Records of either kind.
+pub trait Record: DeserializeOwned + Serialize {
+    const KIND: Kind;
+    fn handle(&self) -> u64;
+    /// Cross-field checks serde cannot express.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl Record for CilRecord {
+    const KIND: Kind = Kind::Cil;
+    fn handle(&self) -> u64 {
+        self.handle
+    }
+    fn check(&self) -> Result<(), String> {
+        match &self.product {
+            Some(p) if p.len() > MAX_PRODUCT_NAME => {
+                Err(format!("product name longer than {MAX_PRODUCT_NAME} bytes"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Record for ReturnRecord {
+    const KIND: Kind = Kind::Return;
+    fn handle(&self) -> u64 {
+        self.handle
+    }
+    fn check(&self) -> Result<(), String> {
+        match (&self.confirmation_id, &self.failure) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return Err("exactly one of confirmation_id and failure must be present".into()),
+        }
+        if self.simulated != self.backend.simulated() {
+            return Err("simulated flag disagrees with the backend".into());
+        }
+        match &self.failure {
+            Some(f)
+                if f.message.len() > MAX_FAILURE_MESSAGE
+                    || f.code.len() > MAX_FAILURE_CODE
+                    || f.service_code
+                        .as_ref()
+                        .is_some_and(|s| !valid_service_code(s)) =>
+            {
+                Err("failure text too long or service code malformed".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
