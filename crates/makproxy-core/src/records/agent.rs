@@ -1,0 +1,81 @@
+//! The agent's own format (`schema: "makproxy-agent/1"`), parsed strictly.
+
+use super::*;
+use crate::codes::Code;
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    schema: String,
+    host: String,
+    #[allow(dead_code)]
+    collected: Option<String>,
+    #[allow(dead_code)]
+    agent: Option<String>,
+    products: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentProduct {
+    wmi_class: Option<String>,
+    activation_id: Option<String>,
+    application_id: Option<String>,
+    name: Option<String>,
+    description: Option<String>,
+    partial_product_key: Option<String>,
+    extended_product_id: Option<String>,
+    installation_id: Option<String>,
+    license_status: Option<i64>,
+}
+
+pub(super) fn parse_agent(v: Value) -> Result<Parsed, RecordError> {
+    let f: AgentFile = serde_json::from_value(v).map_err(|e| {
+        let mut r = serde_err(0, e);
+        r.record = None;
+        r
+    })?;
+    if f.schema != "makproxy-agent/1" {
+        return Err(RecordError::file(
+            Code::RecSchemaVersion,
+            format!(
+                "unsupported agent schema {:?}",
+                crate::sanitize::escape(&f.schema)
+            ),
+        ));
+    }
+    if f.products.len() > MAX_PRODUCTS {
+        return Err(RecordError::file(
+            Code::RecTooLarge,
+            "too many products in one file",
+        ));
+    }
+    let host = f.host;
+    let out = f
+        .products
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let n = i + 1;
+            let p: AgentProduct = serde_json::from_value(p).map_err(|e| serde_err(n, e))?;
+            validate(
+                n,
+                Fields {
+                    host: host.clone(),
+                    wmi_class: p.wmi_class,
+                    activation_id: p.activation_id,
+                    application_id: p.application_id,
+                    name: p.name,
+                    description: p.description,
+                    partial_key: p.partial_product_key,
+                    epid: p.extended_product_id,
+                    iid: p.installation_id,
+                    license_status: p.license_status,
+                },
+            )
+        })
+        .collect();
+    Ok(Parsed::Products(out))
+}
