@@ -13,7 +13,7 @@
 //! request uncertain (it may have reached the service), and it is never re-sent.
 //!                      {"v":1,"type":"remaining","count":N}
 
-use crate::{checked_cid, Backend, BackendKind, Failure, Outcome, Request};
+use crate::{checked_cid, Backend, BackendKind, Failure, Outcome, Remaining, Request};
 use makproxy_core::ids::ExtendedProductId;
 use makproxy_core::Code;
 use serde::{Deserialize, Serialize};
@@ -250,7 +250,7 @@ impl Backend for CommandBackend {
         }
     }
 
-    fn remaining(&self, epid: &ExtendedProductId) -> Result<i64, Failure> {
+    fn remaining(&self, epid: &ExtendedProductId) -> Result<Remaining, Failure> {
         let a = self.exchange(&Ask {
             v: 1,
             kind: "remaining",
@@ -258,7 +258,7 @@ impl Backend for CommandBackend {
             epid: epid.as_str(),
         })?;
         match (a.kind.as_str(), a.count) {
-            ("remaining", Some(n)) => Ok(n),
+            ("remaining", Some(n)) => Ok(Remaining::from_count(n)),
             ("error", _) => Err(Failure::service(
                 a.service_code.as_deref().unwrap_or("unknown"),
             )),

@@ -114,8 +114,46 @@ pub trait Backend: Send + Sync {
     }
     /// Requests a CID for one record.
     fn activate(&self, req: &Request) -> Outcome;
-    /// Remaining activations of the MAK behind `epid` (-1: not a MAK / unlimited).
-    fn remaining(&self, epid: &ExtendedProductId) -> Result<i64, Failure>;
+    /// Remaining activations of the MAK behind `epid`.
+    fn remaining(&self, epid: &ExtendedProductId) -> Result<Remaining, Failure>;
+}
+
+/// What a backend says about a key's activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remaining {
+    Limited(u64),
+    /// No limit reported (not a MAK, or a backend that cannot tell).
+    Unlimited,
+}
+
+impl Remaining {
+    /// From the service's count, where a negative number means no limit.
+    pub fn from_count(n: i64) -> Self {
+        u64::try_from(n).map_or(Self::Unlimited, Self::Limited)
+    }
+    /// Whether `need` activations can be spent.
+    pub fn allows(self, need: u64) -> bool {
+        match self {
+            Self::Limited(n) => n >= need,
+            Self::Unlimited => true,
+        }
+    }
+    /// As `--json` prints it (docs/json.md): the count, or -1 for no limit.
+    pub fn as_count(self) -> i64 {
+        match self {
+            Self::Limited(n) => i64::try_from(n).unwrap_or(i64::MAX),
+            Self::Unlimited => -1,
+        }
+    }
+}
+
+impl std::fmt::Display for Remaining {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Limited(n) => write!(f, "{n} activation(s) remaining"),
+            Self::Unlimited => f.write_str("no activation limit reported (-1; not a MAK?)"),
+        }
+    }
 }
 
 /// Retries only `NotSent`, with exponential backoff.
@@ -200,4 +238,20 @@ pub fn checked_cid(text: &str) -> Result<ConfirmationId, Failure> {
             format!("backend returned a bad confirmation ID: {e}"),
         )
     })
+}
+
+#[cfg(test)]
+mod remaining_tests {
+    use super::Remaining;
+
+    #[test]
+    fn a_negative_count_means_no_limit_and_the_json_keeps_minus_one() {
+        assert_eq!(Remaining::from_count(-1), Remaining::Unlimited);
+        assert_eq!(Remaining::from_count(0), Remaining::Limited(0));
+        assert_eq!(Remaining::Unlimited.as_count(), -1);
+        assert_eq!(Remaining::Limited(7).as_count(), 7);
+        assert!(Remaining::Limited(7).allows(7));
+        assert!(!Remaining::Limited(6).allows(7));
+        assert!(Remaining::Unlimited.allows(u64::MAX));
+    }
 }

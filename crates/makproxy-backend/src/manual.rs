@@ -3,7 +3,7 @@
 //! CIDs, and either fills them into the CSV or types them at an interactive prompt.
 //! Every CID is check-digit validated group by group before it is accepted.
 
-use crate::{Backend, BackendKind, Failure, Outcome, Request};
+use crate::{Backend, BackendKind, Failure, Outcome, Remaining, Request};
 use makproxy_core::ids::{ConfirmationId, ExtendedProductId, InstallationId};
 use makproxy_core::Code;
 use std::collections::HashMap;
@@ -249,8 +249,8 @@ impl Backend for Manual {
             }
         }
     }
-    fn remaining(&self, _epid: &ExtendedProductId) -> Result<i64, Failure> {
-        Ok(-1)
+    fn remaining(&self, _epid: &ExtendedProductId) -> Result<Remaining, Failure> {
+        Ok(Remaining::Unlimited)
     }
 }
 

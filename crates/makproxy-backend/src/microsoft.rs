@@ -6,7 +6,7 @@
 //! same bytes)). Response: `ResponseXml` holds an entity-escaped XML string whose
 //! `<?xml … encoding="utf-16"?>` declaration is ignored.
 
-use crate::{checked_cid, Backend, BackendKind, Failure, Outcome, Request};
+use crate::{checked_cid, Backend, BackendKind, Failure, Outcome, Remaining, Request};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -410,7 +410,7 @@ impl Backend for Microsoft {
         }
     }
 
-    fn remaining(&self, epid: &ExtendedProductId) -> Result<i64, Failure> {
+    fn remaining(&self, epid: &ExtendedProductId) -> Result<Remaining, Failure> {
         let r = match self.call(2, epid.as_str(), None) {
             Ok(r) => r,
             Err(Outcome::Failed(f)) => return Err(f),
@@ -425,6 +425,7 @@ impl Backend for Microsoft {
         r.remaining
             .as_deref()
             .and_then(|v| v.trim().parse::<i64>().ok())
+            .map(Remaining::from_count)
             .ok_or_else(|| {
                 Failure::new(
                     Code::BkdBadResponse,

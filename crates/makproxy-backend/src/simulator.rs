@@ -2,7 +2,7 @@
 //! the request, always begin with the group `000000`, and every bundle and deposit
 //! file that carries them is marked simulated: they never activate anything.
 
-use crate::{Backend, BackendKind, Failure, Outcome, Request};
+use crate::{Backend, BackendKind, Failure, Outcome, Remaining, Request};
 use makproxy_core::ids::{digits_from_seed, with_check_digits, ConfirmationId, ExtendedProductId};
 use makproxy_core::Code;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -60,11 +60,10 @@ impl Backend for Simulator {
         }
         Outcome::Cid(Self::cid_for(req))
     }
-    fn remaining(&self, _epid: &ExtendedProductId) -> Result<i64, Failure> {
-        Ok(self
-            .activations
-            .as_ref()
-            .map_or(-1, |a| a.load(Ordering::SeqCst)))
+    fn remaining(&self, _epid: &ExtendedProductId) -> Result<Remaining, Failure> {
+        Ok(self.activations.as_ref().map_or(Remaining::Unlimited, |a| {
+            Remaining::from_count(a.load(Ordering::SeqCst).max(0))
+        }))
     }
 }
 
@@ -94,7 +93,7 @@ mod tests {
             panic!()
         };
         assert_eq!(f.service_code.as_deref(), Some("0x7F"));
-        assert_eq!(s.remaining(&req(1).epid).unwrap(), 0);
+        assert_eq!(s.remaining(&req(1).epid).unwrap(), Remaining::Limited(0));
     }
 
     #[test]

@@ -207,7 +207,10 @@ fn remaining_activations() {
     let mock = MockServer::start();
     mock.set_remaining(42);
     let ms = client(&mock, 5000);
-    assert_eq!(ms.remaining(&req(1).epid).unwrap(), 42);
+    assert_eq!(
+        ms.remaining(&req(1).epid).unwrap(),
+        makproxy_backend::Remaining::Limited(42)
+    );
 }
 
 /// A minimal HTTP proxy on loopback: forwards absolute-URI requests and CONNECT tunnels,

@@ -347,6 +347,39 @@ impl<'de> Deserialize<'de> for Guid {
 /// Activation ID: the SKU GUID (`SoftwareLicensingProduct.ID`).
 pub type ActivationId = Guid;
 
+/// The WMI class a product is reported by: Windows' own licensing service, or Office
+/// 2010's (Office 2010 on Windows 7 and older licenses through OSPP, deposited with
+/// `ospp.vbs` instead of `slmgr.vbs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WmiClass {
+    SoftwareLicensingProduct,
+    OfficeSoftwareProtectionProduct,
+}
+
+impl WmiClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SoftwareLicensingProduct => "SoftwareLicensingProduct",
+            Self::OfficeSoftwareProtectionProduct => "OfficeSoftwareProtectionProduct",
+        }
+    }
+    /// The class named exactly as WMI spells it.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::SoftwareLicensingProduct,
+            Self::OfficeSoftwareProtectionProduct,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for WmiClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The licensing application a product belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ApplicationId {
@@ -649,6 +682,18 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn wmi_classes_are_named_exactly_as_wmi_spells_them() {
+        for c in [
+            WmiClass::SoftwareLicensingProduct,
+            WmiClass::OfficeSoftwareProtectionProduct,
+        ] {
+            assert_eq!(WmiClass::parse(c.as_str()), Some(c));
+            assert_eq!(WmiClass::parse(&c.as_str().to_lowercase()), None);
+        }
+        assert_eq!(WmiClass::parse("Win32_Process"), None);
     }
 
     fn payload(len: usize) -> impl Strategy<Value = Vec<u8>> {

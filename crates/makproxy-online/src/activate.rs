@@ -689,7 +689,7 @@ pub fn run(
                     format!("remaining activations for {epid}: {}", escape(&f.message)),
                 )
             })?;
-            if left >= 0 && (left as u64) < *n {
+            if !left.allows(*n) {
                 return Err(CliError::rejected(
                     Code::BkdNotEnough,
                     format!(
@@ -980,7 +980,7 @@ pub fn worksheet(
 mod tests {
     //! activate in process: what no input can do to it (hang, lose or double-spend).
     use super::*;
-    use makproxy_backend::Failure;
+    use makproxy_backend::{Failure, Remaining};
     use makproxy_core::ids::{with_check_digits, Guid};
     use makproxy_core::keys::Role;
     use std::sync::atomic::AtomicU32;
@@ -1013,8 +1013,8 @@ mod tests {
                 .push(req.iid.digits().to_string());
             Outcome::Cid(ConfirmationId::parse(&cid_for(req.iid.digits())).unwrap())
         }
-        fn remaining(&self, _: &ExtendedProductId) -> Result<i64, Failure> {
-            Ok(-1)
+        fn remaining(&self, _: &ExtendedProductId) -> Result<Remaining, Failure> {
+            Ok(Remaining::Unlimited)
         }
     }
 
@@ -1229,7 +1229,7 @@ mod tests {
             self.stop.store(true, Ordering::SeqCst);
             self.inner.activate(req)
         }
-        fn remaining(&self, e: &ExtendedProductId) -> Result<i64, Failure> {
+        fn remaining(&self, e: &ExtendedProductId) -> Result<Remaining, Failure> {
             self.inner.remaining(e)
         }
     }

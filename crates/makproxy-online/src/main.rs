@@ -218,12 +218,10 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
                     format!("{}{svc}", escape(&f.message)),
                 )
             })?;
-            out.json(&json!({"pid": epid.as_str(), "remaining": n, "backend": b.name()}));
-            out.line(if n < 0 {
-                format!("{}: no activation limit reported (-1; not a MAK?)", epid)
-            } else {
-                format!("{}: {n} activation(s) remaining", epid)
-            });
+            out.json(
+                &json!({"pid": epid.as_str(), "remaining": n.as_count(), "backend": b.name()}),
+            );
+            out.line(format!("{epid}: {n}"));
             Ok(Exit::Ok)
         }
     }

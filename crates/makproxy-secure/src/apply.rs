@@ -12,6 +12,7 @@
 use crate::ledger::{Answered, DepositRow, Event, Ledger, ProductState, Tx};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{self, Kind, Limits, ReturnRecord};
+use makproxy_core::ids::WmiClass;
 use makproxy_core::keys::Home;
 use makproxy_core::sanitize::escape;
 use makproxy_core::{fsutil, Code};
@@ -482,7 +483,7 @@ fn render(host: &str, items: &[DepositRow]) -> (Vec<u8>, Vec<u8>) {
         "products": items.iter().map(|i| json!({
             "activation_id": i.activation_id,
             "application": i.application,
-            "wmi_class": i.wmi_class,
+            "wmi_class": i.wmi_class.as_str(),
             "product": i.product,
             "installation_id": i.iid,
             "confirmation_id": i.cid,
@@ -503,14 +504,14 @@ fn render(host: &str, items: &[DepositRow]) -> (Vec<u8>, Vec<u8>) {
     c.push_str("setlocal\r\n");
     if items
         .iter()
-        .any(|i| i.wmi_class == "OfficeSoftwareProtectionProduct")
+        .any(|i| i.wmi_class == WmiClass::OfficeSoftwareProtectionProduct)
     {
         c.push_str("set OSPP=\r\n");
         c.push_str("for %%d in (\"%ProgramFiles%\\Microsoft Office\\Office14\" \"%ProgramFiles(x86)%\\Microsoft Office\\Office14\" \"%ProgramFiles%\\Microsoft Office\\Office15\" \"%ProgramFiles(x86)%\\Microsoft Office\\Office15\") do if exist \"%%~d\\ospp.vbs\" set OSPP=%%~d\\ospp.vbs\r\n");
     }
     for i in items {
         // Both values are digits and a GUID (validated): nothing here needs quoting.
-        if i.wmi_class == "OfficeSoftwareProtectionProduct" {
+        if i.wmi_class == WmiClass::OfficeSoftwareProtectionProduct {
             c.push_str(&format!(
                 "cscript //nologo \"%OSPP%\" /actcid:{}\r\n",
                 i.cid

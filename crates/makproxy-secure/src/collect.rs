@@ -333,7 +333,7 @@ fn upsert(
         host: p.host.as_str(),
         activation_id: p.activation_id.as_str(),
         application: p.application.label(),
-        wmi_class: &p.wmi_class,
+        wmi_class: p.wmi_class,
         product: p.name.as_deref(),
         description: p.description.as_deref(),
         partial_key: p.partial_key.as_deref(),

@@ -15,6 +15,7 @@
 //! them; writes name the table they change.
 
 use makproxy_cli::store::{self, Migration, StoreError};
+use makproxy_core::ids::WmiClass;
 use makproxy_core::keys::Home;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::PathBuf;
@@ -344,7 +345,7 @@ pub struct Facts<'a> {
     pub host: &'a str,
     pub activation_id: &'a str,
     pub application: &'a str,
-    pub wmi_class: &'a str,
+    pub wmi_class: WmiClass,
     pub product: Option<&'a str>,
     pub description: Option<&'a str>,
     pub partial_key: Option<&'a str>,
@@ -406,7 +407,7 @@ pub struct DepositTarget {
 pub struct DepositRow {
     pub activation_id: String,
     pub application: String,
-    pub wmi_class: String,
+    pub wmi_class: WmiClass,
     pub product: Option<String>,
     pub iid: String,
     pub cid: String,
@@ -575,6 +576,16 @@ fn each<T>(
     Ok(())
 }
 
+fn wmi_class_of(s: String) -> rusqlite::Result<WmiClass> {
+    WmiClass::parse(&s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown WMI class {s:?} in the ledger").into(),
+        )
+    })
+}
+
 fn state_of(s: String) -> rusqlite::Result<ProductState> {
     ProductState::parse(&s).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -707,7 +718,7 @@ impl Tx<'_> {
                 "INSERT INTO product_facts(host, activation_id, application, wmi_class, product, description, partial_key, epid, iid, license_status, source_file)
                  VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
-            .execute(params![f.host, f.activation_id, f.application, f.wmi_class, f.product, f.description, f.partial_key, f.epid, f.iid, f.license_status, f.file])?;
+            .execute(params![f.host, f.activation_id, f.application, f.wmi_class.as_str(), f.product, f.description, f.partial_key, f.epid, f.iid, f.license_status, f.file])?;
         let id = self.tx.last_insert_rowid();
         self.tx
             .prepare_cached(
@@ -738,7 +749,7 @@ impl Tx<'_> {
                 "UPDATE product_facts SET application = ?2, wmi_class = ?3, product = ?4, description = ?5, partial_key = ?6, epid = ?7, iid = ?8, license_status = ?9,
                    source_file = ?10 WHERE id = ?1",
             )?
-            .execute(params![id, f.application, f.wmi_class, f.product, f.description, f.partial_key, f.epid, f.iid, f.license_status, f.file])?;
+            .execute(params![id, f.application, f.wmi_class.as_str(), f.product, f.description, f.partial_key, f.epid, f.iid, f.license_status, f.file])?;
         let clears = to != from;
         self.tx
             .prepare_cached(
@@ -1091,7 +1102,7 @@ impl Tx<'_> {
                 Ok(DepositRow {
                     activation_id: x.get(0)?,
                     application: x.get(1)?,
-                    wmi_class: x.get(2)?,
+                    wmi_class: wmi_class_of(x.get(2)?)?,
                     product: x.get(3)?,
                     iid: x.get(4)?,
                     cid: x.get(5)?,

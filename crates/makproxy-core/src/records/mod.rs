@@ -35,7 +35,7 @@ use wmi::parse_wmi;
 use crate::codes::Code;
 use crate::ids::{
     ApplicationId, ConfirmationId, ExtendedProductId, Guid, HostName, IdError, InstallationId,
-    LicenseStatus,
+    LicenseStatus, WmiClass,
 };
 use serde_json::Value;
 
@@ -94,8 +94,7 @@ pub struct ProductRecord {
     pub epid: Option<ExtendedProductId>,
     pub iid: Option<InstallationId>,
     pub license_status: Option<LicenseStatus>,
-    /// `SoftwareLicensingProduct` or `OfficeSoftwareProtectionProduct`.
-    pub wmi_class: String,
+    pub wmi_class: WmiClass,
 }
 
 /// Why a product is recorded but not queued for activation.

@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::codes::Code;
-use crate::ids::{ApplicationId, ExtendedProductId, Guid, HostName, InstallationId, LicenseStatus};
+use crate::ids::{
+    ApplicationId, ExtendedProductId, Guid, HostName, InstallationId, LicenseStatus, WmiClass,
+};
 
 pub(super) fn nonempty(s: Option<String>) -> Option<String> {
     s.map(|x| x.trim().to_string()).filter(|x| !x.is_empty())
@@ -85,16 +87,15 @@ pub(super) fn validate(record: usize, f: Fields) -> Result<ProductRecord, Record
         .map(LicenseStatus::from_i64)
         .transpose()
         .map_err(|e| RecordError::id(record, "license status", e))?;
-    let wmi_class = match nonempty(f.wmi_class).as_deref() {
-        None | Some("SoftwareLicensingProduct") => "SoftwareLicensingProduct".to_string(),
-        Some("OfficeSoftwareProtectionProduct") => "OfficeSoftwareProtectionProduct".to_string(),
-        Some(other) => {
-            return Err(RecordError::at(
+    let wmi_class = match nonempty(f.wmi_class) {
+        None => WmiClass::SoftwareLicensingProduct,
+        Some(c) => WmiClass::parse(&c).ok_or_else(|| {
+            RecordError::at(
                 record,
                 Code::RecFieldType,
-                format!("unknown WMI class {other:?}"),
-            ))
-        }
+                format!("unknown WMI class {c:?}"),
+            )
+        })?,
     };
     Ok(ProductRecord {
         host,
