@@ -70,3 +70,41 @@ impl Default for Limits {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_codes_are_short_plain_ascii() {
+        for ok in [
+            "0x7F",
+            "0xC004F04D",
+            "E_FAIL",
+            "x-1",
+            &"9".repeat(MAX_SERVICE_CODE),
+        ] {
+            assert!(valid_service_code(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "0x7F ",
+            "0x7F\n",
+            "\u{202e}7F",
+            "a.b",
+            &"9".repeat(MAX_SERVICE_CODE + 1),
+        ] {
+            assert!(!valid_service_code(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn truncation_cuts_at_a_character_boundary_never_inside_one() {
+        assert_eq!(truncate_utf8("abc", 3), "abc");
+        assert_eq!(truncate_utf8("abc", 2), "ab");
+        // "é" is two bytes: a cut in its middle steps back before it.
+        assert_eq!(truncate_utf8("aé", 2), "a");
+        assert_eq!(truncate_utf8("日本", 5), "日");
+        assert_eq!(truncate_utf8("日本", 0), "");
+    }
+}

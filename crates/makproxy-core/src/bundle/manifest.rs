@@ -104,3 +104,18 @@ pub(crate) struct SigFile {
     pub(crate) key_id: String,
     pub(crate) signature: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_kinds_read_back_and_only_the_simulator_is_simulated() {
+        for k in BackendKind::ALL {
+            assert_eq!(BackendKind::parse(k.as_str()), Some(k));
+            assert_eq!(k.simulated(), k == BackendKind::Simulator);
+        }
+        assert_eq!(BackendKind::parse("Microsoft"), None);
+        assert_eq!(BackendKind::parse(""), None);
+    }
+}

@@ -131,3 +131,23 @@ impl Record for ReturnRecord {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_line_shows_both_codes_and_escapes_what_the_service_said() {
+        let f = RecordFailure {
+            code: "MP-BKD-001".into(),
+            service_code: Some("0x7F".into()),
+            message: "limit\u{1b}[2J reached".into(),
+        };
+        assert_eq!(f.line(), "[MP-BKD-001] 0x7F limit\\u{1b}[2J reached");
+        let g = RecordFailure {
+            service_code: None,
+            ..f
+        };
+        assert!(g.line().starts_with("[MP-BKD-001] limit"));
+    }
+}
