@@ -684,6 +684,32 @@ mod tests {
         }
     }
 
+    /// What the error messages say, exactly (found by mutation testing: positions,
+    /// the digits shown and the digit cap had no test of their own).
+    #[test]
+    fn errors_name_the_position_the_group_digits_and_the_length() {
+        let e = InstallationId::parse("12a4").unwrap_err().to_string();
+        assert!(e.contains("position 3"), "{e}");
+        let mut cid = with_check_digits(&[5; 40], 6);
+        // Break group 2's check digit: the message shows that group as typed.
+        let last = cid.as_bytes()[11] - b'0';
+        cid.replace_range(11..12, &((last + 1) % 10).to_string());
+        let e = ConfirmationId::parse(&cid).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("group 2 of 8 ({})", &cid[6..12])),
+            "{e}"
+        );
+        // Up to 128 digits are read and then judged by their count; more stop the read.
+        let e = InstallationId::parse(&"1".repeat(128))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has 128 digits") && !e.contains("fewer"), "{e}");
+        let e = InstallationId::parse(&"1".repeat(129))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fewer"), "{e}");
+    }
+
     #[test]
     fn wmi_classes_are_named_exactly_as_wmi_spells_them() {
         for c in [
