@@ -264,21 +264,32 @@ fn ctrl_c_waits_for_requests_in_flight_and_saves_their_answers() {
     assert!(mock.counts().values().all(|n| *n == 1));
 }
 
-/// A progress signal for a running secure command: the number of times the ledger's
-/// write-ahead log has grown since the call (the ledger is opened in exclusive mode, so
-/// no reader can look inside while it runs; each commit appends to the log).
-fn ledger_log_growth(g: &Gap) -> impl FnMut() -> u32 {
+/// A progress signal for a running secure command: how many bursts of writes the
+/// ledger's write-ahead log has seen since the call. The ledger is opened in exclusive
+/// mode, so no reader can look inside while it runs; a commit writes the log in one
+/// burst (changes microseconds apart), and collect parses 500 files between commits.
+/// The log's size alone is no signal: after a checkpoint SQLite rewrites it from the
+/// start. A kill after k bursts comes after at most k commits.
+fn ledger_log_bursts(g: &Gap) -> impl FnMut() -> u32 {
     let wal = g.path("secure-home").join("ledger.sqlite3-wal");
-    let size = move || std::fs::metadata(&wal).map_or(0, |m| m.len());
-    let mut last = size();
-    let mut grew = 0;
+    let seen = move || {
+        std::fs::metadata(&wal)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()))
+    };
+    let mut last = seen();
+    let mut last_change: Option<std::time::Instant> = None;
+    let mut bursts = 0;
     move || {
-        let now = size();
-        if now > last {
-            grew += 1;
+        let now = seen();
+        if now != last {
+            if last_change.is_none_or(|t| t.elapsed() >= Duration::from_millis(3)) {
+                bursts += 1;
+            }
+            last_change = Some(std::time::Instant::now());
         }
         last = now;
-        grew
+        bursts
     }
 }
 
@@ -316,20 +327,27 @@ fn partials(dir: &std::path::Path) -> Vec<(String, u64)> {
 #[test]
 fn collect_and_pack_killed_midway_leave_a_ledger_a_rerun_completes() {
     // Kill points are chosen by progress, not by the clock: collect commits every 500
-    // files, and each kill comes when the ledger's log has grown 2-3 times in that run
-    // (at most 1,500 of 3,000 files in); pack is killed once its bundle file exists and
-    // holds data. Every kill lands mid-work on any machine.
+    // files, and each kill comes after 1-3 bursts of writes to the ledger's log in that
+    // run, while at least one more batch is still to come; pack is killed once its
+    // bundle file exists and holds data. Every kill lands mid-work on any machine.
     let g = Gap::default();
     let drop = g.generate("drop", 3000, "BULK");
     let products = |g: &Gap| g.status()["products"].as_array().unwrap().len();
+    let mut killed = 0;
     for (i, k) in kill_points(3, 2, 4).into_iter().enumerate() {
         let before = products(&g);
-        let mut growth = ledger_log_growth(&g);
-        let finished = kill_when(g.spawn_secure(&["collect", &drop]), || growth() >= k as u32);
+        // Keep at least one more batch of 500 after the k-th commit to come.
+        let k = k.min(((3000 - before as u64) / 500).saturating_sub(1));
+        if k < 1 {
+            break;
+        }
+        let mut bursts = ledger_log_bursts(&g);
+        let finished = kill_when(g.spawn_secure(&["collect", &drop]), || bursts() >= k as u32);
         assert!(
             !finished,
-            "collect {i} ended before the ledger grew {k} times"
+            "collect {i} ended before the ledger saw {k} commits"
         );
+        killed += 1;
         // Whatever was committed is whole: every product row is complete.
         let s = g.status();
         let rows = s["products"].as_array().unwrap();
@@ -341,6 +359,7 @@ fn collect_and_pack_killed_midway_leave_a_ledger_a_rerun_completes() {
         );
         eprintln!("collect kill {i}: {before} -> {} products", rows.len());
     }
+    assert!(killed >= 2, "only {killed} collects were killed");
     g.secure(&["collect", &drop]).ok();
     assert_eq!(g.count("queued"), 3000);
 

@@ -11,6 +11,7 @@
 //! limits, so a backend can only hand on what the other side of the gap will accept.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod command;
 pub mod manual;
@@ -25,19 +26,25 @@ use std::time::Duration;
 /// One activation request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Request {
+    /// The installation ID to answer.
     pub iid: InstallationId,
+    /// The extended product ID of the key the IID belongs to.
     pub epid: ExtendedProductId,
 }
 
 /// A per-record failure with a stable code and, where the service gave one, its code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
+    /// makproxy's code for the failure (`MP-BKD-…`).
     pub code: Code,
+    /// The activation service's own code, verbatim (`0x7F`), when it gave one.
     pub service_code: Option<String>,
+    /// What happened, for the operator.
     pub message: String,
 }
 
 impl Failure {
+    /// A failure with no service code.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
             code,
@@ -58,6 +65,7 @@ impl Failure {
 /// What one call produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// The confirmation ID, checked group by group.
     Cid(ConfirmationId),
     /// A complete response arrived and says no (or is unusable): never retried
     /// automatically.
@@ -121,6 +129,7 @@ pub trait Backend: Send + Sync {
 /// What a backend says about a key's activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Remaining {
+    /// This many activations left.
     Limited(u64),
     /// No limit reported (not a MAK, or a backend that cannot tell).
     Unlimited,
@@ -159,7 +168,9 @@ impl std::fmt::Display for Remaining {
 /// Retries only `NotSent`, with exponential backoff.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
+    /// Tries per record, the first included.
     pub attempts: u32,
+    /// Pause before the second try, doubled for each later one.
     pub first_delay: Duration,
 }
 

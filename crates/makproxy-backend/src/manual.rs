@@ -13,9 +13,13 @@ use std::sync::Mutex;
 /// One worksheet row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
+    /// The record's handle in the bundle.
     pub handle: u64,
+    /// The installation ID to read out on the phone.
     pub iid: InstallationId,
+    /// The key's extended product ID.
     pub epid: ExtendedProductId,
+    /// The product name, to help the person on the phone.
     pub product: Option<String>,
 }
 

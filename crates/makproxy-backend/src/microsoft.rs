@@ -17,11 +17,16 @@ use quick_xml::Reader;
 use sha2::Sha256;
 use std::time::Duration;
 
+/// Microsoft's BatchActivation service.
 pub const DEFAULT_ENDPOINT: &str =
     "https://activation.sls.microsoft.com/BatchActivation/BatchActivation.asmx";
+/// SOAPAction header of a BatchActivate call.
 pub const SOAP_ACTION: &str = "http://www.microsoft.com/BatchActivationService/BatchActivate";
+/// Namespace of the SOAP service.
 pub const SERVICE_NS: &str = "http://www.microsoft.com/BatchActivationService";
+/// Namespace of the inner request document.
 pub const REQUEST_NS: &str = "http://www.microsoft.com/DRM/SL/BatchActivationRequest/1.0";
+/// Namespace of the inner response document.
 pub const RESPONSE_NS: &str = "http://www.microsoft.com/DRM/SL/BatchActivationResponse/1.0";
 /// The public MAC key every BatchActivation client uses.
 pub const MAC_KEY: [u8; 32] = [
@@ -34,9 +39,11 @@ pub const MAX_BODY: u64 = 1 << 20;
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The service URL (https; http only on loopback).
     pub endpoint: String,
     /// `http://[user:password@]host:port`; when None, the standard proxy environment variables apply.
     pub proxy: Option<String>,
+    /// Longest wait for each phase of one call (connect, send, answer).
     pub timeout: Duration,
 }
 
@@ -155,10 +162,15 @@ pub fn envelope(request_type: u8, epid: &str, iid: Option<&str>) -> String {
 /// One `Response` element of the inner document.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceResponse {
+    /// The extended product ID echoed back.
     pub pid: Option<String>,
+    /// The installation ID echoed back.
     pub iid: Option<String>,
+    /// The confirmation ID, when granted.
     pub cid: Option<String>,
+    /// Activations left on the key, as the service wrote it.
     pub remaining: Option<String>,
+    /// The service's error code, when it refused.
     pub error_code: Option<String>,
 }
 
@@ -267,6 +279,7 @@ fn digits_only(s: &str) -> String {
 }
 
 impl Microsoft {
+    /// A client for `settings` (the proxy is checked here).
     pub fn new(settings: &Settings) -> Result<Self, String> {
         check_endpoint(&settings.endpoint)?;
         let proxy = match &settings.proxy {

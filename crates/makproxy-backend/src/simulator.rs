@@ -17,6 +17,7 @@ pub struct Simulator {
 }
 
 impl Simulator {
+    /// A simulator failing IIDs that end with `fail_iid_suffix`, with `activations` left on its pretend MAK (unlimited when `None`).
     pub fn new(fail_iid_suffix: Option<String>, activations: Option<i64>) -> Self {
         Self {
             fail_iid_suffix,

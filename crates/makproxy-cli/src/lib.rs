@@ -4,6 +4,7 @@
 //! and how each side opens its embedded store.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod store;
 
@@ -19,6 +20,7 @@ use std::process::ExitCode;
 /// Documented exit codes (docs/errors.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
+    /// Everything done (also: nothing to do, already applied).
     Ok = 0,
     /// I/O or environment failure; nothing was rejected on security grounds.
     Error = 1,
@@ -71,9 +73,13 @@ impl From<Exit> for ExitCode {
 /// An error as the operator sees it: code, message, and what to do.
 #[derive(Debug)]
 pub struct CliError {
+    /// The exit code the process ends with.
     pub exit: Exit,
+    /// The stable code printed with the message (usage or I/O when `None`).
     pub code: Option<Code>,
+    /// What went wrong, naming the file, record or flag.
     pub message: String,
+    /// What to do; the code's registered fix when `None`.
     pub hint: Option<String>,
 }
 
@@ -97,12 +103,15 @@ impl CliError {
             hint: None,
         }
     }
+    /// An I/O or environment failure on `context` (a path, "ledger", …).
     pub fn io(context: impl std::fmt::Display, e: impl std::fmt::Display) -> Self {
         Self::new(Exit::Error, None, format!("{context}: {e}"))
     }
+    /// A security or verification rejection (exit 3) with its code.
     pub fn rejected(code: Code, message: impl Into<String>) -> Self {
         Self::new(Exit::Rejected, Some(code), message)
     }
+    /// Replaces the registry's fix with a hint specific to this case.
     pub fn hint(mut self, h: impl Into<String>) -> Self {
         self.hint = Some(h.into());
         self
@@ -220,6 +229,7 @@ pub fn say(s: impl std::fmt::Display) {
 /// How results are printed.
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
+    /// Print one JSON document instead of text.
     pub json: bool,
 }
 
@@ -347,6 +357,7 @@ impl Global {
     pub fn home_dir(&self, role: Role) -> PathBuf {
         self.home.clone().unwrap_or_else(|| default_home(role))
     }
+    /// Where this command's output goes (text or JSON).
     pub fn output(&self) -> Output {
         Output { json: self.json }
     }
@@ -368,7 +379,10 @@ pub enum Common {
     /// Print shell completions (bash, zsh, fish, powershell, elvish).
     ///
     /// Example: completions powershell > makproxy-completions.ps1
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell to print completions for.
+        shell: clap_complete::Shell,
+    },
     /// Write man pages into a folder.
     ///
     /// Example: man --out ./man

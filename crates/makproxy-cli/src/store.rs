@@ -11,17 +11,23 @@ use std::path::{Path, PathBuf};
 /// Why a store could not be opened.
 #[derive(Debug)]
 pub enum StoreError {
+    /// SQLite refused (a damaged file, a full disk, …).
     Sqlite(rusqlite::Error),
     /// Another process holds the store (its process ID, when it could be read).
     Busy {
+        /// The store file.
         path: PathBuf,
+        /// The holder's process ID, when it could be read.
         pid: Option<u32>,
     },
     /// The store was written with another schema (`None`: a pre-release store without a
     /// version).
     Version {
+        /// The store file.
         path: PathBuf,
+        /// The version it says it has.
         found: Option<String>,
+        /// The version this build reads and writes.
         expected: u32,
     },
 }
@@ -75,7 +81,9 @@ impl From<rusqlite::Error> for StoreError {
 
 /// A forward migration: the DDL/DML that turns a store of version `from` into `from + 1`.
 pub struct Migration {
+    /// The schema version this migration starts from.
     pub from: u32,
+    /// The statements, run in one transaction with the others.
     pub sql: &'static str,
 }
 
@@ -181,6 +189,7 @@ pub fn open_migrating(
     Ok(conn)
 }
 
+/// A value of the store's `meta` table (schema version, next sequence, …).
 pub fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
     conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
         r.get(0)
@@ -188,6 +197,7 @@ pub fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>
     .optional()
 }
 
+/// Sets a value of the store's `meta` table.
 pub fn meta_set(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
     conn.execute("INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", params![key, value])?;
     Ok(())

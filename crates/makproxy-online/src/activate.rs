@@ -39,28 +39,44 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// What `activate` was asked to do.
 pub struct Options<'a> {
+    /// The CIL bundle to answer.
     pub input: &'a Path,
+    /// The return bundle to write.
     pub out: &'a Path,
+    /// Where answers come from.
     pub backend: &'a dyn Backend,
+    /// Requests in flight at once.
     pub concurrency: usize,
+    /// Retries of requests that cannot have been sent.
     pub retry: RetryPolicy,
+    /// Days until the return bundle expires.
     pub expires_days: u32,
+    /// Refuse the batch if the key has fewer activations left than it needs.
     pub check_remaining: bool,
+    /// Ask again for records refused in an earlier run.
     pub retry_failed: bool,
+    /// Send again the records whose earlier request may have been counted.
     pub retry_uncertain: bool,
     /// Consecutive requests without an answer after which nothing more is sent.
     pub max_transport_failures: u32,
+    /// Count what would be sent; send and write nothing.
     pub dry_run: bool,
     /// Set by the signal handler: stop handing out requests and finish cleanly.
     pub stop: &'a AtomicBool,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
+/// What a run did (`--json` prints it as `summary`).
 pub struct Summary {
+    /// Records in the bundle.
     pub records: u64,
+    /// CIDs obtained from the backend in this run.
     pub obtained: u64,
+    /// CIDs served from the journal (no activation spent).
     pub from_journal: u64,
+    /// Records without a CID (including `no_response` and `uncertain`).
     pub failed: u64,
     /// Requests that never reached the backend (retried up to --attempts).
     pub no_response: u64,
@@ -621,6 +637,7 @@ fn preflight(
     Ok(need)
 }
 
+/// Answers the CIL bundle `o.input` and writes the return `o.out`.
 pub fn run(
     out: &Output,
     home: &Home,

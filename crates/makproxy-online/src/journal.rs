@@ -141,43 +141,64 @@ DROP TABLE requests_v2;
 /// A CID in the journal, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
+    /// The confirmation ID.
     pub cid: String,
     /// The run (row ID) that obtained it.
     pub run: i64,
+    /// The backend that obtained it.
     pub backend: BackendKind,
 }
 
 /// A request that was (or was about to be) sent and has no answer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Intent {
+    /// The installation ID asked for.
     pub iid: String,
+    /// Its extended product ID.
     pub epid: String,
+    /// The backend it was sent to.
     pub backend: String,
+    /// The run that sent it.
     pub run_id: String,
+    /// When the intent was recorded (RFC 3339).
     pub at: String,
 }
 
 /// One IID's whole story in the journal (`journal show`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Entry {
+    /// The installation ID.
     pub iid: String,
+    /// Its extended product ID.
     pub epid: String,
+    /// The confirmation ID.
     pub cid: Option<String>,
+    /// Whether the simulator made it.
     pub simulated: bool,
+    /// The backend that obtained it.
     pub backend: String,
+    /// The service URL or program it came from.
     pub endpoint: String,
+    /// The CIL bundle it was obtained for.
     pub bundle_id: String,
+    /// The run that obtained it.
     pub run_id: String,
+    /// When (RFC 3339).
     pub at: String,
 }
 
 /// A refusal as stored, for `journal show`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StoredFailure {
+    /// The CIL bundle of the refused record.
     pub bundle_id: String,
+    /// The record's handle in it.
     pub handle: u64,
+    /// The backend that refused.
     pub backend: String,
+    /// Why.
     pub failure: RecordFailure,
+    /// When (RFC 3339).
     pub at: String,
 }
 
@@ -213,6 +234,7 @@ impl Journal {
         Self::open_path(&home.dir.join("journal.sqlite3"))
     }
 
+    /// Opens (creating or migrating) the journal at `path`.
     pub fn open_path(path: &std::path::Path) -> Result<Journal, StoreError> {
         Ok(Journal {
             conn: store::open_migrating(path, SCHEMA, SCHEMA_VERSION, MIGRATIONS)?,
@@ -602,6 +624,7 @@ impl Batch<'_> {
         Ok(())
     }
 
+    /// Makes everything in the batch durable at once.
     pub fn commit(self) -> rusqlite::Result<()> {
         self.tx.commit()
     }

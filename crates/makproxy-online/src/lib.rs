@@ -4,6 +4,7 @@
 //! be driven and tested in process.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod activate;
 pub mod journal;

@@ -22,8 +22,11 @@ use time::OffsetDateTime;
 
 /// The three test keys.
 pub struct Keys {
+    /// The secure side's test key.
     pub secure: SigningKey,
+    /// The online side's test key.
     pub online: SigningKey,
+    /// A key nobody trusts.
     pub stranger: SigningKey,
 }
 
@@ -42,6 +45,7 @@ impl Default for Keys {
 }
 
 impl Keys {
+    /// The public key of `role`'s test key, as a pinned key file would give it.
     pub fn public(&self, role: Role) -> PublicKey {
         match role {
             Role::Secure => PublicKey {
@@ -74,9 +78,11 @@ impl Keys {
 pub struct Case {
     /// File name: `<expected code or ok>-<defect>.zip`.
     pub file: String,
+    /// Which reader must reject (or accept) it.
     pub reader: Kind,
     /// None: must verify, records included.
     pub expect: Option<Code>,
+    /// The bundle's bytes.
     pub bytes: Vec<u8>,
 }
 

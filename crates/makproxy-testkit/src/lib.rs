@@ -5,6 +5,7 @@
 //! `tests/e2e/release.rs` checks that neither shipped binary depends on it.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod kit;
 #[cfg(feature = "mock")]

@@ -86,6 +86,7 @@ pub fn mock_cid(iid: &str) -> String {
 }
 
 impl MockServer {
+    /// Starts the mock on a free loopback port, serving until dropped.
     pub fn start() -> MockServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
@@ -119,6 +120,7 @@ impl MockServer {
             .unwrap()
             .insert(iid.to_string(), b);
     }
+    /// How every IID without a behaviour of its own is answered.
     pub fn set_default(&self, b: Behavior) {
         *self.state.default.lock().unwrap() = Some(b);
     }
@@ -128,6 +130,7 @@ impl MockServer {
             .latency_ms
             .store(d.as_millis() as u32, Ordering::SeqCst);
     }
+    /// Activations left on the pretend key.
     pub fn set_remaining(&self, n: i64) {
         self.state.remaining.store(n, Ordering::SeqCst);
     }
@@ -150,6 +153,7 @@ impl MockServer {
     pub fn counts(&self) -> HashMap<String, u32> {
         self.state.counts.lock().unwrap().clone()
     }
+    /// Requests received so far, well-formed or not.
     pub fn total_requests(&self) -> u32 {
         self.state.total.load(Ordering::SeqCst)
     }
