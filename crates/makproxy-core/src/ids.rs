@@ -711,6 +711,19 @@ mod tests {
     }
 
     #[test]
+    fn identifiers_display_as_their_canonical_text() {
+        let e =
+            ExtendedProductId::parse("03612-03305-317-008912-02-1033-9200.0000-0662023").unwrap();
+        assert_eq!(e.to_string(), e.as_str());
+        let g = Guid::parse("{2DE67392-B7A7-462A-B1CA-108DD189F588}").unwrap();
+        assert_eq!(g.to_string(), "2de67392-b7a7-462a-b1ca-108dd189f588");
+        assert_eq!(
+            WmiClass::OfficeSoftwareProtectionProduct.to_string(),
+            "OfficeSoftwareProtectionProduct"
+        );
+    }
+
+    #[test]
     fn wmi_classes_are_named_exactly_as_wmi_spells_them() {
         for c in [
             WmiClass::SoftwareLicensingProduct,
