@@ -12,6 +12,8 @@ use std::fmt;
 /// Why an identifier was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
+// Each variant is documented by its #[error] message.
+#[allow(missing_docs)]
 pub enum IdError {
     #[error("{what} is empty")]
     Empty { what: &'static str },
@@ -282,6 +284,7 @@ impl ExtendedProductId {
             Err(IdError::Epid)
         }
     }
+    /// The canonical text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -328,6 +331,7 @@ impl Guid {
             Err(IdError::Guid { what })
         }
     }
+    /// The canonical text (lower case, no braces).
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -347,16 +351,18 @@ impl<'de> Deserialize<'de> for Guid {
 /// Activation ID: the SKU GUID (`SoftwareLicensingProduct.ID`).
 pub type ActivationId = Guid;
 
-/// The WMI class a product is reported by: Windows' own licensing service, or Office
-/// 2010's (Office 2010 on Windows 7 and older licenses through OSPP, deposited with
-/// `ospp.vbs` instead of `slmgr.vbs`).
+/// The WMI class a product is reported by: Windows' own licensing service, or Office's
+/// own (OSPP), whose products are deposited with `ospp.vbs` instead of `slmgr.vbs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WmiClass {
+    /// Windows' own licensing service (Windows; Office 2013 and later on Windows 8 and later).
     SoftwareLicensingProduct,
+    /// Office's own licensing service, OSPP (Office 2010; later Office on Windows 7).
     OfficeSoftwareProtectionProduct,
 }
 
 impl WmiClass {
+    /// The class name as WMI spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::SoftwareLicensingProduct => "SoftwareLicensingProduct",
@@ -383,14 +389,20 @@ impl std::fmt::Display for WmiClass {
 /// The licensing application a product belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ApplicationId {
+    /// Windows.
     Windows,
+    /// Office.
     Office,
+    /// Any other application, by its GUID.
     Other(Guid),
 }
 
 impl ApplicationId {
+    /// Windows' application ID.
     pub const WINDOWS: &'static str = "55c92734-d682-4d71-983e-d6ec3f16059f";
+    /// Office's application ID.
     pub const OFFICE: &'static str = "0ff1ce15-a989-479d-af46-f275c6370663";
+    /// The application with this GUID.
     pub fn parse(text: &str) -> Result<Self, IdError> {
         let g = Guid::parse_as("application ID", text)?;
         Ok(match g.as_str() {
@@ -399,6 +411,7 @@ impl ApplicationId {
             _ => Self::Other(g),
         })
     }
+    /// The application's GUID.
     pub fn guid(&self) -> &str {
         match self {
             Self::Windows => Self::WINDOWS,
@@ -406,6 +419,7 @@ impl ApplicationId {
             Self::Other(g) => g.as_str(),
         }
     }
+    /// A short label for reports.
     pub fn label(&self) -> &'static str {
         match self {
             Self::Windows => "windows",
@@ -418,16 +432,24 @@ impl ApplicationId {
 /// `SoftwareLicensingProduct.LicenseStatus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LicenseStatus {
+    /// Not activated.
     Unlicensed = 0,
+    /// Activated.
     Licensed = 1,
+    /// Out-of-box grace period.
     OobGrace = 2,
+    /// Out-of-tolerance grace period (hardware changed).
     OotGrace = 3,
+    /// Non-genuine grace period.
     NonGenuineGrace = 4,
+    /// Notification mode (grace expired).
     Notification = 5,
+    /// Extended grace period.
     ExtendedGrace = 6,
 }
 
 impl LicenseStatus {
+    /// The status WMI reports as `v`.
     pub fn from_i64(v: i64) -> Result<Self, IdError> {
         Ok(match v {
             0 => Self::Unlicensed,
@@ -440,6 +462,7 @@ impl LicenseStatus {
             _ => return Err(IdError::LicenseStatus(v)),
         })
     }
+    /// The status's name for reports.
     pub fn name(self) -> &'static str {
         match self {
             Self::Unlicensed => "Unlicensed",
@@ -484,6 +507,7 @@ impl HostName {
         }
         Ok(Self(upper))
     }
+    /// The name, upper case as stored.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -17,17 +17,21 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Inside the air gap: packs requests, applies returns.
     Secure,
+    /// On the internet side: answers requests.
     Online,
 }
 
 impl Role {
+    /// The role this side trusts.
     pub fn peer(self) -> Role {
         match self {
             Role::Secure => Role::Online,
             Role::Online => Role::Secure,
         }
     }
+    /// The role's name in key files and messages.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Secure => "secure",
@@ -39,6 +43,8 @@ impl Role {
 /// Key and home-folder errors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+// Each variant is documented by its #[error] message.
+#[allow(missing_docs)]
 pub enum KeyError {
     #[error("{0} is not an initialised makproxy home (run `init` first)")]
     NoHome(PathBuf),
@@ -78,6 +84,7 @@ pub enum KeyError {
 }
 
 impl KeyError {
+    /// The stable code of this error, if it has one of its own.
     pub fn code(&self) -> Option<Code> {
         Some(match self {
             KeyError::NoHome(_) => Code::KeyNoHome,
@@ -103,8 +110,11 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
 /// A public key with its role and the site name its owner chose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicKey {
+    /// Which side the key belongs to.
     pub role: Role,
+    /// The site name its owner chose.
     pub site: String,
+    /// The ed25519 public key.
     pub key: VerifyingKey,
 }
 
@@ -287,15 +297,20 @@ pub fn valid_site(s: &str) -> Result<(), KeyError> {
 /// A trusted peer key and the name it was pinned under.
 #[derive(Debug, Clone)]
 pub struct Trusted {
+    /// The name it was pinned under.
     pub name: String,
+    /// The key.
     pub key: PublicKey,
 }
 
 /// A side's home folder.
 #[derive(Debug, Clone)]
 pub struct Home {
+    /// The folder.
     pub dir: PathBuf,
+    /// Which side it is.
     pub role: Role,
+    /// The site name chosen at `init`.
     pub site: String,
 }
 
@@ -303,9 +318,11 @@ impl Home {
     fn config_path(dir: &Path) -> PathBuf {
         dir.join("home.json")
     }
+    /// The private key file (never leaves the home).
     pub fn secret_path(&self) -> PathBuf {
         self.dir.join("secret.key")
     }
+    /// The public key file.
     pub fn public_path(&self) -> PathBuf {
         self.dir.join("public.key")
     }
@@ -412,6 +429,7 @@ impl Home {
         Ok(SigningKey::from_bytes(&seed))
     }
 
+    /// This side's public key, as `key export` writes it.
     pub fn public_key(&self) -> Result<PublicKey, KeyError> {
         let p = self.public_path();
         let bytes = fs::read(&p).map_err(io_err(&p))?;
@@ -471,6 +489,7 @@ impl Home {
         })
     }
 
+    /// Unpins the key pinned as `name`.
     pub fn trust_remove(&self, name: &str) -> Result<(), KeyError> {
         if !valid_name(name) {
             return Err(KeyError::TrustName(name.to_string()));

@@ -3,6 +3,7 @@
 //! signed bundle format. No network and no database code lives here.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod bundle;
 pub mod codes;

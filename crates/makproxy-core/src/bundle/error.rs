@@ -8,11 +8,14 @@ use std::io;
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{detail}")]
 pub struct BundleError {
+    /// The stable code (`MP-BND-…`).
     pub code: Code,
+    /// What exactly was wrong, escaped for a terminal.
     pub detail: String,
 }
 
 impl BundleError {
+    /// A rejection with `code`; `detail` is escaped here.
     pub fn new(code: Code, detail: &str) -> Self {
         Self {
             code,

@@ -36,20 +36,29 @@ pub fn truncate_utf8(s: &str, max: usize) -> &str {
     }
     &s[..end]
 }
+/// Name of the signed statement's entry.
 pub const MANIFEST: &str = "manifest.json";
+/// Name of the signature's entry.
 pub const SIGNATURE: &str = "manifest.sig";
 
 /// Resource limits applied while reading. The defaults allow several million records.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Largest bundle file, in bytes.
     pub max_archive: u64,
+    /// Most entries in the archive.
     pub max_entries: usize,
+    /// Largest manifest, in bytes.
     pub max_manifest: u64,
+    /// Largest signature file, in bytes.
     pub max_signature: u64,
+    /// Largest data entry, uncompressed, in bytes.
     pub max_data: u64,
     /// Largest allowed uncompressed/compressed ratio for entries over 1 MiB.
     pub max_ratio: u64,
+    /// Longest record line, in bytes.
     pub max_line: usize,
+    /// Most records in one bundle.
     pub max_records: u64,
     /// Allowed clock skew between the two sides, in seconds.
     pub skew_secs: i64,

@@ -7,8 +7,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
+    /// The entry's name in the archive.
     pub name: String,
+    /// Its uncompressed size in bytes.
     pub size: u64,
+    /// SHA-256 of its uncompressed bytes, lower-case hex.
     pub sha256: String,
 }
 
@@ -16,9 +19,13 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Answers {
+    /// The CIL bundle answered.
     pub bundle_id: String,
+    /// SHA-256 of that bundle's manifest, as it was issued.
     pub manifest_sha256: String,
+    /// The site that issued it.
     pub site: String,
+    /// Its sequence number at that site.
     pub sequence: u64,
 }
 
@@ -26,7 +33,9 @@ pub struct Answers {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendInfo {
+    /// The backend's name as the operator chose it (`microsoft`, `simulator`, …).
     pub name: String,
+    /// True when the CIDs activate nothing (the simulator).
     pub simulated: bool,
     /// The service URL or gateway program the answers came from (format version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,9 +48,13 @@ pub struct BackendInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
+    /// Microsoft's BatchActivation service.
     Microsoft,
+    /// A person, from a phone call or the web (worksheet or prompt).
     Manual,
+    /// A site's own gateway program.
     Command,
+    /// The offline simulator: its CIDs activate nothing.
     Simulator,
 }
 
@@ -53,6 +66,7 @@ impl BackendKind {
         BackendKind::Command,
         BackendKind::Simulator,
     ];
+    /// The name stored in returns and the journal.
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Microsoft => "microsoft",
@@ -61,6 +75,7 @@ impl BackendKind {
             BackendKind::Simulator => "simulator",
         }
     }
+    /// The kind named `s` exactly, if any.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
@@ -74,8 +89,11 @@ impl BackendKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// Always [`FORMAT`](super::FORMAT).
     pub format: String,
+    /// The format version the bundle was written in.
     pub version: u32,
+    /// Which way the bundle travels.
     pub kind: Kind,
     /// 32 lower-case hex digits, random.
     pub bundle_id: String,
@@ -83,17 +101,25 @@ pub struct Manifest {
     pub site: String,
     /// Per-sender sequence number, starting at 1.
     pub sequence: u64,
+    /// When it was written (RFC 3339 UTC).
     pub created: String,
+    /// When it stops being accepted (RFC 3339 UTC).
     pub expires: String,
+    /// The program and version that wrote it.
     pub tool: String,
+    /// Key ID of the signer (a hint; the signature decides).
     pub signer_key_id: String,
+    /// Number of records in the data entry.
     pub records: u64,
     /// Names of the record fields that cross the gap in this bundle.
     pub fields: Vec<String>,
+    /// The archive's entries other than manifest and signature.
     pub entries: Vec<Entry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A return's request (absent in a CIL bundle).
     pub answers: Option<Answers>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A return's backend (absent in a CIL bundle).
     pub backend: Option<BackendInfo>,
 }
 

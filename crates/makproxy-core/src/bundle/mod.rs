@@ -57,12 +57,14 @@ impl Kind {
             Kind::Return => "application/vnd.makproxy.return-manifest+json; version=1",
         }
     }
+    /// Name of the kind's data entry.
     pub fn data_entry(self) -> &'static str {
         match self {
             Kind::Cil => "records.jsonl",
             Kind::Return => "results.jsonl",
         }
     }
+    /// The kind's name in manifests and reports.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Cil => "cil",
@@ -93,10 +95,12 @@ pub fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {
     v
 }
 
+/// SHA-256 of `bytes`, lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -108,6 +112,7 @@ pub fn new_bundle_id() -> String {
     hex(&b)
 }
 
+/// `t` as RFC 3339 UTC with whole seconds.
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.replace_nanosecond(0)
         .unwrap_or(t)

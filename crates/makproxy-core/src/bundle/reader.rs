@@ -22,8 +22,11 @@ use time::OffsetDateTime;
 
 /// A bundle whose signature, manifest and data hash have been verified.
 pub struct Verified {
+    /// The verified manifest.
     pub manifest: Manifest,
+    /// SHA-256 of the manifest's exact bytes.
     pub manifest_sha256: String,
+    /// The pinned key that signed it, and its name.
     pub signer: Trusted,
     /// The data entry as verified: an unnamed temporary file only this process can
     /// reach, so what `records` parses is exactly what was hashed, whatever happens to

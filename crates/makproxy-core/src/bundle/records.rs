@@ -14,10 +14,14 @@ use serde::{Deserialize, Serialize};
 pub struct CilRecord {
     /// 1-based position in the bundle; the secure ledger maps it back to the machine.
     pub handle: u64,
+    /// The machine's installation ID.
     pub installation_id: InstallationId,
+    /// The extended product ID of its key.
     pub extended_product_id: ExtendedProductId,
+    /// The product's activation ID.
     pub activation_id: Guid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The product's name, for people reading the bundle.
     pub product: Option<String>,
     /// Only with `pack --include-hostnames`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,6 +47,7 @@ pub struct RecordFailure {
     /// The activation service's own code, verbatim, e.g. `0x7F`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_code: Option<String>,
+    /// What happened, for the operator.
     pub message: String,
 }
 
@@ -66,22 +71,31 @@ impl RecordFailure {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReturnRecord {
+    /// The handle of the request record answered.
     pub handle: u64,
+    /// Its installation ID, repeated (apply checks it).
     pub installation_id: InstallationId,
+    /// Its extended product ID, repeated.
     pub extended_product_id: ExtendedProductId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The confirmation ID (exactly one of this and `failure`).
     pub confirmation_id: Option<ConfirmationId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Why there is no confirmation ID.
     pub failure: Option<RecordFailure>,
+    /// Whether the answer was obtained now or served from the journal.
     pub source: Source,
     /// The backend that produced this answer (or refusal).
     pub backend: BackendKind,
+    /// True when the answer came from the simulator.
     pub simulated: bool,
 }
 
 /// Records of either kind.
 pub trait Record: DeserializeOwned + Serialize {
+    /// Which kind of bundle carries records of this type.
     const KIND: Kind;
+    /// The record's 1-based position in its bundle.
     fn handle(&self) -> u64;
     /// Cross-field checks serde cannot express.
     fn check(&self) -> Result<(), String> {

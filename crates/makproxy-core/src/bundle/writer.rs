@@ -44,22 +44,34 @@ const CHUNK: usize = 256 * 1024;
 
 /// What `finish` fills in from the caller; the writer adds entries, counts and signer.
 pub struct Header {
+    /// A fresh random ID ([`new_bundle_id`](super::new_bundle_id)).
     pub bundle_id: String,
+    /// The writing side's site (must be its key's site).
     pub site: String,
+    /// The bundle's sequence number at that site.
     pub sequence: u64,
+    /// When it is written.
     pub created: OffsetDateTime,
+    /// When it stops being accepted.
     pub expires: OffsetDateTime,
+    /// The program and version writing it.
     pub tool: String,
+    /// The record fields present (what crosses the gap).
     pub fields: Vec<String>,
+    /// A return's request.
     pub answers: Option<Answers>,
+    /// A return's backend.
     pub backend: Option<BackendInfo>,
 }
 
 /// A written bundle.
 #[derive(Debug, Clone)]
 pub struct Written {
+    /// Where the bundle now is.
     pub path: PathBuf,
+    /// The manifest as signed.
     pub manifest: Manifest,
+    /// SHA-256 of the manifest's bytes (a return's `answers` names it).
     pub manifest_sha256: String,
 }
 

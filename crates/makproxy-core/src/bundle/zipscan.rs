@@ -17,13 +17,21 @@ use std::io::{Read, Seek, SeekFrom};
 /// One central-directory record, as stored.
 #[derive(Debug, Clone)]
 pub struct RawEntry {
+    /// The entry's name, as raw bytes.
     pub name: Vec<u8>,
+    /// "Version made by" (the high byte names the archiver's OS).
     pub made_by: u16,
+    /// General-purpose flags.
     pub flags: u16,
+    /// Compression method (0 stored, 8 deflate).
     pub method: u16,
+    /// CRC-32 of the uncompressed data.
     pub crc32: u32,
+    /// Compressed size.
     pub compressed: u64,
+    /// Uncompressed size.
     pub uncompressed: u64,
+    /// External attributes (DOS and Unix file type bits).
     pub external_attrs: u32,
     /// Where its local header starts.
     pub local_offset: u64,

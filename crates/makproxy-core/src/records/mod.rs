@@ -48,9 +48,11 @@ pub const MAX_PRODUCTS: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{detail}")]
 pub struct RecordError {
+    /// The stable code (`MP-REC-…` or `MP-ID-…`).
     pub code: Code,
     /// 1-based record number within the file, when the problem is one record.
     pub record: Option<usize>,
+    /// What exactly was wrong.
     pub detail: String,
 }
 
@@ -85,29 +87,45 @@ impl RecordError {
 /// One licensable product of one machine, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProductRecord {
+    /// The machine (its file must be named after it).
     pub host: HostName,
+    /// The product's activation ID.
     pub activation_id: Guid,
+    /// Windows, Office or another application.
     pub application: ApplicationId,
+    /// The product's name.
     pub name: Option<String>,
+    /// Its description (names the channel: MAK, KMS client, retail …).
     pub description: Option<String>,
+    /// The last five characters of the installed key.
     pub partial_key: Option<String>,
+    /// The extended product ID of the installed key.
     pub epid: Option<ExtendedProductId>,
+    /// The installation ID to activate.
     pub iid: Option<InstallationId>,
+    /// What Windows says about its activation.
     pub license_status: Option<LicenseStatus>,
+    /// The WMI class that reported it.
     pub wmi_class: WmiClass,
 }
 
 /// Why a product is recorded but not queued for activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
+    /// No product key installed.
     NoKey,
+    /// A KMS client key: activates against KMS.
     KmsClient,
+    /// Not a MAK (retail, OEM …).
     NotMak,
+    /// Already activated.
     Licensed,
+    /// No installation ID or extended product ID reported.
     NoIid,
 }
 
 impl Skip {
+    /// The reason's code in the ledger and reports.
     pub fn id(self) -> &'static str {
         match self {
             Skip::NoKey => "no-key",
@@ -117,6 +135,7 @@ impl Skip {
             Skip::NoIid => "no-iid",
         }
     }
+    /// The reason in words.
     pub fn reason(self) -> &'static str {
         match self {
             Skip::NoKey => "no product key installed",
@@ -159,13 +178,19 @@ impl ProductRecord {
 /// Outcome of depositing one CID on a machine, reported by the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DepositResult {
+    /// The machine that deposited.
     pub host: HostName,
+    /// The product's activation ID.
     pub activation_id: Guid,
+    /// The installation ID the CID was for.
     pub installation_id: InstallationId,
+    /// The CID deposited.
     pub confirmation_id: ConfirmationId,
+    /// Whether Windows accepted it.
     pub activated: bool,
     /// Windows error code, e.g. `0xC004F031`.
     pub error_code: Option<String>,
+    /// The license status after the deposit.
     pub license_status: Option<LicenseStatus>,
 }
 
@@ -187,15 +212,20 @@ pub fn deposit_error_meaning(code: &str) -> &'static str {
 pub enum Parsed {
     /// Products, each validated, or the reason one was rejected.
     Products(Vec<Result<ProductRecord, RecordError>>),
+    /// Deposit results, each validated, or the reason one was rejected.
     Deposits(Vec<Result<DepositResult, RecordError>>),
 }
 
 /// The input format detected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// The agent's JSON.
     Agent,
+    /// Raw WMI JSON.
     Wmi,
+    /// CSV with a header.
     Csv,
+    /// The agent's deposit result file.
     DepositResult,
 }
 
