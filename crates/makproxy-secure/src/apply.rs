@@ -20,11 +20,17 @@ use serde_json::json;
 use std::path::Path;
 
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+/// What one apply did (`--json` prints it as `summary`).
 pub struct Summary {
+    /// CIDs recorded now.
     pub cids: u64,
+    /// Records the online side refused.
     pub failed: u64,
+    /// Answers for an IID the machine no longer has (kept, not deposited).
     pub iid_changed: u64,
+    /// Records already answered by an earlier return.
     pub already_answered: u64,
+    /// Records that did not match the request (unknown handle, other IID, …).
     pub rejected: u64,
     /// Records the online side could not settle (not sent, or uncertain): they stay
     /// pending, and a later return for the same request may answer them.
@@ -59,10 +65,13 @@ struct Note {
 /// A host whose deposit files could not be written (the others still were).
 #[derive(Debug, serde::Serialize)]
 pub struct DepositProblem {
+    /// The host whose files could not be written.
     pub host: String,
+    /// Why, with the path.
     pub detail: String,
 }
 
+/// Verifies the return `file`, records its answers in one transaction, then writes deposit files into `deposit_dir` (with `dry_run`, verifies and counts only).
 pub fn run(
     out: &Output,
     home: &Home,

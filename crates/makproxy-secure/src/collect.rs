@@ -26,27 +26,44 @@ use std::path::{Path, PathBuf};
 const BATCH: usize = 500;
 
 #[derive(Debug, Default, serde::Serialize)]
+/// What one collect did (`--json` prints it as `summary`).
 pub struct Summary {
+    /// Files looked at.
     pub files: u64,
     /// Files skipped because their content is what the last collect read.
     pub files_unchanged: u64,
+    /// Files refused as a whole.
     pub files_rejected: u64,
+    /// Products seen for the first time.
     pub new: u64,
+    /// Products whose record changed.
     pub updated: u64,
+    /// Products reported as before.
     pub unchanged: u64,
+    /// Products now waiting to be packed.
     pub queued: u64,
+    /// Products that need no MAK proxy activation.
     pub skipped: u64,
+    /// Products whose IID already has a stored CID (apply --reissue).
     pub cid_on_hand: u64,
+    /// Records refused one by one.
     pub rejected: u64,
+    /// Deposit results saying Windows accepted the CID.
     pub deposits_activated: u64,
+    /// Deposit results saying Windows refused it.
     pub deposits_failed: u64,
 }
 
 #[derive(Debug, serde::Serialize)]
+/// A refused file or record, as collect reports it.
 pub struct Problem {
+    /// The file.
     pub file: String,
+    /// 1-based record number, when the problem is one record.
     pub record: Option<usize>,
+    /// The stable code.
     pub code: String,
+    /// What went wrong.
     pub detail: String,
 }
 
@@ -105,6 +122,7 @@ fn misnamed(record: usize, host: &str, path: &Path) -> RecordError {
     }
 }
 
+/// Reads every drop file under `dirs` (eight levels deep) into the ledger, reporting and skipping bad files and records.
 pub fn run(out: &Output, ledger: &mut Ledger, dirs: &[PathBuf]) -> Result<Exit, CliError> {
     let now = makproxy_core::bundle::rfc3339(makproxy_cli::now());
     let mut summary = Summary::default();

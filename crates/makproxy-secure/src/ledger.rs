@@ -48,13 +48,17 @@ pub enum Event {
     /// `pack`: default takes queued products; `retry_failed` adds failed and
     /// deposit-failed ones; `only_failed` takes just those; `repack` adds packed ones.
     Pack {
+        /// Also take failed and deposit-failed products.
         retry_failed: bool,
+        /// Take only failed and deposit-failed products.
         only_failed: bool,
+        /// Also take products in bundles whose return never came.
         repack: bool,
     },
     /// A return brings a CID; `replaces_simulated`: the product holds a simulated CID
     /// and this one is real.
     Cid {
+        /// The product holds a simulated CID and this one is real.
         replaces_simulated: bool,
     },
     /// A return brings a refusal.
@@ -63,6 +67,7 @@ pub enum Event {
     Reissue,
     /// The machine's deposit result: activated, or not.
     Deposited,
+    /// The machine reports Windows refused the CID.
     DepositFailed,
 }
 
@@ -79,6 +84,7 @@ impl ProductState {
         ProductState::Skipped,
     ];
 
+    /// The name stored in the ledger and printed.
     pub fn as_str(self) -> &'static str {
         match self {
             ProductState::Queued => "queued",
@@ -92,6 +98,7 @@ impl ProductState {
         }
     }
 
+    /// The state stored as `s`, if any.
     pub fn parse(s: &str) -> Option<ProductState> {
         Self::ALL.into_iter().find(|x| x.as_str() == s)
     }
@@ -315,6 +322,7 @@ pub fn exists(home: &Home) -> bool {
 /// Why the ledger could not be opened.
 #[derive(Debug)]
 pub enum OpenError {
+    /// The store could not be opened.
     Store(StoreError),
     /// The home is initialised but its ledger is missing or empty: never recreated
     /// silently (sequence numbers would restart and the online side refuse them).
@@ -330,45 +338,71 @@ impl From<StoreError> for OpenError {
 /// A product as the ledger holds it, for collect's comparison.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Existing {
+    /// The product's row ID.
     pub id: i64,
+    /// The installation ID.
     pub iid: Option<String>,
+    /// The extended product ID.
     pub epid: Option<String>,
+    /// What Windows last said about its activation (WMI LicenseStatus).
     pub license_status: Option<i64>,
+    /// The last five characters of the installed key.
     pub partial_key: Option<String>,
+    /// Its description, as WMI gives it.
     pub description: Option<String>,
+    /// The product's name.
     pub product: Option<String>,
+    /// Where the product is in its lifecycle.
     pub state: ProductState,
 }
 
 /// What collect records of one product (all validated by the record parsers).
 pub struct Facts<'a> {
+    /// The machine.
     pub host: &'a str,
+    /// The product's activation ID.
     pub activation_id: &'a str,
+    /// The licensing application's GUID.
     pub application: &'a str,
+    /// The WMI class that reported it.
     pub wmi_class: WmiClass,
+    /// The product's name.
     pub product: Option<&'a str>,
+    /// Its description, as WMI gives it.
     pub description: Option<&'a str>,
+    /// The last five characters of the installed key.
     pub partial_key: Option<&'a str>,
+    /// The extended product ID.
     pub epid: Option<&'a str>,
+    /// The installation ID.
     pub iid: Option<&'a str>,
+    /// What Windows last said about its activation (WMI LicenseStatus).
     pub license_status: Option<i64>,
+    /// The drop file it came from.
     pub file: &'a str,
 }
 
 /// A record of an issued bundle, as a return is checked against it.
 pub struct PackedRecord {
+    /// The product's row ID.
     pub product_id: i64,
     /// The IID packed.
     pub iid: String,
+    /// Whether (and how) this record has an answer yet.
     pub answered: Answered,
 }
 
 /// A product as a return record is applied to it.
 pub struct ProductNow {
+    /// The machine.
     pub host: String,
+    /// The product's activation ID.
     pub activation_id: String,
+    /// The installation ID.
     pub iid: Option<String>,
+    /// The extended product ID.
     pub epid: Option<String>,
+    /// Where the product is in its lifecycle.
     pub state: ProductState,
     /// The CID it holds is simulated.
     pub cid_simulated: bool,
@@ -379,52 +413,82 @@ pub struct ProductNow {
 pub struct Answered(pub i64);
 
 impl Answered {
+    /// No answer yet.
     pub const NO: Answered = Answered(0);
+    /// A real CID.
     pub const REAL: Answered = Answered(1);
+    /// A simulated CID (a real one may still replace it).
     pub const SIMULATED: Answered = Answered(2);
 }
 
 /// One record of a CIL bundle to write, as the ledger holds it.
 pub struct PackRow {
+    /// The record's handle in its bundle.
     pub handle: i64,
+    /// The product's row ID.
     pub product_id: i64,
+    /// The machine.
     pub host: String,
+    /// The product's activation ID.
     pub activation_id: String,
+    /// The extended product ID.
     pub epid: String,
+    /// The installation ID.
     pub iid: String,
+    /// The product's name.
     pub product: Option<String>,
 }
 
 /// The product a deposit result names, as the ledger holds it.
 pub struct DepositTarget {
+    /// The product's row ID.
     pub id: i64,
+    /// The installation ID.
     pub iid: Option<String>,
+    /// The confirmation ID.
     pub cid: Option<String>,
+    /// Where the product is in its lifecycle.
     pub state: ProductState,
 }
 
 /// One product awaiting deposit on a host.
 pub struct DepositRow {
+    /// The product's activation ID.
     pub activation_id: String,
+    /// The licensing application's GUID.
     pub application: String,
+    /// The WMI class that reported it.
     pub wmi_class: WmiClass,
+    /// The product's name.
     pub product: Option<String>,
+    /// The installation ID.
     pub iid: String,
+    /// The confirmation ID.
     pub cid: String,
+    /// Whether the CID came from the simulator.
     pub simulated: bool,
 }
 
 /// One line of `status`.
 #[derive(Debug, serde::Serialize)]
 pub struct StatusRow {
+    /// The machine.
     pub host: String,
+    /// The product's activation ID.
     pub activation_id: String,
+    /// The product's name.
     pub product: Option<String>,
+    /// Its state, as stored.
     pub state: String,
+    /// The bundle it was last packed in.
     pub bundle_id: Option<String>,
+    /// Why it is failed or skipped (a code).
     pub reason_code: Option<String>,
+    /// Why, in words.
     pub reason: Option<String>,
+    /// Whether the CID came from the simulator.
     pub simulated: bool,
+    /// When it last changed (RFC 3339).
     pub updated_at: String,
 }
 
@@ -549,10 +613,15 @@ impl Ledger {
 
 /// What `report` renders.
 pub struct ReportTables {
+    /// Counts per product and state.
     pub per_product: Vec<Vec<String>>,
+    /// Counts per bundle.
     pub per_bundle: Vec<Vec<String>>,
+    /// Failed products with their reasons.
     pub failures: Vec<Vec<String>>,
+    /// Files and records collect refused.
     pub rejections: Vec<Vec<String>>,
+    /// Products in the ledger.
     pub total: i64,
 }
 
@@ -597,6 +666,7 @@ fn state_of(s: String) -> rusqlite::Result<ProductState> {
 }
 
 impl Tx<'_> {
+    /// Makes the transaction durable.
     pub fn commit(self) -> rusqlite::Result<()> {
         self.tx.commit()
     }
@@ -672,6 +742,7 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// The product (host, activation ID), if the ledger has it.
     pub fn product(&self, host: &str, activation_id: &str) -> rusqlite::Result<Option<Existing>> {
         self.tx
             .prepare_cached(
@@ -818,6 +889,7 @@ impl Tx<'_> {
 
     // ---- pack ----
 
+    /// The sequence number the next bundle gets.
     pub fn next_sequence(&self) -> rusqlite::Result<u64> {
         Ok(store::meta_get(&self.tx, "next_sequence")?
             .and_then(|s| s.parse().ok())
@@ -886,6 +958,7 @@ impl Tx<'_> {
         )
     }
 
+    /// How many products are in `state`.
     pub fn count_in(&self, state: ProductState) -> rusqlite::Result<i64> {
         self.tx.query_row(
             "SELECT COUNT(*) FROM products WHERE state = ?1",
@@ -964,6 +1037,7 @@ impl Tx<'_> {
             .optional()
     }
 
+    /// Marks a bundle record answered.
     pub fn set_answered(&self, bundle_id: &str, handle: u64, a: Answered) -> rusqlite::Result<()> {
         self.tx
             .prepare_cached(
@@ -1014,6 +1088,7 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Adds a line to a product's history.
     pub fn note(&self, id: i64, at: &str, event: &str, detail: &str) -> rusqlite::Result<()> {
         self.history(id, at, event, detail)
     }
@@ -1035,12 +1110,14 @@ impl Tx<'_> {
         self.history(id, at, "cid-received", detail)
     }
 
+    /// A refusal arrives for a product the table lets fail.
     pub fn refused(&self, id: i64, code: &str, reason: &str, at: &str) -> rusqlite::Result<()> {
         self.set_state(id, ProductState::Failed, Some(code), Some(reason), at)?;
         self.history(id, at, "failed-online", &format!("{code}: {reason}"))
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// Records that a return was applied, with its summary.
     pub fn return_recorded(
         &self,
         bundle_id: &str,

@@ -3,6 +3,7 @@
 //! apply and report. The `makproxy-secure` binary is the command-line edge around it.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod apply;
 pub mod collect;

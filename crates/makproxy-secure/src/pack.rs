@@ -13,19 +13,31 @@ use makproxy_core::sanitize::escape;
 use serde_json::json;
 use std::path::Path;
 
+/// What `pack` was asked to do.
 pub struct Options<'a> {
+    /// The bundle to write.
     pub out: &'a Path,
+    /// Most records in the bundle.
     pub limit: Option<u64>,
+    /// Only products whose name contains this, or with this activation ID.
     pub product: Option<&'a str>,
+    /// Only hosts matching this pattern (`*` and `?`).
     pub host: Option<&'a str>,
+    /// Put host names in the bundle (recorded in the signed manifest).
     pub include_hostnames: bool,
+    /// Also products that failed online or at deposit.
     pub retry_failed: bool,
+    /// Only those.
     pub only_failed: bool,
+    /// Also products in bundles whose return never came.
     pub repack: bool,
+    /// Days until the bundle expires.
     pub expires_days: u32,
+    /// Show what would be packed; write nothing.
     pub dry_run: bool,
 }
 
+/// Chooses the products `o` asks for, writes the signed CIL bundle, and marks them packed when the bundle is in place.
 pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Result<Exit, CliError> {
     let db = |e: rusqlite::Error| CliError::io("ledger", e);
     if !(1..=365).contains(&o.expires_days) {

@@ -19,6 +19,7 @@ fn csv_cell(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// Prints the products (all, or those in `state` or on hosts matching `host`), as a table, CSV or JSON.
 pub fn status(
     out: &Output,
     ledger: &Ledger,
@@ -143,6 +144,7 @@ pub fn status(
     Ok(Exit::Ok)
 }
 
+/// Writes the HTML report to `path` (never over an existing file unless `force`).
 pub fn report(out: &Output, ledger: &Ledger, path: &Path, force: bool) -> Result<Exit, CliError> {
     let db = |e: rusqlite::Error| CliError::io("ledger", e);
     if !force {
