@@ -201,6 +201,13 @@ codes! {
         => "`--endpoint` must be `https://` (plain `http://` only to 127.0.0.1, ::1 or localhost, for a test service).",
 }
 
+impl Code {
+    /// The code written as `text` (`MP-BKD-001`), if the registry has it.
+    pub fn parse(text: &str) -> Option<Code> {
+        Code::ALL.iter().copied().find(|c| c.as_str() == text)
+    }
+}
+
 impl std::fmt::Display for Code {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -83,10 +83,80 @@ pub struct Summary {
     /// Requests that may have reached the service without an answer recorded.
     pub uncertain: u64,
     /// Failures by code (service code where there is one).
-    pub failed_by_reason: BTreeMap<String, u64>,
+    pub failed_by_reason: BTreeMap<Reason, u64>,
     /// The first failed records, for the screen (not in --json: the return has all).
     #[serde(skip)]
     pub first_failures: Vec<(u64, RecordFailure)>,
+}
+
+/// Why records failed, as `failed_by_reason` counts them: the activation service's own
+/// code where it gave one, else makproxy's. Serialised (and ordered) as that code.
+#[derive(Debug, Clone)]
+pub enum Reason {
+    /// The service's code, verbatim (`0x7F`).
+    Service(String),
+    /// makproxy's code for a failure the service did not name (no answer, a protocol
+    /// error …); `None` for a code this build does not know (from an older journal).
+    Makproxy(Option<Code>, String),
+}
+
+impl Reason {
+    /// The reason a failure is counted under.
+    pub fn of(f: &RecordFailure) -> Reason {
+        match &f.service_code {
+            Some(s) => Reason::Service(s.clone()),
+            None => Reason::Makproxy(Code::parse(&f.code), f.code.clone()),
+        }
+    }
+    /// The code as printed and as the JSON key.
+    pub fn key(&self) -> &str {
+        match self {
+            Reason::Service(s) | Reason::Makproxy(_, s) => s,
+        }
+    }
+}
+
+impl PartialEq for Reason {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Reason {}
+
+impl Ord for Reason {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(other.key())
+    }
+}
+
+impl PartialOrd for Reason {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl serde::Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.key())
+    }
+}
+
+/// The code, escaped, with what it means: the service's codes from the known table,
+/// makproxy's from the registry.
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let meaning = match self {
+            Reason::Service(s) => makproxy_backend::service_code_meaning(s),
+            Reason::Makproxy(Some(c), _) => c.summary(),
+            Reason::Makproxy(None, _) => "",
+        };
+        write!(f, "{}", escape(self.key()))?;
+        if !meaning.is_empty() {
+            write!(f, " ({meaning})")?;
+        }
+        Ok(())
+    }
 }
 
 /// Failed records shown one by one on screen at most.
@@ -541,11 +611,7 @@ impl Walk<'_> {
                 } else if f.code == Code::BkdUncertain.as_str() {
                     self.s.uncertain += 1;
                 }
-                *self
-                    .s
-                    .failed_by_reason
-                    .entry(f.service_code.clone().unwrap_or_else(|| f.code.clone()))
-                    .or_default() += 1;
+                *self.s.failed_by_reason.entry(Reason::of(&f)).or_default() += 1;
                 if self.s.first_failures.len() < SHOWN_FAILURES {
                     self.s.first_failures.push((rec.handle, f.clone()));
                 }
@@ -902,12 +968,7 @@ pub fn run(
         s.failed
     ));
     for (reason, n) in &s.failed_by_reason {
-        let meaning = if reason.starts_with("MP-") {
-            String::new()
-        } else {
-            format!(" ({})", makproxy_backend::service_code_meaning(reason))
-        };
-        out.line(format!("  {n} x {}{meaning}", escape(reason)));
+        out.line(format!("  {n} x {reason}"));
     }
     for (handle, f) in &s.first_failures {
         out.line(format!("  record {handle}: {}", f.line()));
@@ -1001,6 +1062,34 @@ mod tests {
     use makproxy_core::ids::{with_check_digits, Guid};
     use makproxy_core::keys::Role;
     use std::sync::atomic::AtomicU32;
+
+    #[test]
+    fn reasons_count_under_the_service_code_else_makproxys_and_say_what_they_mean() {
+        let f = |code: &str, svc: Option<&str>| RecordFailure {
+            code: code.into(),
+            service_code: svc.map(Into::into),
+            message: "m".into(),
+        };
+        let svc = Reason::of(&f("MP-BKD-001", Some("0x7F")));
+        let ours = Reason::of(&f("MP-BKD-002", None));
+        assert_eq!(svc.key(), "0x7F");
+        assert!(
+            svc.to_string().starts_with("0x7F (MAK has exceeded"),
+            "{svc}"
+        );
+        assert_eq!(
+            ours.to_string(),
+            format!("MP-BKD-002 ({})", Code::BkdNoResponse.summary())
+        );
+        assert_eq!(Reason::of(&f("MP-XXX-999", None)).to_string(), "MP-XXX-999");
+        let mut counts = BTreeMap::new();
+        *counts.entry(ours).or_insert(0) += 2;
+        *counts.entry(svc).or_insert(0) += 1;
+        assert_eq!(
+            serde_json::to_string(&counts).unwrap(),
+            r#"{"0x7F":1,"MP-BKD-002":2}"#
+        );
+    }
 
     /// The CID the counting backend gives for an IID.
     fn cid_for(iid: &str) -> String {
