@@ -745,6 +745,10 @@ mod tests {
             WmiClass::OfficeSoftwareProtectionProduct.to_string(),
             "OfficeSoftwareProtectionProduct"
         );
+        assert_eq!(
+            HostName::parse("lab-7.corp").unwrap().to_string(),
+            "LAB-7.CORP"
+        );
     }
 
     #[test]

@@ -547,6 +547,47 @@ impl Home {
 mod tests {
     use super::*;
 
+    /// Key files: the 4 KiB cap is exact, a version-1 file (earlier release, unsigned)
+    /// loads only where pinned keys are read, and no other version ever does.
+    #[test]
+    fn key_file_size_cap_and_versions_are_exact() {
+        let signing = SigningKey::from_bytes(&[9; 32]);
+        let pk = PublicKey {
+            role: Role::Online,
+            site: "gateway".into(),
+            key: signing.verifying_key(),
+        };
+        let p = Path::new("k.pub");
+        let mut at_cap = pk.to_file_bytes(&signing);
+        at_cap.resize(MAX_PUBLIC_KEY_FILE as usize, b' ');
+        assert_eq!(PublicKey::from_file_bytes(p, &at_cap, true).unwrap(), pk);
+        at_cap.push(b' ');
+        let e = PublicKey::from_file_bytes(p, &at_cap, true).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+        let file = |version: u32| {
+            serde_json::to_vec(&PublicKeyFile {
+                format: "makproxy-public-key".into(),
+                version,
+                role: Role::Online,
+                site: "gateway".into(),
+                key: B64.encode(pk.key.as_bytes()),
+                self_signature: None,
+            })
+            .unwrap()
+        };
+        assert_eq!(PublicKey::from_file_bytes(p, &file(1), false).unwrap(), pk);
+        assert!(
+            PublicKey::from_file_bytes(p, &file(1), true).is_err(),
+            "trust add"
+        );
+        for v in [0, 3] {
+            assert!(
+                PublicKey::from_file_bytes(p, &file(v), false).is_err(),
+                "v{v}"
+            );
+        }
+    }
+
     #[test]
     fn init_trust_and_permissions() {
         let t = tempfile::tempdir().unwrap();
