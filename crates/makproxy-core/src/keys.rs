@@ -547,6 +547,28 @@ impl Home {
 mod tests {
     use super::*;
 
+    #[test]
+    fn names_and_keys_read_as_documented() {
+        for ok in ["plant-a", "a", "gw_2.example", &"x".repeat(64)] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", ".hidden", "a b", "a/b", "ü", &"x".repeat(65)] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+        let pk = PublicKey {
+            role: Role::Secure,
+            site: "plant-a".into(),
+            key: SigningKey::from_bytes(&[3; 32]).verifying_key(),
+        };
+        assert_eq!(
+            pk.to_string(),
+            format!(
+                "secure key of site \"plant-a\", fingerprint {}",
+                pk.fingerprint()
+            )
+        );
+    }
+
     /// Key files: the 4 KiB cap is exact, a version-1 file (earlier release, unsigned)
     /// loads only where pinned keys are read, and no other version ever does.
     #[test]
