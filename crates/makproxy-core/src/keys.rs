@@ -547,6 +547,38 @@ impl Home {
 mod tests {
     use super::*;
 
+    /// A home's own files are checked field by field (found by mutation testing).
+    #[test]
+    fn a_home_refuses_a_secret_key_of_another_kind_and_reads_its_trust_folder_strictly() {
+        let t = tempfile::tempdir().unwrap();
+        let (home, _) = Home::init(&t.path().join("s"), Role::Secure, "plant-a").unwrap();
+        assert!(valid_site("plant a").is_err() && valid_site("plant-a").is_ok());
+        let good: serde_json::Value =
+            serde_json::from_slice(&fs::read(home.secret_path()).unwrap()).unwrap();
+        for (field, value) in [
+            ("format", serde_json::json!("makproxy-public-key")),
+            ("version", serde_json::json!(2)),
+            ("role", serde_json::json!("online")),
+        ] {
+            let mut f = good.clone();
+            f[field] = value;
+            // fs::write keeps the file's owner-only mode.
+            fs::write(home.secret_path(), serde_json::to_vec(&f).unwrap()).unwrap();
+            let e = home.signing_key().unwrap_err();
+            assert!(matches!(e, KeyError::Malformed { .. }), "{field}: {e}");
+        }
+        fs::write(home.secret_path(), serde_json::to_vec(&good).unwrap()).unwrap();
+        assert!(home.signing_key().is_ok());
+        // A folder passed as a key file is not a key file (not an I/O error).
+        let e = home.trust_add(t.path(), "x").unwrap_err();
+        assert_eq!(e.code(), Some(Code::KeyMalformed), "{e}");
+        // No trust folder yet: nothing trusted. A file where the folder should be: an error.
+        let _ = fs::remove_dir_all(home.trust_dir());
+        assert!(home.trusted().unwrap().is_empty());
+        fs::write(home.trust_dir(), b"not a folder").unwrap();
+        assert!(home.trusted().is_err());
+    }
+
     #[test]
     fn names_and_keys_read_as_documented() {
         for ok in ["plant-a", "a", "gw_2.example", &"x".repeat(64)] {
