@@ -185,3 +185,111 @@ mod properties {
         }
     }
 }
+
+/// Writes a CIL bundle of `n` kit records into `dir` and returns its path.
+fn bundle_of(dir: &Path, n: u64) -> std::path::PathBuf {
+    let out = dir.join(format!("cil-{n}.zip"));
+    let mut w = BundleWriter::<CilRecord>::new(&out).unwrap();
+    for h in 1..=n {
+        w.push(cil_record(h)).unwrap();
+    }
+    w.finish(cil_header(NOW), &Keys::default().secure, &out)
+        .unwrap();
+    out
+}
+
+/// (uncompressed, compressed) size of an archive entry.
+fn sizes(path: &Path, name: &str) -> (u64, u64) {
+    let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let e = z.by_name(name).unwrap();
+    (e.size(), e.compressed_size())
+}
+
+/// Every limit is exact: a bundle at the limit opens, one byte (or one step of ratio)
+/// over it does not; the ratio rule spares entries of 1 MiB or less.
+#[test]
+fn reader_limits_are_exact_and_the_ratio_rule_spares_small_entries() {
+    let t = tempfile::tempdir().unwrap();
+    let trusted = Keys::default().trusted(Kind::Cil);
+    let open = |p: &Path, l: Limits| {
+        bundle::open(p, Kind::Cil, &trusted, NOW, &l)
+            .map(|v| format!("{v:?}"))
+            .map_err(|e| e.code)
+    };
+    let small = bundle_of(t.path(), 20);
+    let len = std::fs::metadata(&small).unwrap().len();
+    let shown = open(
+        &small,
+        Limits {
+            max_archive: len,
+            ..Limits::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        shown.starts_with("Verified") && shown.contains("kit-site"),
+        "{shown}"
+    );
+    assert_eq!(
+        open(
+            &small,
+            Limits {
+                max_archive: len - 1,
+                ..Limits::default()
+            }
+        ),
+        Err(Code::BndArchiveTooLarge)
+    );
+    let (manifest, _) = sizes(&small, "manifest.json");
+    assert!(open(
+        &small,
+        Limits {
+            max_manifest: manifest,
+            ..Limits::default()
+        }
+    )
+    .is_ok());
+    assert_eq!(
+        open(
+            &small,
+            Limits {
+                max_manifest: manifest - 1,
+                ..Limits::default()
+            }
+        ),
+        Err(Code::BndEntryTooLarge)
+    );
+    assert!(
+        open(
+            &small,
+            Limits {
+                max_ratio: 1,
+                ..Limits::default()
+            }
+        )
+        .is_ok(),
+        "entries of 1 MiB or less are not judged by their ratio"
+    );
+    let big = bundle_of(t.path(), 8_000);
+    let (u, c) = sizes(&big, "records.jsonl");
+    assert!(u > 1 << 20, "{u}");
+    let ratio = u / c;
+    assert!(open(
+        &big,
+        Limits {
+            max_ratio: ratio,
+            ..Limits::default()
+        }
+    )
+    .is_ok());
+    assert_eq!(
+        open(
+            &big,
+            Limits {
+                max_ratio: ratio - 1,
+                ..Limits::default()
+            }
+        ),
+        Err(Code::BndEntryTooLarge)
+    );
+}

@@ -510,6 +510,25 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndSigMalformed),
         t.zip(),
     );
+    // Each field of a well-formed signature file checked on its own.
+    for (name, field, value) in [
+        (
+            "signature-of-another-format",
+            "format",
+            json!("makproxy-signature-v0"),
+        ),
+        (
+            "signature-key-id-not-hex",
+            "key_id",
+            json!("zzzzzzzzzzzzzzzz"),
+        ),
+    ] {
+        let mut t = Parts::new(&k, c, now, id, None);
+        let mut s: Value = serde_json::from_slice(&t.sig).expect("json");
+        s[field] = value;
+        t.sig = mbytes(&s);
+        add(name, c, Some(Code::BndSigMalformed), t.zip());
+    }
 
     // Closed world.
     add(
@@ -837,6 +856,20 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
             None,
         )
         .zip(),
+    );
+    // Format version 1 is still read for requests (unchanged), never for returns
+    // (version 2 added each record's backend).
+    add(
+        "return-of-version-1",
+        r,
+        Some(Code::BndVersion),
+        Parts::new(&k, r, now, |m| m["version"] = json!(1), None).zip(),
+    );
+    add(
+        "cil-of-version-1",
+        c,
+        None,
+        Parts::new(&k, c, now, |m| m["version"] = json!(1), None).zip(),
     );
     add(
         "declared-size-mismatch",

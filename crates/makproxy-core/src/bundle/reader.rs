@@ -158,12 +158,8 @@ pub fn open(
             ));
         }
         classify_name(&e.name, expected)?;
-        if e.flags & 0x1 != 0 || !matches!(e.method, 0 | 8) {
-            return Err(BundleError::new(
-                Code::BndUnsupportedZip,
-                "encrypted entry or unsupported compression method",
-            ));
-        }
+        // Encryption, data descriptors and methods other than stored/deflate were refused
+        // by the scan's canonical-layout check (zipscan::canonical).
         let cap = if e.name == MANIFEST.as_bytes() {
             limits.max_manifest
         } else if e.name == SIGNATURE.as_bytes() {
@@ -640,5 +636,61 @@ fn hashing_copy(mut from: impl Read, to: &mut impl Write, hasher: &mut Sha256) -
         hasher.update(&buf[..k]);
         to.write_all(&buf[..k])?;
         n += k as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Entry names: exactly the three of the kind pass; path tricks and DOS device
+    /// names (with or without an extension, any case) are path tricks; the other
+    /// kind's data entry and anything else have codes of their own.
+    #[test]
+    fn entry_names_are_classified_by_the_allowlist_first() {
+        let code = |n: &[u8], k: Kind| classify_name(n, k).err().map(|e| e.code);
+        for ok in [MANIFEST, SIGNATURE, "records.jsonl"] {
+            assert_eq!(code(ok.as_bytes(), Kind::Cil), None, "{ok}");
+        }
+        for trick in [
+            &b"a/b"[..],
+            b"a\\b",
+            b"..x",
+            b"c:x",
+            b"/x",
+            b"x\0y",
+            b"CON",
+            b"nul.json",
+            b"COM1",
+            b"lpt9.txt",
+            b"Aux.jsonl",
+        ] {
+            assert_eq!(
+                code(trick, Kind::Cil),
+                Some(Code::BndPathTrick),
+                "{trick:?}"
+            );
+        }
+        // Four letters starting like a device but not one of them are just unexpected.
+        for plain in [&b"COMMA"[..], b"LPT", b"CONSOLE.json", b"notes.txt"] {
+            assert_eq!(
+                code(plain, Kind::Cil),
+                Some(Code::BndUnexpectedEntry),
+                "{plain:?}"
+            );
+        }
+        assert_eq!(code(b"results.jsonl", Kind::Cil), Some(Code::BndWrongKind));
+        assert_eq!(
+            code(b"records.jsonl", Kind::Return),
+            Some(Code::BndWrongKind)
+        );
+    }
+
+    #[test]
+    fn hex_fields_have_their_exact_length_and_lower_case_digits() {
+        assert!(is_hex("0123456789abcdef", 16));
+        assert!(!is_hex("0123456789abcde", 16));
+        assert!(!is_hex("0123456789abcdef0", 16));
+        assert!(!is_hex("0123456789abcdeg", 16));
     }
 }
