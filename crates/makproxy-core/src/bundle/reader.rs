@@ -686,6 +686,137 @@ mod tests {
         );
     }
 
+    fn manifest(kind: Kind) -> Manifest {
+        let ret = kind == Kind::Return;
+        Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            kind,
+            bundle_id: "0123456789abcdef0123456789abcdef".into(),
+            site: "plant-a".into(),
+            sequence: 1,
+            created: "2026-11-22T00:00:00Z".into(),
+            expires: "2026-12-22T00:00:00Z".into(),
+            tool: "t".into(),
+            signer_key_id: "0123456789abcdef".into(),
+            records: 1,
+            fields: vec!["handle".into()],
+            entries: vec![super::super::Entry {
+                name: kind.data_entry().into(),
+                size: 1,
+                sha256: "0".repeat(64),
+            }],
+            answers: ret.then(|| super::super::Answers {
+                bundle_id: "0123456789abcdef0123456789abcdef".into(),
+                manifest_sha256: "0".repeat(64),
+                site: "plant-a".into(),
+                sequence: 1,
+            }),
+            backend: ret.then(|| super::super::BackendInfo {
+                name: "microsoft".into(),
+                simulated: false,
+                endpoint: Some("x".repeat(MAX_ENDPOINT)),
+            }),
+        }
+    }
+
+    /// Every rule of the manifest's content at its exact boundary: the value at the
+    /// limit passes, one step over fails (found by mutation testing).
+    #[test]
+    fn manifest_rules_hold_at_their_exact_limits() {
+        let now = time::macros::datetime!(2026-11-23 00:00 UTC);
+        let limits = Limits::default();
+        let check = |m: &Manifest| check_manifest(m, m.kind, now, &limits).map_err(|e| e.code);
+        let edit = |kind: Kind, f: &dyn Fn(&mut Manifest)| {
+            let mut m = manifest(kind);
+            f(&mut m);
+            check(&m)
+        };
+        let bad = Err(Code::BndInconsistent);
+        assert_eq!(check(&manifest(Kind::Cil)), Ok(()));
+        assert_eq!(
+            check(&manifest(Kind::Return)),
+            Ok(()),
+            "endpoint at its limit"
+        );
+        assert_eq!(edit(Kind::Cil, &|m| m.sequence = 0), bad);
+        assert_eq!(edit(Kind::Cil, &|m| m.records = limits.max_records), Ok(()));
+        assert_eq!(
+            edit(Kind::Cil, &|m| m.records = limits.max_records + 1),
+            bad
+        );
+        assert_eq!(edit(Kind::Cil, &|m| m.tool = "t".repeat(128)), Ok(()));
+        assert_eq!(edit(Kind::Cil, &|m| m.tool = "t".repeat(129)), bad);
+        assert_eq!(
+            edit(Kind::Cil, &|m| m.fields = vec!["f".into(); 32]),
+            Ok(())
+        );
+        assert_eq!(edit(Kind::Cil, &|m| m.fields = vec!["f".into(); 33]), bad);
+        assert_eq!(
+            edit(Kind::Cil, &|m| m.entries.push(m.entries[0].clone())),
+            bad
+        );
+        assert_eq!(
+            edit(Kind::Cil, &|m| m.entries[0].name = "results.jsonl".into()),
+            bad
+        );
+        assert_eq!(
+            edit(Kind::Cil, &|m| m.entries[0].sha256 = "g".repeat(64)),
+            bad
+        );
+        let answers = |f: &dyn Fn(&mut super::super::Answers)| {
+            edit(Kind::Return, &|m| f(m.answers.as_mut().unwrap()))
+        };
+        assert_eq!(answers(&|a| a.bundle_id = "x".into()), bad);
+        assert_eq!(answers(&|a| a.manifest_sha256 = "x".into()), bad);
+        let backend = |f: &dyn Fn(&mut super::super::BackendInfo)| {
+            edit(Kind::Return, &|m| f(m.backend.as_mut().unwrap()))
+        };
+        assert_eq!(backend(&|b| b.name = "phone".into()), bad);
+        assert_eq!(
+            backend(&|b| b.simulated = true),
+            bad,
+            "only the simulator is simulated"
+        );
+        assert_eq!(
+            backend(&|b| b.endpoint = Some("x".repeat(MAX_ENDPOINT + 1))),
+            bad
+        );
+        // Times: validity of at most 400 days, 10 minutes of skew either way.
+        let at = |t: OffsetDateTime| rfc3339(t);
+        let created = time::macros::datetime!(2026-11-22 00:00 UTC);
+        let span = |d: time::Duration| edit(Kind::Cil, &|m| m.expires = at(created + d));
+        assert_eq!(span(time::Duration::days(400)), Ok(()));
+        assert_eq!(
+            span(time::Duration::days(400) + time::Duration::seconds(1)),
+            bad
+        );
+        assert_eq!(span(time::Duration::ZERO), bad);
+        let skew = time::Duration::seconds(limits.skew_secs);
+        let made = |t: OffsetDateTime| {
+            edit(Kind::Cil, &|m| {
+                m.created = at(t);
+                m.expires = at(t + time::Duration::days(1));
+            })
+        };
+        assert_eq!(made(now + skew), Ok(()));
+        assert_eq!(
+            made(now + skew + time::Duration::seconds(1)),
+            Err(Code::BndNotYetValid)
+        );
+        let ends = |t: OffsetDateTime| {
+            edit(Kind::Cil, &|m| {
+                m.created = at(t - time::Duration::days(1));
+                m.expires = at(t);
+            })
+        };
+        assert_eq!(ends(now - skew), Ok(()));
+        assert_eq!(
+            ends(now - skew - time::Duration::seconds(1)),
+            Err(Code::BndExpired)
+        );
+    }
+
     #[test]
     fn hex_fields_have_their_exact_length_and_lower_case_digits() {
         assert!(is_hex("0123456789abcdef", 16));
