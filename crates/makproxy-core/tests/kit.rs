@@ -148,3 +148,11 @@ fn records_come_from_the_verified_copy_even_if_the_file_changes_underneath() {
         "the second pass saw exactly the verified records"
     );
 }
+
+#[test]
+fn the_kind_of_a_bundle_is_guessed_from_its_data_entry() {
+    let limits = makproxy_core::bundle::Limits::default();
+    let kind = |f: &str| makproxy_core::bundle::peek_kind(&kit_dir().join(f), &limits).unwrap();
+    assert_eq!(kind("ok-valid-cil.zip"), Kind::Cil);
+    assert_eq!(kind("ok-valid-return.zip"), Kind::Return);
+}

@@ -270,6 +270,33 @@ fn reader_limits_are_exact_and_the_ratio_rule_spares_small_entries() {
         .is_ok(),
         "entries of 1 MiB or less are not judged by their ratio"
     );
+    // The longest record line (its newline not counted) is the smallest limit that reads.
+    let mut data = String::new();
+    use std::io::Read;
+    zip::ZipArchive::new(std::fs::File::open(&small).unwrap())
+        .unwrap()
+        .by_name("records.jsonl")
+        .unwrap()
+        .read_to_string(&mut data)
+        .unwrap();
+    let longest = data.lines().map(str::len).max().unwrap();
+    let read_all = |max_line: usize| {
+        bundle::open(
+            &small,
+            Kind::Cil,
+            &trusted,
+            NOW,
+            &Limits {
+                max_line,
+                ..Limits::default()
+            },
+        )
+        .unwrap()
+        .records(|_: CilRecord| Ok::<(), bundle::BundleError>(()))
+        .map_err(|e| e.code)
+    };
+    assert_eq!(read_all(longest), Ok(()));
+    assert_eq!(read_all(longest - 1), Err(Code::BndLineTooLong));
     let big = bundle_of(t.path(), 8_000);
     let (u, c) = sizes(&big, "records.jsonl");
     assert!(u > 1 << 20, "{u}");

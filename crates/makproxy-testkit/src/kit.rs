@@ -974,6 +974,15 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndLineTooLong),
         Parts::new(&k, c, now, id, Some(lines(&recs))).zip(),
     );
+    // A return's handles only rise (records may be left out, never repeated).
+    let mut recs = return_records();
+    recs[1]["handle"] = recs[0]["handle"].clone();
+    add(
+        "return-handle-repeated",
+        r,
+        Some(Code::BndRecordOrder),
+        Parts::new(&k, r, now, id, Some(lines(&recs))).zip(),
+    );
     let mut recs = return_records();
     recs[0]["failure"] = json!({"code": "MP-BKD-001", "message": "both"});
     add(

@@ -56,7 +56,7 @@ pub struct Limits {
     pub max_data: u64,
     /// Largest allowed uncompressed/compressed ratio for entries over 1 MiB.
     pub max_ratio: u64,
-    /// Longest record line, in bytes.
+    /// Longest record line, in bytes, its newline not counted.
     pub max_line: usize,
     /// Most records in one bundle.
     pub max_records: u64,
