@@ -749,6 +749,10 @@ mod tests {
             HostName::parse("lab-7.corp").unwrap().to_string(),
             "LAB-7.CORP"
         );
+        let app = |g: &str| ApplicationId::parse(g).unwrap().label();
+        assert_eq!(app(ApplicationId::WINDOWS), "windows");
+        assert_eq!(app(ApplicationId::OFFICE), "office");
+        assert_eq!(app("2de67392-b7a7-462a-b1ca-108dd189f588"), "other");
     }
 
     #[test]

@@ -150,6 +150,43 @@ impl Record for ReturnRecord {
 mod tests {
     use super::*;
 
+    /// The length limits of record fields are exact (found by mutation testing).
+    #[test]
+    fn record_text_limits_are_exact() {
+        use crate::ids::{digits_from_seed, with_check_digits};
+        let iid =
+            InstallationId::parse(&with_check_digits(&digits_from_seed(b"r", 54), 7)).unwrap();
+        let epid =
+            ExtendedProductId::parse("03612-03305-317-008912-02-1033-9200.0000-0662023").unwrap();
+        let cil = |len: usize| CilRecord {
+            handle: 1,
+            installation_id: iid.clone(),
+            extended_product_id: epid.clone(),
+            activation_id: crate::ids::Guid::parse("2de67392-b7a7-462a-b1ca-108dd189f588").unwrap(),
+            product: Some("p".repeat(len)),
+            host: None,
+        };
+        assert!(cil(MAX_PRODUCT_NAME).check().is_ok());
+        assert!(cil(MAX_PRODUCT_NAME + 1).check().is_err());
+        let ret = |code: usize, message: usize| ReturnRecord {
+            handle: 1,
+            installation_id: iid.clone(),
+            extended_product_id: epid.clone(),
+            confirmation_id: None,
+            failure: Some(RecordFailure {
+                code: "M".repeat(code),
+                service_code: None,
+                message: "m".repeat(message),
+            }),
+            source: Source::Backend,
+            backend: BackendKind::Microsoft,
+            simulated: false,
+        };
+        assert!(ret(MAX_FAILURE_CODE, MAX_FAILURE_MESSAGE).check().is_ok());
+        assert!(ret(MAX_FAILURE_CODE + 1, 1).check().is_err());
+        assert!(ret(1, MAX_FAILURE_MESSAGE + 1).check().is_err());
+    }
+
     #[test]
     fn a_failure_line_shows_both_codes_and_escapes_what_the_service_said() {
         let f = RecordFailure {
