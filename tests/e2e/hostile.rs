@@ -127,9 +127,11 @@ fn every_kit_case_is_rejected_by_the_binaries_with_its_code() {
                 }
                 // apply checks the return answers a bundle this site issued before it reads
                 // records, so a record-level defect in the kit's foreign return stops there.
-                (Kind::Return, 1, Some(makproxy_core::Code::BndRecord)) => {
-                    Some(makproxy_core::Code::AplNotIssued)
-                }
+                (
+                    Kind::Return,
+                    1,
+                    Some(makproxy_core::Code::BndRecord | makproxy_core::Code::BndRecordOrder),
+                ) => Some(makproxy_core::Code::AplNotIssued),
                 _ => case.expect,
             };
             match expect {
