@@ -1349,6 +1349,15 @@ mod tests {
     }
 
     #[test]
+    fn states_read_back_as_stored_and_nothing_else_is_a_state() {
+        for st in S::ALL {
+            assert_eq!(S::parse(st.as_str()), Some(st));
+        }
+        assert_eq!(S::parse("Queued"), None);
+        assert_eq!(S::parse("done"), None);
+    }
+
+    #[test]
     fn nothing_is_stuck_every_state_can_still_be_activated() {
         for state in S::ALL {
             for cid_stored in [false, true] {
