@@ -648,16 +648,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn answers_are_found_by_full_key_with_their_backend() {
-        let (_d, mut j) = journal();
-        let run = j
-            .start_run("r1", "b1", BackendKind::Manual, "sheet", "t")
-            .unwrap();
+    /// A journal holding one answer, CID-A for ("111", "E1", real), obtained by
+    /// `backend` in run "r1"; returns the run's row ID.
+    fn with_answer(j: &mut Journal, backend: BackendKind) -> i64 {
+        let run = j.start_run("r1", "b1", backend, "u", "t").unwrap();
         let b = j.batch().unwrap();
         b.save_answer("111", "E1", false, "CID-A", run, "t")
             .unwrap();
         b.commit().unwrap();
+        run
+    }
+
+    #[test]
+    fn answers_are_found_by_full_key_with_their_backend() {
+        let (_d, mut j) = journal();
+        with_answer(&mut j, BackendKind::Manual);
         let got = j.answer("111", "E1", false).unwrap().unwrap();
         assert_eq!(got.cid, "CID-A");
         assert_eq!(got.backend, BackendKind::Manual);
@@ -685,13 +690,7 @@ mod tests {
     #[test]
     fn the_database_itself_refuses_a_second_answer_for_a_key() {
         let (_d, mut j) = journal();
-        let run = j
-            .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
-            .unwrap();
-        let b = j.batch().unwrap();
-        b.save_answer("111", "E1", false, "CID-A", run, "t")
-            .unwrap();
-        b.commit().unwrap();
+        let run = with_answer(&mut j, BackendKind::Microsoft);
         // Past save_answer's own check: a raw insert for the same key is refused...
         let raw = |iid: &str, sim: bool| {
             j.conn.execute(

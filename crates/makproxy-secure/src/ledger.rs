@@ -1223,21 +1223,24 @@ mod tests {
         replaces_simulated: true,
     };
 
+    /// Every event, in the order of the table's columns.
+    const EVENTS: [Event; 10] = [
+        PACK,
+        RETRY,
+        ONLY_FAILED,
+        REPACK,
+        CID,
+        REAL_OVER_SIM,
+        E::Refused,
+        E::Reissue,
+        E::Deposited,
+        E::DepositFailed,
+    ];
+
     /// The whole table, row by row: every (state, event) pair and where it leads.
     #[test]
     fn transition_table() {
-        let events = [
-            PACK,
-            RETRY,
-            ONLY_FAILED,
-            REPACK,
-            CID,
-            REAL_OVER_SIM,
-            E::Refused,
-            E::Reissue,
-            E::Deposited,
-            E::DepositFailed,
-        ];
+        let events = EVENTS;
         #[rustfmt::skip]
         let table: [(S, [Option<S>; 10]); 8] = [
             //                 PACK              RETRY             ONLY_FAILED       REPACK            CID                    REAL_OVER_SIM          Refused          Reissue                Deposited           DepositFailed
@@ -1266,19 +1269,6 @@ mod tests {
         Event(Event),
         Collect { says: Seen, new_iid: bool },
     }
-
-    const EVENTS: [Event; 10] = [
-        PACK,
-        RETRY,
-        ONLY_FAILED,
-        REPACK,
-        CID,
-        REAL_OVER_SIM,
-        E::Refused,
-        E::Reissue,
-        E::Deposited,
-        E::DepositFailed,
-    ];
 
     fn all_ops() -> Vec<Op> {
         let mut ops: Vec<Op> = EVENTS.iter().map(|e| Op::Event(*e)).collect();
@@ -1412,18 +1402,7 @@ mod tests {
     fn no_event_ever_leaves_skipped_or_reaches_queued() {
         // Only collect queues (a new IID) or skips; nothing else may.
         for s in S::ALL {
-            for e in [
-                PACK,
-                RETRY,
-                ONLY_FAILED,
-                REPACK,
-                CID,
-                REAL_OVER_SIM,
-                E::Refused,
-                E::Reissue,
-                E::Deposited,
-                E::DepositFailed,
-            ] {
+            for e in EVENTS {
                 assert_ne!(s.after(e), Some(S::Queued), "{s} on {e:?}");
                 assert_ne!(s.after(e), Some(S::Skipped), "{s} on {e:?}");
             }
