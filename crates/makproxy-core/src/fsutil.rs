@@ -353,20 +353,27 @@ mod open_tests {
         let folder = d.path().join("DIR.json");
         fs::create_dir(&folder).unwrap();
         assert!(write_derived(&folder, b"x").is_err(), "a folder in the way");
+        assert!(
+            fs::read_dir(d.path())
+                .unwrap()
+                .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")),
+            "a refused replacement leaves no temporary file"
+        );
     }
 }
 
 #[cfg(target_os = "linux")]
 mod linux {
     //! One directory operation per new file: the content is written to an unnamed
-    //! `O_TMPFILE` inode, which is then linked under its name whole (`linkat` fails if
-    //! the name exists, and the caller falls back to temp file + rename).
+    //! `O_TMPFILE` inode, which is then linked under its name whole. A name that exists
+    //! is replaced atomically by linking the same inode under a temporary name and
+    //! renaming it over (the bytes are written once either way).
     use rustix::fs::{AtFlags, Mode, OFlags, CWD};
     use std::io::{self, Write};
     use std::path::Path;
 
-    /// `Ok(true)`: `path` did not exist and now holds `bytes`. `Ok(false)`: it exists, or
-    /// the file system has no `O_TMPFILE`; nothing was created.
+    /// `Ok(true)`: `path` now holds `bytes`. `Ok(false)`: the file system has no
+    /// `O_TMPFILE` (or /proc is not mounted); nothing was created.
     pub(super) fn create_whole(path: &Path, bytes: &[u8]) -> io::Result<bool> {
         let dir = super::parent(path);
         let fd = match rustix::fs::open(
@@ -384,10 +391,21 @@ mod linux {
         let mut f = std::fs::File::from(fd);
         f.write_all(bytes)?;
         let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f));
-        match rustix::fs::linkat(CWD, proc_path.as_str(), CWD, path, AtFlags::SYMLINK_FOLLOW) {
+        let link = |to: &Path| {
+            rustix::fs::linkat(CWD, proc_path.as_str(), CWD, to, AtFlags::SYMLINK_FOLLOW)
+        };
+        match link(path) {
             Ok(()) => Ok(true),
-            // The name exists (replace it atomically instead), or /proc is not mounted.
-            Err(rustix::io::Errno::EXIST | rustix::io::Errno::NOENT) => Ok(false),
+            Err(rustix::io::Errno::EXIST) => {
+                // Replaced, never followed: a link or file at the name is renamed over.
+                let tmp = tempfile::Builder::new()
+                    .prefix(".makproxy-")
+                    .suffix(".tmp")
+                    .make_in(dir, |p| link(p).map_err(io::Error::from))?;
+                tmp.persist(path).map_err(|e| e.error)?;
+                Ok(true)
+            }
+            Err(rustix::io::Errno::NOENT) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
