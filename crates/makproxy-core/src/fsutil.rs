@@ -354,9 +354,11 @@ mod open_tests {
         fs::create_dir(&folder).unwrap();
         assert!(write_derived(&folder, b"x").is_err(), "a folder in the way");
         assert!(
-            fs::read_dir(d.path())
+            fs::read_dir(d.path()).unwrap().all(|e| !e
                 .unwrap()
-                .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")),
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tmp")),
             "a refused replacement leaves no temporary file"
         );
     }
