@@ -213,6 +213,20 @@ pub fn activate_with_retry(
     ))
 }
 
+/// The record a failure becomes in a return. Pass the outcome through [`validated`]
+/// first: a service code that cannot be carried has been replaced there, so none is
+/// dropped here.
+impl From<Failure> for makproxy_core::bundle::RecordFailure {
+    fn from(f: Failure) -> Self {
+        use makproxy_core::bundle::{FailureMessage, ServiceCode};
+        Self {
+            code: f.code.into(),
+            service_code: f.service_code.and_then(|s| ServiceCode::parse(s).ok()),
+            message: FailureMessage::cut(&f.message),
+        }
+    }
+}
+
 /// The one check every backend answer passes: service codes must be representable in
 /// a return record (else the record fails with MP-BKD-003 naming the code, escaped),
 /// and messages are cut to the reader's limit at a character boundary.

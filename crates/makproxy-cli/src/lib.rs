@@ -651,7 +651,7 @@ pub fn describe(
     v: &mut makproxy_core::bundle::Verified,
     list: bool,
 ) -> Result<Exit, CliError> {
-    use makproxy_core::bundle::{CilRecord, Kind, ReturnRecord};
+    use makproxy_core::bundle::{CilRecord, Kind, ReturnAnswer, ReturnRecord};
     let (mut ok, mut failed, mut simulated) = (0u64, 0u64, 0u64);
     // With `list`: each record as the bundle holds it (JSON) and one escaped line each.
     let mut entries: Vec<serde_json::Value> = Vec::new();
@@ -671,7 +671,7 @@ pub fn describe(
                     r.installation_id,
                     r.extended_product_id,
                     r.activation_id,
-                    escape(r.product.as_deref().unwrap_or("-")),
+                    escape(r.product.as_ref().map_or("-", |p| p.as_str())),
                     r.host
                         .as_ref()
                         .map(|h| format!("  host {h}"))
@@ -682,17 +682,16 @@ pub fn describe(
             Ok::<(), CliError>(())
         })?,
         Kind::Return => v.records(|r: ReturnRecord| {
-            if r.confirmation_id.is_some() {
+            if r.confirmation_id().is_some() {
                 ok += 1;
             } else {
                 failed += 1;
             }
             simulated += u64::from(r.simulated);
             if list {
-                let answer = match (&r.confirmation_id, &r.failure) {
-                    (Some(cid), _) => format!("CID {cid}"),
-                    (None, Some(f)) => format!("FAILED {}", f.line()),
-                    (None, None) => "no answer".into(),
+                let answer = match &r.answer {
+                    ReturnAnswer::Confirmed(cid) => format!("CID {cid}"),
+                    ReturnAnswer::Failed(f) => format!("FAILED {}", f.line()),
                 };
                 lines.push(format!(
                     "  #{:<6} IID {}  {answer}  ({}, {}{})",

@@ -24,8 +24,8 @@ use indicatif::ProgressBar;
 use makproxy_backend::{activate_with_retry, Backend, Outcome, Request, RetryPolicy};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{
-    self, Answers, BackendInfo, BackendKind, BundleWriter, CilRecord, Header, Kind, Limits,
-    RecordFailure, ReturnRecord, Source,
+    self, Answers, BackendInfo, BackendKind, BundleWriter, CilRecord, FailureCode, Header, Kind,
+    Limits, RecordFailure, ReturnAnswer, ReturnRecord, ServiceCode, Source,
 };
 use makproxy_core::ids::{ConfirmationId, ExtendedProductId, InstallationId};
 use makproxy_core::keys::Home;
@@ -94,10 +94,10 @@ pub struct Summary {
 #[derive(Debug, Clone)]
 pub enum Reason {
     /// The service's code, verbatim (`0x7F`).
-    Service(String),
+    Service(ServiceCode),
     /// makproxy's code for a failure the service did not name (no answer, a protocol
-    /// error …); `None` for a code this build does not know (from an older journal).
-    Makproxy(Option<Code>, String),
+    /// error …), possibly one this build does not know (from an older journal).
+    Makproxy(FailureCode),
 }
 
 impl Reason {
@@ -105,13 +105,14 @@ impl Reason {
     pub fn of(f: &RecordFailure) -> Reason {
         match &f.service_code {
             Some(s) => Reason::Service(s.clone()),
-            None => Reason::Makproxy(Code::parse(&f.code), f.code.clone()),
+            None => Reason::Makproxy(f.code.clone()),
         }
     }
     /// The code as printed and as the JSON key.
     pub fn key(&self) -> &str {
         match self {
-            Reason::Service(s) | Reason::Makproxy(_, s) => s,
+            Reason::Service(s) => s.as_str(),
+            Reason::Makproxy(c) => c.as_str(),
         }
     }
 }
@@ -147,9 +148,8 @@ impl serde::Serialize for Reason {
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let meaning = match self {
-            Reason::Service(s) => makproxy_backend::service_code_meaning(s),
-            Reason::Makproxy(Some(c), _) => c.summary(),
-            Reason::Makproxy(None, _) => "",
+            Reason::Service(s) => makproxy_backend::service_code_meaning(s.as_str()),
+            Reason::Makproxy(c) => c.known().map_or("", Code::summary),
         };
         write!(f, "{}", escape(self.key()))?;
         if !meaning.is_empty() {
@@ -190,16 +190,6 @@ enum Answer {
         by: BackendKind,
     },
     Failed(RecordFailure),
-}
-
-/// A failure made here, its message cut to what the return's reader accepts.
-fn failure(code: Code, message: impl Into<String>) -> RecordFailure {
-    let message = message.into();
-    RecordFailure {
-        code: code.as_str().into(),
-        service_code: None,
-        message: bundle::truncate_utf8(&message, bundle::MAX_FAILURE_MESSAGE).to_string(),
-    }
 }
 
 /// Simulated answers committed together at most.
@@ -341,9 +331,9 @@ impl Walk<'_> {
         }
         if self.check_intents && !self.retry_uncertain && !self.waiting_on.contains_key(k) {
             if let Some(i) = self.journal.intent(&k.0, &k.1).map_err(db)? {
-                return Ok(Some(Answer::Failed(failure(
+                return Ok(Some(Answer::Failed(RecordFailure::new(
                     Code::BkdUncertain,
-                    format!(
+                    &format!(
                         "a request to the {} backend at {} (run {}) may have reached the service and no answer was recorded; not sent again without --retry-uncertain",
                         i.backend, i.at, i.run_id
                     ),
@@ -351,7 +341,7 @@ impl Walk<'_> {
             }
         }
         if self.unreachable.load(Ordering::SeqCst) {
-            return Ok(Some(Answer::Failed(failure(
+            return Ok(Some(Answer::Failed(RecordFailure::new(
                 Code::BkdNoResponse,
                 "not sent: the activation service stopped answering earlier in this run",
             ))));
@@ -502,11 +492,7 @@ impl Walk<'_> {
                     self.backend,
                     iid,
                     epid,
-                    &RecordFailure {
-                        code: f.code.as_str().into(),
-                        service_code: f.service_code.clone(),
-                        message: f.message.clone(),
-                    },
+                    &RecordFailure::from(f.clone()),
                     &at,
                 ),
                 // It never left: nothing can have been spent.
@@ -529,23 +515,19 @@ impl Walk<'_> {
                     by: self.backend,
                 },
                 Outcome::Failed(f) => {
-                    let a = Answer::Failed(RecordFailure {
-                        code: f.code.as_str().into(),
-                        service_code: f.service_code,
-                        message: f.message,
-                    });
+                    let a = Answer::Failed(f.into());
                     self.refused.insert(job.key(), a.clone());
                     a
                 }
-                Outcome::NotSent(why) => Answer::Failed(failure(
+                Outcome::NotSent(why) => Answer::Failed(RecordFailure::new(
                     Code::BkdNoResponse,
-                    format!("{why}; nothing was spent: run activate again to retry"),
+                    &format!("{why}; nothing was spent: run activate again to retry"),
                 )),
                 Outcome::Uncertain(why) => {
                     // A twin further on in the bundle must not be sent again either.
-                    let a = Answer::Failed(failure(
+                    let a = Answer::Failed(RecordFailure::new(
                         Code::BkdUncertain,
-                        format!("{why}; not sent again without --retry-uncertain"),
+                        &format!("{why}; not sent again without --retry-uncertain"),
                     ));
                     self.refused.insert(job.key(), a.clone());
                     a
@@ -583,41 +565,43 @@ impl Walk<'_> {
     }
 
     fn write(&mut self, r: CilRecord, answer: Answer) -> Result<(), CliError> {
-        let mut rec = ReturnRecord {
-            handle: r.handle,
-            installation_id: r.installation_id,
-            extended_product_id: r.extended_product_id,
-            confirmation_id: None,
-            failure: None,
-            source: Source::Journal,
-            backend: self.backend,
-            simulated: self.simulated,
-        };
-        match answer {
+        let (answer, source, backend) = match answer {
             Answer::Cid { cid, now, by } => {
-                rec.confirmation_id = Some(cid);
-                rec.backend = by;
                 if now {
-                    rec.source = Source::Backend;
                     self.s.obtained += 1;
                 } else {
                     self.s.from_journal += 1;
                 }
+                let source = if now {
+                    Source::Backend
+                } else {
+                    Source::Journal
+                };
+                (ReturnAnswer::Confirmed(cid), source, by)
             }
             Answer::Failed(f) => {
                 self.s.failed += 1;
-                if f.code == Code::BkdNoResponse.as_str() {
+                if f.code == Code::BkdNoResponse {
                     self.s.no_response += 1;
-                } else if f.code == Code::BkdUncertain.as_str() {
+                } else if f.code == Code::BkdUncertain {
                     self.s.uncertain += 1;
                 }
                 *self.s.failed_by_reason.entry(Reason::of(&f)).or_default() += 1;
                 if self.s.first_failures.len() < SHOWN_FAILURES {
-                    self.s.first_failures.push((rec.handle, f.clone()));
+                    self.s.first_failures.push((r.handle, f.clone()));
                 }
-                rec.failure = Some(f);
+                (ReturnAnswer::Failed(f), Source::Journal, self.backend)
             }
-        }
+        };
+        let rec = ReturnRecord {
+            handle: r.handle,
+            installation_id: r.installation_id,
+            extended_product_id: r.extended_product_id,
+            answer,
+            source,
+            backend,
+            simulated: self.simulated,
+        };
         self.bar.inc(1);
         self.writer
             .push(rec)
@@ -1031,7 +1015,7 @@ pub fn worksheet(
                 handle: r.handle,
                 iid: r.installation_id,
                 epid: r.extended_product_id,
-                product: r.product,
+                product: r.product.map(String::from),
             });
         }
         Ok::<(), CliError>(())
@@ -1059,6 +1043,7 @@ mod tests {
     //! activate in process: what no input can do to it (hang, lose or double-spend).
     use super::*;
     use makproxy_backend::{Failure, Remaining};
+    use makproxy_core::bundle::FailureMessage;
     use makproxy_core::ids::{with_check_digits, Guid};
     use makproxy_core::keys::Role;
     use std::sync::atomic::AtomicU32;
@@ -1066,9 +1051,9 @@ mod tests {
     #[test]
     fn reasons_count_under_the_service_code_else_makproxys_and_say_what_they_mean() {
         let f = |code: &str, svc: Option<&str>| RecordFailure {
-            code: code.into(),
-            service_code: svc.map(Into::into),
-            message: "m".into(),
+            code: FailureCode::parse(code).unwrap(),
+            service_code: svc.map(|s| ServiceCode::parse(s).unwrap()),
+            message: FailureMessage::cut("m"),
         };
         let svc = Reason::of(&f("MP-BKD-001", Some("0x7F")));
         let ours = Reason::of(&f("MP-BKD-002", None));
@@ -1290,32 +1275,6 @@ mod tests {
             uncertain > 0,
             "partial exactly when some records are uncertain ({uncertain})"
         );
-    }
-
-    #[test]
-    fn a_failure_made_here_fits_the_return_readers_limit() {
-        // A transport message already at the limit, plus activate's own suffix.
-        let why = "é".repeat(bundle::MAX_FAILURE_MESSAGE / 2);
-        let f = failure(
-            Code::BkdNoResponse,
-            format!("{why}; nothing was spent: run activate again to retry"),
-        );
-        assert!(f.message.len() <= bundle::MAX_FAILURE_MESSAGE);
-        let rec = ReturnRecord {
-            handle: 1,
-            installation_id: InstallationId::parse(&with_check_digits(&[1; 54], 7)).unwrap(),
-            extended_product_id: ExtendedProductId::parse(
-                "03612-03305-317-008912-02-1033-9200.0000-0662023",
-            )
-            .unwrap(),
-            confirmation_id: None,
-            failure: Some(f),
-            source: Source::Backend,
-            backend: BackendKind::Microsoft,
-            simulated: false,
-        };
-        use makproxy_core::bundle::Record;
-        assert_eq!(rec.check(), Ok(()), "the writer would refuse it");
     }
 
     /// Raises the stop flag (as Ctrl-C does) while answering.

@@ -19,7 +19,7 @@
 //! compared on every hit, so a digest collision costs a row read, never a wrong answer.
 
 use makproxy_cli::store::{self, Migration, StoreError};
-use makproxy_core::bundle::{BackendKind, RecordFailure};
+use makproxy_core::bundle::{BackendKind, FailureCode, FailureMessage, RecordFailure, ServiceCode};
 use makproxy_core::keys::Home;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use sha2::{Digest, Sha256};
@@ -306,11 +306,7 @@ impl Journal {
                 "SELECT code, service_code, message FROM failures WHERE bundle_id = ?1 AND handle = ?2 AND backend = ?3",
             )?
             .query_row(params![bundle_id, handle as i64, backend.as_str()], |r| {
-                Ok(RecordFailure {
-                    code: r.get(0)?,
-                    service_code: r.get(1)?,
-                    message: r.get(2)?,
-                })
+                failure_row(r, 0)
             })
             .optional()
     }
@@ -358,11 +354,7 @@ impl Journal {
                     bundle_id: r.get(0)?,
                     handle: r.get::<_, i64>(1)? as u64,
                     backend: r.get(2)?,
-                    failure: RecordFailure {
-                        code: r.get(3)?,
-                        service_code: r.get(4)?,
-                        message: r.get(5)?,
-                    },
+                    failure: failure_row(r, 3)?,
                     at: r.get(6)?,
                 })
             })?
@@ -508,6 +500,23 @@ impl Journal {
     }
 }
 
+/// A stored failure (code, service code, message from column `at`), held to the same
+/// bounds as a return record: a row that breaks them is a corrupt journal, not an answer.
+fn failure_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<RecordFailure> {
+    let bad = |i: usize, why: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, why.into())
+    };
+    Ok(RecordFailure {
+        code: FailureCode::parse(r.get::<_, String>(at)?).map_err(|e| bad(at, e))?,
+        service_code: r
+            .get::<_, Option<String>>(at + 1)?
+            .map(ServiceCode::parse)
+            .transpose()
+            .map_err(|e| bad(at + 1, e))?,
+        message: FailureMessage::parse(r.get::<_, String>(at + 2)?).map_err(|e| bad(at + 2, e))?,
+    })
+}
+
 fn intent_row(r: &rusqlite::Row) -> rusqlite::Result<Intent> {
     Ok(Intent {
         iid: r.get(0)?,
@@ -613,9 +622,9 @@ impl Batch<'_> {
                 handle as i64,
                 backend.as_str(),
                 iid,
-                f.code,
-                f.service_code,
-                f.message,
+                f.code.as_str(),
+                f.service_code.as_ref().map(|c| c.as_str()),
+                f.message.as_str(),
                 at
             ])?;
         if !backend.simulated() {
@@ -642,9 +651,9 @@ mod tests {
 
     fn refusal(code: &str) -> RecordFailure {
         RecordFailure {
-            code: "MP-BKD-001".into(),
-            service_code: Some(code.into()),
-            message: "m".into(),
+            code: makproxy_core::Code::BkdRefused.into(),
+            service_code: Some(ServiceCode::parse(code).unwrap()),
+            message: FailureMessage::cut("m"),
         }
     }
 

@@ -11,7 +11,7 @@
 
 use crate::ledger::{Answered, DepositRow, Event, Ledger, ProductState, Tx};
 use makproxy_cli::{CliError, Exit, Output};
-use makproxy_core::bundle::{self, Kind, Limits, ReturnRecord};
+use makproxy_core::bundle::{self, FailureCode, Kind, Limits, ReturnAnswer, ReturnRecord};
 use makproxy_core::ids::WmiClass;
 use makproxy_core::keys::Home;
 use makproxy_core::sanitize::escape;
@@ -51,8 +51,8 @@ impl Summary {
 }
 
 /// Failure codes that say the online side did not settle the record: it stays pending.
-fn unsettled(code: &str) -> bool {
-    code == Code::BkdNoResponse.as_str() || code == Code::BkdUncertain.as_str()
+fn unsettled(code: &FailureCode) -> bool {
+    *code == Code::BkdNoResponse || *code == Code::BkdUncertain
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -247,21 +247,22 @@ fn record(
         return Ok(());
     }
     // A real CID is final; a simulated one gives way only to a real CID.
-    let supersedes = answered == Answered::SIMULATED && r.confirmation_id.is_some() && !r.simulated;
+    let supersedes =
+        answered == Answered::SIMULATED && r.confirmation_id().is_some() && !r.simulated;
     if answered == Answered::REAL || (answered == Answered::SIMULATED && !supersedes) {
         s.already_answered += 1;
         return Ok(());
     }
-    if let Some(f) = r.failure.as_ref().filter(|f| unsettled(&f.code)) {
+    if let Some(f) = r.failure().filter(|f| unsettled(&f.code)) {
         s.pending += 1;
         notes.push(Note {
             handle: r.handle,
-            code: f.code.clone(),
+            code: f.code.to_string(),
             detail: "not settled online; left pending for a later return".into(),
         });
         return Ok(());
     }
-    if r.confirmation_id.is_some() {
+    if r.confirmation_id().is_some() {
         let a = if r.simulated {
             Answered::SIMULATED
         } else {
@@ -271,7 +272,7 @@ fn record(
     }
     let (host, aid) = (&now.host, &now.activation_id);
     let (cur_iid, cur_state, cur_sim) = (&now.iid, now.state, now.cid_simulated);
-    if let Some(cid) = &r.confirmation_id {
+    if let Some(cid) = r.confirmation_id() {
         tx.keep_cid(
             host,
             aid,
@@ -293,11 +294,11 @@ fn record(
         );
         return tx.note(pid, at, "answer-stale", "IID changed since packing");
     }
-    let event = match &r.confirmation_id {
-        Some(_) => Event::Cid {
+    let event = match &r.answer {
+        ReturnAnswer::Confirmed(_) => Event::Cid {
             replaces_simulated: supersedes && cur_sim,
         },
-        None => Event::Refused,
+        ReturnAnswer::Failed(_) => Event::Refused,
     };
     let Some(next) = cur_state.after(event) else {
         s.already_answered += 1;
@@ -312,8 +313,8 @@ fn record(
         next,
         ProductState::CidReceived | ProductState::Failed
     ));
-    match (&r.confirmation_id, &r.failure) {
-        (Some(cid), _) => {
+    match &r.answer {
+        ReturnAnswer::Confirmed(cid) => {
             s.cids += 1;
             if cur_state == ProductState::CidReceived {
                 s.superseded += 1;
@@ -324,15 +325,14 @@ fn record(
             );
             tx.cid_received(pid, cid.digits(), r.simulated, &detail, at)
         }
-        (None, Some(f)) => {
+        ReturnAnswer::Failed(f) => {
             s.failed += 1;
             let reason = match &f.service_code {
                 Some(sc) => format!("{sc}: {}", f.message),
-                None => f.message.clone(),
+                None => f.message.to_string(),
             };
-            tx.refused(pid, &f.code, &reason, at)
+            tx.refused(pid, f.code.as_str(), &reason, at)
         }
-        (None, None) => unreachable!("checked by the reader"),
     }
 }
 

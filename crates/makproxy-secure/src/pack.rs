@@ -6,7 +6,7 @@
 
 use crate::ledger::{Event, Ledger, PackRow, ProductState};
 use makproxy_cli::{CliError, Exit, Output};
-use makproxy_core::bundle::{self, BundleWriter, CilRecord, Header, MAX_PRODUCT_NAME};
+use makproxy_core::bundle::{self, BundleWriter, CilRecord, Header, ProductName};
 use makproxy_core::ids::{ExtendedProductId, Guid, HostName, InstallationId};
 use makproxy_core::keys::Home;
 use makproxy_core::sanitize::escape;
@@ -89,10 +89,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
                 activation_id: Guid::parse(&r.activation_id).map_err(|_| bad("activation ID"))?,
                 // The reader's limit is in bytes: cut at a character boundary, never
                 // mid-character, so the other side can always read what is written.
-                product: r
-                    .product
-                    .as_deref()
-                    .map(|p| bundle::truncate_utf8(p, MAX_PRODUCT_NAME).to_string()),
+                product: r.product.as_deref().map(ProductName::cut),
                 host: if o.include_hostnames {
                     Some(HostName::parse(&r.host).map_err(|_| bad("host"))?)
                 } else {

@@ -394,7 +394,9 @@ pub fn cil_record(handle: u64) -> CilRecord {
         )
         .expect("valid"),
         activation_id: Guid::parse("2de67392-b7a7-462a-b1ca-108dd189f588").expect("valid"),
-        product: Some("Windows(R), Professional edition".into()),
+        product: Some(makproxy_core::bundle::ProductName::cut(
+            "Windows(R), Professional edition",
+        )),
         host: None,
     }
 }

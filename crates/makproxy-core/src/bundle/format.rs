@@ -7,8 +7,6 @@ pub const FORMAT: &str = "makproxy-bundle";
 pub const VERSION: u32 = 2;
 /// Longest failure message in a return record, in bytes.
 pub const MAX_FAILURE_MESSAGE: usize = 1024;
-/// Longest makproxy code in a return record (`MP-BKD-001`).
-pub const MAX_FAILURE_CODE: usize = 16;
 /// Longest activation-service error code in a return record (`0x80131600`).
 pub const MAX_SERVICE_CODE: usize = 32;
 /// Longest backend endpoint (URL or program) recorded in a return.
