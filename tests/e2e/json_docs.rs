@@ -330,3 +330,56 @@ fn every_document_of_a_round_trip_matches_json_md() {
         &js(false, &["journal", "forget", &iid, "--reason", "test"]),
     );
 }
+
+/// The table of types at the end of docs/json.md names, for each document, a type that
+/// exists where it says: a renamed or moved report type fails here.
+#[test]
+fn the_types_json_md_names_exist_where_it_says() {
+    let md = std::fs::read_to_string(root().join("docs/json.md")).unwrap();
+    let table = &md[md.find("## The types behind the documents").unwrap()..];
+    let mut checked = 0;
+    for line in table
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.contains("`makproxy_"))
+    {
+        let cell = line.rsplit('|').nth(1).unwrap();
+        let path = cell.split('`').nth(1).unwrap();
+        if !path.starts_with("makproxy_") {
+            continue; // the error document's type is private to Output::error
+        }
+        // `makproxy_secure::pack::{A, B}` or `makproxy_cli::report::BundleSummary`.
+        let (module, names) = match path.split_once("::{") {
+            Some((m, rest)) => (
+                m,
+                rest.trim_end_matches('}').split(", ").collect::<Vec<_>>(),
+            ),
+            None => {
+                let (m, n) = path.rsplit_once("::").unwrap();
+                (m, vec![n])
+            }
+        };
+        let mut parts = module.split("::");
+        let krate = parts.next().unwrap().replace('_', "-");
+        let file = root()
+            .join("crates")
+            .join(&krate)
+            .join("src")
+            .join(format!("{}.rs", parts.collect::<Vec<_>>().join("/")));
+        let src = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{line}: {} {e}", file.display()));
+        for n in names {
+            assert!(
+                src.contains(&format!("pub struct {n} "))
+                    || src.contains(&format!("pub struct {n}(")),
+                "docs/json.md names {module}::{n}, which {} does not define",
+                file.display()
+            );
+            assert!(
+                src.contains(&format!("Display for {n} ")),
+                "{module}::{n} has no Display: its text and its JSON could differ"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} types found in the table");
+}

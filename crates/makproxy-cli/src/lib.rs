@@ -6,13 +6,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod report;
 pub mod store;
 
 use clap::{Args, Subcommand};
-use makproxy_core::keys::{Home, KeyError, PublicKey, Role};
+use makproxy_core::keys::{Home, KeyError, Role};
 use makproxy_core::sanitize::escape;
 use makproxy_core::Code;
-use serde_json::json;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -234,16 +234,12 @@ pub struct Output {
 }
 
 impl Output {
-    /// Prints a human line (escaped) unless in JSON mode.
-    pub fn line(&self, s: impl AsRef<str>) {
-        if !self.json {
-            say(s.as_ref());
-        }
-    }
-    /// Prints a JSON document in JSON mode.
-    pub fn json(&self, v: &serde_json::Value) {
+    /// Prints a command's result: its text, or in JSON mode its one document.
+    pub fn report(&self, r: &impl report::Report) {
         if self.json {
-            say(json_text(v));
+            say(json_text(&serde_json::to_value(r).expect("serialisable")));
+        } else {
+            say(r);
         }
     }
     /// Reports an error: to stderr for people, and as JSON on stdout for scripts.
@@ -257,9 +253,27 @@ impl Output {
         // Without a more specific hint, the registry's fix for the code.
         let hint = e.hint.clone().unwrap_or_else(|| code.fix().to_string());
         if self.json {
-            say(json_text(
-                &json!({"error": {"code": code.as_str(), "exit": e.exit as u8, "message": e.message, "hint": hint}}),
-            ));
+            #[derive(serde::Serialize)]
+            struct Doc<'a> {
+                error: ErrorDoc<'a>,
+            }
+            /// The one JSON shape of every error (docs/json.md).
+            #[derive(serde::Serialize)]
+            struct ErrorDoc<'a> {
+                code: Code,
+                exit: u8,
+                message: &'a str,
+                hint: &'a str,
+            }
+            let doc = Doc {
+                error: ErrorDoc {
+                    code,
+                    exit: e.exit as u8,
+                    message: &e.message,
+                    hint: &hint,
+                },
+            };
+            say(json_text(&serde_json::to_value(doc).expect("serialisable")));
         }
         let mut lines = e.message.lines();
         eprintln!(
@@ -420,11 +434,9 @@ pub fn common(
         Common::Man { out: path } => {
             std::fs::create_dir_all(path).map_err(|e| CliError::io(path.display(), e))?;
             clap_mangen::generate_to(root, path).map_err(|e| CliError::io(path.display(), e))?;
-            out.json(&json!({"man_pages": path.display().to_string()}));
-            out.line(format!(
-                "Wrote man pages to {}",
-                escape(&path.display().to_string())
-            ));
+            out.report(&report::Man {
+                man_pages: path.display().to_string(),
+            });
             Ok(Exit::Ok)
         }
     }
@@ -545,28 +557,13 @@ pub struct InitArgs {
     pub site: String,
 }
 
-fn key_json(k: &PublicKey) -> serde_json::Value {
-    json!({"role": k.role.as_str(), "site": k.site, "key_id": k.key_id(), "fingerprint": k.fingerprint()})
-}
-
 /// `init`: creates the home folder and key pair, prints the fingerprint.
 pub fn init(out: &Output, dir: &Path, role: Role, args: &InitArgs) -> Result<Exit, CliError> {
     let (home, public) = Home::init(dir, role, &args.site)?;
-    out.json(&json!({"home": home.dir, "public_key": key_json(&public)}));
-    out.line(format!(
-        "Initialised {} home {}",
-        role.as_str(),
-        escape(&home.dir.display().to_string())
-    ));
-    out.line(format!("Site:        {}", public.site));
-    out.line(format!(
-        "Fingerprint: {}   (read this aloud to the other side)",
-        public.fingerprint()
-    ));
-    out.line(format!(
-        "Next: key export --out {}.pub, carry it across, and trust it there.",
-        public.site
-    ));
+    out.report(&report::Init {
+        home: home.dir,
+        public_key: (&public).into(),
+    });
     Ok(Exit::Ok)
 }
 
@@ -576,23 +573,20 @@ pub fn key(out: &Output, home: &Home, cmd: &KeyCommand) -> Result<Exit, CliError
     // Loading the signing key checks its permissions, so a key export never hides a
     // leak; it also self-signs the exported file.
     let signing = home.signing_key()?;
-    match cmd {
+    let written = match cmd {
         KeyCommand::Export { out: path } => {
             makproxy_core::fsutil::write_new_with(path, |f| {
                 std::io::Write::write_all(f, &public.to_file_bytes(&signing))
             })
             .map_err(|e| CliError::io(path.display(), e))?;
-            out.json(&json!({"written": path, "public_key": key_json(&public)}));
-            out.line(format!(
-                "Wrote public key to {}",
-                escape(&path.display().to_string())
-            ));
+            Some(path.clone())
         }
-        KeyCommand::Show => {
-            out.json(&json!({"public_key": key_json(&public)}));
-        }
-    }
-    out.line(format!("Fingerprint: {}", public.fingerprint()));
+        KeyCommand::Show => None,
+    };
+    out.report(&report::Key {
+        written,
+        public_key: (&public).into(),
+    });
     Ok(Exit::Ok)
 }
 
@@ -601,38 +595,26 @@ pub fn trust(out: &Output, home: &Home, cmd: &TrustCommand) -> Result<Exit, CliE
     match cmd {
         TrustCommand::Add { file, name } => {
             let t = home.trust_add(file, name)?;
-            out.json(&json!({"trusted": t.name, "public_key": key_json(&t.key)}));
-            out.line(format!(
-                "Trusted {} key of site {:?} as {:?}",
-                t.key.role.as_str(),
-                escape(&t.key.site),
-                t.name
-            ));
-            out.line(format!(
-                "Fingerprint: {}   (must match what the other side reads out)",
-                t.key.fingerprint()
-            ));
+            out.report(&report::TrustAdded {
+                public_key: (&t.key).into(),
+                trusted: t.name,
+            });
         }
-        TrustCommand::List => {
-            let list = home.trusted()?;
-            out.json(&json!({"trusted": list.iter().map(|t| { let mut v = key_json(&t.key); v["name"] = json!(t.name); v }).collect::<Vec<_>>()}));
-            if list.is_empty() {
-                out.line("No keys trusted yet.");
-            }
-            for t in &list {
-                out.line(format!(
-                    "{:<20} {:<7} site {:<20} {}",
-                    t.name,
-                    t.key.role.as_str(),
-                    escape(&t.key.site),
-                    t.key.fingerprint()
-                ));
-            }
-        }
+        TrustCommand::List => out.report(&report::TrustList {
+            trusted: home
+                .trusted()?
+                .iter()
+                .map(|t| report::NamedKey {
+                    key: (&t.key).into(),
+                    name: t.name.clone(),
+                })
+                .collect(),
+        }),
         TrustCommand::Remove { name } => {
             home.trust_remove(name)?;
-            out.json(&json!({"removed": name}));
-            out.line(format!("Removed {name:?}"));
+            out.report(&report::TrustRemoved {
+                removed: name.clone(),
+            });
         }
     }
     Ok(Exit::Ok)
@@ -651,138 +633,6 @@ pub fn describe(
     v: &mut makproxy_core::bundle::Verified,
     list: bool,
 ) -> Result<Exit, CliError> {
-    use makproxy_core::bundle::{CilRecord, Kind, ReturnAnswer, ReturnRecord};
-    let (mut ok, mut failed, mut simulated) = (0u64, 0u64, 0u64);
-    // With `list`: each record as the bundle holds it (JSON) and one escaped line each.
-    let mut entries: Vec<serde_json::Value> = Vec::new();
-    let mut lines: Vec<String> = Vec::new();
-    // Records per extended product ID: what `remaining --pid` and `--check-remaining`
-    // need to know before a batch is sent.
-    let mut per_epid: std::collections::BTreeMap<String, u64> = Default::default();
-    match v.manifest.kind {
-        Kind::Cil => v.records(|r: CilRecord| {
-            *per_epid
-                .entry(r.extended_product_id.as_str().to_string())
-                .or_default() += 1;
-            if list {
-                lines.push(format!(
-                    "  #{:<6} IID {}  ePID {}  {}  {}{}",
-                    r.handle,
-                    r.installation_id,
-                    r.extended_product_id,
-                    r.activation_id,
-                    escape(r.product.as_ref().map_or("-", |p| p.as_str())),
-                    r.host
-                        .as_ref()
-                        .map(|h| format!("  host {h}"))
-                        .unwrap_or_default()
-                ));
-                entries.push(serde_json::to_value(&r).expect("serialisable"));
-            }
-            Ok::<(), CliError>(())
-        })?,
-        Kind::Return => v.records(|r: ReturnRecord| {
-            if r.confirmation_id().is_some() {
-                ok += 1;
-            } else {
-                failed += 1;
-            }
-            simulated += u64::from(r.simulated);
-            if list {
-                let answer = match &r.answer {
-                    ReturnAnswer::Confirmed(cid) => format!("CID {cid}"),
-                    ReturnAnswer::Failed(f) => format!("FAILED {}", f.line()),
-                };
-                lines.push(format!(
-                    "  #{:<6} IID {}  {answer}  ({}, {}{})",
-                    r.handle,
-                    r.installation_id,
-                    r.backend.as_str(),
-                    match r.source {
-                        makproxy_core::bundle::Source::Backend => "obtained",
-                        makproxy_core::bundle::Source::Journal => "from the journal",
-                    },
-                    if r.simulated { ", SIMULATED" } else { "" }
-                ));
-                entries.push(serde_json::to_value(&r).expect("serialisable"));
-            }
-            Ok::<(), CliError>(())
-        })?,
-    }
-    let m = &v.manifest;
-    let mut doc = json!({
-        "file": path, "valid": true, "kind": m.kind.as_str(), "bundle_id": m.bundle_id, "site": m.site, "sequence": m.sequence,
-        "signer": {"name": v.signer.name, "fingerprint": v.signer.key.fingerprint(), "key_id": v.signer.key.key_id()},
-        "created": m.created, "expires": m.expires, "tool": m.tool, "records": m.records, "fields": m.fields,
-        "manifest_sha256": v.manifest_sha256, "answers": m.answers, "backend": m.backend,
-        "confirmation_ids": ok, "failures": failed, "simulated": simulated, "per_epid": per_epid,
-    });
-    if list {
-        doc["entries"] = entries.into();
-    }
-    out.json(&doc);
-    out.line(format!(
-        "OK: signature, manifest and every entry verified ({}).",
-        escape(&path.display().to_string())
-    ));
-    out.line(format!(
-        "Kind:        {}",
-        if m.kind == Kind::Cil {
-            "CIL bundle (request, secure -> online)"
-        } else {
-            "return bundle (online -> secure)"
-        }
-    ));
-    out.line(format!(
-        "Sender:      site {:?}, trusted as {:?}",
-        escape(&m.site),
-        v.signer.name
-    ));
-    out.line(format!("Fingerprint: {}", v.signer.key.fingerprint()));
-    out.line(format!("Bundle:      #{} id {}", m.sequence, m.bundle_id));
-    out.line(format!(
-        "Created:     {}   Expires: {}",
-        m.created, m.expires
-    ));
-    out.line(format!("Tool:        {}", escape(&m.tool)));
-    out.line(format!("Records:     {}", m.records));
-    out.line(format!(
-        "Fields:      {}",
-        m.fields
-            .iter()
-            .map(|f| escape(f))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    for (epid, n) in &per_epid {
-        out.line(format!("Product ID:  {epid}  ({n} record(s))"));
-    }
-    if let (Some(a), Some(b)) = (&m.answers, &m.backend) {
-        out.line(format!(
-            "Answers:     bundle #{} {} of site {:?}",
-            a.sequence,
-            a.bundle_id,
-            escape(&a.site)
-        ));
-        out.line(format!(
-            "Backend:     {}{}",
-            escape(&b.name),
-            if b.simulated {
-                "  (SIMULATED: these CIDs activate nothing)"
-            } else {
-                ""
-            }
-        ));
-        if let Some(e) = &b.endpoint {
-            out.line(format!("Endpoint:    {}", escape(e)));
-        }
-        out.line(format!("Results:     {ok} CID(s), {failed} failure(s)"));
-    }
-    if list {
-        out.line("Records:");
-        for l in lines {
-            out.line(l);
-        }
-    }
+    out.report(&report::BundleSummary::of(path, v, list)?);
     Ok(Exit::Ok)
 }

@@ -31,7 +31,6 @@ use makproxy_core::ids::{ConfirmationId, ExtendedProductId, InstallationId};
 use makproxy_core::keys::Home;
 use makproxy_core::sanitize::escape;
 use makproxy_core::Code;
-use serde_json::json;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -742,8 +741,14 @@ pub fn run(
     let need = preflight(&mut v, journal, o, skip_refused, check_intents)?;
     let total: u64 = need.per_epid.values().sum();
     if o.dry_run {
-        out.json(&json!({"dry_run": true, "records": m.records, "would_request": total, "uncertain": need.uncertain, "per_epid": need.per_epid}));
-        out.line(format!("Dry run: {} record(s); {total} would be sent to the {} backend, {} are uncertain (not sent without --retry-uncertain), the rest answered from the journal. Nothing written.", m.records, o.backend.name(), need.uncertain));
+        out.report(&DryRun {
+            dry_run: true,
+            records: m.records,
+            would_request: total,
+            uncertain: need.uncertain,
+            per_epid: need.per_epid,
+            backend: o.backend.name(),
+        });
         return Ok(Exit::Ok);
     }
     if o.check_remaining {
@@ -939,37 +944,130 @@ pub fn run(
         )
         .map_err(db)?;
 
-    out.json(&json!({"return_bundle": o.out, "bundle_id": written.manifest.bundle_id, "answers": written.manifest.answers, "backend": written.manifest.backend, "endpoint": endpoint, "simulated": simulated, "summary": s}));
-    if simulated {
-        out.line("SIMULATOR backend: the CIDs in this return are simulated and activate nothing.");
+    let exit = Exit::outcome(s.obtained + s.from_journal, s.failed);
+    out.report(&Activated {
+        return_bundle: o.out.to_path_buf(),
+        bundle_id: written.manifest.bundle_id,
+        answers: written.manifest.answers,
+        backend: written.manifest.backend,
+        endpoint,
+        simulated,
+        summary: s,
+    });
+    Ok(exit)
+}
+
+/// `activate --dry-run`.
+#[derive(Debug, serde::Serialize)]
+pub struct DryRun {
+    /// Always true.
+    pub dry_run: bool,
+    /// Records in the bundle.
+    pub records: u64,
+    /// Records the backend would be asked for.
+    pub would_request: u64,
+    /// Records not sent without --retry-uncertain.
+    pub uncertain: u64,
+    /// Records that would be sent, per extended product ID.
+    pub per_epid: BTreeMap<String, u64>,
+    /// The backend's name.
+    #[serde(skip)]
+    pub backend: &'static str,
+}
+
+impl std::fmt::Display for DryRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dry run: {} record(s); {} would be sent to the {} backend, {} are uncertain (not sent without --retry-uncertain), the rest answered from the journal. Nothing written.", self.records, self.would_request, self.backend, self.uncertain)
     }
-    out.line(format!(
-        "Wrote {}: {} record(s): {} CID(s) obtained now, {} from the journal (no activation spent), {} failed.",
-        escape(&o.out.display().to_string()),
-        s.records,
-        s.obtained,
-        s.from_journal,
-        s.failed
-    ));
-    for (reason, n) in &s.failed_by_reason {
-        out.line(format!("  {n} x {reason}"));
+}
+
+/// `activate`: the return written and what the run did.
+#[derive(Debug, serde::Serialize)]
+pub struct Activated {
+    /// The return bundle file.
+    pub return_bundle: std::path::PathBuf,
+    /// Its ID.
+    pub bundle_id: String,
+    /// The request it answers.
+    pub answers: Option<Answers>,
+    /// The backend of the run.
+    pub backend: Option<BackendInfo>,
+    /// The backend's endpoint (URL or program).
+    pub endpoint: String,
+    /// Whether the CIDs are simulated.
+    pub simulated: bool,
+    /// What the run did.
+    pub summary: Summary,
+}
+
+impl std::fmt::Display for Activated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.summary;
+        if self.simulated {
+            writeln!(
+                f,
+                "SIMULATOR backend: the CIDs in this return are simulated and activate nothing."
+            )?;
+        }
+        write!(
+            f,
+            "Wrote {}: {} record(s): {} CID(s) obtained now, {} from the journal (no activation spent), {} failed.",
+            makproxy_cli::report::shown(&self.return_bundle),
+            s.records,
+            s.obtained,
+            s.from_journal,
+            s.failed
+        )?;
+        for (reason, n) in &s.failed_by_reason {
+            write!(f, "\n  {n} x {reason}")?;
+        }
+        for (handle, fl) in &s.first_failures {
+            write!(f, "\n  record {handle}: {}", fl.line())?;
+        }
+        if s.failed as usize > s.first_failures.len() {
+            write!(
+                f,
+                "\n  … and {} more (all are in the return; `status --state failed` on the secure side lists them)",
+                s.failed as usize - s.first_failures.len()
+            )?;
+        }
+        if s.uncertain > 0 {
+            write!(
+                f,
+                "\n  {} record(s) are UNCERTAIN (MP-BKD-010): their request may have been counted by the service. See `journal list --uncertain`; send them again only with --retry-uncertain.",
+                s.uncertain
+            )?;
+        }
+        Ok(())
     }
-    for (handle, f) in &s.first_failures {
-        out.line(format!("  record {handle}: {}", f.line()));
+}
+
+/// `worksheet`.
+#[derive(Debug, serde::Serialize)]
+pub struct Worksheet {
+    /// The CSV to fill in.
+    pub worksheet: std::path::PathBuf,
+    /// Its printable twin.
+    pub printable: std::path::PathBuf,
+    /// Records on it.
+    pub records: usize,
+    /// Records the journal already answers (not on it).
+    pub already_answered: u64,
+}
+
+impl std::fmt::Display for Worksheet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use makproxy_cli::report::shown;
+        writeln!(
+            f,
+            "Wrote {} record(s) to {} and {} ({} already answered by the journal).",
+            self.records,
+            shown(&self.worksheet),
+            shown(&self.printable),
+            self.already_answered
+        )?;
+        write!(f, "Fill in the confirmation_id column, then: activate FILE --out RETURN --backend manual --worksheet SHEET")
     }
-    if s.failed as usize > s.first_failures.len() {
-        out.line(format!(
-            "  … and {} more (all are in the return; `status --state failed` on the secure side lists them)",
-            s.failed as usize - s.first_failures.len()
-        ));
-    }
-    if s.uncertain > 0 {
-        out.line(format!(
-            "  {} record(s) are UNCERTAIN (MP-BKD-010): their request may have been counted by the service. See `journal list --uncertain`; send them again only with --retry-uncertain.",
-            s.uncertain
-        ));
-    }
-    Ok(Exit::outcome(s.obtained + s.from_journal, s.failed))
 }
 
 /// `worksheet`: the records of a CIL bundle the journal cannot answer, as a CSV to fill
@@ -1027,14 +1125,12 @@ pub fn worksheet(
         worksheet_text(&rows, &v.manifest.bundle_id).as_bytes(),
     )
     .map_err(|e| CliError::io(txt.display(), e))?;
-    out.json(&json!({"worksheet": path, "printable": txt, "records": rows.len(), "already_answered": answered}));
-    out.line(format!(
-        "Wrote {} record(s) to {} and {} ({answered} already answered by the journal).",
-        rows.len(),
-        escape(&path.display().to_string()),
-        escape(&txt.display().to_string())
-    ));
-    out.line("Fill in the confirmation_id column, then: activate FILE --out RETURN --backend manual --worksheet SHEET");
+    out.report(&Worksheet {
+        worksheet: path.to_path_buf(),
+        printable: txt,
+        records: rows.len(),
+        already_answered: answered,
+    });
     Ok(Exit::Ok)
 }
 

@@ -8,3 +8,4 @@
 
 pub mod activate;
 pub mod journal;
+pub mod reports;

@@ -14,9 +14,8 @@ use makproxy_core::bundle::{self, Kind, Limits};
 use makproxy_core::ids::ExtendedProductId;
 use makproxy_core::keys::{Home, Role};
 use makproxy_core::sanitize::escape;
-use makproxy_online::activate;
 use makproxy_online::journal::Journal;
-use serde_json::json;
+use makproxy_online::{activate, reports};
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
@@ -218,10 +217,11 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
                     format!("{}{svc}", escape(&f.message)),
                 )
             })?;
-            out.json(
-                &json!({"pid": epid.as_str(), "remaining": n.as_count(), "backend": b.name()}),
-            );
-            out.line(format!("{epid}: {n}"));
+            out.report(&reports::Remaining {
+                pid: epid.as_str().to_string(),
+                remaining: n,
+                backend: b.name().to_string(),
+            });
             Ok(Exit::Ok)
         }
     }
@@ -238,35 +238,11 @@ fn journal_command(out: &Output, j: &mut Journal, c: &JournalCommand) -> Result<
             uncertain: true, ..
         } => {
             let open = j.intents().map_err(db)?;
-            out.json(&json!({"uncertain": open}));
-            out.line(format!(
-                "{} uncertain request(s): sent (or about to be) by a run that ended before the answer was saved.",
-                open.len()
-            ));
-            for i in &open {
-                out.line(format!(
-                    "  {}  {}  {} backend, run {}, {}",
-                    i.iid, i.epid, i.backend, i.run_id, i.at
-                ));
-            }
-            if !open.is_empty() {
-                out.line("Each may already have cost an activation. Send them again with activate --retry-uncertain, or forget one with journal forget IID --reason TEXT.");
-            }
+            out.report(&reports::Uncertain { uncertain: open });
         }
         JournalCommand::List { limit, .. } => {
             let rows = j.entries(*limit).map_err(db)?;
-            out.json(&json!({"answers": rows}));
-            out.line(format!("{} answer(s), newest first:", rows.len()));
-            for e in &rows {
-                out.line(format!(
-                    "  {}  {}  {}{}  {}",
-                    e.iid,
-                    e.cid.as_deref().unwrap_or("-"),
-                    e.backend,
-                    if e.simulated { " (SIMULATED)" } else { "" },
-                    e.at
-                ));
-            }
+            out.report(&reports::Answers { answers: rows });
         }
         JournalCommand::Show { iid } => {
             let iid = iid_of(iid)?;
@@ -277,41 +253,13 @@ fn journal_command(out: &Output, j: &mut Journal, c: &JournalCommand) -> Result<
                 .into_iter()
                 .filter(|i| i.iid == iid.digits())
                 .collect::<Vec<_>>();
-            out.json(&json!({"installation_id": iid.digits(), "answers": answers, "refusals": failures, "uncertain": open}));
-            out.line(format!("Installation ID {}", iid.grouped()));
-            for e in &answers {
-                out.line(format!(
-                    "  CID {} from the {} backend{} ({}), bundle {}, run {}, {}",
-                    e.cid.as_deref().unwrap_or("-"),
-                    e.backend,
-                    if e.simulated { ", SIMULATED" } else { "" },
-                    escape(&e.endpoint),
-                    e.bundle_id,
-                    e.run_id,
-                    e.at
-                ));
-            }
-            for f in &failures {
-                out.line(format!(
-                    "  refused by the {} backend: {} {} {}, bundle {} record {}, {}",
-                    f.backend,
-                    f.failure.code,
-                    escape(f.failure.service_code.as_deref().unwrap_or("")),
-                    escape(&f.failure.message),
-                    f.bundle_id,
-                    f.handle,
-                    f.at
-                ));
-            }
-            for i in &open {
-                out.line(format!(
-                    "  UNCERTAIN: sent to the {} backend by run {} at {}; no answer saved",
-                    i.backend, i.run_id, i.at
-                ));
-            }
-            if answers.is_empty() && failures.is_empty() && open.is_empty() {
-                out.line("  nothing recorded");
-            }
+            out.report(&reports::Story {
+                installation_id: iid.digits().to_string(),
+                answers,
+                refusals: failures,
+                uncertain: open,
+                grouped: iid.grouped(),
+            });
         }
         JournalCommand::Forget { iid, reason } => {
             let iid = iid_of(iid)?;
@@ -320,14 +268,10 @@ fn journal_command(out: &Output, j: &mut Journal, c: &JournalCommand) -> Result<
             }
             let at = makproxy_core::bundle::rfc3339(makproxy_cli::now());
             let n = j.forget(iid.digits(), reason, &at).map_err(db)?;
-            out.json(&json!({"installation_id": iid.digits(), "removed": n}));
-            out.line(if n == 0 {
-                format!("Nothing recorded for {}; nothing changed.", iid.grouped())
-            } else {
-                format!(
-                    "Forgot {n} row(s) for {}; the next activate asks for it again. The reason is kept in the journal's audit table.",
-                    iid.grouped()
-                )
+            out.report(&reports::Forgotten {
+                installation_id: iid.digits().to_string(),
+                removed: n,
+                grouped: iid.grouped(),
             });
         }
     }

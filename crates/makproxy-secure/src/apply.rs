@@ -11,7 +11,9 @@
 
 use crate::ledger::{Answered, DepositRow, Event, Ledger, ProductState, Tx};
 use makproxy_cli::{CliError, Exit, Output};
-use makproxy_core::bundle::{self, FailureCode, Kind, Limits, ReturnAnswer, ReturnRecord};
+use makproxy_core::bundle::{
+    self, Answers, BackendInfo, FailureCode, Kind, Limits, ReturnAnswer, ReturnRecord,
+};
 use makproxy_core::ids::WmiClass;
 use makproxy_core::keys::Home;
 use makproxy_core::sanitize::escape;
@@ -55,11 +57,164 @@ fn unsettled(code: &FailureCode) -> bool {
     *code == Code::BkdNoResponse || *code == Code::BkdUncertain
 }
 
+/// Something about one record of a return that an operator may need to act on.
 #[derive(Debug, serde::Serialize)]
-struct Note {
-    handle: u64,
-    code: String,
-    detail: String,
+pub struct Note {
+    /// The record's handle.
+    pub handle: u64,
+    /// Its code.
+    pub code: String,
+    /// What happened.
+    pub detail: String,
+}
+
+/// `apply FILE` of a return applied before: nothing changes but the deposit files.
+#[derive(Debug, serde::Serialize)]
+pub struct AlreadyApplied {
+    /// Always true.
+    pub already_applied: bool,
+    /// When it was applied.
+    pub applied_at: String,
+    /// What that apply did.
+    pub summary: Summary,
+    /// Deposit files written again.
+    pub deposit_files_rewritten: u64,
+    /// Hosts whose files could not be written.
+    pub deposit_problems: Vec<DepositProblem>,
+}
+
+impl std::fmt::Display for AlreadyApplied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "This return was already applied at {}; the ledger is unchanged. Earlier result: {}.",
+            self.applied_at,
+            self.summary.human()
+        )?;
+        if self.deposit_files_rewritten > 0 {
+            write!(
+                f,
+                "\nDeposit files for its machines were written again ({}), identical to before.",
+                self.deposit_files_rewritten
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `apply FILE --dry-run`.
+#[derive(Debug, serde::Serialize)]
+pub struct DryRun {
+    /// Always true.
+    pub dry_run: bool,
+    /// What apply would do.
+    pub summary: Summary,
+    /// Per-record notes.
+    pub notes: Vec<Note>,
+}
+
+impl std::fmt::Display for DryRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Dry run: would record {} CID(s) and {} failure(s); nothing changed.",
+            self.summary.cids, self.summary.failed
+        )
+    }
+}
+
+/// `apply FILE`.
+#[derive(Debug, serde::Serialize)]
+pub struct Applied {
+    /// The return's bundle ID.
+    pub return_bundle: String,
+    /// The request it answers.
+    pub answers: Answers,
+    /// The name its signer is trusted under.
+    pub signer: String,
+    /// The backend that answered.
+    pub backend: BackendInfo,
+    /// What was recorded.
+    pub summary: Summary,
+    /// Deposit files written.
+    pub deposit_files: u64,
+    /// Hosts whose files could not be written.
+    pub deposit_problems: Vec<DepositProblem>,
+    /// Records of the request still without an answer.
+    pub still_pending: i64,
+    /// Per-record notes.
+    pub notes: Vec<Note>,
+    /// Where the deposit files went.
+    #[serde(skip)]
+    pub deposit_dir: std::path::PathBuf,
+}
+
+impl std::fmt::Display for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.backend.simulated {
+            writeln!(f, "WARNING: this return was produced by the SIMULATOR backend. Its CIDs will not activate anything.")?;
+        }
+        write!(
+            f,
+            "Applied return from {:?} ({} backend): {}; {} deposit file(s) in {}; {} record(s) of the request still pending.",
+            self.signer,
+            escape(&self.backend.name),
+            self.summary.human(),
+            self.deposit_files,
+            makproxy_cli::report::shown(&self.deposit_dir),
+            self.still_pending
+        )
+    }
+}
+
+/// `apply --reissue --dry-run`, or `--reissue` with nothing to reissue.
+#[derive(Debug, serde::Serialize)]
+pub struct ReissuePlan {
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Products with a CID on hand.
+    pub reissue: i64,
+}
+
+impl std::fmt::Display for ReissuePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} product(s) have a CID on hand{}.",
+            self.reissue,
+            if self.dry_run {
+                "; dry run, nothing written"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// `apply --reissue`.
+#[derive(Debug, serde::Serialize)]
+pub struct Reissued {
+    /// Products whose stored CID was issued again.
+    pub reissued: i64,
+    /// Deposit files written.
+    pub deposit_files: u64,
+    /// Hosts whose files could not be written.
+    pub deposit_problems: Vec<DepositProblem>,
+    /// Where the deposit files went.
+    #[serde(skip)]
+    pub deposit_dir: std::path::PathBuf,
+}
+
+impl std::fmt::Display for Reissued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Reissued {} stored CID(s) without a new activation; {} deposit file(s) written to {}.",
+            self.reissued,
+            self.deposit_files,
+            makproxy_cli::report::shown(&self.deposit_dir)
+        )
+    }
 }
 
 /// A host whose deposit files could not be written (the others still were).
@@ -98,15 +253,16 @@ pub fn run(
         };
         drop(tx);
         let earlier: Summary = serde_json::from_str(&summary).unwrap_or_default();
-        out.json(&json!({"already_applied": true, "applied_at": applied_at, "summary": earlier, "deposit_files_rewritten": files, "deposit_problems": problems}));
-        out.line(format!("This return was already applied at {applied_at}; the ledger is unchanged. Earlier result: {}.", earlier.human()));
-        if files > 0 {
-            out.line(format!(
-                "Deposit files for its machines were written again ({files}), identical to before."
-            ));
-        }
         report_deposit_problems(&problems);
-        return Ok(Exit::outcome(files, problems.len() as u64));
+        let failed = problems.len() as u64;
+        out.report(&AlreadyApplied {
+            already_applied: true,
+            applied_at,
+            summary: earlier,
+            deposit_files_rewritten: files,
+            deposit_problems: problems,
+        });
+        return Ok(Exit::outcome(files, failed));
     }
     match tx.issued(&answers.bundle_id).map_err(db)? {
         Some((sha, seq))
@@ -137,11 +293,11 @@ pub fn run(
     })?;
     if dry_run {
         drop(tx);
-        out.json(&json!({"dry_run": true, "summary": s, "notes": notes}));
-        out.line(format!(
-            "Dry run: would record {} CID(s) and {} failure(s); nothing changed.",
-            s.cids, s.failed
-        ));
+        out.report(&DryRun {
+            dry_run: true,
+            summary: s,
+            notes,
+        });
         return Ok(Exit::Ok);
     }
     tx.return_recorded(
@@ -166,19 +322,24 @@ pub fn run(
         eprintln!("handle {}: [{}] {}", n.handle, n.code, escape(&n.detail));
     }
     report_deposit_problems(&problems);
-    out.json(&json!({"return_bundle": m.bundle_id, "answers": answers, "signer": v.signer.name, "backend": backend, "summary": s, "deposit_files": files, "deposit_problems": problems, "still_pending": pending, "notes": notes}));
-    if backend.simulated {
-        out.line("WARNING: this return was produced by the SIMULATOR backend. Its CIDs will not activate anything.");
-    }
-    out.line(format!(
-        "Applied return from {:?} ({} backend): {}; {} deposit file(s) in {}; {} record(s) of the request still pending.",
-        v.signer.name, escape(&backend.name), s.human(), files, escape(&deposit_dir.display().to_string()), pending
-    ));
     // Deposit problems count against the hosts whose files could not be written.
-    Ok(Exit::outcome(
+    let exit = Exit::outcome(
         s.cids + s.already_answered,
         s.failed + s.rejected + s.iid_changed + s.pending + problems.len() as u64,
-    ))
+    );
+    out.report(&Applied {
+        return_bundle: m.bundle_id,
+        answers,
+        signer: v.signer.name.clone(),
+        backend,
+        summary: s,
+        deposit_files: files,
+        deposit_problems: problems,
+        still_pending: pending,
+        notes,
+        deposit_dir: deposit_dir.to_path_buf(),
+    });
+    Ok(exit)
 }
 
 /// Applies one result of a return to the ledger (inside the caller's transaction).
@@ -359,16 +520,10 @@ pub fn reissue(
     let tx = ledger.begin().map_err(db)?;
     let n = tx.count_in(ProductState::CidOnHand).map_err(db)?;
     if dry_run || n == 0 {
-        out.json(&json!({"dry_run": dry_run, "reissue": n}));
-        out.line(format!(
-            "{} product(s) have a CID on hand{}.",
-            n,
-            if dry_run {
-                "; dry run, nothing written"
-            } else {
-                ""
-            }
-        ));
+        out.report(&ReissuePlan {
+            dry_run,
+            reissue: n,
+        });
         return Ok(Exit::Ok);
     }
     tx.reissue(&at).map_err(db)?;
@@ -377,9 +532,14 @@ pub fn reissue(
     let (files, problems) = write_deposit_files(&tx, deposit_dir, None)?;
     drop(tx);
     report_deposit_problems(&problems);
-    out.json(&json!({"reissued": n, "deposit_files": files, "deposit_problems": problems}));
-    out.line(format!("Reissued {n} stored CID(s) without a new activation; {files} deposit file(s) written to {}.", escape(&deposit_dir.display().to_string())));
-    Ok(Exit::outcome(files, problems.len() as u64))
+    let exit = Exit::outcome(files, problems.len() as u64);
+    out.report(&Reissued {
+        reissued: n,
+        deposit_files: files,
+        deposit_problems: problems,
+        deposit_dir: deposit_dir.to_path_buf(),
+    });
+    Ok(exit)
 }
 
 /// Writes `<HOST>.json` and `<HOST>.cmd` for every host with products awaiting deposit

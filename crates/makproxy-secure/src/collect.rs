@@ -18,7 +18,6 @@ use makproxy_core::records::{
 };
 use makproxy_core::sanitize::escape;
 use makproxy_core::Code;
-use serde_json::json;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -65,6 +64,26 @@ pub struct Problem {
     pub code: String,
     /// What went wrong.
     pub detail: String,
+}
+
+/// `collect`.
+#[derive(Debug, serde::Serialize)]
+pub struct Collected {
+    /// What it did.
+    pub summary: Summary,
+    /// Every refused file and record (also printed to stderr as they are found).
+    pub problems: Vec<Problem>,
+}
+
+impl std::fmt::Display for Collected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.summary;
+        write!(
+            f,
+            "Collected {} file(s) ({} unchanged since the last collect): {} new, {} updated, {} unchanged; {} queued, {} CID on hand, {} skipped; {} record(s) and {} file(s) rejected; deposits: {} activated, {} failed.",
+            s.files, s.files_unchanged, s.new, s.updated, s.unchanged, s.queued, s.cid_on_hand, s.skipped, s.rejected, s.files_rejected, s.deposits_activated, s.deposits_failed
+        )
+    }
 }
 
 enum Change {
@@ -206,18 +225,15 @@ pub fn run(out: &Output, ledger: &mut Ledger, dirs: &[PathBuf]) -> Result<Exit, 
             escape(&p.detail)
         );
     }
-    out.json(&json!({"summary": summary, "problems": problems}));
-    out.line(format!(
-        "Collected {} file(s) ({} unchanged since the last collect): {} new, {} updated, {} unchanged; {} queued, {} CID on hand, {} skipped; {} record(s) and {} file(s) rejected; deposits: {} activated, {} failed.",
-        summary.files, summary.files_unchanged, summary.new, summary.updated, summary.unchanged, summary.queued, summary.cid_on_hand, summary.skipped, summary.rejected, summary.files_rejected, summary.deposits_activated, summary.deposits_failed
-    ));
     let went_in = summary.new
         + summary.updated
         + summary.unchanged
         + summary.files_unchanged
         + summary.deposits_activated
         + summary.deposits_failed;
-    Ok(Exit::outcome(went_in, problems.len() as u64))
+    let exit = Exit::outcome(went_in, problems.len() as u64);
+    out.report(&Collected { summary, problems });
+    Ok(exit)
 }
 
 /// Collects one file: skipped when unchanged, else parsed and every record applied.

@@ -61,8 +61,10 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
                 .hint("move a damaged ledger aside first (keep it for the record)"));
             }
             Ledger::create(&h, *next_sequence).map_err(open_error)?;
-            out.json(&serde_json::json!({"ledger": p, "next_sequence": next_sequence}));
-            out.line(format!("Started a new, empty ledger; the next bundle is #{next_sequence}. Run collect to queue the machines again: their IIDs already answered are served from the online journal without a new activation."));
+            out.report(&report::Recovered {
+                ledger: p,
+                next_sequence: *next_sequence,
+            });
             Ok(Exit::Ok)
         }
         Command::Collect { dirs } => {

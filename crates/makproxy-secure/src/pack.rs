@@ -10,7 +10,6 @@ use makproxy_core::bundle::{self, BundleWriter, CilRecord, Header, ProductName};
 use makproxy_core::ids::{ExtendedProductId, Guid, HostName, InstallationId};
 use makproxy_core::keys::Home;
 use makproxy_core::sanitize::escape;
-use serde_json::json;
 use std::path::Path;
 
 /// What `pack` was asked to do.
@@ -35,6 +34,119 @@ pub struct Options<'a> {
     pub expires_days: u32,
     /// Show what would be packed; write nothing.
     pub dry_run: bool,
+}
+
+/// `pack` when nothing matches.
+#[derive(Debug, serde::Serialize)]
+pub struct NothingToPack {
+    /// Always 0.
+    pub packed: u64,
+    /// Products queued.
+    pub queued: i64,
+    /// Products failed online or at deposit.
+    pub failed: i64,
+    /// Products in bundles awaiting a return.
+    pub awaiting_return: i64,
+    /// Why nothing matched, for people.
+    #[serde(skip)]
+    pub why: String,
+}
+
+impl std::fmt::Display for NothingToPack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Nothing to pack ({}; {} failed, which --retry-failed or --only-failed include; {} in bundles awaiting a return, which --repack includes).", self.why, self.failed, self.awaiting_return)
+    }
+}
+
+/// One record `pack --dry-run` would pack.
+#[derive(Debug, serde::Serialize)]
+pub struct Planned {
+    /// The machine.
+    pub host: String,
+    /// The product's activation ID.
+    pub activation_id: String,
+    /// The product's name.
+    pub product: Option<String>,
+    /// The extended product ID.
+    pub extended_product_id: String,
+    /// The installation ID.
+    pub installation_id: String,
+}
+
+/// `pack --dry-run`.
+#[derive(Debug, serde::Serialize)]
+pub struct DryRun {
+    /// Always true.
+    pub dry_run: bool,
+    /// Records that would be packed.
+    pub would_pack: u64,
+    /// The bundle's sequence number.
+    pub sequence: u64,
+    /// What would leave, machine by machine.
+    pub records: Vec<Planned>,
+}
+
+impl std::fmt::Display for DryRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Dry run: would pack {} record(s) as bundle #{}; nothing written:",
+            self.would_pack, self.sequence
+        )?;
+        for r in &self.records {
+            write!(
+                f,
+                "\n  {:<24} {:<36} {}",
+                escape(&r.host),
+                escape(r.product.as_deref().unwrap_or("-")),
+                r.activation_id
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `pack`.
+#[derive(Debug, serde::Serialize)]
+pub struct Packed {
+    /// The bundle file.
+    pub bundle: std::path::PathBuf,
+    /// Its ID.
+    pub bundle_id: String,
+    /// Its sequence number.
+    pub sequence: u64,
+    /// Records in it.
+    pub records: u64,
+    /// SHA-256 of its manifest.
+    pub manifest_sha256: String,
+    /// When it expires.
+    pub expires: String,
+    /// Whether host names are in it.
+    pub hostnames_included: bool,
+}
+
+impl std::fmt::Display for Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "Packed {} record(s) into {} (bundle #{}, id {}).",
+            self.records,
+            makproxy_cli::report::shown(&self.bundle),
+            self.sequence,
+            self.bundle_id
+        )?;
+        writeln!(
+            f,
+            "Expires {}. Host names {}.",
+            self.expires,
+            if self.hostnames_included {
+                "INCLUDED"
+            } else {
+                "not included"
+            }
+        )?;
+        write!(f, "Carry this file to the online side and run: makproxy-online activate FILE --out RETURN --backend microsoft")
+    }
 }
 
 /// Chooses the products `o` asks for, writes the signed CIL bundle, and marks them packed when the bundle is in place.
@@ -105,9 +217,6 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         let queued = tx.count_in(ProductState::Queued).map_err(db)?;
         let failed = tx.count_in(ProductState::Failed).map_err(db)?
             + tx.count_in(ProductState::DepositFailed).map_err(db)?;
-        out.json(
-            &json!({"packed": 0, "queued": queued, "failed": failed, "awaiting_return": pending}),
-        );
         let why = if o.limit == Some(0) {
             "--limit 0".to_string()
         } else if o.product.is_some() || o.host.is_some() {
@@ -115,31 +224,35 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         } else {
             format!("{queued} queued")
         };
-        out.line(format!("Nothing to pack ({why}; {failed} failed, which --retry-failed or --only-failed include; {pending} in bundles awaiting a return, which --repack includes)."));
+        out.report(&NothingToPack {
+            packed: 0,
+            queued,
+            failed,
+            awaiting_return: pending,
+            why,
+        });
         return Ok(Exit::Ok);
     }
     if o.dry_run {
         // What would leave, machine by machine (the transaction is never committed).
         let mut rows = Vec::new();
         tx.bundle_rows(&bundle_id, |r: PackRow| {
-            rows.push(json!({"host": r.host, "activation_id": r.activation_id, "product": r.product, "extended_product_id": r.epid, "installation_id": r.iid}));
+            rows.push(Planned {
+                host: r.host,
+                activation_id: r.activation_id,
+                product: r.product,
+                extended_product_id: r.epid,
+                installation_id: r.iid,
+            });
             Ok(())
         })?;
         drop(tx);
-        out.line(format!(
-            "Dry run: would pack {count} record(s) as bundle #{sequence}; nothing written:"
-        ));
-        for r in &rows {
-            out.line(format!(
-                "  {:<24} {:<36} {}",
-                escape(r["host"].as_str().unwrap_or("")),
-                escape(r["product"].as_str().unwrap_or("-")),
-                r["activation_id"].as_str().unwrap_or("")
-            ));
-        }
-        out.json(
-            &json!({"dry_run": true, "would_pack": count, "sequence": sequence, "records": rows}),
-        );
+        out.report(&DryRun {
+            dry_run: true,
+            would_pack: count,
+            sequence,
+            records: rows,
+        });
         return Ok(Exit::Ok);
     }
     let mut fields = vec![
@@ -179,20 +292,14 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
     )
     .map_err(db)?;
     tx.commit().map_err(db)?;
-    out.json(&json!({"bundle": o.out, "bundle_id": bundle_id, "sequence": sequence, "records": count, "manifest_sha256": written.manifest_sha256, "expires": written.manifest.expires, "hostnames_included": o.include_hostnames}));
-    out.line(format!(
-        "Packed {count} record(s) into {} (bundle #{sequence}, id {bundle_id}).",
-        escape(&o.out.display().to_string())
-    ));
-    out.line(format!(
-        "Expires {}. Host names {}.",
-        written.manifest.expires,
-        if o.include_hostnames {
-            "INCLUDED"
-        } else {
-            "not included"
-        }
-    ));
-    out.line("Carry this file to the online side and run: makproxy-online activate FILE --out RETURN --backend microsoft");
+    out.report(&Packed {
+        bundle: o.out.to_path_buf(),
+        bundle_id,
+        sequence,
+        records: count,
+        manifest_sha256: written.manifest_sha256,
+        expires: written.manifest.expires,
+        hostnames_included: o.include_hostnames,
+    });
     Ok(Exit::Ok)
 }

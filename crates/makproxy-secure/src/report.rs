@@ -4,7 +4,6 @@
 use crate::ledger::{Ledger, ProductState, StatusRow};
 use makproxy_cli::{say, CliError, Exit, Output};
 use makproxy_core::sanitize::{escape, html};
-use serde_json::json;
 use std::path::Path;
 
 fn csv_cell(s: &str) -> String {
@@ -71,77 +70,123 @@ pub fn status(
             })
             .map(|_| Exit::Ok);
     }
-    if out.json {
-        let mut list = Vec::new();
-        ledger.status_rows(state_filter, host, |r| {
-            list.push(r);
-            Ok(())
-        })?;
-        out.json(&json!({"counts": counts.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(), "products": list}));
-        return Ok(Exit::Ok);
-    }
-    say(format!(
-        "{:<24} {:<36} {:<15} DETAIL",
-        "HOST", "PRODUCT", "STATE"
-    ));
-    // The footer counts what was listed (with --state/--host, a part of the ledger).
-    let mut shown: Vec<(String, i64)> = Vec::new();
+    let mut products = Vec::new();
     ledger.status_rows(state_filter, host, |r| {
-        let detail = match (&r.state[..], &r.reason_code, &r.reason) {
-            ("packed", _, _) => format!("in bundle {}", r.bundle_id.as_deref().unwrap_or("?")),
-            (_, Some(c), Some(m)) => format!("{c}: {m}"),
-            (_, None, Some(m)) => m.clone(),
-            _ if r.simulated => "SIMULATED CID".into(),
-            _ => String::new(),
-        };
-        // The product's name (cut to the column), else its activation ID.
-        let product = match r.product.as_deref() {
-            Some(p) if p.chars().count() > 36 => {
-                format!("{}…", p.chars().take(35).collect::<String>())
-            }
-            Some(p) => p.to_string(),
-            None => r.activation_id.clone(),
-        };
-        say(format!(
-            "{:<24} {:<36} {:<15} {}",
-            escape(&r.host),
-            escape(&product),
-            r.state,
-            escape(&detail)
-        ));
-        match shown.iter_mut().find(|(k, _)| *k == r.state) {
-            Some((_, n)) => *n += 1,
-            None => shown.push((r.state.clone(), 1)),
-        }
+        products.push(r);
         Ok(())
     })?;
-    let total: i64 = counts.iter().map(|(_, n)| n).sum();
-    let filtered = state_filter.is_some() || host.is_some();
-    let listed: Vec<(String, i64)> = counts
-        .iter()
-        .map(|(k, n)| {
-            let n = if filtered {
-                shown.iter().find(|(s, _)| s == k).map_or(0, |(_, n)| *n)
-            } else {
-                *n
-            };
-            (k.clone(), n)
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    let listed_total: i64 = listed.iter().map(|(_, n)| n).sum();
-    say("");
-    say(listed
-        .iter()
-        .map(|(k, n)| format!("{k}: {n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-        + &if filtered {
-            format!("  ({listed_total} listed of {total} in the ledger)")
-        } else {
-            format!("  (total {total})")
-        });
+    out.report(&Status {
+        counts: Counts(counts),
+        products,
+        filtered: state_filter.is_some() || host.is_some(),
+    });
     Ok(Exit::Ok)
+}
+
+/// Products per state, in the state table's order (a JSON object `{STATE: n}`).
+#[derive(Debug)]
+pub struct Counts(pub Vec<(String, i64)>);
+
+impl serde::Serialize for Counts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, n)| (k, n)))
+    }
+}
+
+/// `status`: the ledger's products (those asked for) and its counts.
+#[derive(Debug, serde::Serialize)]
+pub struct Status {
+    /// Products per state in the whole ledger.
+    pub counts: Counts,
+    /// The products listed.
+    pub products: Vec<StatusRow>,
+    /// Whether `--state`/`--host` chose a part of the ledger.
+    #[serde(skip)]
+    pub filtered: bool,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:<24} {:<36} {:<15} DETAIL", "HOST", "PRODUCT", "STATE")?;
+        // The footer counts what was listed (with --state/--host, a part of the ledger).
+        let mut shown: Vec<(&str, i64)> = Vec::new();
+        for r in &self.products {
+            let detail = match (&r.state[..], &r.reason_code, &r.reason) {
+                ("packed", _, _) => {
+                    format!("in bundle {}", r.bundle_id.as_deref().unwrap_or("?"))
+                }
+                (_, Some(c), Some(m)) => format!("{c}: {m}"),
+                (_, None, Some(m)) => m.clone(),
+                _ if r.simulated => "SIMULATED CID".into(),
+                _ => String::new(),
+            };
+            // The product's name (cut to the column), else its activation ID.
+            let product = match r.product.as_deref() {
+                Some(p) if p.chars().count() > 36 => {
+                    format!("{}…", p.chars().take(35).collect::<String>())
+                }
+                Some(p) => p.to_string(),
+                None => r.activation_id.clone(),
+            };
+            write!(
+                f,
+                "\n{:<24} {:<36} {:<15} {}",
+                escape(&r.host),
+                escape(&product),
+                r.state,
+                escape(&detail)
+            )?;
+            match shown.iter_mut().find(|(k, _)| *k == r.state) {
+                Some((_, n)) => *n += 1,
+                None => shown.push((&r.state, 1)),
+            }
+        }
+        let total: i64 = self.counts.0.iter().map(|(_, n)| n).sum();
+        let listed: Vec<(&str, i64)> = self
+            .counts
+            .0
+            .iter()
+            .map(|(k, n)| {
+                let n = if self.filtered {
+                    shown.iter().find(|(s, _)| s == k).map_or(0, |(_, n)| *n)
+                } else {
+                    *n
+                };
+                (k.as_str(), n)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let listed_total: i64 = listed.iter().map(|(_, n)| n).sum();
+        write!(
+            f,
+            "\n\n{}{}",
+            listed
+                .iter()
+                .map(|(k, n)| format!("{k}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if self.filtered {
+                format!("  ({listed_total} listed of {total} in the ledger)")
+            } else {
+                format!("  (total {total})")
+            }
+        )
+    }
+}
+
+/// `report`.
+#[derive(Debug, serde::Serialize)]
+pub struct Written {
+    /// The HTML file written.
+    pub report: std::path::PathBuf,
+    /// Products per state.
+    pub counts: Counts,
+}
+
+impl std::fmt::Display for Written {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Wrote {}", makproxy_cli::report::shown(&self.report))
+    }
 }
 
 /// Writes the HTML report to `path` (never over an existing file unless `force`).
@@ -240,11 +285,28 @@ pub fn report(out: &Output, ledger: &Ledger, path: &Path, force: bool) -> Result
     h.push_str("</body></html>\n");
     makproxy_core::fsutil::write_atomic(path, h.as_bytes())
         .map_err(|e| CliError::io(path.display(), e))?;
-    out.json(&json!({"report": path, "counts": counts.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>()}));
-    out.line(format!("Wrote {}", escape(&path.display().to_string())));
+    out.report(&Written {
+        report: path.to_path_buf(),
+        counts: Counts(counts),
+    });
     Ok(Exit::Ok)
 }
 
 fn bundle_now() -> String {
     makproxy_core::bundle::rfc3339(makproxy_cli::now())
+}
+
+/// `recover --next-sequence N`.
+#[derive(Debug, serde::Serialize)]
+pub struct Recovered {
+    /// The new ledger file.
+    pub ledger: std::path::PathBuf,
+    /// The sequence number the next bundle gets.
+    pub next_sequence: u64,
+}
+
+impl std::fmt::Display for Recovered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Started a new, empty ledger; the next bundle is #{}. Run collect to queue the machines again: their IIDs already answered are served from the online journal without a new activation.", self.next_sequence)
+    }
 }

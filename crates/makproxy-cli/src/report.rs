@@ -1,0 +1,430 @@
+//! Command results as types: each is what a person reads (`Display`, untrusted text
+//! escaped) and what a script reads (`Serialize`, docs/json.md) from one value, printed by
+//! [`crate::Output::report`]. The reports of the commands both sides share live here;
+//! each side's own live beside its commands.
+
+use makproxy_core::bundle::{
+    Answers, BackendInfo, CilRecord, Kind, ReturnAnswer, ReturnRecord, Source, Verified,
+};
+use makproxy_core::keys::PublicKey;
+use makproxy_core::sanitize::escape;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::{self, Display, Formatter};
+use std::path::{Path, PathBuf};
+
+/// A command's result, printed as text or as one JSON document.
+pub trait Report: Serialize + Display {}
+impl<T: Serialize + Display> Report for T {}
+
+/// A path as printed: escaped.
+pub fn shown(p: &Path) -> String {
+    escape(&p.display().to_string()).into_owned()
+}
+
+/// A public key as reports show it.
+#[derive(Debug, Serialize)]
+pub struct KeyInfo {
+    /// `secure` or `online`.
+    pub role: &'static str,
+    /// The site named at `init`.
+    pub site: String,
+    /// Short ID (hex), as in manifests.
+    pub key_id: String,
+    /// The fingerprint people read aloud.
+    pub fingerprint: String,
+}
+
+impl From<&PublicKey> for KeyInfo {
+    fn from(k: &PublicKey) -> Self {
+        Self {
+            role: k.role.as_str(),
+            site: k.site.clone(),
+            key_id: k.key_id(),
+            fingerprint: k.fingerprint(),
+        }
+    }
+}
+
+/// `init`.
+#[derive(Debug, Serialize)]
+pub struct Init {
+    /// The home folder made.
+    pub home: PathBuf,
+    /// Its new key.
+    pub public_key: KeyInfo,
+}
+
+impl Display for Init {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let k = &self.public_key;
+        writeln!(f, "Initialised {} home {}", k.role, shown(&self.home))?;
+        writeln!(f, "Site:        {}", escape(&k.site))?;
+        writeln!(
+            f,
+            "Fingerprint: {}   (read this aloud to the other side)",
+            k.fingerprint
+        )?;
+        write!(
+            f,
+            "Next: key export --out {}.pub, carry it across, and trust it there.",
+            escape(&k.site)
+        )
+    }
+}
+
+/// `key export` / `key show`.
+#[derive(Debug, Serialize)]
+pub struct Key {
+    /// The file written (`key export`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub written: Option<PathBuf>,
+    /// This side's key.
+    pub public_key: KeyInfo,
+}
+
+impl Display for Key {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        if let Some(p) = &self.written {
+            writeln!(f, "Wrote public key to {}", shown(p))?;
+        }
+        write!(f, "Fingerprint: {}", self.public_key.fingerprint)
+    }
+}
+
+/// `trust add`.
+#[derive(Debug, Serialize)]
+pub struct TrustAdded {
+    /// The name it is trusted under.
+    pub trusted: String,
+    /// The key.
+    pub public_key: KeyInfo,
+}
+
+impl Display for TrustAdded {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let k = &self.public_key;
+        writeln!(
+            f,
+            "Trusted {} key of site {:?} as {:?}",
+            k.role,
+            escape(&k.site),
+            self.trusted
+        )?;
+        write!(
+            f,
+            "Fingerprint: {}   (must match what the other side reads out)",
+            k.fingerprint
+        )
+    }
+}
+
+/// One entry of `trust list`.
+#[derive(Debug, Serialize)]
+pub struct NamedKey {
+    /// The key.
+    #[serde(flatten)]
+    pub key: KeyInfo,
+    /// The name it is trusted under.
+    pub name: String,
+}
+
+/// `trust list`.
+#[derive(Debug, Serialize)]
+pub struct TrustList {
+    /// Every pinned key.
+    pub trusted: Vec<NamedKey>,
+}
+
+impl Display for TrustList {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        if self.trusted.is_empty() {
+            return write!(f, "No keys trusted yet.");
+        }
+        let lines: Vec<String> = self
+            .trusted
+            .iter()
+            .map(|t| {
+                format!(
+                    "{:<20} {:<7} site {:<20} {}",
+                    t.name,
+                    t.key.role,
+                    escape(&t.key.site),
+                    t.key.fingerprint
+                )
+            })
+            .collect();
+        write!(f, "{}", lines.join("\n"))
+    }
+}
+
+/// `trust remove`.
+#[derive(Debug, Serialize)]
+pub struct TrustRemoved {
+    /// The name removed.
+    pub removed: String,
+}
+
+impl Display for TrustRemoved {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(f, "Removed {:?}", self.removed)
+    }
+}
+
+/// `man --out DIR`.
+#[derive(Debug, Serialize)]
+pub struct Man {
+    /// The folder written.
+    pub man_pages: String,
+}
+
+impl Display for Man {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(f, "Wrote man pages to {}", escape(&self.man_pages))
+    }
+}
+
+/// The signer of a verified bundle.
+#[derive(Debug, Serialize)]
+pub struct Signer {
+    /// The name its key is trusted under.
+    pub name: String,
+    /// Its key's fingerprint.
+    pub fingerprint: String,
+    /// Its key's short ID.
+    pub key_id: String,
+}
+
+/// A record as `--records` lists it: exactly as the bundle holds it.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Entry {
+    /// A request.
+    Cil(CilRecord),
+    /// An answer.
+    Return(ReturnRecord),
+}
+
+impl Display for Entry {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self {
+            Entry::Cil(r) => write!(
+                f,
+                "  #{:<6} IID {}  ePID {}  {}  {}{}",
+                r.handle,
+                r.installation_id,
+                r.extended_product_id,
+                r.activation_id,
+                escape(r.product.as_deref().unwrap_or("-")),
+                r.host
+                    .as_ref()
+                    .map(|h| format!("  host {h}"))
+                    .unwrap_or_default()
+            ),
+            Entry::Return(r) => {
+                let answer = match &r.answer {
+                    ReturnAnswer::Confirmed(cid) => format!("CID {cid}"),
+                    ReturnAnswer::Failed(fl) => format!("FAILED {}", fl.line()),
+                };
+                write!(
+                    f,
+                    "  #{:<6} IID {}  {answer}  ({}, {}{})",
+                    r.handle,
+                    r.installation_id,
+                    r.backend.as_str(),
+                    match r.source {
+                        Source::Backend => "obtained",
+                        Source::Journal => "from the journal",
+                    },
+                    if r.simulated { ", SIMULATED" } else { "" }
+                )
+            }
+        }
+    }
+}
+
+/// `verify` / `inspect`: what a security officer at the gap needs to see of a bundle
+/// whose every record was verified.
+#[derive(Debug, Serialize)]
+pub struct BundleSummary {
+    /// The bundle file.
+    pub file: PathBuf,
+    /// Always true: an invalid bundle is an error, not a summary.
+    pub valid: bool,
+    /// `cil` or `return`.
+    pub kind: Kind,
+    /// The manifest's bundle ID.
+    pub bundle_id: String,
+    /// The signing site.
+    pub site: String,
+    /// The site's bundle sequence number.
+    pub sequence: u64,
+    /// Who signed it.
+    pub signer: Signer,
+    /// Creation time.
+    pub created: String,
+    /// Expiry time.
+    pub expires: String,
+    /// The writing tool.
+    pub tool: String,
+    /// Record count.
+    pub records: u64,
+    /// The fields records carry.
+    pub fields: Vec<String>,
+    /// SHA-256 of the manifest's bytes.
+    pub manifest_sha256: String,
+    /// The request a return answers.
+    pub answers: Option<Answers>,
+    /// The backend of a return.
+    pub backend: Option<BackendInfo>,
+    /// Records answered with a CID.
+    pub confirmation_ids: u64,
+    /// Records answered with a failure.
+    pub failures: u64,
+    /// Simulated records.
+    pub simulated: u64,
+    /// Records per extended product ID (what `remaining` is checked against).
+    pub per_epid: BTreeMap<String, u64>,
+    /// With `--records`: every record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entries: Option<Vec<Entry>>,
+}
+
+impl BundleSummary {
+    /// Reads every record of `v` (verifying each) and sums them up.
+    pub fn of(path: &Path, v: &mut Verified, list: bool) -> Result<Self, crate::CliError> {
+        let (mut ok, mut failed, mut simulated) = (0u64, 0u64, 0u64);
+        let mut entries = Vec::new();
+        let mut per_epid: BTreeMap<String, u64> = BTreeMap::new();
+        match v.manifest.kind {
+            Kind::Cil => v.records(|r: CilRecord| {
+                *per_epid
+                    .entry(r.extended_product_id.as_str().to_string())
+                    .or_default() += 1;
+                if list {
+                    entries.push(Entry::Cil(r));
+                }
+                Ok::<(), crate::CliError>(())
+            })?,
+            Kind::Return => v.records(|r: ReturnRecord| {
+                if r.confirmation_id().is_some() {
+                    ok += 1;
+                } else {
+                    failed += 1;
+                }
+                simulated += u64::from(r.simulated);
+                if list {
+                    entries.push(Entry::Return(r));
+                }
+                Ok::<(), crate::CliError>(())
+            })?,
+        }
+        let m = &v.manifest;
+        Ok(Self {
+            file: path.to_path_buf(),
+            valid: true,
+            kind: m.kind,
+            bundle_id: m.bundle_id.clone(),
+            site: m.site.clone(),
+            sequence: m.sequence,
+            signer: Signer {
+                name: v.signer.name.clone(),
+                fingerprint: v.signer.key.fingerprint(),
+                key_id: v.signer.key.key_id(),
+            },
+            created: m.created.clone(),
+            expires: m.expires.clone(),
+            tool: m.tool.clone(),
+            records: m.records,
+            fields: m.fields.clone(),
+            manifest_sha256: v.manifest_sha256.clone(),
+            answers: m.answers.clone(),
+            backend: m.backend.clone(),
+            confirmation_ids: ok,
+            failures: failed,
+            simulated,
+            per_epid,
+            entries: list.then_some(entries),
+        })
+    }
+}
+
+impl Display for BundleSummary {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "OK: signature, manifest and every entry verified ({}).",
+            shown(&self.file)
+        )?;
+        writeln!(
+            f,
+            "Kind:        {}",
+            if self.kind == Kind::Cil {
+                "CIL bundle (request, secure -> online)"
+            } else {
+                "return bundle (online -> secure)"
+            }
+        )?;
+        writeln!(
+            f,
+            "Sender:      site {:?}, trusted as {:?}",
+            escape(&self.site),
+            self.signer.name
+        )?;
+        writeln!(f, "Fingerprint: {}", self.signer.fingerprint)?;
+        writeln!(f, "Bundle:      #{} id {}", self.sequence, self.bundle_id)?;
+        writeln!(
+            f,
+            "Created:     {}   Expires: {}",
+            self.created, self.expires
+        )?;
+        writeln!(f, "Tool:        {}", escape(&self.tool))?;
+        writeln!(f, "Records:     {}", self.records)?;
+        write!(
+            f,
+            "Fields:      {}",
+            self.fields
+                .iter()
+                .map(|x| escape(x))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+        for (epid, n) in &self.per_epid {
+            write!(f, "\nProduct ID:  {epid}  ({n} record(s))")?;
+        }
+        if let (Some(a), Some(b)) = (&self.answers, &self.backend) {
+            write!(
+                f,
+                "\nAnswers:     bundle #{} {} of site {:?}",
+                a.sequence,
+                a.bundle_id,
+                escape(&a.site)
+            )?;
+            write!(
+                f,
+                "\nBackend:     {}{}",
+                escape(&b.name),
+                if b.simulated {
+                    "  (SIMULATED: these CIDs activate nothing)"
+                } else {
+                    ""
+                }
+            )?;
+            if let Some(e) = &b.endpoint {
+                write!(f, "\nEndpoint:    {}", escape(e))?;
+            }
+            write!(
+                f,
+                "\nResults:     {} CID(s), {} failure(s)",
+                self.confirmation_ids, self.failures
+            )?;
+        }
+        if let Some(entries) = &self.entries {
+            write!(f, "\nRecords:")?;
+            for e in entries {
+                write!(f, "\n{e}")?;
+            }
+        }
+        Ok(())
+    }
+}

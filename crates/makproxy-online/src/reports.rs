@@ -1,0 +1,169 @@
+//! The results of `journal …` and `remaining`, as reports (text and JSON from one value;
+//! see `makproxy_cli::report`). activate's and worksheet's live in [`crate::activate`].
+
+use crate::journal::{Entry, Intent, StoredFailure};
+use makproxy_core::sanitize::escape;
+use std::fmt::{self, Display, Formatter};
+
+/// `journal list --uncertain`.
+#[derive(Debug, serde::Serialize)]
+pub struct Uncertain {
+    /// Requests that may have reached the service with no answer saved.
+    pub uncertain: Vec<Intent>,
+}
+
+impl Display for Uncertain {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} uncertain request(s): sent (or about to be) by a run that ended before the answer was saved.",
+            self.uncertain.len()
+        )?;
+        for i in &self.uncertain {
+            write!(
+                f,
+                "\n  {}  {}  {} backend, run {}, {}",
+                i.iid, i.epid, i.backend, i.run_id, i.at
+            )?;
+        }
+        if !self.uncertain.is_empty() {
+            write!(f, "\nEach may already have cost an activation. Send them again with activate --retry-uncertain, or forget one with journal forget IID --reason TEXT.")?;
+        }
+        Ok(())
+    }
+}
+
+/// `journal list`.
+#[derive(Debug, serde::Serialize)]
+pub struct Answers {
+    /// Answers, newest first.
+    pub answers: Vec<Entry>,
+}
+
+impl Display for Answers {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(f, "{} answer(s), newest first:", self.answers.len())?;
+        for e in &self.answers {
+            write!(
+                f,
+                "\n  {}  {}  {}{}  {}",
+                e.iid,
+                e.cid.as_deref().unwrap_or("-"),
+                e.backend,
+                if e.simulated { " (SIMULATED)" } else { "" },
+                e.at
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `journal show IID`.
+#[derive(Debug, serde::Serialize)]
+pub struct Story {
+    /// The installation ID (digits).
+    pub installation_id: String,
+    /// Its answers.
+    pub answers: Vec<Entry>,
+    /// Its refusals.
+    pub refusals: Vec<StoredFailure>,
+    /// Its open requests.
+    pub uncertain: Vec<Intent>,
+    /// The IID grouped for people.
+    #[serde(skip)]
+    pub grouped: String,
+}
+
+impl Display for Story {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(f, "Installation ID {}", self.grouped)?;
+        for e in &self.answers {
+            write!(
+                f,
+                "\n  CID {} from the {} backend{} ({}), bundle {}, run {}, {}",
+                e.cid.as_deref().unwrap_or("-"),
+                e.backend,
+                if e.simulated { ", SIMULATED" } else { "" },
+                escape(&e.endpoint),
+                e.bundle_id,
+                e.run_id,
+                e.at
+            )?;
+        }
+        for r in &self.refusals {
+            write!(
+                f,
+                "\n  refused by the {} backend: {} {} {}, bundle {} record {}, {}",
+                r.backend,
+                r.failure.code,
+                escape(r.failure.service_code.as_deref().unwrap_or("")),
+                escape(&r.failure.message),
+                r.bundle_id,
+                r.handle,
+                r.at
+            )?;
+        }
+        for i in &self.uncertain {
+            write!(
+                f,
+                "\n  UNCERTAIN: sent to the {} backend by run {} at {}; no answer saved",
+                i.backend, i.run_id, i.at
+            )?;
+        }
+        if self.answers.is_empty() && self.refusals.is_empty() && self.uncertain.is_empty() {
+            write!(f, "\n  nothing recorded")?;
+        }
+        Ok(())
+    }
+}
+
+/// `journal forget IID --reason TEXT`.
+#[derive(Debug, serde::Serialize)]
+pub struct Forgotten {
+    /// The installation ID (digits).
+    pub installation_id: String,
+    /// Rows removed.
+    pub removed: usize,
+    /// The IID grouped for people.
+    #[serde(skip)]
+    pub grouped: String,
+}
+
+impl Display for Forgotten {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        if self.removed == 0 {
+            write!(f, "Nothing recorded for {}; nothing changed.", self.grouped)
+        } else {
+            write!(
+                f,
+                "Forgot {} row(s) for {}; the next activate asks for it again. The reason is kept in the journal's audit table.",
+                self.removed, self.grouped
+            )
+        }
+    }
+}
+
+/// `remaining --pid EPID`.
+#[derive(Debug, serde::Serialize)]
+pub struct Remaining {
+    /// The extended product ID asked about.
+    pub pid: String,
+    /// Activations left; -1 when no limit is reported.
+    #[serde(serialize_with = "as_count")]
+    pub remaining: makproxy_backend::Remaining,
+    /// The backend asked.
+    pub backend: String,
+}
+
+fn as_count<S: serde::Serializer>(
+    r: &makproxy_backend::Remaining,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_i64(r.as_count())
+}
+
+impl Display for Remaining {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.pid, self.remaining)
+    }
+}
