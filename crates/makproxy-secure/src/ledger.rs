@@ -478,8 +478,8 @@ pub struct StatusRow {
     pub activation_id: String,
     /// The product's name.
     pub product: Option<String>,
-    /// Its state, as stored.
-    pub state: String,
+    /// Its state.
+    pub state: ProductState,
     /// The bundle it was last packed in.
     pub bundle_id: Option<String>,
     /// Why it is failed or skipped (a code).
@@ -569,7 +569,7 @@ impl Ledger {
                     host: r.get(0)?,
                     activation_id: r.get(1)?,
                     product: r.get(2)?,
-                    state: r.get(3)?,
+                    state: state_of(r.get(3)?)?,
                     bundle_id: r.get(4)?,
                     reason_code: r.get(5)?,
                     reason: r.get(6)?,

@@ -54,7 +54,7 @@ pub fn status(
                     r.host,
                     r.activation_id,
                     r.product.unwrap_or_default(),
-                    r.state,
+                    r.state.as_str().to_string(),
                     r.bundle_id.unwrap_or_default(),
                     r.reason_code.unwrap_or_default(),
                     r.reason.unwrap_or_default(),
@@ -109,10 +109,10 @@ impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:<24} {:<36} {:<15} DETAIL", "HOST", "PRODUCT", "STATE")?;
         // The footer counts what was listed (with --state/--host, a part of the ledger).
-        let mut shown: Vec<(&str, i64)> = Vec::new();
+        let mut shown: Vec<(ProductState, i64)> = Vec::new();
         for r in &self.products {
-            let detail = match (&r.state[..], &r.reason_code, &r.reason) {
-                ("packed", _, _) => {
+            let detail = match (r.state, &r.reason_code, &r.reason) {
+                (ProductState::Packed, _, _) => {
                     format!("in bundle {}", r.bundle_id.as_deref().unwrap_or("?"))
                 }
                 (_, Some(c), Some(m)) => format!("{c}: {m}"),
@@ -133,12 +133,12 @@ impl std::fmt::Display for Status {
                 "\n{:<24} {:<36} {:<15} {}",
                 escape(&r.host),
                 escape(&product),
-                r.state,
+                r.state.as_str(),
                 escape(&detail)
             )?;
             match shown.iter_mut().find(|(k, _)| *k == r.state) {
                 Some((_, n)) => *n += 1,
-                None => shown.push((&r.state, 1)),
+                None => shown.push((r.state, 1)),
             }
         }
         let total: i64 = self.counts.0.iter().map(|(_, n)| n).sum();
@@ -148,7 +148,10 @@ impl std::fmt::Display for Status {
             .iter()
             .map(|(k, n)| {
                 let n = if self.filtered {
-                    shown.iter().find(|(s, _)| s == k).map_or(0, |(_, n)| *n)
+                    shown
+                        .iter()
+                        .find(|(s, _)| s.as_str() == k)
+                        .map_or(0, |(_, n)| *n)
                 } else {
                     *n
                 };
