@@ -6,7 +6,9 @@ use crate::codes::Code;
 use crate::fsutil;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+/// A secret key as [`Home::signing_key`] loads it (what a bundle writer signs with).
+pub use ed25519_dalek::SigningKey;
+use ed25519_dalek::{Signer, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;

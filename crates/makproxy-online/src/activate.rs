@@ -714,25 +714,8 @@ pub fn run(
     let simulated = o.backend.simulated();
     let kind = o.backend.kind();
 
-    // Replay: one (signing key, sequence) is one bundle. The same bundle again is a
-    // resume. (The reader has checked the manifest's site is the signing key's.)
     let signer = v.signer.key.key_id();
-    if let Some(other) = journal
-        .request_with_sequence(&signer, m.sequence)
-        .map_err(db)?
-        .filter(|b| *b != m.bundle_id)
-    {
-        return Err(CliError::rejected(
-            Code::AplReplay,
-            format!(
-                "the key of site {:?} (trusted as {:?}) already sent a different bundle ({other}) with sequence {}",
-                escape(&m.site),
-                escape(&v.signer.name),
-                m.sequence
-            ),
-        )
-        .hint("a replayed or re-packed-by-hand bundle; if the secure side was rebuilt, trust its new key (its numbers start afresh)"));
-    }
+    refuse_replay(journal, &v, &signer)?;
 
     // Refusals this backend gave for this bundle are not asked again (unless
     // --retry-failed); open intents only matter to backends that can spend.
@@ -752,27 +735,7 @@ pub fn run(
         return Ok(Exit::Ok);
     }
     if o.check_remaining {
-        for (epid, n) in &need.per_epid {
-            let epid_v = ExtendedProductId::parse(epid).map_err(db)?;
-            let left = o.backend.remaining(&epid_v).map_err(|f| {
-                CliError::new(
-                    Exit::Error,
-                    Some(f.code),
-                    format!("remaining activations for {epid}: {}", escape(&f.message)),
-                )
-            })?;
-            if !left.allows(*n) {
-                return Err(CliError::rejected(
-                    Code::BkdNotEnough,
-                    format!(
-                        "the MAK behind {epid} has {left} activation(s) left; this batch needs {n}"
-                    ),
-                )
-                .hint(
-                    "split the batch with pack --limit, or raise the MAK's limit with Microsoft",
-                ));
-            }
-        }
+        check_remaining(o.backend, &need.per_epid)?;
     }
 
     let at = bundle::rfc3339(now);
@@ -790,6 +753,102 @@ pub fn run(
     let run = journal
         .start_run(&bundle::new_bundle_id(), &m.bundle_id, kind, &endpoint, &at)
         .map_err(db)?;
+    let (writer, s, unreachable) =
+        walk_bundle(out, journal, o, &mut v, run, skip_refused, check_intents)?;
+
+    let got_answers = s.obtained + s.from_journal + (s.failed - s.no_response - s.uncertain);
+    if unreachable && got_answers == 0 {
+        drop(writer);
+        return Err(CliError::new(
+            Exit::Error,
+            Some(Code::BkdNoResponse),
+            format!(
+                "service unreachable: {} consecutive requests got no answer; no return written ({} uncertain)",
+                o.max_transport_failures, s.uncertain
+            ),
+        )
+        .hint("check the network, proxy and --endpoint, then run the same command again; uncertain records need --retry-uncertain"));
+    }
+
+    let written = write_return(home, journal, o, &v, &key, now, writer, &endpoint)?;
+    let exit = Exit::outcome(s.obtained + s.from_journal, s.failed);
+    out.report(&Activated {
+        return_bundle: o.out.to_path_buf(),
+        bundle_id: written.manifest.bundle_id,
+        answers: written.manifest.answers,
+        backend: written.manifest.backend,
+        endpoint,
+        simulated,
+        summary: s,
+    });
+    Ok(exit)
+}
+
+/// Replay: one (signing key, sequence) is one bundle. The same bundle again is a
+/// resume. (The reader has checked the manifest's site is the signing key's.)
+fn refuse_replay(journal: &Journal, v: &bundle::Verified, signer: &str) -> Result<(), CliError> {
+    let m = &v.manifest;
+    if let Some(other) = journal
+        .request_with_sequence(signer, m.sequence)
+        .map_err(db)?
+        .filter(|b| *b != m.bundle_id)
+    {
+        return Err(CliError::rejected(
+            Code::AplReplay,
+            format!(
+                "the key of site {:?} (trusted as {:?}) already sent a different bundle ({other}) with sequence {}",
+                escape(&m.site),
+                escape(&v.signer.name),
+                m.sequence
+            ),
+        )
+        .hint("a replayed or re-packed-by-hand bundle; if the secure side was rebuilt, trust its new key (its numbers start afresh)"));
+    }
+    Ok(())
+}
+
+/// `--check-remaining`: every key behind the batch has enough activations left.
+fn check_remaining(
+    backend: &dyn Backend,
+    per_epid: &BTreeMap<String, u64>,
+) -> Result<(), CliError> {
+    for (epid, n) in per_epid {
+        let epid_v = ExtendedProductId::parse(epid).map_err(db)?;
+        let left = backend.remaining(&epid_v).map_err(|f| {
+            CliError::new(
+                Exit::Error,
+                Some(f.code),
+                format!("remaining activations for {epid}: {}", escape(&f.message)),
+            )
+        })?;
+        if !left.allows(*n) {
+            return Err(CliError::rejected(
+                Code::BkdNotEnough,
+                format!(
+                    "the MAK behind {epid} has {left} activation(s) left; this batch needs {n}"
+                ),
+            )
+            .hint("split the batch with pack --limit, or raise the MAK's limit with Microsoft"));
+        }
+    }
+    Ok(())
+}
+
+/// Walks the bundle's records through the journal and `o.concurrency` workers into the
+/// return's writer (see [`Walk`]). Returns the writer with every record written, what
+/// the run did, and whether the service stopped answering.
+#[allow(clippy::too_many_arguments)]
+fn walk_bundle<'o>(
+    out: &Output,
+    journal: &mut Journal,
+    o: &Options<'o>,
+    v: &mut bundle::Verified,
+    run: i64,
+    skip_refused: bool,
+    check_intents: bool,
+) -> Result<(BundleWriter<ReturnRecord>, Summary, bool), CliError> {
+    let (bundle_id, records) = (v.manifest.bundle_id.clone(), v.manifest.records);
+    let (simulated, kind) = (o.backend.simulated(), o.backend.kind());
     let concurrency = o.concurrency.max(1);
     // Backends that can spend get one request per hand-off, through a rendezvous, so
     // that `concurrency` requests are really in flight and none waits with its intent
@@ -804,7 +863,7 @@ pub fn run(
     let bar = if o.backend.interactive() {
         ProgressBar::hidden()
     } else {
-        out.progress(m.records, "activate")
+        out.progress(records, "activate")
     };
     let writer = BundleWriter::new(o.out).map_err(|e| CliError::io(o.out.display(), e))?;
     let (job_tx, job_rx) = mpsc::sync_channel::<Vec<Job>>(queue);
@@ -815,7 +874,7 @@ pub fn run(
         backend: kind,
         simulated,
         run,
-        bundle_id: &m.bundle_id,
+        bundle_id: &bundle_id,
         jobs: Some(job_tx),
         answers: res_rx,
         parcel: Vec::with_capacity(parcel_size),
@@ -840,7 +899,7 @@ pub fn run(
         out: o.out,
         bar: &bar,
         s: Summary {
-            records: m.records,
+            records,
             ..Summary::default()
         },
     };
@@ -883,24 +942,25 @@ pub fn run(
     if o.stop.load(Ordering::SeqCst) {
         return Err(interrupted());
     }
-    let Walk {
-        writer, s, journal, ..
-    } = walk;
+    let Walk { writer, s, .. } = walk;
+    Ok((writer, s, unreachable.load(Ordering::SeqCst)))
+}
 
-    let got_answers = s.obtained + s.from_journal + (s.failed - s.no_response - s.uncertain);
-    if unreachable.load(Ordering::SeqCst) && got_answers == 0 {
-        drop(writer);
-        return Err(CliError::new(
-            Exit::Error,
-            Some(Code::BkdNoResponse),
-            format!(
-                "service unreachable: {} consecutive requests got no answer; no return written ({} uncertain)",
-                o.max_transport_failures, s.uncertain
-            ),
-        )
-        .hint("check the network, proxy and --endpoint, then run the same command again; uncertain records need --retry-uncertain"));
-    }
-
+/// Signs and writes the return (header, then the records already streamed), and
+/// records it in the journal.
+#[allow(clippy::too_many_arguments)]
+fn write_return(
+    home: &Home,
+    journal: &mut Journal,
+    o: &Options,
+    v: &bundle::Verified,
+    key: &makproxy_core::keys::SigningKey,
+    now: time::OffsetDateTime,
+    writer: BundleWriter<ReturnRecord>,
+    endpoint: &str,
+) -> Result<bundle::Written, CliError> {
+    let m = &v.manifest;
+    let (simulated, kind) = (o.backend.simulated(), o.backend.kind());
     let sequence = journal.next_return_sequence().map_err(db)?;
     let header = Header {
         bundle_id: bundle::new_bundle_id(),
@@ -930,10 +990,10 @@ pub fn run(
         backend: Some(BackendInfo {
             name: kind.as_str().into(),
             simulated,
-            endpoint: Some(bundle::truncate_utf8(&endpoint, bundle::MAX_ENDPOINT).to_string()),
+            endpoint: Some(bundle::truncate_utf8(endpoint, bundle::MAX_ENDPOINT).to_string()),
         }),
     };
-    let written = writer.finish(header, &key, o.out)?;
+    let written = writer.finish(header, key, o.out)?;
     journal
         .record_return(
             &written.manifest.bundle_id,
@@ -944,17 +1004,7 @@ pub fn run(
         )
         .map_err(db)?;
 
-    let exit = Exit::outcome(s.obtained + s.from_journal, s.failed);
-    out.report(&Activated {
-        return_bundle: o.out.to_path_buf(),
-        bundle_id: written.manifest.bundle_id,
-        answers: written.manifest.answers,
-        backend: written.manifest.backend,
-        endpoint,
-        simulated,
-        summary: s,
-    });
-    Ok(exit)
+    Ok(written)
 }
 
 /// `activate --dry-run`.
