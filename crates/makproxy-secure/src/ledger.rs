@@ -581,6 +581,18 @@ impl Ledger {
         )
     }
 
+    /// The CID kept for an installation ID (whatever the product's state now), and
+    /// whether it is simulated: what `apply --reissue` would deposit again.
+    pub fn kept_cid(&self, iid: &str) -> rusqlite::Result<Option<(String, bool)>> {
+        self.conn
+            .query_row(
+                "SELECT cid, simulated FROM cids WHERE iid = ?1",
+                params![iid],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+    }
+
     /// The report's tables, each a list of text rows.
     pub fn report_tables(&self) -> rusqlite::Result<ReportTables> {
         let table = |sql: &str| -> rusqlite::Result<Vec<Vec<String>>> {

@@ -1,0 +1,508 @@
+//! apply in process: what a signed return may and may not change in the ledger. The
+//! returns are written here with the online side's real key, so each test can make the
+//! one thing wrong that a rule is about (a hash, a site, an IID, a flag …) and check that
+//! the rule, and only the rule, stops it. The end-to-end suite drives the same rules
+//! through the binaries; these tests exist so each rule is caught at its source
+//! (cargo-mutants judges makproxy-secure by its own tests).
+
+use makproxy_cli::{CliError, Exit, Output};
+use makproxy_core::bundle::{
+    self, Answers, BackendInfo, BackendKind, BundleWriter, CilRecord, FailureMessage, Header, Kind,
+    Limits, RecordFailure, ReturnAnswer, ReturnRecord, Source,
+};
+use makproxy_core::ids::{with_check_digits, ConfirmationId, ExtendedProductId, InstallationId};
+use makproxy_core::keys::{Home, Role};
+use makproxy_core::Code;
+use makproxy_secure::ledger::{Ledger, ProductState};
+use makproxy_secure::{apply, collect, pack};
+use std::path::{Path, PathBuf};
+
+const QUIET: Output = Output { json: true };
+
+/// A secure and an online home that trust each other, a ledger holding the shipped
+/// drop folder, and one packed CIL bundle of its 13 MAK products.
+struct Site {
+    dir: tempfile::TempDir,
+    secure: Home,
+    online: Home,
+    ledger: Ledger,
+    /// The CIL's records and the answers block a faithful return carries.
+    records: Vec<CilRecord>,
+    answers: Answers,
+}
+
+fn site() -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let (secure, spub) = Home::init(&dir.path().join("s"), Role::Secure, "plant-a").unwrap();
+    let (online, opub) = Home::init(&dir.path().join("o"), Role::Online, "gw").unwrap();
+    let (sfile, ofile) = (dir.path().join("s.pub"), dir.path().join("o.pub"));
+    std::fs::write(&sfile, spub.to_file_bytes(&secure.signing_key().unwrap())).unwrap();
+    std::fs::write(&ofile, opub.to_file_bytes(&online.signing_key().unwrap())).unwrap();
+    online.trust_add(&sfile, "plant-a").unwrap();
+    secure.trust_add(&ofile, "gw").unwrap();
+    let mut ledger = Ledger::create(&secure, 1).unwrap();
+    let drop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/drop");
+    assert_eq!(
+        collect::run(&QUIET, &mut ledger, &[drop]).unwrap(),
+        Exit::Ok
+    );
+    let cil = dir.path().join("cil.zip");
+    let o = pack::Options {
+        out: &cil,
+        limit: None,
+        product: None,
+        host: None,
+        include_hostnames: false,
+        retry_failed: false,
+        only_failed: false,
+        repack: false,
+        expires_days: 30,
+        dry_run: false,
+    };
+    assert_eq!(
+        pack::run(&QUIET, &secure, &mut ledger, &o).unwrap(),
+        Exit::Ok
+    );
+    let now = makproxy_cli::now();
+    let mut v = bundle::open(
+        &cil,
+        Kind::Cil,
+        &online.trusted().unwrap(),
+        now,
+        &Limits::default(),
+    )
+    .unwrap();
+    let mut records = Vec::new();
+    v.records(|r: CilRecord| {
+        records.push(r);
+        Ok::<(), CliError>(())
+    })
+    .unwrap();
+    assert_eq!(
+        records.len(),
+        13,
+        "the shipped drop folder has 13 MAK products"
+    );
+    let answers = Answers {
+        bundle_id: v.manifest.bundle_id.clone(),
+        manifest_sha256: v.manifest_sha256.clone(),
+        site: v.manifest.site.clone(),
+        sequence: v.manifest.sequence,
+    };
+    Site {
+        dir,
+        secure,
+        online,
+        ledger,
+        records,
+        answers,
+    }
+}
+
+/// A CID valid by its check digits, different per `seed`.
+fn cid(seed: u64) -> ConfirmationId {
+    let payload: Vec<u8> = format!("{seed:040}").bytes().map(|b| b - b'0').collect();
+    ConfirmationId::parse(&with_check_digits(&payload, 6)).unwrap()
+}
+
+fn answered(r: &CilRecord, answer: ReturnAnswer, backend: BackendKind) -> ReturnRecord {
+    ReturnRecord {
+        handle: r.handle,
+        installation_id: r.installation_id.clone(),
+        extended_product_id: r.extended_product_id.clone(),
+        answer,
+        source: Source::Backend,
+        backend,
+        simulated: backend.simulated(),
+    }
+}
+
+fn failed(code: Code) -> ReturnAnswer {
+    ReturnAnswer::Failed(RecordFailure {
+        code: code.into(),
+        service_code: None,
+        message: FailureMessage::cut("test"),
+    })
+}
+
+impl Site {
+    /// A return signed by the online key, answering `answers` with `records`.
+    fn ret(
+        &self,
+        name: &str,
+        answers: &Answers,
+        backend: BackendKind,
+        records: Vec<ReturnRecord>,
+    ) -> PathBuf {
+        let out = self.dir.path().join(name);
+        let mut w = BundleWriter::<ReturnRecord>::new(&out).unwrap();
+        for r in records {
+            w.push(r).unwrap();
+        }
+        let now = makproxy_cli::now();
+        let header = Header {
+            bundle_id: bundle::new_bundle_id(),
+            site: "gw".into(),
+            sequence: 1,
+            created: now,
+            expires: now + time::Duration::days(30),
+            tool: "test".into(),
+            fields: [
+                "handle",
+                "installation_id",
+                "extended_product_id",
+                "confirmation_id",
+                "failure",
+                "source",
+                "backend",
+                "simulated",
+            ]
+            .map(String::from)
+            .to_vec(),
+            answers: Some(answers.clone()),
+            backend: Some(BackendInfo {
+                name: backend.as_str().into(),
+                simulated: backend.simulated(),
+                endpoint: None,
+            }),
+        };
+        w.finish(header, &self.online.signing_key().unwrap(), &out)
+            .unwrap();
+        out
+    }
+
+    /// Every record answered with its own CID by `backend`.
+    fn all_cids(&self, name: &str, backend: BackendKind, seed: u64) -> PathBuf {
+        let recs = self
+            .records
+            .iter()
+            .map(|r| answered(r, ReturnAnswer::Confirmed(cid(seed + r.handle)), backend))
+            .collect();
+        self.ret(name, &self.answers, backend, recs)
+    }
+
+    fn apply(&mut self, ret: &Path) -> Result<Exit, CliError> {
+        let deposit = self.dir.path().join("deposit");
+        apply::run(&QUIET, &self.secure, &mut self.ledger, ret, &deposit, false)
+    }
+
+    fn apply_dry(&mut self, ret: &Path) -> Result<Exit, CliError> {
+        let deposit = self.dir.path().join("deposit");
+        apply::run(&QUIET, &self.secure, &mut self.ledger, ret, &deposit, true)
+    }
+
+    /// Products per state.
+    fn count(&self, state: ProductState) -> i64 {
+        self.ledger
+            .counts()
+            .unwrap()
+            .into_iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| n)
+    }
+
+    /// The CID kept for a CIL record's IID, and whether it is simulated.
+    fn cid_of(&self, r: &CilRecord) -> Option<(String, bool)> {
+        self.ledger.kept_cid(r.installation_id.digits()).unwrap()
+    }
+
+    fn deposit_files(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("deposit"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+fn code(r: Result<Exit, CliError>) -> Option<Code> {
+    r.err().and_then(|e| e.code)
+}
+
+#[test]
+fn a_faithful_return_is_recorded_and_deposited() {
+    let mut s = site();
+    assert_eq!(s.count(ProductState::Packed), 13);
+    let ret = s.all_cids("ret.zip", BackendKind::Microsoft, 1000);
+    assert_eq!(s.apply_dry(&ret).unwrap(), Exit::Ok);
+    assert_eq!(
+        s.count(ProductState::Packed),
+        13,
+        "a dry run changes nothing"
+    );
+    assert_eq!(s.deposit_files(), 0, "a dry run writes nothing");
+    assert_eq!(s.apply(&ret).unwrap(), Exit::Ok);
+    assert_eq!(s.count(ProductState::CidReceived), 13);
+    assert_eq!(s.count(ProductState::Packed), 0);
+    for r in &s.records {
+        assert_eq!(
+            s.cid_of(r),
+            Some((cid(1000 + r.handle).digits().to_string(), false))
+        );
+    }
+    // 9 hosts, a .json and a .cmd each.
+    assert_eq!(s.deposit_files(), 18);
+    // Applied again: nothing changes, and it is not an error.
+    assert_eq!(s.apply(&ret).unwrap(), Exit::Ok);
+    assert_eq!(s.count(ProductState::CidReceived), 13);
+}
+
+#[test]
+fn a_return_is_bound_to_the_exact_request_this_site_issued() {
+    let mut s = site();
+    let good = s.answers.clone();
+    let recs = |s: &Site| {
+        s.records
+            .iter()
+            .map(|r| {
+                answered(
+                    r,
+                    ReturnAnswer::Confirmed(cid(r.handle)),
+                    BackendKind::Microsoft,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let wrong = [
+        Answers {
+            manifest_sha256: "0".repeat(64),
+            ..good.clone()
+        },
+        Answers {
+            site: "plant-b".into(),
+            ..good.clone()
+        },
+        Answers {
+            sequence: good.sequence + 1,
+            ..good.clone()
+        },
+        Answers {
+            bundle_id: bundle::new_bundle_id(),
+            ..good.clone()
+        },
+    ];
+    for (i, a) in wrong.iter().enumerate() {
+        let ret = s.ret(
+            &format!("wrong-{i}.zip"),
+            a,
+            BackendKind::Microsoft,
+            recs(&s),
+        );
+        assert_eq!(code(s.apply(&ret)), Some(Code::AplNotIssued), "{a:?}");
+        assert_eq!(code(s.apply_dry(&ret)), Some(Code::AplNotIssued), "{a:?}");
+        assert_eq!(
+            s.count(ProductState::Packed),
+            13,
+            "nothing recorded for {a:?}"
+        );
+        assert_eq!(s.deposit_files(), 0);
+    }
+    let ret = s.ret("right.zip", &good, BackendKind::Microsoft, recs(&s));
+    assert_eq!(s.apply(&ret).unwrap(), Exit::Ok);
+}
+
+#[test]
+fn records_that_do_not_match_their_request_are_refused_one_by_one() {
+    let mut s = site();
+    let r = &s.records;
+    let other_iid = InstallationId::parse(&with_check_digits(&[3; 54], 7)).unwrap();
+    let other_epid =
+        ExtendedProductId::parse("05426-04342-045-088012-03-1033-9600.0000-1512019").unwrap();
+    let ok = |x: &CilRecord| {
+        answered(
+            x,
+            ReturnAnswer::Confirmed(cid(x.handle)),
+            BackendKind::Microsoft,
+        )
+    };
+    let mut recs: Vec<ReturnRecord> = vec![ok(&r[0])];
+    // Record 2: another IID; record 3: another ePID (the products still have the packed
+    // IIDs); record 4 answered by the simulator in a return whose signed backend is
+    // microsoft; handle 99 does not exist.
+    recs.push(ReturnRecord {
+        installation_id: other_iid,
+        ..ok(&r[1])
+    });
+    recs.push(ReturnRecord {
+        extended_product_id: if r[2].extended_product_id == other_epid {
+            ExtendedProductId::parse("03612-03305-317-008912-02-1033-9200.0000-0662023").unwrap()
+        } else {
+            other_epid
+        },
+        ..ok(&r[2])
+    });
+    recs.push(answered(
+        &r[3],
+        ReturnAnswer::Confirmed(cid(4)),
+        BackendKind::Simulator,
+    ));
+    recs.extend(r[4..].iter().map(ok));
+    recs.push(ReturnRecord {
+        handle: 99,
+        ..ok(&r[0])
+    });
+    let ret = s.ret(
+        "mixed.zip",
+        &s.answers.clone(),
+        BackendKind::Microsoft,
+        recs,
+    );
+    assert_eq!(
+        s.apply(&ret).unwrap(),
+        Exit::Partial,
+        "good records go through"
+    );
+    assert_eq!(s.count(ProductState::CidReceived), 10);
+    assert_eq!(
+        s.count(ProductState::Packed),
+        3,
+        "the three refused stay packed"
+    );
+    for bad in &s.records[1..4] {
+        assert_eq!(s.cid_of(bad), None, "no CID kept for a refused record");
+    }
+}
+
+#[test]
+fn unsettled_failures_stay_pending_and_a_later_return_answers_them() {
+    let mut s = site();
+    let r = s.records.clone();
+    let mut recs = vec![
+        answered(&r[0], failed(Code::BkdNoResponse), BackendKind::Microsoft),
+        answered(&r[1], failed(Code::BkdUncertain), BackendKind::Microsoft),
+        answered(&r[2], failed(Code::BkdRefused), BackendKind::Microsoft),
+    ];
+    recs.extend(r[3..].iter().map(|x| {
+        answered(
+            x,
+            ReturnAnswer::Confirmed(cid(x.handle)),
+            BackendKind::Microsoft,
+        )
+    }));
+    let first = s.ret(
+        "first.zip",
+        &s.answers.clone(),
+        BackendKind::Microsoft,
+        recs,
+    );
+    assert_eq!(s.apply(&first).unwrap(), Exit::Partial);
+    assert_eq!(
+        s.count(ProductState::Packed),
+        2,
+        "not sent and uncertain stay pending"
+    );
+    assert_eq!(
+        s.count(ProductState::Failed),
+        1,
+        "a refusal is final for this round"
+    );
+    assert_eq!(s.count(ProductState::CidReceived), 10);
+    // The second return of the same request answers the two pending records.
+    let second = s.ret(
+        "second.zip",
+        &s.answers.clone(),
+        BackendKind::Microsoft,
+        r[..2]
+            .iter()
+            .map(|x| {
+                answered(
+                    x,
+                    ReturnAnswer::Confirmed(cid(x.handle)),
+                    BackendKind::Microsoft,
+                )
+            })
+            .collect(),
+    );
+    assert_eq!(s.apply(&second).unwrap(), Exit::Ok);
+    assert_eq!(s.count(ProductState::Packed), 0);
+    assert_eq!(s.count(ProductState::CidReceived), 12);
+}
+
+#[test]
+fn a_real_cid_replaces_a_simulated_one_and_never_the_reverse() {
+    let mut s = site();
+    let drill = s.all_cids("drill.zip", BackendKind::Simulator, 500);
+    assert_eq!(s.apply(&drill).unwrap(), Exit::Ok);
+    assert_eq!(s.cid_of(&s.records[0]).unwrap().1, true, "simulated");
+    let real = s.all_cids("real.zip", BackendKind::Microsoft, 2000);
+    assert_eq!(s.apply(&real).unwrap(), Exit::Ok);
+    for r in &s.records {
+        assert_eq!(
+            s.cid_of(r),
+            Some((cid(2000 + r.handle).digits().to_string(), false))
+        );
+    }
+    // A later simulated answer (another drill of the same request) changes nothing.
+    let again = s.all_cids("drill-2.zip", BackendKind::Simulator, 700);
+    assert_eq!(
+        s.apply(&again).unwrap(),
+        Exit::Ok,
+        "already answered is not a failure"
+    );
+    for r in &s.records {
+        assert_eq!(
+            s.cid_of(r),
+            Some((cid(2000 + r.handle).digits().to_string(), false))
+        );
+    }
+    // Nor does a second real answer: a real CID is final.
+    let other = s.all_cids("real-2.zip", BackendKind::Microsoft, 3000);
+    assert_eq!(s.apply(&other).unwrap(), Exit::Ok);
+    assert_eq!(
+        s.cid_of(&s.records[0]),
+        Some((cid(2001).digits().to_string(), false))
+    );
+}
+
+#[test]
+fn a_return_where_every_record_fails_exits_5() {
+    let mut s = site();
+    let recs = s
+        .records
+        .iter()
+        .map(|x| answered(x, failed(Code::BkdRefused), BackendKind::Microsoft))
+        .collect();
+    let ret = s.ret(
+        "refused.zip",
+        &s.answers.clone(),
+        BackendKind::Microsoft,
+        recs,
+    );
+    assert_eq!(s.apply(&ret).unwrap(), Exit::AllFailed);
+    assert_eq!(s.count(ProductState::Failed), 13);
+    assert_eq!(s.deposit_files(), 0);
+}
+
+#[test]
+fn a_return_for_a_reimaged_machine_keeps_the_cid_but_deposits_nothing() {
+    let mut s = site();
+    // WIN7-OFFICE reports a new IID after packing (reimaged): its drop file is rewritten.
+    let drop = s.dir.path().join("drop2");
+    std::fs::create_dir_all(&drop).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/drop/WIN7-OFFICE.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&src).unwrap()).unwrap();
+    let aid = doc["products"][0]["activation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let packed = s
+        .records
+        .iter()
+        .find(|r| r.activation_id.to_string() == aid)
+        .expect("its product is in the bundle")
+        .clone();
+    doc["products"][0]["installation_id"] = with_check_digits(&[5; 54], 7).into();
+    std::fs::write(drop.join("WIN7-OFFICE.json"), doc.to_string()).unwrap();
+    collect::run(&QUIET, &mut s.ledger, &[drop]).unwrap();
+    let ret = s.all_cids("ret.zip", BackendKind::Microsoft, 0);
+    assert_eq!(
+        s.apply(&ret).unwrap(),
+        Exit::Partial,
+        "the stale answer counts against it"
+    );
+    assert_eq!(s.count(ProductState::CidReceived), 12);
+    assert_eq!(
+        s.cid_of(&packed),
+        Some((cid(packed.handle).digits().to_string(), false)),
+        "kept for the old IID (a machine restored from backup can use it)"
+    );
+}
