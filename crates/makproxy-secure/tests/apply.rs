@@ -421,7 +421,7 @@ fn a_real_cid_replaces_a_simulated_one_and_never_the_reverse() {
     let mut s = site();
     let drill = s.all_cids("drill.zip", BackendKind::Simulator, 500);
     assert_eq!(s.apply(&drill).unwrap(), Exit::Ok);
-    assert_eq!(s.cid_of(&s.records[0]).unwrap().1, true, "simulated");
+    assert!(s.cid_of(&s.records[0]).unwrap().1, "simulated");
     let real = s.all_cids("real.zip", BackendKind::Microsoft, 2000);
     assert_eq!(s.apply(&real).unwrap(), Exit::Ok);
     for r in &s.records {
