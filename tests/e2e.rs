@@ -21,6 +21,8 @@ mod json_docs;
 mod lifecycle;
 #[path = "e2e/microsoft.rs"]
 mod microsoft;
+#[path = "e2e/powershell.rs"]
+mod powershell;
 #[path = "e2e/promises.rs"]
 mod promises;
 #[path = "e2e/release.rs"]

@@ -7,59 +7,207 @@
   for Office 2010 on Windows 7) for every product with a partial product key and writes
   <COMPUTERNAME>.json (schema makproxy-agent/1) into -DropFolder. The file is written to
   a temporary name and then renamed, so makproxy-secure collect never reads half a file.
-  Needs no modules; runs on Windows PowerShell 5.1 (and 3.0+). Run it by hand, as a GPO
-  startup script or as a scheduled task. No administrator rights are needed to read.
+
+  Runs on Windows PowerShell 2.0 to 5.1 and PowerShell 7 (Windows 7 SP1 / Server 2008 R2
+  to Windows 11 / Server 2025): CIM where present, WMI otherwise, and JSON written by this
+  script (PowerShell 2.0 has no ConvertTo-Json). Needs no modules and no administrator
+  rights. Run it by hand, as a GPO startup script or as a SYSTEM scheduled task
+  (docs/operator-guide.md, "Deploying the agents").
+
+  Nothing fails silently:
+  - licensing cannot be read (WMI broken, service stopped, access denied): the file is
+    still written, with "error" saying why and no products; collect reports the host
+    with MP-REC-013, and the script exits 1;
+  - no product key at all: the file has no products and no error; status shows the
+    host as skipped, no-key;
+  - the drop folder cannot be written: the script exits 2 (see the log).
+  Each run logs to <DropFolder>\logs\<COMPUTERNAME>.collect.log (kept under 256 KB, one
+  older generation .1) and, where the machine lets it, to the Application event log
+  (source makproxy). -WhatIf shows what would be written and writes nothing.
 
 .EXAMPLE
   powershell.exe -NoProfile -ExecutionPolicy Bypass -File Collect-ActivationData.ps1 -DropFolder \\fileserver\makproxy\drop
 #>
-[CmdletBinding()]
+[CmdletBinding(SupportsShouldProcess = $true)]
 param(
-    [Parameter(Mandatory = $true)][string]$DropFolder
+    [Parameter(Mandatory = $true)][string]$DropFolder,
+    # Where the log goes (default: <DropFolder>\logs).
+    [string]$LogFolder = '',
+    # No log file (the event log is still written where allowed).
+    [switch]$NoLog
 )
 Set-StrictMode -Version 2.0
 $ErrorActionPreference = 'Stop'
+$AgentVersion = 'Collect-ActivationData.ps1 2.0'
+$LogLimit = 262144
 
-function Get-LicensingProducts([string]$Class) {
-    try {
-        @(Get-WmiObject -Class $Class -Filter 'PartialProductKey IS NOT NULL' -ErrorAction Stop)
-    } catch {
-        @()   # OfficeSoftwareProtectionProduct exists only where Office 2010 is installed
-    }
-}
-
-$products = @()
-foreach ($class in @('SoftwareLicensingProduct', 'OfficeSoftwareProtectionProduct')) {
-    foreach ($p in (Get-LicensingProducts $class)) {
-        $products += [ordered]@{
-            wmi_class           = $class
-            activation_id       = [string]$p.ID
-            application_id      = [string]$p.ApplicationID
-            name                = [string]$p.Name
-            description         = [string]$p.Description
-            partial_product_key = [string]$p.PartialProductKey
-            extended_product_id = [string]$p.ProductKeyID
-            installation_id     = [string]$p.OfflineInstallationId
-            license_status      = [int]$p.LicenseStatus
+function Write-AgentLog([string]$Level, [string]$Text) {
+    $line = '{0} {1} {2}' -f (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ'), $Level, $Text
+    Write-Verbose $line
+    if ($script:LogFile) {
+        try {
+            if ((Test-Path -LiteralPath $script:LogFile) -and ((Get-Item -LiteralPath $script:LogFile).Length -gt $LogLimit)) {
+                Move-Item -LiteralPath $script:LogFile -Destination ($script:LogFile + '.1') -Force
+            }
+            Add-Content -LiteralPath $script:LogFile -Value $line -Encoding UTF8
+        } catch {
+            $script:LogFile = $null   # a log that cannot be written never stops the agent
         }
     }
+    try {
+        if (-not [System.Diagnostics.EventLog]::SourceExists('makproxy')) {
+            New-EventLog -LogName Application -Source makproxy
+        }
+        $type = if ($Level -eq 'ERROR') { 'Error' } elseif ($Level -eq 'WARN') { 'Warning' } else { 'Information' }
+        Write-EventLog -LogName Application -Source makproxy -EventId 100 -EntryType $type -Message $Text
+    } catch {
+        # Not allowed here (not elevated, or no event log): the file log is enough.
+    }
 }
 
-$doc = [ordered]@{
-    schema    = 'makproxy-agent/1'
-    host      = $env:COMPUTERNAME
-    collected = (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ')
-    agent     = 'Collect-ActivationData.ps1 1.0'
-    products  = @($products)
+# JSON text of a string, number, boolean, null, array or dictionary (keys in order).
+function ConvertTo-AgentJson($Value, [string]$Indent = '') {
+    if ($null -eq $Value) { return 'null' }
+    if ($Value -is [bool]) { if ($Value) { return 'true' } else { return 'false' } }
+    if ($Value -is [int] -or $Value -is [long] -or $Value -is [uint32]) { return [string]$Value }
+    if ($Value -is [string]) {
+        $sb = New-Object System.Text.StringBuilder
+        [void]$sb.Append('"')
+        foreach ($c in $Value.ToCharArray()) {
+            $n = [int]$c
+            if ($c -eq '"') { [void]$sb.Append('\"') }
+            elseif ($c -eq '\') { [void]$sb.Append('\\') }
+            elseif ($n -lt 32 -or $n -eq 127 -or ($n -ge 0x2028 -and $n -le 0x2029)) { [void]$sb.Append(('\u{0:x4}' -f $n)) }
+            else { [void]$sb.Append($c) }
+        }
+        [void]$sb.Append('"')
+        return $sb.ToString()
+    }
+    $inner = $Indent + '  '
+    if ($Value -is [System.Collections.IDictionary]) {
+        $parts = @()
+        foreach ($k in $Value.Keys) { $parts += ($inner + (ConvertTo-AgentJson ([string]$k)) + ': ' + (ConvertTo-AgentJson $Value[$k] $inner)) }
+        if ($parts.Count -eq 0) { return '{}' }
+        return "{`n" + ($parts -join ",`n") + "`n" + $Indent + '}'
+    }
+    $items = @()
+    foreach ($v in @($Value)) { $items += ($inner + (ConvertTo-AgentJson $v $inner)) }
+    if ($items.Count -eq 0) { return '[]' }
+    return "[`n" + ($items -join ",`n") + "`n" + $Indent + ']'
 }
-$json = ConvertTo-Json -InputObject $doc -Depth 4
+
+# The Windows error code of an exception (0x8004100E …), or $null.
+function Get-AgentErrorCode($Exception) {
+    $e = $Exception
+    while ($null -ne $e) {
+        if ($e.ToString() -match '0x[0-9A-Fa-f]{8}') { return '0x' + $Matches[0].Substring(2).ToUpper() }
+        $p = $e.GetType().GetProperty('ErrorCode')
+        if ($null -ne $p) {
+            $v = $p.GetValue($e, $null)
+            if ($v -is [int]) { return ('0x{0:X8}' -f $v) }
+        }
+        $e = $e.InnerException
+    }
+    return $null
+}
+
+# Licensing products of one class that have a key. CIM where the cmdlets exist
+# (PowerShell 3.0 and later; PowerShell 7 has nothing else), WMI otherwise. A class
+# that does not exist (OfficeSoftwareProtectionProduct without Office 2010) is no error.
+function Get-LicensingProducts([string]$Class, [bool]$Optional) {
+    $filter = 'PartialProductKey IS NOT NULL'
+    try {
+        if ($PSVersionTable.PSVersion.Major -ge 3) {
+            return @(Get-CimInstanceV3 $Class $filter)
+        }
+        return @(Get-WmiObject -Class $Class -Filter $filter -ErrorAction Stop)
+    } catch {
+        $code = Get-AgentErrorCode $_.Exception
+        if ($Optional -and ($code -eq '0x80041010' -or $_.Exception.ToString() -match 'Invalid class|not found')) {
+            return @()
+        }
+        throw
+    }
+}
+
+function Get-CimInstanceV3([string]$Class, [string]$Filter) {
+    Get-CimInstance -ClassName $Class -Filter $Filter -ErrorAction Stop
+}
+
+function New-Ordered { New-Object System.Collections.Specialized.OrderedDictionary }
+
+$script:LogFile = $null
+if ($LogFolder -eq '') { $LogFolder = Join-Path $DropFolder 'logs' }
+if (-not $NoLog) {
+    try {
+        if (-not (Test-Path -LiteralPath $LogFolder)) { [void](New-Item -ItemType Directory -Path $LogFolder) }
+        $script:LogFile = Join-Path $LogFolder ($env:COMPUTERNAME + '.collect.log')
+    } catch {
+        $script:LogFile = $null
+    }
+}
+Write-AgentLog 'INFO' ("{0} on PowerShell {1}: collecting into {2}" -f $AgentVersion, $PSVersionTable.PSVersion, $DropFolder)
+
+$products = @()
+$failure = $null
+try {
+    foreach ($class in @('SoftwareLicensingProduct', 'OfficeSoftwareProtectionProduct')) {
+        foreach ($p in (Get-LicensingProducts $class ($class -eq 'OfficeSoftwareProtectionProduct'))) {
+            $r = New-Ordered
+            $r['wmi_class'] = $class
+            $r['activation_id'] = [string]$p.ID
+            $r['application_id'] = [string]$p.ApplicationID
+            $r['name'] = [string]$p.Name
+            $r['description'] = [string]$p.Description
+            $r['partial_product_key'] = [string]$p.PartialProductKey
+            $r['extended_product_id'] = [string]$p.ProductKeyID
+            $r['installation_id'] = [string]$p.OfflineInstallationId
+            $r['license_status'] = [int]$p.LicenseStatus
+            $products += $r
+        }
+    }
+} catch {
+    $failure = New-Ordered
+    $failure['message'] = [string]$_.Exception.Message
+    $failure['code'] = Get-AgentErrorCode $_.Exception
+    $products = @()
+    Write-AgentLog 'ERROR' ("cannot read licensing: {0} {1}" -f $failure['code'], $failure['message'])
+}
+
+$doc = New-Ordered
+$doc['schema'] = 'makproxy-agent/1'
+$doc['host'] = $env:COMPUTERNAME
+$doc['collected'] = (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ')
+$doc['agent'] = $AgentVersion
+$doc['products'] = $products
+if ($null -ne $failure) { $doc['error'] = $failure }
+$json = ConvertTo-AgentJson $doc
 
 $final = Join-Path $DropFolder ($env:COMPUTERNAME + '.json')
-$tmp = Join-Path $DropFolder ('.' + $env:COMPUTERNAME + '.' + [guid]::NewGuid().ToString('N') + '.tmp')
-[System.IO.File]::WriteAllText($tmp, $json, (New-Object System.Text.UTF8Encoding($false)))
-if (Test-Path -LiteralPath $final) {
-    [System.IO.File]::Replace($tmp, $final, [NullString]::Value)
-} else {
-    [System.IO.File]::Move($tmp, $final)
+if (-not $PSCmdlet.ShouldProcess($final, ('write {0} product(s)' -f $products.Count))) {
+    Write-Output $json
+    exit 0
 }
+try {
+    $tmp = Join-Path $DropFolder ('.' + $env:COMPUTERNAME + '.' + [guid]::NewGuid().ToString('N') + '.tmp')
+    [System.IO.File]::WriteAllText($tmp, $json, (New-Object System.Text.UTF8Encoding($false)))
+    if (Test-Path -LiteralPath $final) {
+        # File.Replace needs a backup name on .NET 2.0 (PowerShell 2.0 has no [NullString]).
+        $bak = $tmp + '.bak'
+        [System.IO.File]::Replace($tmp, $final, $bak)
+        Remove-Item -LiteralPath $bak -Force -ErrorAction SilentlyContinue -WhatIf:$false
+    } else {
+        [System.IO.File]::Move($tmp, $final)
+    }
+} catch {
+    Write-AgentLog 'ERROR' ("cannot write {0}: {1}" -f $final, $_.Exception.Message)
+    Write-Error ("cannot write {0}: {1}" -f $final, $_.Exception.Message) -ErrorAction Continue
+    exit 2
+}
+if ($null -ne $failure) {
+    Write-Host ("Licensing could not be read ({0}); wrote the error to {1}" -f $failure['message'], $final)
+    exit 1
+}
+Write-AgentLog 'INFO' ("wrote {0} product(s) to {1}" -f $products.Count, $final)
 Write-Host ("Wrote {0} product(s) to {1}" -f $products.Count, $final)
+exit 0

@@ -113,3 +113,83 @@ fn agent_files_close_the_loop() {
         "{failed}"
     );
 }
+
+/// Every machine the agents ran on ends in `status` or in collect's problems, with a
+/// code: a machine whose licensing could not be read (MP-REC-013), a machine with no key
+/// (skipped, no-key, until it reports products), a deposit the script refused
+/// (MP-REC-014). The fixtures are in the scripts' own layout.
+#[test]
+fn machines_the_agents_could_not_handle_are_reported_not_lost() {
+    let g = Gap::default();
+    let dir = fixtures().join("agent-outcomes");
+    let c = g
+        .secure(&["--json", "collect", dir.to_str().unwrap()])
+        .code(4)
+        .json();
+    assert_eq!(c["summary"]["skipped"], 1, "{c:#}");
+    let problems = c["problems"].as_array().unwrap();
+    let coded = |code: &str, file: &str| {
+        problems.iter().any(|p| {
+            p["code"] == code
+                && p["record"].is_null()
+                && p["file"].as_str().unwrap().ends_with(file)
+        })
+    };
+    assert!(coded("MP-REC-013", "WMI-BROKEN.json"), "{problems:#?}");
+    assert!(coded("MP-REC-014", "KIOSK-09.result.json"), "{problems:#?}");
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    // As people see it (a second ledger: a file collected before is not read again).
+    let people = Gap::default();
+    let text = people
+        .secure(&["collect", dir.to_str().unwrap()])
+        .code(4)
+        .stderr;
+    assert!(
+        text.contains("Invalid namespace") && text.contains("0x8004100E"),
+        "the agent's own error is shown: {text}"
+    );
+    assert!(
+        text.contains("refused its deposit file (simulated)"),
+        "{text}"
+    );
+
+    let no_key = |g: &Gap| {
+        g.status()["products"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["host"] == "NO-KEY")
+            .map(|p| {
+                (
+                    p["state"].as_str().unwrap().to_string(),
+                    p["reason_code"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        no_key(&g),
+        [("skipped".to_string(), serde_json::json!("no-key"))]
+    );
+    let shown = g.secure(&["status", "--host", "NO-KEY"]).ok().stdout;
+    assert!(
+        shown.contains("no-key: no product key installed"),
+        "{shown}"
+    );
+
+    // A key is installed: the next agent file has a product, and the marker goes.
+    let later = g.path("later");
+    std::fs::create_dir_all(&later).unwrap();
+    let agent = std::fs::read_to_string(fixtures().join("agent/PC-0042.json")).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(agent.trim_start_matches('\u{feff}')).unwrap();
+    let mut doc = doc;
+    doc["host"] = "NO-KEY".into();
+    let first = doc["products"][0].clone();
+    doc["products"] = serde_json::json!([first]);
+    std::fs::write(later.join("NO-KEY.json"), doc.to_string()).unwrap();
+    g.secure(&["collect", later.to_str().unwrap()]).ok();
+    let after = no_key(&g);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after[0].1, serde_json::json!("no-key"), "{after:?}");
+}

@@ -120,6 +120,16 @@ fn full_round_trip_with_the_simulator() {
         office.contains("ospp.vbs") && office.contains("/actcid:"),
         "Office 2010 on Windows 7 deposits through ospp.vbs"
     );
+    // Found for Office 2010 to 2016+, 64- and 32-bit; a machine without it stops with
+    // an error before any cscript line runs.
+    for folder in ["Office%%v", "(16 15 14)", "%ProgramFiles(x86)%"] {
+        assert!(office.contains(folder), "{folder}: {office}");
+    }
+    let missing = office
+        .find("if not defined OSPP (")
+        .expect("ospp.vbs is checked");
+    assert!(missing < office.find("/actcid:").unwrap());
+    assert!(office[missing..].contains("exit /b 3"));
 
     // Applying the same return again changes nothing and says so.
     let before = g.status();

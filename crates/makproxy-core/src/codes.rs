@@ -69,6 +69,10 @@ codes! {
         => "JSON deeper than 128 levels is refused (a resource attack or a broken exporter).",
     RecHostFileName = "MP-REC-012": "a machine's file claims a host other than the one it is named after"
         => "An agent or WMI file must be named `<HOST>.json`, a deposit result `<HOST>.result.json`, and claim only that host: otherwise any writer on the drop share could queue IIDs or mark machines activated under another machine's name. Records of the file are ignored. (CSV inventories are operator imports and may list many hosts: keep them out of folders machines can write.)",
+    RecAgentError = "MP-REC-013": "the agent could not read licensing on this machine"
+        => "The agent wrote its file with `error` instead of products: WMI or the Software Protection service failed, or access was denied. The message and Windows code say which; repair WMI (`winmgmt /verifyrepository`), start the service, and run the agent again. The machine's products are unchanged in the ledger.",
+    RecDepositRefused = "MP-REC-014": "the deposit script refused the machine's deposit file as a whole"
+        => "Deposit-ConfirmationId.ps1 deposited nothing: `wrong-host` (the file names another machine: check the deposit share's permissions), `simulated` (a drill's CIDs: deposit only real ones, or -AllowSimulated for a drill), `unknown-schema` (a newer makproxy wrote it) or `malformed` (the file is damaged: run apply --reissue or apply again). The products stay as they were; fix the cause and run the script again.",
 
     BndUnreadable = "MP-BND-001": "bundle is not a readable zip archive (truncated or corrupt)"
         => "The file was truncated or damaged in transit. Copy it again from the source medium.",

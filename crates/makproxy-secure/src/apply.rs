@@ -675,8 +675,10 @@ fn render(host: &str, items: &[DepositRow]) -> (Vec<u8>, Vec<u8>) {
         .iter()
         .any(|i| i.wmi_class == WmiClass::OfficeSoftwareProtectionProduct)
     {
+        // Office 2010 (14), 2013 (15), 2016 and later (16), 64- or 32-bit; newest first.
         c.push_str("set OSPP=\r\n");
-        c.push_str("for %%d in (\"%ProgramFiles%\\Microsoft Office\\Office14\" \"%ProgramFiles(x86)%\\Microsoft Office\\Office14\" \"%ProgramFiles%\\Microsoft Office\\Office15\" \"%ProgramFiles(x86)%\\Microsoft Office\\Office15\") do if exist \"%%~d\\ospp.vbs\" set OSPP=%%~d\\ospp.vbs\r\n");
+        c.push_str("for %%v in (16 15 14) do for %%d in (\"%ProgramFiles%\\Microsoft Office\\Office%%v\" \"%ProgramFiles(x86)%\\Microsoft Office\\Office%%v\") do if not defined OSPP if exist \"%%~d\\ospp.vbs\" set \"OSPP=%%~d\\ospp.vbs\"\r\n");
+        c.push_str("if not defined OSPP (\r\n  echo error: ospp.vbs not found in Microsoft Office\\Office14, Office15 or Office16 under either Program Files folder; nothing deposited. Use Deposit-ConfirmationId.ps1, which needs no ospp.vbs.\r\n  exit /b 3\r\n)\r\n");
     }
     for i in items {
         // Both values are digits and a GUID (validated): nothing here needs quoting.

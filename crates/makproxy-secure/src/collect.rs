@@ -270,6 +270,7 @@ fn file(
         Ok((format, Parsed::Products(list))) => {
             let bound = format != Format::Csv;
             let mut seen = HashSet::new();
+            let mut forgot: HashSet<String> = HashSet::new();
             for (i, r) in list.into_iter().enumerate() {
                 let r = r.and_then(|p| {
                     if bound && p.host.as_str() != claimed {
@@ -290,6 +291,10 @@ fn file(
                 match r {
                     Err(e) => record_problem(tx, problems, &shown, &e, now)?,
                     Ok(p) => {
+                        if bound && !p.is_no_key_marker() && !forgot.contains(p.host.as_str()) {
+                            tx.forget_no_key_marker(p.host.as_str(), ProductRecord::NO_KEY_MARKER)?;
+                            forgot.insert(p.host.as_str().to_string());
+                        }
                         let (change, st) = upsert(tx, &p, &shown, now)?;
                         match change {
                             Change::New => summary.new += 1,

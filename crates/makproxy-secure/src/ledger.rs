@@ -787,6 +787,25 @@ impl Tx<'_> {
             .is_some())
     }
 
+    /// Removes the no-key marker of a machine that now reports products (see
+    /// `ProductRecord::no_key`): the marker stood for "no key", which is no longer true.
+    pub fn forget_no_key_marker(&self, host: &str, marker: &str) -> rusqlite::Result<bool> {
+        let id: Option<i64> = self
+            .tx
+            .prepare_cached("SELECT id FROM product_facts WHERE host = ?1 AND activation_id = ?2")?
+            .query_row(params![host, marker], |r| r.get(0))
+            .optional()?;
+        let Some(id) = id else { return Ok(false) };
+        for sql in [
+            "DELETE FROM history WHERE product_id = ?1",
+            "DELETE FROM product_status WHERE product_id = ?1",
+            "DELETE FROM product_facts WHERE id = ?1",
+        ] {
+            self.tx.prepare_cached(sql)?.execute(params![id])?;
+        }
+        Ok(true)
+    }
+
     /// Records a product seen for the first time.
     pub fn insert_product(
         &self,

@@ -15,6 +15,15 @@ struct AgentFile {
     #[allow(dead_code)]
     agent: Option<String>,
     products: Vec<Value>,
+    /// Set when the agent could not read licensing: the products are then unknown.
+    error: Option<AgentError>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentError {
+    message: String,
+    code: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -52,7 +61,29 @@ pub(super) fn parse_agent(v: Value) -> Result<Parsed, RecordError> {
             "too many products in one file",
         ));
     }
+    if let Some(e) = f.error {
+        return Err(RecordError::file(
+            Code::RecAgentError,
+            format!(
+                "{}{}",
+                crate::sanitize::escape(crate::bundle::truncate_utf8(&e.message, 512)),
+                e.code
+                    .map(|c| format!(
+                        " ({})",
+                        crate::sanitize::escape(crate::bundle::truncate_utf8(&c, 16))
+                    ))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
     let host = f.host;
+    if f.products.is_empty() {
+        // A machine with no product key at all: one marker, so status shows the
+        // machine as skipped (no-key) instead of not at all.
+        let host = HostName::parse(&host)
+            .map_err(|e| RecordError::file(e.code(), format!("host: {e}")))?;
+        return Ok(Parsed::Products(vec![Ok(ProductRecord::no_key(host))]));
+    }
     let out = f
         .products
         .into_iter()

@@ -14,6 +14,15 @@ struct DepositFile {
     #[allow(dead_code)]
     time: Option<String>,
     results: Vec<Value>,
+    /// Set when the deposit script refused the whole file (and deposited nothing).
+    refused: Option<Refusal>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Refusal {
+    code: String,
+    message: String,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +55,16 @@ pub(super) fn parse_deposits(v: Value) -> Result<Parsed, RecordError> {
     }
     let host =
         HostName::parse(&f.host).map_err(|e| RecordError::file(e.code(), format!("host: {e}")))?;
+    if let Some(r) = f.refused {
+        return Err(RecordError::file(
+            Code::RecDepositRefused,
+            format!(
+                "{host} refused its deposit file ({}): {}",
+                crate::sanitize::escape(crate::bundle::truncate_utf8(&r.code, 32)),
+                crate::sanitize::escape(crate::bundle::truncate_utf8(&r.message, 512))
+            ),
+        ));
+    }
     if f.results.len() > MAX_PRODUCTS {
         return Err(RecordError::file(
             Code::RecTooLarge,

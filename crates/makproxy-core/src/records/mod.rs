@@ -148,6 +148,31 @@ impl Skip {
 }
 
 impl ProductRecord {
+    /// The activation ID of the marker a machine with no product key is recorded
+    /// under (the nil GUID: no real product has it).
+    pub const NO_KEY_MARKER: &'static str = "00000000-0000-0000-0000-000000000000";
+
+    /// The marker for a machine whose agent found no product key at all.
+    pub fn no_key(host: HostName) -> Self {
+        Self {
+            host,
+            activation_id: Guid::parse(Self::NO_KEY_MARKER).expect("the nil GUID is a GUID"),
+            application: ApplicationId::Windows,
+            name: Some("(no product key on this machine)".into()),
+            description: None,
+            partial_key: None,
+            epid: None,
+            iid: None,
+            license_status: None,
+            wmi_class: WmiClass::SoftwareLicensingProduct,
+        }
+    }
+
+    /// Whether this is the no-key marker of its machine.
+    pub fn is_no_key_marker(&self) -> bool {
+        self.activation_id.to_string() == Self::NO_KEY_MARKER
+    }
+
     /// None if the product needs a MAK proxy activation, else why not.
     pub fn skip(&self) -> Option<Skip> {
         let desc = self
