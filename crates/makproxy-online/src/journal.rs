@@ -835,4 +835,197 @@ mod tests {
         );
         assert!(!j.any_intent().unwrap());
     }
+
+    /// What `journal list`, `journal show` and `journal forget` read and remove,
+    /// field by field (found by mutation testing: only the e2e suite looked).
+    #[test]
+    fn list_show_and_forget_see_exactly_what_was_saved() {
+        let (_d, mut j) = journal();
+        let run = j
+            .start_run("r1", "b1", BackendKind::Microsoft, "https://x", "t0")
+            .unwrap();
+        let b = j.batch().unwrap();
+        b.save_answer("111", "E1", false, "CID-A", run, "t1")
+            .unwrap();
+        b.save_answer("222", "E2", false, "CID-B", run, "t2")
+            .unwrap();
+        b.save_failure(
+            "b1",
+            7,
+            BackendKind::Microsoft,
+            "111",
+            "E9",
+            &RecordFailure {
+                code: makproxy_core::Code::BkdRefused.into(),
+                service_code: Some(ServiceCode::parse("0x7F").unwrap()),
+                message: FailureMessage::cut("limit reached"),
+            },
+            "t3",
+        )
+        .unwrap();
+        b.intend("111", "E8", BackendKind::Microsoft, run, "t4")
+            .unwrap();
+        b.commit().unwrap();
+
+        let newest = j.entries(1).unwrap();
+        assert_eq!(newest.len(), 1, "--limit");
+        assert_eq!(newest[0].iid, "222", "newest first");
+        let all = j.entries(10).unwrap();
+        assert_eq!(all.len(), 2);
+        let a = &all[1];
+        assert_eq!(
+            (
+                a.iid.as_str(),
+                a.epid.as_str(),
+                a.cid.as_deref(),
+                a.simulated
+            ),
+            ("111", "E1", Some("CID-A"), false)
+        );
+        assert_eq!(
+            (
+                a.backend.clone(),
+                a.endpoint.as_str(),
+                a.bundle_id.as_str(),
+                a.run_id.as_str(),
+                a.at.as_str()
+            ),
+            ("microsoft".to_string(), "https://x", "b1", "r1", "t1")
+        );
+
+        let (answers, failures) = j.show("111").unwrap();
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].cid.as_deref(), Some("CID-A"));
+        assert_eq!(failures.len(), 1);
+        let f = &failures[0];
+        assert_eq!(
+            (f.bundle_id.as_str(), f.handle, f.at.as_str()),
+            ("b1", 7, "t3")
+        );
+        assert_eq!(f.failure.code, makproxy_core::Code::BkdRefused);
+        assert_eq!(f.failure.service_code.as_deref(), Some("0x7F"));
+        assert_eq!(f.failure.message.as_str(), "limit reached");
+        assert_eq!(j.show("333").unwrap(), (vec![], vec![]));
+
+        // forget counts every kind of row it removes, and only for that IID.
+        assert_eq!(j.forget("111", "reimaged", "t5").unwrap(), 3);
+        assert_eq!(j.show("111").unwrap(), (vec![], vec![]));
+        assert!(!j.any_intent().unwrap());
+        assert_eq!(j.entries(10).unwrap().len(), 1, "222 is kept");
+        assert_eq!(j.forget("111", "again", "t6").unwrap(), 0);
+        let audit: Vec<(String, String)> = j
+            .conn
+            .prepare("SELECT what, reason FROM forgotten ORDER BY at")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(audit.len(), 1, "nothing forgotten, nothing audited");
+        assert_eq!(
+            audit[0],
+            (
+                "answer CID-A (microsoft); 1 refusal(s); 1 open intent(s)".to_string(),
+                "reimaged".to_string()
+            )
+        );
+        // Each kind alone is counted and audited too.
+        let b = j.batch().unwrap();
+        b.intend("444", "E4", BackendKind::Microsoft, run, "t7")
+            .unwrap();
+        b.commit().unwrap();
+        assert_eq!(j.forget("444", "stuck", "t8").unwrap(), 1);
+        let b = j.batch().unwrap();
+        b.save_failure(
+            "b1",
+            8,
+            BackendKind::Manual,
+            "555",
+            "E5",
+            &refusal("0x86"),
+            "t9",
+        )
+        .unwrap();
+        b.commit().unwrap();
+        assert_eq!(j.forget("555", "typo", "t10").unwrap(), 1);
+        let whats: Vec<String> = j
+            .conn
+            .prepare("SELECT what FROM forgotten ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            whats[1..],
+            ["1 open intent(s)".to_string(), "1 refusal(s)".to_string()]
+        );
+    }
+
+    /// The replay guard's memory and the return sequence (also only e2e-tested before).
+    #[test]
+    fn requests_are_remembered_by_signer_and_sequence_and_returns_are_numbered() {
+        let (_d, mut j) = journal();
+        assert_eq!(j.request_with_sequence("k1", 1).unwrap(), None);
+        j.record_request("bundle-a", "plant-a", 1, "sha", "k1", "t")
+            .unwrap();
+        j.record_request("bundle-b", "plant-a", 1, "sha", "k1", "t")
+            .unwrap();
+        assert_eq!(
+            j.request_with_sequence("k1", 1).unwrap().as_deref(),
+            Some("bundle-a"),
+            "the first bundle seen with a sequence keeps it"
+        );
+        assert_eq!(
+            j.request_with_sequence("k2", 1).unwrap(),
+            None,
+            "keyed by signer"
+        );
+        assert_eq!(j.request_with_sequence("k1", 2).unwrap(), None);
+        assert_eq!(j.next_return_sequence().unwrap(), 1);
+        j.record_return("ret-1", "bundle-a", 1, "r1.zip", "t")
+            .unwrap();
+        assert_eq!(j.next_return_sequence().unwrap(), 2);
+        j.record_return("ret-2", "bundle-a", 5, "r2.zip", "t")
+            .unwrap();
+        assert_eq!(j.next_return_sequence().unwrap(), 6);
+    }
+
+    /// A refusal from a backend that can spend closes the key's intent; a simulated one
+    /// cannot have spent anything and leaves a real request's intent open.
+    #[test]
+    fn only_a_real_refusal_settles_an_intent() {
+        let (_d, mut j) = journal();
+        let run = j
+            .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
+            .unwrap();
+        let b = j.batch().unwrap();
+        b.intend("111", "E1", BackendKind::Microsoft, run, "t")
+            .unwrap();
+        b.save_failure(
+            "b1",
+            1,
+            BackendKind::Simulator,
+            "111",
+            "E1",
+            &refusal("0x7F"),
+            "t",
+        )
+        .unwrap();
+        b.commit().unwrap();
+        assert!(j.intent("111", "E1").unwrap().is_some());
+        let b = j.batch().unwrap();
+        b.save_failure(
+            "b1",
+            1,
+            BackendKind::Microsoft,
+            "111",
+            "E1",
+            &refusal("0x7F"),
+            "t",
+        )
+        .unwrap();
+        b.commit().unwrap();
+        assert!(j.intent("111", "E1").unwrap().is_none());
+    }
 }
