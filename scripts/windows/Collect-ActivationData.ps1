@@ -40,6 +40,7 @@ Set-StrictMode -Version 2.0
 $ErrorActionPreference = 'Stop'
 $AgentVersion = 'Collect-ActivationData.ps1 2.0'
 $LogLimit = 262144
+$EventId = 100   # Application event log: 100 collect, 200 deposit
 
 function Write-AgentLog([string]$Level, [string]$Text) {
     $line = '{0} {1} {2}' -f (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ'), $Level, $Text
@@ -59,7 +60,7 @@ function Write-AgentLog([string]$Level, [string]$Text) {
             New-EventLog -LogName Application -Source makproxy
         }
         $type = if ($Level -eq 'ERROR') { 'Error' } elseif ($Level -eq 'WARN') { 'Warning' } else { 'Information' }
-        Write-EventLog -LogName Application -Source makproxy -EventId 100 -EntryType $type -Message $Text
+        Write-EventLog -LogName Application -Source makproxy -EventId $EventId -EntryType $type -Message $Text
     } catch {
         # Not allowed here (not elevated, or no event log): the file log is enough.
     }

@@ -38,6 +38,7 @@ param(
 Set-StrictMode -Version 2.0
 $ErrorActionPreference = 'Stop'
 $LogLimit = 262144
+$EventId = 200   # Application event log: 100 collect, 200 deposit
 
 function Write-AgentLog([string]$Level, [string]$Text) {
     $line = '{0} {1} {2}' -f (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ'), $Level, $Text
@@ -49,7 +50,7 @@ function Write-AgentLog([string]$Level, [string]$Text) {
             }
             Add-Content -LiteralPath $script:LogFile -Value $line -Encoding UTF8
         } catch {
-            $script:LogFile = $null
+            $script:LogFile = $null   # a log that cannot be written never stops the agent
         }
     }
     try {
@@ -57,8 +58,9 @@ function Write-AgentLog([string]$Level, [string]$Text) {
             New-EventLog -LogName Application -Source makproxy
         }
         $type = if ($Level -eq 'ERROR') { 'Error' } elseif ($Level -eq 'WARN') { 'Warning' } else { 'Information' }
-        Write-EventLog -LogName Application -Source makproxy -EventId 200 -EntryType $type -Message $Text
+        Write-EventLog -LogName Application -Source makproxy -EventId $EventId -EntryType $type -Message $Text
     } catch {
+        # Not allowed here (not elevated, or no event log): the file log is enough.
     }
 }
 

@@ -286,7 +286,10 @@ fn the_guides_agent_command_lines_match_the_scripts_parameters() {
         {
             let after = &line[line.find(name).unwrap() + name.len()..];
             for word in after.split_whitespace().filter(|w| w.starts_with('-')) {
-                let p = word.trim_start_matches('-').to_ascii_lowercase();
+                let p = word
+                    .trim_start_matches('-')
+                    .trim_end_matches(['`', '"', ','])
+                    .to_ascii_lowercase();
                 let common = ["whatif", "verbose", "confirm"];
                 assert!(
                     params.contains(&p) || common.contains(&p.as_str()),
@@ -300,4 +303,47 @@ fn the_guides_agent_command_lines_match_the_scripts_parameters() {
         checked >= 3,
         "the guide's agent command lines were not found"
     );
+}
+
+/// Each script is deployed alone (a GPO runs one file), so the helpers both need are
+/// written in both; they must stay identical, or a fix reaches only one of them.
+#[test]
+fn the_helpers_both_agents_carry_are_identical() {
+    let functions = |path: &str| {
+        let src = std::fs::read_to_string(root().join(path)).unwrap();
+        let tree = parse(&src);
+        let mut out = std::collections::BTreeMap::new();
+        walk(tree.root_node(), &mut |n| {
+            if n.kind() == "function_statement" {
+                let mut c = n.walk();
+                let name = n.children(&mut c).find(|x| x.kind() == "function_name");
+                if let Some(name) = name {
+                    out.insert(text(name, &src).to_string(), text(n, &src).to_string());
+                }
+            }
+        });
+        out
+    };
+    let (a, b) = (functions(SCRIPTS[0]), functions(SCRIPTS[1]));
+    let shared: Vec<&String> = a.keys().filter(|k| b.contains_key(*k)).collect();
+    for must in [
+        "ConvertTo-AgentJson",
+        "Get-AgentErrorCode",
+        "New-Ordered",
+        "Get-CimInstanceV3",
+    ] {
+        assert!(
+            shared.iter().any(|s| *s == must),
+            "{must} is not in both scripts"
+        );
+    }
+    for name in shared {
+        let (x, y) = (&a[name], &b[name]);
+        // The event ID differs on purpose (100 collect, 200 deposit).
+        let norm = |t: &str| {
+            t.replace("-EventId 100", "-EventId N")
+                .replace("-EventId 200", "-EventId N")
+        };
+        assert_eq!(norm(x), norm(y), "{name} differs between the two agents");
+    }
 }

@@ -124,7 +124,9 @@ impl From<KeyError> for CliError {
             KeyError::NoHome(_) => {
                 Some("run `init --site NAME` first, or pass --home / set MAKPROXY_HOME".to_string())
             }
-            KeyError::Permissions(p) => Some(format!("chmod 600 {}", p.display())),
+            KeyError::Permissions { path, .. } => {
+                Some(makproxy_core::fsutil::fix_secret_command(path))
+            }
             KeyError::OtherSide {
                 found, expected, ..
             } => Some(format!(

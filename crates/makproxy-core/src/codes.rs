@@ -144,7 +144,7 @@ codes! {
     KeyHomeExists = "MP-KEY-002": "home folder is already initialised"
         => "The folder already holds a key. Use it, or choose a new folder; keys are never replaced silently.",
     KeyPermissions = "MP-KEY-003": "private key file is accessible by other users"
-        => "On Unix: `chmod 600 secret.key`. On Windows: restrict the home folder to the operators' group. Treat the key as possibly exposed.",
+        => "On Unix: `chmod 600 secret.key`. On Windows: `icacls secret.key /inheritance:r /grant:r \"%USERNAME%:F\"` (init sets exactly that; SYSTEM and Administrators may stay). Treat the key as possibly exposed: if anyone else could read it, make a new key pair.",
     KeyMalformed = "MP-KEY-004": "key file is malformed"
         => "A key or home file was edited or damaged. Restore it from backup or re-initialise and re-exchange keys.",
     KeyRole = "MP-KEY-005": "a key or home belongs to the other side"

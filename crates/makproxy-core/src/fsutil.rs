@@ -1,6 +1,6 @@
 //! Crash-safe file writing: temp file in the target directory, fsync, rename, fsync
-//! the directory. Secret files are created owner-only. The Windows twins rely on the
-//! home folder's ACL, which `init` documents.
+//! the directory. Secret files are created owner-only. What differs by system is in
+//! [`crate::os`].
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -13,17 +13,7 @@ use std::path::Path;
 pub fn open_regular(path: &Path) -> io::Result<File> {
     let mut o = fs::OpenOptions::new();
     o.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-    }
-    #[cfg(windows)]
-    {
-        use std::os::windows::fs::OpenOptionsExt;
-        const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
-        o.custom_flags(FILE_FLAG_OPEN_REPARSE_POINT);
-    }
+    crate::os::no_follow(&mut o);
     let f = o.open(path)?;
     let m = f.metadata()?;
     if !m.is_file() || m.file_type().is_symlink() {
@@ -75,15 +65,7 @@ pub(crate) fn syncs_during(f: impl FnOnce()) -> u32 {
 
 /// Flushes a directory entry to disk so a completed rename survives power loss.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        sync_file(&File::open(dir)?)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
+    crate::os::sync_dir(dir)
 }
 
 fn parent(path: &Path) -> &Path {
@@ -197,40 +179,36 @@ pub fn remove_orphaned_partials(dir: &Path) -> io::Result<Vec<String>> {
 pub fn write_secret(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
+    crate::os::secret_file(&mut opts);
     let mut f = opts.open(path)?;
+    crate::os::protect_secret(path)?;
     f.write_all(bytes)?;
     sync_file(&f)?;
     sync_dir(parent(path))
 }
 
-/// True if a secret file can be read by anyone but its owner.
-pub fn is_exposed(path: &Path) -> io::Result<bool> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        Ok(fs::metadata(path)?.permissions().mode() & 0o077 != 0)
-    }
-    #[cfg(not(unix))]
-    {
-        // NTFS ACLs are inherited from the home folder; see docs/operator-guide.md.
-        fs::metadata(path).map(|_| false)
-    }
+/// Who besides its owner can read a secret file (Unix: its group or all users, by the
+/// permission bits; Windows: every account with an ACL entry but the owner, SYSTEM and
+/// Administrators). Empty when no one.
+pub fn exposed_to(path: &Path) -> io::Result<Vec<String>> {
+    crate::os::exposed_to(path)
 }
 
-/// Creates a directory (and parents) that only its owner can enter on Unix.
+/// True if a secret file can be read by anyone but its owner ([`exposed_to`]).
+pub fn is_exposed(path: &Path) -> io::Result<bool> {
+    Ok(!exposed_to(path)?.is_empty())
+}
+
+/// The command an operator runs to make a secret file owner-only again.
+pub fn fix_secret_command(path: &Path) -> String {
+    crate::os::fix_secret_command(path)
+}
+
+/// Creates a directory (and parents) that only its owner can enter (Unix 0700;
+/// Windows a protected owner-only ACL that what is created inside inherits).
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
+    crate::os::make_private_dir(dir)
 }
 
 #[cfg(test)]

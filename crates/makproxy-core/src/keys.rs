@@ -60,8 +60,13 @@ pub enum KeyError {
         found: &'static str,
         expected: &'static str,
     },
-    #[error("private key {0} is accessible by other users; run `chmod 600` on it")]
-    Permissions(PathBuf),
+    #[error("private key {} can be read by {}; make it owner-only: {}", path.display(), readers.join(", "), crate::fsutil::fix_secret_command(path))]
+    Permissions {
+        /// The secret key file.
+        path: PathBuf,
+        /// Who besides its owner can read it.
+        readers: Vec<String>,
+    },
     #[error("{path}: {reason}")]
     Malformed { path: PathBuf, reason: String },
     #[error("{path} holds a {found} key; this side trusts only {expected} keys")]
@@ -91,7 +96,7 @@ impl KeyError {
         Some(match self {
             KeyError::NoHome(_) => Code::KeyNoHome,
             KeyError::HomeExists(_) | KeyError::NotEmpty(_) => Code::KeyHomeExists,
-            KeyError::Permissions(_) => Code::KeyPermissions,
+            KeyError::Permissions { .. } => Code::KeyPermissions,
             KeyError::Malformed { .. } => Code::KeyMalformed,
             KeyError::Role { .. } | KeyError::OtherSide { .. } => Code::KeyRole,
             KeyError::TrustName(_) => Code::KeyTrustName,
@@ -410,8 +415,9 @@ impl Home {
     /// Loads the signing key, refusing one that others can read.
     pub fn signing_key(&self) -> Result<SigningKey, KeyError> {
         let p = self.secret_path();
-        if fsutil::is_exposed(&p).map_err(io_err(&p))? {
-            return Err(KeyError::Permissions(p));
+        let readers = fsutil::exposed_to(&p).map_err(io_err(&p))?;
+        if !readers.is_empty() {
+            return Err(KeyError::Permissions { path: p, readers });
         }
         let bytes = fs::read(&p).map_err(io_err(&p))?;
         let bad = |reason: String| KeyError::Malformed {
@@ -732,10 +738,38 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
             fs::set_permissions(secure.secret_path(), fs::Permissions::from_mode(0o644)).unwrap();
-            assert_eq!(
-                secure.signing_key().unwrap_err().code(),
-                Some(Code::KeyPermissions)
+            let e = secure.signing_key().unwrap_err();
+            assert_eq!(e.code(), Some(Code::KeyPermissions));
+            let text = e.to_string();
+            assert!(
+                text.contains("its group (mode 644), all users (mode 644)")
+                    && text.contains("chmod 600"),
+                "{text}"
             );
+            fs::set_permissions(secure.secret_path(), fs::Permissions::from_mode(0o640)).unwrap();
+            let text = secure.signing_key().unwrap_err().to_string();
+            assert!(
+                text.contains("can be read by its group (mode 640);"),
+                "{text}"
+            );
+        }
+        // The Windows twin (run by the Windows job of .github/workflows/release.yml):
+        // init leaves an owner-only ACL; a grant to Everyone makes the key refused.
+        #[cfg(windows)]
+        {
+            assert!(!fsutil::is_exposed(&secure.secret_path()).unwrap());
+            assert!(secure.signing_key().is_ok());
+            let st = std::process::Command::new("icacls")
+                .arg(secure.secret_path())
+                .arg("/grant")
+                .arg("*S-1-1-0:(R)")
+                .status()
+                .unwrap();
+            assert!(st.success());
+            assert!(fsutil::is_exposed(&secure.secret_path()).unwrap());
+            let e = secure.signing_key().unwrap_err();
+            assert_eq!(e.code(), Some(Code::KeyPermissions));
+            assert!(e.to_string().contains("Everyone"), "{e}");
         }
         let e = Home::open(&online.dir, Role::Secure).unwrap_err();
         assert!(e.to_string().contains("is the online side's home"), "{e}");

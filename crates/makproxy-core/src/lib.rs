@@ -10,6 +10,7 @@ pub mod codes;
 pub mod fsutil;
 pub mod ids;
 pub mod keys;
+mod os;
 pub mod records;
 pub mod sanitize;
 

@@ -506,14 +506,16 @@ fn failure_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<RecordFailure> 
     let bad = |i: usize, why: String| {
         rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, why.into())
     };
+    let (code, service, message) = (at, at + 1, at + 2);
     Ok(RecordFailure {
-        code: FailureCode::parse(r.get::<_, String>(at)?).map_err(|e| bad(at, e))?,
+        code: FailureCode::parse(r.get::<_, String>(code)?).map_err(|e| bad(code, e))?,
         service_code: r
-            .get::<_, Option<String>>(at + 1)?
+            .get::<_, Option<String>>(service)?
             .map(ServiceCode::parse)
             .transpose()
-            .map_err(|e| bad(at + 1, e))?,
-        message: FailureMessage::parse(r.get::<_, String>(at + 2)?).map_err(|e| bad(at + 2, e))?,
+            .map_err(|e| bad(service, e))?,
+        message: FailureMessage::parse(r.get::<_, String>(message)?)
+            .map_err(|e| bad(message, e))?,
     })
 }
 

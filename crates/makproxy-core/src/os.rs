@@ -1,0 +1,109 @@
+//! What differs between Unix and Windows, in one place: every function here has a Unix
+//! body and a Windows twin of the same signature, and nothing outside this module (but
+//! the Linux-only fast path of `fsutil::write_derived`) is conditional on the system.
+//! The Windows security calls themselves are in the `makproxy-winacl` crate, the only
+//! crate allowed `unsafe`.
+
+pub use imp::*;
+
+#[cfg(unix)]
+mod imp {
+    use std::fs::{self, File, OpenOptions};
+    use std::io;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::path::Path;
+
+    /// Opening an untrusted input file: a symbolic link is not followed and a FIFO or
+    /// device does not block the open.
+    pub fn no_follow(o: &mut OpenOptions) {
+        o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+
+    /// Flushes a directory entry (a completed rename) to disk.
+    pub fn sync_dir(dir: &Path) -> io::Result<()> {
+        super::super::fsutil::sync_file(&File::open(dir)?)
+    }
+
+    /// A secret file is created readable and writable by its owner only.
+    pub fn secret_file(o: &mut OpenOptions) {
+        o.mode(0o600);
+    }
+
+    /// Nothing more to do after creating a secret file (its mode was set at creation).
+    pub fn protect_secret(_path: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Who besides the owner may read or write the file: the group and others, by
+    /// their permission bits (empty when the mode is 0600 or stricter).
+    pub fn exposed_to(path: &Path) -> io::Result<Vec<String>> {
+        let mode = fs::metadata(path)?.permissions().mode();
+        let mut who = Vec::new();
+        if mode & 0o070 != 0 {
+            who.push(format!("its group (mode {:o})", mode & 0o777));
+        }
+        if mode & 0o007 != 0 {
+            who.push(format!("all users (mode {:o})", mode & 0o777));
+        }
+        Ok(who)
+    }
+
+    /// The command that makes a secret file owner-only again.
+    pub fn fix_secret_command(path: &Path) -> String {
+        format!("chmod 600 {}", path.display())
+    }
+
+    /// A folder only its owner can enter (0700).
+    pub fn make_private_dir(dir: &Path) -> io::Result<()> {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+    }
+}
+
+#[cfg(windows)]
+mod imp {
+    use std::fs::OpenOptions;
+    use std::io;
+    use std::os::windows::fs::OpenOptionsExt;
+    use std::path::Path;
+
+    /// Opening an untrusted input file: a reparse point (symbolic link, junction) is
+    /// opened itself, not followed (it is then refused as not a regular file).
+    pub fn no_follow(o: &mut OpenOptions) {
+        const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+        o.custom_flags(FILE_FLAG_OPEN_REPARSE_POINT);
+    }
+
+    /// NTFS makes a rename durable with the file's own flush; folders cannot be opened
+    /// for a flush without backup privileges.
+    pub fn sync_dir(_dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Nothing at creation: the file's owner-only ACL is set right after
+    /// ([`protect_secret`]), before anything secret is written to it.
+    pub fn secret_file(_o: &mut OpenOptions) {}
+
+    /// Gives the new secret file a protected ACL: its owner only.
+    pub fn protect_secret(path: &Path) -> io::Result<()> {
+        makproxy_winacl::restrict_to_owner(path, false)
+    }
+
+    /// Who besides the owner, SYSTEM and Administrators can read the file, by name.
+    pub fn exposed_to(path: &Path) -> io::Result<Vec<String>> {
+        makproxy_winacl::readable_by_others(path)
+    }
+
+    /// The command that makes a secret file owner-only again.
+    pub fn fix_secret_command(path: &Path) -> String {
+        format!(
+            "icacls \"{}\" /inheritance:r /grant:r \"%USERNAME%:F\"",
+            path.display()
+        )
+    }
+
+    /// A folder only its owner (and SYSTEM, Administrators) can enter; what is created
+    /// inside inherits that.
+    pub fn make_private_dir(dir: &Path) -> io::Result<()> {
+        makproxy_winacl::restrict_to_owner(dir, true)
+    }
+}
