@@ -499,12 +499,19 @@ fn record(
 
 fn report_deposit_problems(problems: &[DepositProblem]) {
     for p in problems {
-        eprintln!(
+        eprintln!("{}", p.line());
+    }
+}
+
+impl DepositProblem {
+    /// The line stderr shows, host and detail escaped.
+    pub fn line(&self) -> String {
+        format!(
             "deposit file for {}: [{}] {}",
-            escape(&p.host),
+            escape(&self.host),
             Code::AplDepositFile,
-            escape(&p.detail)
-        );
+            escape(&self.detail)
+        )
     }
 }
 
@@ -696,4 +703,116 @@ fn render(host: &str, items: &[DepositRow]) -> (Vec<u8>, Vec<u8>) {
     }
     c.push_str("endlocal\r\n");
     (j, c.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The text of apply's reports (the ledger rules are tested in tests/apply.rs).
+    use super::*;
+
+    fn summary() -> Summary {
+        Summary {
+            cids: 3,
+            failed: 1,
+            iid_changed: 2,
+            already_answered: 4,
+            rejected: 5,
+            pending: 6,
+            superseded: 7,
+        }
+    }
+
+    #[test]
+    fn reports_say_what_apply_did() {
+        assert_eq!(summary().human(), "3 CID(s) (7 replacing simulated ones), 1 failed online, 6 left pending (not sent or uncertain), 2 stale (IID changed), 4 already answered, 5 rejected");
+        let again = |files| {
+            AlreadyApplied {
+                already_applied: true,
+                applied_at: "T".into(),
+                summary: summary(),
+                deposit_files_rewritten: files,
+                deposit_problems: vec![],
+            }
+            .to_string()
+        };
+        assert!(again(0).starts_with("This return was already applied at T; the ledger is unchanged. Earlier result: 3 CID(s)"));
+        assert!(!again(0).contains("written again"));
+        assert!(again(1).ends_with(
+            "\nDeposit files for its machines were written again (1), identical to before."
+        ));
+        let dry = DryRun {
+            dry_run: true,
+            summary: summary(),
+            notes: vec![],
+        };
+        assert_eq!(
+            dry.to_string(),
+            "Dry run: would record 3 CID(s) and 1 failure(s); nothing changed."
+        );
+        let applied = |simulated| {
+            Applied {
+                return_bundle: "r".into(),
+                answers: Answers {
+                    bundle_id: "b".into(),
+                    manifest_sha256: "h".into(),
+                    site: "s".into(),
+                    sequence: 1,
+                },
+                signer: "gw".into(),
+                backend: BackendInfo {
+                    name: "microsoft\u{1b}".into(),
+                    simulated,
+                    endpoint: None,
+                },
+                summary: summary(),
+                deposit_files: 9,
+                deposit_problems: vec![],
+                still_pending: 2,
+                notes: vec![],
+                deposit_dir: "dep".into(),
+            }
+            .to_string()
+        };
+        assert!(
+            applied(false)
+                .starts_with("Applied return from \"gw\" (microsoft\\u{1b} backend): 3 CID(s)"),
+            "{}",
+            applied(false)
+        );
+        assert!(applied(false)
+            .ends_with("; 9 deposit file(s) in dep; 2 record(s) of the request still pending."));
+        assert!(applied(true)
+            .starts_with("WARNING: this return was produced by the SIMULATOR backend."));
+        assert!(!applied(false).contains("SIMULATOR"));
+        let plan = |dry_run| {
+            ReissuePlan {
+                dry_run,
+                reissue: 4,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            plan(true),
+            "4 product(s) have a CID on hand; dry run, nothing written."
+        );
+        assert_eq!(plan(false), "4 product(s) have a CID on hand.");
+        let done = Reissued {
+            reissued: 4,
+            deposit_files: 2,
+            deposit_problems: vec![],
+            deposit_dir: "dep".into(),
+        };
+        assert_eq!(
+            done.to_string(),
+            "Reissued 4 stored CID(s) without a new activation; 2 deposit file(s) written to dep."
+        );
+        let p = DepositProblem {
+            host: "PC\u{1b}".into(),
+            detail: "x: denied".into(),
+        };
+        assert_eq!(
+            p.line(),
+            "deposit file for PC\\u{1b}: [MP-APL-008] x: denied"
+        );
+    }
 }

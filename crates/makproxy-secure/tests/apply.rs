@@ -206,6 +206,29 @@ impl Site {
         self.ledger.kept_cid(r.installation_id.digits()).unwrap()
     }
 
+    /// What apply recorded as its summary for the return at `ret`.
+    fn summary(&mut self, ret: &Path) -> serde_json::Value {
+        let now = makproxy_cli::now();
+        let v = bundle::open(
+            ret,
+            Kind::Return,
+            &self.secure.trusted().unwrap(),
+            now,
+            &Limits::default(),
+        )
+        .unwrap();
+        let tx = self.ledger.begin().unwrap();
+        let (_, summary) = tx
+            .return_applied(&v.manifest.bundle_id)
+            .unwrap()
+            .expect("applied");
+        serde_json::from_str(&summary).unwrap()
+    }
+
+    fn deposit_text(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join("deposit").join(name)).unwrap()
+    }
+
     fn deposit_files(&self) -> usize {
         std::fs::read_dir(self.dir.path().join("deposit"))
             .map(|d| d.count())
@@ -240,6 +263,51 @@ fn a_faithful_return_is_recorded_and_deposited() {
     }
     // 9 hosts, a .json and a .cmd each.
     assert_eq!(s.deposit_files(), 18);
+    let sum = s.summary(&ret);
+    assert_eq!(sum["cids"], 13);
+    for zero in [
+        "failed",
+        "iid_changed",
+        "already_answered",
+        "rejected",
+        "pending",
+        "superseded",
+    ] {
+        assert_eq!(sum[zero], 0, "{zero}: {sum}");
+    }
+    // What the deposit script reads, and the cmd twin: Windows through slmgr, Office
+    // 2010 on Windows 7 through ospp.vbs.
+    let pc: serde_json::Value = serde_json::from_str(&s.deposit_text("PC-000001.json")).unwrap();
+    assert_eq!(pc["schema"], "makproxy-deposit/1");
+    assert_eq!(pc["host"], "PC-000001");
+    assert_eq!(pc["simulated"], false);
+    let products = pc["products"].as_array().unwrap();
+    assert_eq!(products.len(), 2);
+    for p in products {
+        let r = s
+            .records
+            .iter()
+            .find(|r| r.installation_id.digits() == p["installation_id"].as_str().unwrap())
+            .expect("a packed IID");
+        assert_eq!(p["activation_id"], r.activation_id.to_string());
+        assert_eq!(p["confirmation_id"], cid(1000 + r.handle).digits());
+        assert_eq!(p["wmi_class"], "SoftwareLicensingProduct");
+        assert_eq!(p["simulated"], false);
+    }
+    let cmd = s.deposit_text("PC-000001.cmd");
+    assert_eq!(cmd.matches("slmgr.vbs /atp ").count(), 2, "{cmd}");
+    assert!(
+        !cmd.contains("ospp.vbs") && !cmd.contains("SIMULATED"),
+        "{cmd}"
+    );
+    let office: serde_json::Value =
+        serde_json::from_str(&s.deposit_text("WIN7-OFFICE.json")).unwrap();
+    assert_eq!(
+        office["products"][0]["wmi_class"],
+        "OfficeSoftwareProtectionProduct"
+    );
+    let cmd = s.deposit_text("WIN7-OFFICE.cmd");
+    assert!(cmd.contains("/actcid:") && !cmd.contains("slmgr"), "{cmd}");
     // Applied again: nothing changes, and it is not an error.
     assert_eq!(s.apply(&ret).unwrap(), Exit::Ok);
     assert_eq!(s.count(ProductState::CidReceived), 13);
@@ -356,6 +424,12 @@ fn records_that_do_not_match_their_request_are_refused_one_by_one() {
         3,
         "the three refused stay packed"
     );
+    let sum = s.summary(&ret);
+    assert_eq!(
+        (sum["cids"].as_u64(), sum["rejected"].as_u64()),
+        (Some(10), Some(4)),
+        "{sum}"
+    );
     for bad in &s.records[1..4] {
         assert_eq!(s.cid_of(bad), None, "no CID kept for a refused record");
     }
@@ -395,6 +469,16 @@ fn unsettled_failures_stay_pending_and_a_later_return_answers_them() {
         "a refusal is final for this round"
     );
     assert_eq!(s.count(ProductState::CidReceived), 10);
+    let sum = s.summary(&first);
+    assert_eq!(
+        (
+            sum["cids"].as_u64(),
+            sum["failed"].as_u64(),
+            sum["pending"].as_u64()
+        ),
+        (Some(10), Some(1), Some(2)),
+        "{sum}"
+    );
     // The second return of the same request answers the two pending records.
     let second = s.ret(
         "second.zip",
@@ -424,6 +508,17 @@ fn a_real_cid_replaces_a_simulated_one_and_never_the_reverse() {
     assert!(s.cid_of(&s.records[0]).unwrap().1, "simulated");
     let real = s.all_cids("real.zip", BackendKind::Microsoft, 2000);
     assert_eq!(s.apply(&real).unwrap(), Exit::Ok);
+    let sum = s.summary(&real);
+    assert_eq!(
+        (sum["cids"].as_u64(), sum["superseded"].as_u64()),
+        (Some(13), Some(13)),
+        "{sum}"
+    );
+    let cmd = s.deposit_text("PC-000001.cmd");
+    assert!(
+        !cmd.contains("SIMULATED"),
+        "real CIDs replaced the drill's: {cmd}"
+    );
     for r in &s.records {
         assert_eq!(
             s.cid_of(r),
@@ -436,6 +531,12 @@ fn a_real_cid_replaces_a_simulated_one_and_never_the_reverse() {
         s.apply(&again).unwrap(),
         Exit::Ok,
         "already answered is not a failure"
+    );
+    let sum = s.summary(&again);
+    assert_eq!(
+        (sum["cids"].as_u64(), sum["already_answered"].as_u64()),
+        (Some(0), Some(13)),
+        "{sum}"
     );
     for r in &s.records {
         assert_eq!(
@@ -499,10 +600,96 @@ fn a_return_for_a_reimaged_machine_keeps_the_cid_but_deposits_nothing() {
         Exit::Partial,
         "the stale answer counts against it"
     );
+    let sum = s.summary(&ret);
+    assert_eq!(
+        (sum["cids"].as_u64(), sum["iid_changed"].as_u64()),
+        (Some(12), Some(1)),
+        "{sum}"
+    );
     assert_eq!(s.count(ProductState::CidReceived), 12);
     assert_eq!(
         s.cid_of(&packed),
         Some((cid(packed.handle).digits().to_string(), false)),
         "kept for the old IID (a machine restored from backup can use it)"
     );
+}
+
+/// A host whose deposit files cannot be written is reported and counted (exit 4); the
+/// other hosts still get theirs, and a re-run after the fix writes the rest.
+#[test]
+fn a_deposit_file_that_cannot_be_written_makes_the_apply_partial() {
+    let mut s = site();
+    let ret = s.all_cids("ret.zip", BackendKind::Microsoft, 0);
+    let blocked = s.dir.path().join("deposit").join("KIOSK-01.json");
+    std::fs::create_dir_all(&blocked).unwrap(); // a folder where the file should go
+    assert_eq!(s.apply(&ret).unwrap(), Exit::Partial);
+    assert_eq!(
+        s.count(ProductState::CidReceived),
+        13,
+        "the ledger has every CID"
+    );
+    assert_eq!(
+        s.deposit_files(),
+        17,
+        "8 hosts' pairs and the blocking folder"
+    );
+    std::fs::remove_dir(&blocked).unwrap();
+    assert_eq!(
+        s.apply(&ret).unwrap(),
+        Exit::Ok,
+        "the re-run writes the rest"
+    );
+    assert_eq!(s.deposit_files(), 18);
+}
+
+/// A machine restored to an image whose IID already has a CID gets it again without a
+/// new activation; a dry run only counts.
+#[test]
+fn a_restored_machine_gets_its_stored_cid_again() {
+    let mut s = site();
+    let deposit = s.dir.path().join("deposit");
+    let ret = s.all_cids("ret.zip", BackendKind::Microsoft, 0);
+    s.apply(&ret).unwrap();
+    assert_eq!(
+        apply::reissue(&QUIET, &mut s.ledger, &deposit, false).unwrap(),
+        Exit::Ok
+    );
+    assert_eq!(
+        s.count(ProductState::CidOnHand),
+        0,
+        "nothing to reissue yet"
+    );
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/drop/WIN7-OFFICE.json");
+    let original = std::fs::read_to_string(&src).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let drop = s.dir.path().join("drop2");
+    std::fs::create_dir_all(&drop).unwrap();
+    // Reimaged (a new IID, queued), then restored from the old image (the old IID).
+    doc["products"][0]["installation_id"] = with_check_digits(&[5; 54], 7).into();
+    std::fs::write(drop.join("WIN7-OFFICE.json"), doc.to_string()).unwrap();
+    collect::run(&QUIET, &mut s.ledger, std::slice::from_ref(&drop)).unwrap();
+    assert_eq!(s.count(ProductState::Queued), 1);
+    std::fs::write(drop.join("WIN7-OFFICE.json"), &original).unwrap();
+    collect::run(&QUIET, &mut s.ledger, &[drop]).unwrap();
+    assert_eq!(s.count(ProductState::CidOnHand), 1);
+    std::fs::remove_dir_all(&deposit).unwrap();
+    assert_eq!(
+        apply::reissue(&QUIET, &mut s.ledger, &deposit, true).unwrap(),
+        Exit::Ok
+    );
+    assert_eq!(
+        s.count(ProductState::CidOnHand),
+        1,
+        "a dry run changes nothing"
+    );
+    assert_eq!(s.deposit_files(), 0);
+    assert_eq!(
+        apply::reissue(&QUIET, &mut s.ledger, &deposit, false).unwrap(),
+        Exit::Ok
+    );
+    assert_eq!(s.count(ProductState::CidOnHand), 0);
+    assert_eq!(s.count(ProductState::CidReceived), 13);
+    // Every product awaiting deposit gets its files again, the restored one included.
+    assert_eq!(s.deposit_files(), 18);
+    assert!(s.deposit_text("WIN7-OFFICE.cmd").contains("/actcid:"));
 }
