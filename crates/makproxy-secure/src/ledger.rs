@@ -581,6 +581,20 @@ impl Ledger {
         )
     }
 
+    /// The audit trail of a host's products, oldest first: (product's activation ID,
+    /// time, event, detail).
+    pub fn history(&self, host: &str) -> rusqlite::Result<Vec<(String, String, String, String)>> {
+        self.conn
+            .prepare(
+                "SELECT f.activation_id, h.at, h.event, COALESCE(h.detail, '') FROM history h
+                 JOIN product_facts f ON f.id = h.product_id WHERE f.host = ?1 ORDER BY h.id",
+            )?
+            .query_map(params![host], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect()
+    }
+
     /// The CID kept for an installation ID (whatever the product's state now), and
     /// whether it is simulated: what `apply --reissue` would deposit again.
     pub fn kept_cid(&self, iid: &str) -> rusqlite::Result<Option<(String, bool)>> {

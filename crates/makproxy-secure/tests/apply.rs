@@ -693,3 +693,159 @@ fn a_restored_machine_gets_its_stored_cid_again() {
     assert_eq!(s.deposit_files(), 18);
     assert!(s.deposit_text("WIN7-OFFICE.cmd").contains("/actcid:"));
 }
+
+/// What status lists, by state and host pattern, as the states print.
+fn rows(
+    s: &Site,
+    state: Option<ProductState>,
+    host: Option<&str>,
+) -> Vec<(String, String, Option<String>)> {
+    let mut out = Vec::new();
+    s.ledger
+        .status_rows(state, host, |r| {
+            out.push((r.host, r.state.to_string(), r.reason_code));
+            Ok(())
+        })
+        .unwrap();
+    out
+}
+
+/// The audit trail: every event of the product(s) of `host`, oldest first.
+fn history(s: &Site, host: &str) -> Vec<String> {
+    s.ledger
+        .history(host)
+        .unwrap()
+        .into_iter()
+        .map(|h| h.2)
+        .collect()
+}
+
+/// Deposit results move products to activated or deposit_failed, once, and each step
+/// is in the audit trail; status filters by state and host.
+#[test]
+fn deposit_results_close_the_loop_and_are_audited() {
+    let mut s = site();
+    assert_eq!(rows(&s, None, None).len(), 15);
+    assert_eq!(rows(&s, Some(ProductState::Packed), None).len(), 13);
+    assert_eq!(
+        rows(&s, None, Some("pc-00000?")),
+        rows(&s, None, Some("PC-*")),
+        "host patterns ignore case"
+    );
+    assert_eq!(rows(&s, None, Some("PC-*")).len(), 8);
+    let skipped = rows(&s, Some(ProductState::Skipped), None);
+    assert_eq!(
+        skipped
+            .iter()
+            .map(|r| (r.1.as_str(), r.2.as_deref()))
+            .collect::<Vec<_>>(),
+        [("skipped", Some("no-key")), ("skipped", Some("kms-client"))]
+    );
+    let ret = s.all_cids("ret.zip", BackendKind::Microsoft, 0);
+    s.apply(&ret).unwrap();
+    let pc: serde_json::Value = serde_json::from_str(&s.deposit_text("PC-000001.json")).unwrap();
+    let p = pc["products"].as_array().unwrap();
+    let result = |status: &str, code: Option<&str>, i: usize| {
+        serde_json::json!({
+            "activation_id": p[i]["activation_id"], "installation_id": p[i]["installation_id"],
+            "confirmation_id": p[i]["confirmation_id"], "status": status, "error_code": code,
+            "message": null, "license_status": if status == "activated" { 1 } else { 5 },
+        })
+    };
+    let doc = serde_json::json!({
+        "schema": "makproxy-deposit-result/1", "host": "PC-000001", "time": "2026-11-23T00:00:00Z",
+        "results": [result("activated", None, 0), result("failed", Some("0xC004F04D"), 1)],
+    });
+    let results = s.dir.path().join("results");
+    std::fs::create_dir_all(&results).unwrap();
+    std::fs::write(results.join("PC-000001.result.json"), doc.to_string()).unwrap();
+    assert_eq!(
+        collect::run(&QUIET, &mut s.ledger, std::slice::from_ref(&results)).unwrap(),
+        Exit::Ok
+    );
+    assert_eq!(s.count(ProductState::Activated), 1);
+    assert_eq!(s.count(ProductState::DepositFailed), 1);
+    let failed = rows(&s, Some(ProductState::DepositFailed), None);
+    assert_eq!(failed[0].2.as_deref(), Some("0xC004F04D"));
+    assert_eq!(
+        history(&s, "PC-000001"),
+        [
+            "collected",
+            "collected",
+            "cid-received",
+            "cid-received",
+            "deposited",
+            "deposit-failed"
+        ]
+    );
+    // The same result again (a new copy, so collect reads it): nothing moves twice.
+    std::fs::write(results.join("PC-000001.result.json"), format!("{doc}\n")).unwrap();
+    collect::run(&QUIET, &mut s.ledger, &[results]).unwrap();
+    assert_eq!(s.count(ProductState::Activated), 1);
+    // The agent's second report is audited too, and changes no state.
+    assert_eq!(
+        history(&s, "PC-000001")[6..],
+        ["deposited", "deposit-failed"]
+    );
+}
+
+/// A product skipped for a reason that goes away (a key installed) is queued, and the
+/// old reason goes with it; a second pack gets the next sequence number.
+#[test]
+fn a_skipped_product_that_gets_a_key_is_queued_without_its_old_reason() {
+    let mut s = site();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/drop/LAB-08.json");
+    let text = std::fs::read_to_string(&src).unwrap();
+    let mut wmi: serde_json::Value =
+        serde_json::from_str(text.trim_start_matches('\u{feff}')).unwrap();
+    let server = wmi
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|p| p["Name"].as_str().unwrap().contains("ServerStandard"))
+        .unwrap();
+    server["PartialProductKey"] = "ABCDE".into();
+    server["Description"] = "Windows(R) Operating System, VOLUME_MAK channel".into();
+    server["ProductKeyID"] = "03612-03305-317-008912-02-1033-9200.0000-0662023".into();
+    server["OfflineInstallationId"] = with_check_digits(&[8; 54], 7).into();
+    let drop = s.dir.path().join("drop2");
+    std::fs::create_dir_all(&drop).unwrap();
+    std::fs::write(drop.join("LAB-08.json"), wmi.to_string()).unwrap();
+    collect::run(&QUIET, &mut s.ledger, &[drop]).unwrap();
+    let queued = rows(&s, Some(ProductState::Queued), None);
+    assert_eq!(queued, [("LAB-08".to_string(), "queued".to_string(), None)]);
+    assert_eq!(
+        history(&s, "LAB-08")
+            .iter()
+            .filter(|e| *e == "collected")
+            .count(),
+        3
+    );
+    let second = s.dir.path().join("cil-2.zip");
+    let o = pack::Options {
+        out: &second,
+        limit: None,
+        product: None,
+        host: None,
+        include_hostnames: false,
+        retry_failed: false,
+        only_failed: false,
+        repack: false,
+        expires_days: 30,
+        dry_run: false,
+    };
+    assert_eq!(
+        pack::run(&QUIET, &s.secure, &mut s.ledger, &o).unwrap(),
+        Exit::Ok
+    );
+    let v = bundle::open(
+        &second,
+        Kind::Cil,
+        &s.online.trusted().unwrap(),
+        makproxy_cli::now(),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(v.manifest.sequence, s.answers.sequence + 1);
+    assert_eq!(v.manifest.records, 1);
+}
