@@ -691,6 +691,14 @@ fn a_restored_machine_gets_its_stored_cid_again() {
     assert_eq!(s.count(ProductState::CidReceived), 13);
     // Every product awaiting deposit gets its files again, the restored one included.
     assert_eq!(s.deposit_files(), 18);
+    // A host whose files cannot be written counts against the reissue (exit 4).
+    std::fs::remove_dir_all(&deposit).unwrap();
+    std::fs::create_dir_all(deposit.join("KIOSK-01.cmd")).unwrap();
+    let tx = s.ledger.begin().unwrap();
+    let (files, problems) = apply::write_deposit_files(&tx, &deposit, None).unwrap();
+    std::mem::drop(tx);
+    assert_eq!((files, problems.len()), (8, 1));
+    assert_eq!(problems[0].host, "KIOSK-01");
     assert!(s.deposit_text("WIN7-OFFICE.cmd").contains("/actcid:"));
 }
 
