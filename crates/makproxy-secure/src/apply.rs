@@ -407,9 +407,10 @@ fn record(
         );
         return Ok(());
     }
-    // A real CID is final; a simulated one gives way only to a real CID.
-    let supersedes =
-        answered == Answered::SIMULATED && r.confirmation_id().is_some() && !r.simulated;
+    // A real CID is final; a simulated one gives way only to a real CID — from a
+    // return of the same request, or of another bundle the product was re-packed into.
+    let real_cid = r.confirmation_id().is_some() && !r.simulated;
+    let supersedes = answered == Answered::SIMULATED && real_cid;
     if answered == Answered::REAL || (answered == Answered::SIMULATED && !supersedes) {
         s.already_answered += 1;
         return Ok(());
@@ -457,7 +458,7 @@ fn record(
     }
     let event = match &r.answer {
         ReturnAnswer::Confirmed(_) => Event::Cid {
-            replaces_simulated: supersedes && cur_sim,
+            replaces_simulated: real_cid && cur_sim,
         },
         ReturnAnswer::Failed(_) => Event::Refused,
     };

@@ -857,3 +857,117 @@ fn a_skipped_product_that_gets_a_key_is_queued_without_its_old_reason() {
     assert_eq!(v.manifest.sequence, s.answers.sequence + 1);
     assert_eq!(v.manifest.records, 1);
 }
+
+/// A drill's return for one bundle and a real return for the bundle the same products
+/// were re-packed into, in that order: the real CIDs win, whichever bundle carried them.
+#[test]
+fn a_real_cid_from_a_repacked_bundle_replaces_a_drills_simulated_one() {
+    let mut s = site();
+    let first = s.answers.clone();
+    let first_records = s.records.clone();
+    let second = s.dir.path().join("cil-2.zip");
+    let o = pack::Options {
+        out: &second,
+        limit: None,
+        product: None,
+        host: None,
+        include_hostnames: false,
+        retry_failed: false,
+        only_failed: false,
+        repack: true,
+        expires_days: 30,
+        dry_run: false,
+    };
+    assert_eq!(
+        pack::run(&QUIET, &s.secure, &mut s.ledger, &o).unwrap(),
+        Exit::Ok
+    );
+    let now = makproxy_cli::now();
+    let mut v = bundle::open(
+        &second,
+        Kind::Cil,
+        &s.online.trusted().unwrap(),
+        now,
+        &Limits::default(),
+    )
+    .unwrap();
+    let mut records = Vec::new();
+    v.records(|r: CilRecord| {
+        records.push(r);
+        Ok::<(), CliError>(())
+    })
+    .unwrap();
+    assert_eq!(records.len(), 13);
+    let answers = Answers {
+        bundle_id: v.manifest.bundle_id.clone(),
+        manifest_sha256: v.manifest_sha256.clone(),
+        site: v.manifest.site.clone(),
+        sequence: v.manifest.sequence,
+    };
+    // The drill answers the first bundle...
+    let drill = s.ret(
+        "drill.zip",
+        &first,
+        BackendKind::Simulator,
+        first_records
+            .iter()
+            .map(|r| {
+                answered(
+                    r,
+                    ReturnAnswer::Confirmed(cid(r.handle)),
+                    BackendKind::Simulator,
+                )
+            })
+            .collect(),
+    );
+    assert_eq!(s.apply(&drill).unwrap(), Exit::Ok);
+    assert_eq!(s.count(ProductState::CidReceived), 13);
+    let drill_cmd = s.deposit_text("PC-000001.cmd");
+    // ... a second drill, of the second bundle, replaces nothing (simulated for simulated) ...
+    let drill2 = s.ret(
+        "drill-2.zip",
+        &answers,
+        BackendKind::Simulator,
+        records
+            .iter()
+            .map(|r| {
+                answered(
+                    r,
+                    ReturnAnswer::Confirmed(cid(900 + r.handle)),
+                    BackendKind::Simulator,
+                )
+            })
+            .collect(),
+    );
+    assert_eq!(s.apply(&drill2).unwrap(), Exit::Ok);
+    assert_eq!(s.deposit_text("PC-000001.cmd"), drill_cmd);
+    assert_eq!(s.summary(&drill2)["already_answered"], 13);
+    // ... then the real run answers the second.
+    let real = s.ret(
+        "real.zip",
+        &answers,
+        BackendKind::Microsoft,
+        records
+            .iter()
+            .map(|r| {
+                answered(
+                    r,
+                    ReturnAnswer::Confirmed(cid(5000 + r.handle)),
+                    BackendKind::Microsoft,
+                )
+            })
+            .collect(),
+    );
+    assert_eq!(s.apply(&real).unwrap(), Exit::Ok);
+    let cmd = s.deposit_text("PC-000001.cmd");
+    assert!(
+        !cmd.contains("SIMULATED"),
+        "the deposit files carry the real CIDs: {cmd}"
+    );
+    let sum = s.summary(&real);
+    assert_eq!(
+        (sum["cids"].as_u64(), sum["superseded"].as_u64()),
+        (Some(13), Some(13)),
+        "{sum}"
+    );
+}
