@@ -600,6 +600,7 @@ fn a_return_for_a_reimaged_machine_keeps_the_cid_but_deposits_nothing() {
         Exit::Partial,
         "the stale answer counts against it"
     );
+    assert!(history(&s, "WIN7-OFFICE").contains(&"answer-stale".to_string()));
     let sum = s.summary(&ret);
     assert_eq!(
         (sum["cids"].as_u64(), sum["iid_changed"].as_u64()),
@@ -650,6 +651,7 @@ fn a_restored_machine_gets_its_stored_cid_again() {
     let deposit = s.dir.path().join("deposit");
     let ret = s.all_cids("ret.zip", BackendKind::Microsoft, 0);
     s.apply(&ret).unwrap();
+    std::fs::remove_dir_all(&deposit).unwrap();
     assert_eq!(
         apply::reissue(&QUIET, &mut s.ledger, &deposit, false).unwrap(),
         Exit::Ok
@@ -659,6 +661,7 @@ fn a_restored_machine_gets_its_stored_cid_again() {
         0,
         "nothing to reissue yet"
     );
+    assert_eq!(s.deposit_files(), 0, "and nothing written");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/drop/WIN7-OFFICE.json");
     let original = std::fs::read_to_string(&src).unwrap();
     let mut doc: serde_json::Value = serde_json::from_str(&original).unwrap();
@@ -672,7 +675,7 @@ fn a_restored_machine_gets_its_stored_cid_again() {
     std::fs::write(drop.join("WIN7-OFFICE.json"), &original).unwrap();
     collect::run(&QUIET, &mut s.ledger, &[drop]).unwrap();
     assert_eq!(s.count(ProductState::CidOnHand), 1);
-    std::fs::remove_dir_all(&deposit).unwrap();
+    assert!(!deposit.exists());
     assert_eq!(
         apply::reissue(&QUIET, &mut s.ledger, &deposit, true).unwrap(),
         Exit::Ok
