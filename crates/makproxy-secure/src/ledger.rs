@@ -803,13 +803,13 @@ impl Tx<'_> {
 
     /// Removes the no-key marker of a machine that now reports products (see
     /// `ProductRecord::no_key`): the marker stood for "no key", which is no longer true.
-    pub fn forget_no_key_marker(&self, host: &str, marker: &str) -> rusqlite::Result<bool> {
+    pub fn forget_no_key_marker(&self, host: &str, marker: &str) -> rusqlite::Result<()> {
         let id: Option<i64> = self
             .tx
             .prepare_cached("SELECT id FROM product_facts WHERE host = ?1 AND activation_id = ?2")?
             .query_row(params![host, marker], |r| r.get(0))
             .optional()?;
-        let Some(id) = id else { return Ok(false) };
+        let Some(id) = id else { return Ok(()) };
         for sql in [
             "DELETE FROM history WHERE product_id = ?1",
             "DELETE FROM product_status WHERE product_id = ?1",
@@ -817,7 +817,7 @@ impl Tx<'_> {
         ] {
             self.tx.prepare_cached(sql)?.execute(params![id])?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Records a product seen for the first time.

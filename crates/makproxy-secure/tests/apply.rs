@@ -974,3 +974,44 @@ fn a_real_cid_from_a_repacked_bundle_replaces_a_drills_simulated_one() {
         "{sum}"
     );
 }
+
+/// Refused files and records are kept for the report, each with its code; a machine
+/// with no key shows as skipped (no-key) until it reports a product.
+#[test]
+fn refusals_are_kept_and_a_keyless_machine_is_listed_until_it_has_a_key() {
+    let mut s = site();
+    let broken = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/drop-broken");
+    assert_eq!(
+        collect::run(&QUIET, &mut s.ledger, &[broken]).unwrap(),
+        Exit::Partial
+    );
+    let t = s.ledger.report_tables().unwrap();
+    let codes: std::collections::BTreeSet<&str> =
+        t.rejections.iter().map(|r| r[2].as_str()).collect();
+    for c in ["MP-REC-002", "MP-REC-004", "MP-REC-008", "MP-REC-012"] {
+        assert!(codes.contains(c), "{c} not among {codes:?}");
+    }
+    let outcomes = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/agent-outcomes");
+    collect::run(&QUIET, &mut s.ledger, &[outcomes]).unwrap();
+    assert_eq!(
+        rows(&s, None, Some("NO-KEY")),
+        [(
+            "NO-KEY".to_string(),
+            "skipped".to_string(),
+            Some("no-key".to_string())
+        )]
+    );
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/drop/WIN7-OFFICE.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
+    doc["host"] = "NO-KEY".into();
+    let later = s.dir.path().join("later");
+    std::fs::create_dir_all(&later).unwrap();
+    std::fs::write(later.join("NO-KEY.json"), doc.to_string()).unwrap();
+    collect::run(&QUIET, &mut s.ledger, &[later]).unwrap();
+    assert_eq!(
+        rows(&s, None, Some("NO-KEY")),
+        [("NO-KEY".to_string(), "queued".to_string(), None)],
+        "the marker went when the machine reported a product"
+    );
+}
