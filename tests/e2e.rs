@@ -31,5 +31,7 @@ mod release;
 mod roundtrip;
 #[path = "e2e/snapshots.rs"]
 mod snapshots;
+#[path = "e2e/sshsig.rs"]
+mod sshsig;
 #[path = "e2e/upgrade.rs"]
 mod upgrade;

@@ -234,6 +234,11 @@ fn every_document_of_a_round_trip_matches_json_md() {
         &js(true, &["pack", "--out", &cil, "--dry-run"]),
     );
     check(&md, "pack", &js(true, &["pack", "--out", &cil]));
+    check(
+        &md,
+        "export-signature",
+        &js(true, &["export-signature", &cil, "--out", &g.p("gate")]),
+    );
     check(&md, "pack", &js(true, &["pack", "--out", &g.p("none.zip")]));
     check(&md, "bundle summary", &js(false, &["inspect", &cil]));
     check(

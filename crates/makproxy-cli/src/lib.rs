@@ -392,6 +392,18 @@ pub enum Common {
     /// Pin, list or remove the other side's public keys.
     #[command(subcommand)]
     Trust(TrustCommand),
+    /// Write a bundle this side signed as `manifest.json`, an OpenSSH signature over it
+    /// and an `allowed_signers` file into a new folder, so a reviewer can check it with
+    /// `ssh-keygen -Y verify` alone.
+    ///
+    /// Example: export-signature cil-0001.zip --out gate-check
+    ExportSignature {
+        /// A bundle signed by this side's key.
+        bundle: PathBuf,
+        /// The folder to create (must not exist).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Print shell completions (bash, zsh, fish, powershell, elvish).
     ///
     /// Example: completions powershell > makproxy-completions.ps1
@@ -428,6 +440,9 @@ pub fn common(
         }
         Common::Key(k) => key(out, &Home::open(&dir, role)?, k),
         Common::Trust(t) => trust(out, &Home::open(&dir, role)?, t),
+        Common::ExportSignature { bundle, out: to } => {
+            export_signature(out, &Home::open(&dir, role)?, bundle, to)
+        }
         Common::Completions { shell } => {
             let name = root.get_name().to_string();
             clap_complete::generate(*shell, &mut root, name, &mut std::io::stdout());
@@ -517,6 +532,10 @@ pub enum KeyCommand {
         /// The public key file to write (never overwritten).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Write an OpenSSH `allowed_signers` line instead, for checking this side's
+        /// bundles with `ssh-keygen -Y verify` (see `export-signature`).
+        #[arg(long)]
+        ssh: bool,
     },
     /// Show this side's public key fingerprint (to read aloud to the other side).
     ///
@@ -576,11 +595,14 @@ pub fn key(out: &Output, home: &Home, cmd: &KeyCommand) -> Result<Exit, CliError
     // leak; it also self-signs the exported file.
     let signing = home.signing_key()?;
     let written = match cmd {
-        KeyCommand::Export { out: path } => {
-            makproxy_core::fsutil::write_new_with(path, |f| {
-                std::io::Write::write_all(f, &public.to_file_bytes(&signing))
-            })
-            .map_err(|e| CliError::io(path.display(), e))?;
+        KeyCommand::Export { out: path, ssh } => {
+            let bytes = if *ssh {
+                makproxy_core::sshsig::allowed_signers_line(&public).into_bytes()
+            } else {
+                public.to_file_bytes(&signing)
+            };
+            makproxy_core::fsutil::write_new_with(path, |f| std::io::Write::write_all(f, &bytes))
+                .map_err(|e| CliError::io(path.display(), e))?;
             Some(path.clone())
         }
         KeyCommand::Show => None,
@@ -619,6 +641,58 @@ pub fn trust(out: &Output, home: &Home, cmd: &TrustCommand) -> Result<Exit, CliE
             });
         }
     }
+    Ok(Exit::Ok)
+}
+
+/// `export-signature`: re-signs, in OpenSSH's SSHSIG format, the manifest of a bundle
+/// that this side's key signed (verified first: the command never signs anything else).
+pub fn export_signature(
+    out: &Output,
+    home: &Home,
+    bundle_path: &Path,
+    dir: &Path,
+) -> Result<Exit, CliError> {
+    use makproxy_core::bundle::{self, Limits};
+    use makproxy_core::keys::Trusted;
+    let public = home.public_key()?;
+    let signing = home.signing_key()?;
+    let kind = bundle::peek_kind(bundle_path, &Limits::default())?;
+    let own = [Trusted {
+        name: "this side".into(),
+        key: public.clone(),
+    }];
+    let v = bundle::open(bundle_path, kind, &own, now(), &Limits::default())?;
+    new_output(dir, "a signature folder", "choose another --out name")?;
+    std::fs::create_dir(dir).map_err(|e| CliError::io(dir.display(), e))?;
+    let files = [
+        ("manifest.json", v.manifest_bytes.clone()),
+        (
+            "manifest.sshsig",
+            makproxy_core::sshsig::sign(&signing, &public, &v.manifest_bytes).into_bytes(),
+        ),
+        (
+            "allowed_signers",
+            makproxy_core::sshsig::allowed_signers_line(&public).into_bytes(),
+        ),
+    ];
+    for (name, bytes) in files {
+        let p = dir.join(name);
+        makproxy_core::fsutil::write_new_with(&p, |f| std::io::Write::write_all(f, &bytes))
+            .map_err(|e| CliError::io(p.display(), e))?;
+    }
+    let data = v
+        .manifest
+        .entries
+        .iter()
+        .find(|e| e.name == kind.data_entry())
+        .expect("the reader checked the data entry is listed");
+    out.report(&report::SshSignature {
+        folder: dir.to_path_buf(),
+        bundle: bundle_path.to_path_buf(),
+        principal: public.site.clone(),
+        data_entry: data.name.clone(),
+        data_sha256: data.sha256.clone(),
+    });
     Ok(Exit::Ok)
 }
 

@@ -428,3 +428,41 @@ impl Display for BundleSummary {
         Ok(())
     }
 }
+
+/// `export-signature`.
+#[derive(Debug, Serialize)]
+pub struct SshSignature {
+    /// The folder written (manifest.json, manifest.sshsig, allowed_signers).
+    pub folder: PathBuf,
+    /// The bundle whose manifest was signed.
+    pub bundle: PathBuf,
+    /// The principal in allowed_signers (this side's site).
+    pub principal: String,
+    /// The bundle's data entry.
+    pub data_entry: String,
+    /// Its SHA-256, as the signed manifest lists it.
+    pub data_sha256: String,
+}
+
+impl Display for SshSignature {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let dir = shown(&self.folder);
+        writeln!(
+            f,
+            "Wrote manifest.json, manifest.sshsig and allowed_signers to {dir}."
+        )?;
+        writeln!(f, "At the gate, without makproxy:")?;
+        writeln!(
+            f,
+            "  ssh-keygen -Y verify -n makproxy -f {dir}/allowed_signers -I {} -s {dir}/manifest.sshsig < {dir}/manifest.json",
+            escape(&self.principal)
+        )?;
+        write!(
+            f,
+            "  unzip -p {} {} | sha256sum      (must print {})",
+            shown(&self.bundle),
+            escape(&self.data_entry),
+            self.data_sha256
+        )
+    }
+}

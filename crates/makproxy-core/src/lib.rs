@@ -13,6 +13,7 @@ pub mod keys;
 mod os;
 pub mod records;
 pub mod sanitize;
+pub mod sshsig;
 
 pub use codes::Code;
 

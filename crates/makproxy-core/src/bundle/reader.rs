@@ -26,6 +26,9 @@ pub struct Verified {
     pub manifest: Manifest,
     /// SHA-256 of the manifest's exact bytes.
     pub manifest_sha256: String,
+    /// The manifest's exact bytes, as signed (what `export-signature` signs again in
+    /// OpenSSH's format).
+    pub manifest_bytes: Vec<u8>,
     /// The pinned key that signed it, and its name.
     pub signer: Trusted,
     /// The data entry as verified: an unnamed temporary file only this process can
@@ -375,6 +378,7 @@ pub fn open(
     Ok(Verified {
         manifest,
         manifest_sha256: sha256_hex(&mbytes),
+        manifest_bytes: mbytes,
         signer: signer.clone(),
         data,
         limits: limits.clone(),
