@@ -506,6 +506,17 @@ fn a_real_cid_replaces_a_simulated_one_and_never_the_reverse() {
     let drill = s.all_cids("drill.zip", BackendKind::Simulator, 500);
     assert_eq!(s.apply(&drill).unwrap(), Exit::Ok);
     assert!(s.cid_of(&s.records[0]).unwrap().1, "simulated");
+    // A second drill of the same request keeps the first drill's CIDs (and keeps
+    // nothing of its own): only a real CID replaces a simulated one.
+    let drill2 = s.all_cids("drill-again.zip", BackendKind::Simulator, 600);
+    assert_eq!(s.apply(&drill2).unwrap(), Exit::Ok);
+    assert_eq!(s.summary(&drill2)["already_answered"], 13);
+    for r in &s.records {
+        assert_eq!(
+            s.cid_of(r),
+            Some((cid(500 + r.handle).digits().to_string(), true))
+        );
+    }
     let real = s.all_cids("real.zip", BackendKind::Microsoft, 2000);
     assert_eq!(s.apply(&real).unwrap(), Exit::Ok);
     let sum = s.summary(&real);
