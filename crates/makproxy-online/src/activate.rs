@@ -1213,6 +1213,11 @@ mod tests {
             format!("MP-BKD-002 ({})", Code::BkdNoResponse.summary())
         );
         assert_eq!(Reason::of(&f("MP-XXX-999", None)).to_string(), "MP-XXX-999");
+        // Equality and order are by the printed code, the key failed_by_reason counts.
+        assert_eq!(svc, Reason::of(&f("MP-BKD-003", Some("0x7F"))));
+        assert_ne!(svc, ours);
+        assert_eq!(svc.partial_cmp(&ours), Some(std::cmp::Ordering::Less));
+        assert_eq!(ours.partial_cmp(&svc), Some(std::cmp::Ordering::Greater));
         let mut counts = BTreeMap::new();
         *counts.entry(ours).or_insert(0) += 2;
         *counts.entry(svc).or_insert(0) += 1;
