@@ -153,7 +153,8 @@ $products = @()
 $failure = $null
 try {
     foreach ($class in @('SoftwareLicensingProduct', 'OfficeSoftwareProtectionProduct')) {
-        foreach ($p in (Get-LicensingProducts $class ($class -eq 'OfficeSoftwareProtectionProduct'))) {
+        # @(): on PowerShell 2.0, foreach over a call that output nothing runs once with $null.
+        foreach ($p in @(Get-LicensingProducts $class ($class -eq 'OfficeSoftwareProtectionProduct'))) {
             $r = New-Ordered
             $r['wmi_class'] = $class
             $r['activation_id'] = [string]$p.ID

@@ -129,7 +129,9 @@ function ConvertFrom-JsonV3([string]$Text) {
 function Get-Field($Object, [string]$Name) {
     if ($null -eq $Object) { return $null }
     if ($Object -is [System.Collections.IDictionary]) {
-        if ($Object.Contains($Name)) { return $Object[$Name] }
+        # .Keys, not .Contains: JavaScriptSerializer's Dictionary has Contains only as an
+        # explicit interface method, which PowerShell 2.0 cannot call.
+        if ($Object.Keys -contains $Name) { return $Object[$Name] }
         return $null
     }
     $p = $Object.PSObject.Properties[$Name]

@@ -204,6 +204,19 @@ fn ps2_problems(src: &str) -> Vec<String> {
                     }
                 }
             }
+            "foreach_statement" => {
+                // `foreach ($x in (Command …))`: on PowerShell 2.0, a command that outputs
+                // nothing makes the loop run once with $null. `@(Command …)` does not.
+                let t = text(n, src);
+                let head = &t[..t.find('{').unwrap_or(t.len())];
+                if let Some(at) = head.find(" in ") {
+                    if head[at + 4..].trim_start().starts_with('(') {
+                        out.push(format!(
+                            "{line}: foreach over (…) runs once with $null on PowerShell 2.0 when it outputs nothing; use @(…)"
+                        ));
+                    }
+                }
+            }
             k if LATER_STATEMENTS.contains(&k) => later(k.replace('_', " ")),
             _ => {}
         }
@@ -247,13 +260,18 @@ fn the_powershell_2_check_catches_what_it_claims_to() {
             "called without",
         ),
         ("$x = @(", "does not parse"),
+        (
+            "foreach ($p in (Get-WmiObject -Class X)) { $p }",
+            "runs once with $null",
+        ),
     ];
     for (src, want) in bad {
         let p = ps2_problems(src);
         assert!(p.iter().any(|x| x.contains(want)), "{src:?}: {p:?}");
     }
     let good = "function Get-XV3 { Get-CimInstance -ClassName X }\n\
-                if ($PSVersionTable.PSVersion.Major -ge 3) { Get-XV3 } else { Get-WmiObject -Class X }";
+                if ($PSVersionTable.PSVersion.Major -ge 3) { Get-XV3 } else { Get-WmiObject -Class X }\n\
+                foreach ($p in @(Get-WmiObject -Class X)) { $p }";
     assert_eq!(ps2_problems(good), Vec::<String>::new());
 }
 
