@@ -156,13 +156,13 @@ function Send-ConfirmationId($Product, [string]$Service, [string]$Iid, [string]$
         return
     }
     $r = $Product.DepositOfflineConfirmationId($Iid, $Cid)
-    if ($null -ne $r -and $r.ReturnValue -ne 0) { throw ('DepositOfflineConfirmationId returned 0x{0:X8}' -f [int]$r.ReturnValue) }
+    if ($null -ne $r -and $r.ReturnValue -ne 0) { throw ('DepositOfflineConfirmationId returned 0x{0:X8}' -f [uint32]$r.ReturnValue) }
     [void](Get-WmiObject -Class $Service -ErrorAction Stop).RefreshLicenseStatus()
 }
 
 function Invoke-DepositV3($Product, [string]$Service, [string]$Iid, [string]$Cid) {
     $r = Invoke-CimMethod -InputObject $Product -MethodName DepositOfflineConfirmationId -Arguments @{ InstallationId = $Iid; ConfirmationId = $Cid } -ErrorAction Stop
-    if ($null -ne $r -and $r.ReturnValue -ne 0) { throw ('DepositOfflineConfirmationId returned 0x{0:X8}' -f [int]$r.ReturnValue) }
+    if ($null -ne $r -and $r.ReturnValue -ne 0) { throw ('DepositOfflineConfirmationId returned 0x{0:X8}' -f [uint32]$r.ReturnValue) }
     $svc = Get-CimInstance -ClassName $Service -ErrorAction Stop
     [void](Invoke-CimMethod -InputObject $svc -MethodName RefreshLicenseStatus -ErrorAction Stop)
 }
