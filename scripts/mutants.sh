@@ -49,11 +49,13 @@ mkdir -p "$out"
 cargo mutants "${pkg[@]}" "${args[@]}" --timeout 300 --output "$out" || true
 if [ "${e2e:-0}" = 1 ]; then
     # The survivors again, with the end-to-end suite as well (--iterate skips the caught).
-    # The e2e suite runs both binaries and makproxy-gen/-mock: every package that builds
-    # one is listed, or each e2e test fails for a missing binary and every mutant looks
-    # "caught".
+    # The e2e suite runs both binaries, makproxy-gen/-mock and the backend crate's
+    # echo_gateway example: every package that builds one is listed, or e2e tests fail
+    # for a missing program and every mutant looks "caught". Read a survivor's log for
+    # which tests failed before trusting "caught".
     cargo mutants "${pkg[@]}" --test-package makproxy-secure --test-package makproxy-online \
-        --test-package makproxy-devtools --test-package makproxy-e2e "${args[@]}" \
+        --test-package makproxy-devtools --test-package makproxy-backend \
+        --test-package makproxy-e2e "${args[@]}" \
         --timeout 600 --output "$out" --iterate || true
 fi
 echo "== missed (each needs a test, or a reason in docs/reliability.md):"
