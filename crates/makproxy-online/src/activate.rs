@@ -969,18 +969,7 @@ fn write_return(
         created: now,
         expires: now + time::Duration::days(o.expires_days.clamp(1, 365).into()),
         tool: makproxy_core::tool_version("makproxy-online"),
-        fields: [
-            "handle",
-            "installation_id",
-            "extended_product_id",
-            "confirmation_id",
-            "failure",
-            "source",
-            "backend",
-            "simulated",
-        ]
-        .map(String::from)
-        .to_vec(),
+        fields: ReturnRecord::FIELDS.map(String::from).to_vec(),
         answers: Some(Answers {
             bundle_id: m.bundle_id.clone(),
             manifest_sha256: v.manifest_sha256.clone(),

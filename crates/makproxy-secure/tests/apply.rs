@@ -46,26 +46,54 @@ fn site() -> Site {
         collect::run(&QUIET, &mut ledger, &[drop]).unwrap(),
         Exit::Ok
     );
-    let cil = dir.path().join("cil.zip");
+    let (records, answers) = pack_and_read(
+        &secure,
+        &online,
+        &mut ledger,
+        &dir.path().join("cil.zip"),
+        false,
+    );
+    assert_eq!(
+        records.len(),
+        13,
+        "the shipped drop folder has 13 MAK products"
+    );
+    Site {
+        dir,
+        secure,
+        online,
+        ledger,
+        records,
+        answers,
+    }
+}
+
+/// Packs what `pack` (with `--repack` if asked) chooses into `out`, and reads the
+/// bundle back as the online side would: its records and the answers block a faithful
+/// return of it carries.
+fn pack_and_read(
+    secure: &Home,
+    online: &Home,
+    ledger: &mut Ledger,
+    out: &Path,
+    repack: bool,
+) -> (Vec<CilRecord>, Answers) {
     let o = pack::Options {
-        out: &cil,
+        out,
         limit: None,
         product: None,
         host: None,
         include_hostnames: false,
         retry_failed: false,
         only_failed: false,
-        repack: false,
+        repack,
         expires_days: 30,
         dry_run: false,
     };
-    assert_eq!(
-        pack::run(&QUIET, &secure, &mut ledger, &o).unwrap(),
-        Exit::Ok
-    );
+    assert_eq!(pack::run(&QUIET, secure, ledger, &o).unwrap(), Exit::Ok);
     let now = makproxy_cli::now();
     let mut v = bundle::open(
-        &cil,
+        out,
         Kind::Cil,
         &online.trusted().unwrap(),
         now,
@@ -78,25 +106,13 @@ fn site() -> Site {
         Ok::<(), CliError>(())
     })
     .unwrap();
-    assert_eq!(
-        records.len(),
-        13,
-        "the shipped drop folder has 13 MAK products"
-    );
     let answers = Answers {
         bundle_id: v.manifest.bundle_id.clone(),
         manifest_sha256: v.manifest_sha256.clone(),
         site: v.manifest.site.clone(),
         sequence: v.manifest.sequence,
     };
-    Site {
-        dir,
-        secure,
-        online,
-        ledger,
-        records,
-        answers,
-    }
+    (records, answers)
 }
 
 /// A CID valid by its check digits, different per `seed`.
@@ -147,18 +163,7 @@ impl Site {
             created: now,
             expires: now + time::Duration::days(30),
             tool: "test".into(),
-            fields: [
-                "handle",
-                "installation_id",
-                "extended_product_id",
-                "confirmation_id",
-                "failure",
-                "source",
-                "backend",
-                "simulated",
-            ]
-            .map(String::from)
-            .to_vec(),
+            fields: ReturnRecord::FIELDS.map(String::from).to_vec(),
             answers: Some(answers.clone()),
             backend: Some(BackendInfo {
                 name: backend.as_str().into(),
@@ -844,32 +849,9 @@ fn a_skipped_product_that_gets_a_key_is_queued_without_its_old_reason() {
         3
     );
     let second = s.dir.path().join("cil-2.zip");
-    let o = pack::Options {
-        out: &second,
-        limit: None,
-        product: None,
-        host: None,
-        include_hostnames: false,
-        retry_failed: false,
-        only_failed: false,
-        repack: false,
-        expires_days: 30,
-        dry_run: false,
-    };
-    assert_eq!(
-        pack::run(&QUIET, &s.secure, &mut s.ledger, &o).unwrap(),
-        Exit::Ok
-    );
-    let v = bundle::open(
-        &second,
-        Kind::Cil,
-        &s.online.trusted().unwrap(),
-        makproxy_cli::now(),
-        &Limits::default(),
-    )
-    .unwrap();
-    assert_eq!(v.manifest.sequence, s.answers.sequence + 1);
-    assert_eq!(v.manifest.records, 1);
+    let (records, answers) = pack_and_read(&s.secure, &s.online, &mut s.ledger, &second, false);
+    assert_eq!(answers.sequence, s.answers.sequence + 1);
+    assert_eq!(records.len(), 1);
 }
 
 /// A drill's return for one bundle and a real return for the bundle the same products
@@ -880,44 +862,8 @@ fn a_real_cid_from_a_repacked_bundle_replaces_a_drills_simulated_one() {
     let first = s.answers.clone();
     let first_records = s.records.clone();
     let second = s.dir.path().join("cil-2.zip");
-    let o = pack::Options {
-        out: &second,
-        limit: None,
-        product: None,
-        host: None,
-        include_hostnames: false,
-        retry_failed: false,
-        only_failed: false,
-        repack: true,
-        expires_days: 30,
-        dry_run: false,
-    };
-    assert_eq!(
-        pack::run(&QUIET, &s.secure, &mut s.ledger, &o).unwrap(),
-        Exit::Ok
-    );
-    let now = makproxy_cli::now();
-    let mut v = bundle::open(
-        &second,
-        Kind::Cil,
-        &s.online.trusted().unwrap(),
-        now,
-        &Limits::default(),
-    )
-    .unwrap();
-    let mut records = Vec::new();
-    v.records(|r: CilRecord| {
-        records.push(r);
-        Ok::<(), CliError>(())
-    })
-    .unwrap();
+    let (records, answers) = pack_and_read(&s.secure, &s.online, &mut s.ledger, &second, true);
     assert_eq!(records.len(), 13);
-    let answers = Answers {
-        bundle_id: v.manifest.bundle_id.clone(),
-        manifest_sha256: v.manifest_sha256.clone(),
-        site: v.manifest.site.clone(),
-        sequence: v.manifest.sequence,
-    };
     // The drill answers the first bundle...
     let drill = s.ret(
         "drill.zip",

@@ -229,6 +229,18 @@ pub struct ReturnRecord {
 }
 
 impl ReturnRecord {
+    /// The fields a return record may carry, as a return's manifest lists them.
+    pub const FIELDS: [&'static str; 8] = [
+        "handle",
+        "installation_id",
+        "extended_product_id",
+        "confirmation_id",
+        "failure",
+        "source",
+        "backend",
+        "simulated",
+    ];
+
     /// The confirmation ID, when the answer is one.
     pub fn confirmation_id(&self) -> Option<&ConfirmationId> {
         match &self.answer {
