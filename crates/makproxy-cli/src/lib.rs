@@ -663,7 +663,16 @@ pub fn export_signature(
     }];
     let v = bundle::open(bundle_path, kind, &own, now(), &Limits::default())?;
     new_output(dir, "a signature folder", "choose another --out name")?;
-    std::fs::create_dir(dir).map_err(|e| CliError::io(dir.display(), e))?;
+    // Written in a temporary folder beside it and renamed whole: a run that fails or is
+    // killed leaves no half-written folder under the name a reviewer will use.
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".makproxy-")
+        .tempdir_in(parent)
+        .map_err(|e| CliError::io(parent.display(), e))?;
     let files = [
         ("manifest.json", v.manifest_bytes.clone()),
         (
@@ -676,10 +685,12 @@ pub fn export_signature(
         ),
     ];
     for (name, bytes) in files {
-        let p = dir.join(name);
+        let p = tmp.path().join(name);
         makproxy_core::fsutil::write_new_with(&p, |f| std::io::Write::write_all(f, &bytes))
             .map_err(|e| CliError::io(p.display(), e))?;
     }
+    std::fs::rename(tmp.path(), dir).map_err(|e| CliError::io(dir.display(), e))?;
+    let _ = tmp.keep(); // renamed away: nothing left to delete
     let data = v
         .manifest
         .entries
