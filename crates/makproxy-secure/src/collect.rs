@@ -291,7 +291,7 @@ fn file(
                 match r {
                     Err(e) => record_problem(tx, problems, &shown, &e, now)?,
                     Ok(p) => {
-                        if bound && !p.is_no_key_marker() && !forgot.contains(p.host.as_str()) {
+                        if !p.is_no_key_marker() && !forgot.contains(p.host.as_str()) {
                             tx.forget_no_key_marker(p.host.as_str(), ProductRecord::NO_KEY_MARKER)?;
                             forgot.insert(p.host.as_str().to_string());
                         }
