@@ -80,11 +80,143 @@ fn collect_names_a_missing_field_and_records_each_skip_reason() {
         .map(|p| p["reason_code"].as_str().unwrap())
         .collect();
     reasons.sort();
-    assert_eq!(reasons, ["licensed", "no-iid", "not-mak"]);
+    assert_eq!(reasons, ["channel-off", "licensed", "no-iid"]);
     assert_eq!(
         g.count("queued"),
         1,
         "the good product in the same file went in"
+    );
+}
+
+/// The site's channel policy: MAK and KMS host keys by default, retail when enabled
+/// (kept in the home, and applied to products already collected), OEM and KMS clients
+/// never; the channel is shown by status and crosses in the bundle.
+#[test]
+fn channels_are_a_site_policy_kept_in_the_home() {
+    let g = Gap::default();
+    let drop = g.path("drop");
+    let aid = |n: u8| format!("2de67392-b7a7-462a-b1ca-108dd189f5{n:02}");
+    let chan = |n: u8, pkc: &'static str, desc: &'static str| {
+        product(&aid(n), &format!("p{n}"), move |p| {
+            p["product_key_channel"] = json!(pkc);
+            p["description"] = json!(desc);
+        })
+    };
+    agent_file(
+        &drop,
+        "PC-1",
+        vec![
+            chan(
+                1,
+                "Volume:MAK",
+                "Windows(R) Operating System, VOLUME_MAK channel",
+            ),
+            chan(
+                2,
+                "Volume:CSVLK",
+                "Windows(R) Operating System, VOLUME_KMS_WS19 channel",
+            ),
+            chan(3, "Retail", "Windows(R) Operating System, RETAIL channel"),
+            chan(4, "OEM:DM", "Windows(R) Operating System, OEM_DM channel"),
+            chan(
+                5,
+                "Volume:GVLK",
+                "Windows(R) Operating System, VOLUME_KMSCLIENT channel",
+            ),
+        ],
+    );
+    let state = |g: &Gap| -> Vec<(String, String, String)> {
+        let s = g.secure(&["--json", "status"]).ok().json();
+        s["products"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["channel"].as_str().unwrap().to_string(),
+                    p["state"].as_str().unwrap().to_string(),
+                    p["reason_code"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let r = g
+        .secure(&["--json", "collect", drop.to_str().unwrap()])
+        .ok()
+        .json();
+    assert_eq!(r["channels"], "mak,csvlk");
+    let t = |c: &str, s: &str, r: &str| (c.to_string(), s.to_string(), r.to_string());
+    assert_eq!(
+        state(&g),
+        [
+            t("mak", "queued", ""),
+            t("csvlk", "queued", ""),
+            t("retail", "skipped", "channel-off"),
+            t("oem", "skipped", "oem"),
+            t("kms-client", "skipped", "kms-client"),
+        ]
+    );
+    // Enabling retail moves the product already collected (its file is unchanged and not
+    // read again); OEM cannot be enabled at all.
+    let refused = g
+        .secure(&["collect", "--channels", "mak,oem", drop.to_str().unwrap()])
+        .code(2);
+    assert!(
+        refused
+            .stderr
+            .contains("oem products cannot be proxy-activated"),
+        "{}",
+        refused.stderr
+    );
+    let r = g
+        .secure(&[
+            "--json",
+            "collect",
+            "--channels",
+            "mak,csvlk,retail",
+            drop.to_str().unwrap(),
+        ])
+        .ok()
+        .json();
+    assert_eq!(r["channels_changed"]["moved"], 1, "{r}");
+    assert_eq!(r["summary"]["files_unchanged"], 1);
+    assert_eq!(state(&g)[2], t("retail", "queued", ""));
+    // Kept in the home: a later collect without --channels keeps retail on.
+    let r = g
+        .secure(&["--json", "collect", drop.to_str().unwrap()])
+        .ok()
+        .json();
+    assert_eq!(r["channels"], "mak,csvlk,retail");
+    assert!(r.get("channels_changed").is_none());
+    // The bundle carries each record's channel.
+    let cil = g.path("cil.zip");
+    g.secure(&["pack", "--out", cil.to_str().unwrap()]).ok();
+    let ins = g
+        .online(&["--json", "inspect", cil.to_str().unwrap(), "--records"])
+        .ok()
+        .json();
+    let mut chans: Vec<String> = ins["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["channel"].as_str().unwrap().to_string())
+        .collect();
+    chans.sort();
+    assert_eq!(chans, ["csvlk", "mak", "retail"]);
+    // Turning KMS host keys off skips queued ones, never ones already in a bundle.
+    let r = g
+        .secure(&[
+            "--json",
+            "collect",
+            "--channels",
+            "mak",
+            drop.to_str().unwrap(),
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        r["channels_changed"]["moved"], 0,
+        "packed products stay in flight"
     );
 }
 

@@ -636,6 +636,7 @@ fn forge_return_claiming(
             simulated: true,
             endpoint: None,
         }),
+        remaining: None,
     };
     w.finish(header, &online.signing_key().unwrap(), &out)
         .unwrap();

@@ -63,7 +63,26 @@ fn a_previous_release_round_carries_on_after_the_upgrade() {
         ),
         (Some(10), Some(3), Some(2))
     );
-    assert_eq!(schema(&t.path().join("secure-home/ledger.sqlite3")), "3");
+    assert_eq!(schema(&t.path().join("secure-home/ledger.sqlite3")), "4");
+    // Schema 4 records each product's key channel: filled from the old descriptions.
+    let channels: Vec<(&str, Option<&str>)> = s["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["state"].as_str().unwrap(), p["channel"].as_str()))
+        .collect();
+    let of = |c: Option<&str>| channels.iter().filter(|(_, x)| *x == c).count();
+    assert_eq!(
+        (
+            of(Some("mak")),
+            of(None),
+            of(Some("retail")),
+            of(Some("kms-client"))
+        ),
+        (11, 2, 1, 1),
+        "from the descriptions; CSV rows without one stay unknown: {channels:?}"
+    );
+    assert_eq!(s["channels"], "mak,csvlk", "the default policy");
 
     // The failed three are packed again: the sequence continues at 2, and the online
     // side (pinned keys from unsigned v1 files) verifies and answers them.

@@ -210,12 +210,13 @@ impl Display for Entry {
         match self {
             Entry::Cil(r) => write!(
                 f,
-                "  #{:<6} IID {}  ePID {}  {}  {}{}",
+                "  #{:<6} IID {}  ePID {}  {}  {}{}{}",
                 r.handle,
                 r.installation_id,
                 r.extended_product_id,
                 r.activation_id,
                 escape(r.product.as_deref().unwrap_or("-")),
+                r.channel.map(|c| format!("  ({c})")).unwrap_or_default(),
                 r.host
                     .as_ref()
                     .map(|h| format!("  host {h}"))

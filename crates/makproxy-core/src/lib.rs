@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod bundle;
+pub mod channel;
 pub mod codes;
 pub mod fsutil;
 pub mod ids;

@@ -107,6 +107,7 @@ mod properties {
             activation_id: Guid::parse("2de67392-b7a7-462a-b1ca-108dd189f588").unwrap(),
             product,
             host: host.map(|h| HostName::parse(&h).unwrap()),
+            channel: None,
         }
     }
 

@@ -31,7 +31,11 @@ fn generated_files_are_valid_agent_records() {
         assert_eq!(list.len(), 2);
         for p in list {
             let p = p.unwrap();
-            assert_eq!(p.skip(), None, "generated products are MAK proxy targets");
+            assert_eq!(
+                p.skip(makproxy_core::channel::Policy::default()),
+                None,
+                "generated products are MAK proxy targets"
+            );
             assert!(iids.insert(p.iid.unwrap()), "IIDs are distinct");
         }
     }

@@ -86,6 +86,10 @@ pub struct Summary {
     /// The first failed records, for the screen (not in --json: the return has all).
     #[serde(skip)]
     pub first_failures: Vec<(u64, RecordFailure)>,
+    /// CIDs obtained from the backend per ePID (what the return's `remaining` counts
+    /// as spent).
+    #[serde(skip)]
+    pub obtained_per_epid: BTreeMap<String, u64>,
 }
 
 /// Why records failed, as `failed_by_reason` counts them: the activation service's own
@@ -568,6 +572,11 @@ impl Walk<'_> {
             Answer::Cid { cid, now, by } => {
                 if now {
                     self.s.obtained += 1;
+                    *self
+                        .s
+                        .obtained_per_epid
+                        .entry(r.extended_product_id.as_str().to_string())
+                        .or_default() += 1;
                 } else {
                     self.s.from_journal += 1;
                 }
@@ -734,9 +743,11 @@ pub fn run(
         });
         return Ok(Exit::Ok);
     }
-    if o.check_remaining {
-        check_remaining(o.backend, &need.per_epid)?;
-    }
+    let counts = if o.check_remaining {
+        check_remaining(o.backend, &need.per_epid, now)?
+    } else {
+        Vec::new()
+    };
 
     let at = bundle::rfc3339(now);
     journal
@@ -770,7 +781,22 @@ pub fn run(
         .hint("check the network, proxy and --endpoint, then run the same command again; uncertain records need --retry-uncertain"));
     }
 
-    let written = write_return(home, journal, o, &v, &key, now, writer, &endpoint)?;
+    let remaining = (!counts.is_empty()).then(|| {
+        counts
+            .into_iter()
+            .map(|mut c| {
+                c.spent = s
+                    .obtained_per_epid
+                    .get(c.extended_product_id.as_str())
+                    .copied()
+                    .unwrap_or(0);
+                c
+            })
+            .collect()
+    });
+    let written = write_return(
+        home, journal, o, &v, &key, now, writer, &endpoint, remaining,
+    )?;
     let exit = Exit::outcome(s.obtained + s.from_journal, s.failed);
     out.report(&Activated {
         return_bundle: o.out.to_path_buf(),
@@ -807,11 +833,14 @@ fn refuse_replay(journal: &Journal, v: &bundle::Verified, signer: &str) -> Resul
     Ok(())
 }
 
-/// `--check-remaining`: every key behind the batch has enough activations left.
+/// `--check-remaining`: every key behind the batch has enough activations left. The
+/// counts go back in the return (`remaining`), for the secure side's key inventory.
 fn check_remaining(
     backend: &dyn Backend,
     per_epid: &BTreeMap<String, u64>,
-) -> Result<(), CliError> {
+    now: time::OffsetDateTime,
+) -> Result<Vec<bundle::RemainingCount>, CliError> {
+    let mut counts = Vec::new();
     for (epid, n) in per_epid {
         let epid_v = ExtendedProductId::parse(epid).map_err(db)?;
         let left = backend.remaining(&epid_v).map_err(|f| {
@@ -830,8 +859,14 @@ fn check_remaining(
             )
             .hint("split the batch with pack --limit, or raise the MAK's limit with Microsoft"));
         }
+        counts.push(bundle::RemainingCount {
+            extended_product_id: epid_v,
+            activations_remaining: left.as_count(),
+            spent: 0,
+            checked: bundle::rfc3339(now),
+        });
     }
-    Ok(())
+    Ok(counts)
 }
 
 /// Walks the bundle's records through the journal and `o.concurrency` workers into the
@@ -958,6 +993,7 @@ fn write_return(
     now: time::OffsetDateTime,
     writer: BundleWriter<ReturnRecord>,
     endpoint: &str,
+    remaining: Option<Vec<bundle::RemainingCount>>,
 ) -> Result<bundle::Written, CliError> {
     let m = &v.manifest;
     let (simulated, kind) = (o.backend.simulated(), o.backend.kind());
@@ -981,6 +1017,7 @@ fn write_return(
             simulated,
             endpoint: Some(bundle::truncate_utf8(endpoint, bundle::MAX_ENDPOINT).to_string()),
         }),
+        remaining,
     };
     let written = writer.finish(header, key, o.out)?;
     journal
@@ -1277,6 +1314,7 @@ mod tests {
                 activation_id: Guid::parse("2de67392-b7a7-462a-b1ca-108dd189f588").unwrap(),
                 product: None,
                 host: None,
+                channel: None,
             })
             .unwrap();
         }

@@ -144,9 +144,16 @@ pub struct Applied {
     pub still_pending: i64,
     /// Per-record notes.
     pub notes: Vec<Note>,
+    /// Keys of the inventory whose remaining-activation count the return updated.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub keys_updated: u64,
     /// Where the deposit files went.
     #[serde(skip)]
     pub deposit_dir: std::path::PathBuf,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl std::fmt::Display for Applied {
@@ -163,7 +170,15 @@ impl std::fmt::Display for Applied {
             self.deposit_files,
             makproxy_cli::report::shown(&self.deposit_dir),
             self.still_pending
-        )
+        )?;
+        if self.keys_updated > 0 {
+            write!(
+                f,
+                "\nActivations left updated for {} key(s) of the inventory (keys list).",
+                self.keys_updated
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -300,6 +315,12 @@ pub fn run(
         });
         return Ok(Exit::Ok);
     }
+    let mut keys_updated = 0;
+    for c in m.remaining.as_deref().unwrap_or_default() {
+        keys_updated += tx
+            .key_count_seen(&answers.bundle_id, c, &m.bundle_id, &at)
+            .map_err(db)?;
+    }
     tx.return_recorded(
         &m.bundle_id,
         &answers.bundle_id,
@@ -337,6 +358,7 @@ pub fn run(
         deposit_problems: problems,
         still_pending: pending,
         notes,
+        keys_updated,
         deposit_dir: deposit_dir.to_path_buf(),
     });
     Ok(exit)
@@ -770,6 +792,7 @@ mod tests {
                 deposit_problems: vec![],
                 still_pending: 2,
                 notes: vec![],
+                keys_updated: 0,
                 deposit_dir: "dep".into(),
             }
             .to_string()

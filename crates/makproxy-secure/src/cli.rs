@@ -30,6 +30,11 @@ pub enum Command {
         /// Drop folders to read (searched 8 levels deep).
         #[arg(required = true, value_name = "DIR")]
         dirs: Vec<PathBuf>,
+        /// Key channels this site proxy-activates, kept in the home for later runs:
+        /// any of mak, csvlk (KMS host keys), retail. Default: mak,csvlk. OEM and KMS
+        /// client products are always skipped.
+        #[arg(long, value_name = "LIST", value_parser = makproxy_core::channel::Policy::parse)]
+        channels: Option<makproxy_core::channel::Policy>,
     },
     /// Pack queued records into a signed CIL bundle for removable media.
     ///
@@ -74,6 +79,12 @@ pub enum Command {
         #[arg(long)]
         records: bool,
     },
+    /// The site's key inventory: each key's last five characters, product and the
+    /// activations it had left when last seen online (no key is stored whole).
+    ///
+    /// Example: makproxy-secure keys add --last5 3V66T --product "Windows 11 Enterprise" --remaining 480
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Start a new, empty ledger for a home whose ledger was lost, continuing the
     /// bundle sequence from N (one more than the highest this site ever packed).
     ///
@@ -81,6 +92,41 @@ pub enum Command {
     Recover {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         next_sequence: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a key: its last five characters, never the whole key.
+    ///
+    /// Example: makproxy-secure keys add --last5 3V66T --product "Windows 11 Enterprise" --remaining 480
+    Add {
+        /// The key's last five characters (as `status` and slmgr /dli show them).
+        #[arg(long, value_name = "XXXXX")]
+        last5: String,
+        /// The product the key is for.
+        #[arg(long, value_name = "NAME")]
+        product: String,
+        /// The key's channel: mak, csvlk (KMS host key) or retail.
+        #[arg(long, default_value = "mak")]
+        channel: String,
+        /// An extended product ID of a machine with the key (for `makproxy-online remaining --pid`).
+        #[arg(long, value_name = "EPID")]
+        pid: Option<String>,
+        /// Activations left, as last seen (e.g. on the Volume Licensing portal); -1: no limit.
+        #[arg(long, value_name = "N", allow_hyphen_values = true)]
+        remaining: Option<i64>,
+    },
+    /// List the keys, their activations left and the products queued for each.
+    ///
+    /// Example: makproxy-secure keys list
+    List,
+    /// Remove a key from the inventory.
+    ///
+    /// Example: makproxy-secure keys remove 3V66T
+    Remove {
+        /// The key's last five characters.
+        last5: String,
     },
 }
 

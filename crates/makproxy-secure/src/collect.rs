@@ -13,6 +13,7 @@
 
 use crate::ledger::{after_collect, Facts, Ledger, ProductState, Seen, Tx};
 use makproxy_cli::{CliError, Exit, Output};
+use makproxy_core::channel::{Channel, Policy};
 use makproxy_core::records::{
     self, deposit_error_meaning, DepositResult, Format, Parsed, ProductRecord, RecordError, Skip,
 };
@@ -71,12 +72,35 @@ pub struct Problem {
 pub struct Collected {
     /// What it did.
     pub summary: Summary,
+    /// The channels this site proxy-activates (after `--channels`, if given).
+    pub channels: String,
+    /// What `--channels` changed, when it changed the policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels_changed: Option<PolicyChange>,
     /// Every refused file and record (also printed to stderr as they are found).
     pub problems: Vec<Problem>,
 }
 
+/// A change of the site's channel policy.
+#[derive(Debug, serde::Serialize)]
+pub struct PolicyChange {
+    /// The channels before.
+    pub from: String,
+    /// The channels now.
+    pub to: String,
+    /// Products queued or skipped again by the change.
+    pub moved: u64,
+}
+
 impl std::fmt::Display for Collected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(c) = &self.channels_changed {
+            writeln!(
+                f,
+                "Channels proxy-activated at this site: {} (were {}); {} product(s) queued or skipped again.",
+                c.to, c.from, c.moved
+            )?;
+        }
         let s = &self.summary;
         write!(
             f,
@@ -99,7 +123,9 @@ fn is_candidate(path: &Path) -> bool {
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
-    !name.starts_with('.') && !name.starts_with('~') && matches!(ext.as_str(), "json" | "csv")
+    !name.starts_with('.')
+        && !name.starts_with('~')
+        && matches!(ext.as_str(), "json" | "csv" | "txt")
 }
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, RecordError> {
@@ -122,6 +148,7 @@ fn claimed_host(path: &Path) -> String {
     let stem_len = lower
         .strip_suffix(".result.json")
         .or_else(|| lower.strip_suffix(".json"))
+        .or_else(|| lower.strip_suffix(".txt"))
         .map_or(name.len(), str::len);
     name[..stem_len].to_ascii_uppercase()
 }
@@ -142,7 +169,15 @@ fn misnamed(record: usize, host: &str, path: &Path) -> RecordError {
 }
 
 /// Reads every drop file under `dirs` (eight levels deep) into the ledger, reporting and skipping bad files and records.
-pub fn run(out: &Output, ledger: &mut Ledger, dirs: &[PathBuf]) -> Result<Exit, CliError> {
+///
+/// `channels` (from `--channels`) replaces the site's channel policy first, moving the
+/// products it decides (see [`Tx::set_policy`]); it is kept in the home for later runs.
+pub fn run(
+    out: &Output,
+    ledger: &mut Ledger,
+    dirs: &[PathBuf],
+    channels: Option<Policy>,
+) -> Result<Exit, CliError> {
     let now = makproxy_core::bundle::rfc3339(makproxy_cli::now());
     let mut summary = Summary::default();
     let mut problems: Vec<Problem> = Vec::new();
@@ -156,8 +191,21 @@ pub fn run(out: &Output, ledger: &mut Ledger, dirs: &[PathBuf]) -> Result<Exit, 
             .hint("give the drop folder the agents write to (a UNC path or a local folder)"));
         }
     }
-    let bar = out.progress(0, "collect");
     let db = |e: rusqlite::Error| CliError::io("ledger", e);
+    let before = ledger.policy().map_err(db)?;
+    let policy = channels.unwrap_or(before);
+    let mut channels_changed = None;
+    if policy != before {
+        let tx = ledger.begin().map_err(db)?;
+        let moved = tx.set_policy(policy, &now).map_err(db)?;
+        tx.commit().map_err(db)?;
+        channels_changed = Some(PolicyChange {
+            from: before.as_string(),
+            to: policy.as_string(),
+            moved,
+        });
+    }
+    let bar = out.progress(0, "collect");
     let mut tx = ledger.begin().map_err(db)?;
     let mut in_batch = 0usize;
     for dir in dirs {
@@ -202,7 +250,7 @@ pub fn run(out: &Output, ledger: &mut Ledger, dirs: &[PathBuf]) -> Result<Exit, 
             }
             summary.files += 1;
             bar.inc(1);
-            file(&tx, entry.path(), &now, &mut summary, &mut problems).map_err(db)?;
+            file(&tx, entry.path(), policy, &now, &mut summary, &mut problems).map_err(db)?;
             in_batch += 1;
             if in_batch >= BATCH {
                 tx.commit().map_err(db)?;
@@ -232,7 +280,12 @@ pub fn run(out: &Output, ledger: &mut Ledger, dirs: &[PathBuf]) -> Result<Exit, 
         + summary.deposits_activated
         + summary.deposits_failed;
     let exit = Exit::outcome(went_in, problems.len() as u64);
-    out.report(&Collected { summary, problems });
+    out.report(&Collected {
+        summary,
+        channels: policy.as_string(),
+        channels_changed,
+        problems,
+    });
     Ok(exit)
 }
 
@@ -240,6 +293,7 @@ pub fn run(out: &Output, ledger: &mut Ledger, dirs: &[PathBuf]) -> Result<Exit, 
 fn file(
     tx: &Tx,
     path: &Path,
+    policy: Policy,
     now: &str,
     summary: &mut Summary,
     problems: &mut Vec<Problem>,
@@ -261,7 +315,16 @@ fn file(
     tx.collected(&shown, &digest, now)?;
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
     let claimed = claimed_host(path);
-    let parsed = records::decode_text(&bytes).and_then(|t| records::parse(&t, stem));
+    // Saved console output may be in the console's OEM code page.
+    let txt = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("txt"));
+    let decoded = if txt {
+        records::decode_console_text(&bytes)
+    } else {
+        records::decode_text(&bytes)
+    };
+    let parsed = decoded.and_then(|t| records::parse(&t, stem));
     match parsed {
         Err(e) => {
             summary.files_rejected += 1;
@@ -295,7 +358,7 @@ fn file(
                             tx.forget_no_key_marker(p.host.as_str(), ProductRecord::NO_KEY_MARKER)?;
                             forgot.insert(p.host.as_str().to_string());
                         }
-                        let (change, st) = upsert(tx, &p, &shown, now)?;
+                        let (change, st) = upsert(tx, &p, policy, &shown, now)?;
                         match change {
                             Change::New => summary.new += 1,
                             Change::Updated => summary.updated += 1,
@@ -361,6 +424,7 @@ fn record_problem(
 fn upsert(
     tx: &Tx,
     p: &ProductRecord,
+    policy: Policy,
     file: &str,
     now: &str,
 ) -> rusqlite::Result<(Change, ProductState)> {
@@ -379,9 +443,10 @@ fn upsert(
         epid: epid.as_deref(),
         iid: iid.as_deref(),
         license_status: status,
+        channel: p.channel,
         file,
     };
-    let skip = p.skip();
+    let skip = p.skip(policy);
     let seen = match skip {
         Some(Skip::Licensed) => Seen::Licensed,
         Some(_) => Seen::Skip,
@@ -406,7 +471,8 @@ fn upsert(
         && e.license_status == status
         && e.partial_key == p.partial_key
         && e.description == p.description
-        && e.product == p.name;
+        && e.product == p.name
+        && e.channel.as_deref() == p.channel.map(Channel::as_str);
     if same && next == e.state {
         return Ok((Change::Unchanged, e.state));
     }

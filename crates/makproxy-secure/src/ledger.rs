@@ -15,6 +15,7 @@
 //! them; writes name the table they change.
 
 use makproxy_cli::store::{self, Migration, StoreError};
+use makproxy_core::channel::{Channel, Policy};
 use makproxy_core::ids::WmiClass;
 use makproxy_core::keys::Home;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -204,7 +205,7 @@ pub fn after_collect(current: Option<(ProductState, bool)>, seen: Seen) -> Produ
 }
 
 /// Bumped whenever the schema changes; older ledgers are migrated forward.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS product_facts(
@@ -220,6 +221,7 @@ CREATE TABLE IF NOT EXISTS product_facts(
     iid TEXT,
     license_status INTEGER,
     source_file TEXT,
+    channel TEXT,
     UNIQUE(host, activation_id)
 );
 CREATE TABLE IF NOT EXISTS product_status(
@@ -234,7 +236,7 @@ CREATE TABLE IF NOT EXISTS product_status(
 );
 CREATE VIEW IF NOT EXISTS products AS
     SELECT f.id, f.host, f.activation_id, f.application, f.wmi_class, f.product, f.description,
-           f.partial_key, f.epid, f.iid, f.license_status, f.source_file,
+           f.partial_key, f.epid, f.iid, f.license_status, f.source_file, f.channel,
            s.state, s.reason_code, s.reason, s.bundle_id, s.cid, s.cid_simulated, s.updated_at
     FROM product_facts f JOIN product_status s ON s.product_id = f.id;
 CREATE TABLE IF NOT EXISTS history(
@@ -294,14 +296,34 @@ CREATE TABLE IF NOT EXISTS collected_files(
     sha256 TEXT NOT NULL,
     at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS product_keys(
+    last5 TEXT PRIMARY KEY,
+    product TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    epid TEXT,
+    remaining INTEGER,
+    remaining_at TEXT,
+    remaining_from TEXT,
+    added_at TEXT NOT NULL
+);
 "#;
 
 /// Schema 2 to 3 adds only a new table (what collect has read, by content digest),
-/// which the schema's own `CREATE TABLE IF NOT EXISTS` makes.
-const MIGRATIONS: &[Migration] = &[Migration {
-    from: 2,
-    sql: "SELECT 1;",
-}];
+/// which the schema's own `CREATE TABLE IF NOT EXISTS` makes. Schema 3 to 4 adds each
+/// product's key channel (filled from the stored descriptions when the ledger is
+/// opened: [`Ledger::open`]) and the key inventory table; the view is made again with
+/// the new column.
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        from: 2,
+        sql: "SELECT 1;",
+    },
+    Migration {
+        from: 3,
+        sql: "ALTER TABLE product_facts ADD COLUMN channel TEXT; DROP VIEW IF EXISTS products;
+              INSERT OR REPLACE INTO meta(key, value) VALUES('channels_backfill', 'pending');",
+    },
+];
 
 /// The ledger file of a home.
 pub fn path(home: &Home) -> PathBuf {
@@ -352,6 +374,8 @@ pub struct Existing {
     pub description: Option<String>,
     /// The product's name.
     pub product: Option<String>,
+    /// The key's channel.
+    pub channel: Option<String>,
     /// Where the product is in its lifecycle.
     pub state: ProductState,
 }
@@ -378,8 +402,103 @@ pub struct Facts<'a> {
     pub iid: Option<&'a str>,
     /// What Windows last said about its activation (WMI LicenseStatus).
     pub license_status: Option<i64>,
+    /// The key's channel, when the input said.
+    pub channel: Option<Channel>,
     /// The drop file it came from.
     pub file: &'a str,
+}
+
+/// A key of the site's inventory (`keys add`; counts carried back in returns). No key
+/// crosses the gap or is stored whole: only its last five characters.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyRow {
+    /// The key's last five characters (upper case), as products report them.
+    pub last5: String,
+    /// The product it is for.
+    pub product: String,
+    /// Its channel (`mak`, `csvlk`, `retail`).
+    pub channel: String,
+    /// An extended product ID of a machine with the key (for `remaining --pid`).
+    pub extended_product_id: Option<String>,
+    /// Activations left when last seen online, less those the same return spent; -1: no
+    /// limit reported; null: never seen.
+    pub remaining: Option<i64>,
+    /// When the count was seen (RFC 3339).
+    pub remaining_at: Option<String>,
+    /// Where it came from: `keys add` or a return bundle's ID.
+    pub remaining_from: Option<String>,
+    /// Products with this key waiting to be packed.
+    pub queued: i64,
+}
+
+/// A key with fewer activations left than a batch needs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Shortfall {
+    /// The key's last five characters.
+    pub last5: String,
+    /// The product it is for.
+    pub product: String,
+    /// Activations left when last seen.
+    pub remaining: i64,
+    /// When that was.
+    pub remaining_at: Option<String>,
+    /// Activations the batch (or the queue) needs.
+    pub needed: i64,
+}
+
+impl std::fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "WARNING: key …{} ({}) had {} activation(s) left{}; {} needed",
+            makproxy_core::sanitize::escape(&self.last5),
+            makproxy_core::sanitize::escape(&self.product),
+            self.remaining,
+            self.remaining_at
+                .as_deref()
+                .map(|t| format!(" at {t}"))
+                .unwrap_or_default(),
+            self.needed
+        )
+    }
+}
+
+/// Keys with fewer activations left than needed by the products of `bundle_id` (a
+/// bundle being packed) or, with `None`, by the queued products.
+fn shortfalls(conn: &Connection, bundle_id: Option<&str>) -> rusqlite::Result<Vec<Shortfall>> {
+    let source = if bundle_id.is_some() {
+        "JOIN bundle_records br ON br.product_id = f.id AND br.bundle_id = ?1"
+    } else {
+        "JOIN product_status s ON s.product_id = f.id AND s.state = 'queued' AND ?1 IS NULL"
+    };
+    conn.prepare(&format!(
+        "SELECT k.last5, k.product, k.remaining, k.remaining_at, COUNT(*) FROM product_keys k
+         JOIN product_facts f ON upper(f.partial_key) = k.last5 {source}
+         WHERE k.remaining >= 0 GROUP BY k.last5 HAVING COUNT(*) > k.remaining ORDER BY k.last5"
+    ))?
+    .query_map(params![bundle_id], |r| {
+        Ok(Shortfall {
+            last5: r.get(0)?,
+            product: r.get(1)?,
+            remaining: r.get(2)?,
+            remaining_at: r.get(3)?,
+            needed: r.get(4)?,
+        })
+    })?
+    .collect()
+}
+
+/// A product the channel policy may move.
+struct PolicyRow {
+    id: i64,
+    host: String,
+    activation_id: String,
+    channel: Option<Channel>,
+    partial_key: Option<String>,
+    licensed: bool,
+    has_ids: bool,
+    state: ProductState,
+    iid: Option<String>,
 }
 
 /// A record of an issued bundle, as a return is checked against it.
@@ -437,6 +556,8 @@ pub struct PackRow {
     pub iid: String,
     /// The product's name.
     pub product: Option<String>,
+    /// The key's channel, when known.
+    pub channel: Option<String>,
 }
 
 /// The product a deposit result names, as the ledger holds it.
@@ -478,6 +599,9 @@ pub struct StatusRow {
     pub activation_id: String,
     /// The product's name.
     pub product: Option<String>,
+    /// The key's channel (`mak`, `csvlk`, `retail`, `oem`, `kms-client`, `other`;
+    /// null when the input did not say).
+    pub channel: Option<String>,
     /// Its state.
     pub state: ProductState,
     /// The bundle it was last packed in.
@@ -504,9 +628,69 @@ impl Ledger {
         if !exists(home) {
             return Err(OpenError::Missing(p));
         }
-        Ok(Ledger {
+        let l = Ledger {
             conn: store::open_migrating(&p, SCHEMA, SCHEMA_VERSION, MIGRATIONS)?,
-        })
+        };
+        l.backfill_channels().map_err(StoreError::from)?;
+        Ok(l)
+    }
+
+    /// Fills the channel of products collected before channels were recorded (schema
+    /// 3), from their stored description by the rule collect uses. One transaction; a
+    /// kill leaves the marker, so the next open does it again.
+    fn backfill_channels(&self) -> rusqlite::Result<()> {
+        if store::meta_get(&self.conn, "channels_backfill")?.is_none() {
+            return Ok(());
+        }
+        let tx = self.conn.unchecked_transaction()?;
+        let rows: Vec<(i64, Option<String>)> = tx
+            .prepare("SELECT id, description FROM product_facts WHERE channel IS NULL")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut set = tx.prepare("UPDATE product_facts SET channel = ?2 WHERE id = ?1")?;
+        for (id, description) in rows {
+            if let Some(c) = Channel::detect(None, description.as_deref()) {
+                set.execute(params![id, c.as_str()])?;
+            }
+        }
+        drop(set);
+        tx.execute("DELETE FROM meta WHERE key = 'channels_backfill'", [])?;
+        tx.commit()
+    }
+
+    /// The key inventory, with the products waiting for each key.
+    pub fn keys(&self) -> rusqlite::Result<Vec<KeyRow>> {
+        self.conn
+            .prepare(
+                "SELECT k.last5, k.product, k.channel, k.epid, k.remaining, k.remaining_at, k.remaining_from,
+                        (SELECT COUNT(*) FROM products p WHERE upper(p.partial_key) = k.last5 AND p.state = 'queued')
+                 FROM product_keys k ORDER BY k.product, k.last5",
+            )?
+            .query_map([], |r| {
+                Ok(KeyRow {
+                    last5: r.get(0)?,
+                    product: r.get(1)?,
+                    channel: r.get(2)?,
+                    extended_product_id: r.get(3)?,
+                    remaining: r.get(4)?,
+                    remaining_at: r.get(5)?,
+                    remaining_from: r.get(6)?,
+                    queued: r.get(7)?,
+                })
+            })?
+            .collect()
+    }
+
+    /// Keys with fewer activations left than the queued products need.
+    pub fn shortfalls(&self) -> rusqlite::Result<Vec<Shortfall>> {
+        shortfalls(&self.conn, None)
+    }
+
+    /// The channels this site proxy-activates (`collect --channels` sets them).
+    pub fn policy(&self) -> rusqlite::Result<Policy> {
+        Ok(store::meta_get(&self.conn, "channels")?
+            .and_then(|s| Policy::parse(&s).ok())
+            .unwrap_or_default())
     }
 
     /// Creates the ledger of a new home (`init`), or a fresh one for a home whose
@@ -558,7 +742,7 @@ impl Ledger {
         mut f: impl FnMut(StatusRow) -> Result<(), crate::Error>,
     ) -> Result<(), crate::Error> {
         let mut stmt = self.conn.prepare(
-            "SELECT host, activation_id, product, state, bundle_id, reason_code, reason, cid_simulated, updated_at FROM products
+            "SELECT host, activation_id, product, state, bundle_id, reason_code, reason, cid_simulated, updated_at, channel FROM products
              WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR host GLOB upper(?2)) ORDER BY host, activation_id",
         )?;
         each(
@@ -575,6 +759,7 @@ impl Ledger {
                     reason: r.get(6)?,
                     simulated: r.get(7)?,
                     updated_at: r.get(8)?,
+                    channel: r.get(9)?,
                 })
             },
             &mut f,
@@ -772,7 +957,7 @@ impl Tx<'_> {
     pub fn product(&self, host: &str, activation_id: &str) -> rusqlite::Result<Option<Existing>> {
         self.tx
             .prepare_cached(
-                "SELECT id, iid, epid, license_status, partial_key, description, product, state FROM products WHERE host = ?1 AND activation_id = ?2",
+                "SELECT id, iid, epid, license_status, partial_key, description, product, state, channel FROM products WHERE host = ?1 AND activation_id = ?2",
             )?
             .query_row(params![host, activation_id], |r| {
                 Ok(Existing {
@@ -784,6 +969,7 @@ impl Tx<'_> {
                     description: r.get(5)?,
                     product: r.get(6)?,
                     state: state_of(r.get(7)?)?,
+                    channel: r.get(8)?,
                 })
             })
             .optional()
@@ -820,6 +1006,131 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Adds a key to the inventory; `false` if one with these last five characters is
+    /// there already.
+    pub fn add_key(&self, k: &KeyRow, at: &str) -> rusqlite::Result<bool> {
+        Ok(self.tx.execute(
+            "INSERT INTO product_keys(last5, product, channel, epid, remaining, remaining_at, remaining_from, added_at)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(last5) DO NOTHING",
+            params![k.last5, k.product, k.channel, k.extended_product_id, k.remaining, k.remaining_at, k.remaining_from, at],
+        )? == 1)
+    }
+
+    /// Removes a key from the inventory; `false` if there was none.
+    pub fn remove_key(&self, last5: &str) -> rusqlite::Result<bool> {
+        Ok(self
+            .tx
+            .execute("DELETE FROM product_keys WHERE last5 = ?1", params![last5])?
+            == 1)
+    }
+
+    /// Records a remaining-activation count a return carried for `epid`, against the
+    /// key of the products of `cil_bundle` with that ePID (added to the inventory if
+    /// new), unless the inventory holds a newer count. Returns the keys updated.
+    pub fn key_count_seen(
+        &self,
+        cil_bundle: &str,
+        c: &makproxy_core::bundle::RemainingCount,
+        return_bundle: &str,
+        at: &str,
+    ) -> rusqlite::Result<u64> {
+        let left = if c.activations_remaining < 0 {
+            -1
+        } else {
+            c.activations_remaining
+                .saturating_sub(i64::try_from(c.spent).unwrap_or(i64::MAX))
+                .max(0)
+        };
+        let keys: Vec<(String, Option<String>, Option<String>)> = self
+            .tx
+            .prepare_cached(
+                "SELECT DISTINCT upper(f.partial_key), COALESCE(f.product, f.activation_id), COALESCE(f.channel, 'mak')
+                 FROM bundle_records br JOIN product_facts f ON f.id = br.product_id
+                 WHERE br.bundle_id = ?1 AND f.epid = ?2 AND f.partial_key IS NOT NULL",
+            )?
+            .query_map(params![cil_bundle, c.extended_product_id.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut n = 0;
+        for (last5, product, channel) in keys {
+            n += self.tx.prepare_cached(
+                "INSERT INTO product_keys(last5, product, channel, epid, remaining, remaining_at, remaining_from, added_at)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(last5) DO UPDATE SET remaining = excluded.remaining, remaining_at = excluded.remaining_at,
+                   remaining_from = excluded.remaining_from, epid = COALESCE(product_keys.epid, excluded.epid)
+                 WHERE product_keys.remaining_at IS NULL OR product_keys.remaining_at <= excluded.remaining_at",
+            )?
+            .execute(params![last5, product, channel, c.extended_product_id.as_str(), left, c.checked, return_bundle, at])? as u64;
+        }
+        Ok(n)
+    }
+
+    /// Keys with fewer activations left than the products of `bundle_id` need.
+    pub fn shortfalls(&self, bundle_id: &str) -> rusqlite::Result<Vec<Shortfall>> {
+        shortfalls(&self.tx, Some(bundle_id))
+    }
+
+    /// Sets the site's channel policy and moves the products it decides: queued
+    /// products of a channel now off are skipped (`channel-off`); products skipped as
+    /// `channel-off` whose channel is now on are queued again (or `cid_on_hand`).
+    /// Products in a bundle, holding a CID or failed keep their state. Returns how many
+    /// products moved.
+    pub fn set_policy(&self, policy: Policy, at: &str) -> rusqlite::Result<u64> {
+        store::meta_set(&self.tx, "channels", &policy.as_string())?;
+        let rows: Vec<PolicyRow> = self
+            .tx
+            .prepare(
+                "SELECT id, host, activation_id, channel, partial_key, license_status, iid IS NOT NULL AND epid IS NOT NULL, state, iid
+                 FROM products WHERE state = 'queued' OR (state = 'skipped' AND reason_code = 'channel-off')",
+            )?
+            .query_map([], |r| {
+                Ok(PolicyRow {
+                    id: r.get(0)?,
+                    host: r.get(1)?,
+                    activation_id: r.get(2)?,
+                    channel: r.get::<_, Option<String>>(3)?.and_then(|c| Channel::parse(&c)),
+                    partial_key: r.get(4)?,
+                    licensed: r.get::<_, Option<i64>>(5)? == Some(1),
+                    has_ids: r.get(6)?,
+                    state: state_of(r.get(7)?)?,
+                    iid: r.get(8)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut moved = 0;
+        for p in rows {
+            let skip = makproxy_core::records::skip_reason(
+                p.channel,
+                p.partial_key.as_deref(),
+                p.licensed,
+                p.has_ids,
+                policy,
+            );
+            let seen = match skip {
+                Some(_) => Seen::Skip,
+                None => match &p.iid {
+                    Some(i) if self.has_cid(&p.host, &p.activation_id, i)? => Seen::CidOnHand,
+                    _ => Seen::NeedsActivation,
+                },
+            };
+            let next = after_collect(Some((p.state, true)), seen);
+            if next == p.state {
+                continue;
+            }
+            self.set_state(
+                p.id,
+                next,
+                skip.map(|s| s.id()),
+                skip.map(|s| s.reason()),
+                at,
+            )?;
+            self.history(p.id, at, "policy", &format!("channels {policy}: {next}"))?;
+            moved += 1;
+        }
+        Ok(moved)
+    }
+
     /// Records a product seen for the first time.
     pub fn insert_product(
         &self,
@@ -831,10 +1142,10 @@ impl Tx<'_> {
     ) -> rusqlite::Result<i64> {
         self.tx
             .prepare_cached(
-                "INSERT INTO product_facts(host, activation_id, application, wmi_class, product, description, partial_key, epid, iid, license_status, source_file)
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO product_facts(host, activation_id, application, wmi_class, product, description, partial_key, epid, iid, license_status, source_file, channel)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
-            .execute(params![f.host, f.activation_id, f.application, f.wmi_class.as_str(), f.product, f.description, f.partial_key, f.epid, f.iid, f.license_status, f.file])?;
+            .execute(params![f.host, f.activation_id, f.application, f.wmi_class.as_str(), f.product, f.description, f.partial_key, f.epid, f.iid, f.license_status, f.file, f.channel.map(Channel::as_str)])?;
         let id = self.tx.last_insert_rowid();
         self.tx
             .prepare_cached(
@@ -863,9 +1174,9 @@ impl Tx<'_> {
         self.tx
             .prepare_cached(
                 "UPDATE product_facts SET application = ?2, wmi_class = ?3, product = ?4, description = ?5, partial_key = ?6, epid = ?7, iid = ?8, license_status = ?9,
-                   source_file = ?10 WHERE id = ?1",
+                   source_file = ?10, channel = ?11 WHERE id = ?1",
             )?
-            .execute(params![id, f.application, f.wmi_class.as_str(), f.product, f.description, f.partial_key, f.epid, f.iid, f.license_status, f.file])?;
+            .execute(params![id, f.application, f.wmi_class.as_str(), f.product, f.description, f.partial_key, f.epid, f.iid, f.license_status, f.file, f.channel.map(Channel::as_str)])?;
         let clears = to != from;
         self.tx
             .prepare_cached(
@@ -981,7 +1292,7 @@ impl Tx<'_> {
         mut f: impl FnMut(PackRow) -> Result<(), crate::Error>,
     ) -> Result<(), crate::Error> {
         let mut stmt = self.tx.prepare(
-            "SELECT br.handle, f.id, f.host, f.activation_id, f.epid, f.iid, f.product
+            "SELECT br.handle, f.id, f.host, f.activation_id, f.epid, f.iid, f.product, f.channel
              FROM bundle_records br JOIN product_facts f ON f.id = br.product_id
              WHERE br.bundle_id = ?1 ORDER BY br.handle",
         )?;
@@ -997,6 +1308,7 @@ impl Tx<'_> {
                     epid: r.get(4)?,
                     iid: r.get(5)?,
                     product: r.get(6)?,
+                    channel: r.get(7)?,
                 })
             },
             &mut f,

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod collect;
+pub mod inventory;
 pub mod ledger;
 pub mod pack;
 pub mod report;

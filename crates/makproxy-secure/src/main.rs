@@ -3,12 +3,12 @@
 
 mod cli;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, KeysCommand};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{self, Kind, Limits};
 use makproxy_core::keys::{Home, Role, Trusted};
 use makproxy_secure::ledger::{self, Ledger, OpenError};
-use makproxy_secure::{apply, collect, pack, report};
+use makproxy_secure::{apply, collect, inventory, pack, report};
 use std::process::ExitCode;
 
 /// The ledger's open errors as the operator sees them.
@@ -67,9 +67,9 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
             });
             Ok(Exit::Ok)
         }
-        Command::Collect { dirs } => {
+        Command::Collect { dirs, channels } => {
             let h = home()?;
-            collect::run(out, &mut ledger(&h)?, dirs)
+            collect::run(out, &mut ledger(&h)?, dirs, *channels)
         }
         Command::Pack(a) => {
             let h = home()?;
@@ -110,6 +110,31 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
         Command::Status { csv, state, host } => {
             let h = home()?;
             report::status(out, &ledger(&h)?, *csv, state.as_deref(), host.as_deref())
+        }
+        Command::Keys(k) => {
+            let h = home()?;
+            let mut conn = ledger(&h)?;
+            match k {
+                KeysCommand::Add {
+                    last5,
+                    product,
+                    channel,
+                    pid,
+                    remaining,
+                } => inventory::add(
+                    out,
+                    &mut conn,
+                    &inventory::NewKey {
+                        last5,
+                        product,
+                        channel,
+                        pid: pid.as_deref(),
+                        remaining: *remaining,
+                    },
+                ),
+                KeysCommand::List => inventory::list(out, &conn),
+                KeysCommand::Remove { last5 } => inventory::remove(out, &mut conn, last5),
+            }
         }
         Command::Report { out: path, force } => {
             let h = home()?;

@@ -7,6 +7,7 @@
 use crate::ledger::{Event, Ledger, PackRow, ProductState};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{self, BundleWriter, CilRecord, Header, ProductName};
+use makproxy_core::channel::Channel;
 use makproxy_core::ids::{ExtendedProductId, Guid, HostName, InstallationId};
 use makproxy_core::keys::Home;
 use makproxy_core::sanitize::escape;
@@ -84,6 +85,8 @@ pub struct DryRun {
     pub sequence: u64,
     /// What would leave, machine by machine.
     pub records: Vec<Planned>,
+    /// Keys of the inventory with fewer activations left than this batch needs.
+    pub key_warnings: Vec<crate::ledger::Shortfall>,
 }
 
 impl std::fmt::Display for DryRun {
@@ -101,6 +104,9 @@ impl std::fmt::Display for DryRun {
                 escape(r.product.as_deref().unwrap_or("-")),
                 r.activation_id
             )?;
+        }
+        for w in &self.key_warnings {
+            write!(f, "\n{w}")?;
         }
         Ok(())
     }
@@ -123,6 +129,8 @@ pub struct Packed {
     pub expires: String,
     /// Whether host names are in it.
     pub hostnames_included: bool,
+    /// Keys of the inventory with fewer activations left than this batch needs.
+    pub key_warnings: Vec<crate::ledger::Shortfall>,
 }
 
 impl std::fmt::Display for Packed {
@@ -145,6 +153,9 @@ impl std::fmt::Display for Packed {
                 "not included"
             }
         )?;
+        for w in &self.key_warnings {
+            writeln!(f, "{w}")?;
+        }
         write!(f, "Carry this file to the online side and run: makproxy-online activate FILE --out RETURN --backend microsoft")
     }
 }
@@ -207,6 +218,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
                 } else {
                     None
                 },
+                channel: r.channel.as_deref().and_then(Channel::parse),
             };
             w.push(rec).map_err(|e| CliError::io(o.out.display(), e))
         })?;
@@ -233,6 +245,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         });
         return Ok(Exit::Ok);
     }
+    let key_warnings = tx.shortfalls(&bundle_id).map_err(db)?;
     if o.dry_run {
         // What would leave, machine by machine (the transaction is never committed).
         let mut rows = Vec::new();
@@ -252,6 +265,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
             would_pack: count,
             sequence,
             records: rows,
+            key_warnings,
         });
         return Ok(Exit::Ok);
     }
@@ -261,6 +275,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         "extended_product_id",
         "activation_id",
         "product",
+        "channel",
     ];
     if o.include_hostnames {
         fields.push("host");
@@ -275,6 +290,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         fields: fields.into_iter().map(String::from).collect(),
         answers: None,
         backend: None,
+        remaining: None,
     };
     let written = writer
         .take()
@@ -300,6 +316,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         manifest_sha256: written.manifest_sha256,
         expires: written.manifest.expires,
         hostnames_included: o.include_hostnames,
+        key_warnings,
     });
     Ok(Exit::Ok)
 }

@@ -47,7 +47,7 @@ pub fn status(
         .map(|(s, n)| (s.as_str().to_string(), n))
         .collect::<Vec<_>>();
     if csv {
-        say("host,activation_id,product,state,bundle_id,reason_code,reason,simulated,updated_at");
+        say("host,activation_id,product,state,bundle_id,reason_code,reason,simulated,updated_at,channel");
         return ledger
             .status_rows(state_filter, host, |r: StatusRow| {
                 let cells = [
@@ -60,6 +60,7 @@ pub fn status(
                     r.reason.unwrap_or_default(),
                     r.simulated.to_string(),
                     r.updated_at,
+                    r.channel.unwrap_or_default(),
                 ];
                 say(cells
                     .iter()
@@ -75,8 +76,11 @@ pub fn status(
         products.push(r);
         Ok(())
     })?;
+    let db = |e: rusqlite::Error| CliError::io("ledger", e);
     out.report(&Status {
         counts: Counts(counts),
+        channels: ledger.policy().map_err(db)?.as_string(),
+        key_warnings: ledger.shortfalls().map_err(db)?,
         products,
         filtered: state_filter.is_some() || host.is_some(),
     });
@@ -98,6 +102,10 @@ impl serde::Serialize for Counts {
 pub struct Status {
     /// Products per state in the whole ledger.
     pub counts: Counts,
+    /// The channels this site proxy-activates.
+    pub channels: String,
+    /// Keys with fewer activations left than the queued products need.
+    pub key_warnings: Vec<crate::ledger::Shortfall>,
     /// The products listed.
     pub products: Vec<StatusRow>,
     /// Whether `--state`/`--host` chose a part of the ledger.
@@ -107,7 +115,11 @@ pub struct Status {
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:<24} {:<36} {:<15} DETAIL", "HOST", "PRODUCT", "STATE")?;
+        write!(
+            f,
+            "{:<24} {:<36} {:<10} {:<15} DETAIL",
+            "HOST", "PRODUCT", "CHANNEL", "STATE"
+        )?;
         // The footer counts what was listed (with --state/--host, a part of the ledger).
         let mut shown: Vec<(ProductState, i64)> = Vec::new();
         for r in &self.products {
@@ -130,9 +142,10 @@ impl std::fmt::Display for Status {
             };
             write!(
                 f,
-                "\n{:<24} {:<36} {:<15} {}",
+                "\n{:<24} {:<36} {:<10} {:<15} {}",
                 escape(&r.host),
                 escape(&product),
+                escape(r.channel.as_deref().unwrap_or("-")),
                 r.state.as_str(),
                 escape(&detail)
             )?;
@@ -173,7 +186,12 @@ impl std::fmt::Display for Status {
             } else {
                 format!("  (total {total})")
             }
-        )
+        )?;
+        write!(f, "\nChannels proxy-activated here: {}", self.channels)?;
+        for w in &self.key_warnings {
+            write!(f, "\n{w}")?;
+        }
+        Ok(())
     }
 }
 

@@ -43,7 +43,7 @@ fn site() -> Site {
     let mut ledger = Ledger::create(&secure, 1).unwrap();
     let drop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/drop");
     assert_eq!(
-        collect::run(&QUIET, &mut ledger, &[drop]).unwrap(),
+        collect::run(&QUIET, &mut ledger, &[drop], None).unwrap(),
         Exit::Ok
     );
     let (records, answers) = pack_and_read(
@@ -170,6 +170,7 @@ impl Site {
                 simulated: backend.simulated(),
                 endpoint: None,
             }),
+            remaining: None,
         };
         w.finish(header, &self.online.signing_key().unwrap(), &out)
             .unwrap();
@@ -609,7 +610,7 @@ fn a_return_for_a_reimaged_machine_keeps_the_cid_but_deposits_nothing() {
         .clone();
     doc["products"][0]["installation_id"] = with_check_digits(&[5; 54], 7).into();
     std::fs::write(drop.join("WIN7-OFFICE.json"), doc.to_string()).unwrap();
-    collect::run(&QUIET, &mut s.ledger, &[drop]).unwrap();
+    collect::run(&QUIET, &mut s.ledger, &[drop], None).unwrap();
     let ret = s.all_cids("ret.zip", BackendKind::Microsoft, 0);
     assert_eq!(
         s.apply(&ret).unwrap(),
@@ -686,10 +687,10 @@ fn a_restored_machine_gets_its_stored_cid_again() {
     // Reimaged (a new IID, queued), then restored from the old image (the old IID).
     doc["products"][0]["installation_id"] = with_check_digits(&[5; 54], 7).into();
     std::fs::write(drop.join("WIN7-OFFICE.json"), doc.to_string()).unwrap();
-    collect::run(&QUIET, &mut s.ledger, std::slice::from_ref(&drop)).unwrap();
+    collect::run(&QUIET, &mut s.ledger, std::slice::from_ref(&drop), None).unwrap();
     assert_eq!(s.count(ProductState::Queued), 1);
     std::fs::write(drop.join("WIN7-OFFICE.json"), &original).unwrap();
-    collect::run(&QUIET, &mut s.ledger, &[drop]).unwrap();
+    collect::run(&QUIET, &mut s.ledger, &[drop], None).unwrap();
     assert_eq!(s.count(ProductState::CidOnHand), 1);
     assert!(!deposit.exists());
     assert_eq!(
@@ -787,7 +788,7 @@ fn deposit_results_close_the_loop_and_are_audited() {
     std::fs::create_dir_all(&results).unwrap();
     std::fs::write(results.join("PC-000001.result.json"), doc.to_string()).unwrap();
     assert_eq!(
-        collect::run(&QUIET, &mut s.ledger, std::slice::from_ref(&results)).unwrap(),
+        collect::run(&QUIET, &mut s.ledger, std::slice::from_ref(&results), None).unwrap(),
         Exit::Ok
     );
     assert_eq!(s.count(ProductState::Activated), 1);
@@ -807,7 +808,7 @@ fn deposit_results_close_the_loop_and_are_audited() {
     );
     // The same result again (a new copy, so collect reads it): nothing moves twice.
     std::fs::write(results.join("PC-000001.result.json"), format!("{doc}\n")).unwrap();
-    collect::run(&QUIET, &mut s.ledger, &[results]).unwrap();
+    collect::run(&QUIET, &mut s.ledger, &[results], None).unwrap();
     assert_eq!(s.count(ProductState::Activated), 1);
     // The agent's second report is audited too, and changes no state.
     assert_eq!(
@@ -838,7 +839,7 @@ fn a_skipped_product_that_gets_a_key_is_queued_without_its_old_reason() {
     let drop = s.dir.path().join("drop2");
     std::fs::create_dir_all(&drop).unwrap();
     std::fs::write(drop.join("LAB-08.json"), wmi.to_string()).unwrap();
-    collect::run(&QUIET, &mut s.ledger, &[drop]).unwrap();
+    collect::run(&QUIET, &mut s.ledger, &[drop], None).unwrap();
     let queued = rows(&s, Some(ProductState::Queued), None);
     assert_eq!(queued, [("LAB-08".to_string(), "queued".to_string(), None)]);
     assert_eq!(
@@ -939,7 +940,7 @@ fn refusals_are_kept_and_a_keyless_machine_is_listed_until_it_has_a_key() {
     let mut s = site();
     let broken = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/drop-broken");
     assert_eq!(
-        collect::run(&QUIET, &mut s.ledger, &[broken]).unwrap(),
+        collect::run(&QUIET, &mut s.ledger, &[broken], None).unwrap(),
         Exit::Partial
     );
     let t = s.ledger.report_tables().unwrap();
@@ -949,7 +950,7 @@ fn refusals_are_kept_and_a_keyless_machine_is_listed_until_it_has_a_key() {
         assert!(codes.contains(c), "{c} not among {codes:?}");
     }
     let outcomes = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/agent-outcomes");
-    collect::run(&QUIET, &mut s.ledger, &[outcomes]).unwrap();
+    collect::run(&QUIET, &mut s.ledger, &[outcomes], None).unwrap();
     assert_eq!(
         rows(&s, None, Some("NO-KEY")),
         [(
@@ -965,7 +966,7 @@ fn refusals_are_kept_and_a_keyless_machine_is_listed_until_it_has_a_key() {
     let later = s.dir.path().join("later");
     std::fs::create_dir_all(&later).unwrap();
     std::fs::write(later.join("NO-KEY.json"), doc.to_string()).unwrap();
-    collect::run(&QUIET, &mut s.ledger, &[later]).unwrap();
+    collect::run(&QUIET, &mut s.ledger, &[later], None).unwrap();
     assert_eq!(
         rows(&s, None, Some("NO-KEY")),
         [("NO-KEY".to_string(), "queued".to_string(), None)],

@@ -398,6 +398,7 @@ pub fn cil_record(handle: u64) -> CilRecord {
             "Windows(R), Professional edition",
         )),
         host: None,
+        channel: None,
     }
 }
 
@@ -413,6 +414,7 @@ pub fn cil_header(now: OffsetDateTime) -> Header {
         fields: vec!["handle".into(), "installation_id".into()],
         answers: None,
         backend: None,
+        remaining: None,
     }
 }
 
@@ -1054,7 +1056,7 @@ pub mod fuzz {
         if let Ok(text) = decode_text(data) {
             if let Ok((_, Parsed::Products(list))) = parse(&text, "FUZZ-HOST") {
                 for p in list.into_iter().flatten() {
-                    let _ = p.skip();
+                    let _ = p.skip(makproxy_core::channel::Policy::default());
                 }
             }
         }

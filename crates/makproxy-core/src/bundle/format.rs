@@ -3,8 +3,11 @@
 /// Format name and the only version this build reads and writes.
 pub const FORMAT: &str = "makproxy-bundle";
 /// Version 2 added `backend` to every return record and `endpoint` to the return's
-/// backend block. CIL bundles are unchanged, so version 1 CIL bundles are still read.
-pub const VERSION: u32 = 2;
+/// backend block; version 3 added `channel` to CIL records and `remaining` to the return
+/// manifest, both optional. Readers take CIL bundles of versions 1-3 and returns of 2-3.
+pub const VERSION: u32 = 3;
+/// Most remaining-activation counts one return carries.
+pub const MAX_REMAINING: usize = 4096;
 /// Longest failure message in a return record, in bytes.
 pub const MAX_FAILURE_MESSAGE: usize = 1024;
 /// Longest activation-service error code in a return record (`0x80131600`).

@@ -85,6 +85,21 @@ impl BackendKind {
     }
 }
 
+/// The activations left on the key behind an extended product ID, as the backend said
+/// when `activate --check-remaining` asked (format version 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemainingCount {
+    /// The ePID asked about (the secure side finds the key by its products).
+    pub extended_product_id: crate::ids::ExtendedProductId,
+    /// Activations left before this return's requests; -1: no limit reported.
+    pub activations_remaining: i64,
+    /// Activations this return obtained from the backend for records with this ePID.
+    pub spent: u64,
+    /// When the backend was asked (RFC 3339 UTC).
+    pub checked: String,
+}
+
 /// The signed statement. Everything in it is covered by the signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +136,9 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// A return's backend (absent in a CIL bundle).
     pub backend: Option<BackendInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A return's remaining-activation counts, when the run asked (version 3).
+    pub remaining: Option<Vec<RemainingCount>>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -306,8 +306,11 @@ pub fn open(
     }
     let probe: Probe = serde_json::from_str(text)
         .map_err(|e| json_error(Code::BndManifestSyntax, "manifest", &e))?;
-    // CIL bundles did not change in version 2; returns did.
-    let readable = probe.version == VERSION || (probe.version == 1 && expected == Kind::Cil);
+    // CIL bundles did not change in version 2; returns did. Version 3 only added
+    // optional fields.
+    let readable = probe.version == VERSION
+        || probe.version == 2
+        || (probe.version == 1 && expected == Kind::Cil);
     if probe.format != FORMAT || !readable {
         return Err(BundleError::new(
             Code::BndVersion,
@@ -435,6 +438,27 @@ fn check_manifest(
             }
         }
         _ => return Err(bad("answers/backend present exactly in return bundles")),
+    }
+    if let Some(r) = &m.remaining {
+        if expected != Kind::Return
+            || m.version < 3
+            || r.len() > super::format::MAX_REMAINING
+            || r.iter().any(|c| c.activations_remaining < -1)
+        {
+            return Err(bad(
+                "remaining: return bundles of version 3 only, counts of -1 or more",
+            ));
+        }
+        for c in r {
+            parse_time("remaining.checked", &c.checked)?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        if !r
+            .iter()
+            .all(|c| seen.insert(c.extended_product_id.as_str()))
+        {
+            return Err(bad("remaining names an extended product ID twice"));
+        }
     }
     let created = parse_time("created", &m.created)?;
     let expires = parse_time("expires", &m.expires)?;
@@ -721,6 +745,7 @@ mod tests {
                 simulated: false,
                 endpoint: Some("x".repeat(MAX_ENDPOINT)),
             }),
+            remaining: None,
         }
     }
 

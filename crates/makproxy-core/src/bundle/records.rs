@@ -146,6 +146,10 @@ pub struct CilRecord {
     /// Only with `pack --include-hostnames`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<HostName>,
+    /// The key's channel (`mak`, `csvlk`, `retail`), when the secure side knows it
+    /// (format version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<crate::channel::Channel>,
 }
 
 /// Where a return record's answer came from.

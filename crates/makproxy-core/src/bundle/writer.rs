@@ -62,6 +62,8 @@ pub struct Header {
     pub answers: Option<Answers>,
     /// A return's backend.
     pub backend: Option<BackendInfo>,
+    /// A return's remaining-activation counts.
+    pub remaining: Option<Vec<super::manifest::RemainingCount>>,
 }
 
 /// A written bundle.
@@ -208,6 +210,7 @@ impl<R: Record + Send + 'static> BundleWriter<R> {
             }],
             answers: header.answers,
             backend: header.backend,
+            remaining: header.remaining,
         };
         let mut mbytes = serde_json::to_vec_pretty(&manifest).expect("serialisable");
         mbytes.push(b'\n');
@@ -314,6 +317,7 @@ mod durability_tests {
             activation_id: Guid::parse("2de67392-b7a7-462a-b1ca-108dd189f588").unwrap(),
             product: None,
             host: None,
+            channel: None,
         })
         .unwrap();
         let now = time::macros::datetime!(2026-11-22 00:00 UTC);
@@ -327,6 +331,7 @@ mod durability_tests {
             fields: vec!["handle".into(), "installation_id".into()],
             answers: None,
             backend: None,
+            remaining: None,
         };
         let key = SigningKey::from_bytes(&[7; 32]);
         let n = crate::fsutil::syncs_during(|| {

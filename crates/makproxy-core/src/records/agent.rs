@@ -38,6 +38,8 @@ struct AgentProduct {
     extended_product_id: Option<String>,
     installation_id: Option<String>,
     license_status: Option<i64>,
+    /// `ProductKeyChannel` (Windows 8 and later; absent on Windows 7 and OSPP).
+    product_key_channel: Option<String>,
 }
 
 pub(super) fn parse_agent(v: Value) -> Result<Parsed, RecordError> {
@@ -104,6 +106,7 @@ pub(super) fn parse_agent(v: Value) -> Result<Parsed, RecordError> {
                     epid: p.extended_product_id,
                     iid: p.installation_id,
                     license_status: p.license_status,
+                    channel: p.product_key_channel,
                 },
             )
         })

@@ -71,6 +71,7 @@ pub(super) fn parse_csv(text: &str) -> Result<Parsed, RecordError> {
         "description",
         "partial_product_key",
         "license_status",
+        "channel",
     ];
     if let Some(u) = header.iter().find(|h| !known.contains(&h.as_str())) {
         return Err(RecordError::file(
@@ -121,6 +122,7 @@ pub(super) fn parse_csv(text: &str) -> Result<Parsed, RecordError> {
                         epid: get("extended_product_id"),
                         iid: get("installation_id"),
                         license_status: status,
+                        channel: get("channel"),
                     },
                 )
             });

@@ -6,16 +6,19 @@
 //!   object or an array; PascalCase WMI property names; other properties ignored);
 //! - CSV with a header naming at least host, activation_id, extended_product_id,
 //!   installation_id;
-//! - the agent's deposit result files (`schema: "makproxy-deposit-result/1"`).
+//! - the agent's deposit result files (`schema: "makproxy-deposit-result/1"`);
+//! - saved console output of `slmgr /dlv all` (`/dti`) and `ospp.vbs /dstatus`
+//!   (`/dinstid`), in any display language, for machines that cannot run the agent.
 //!
 //! Text may be UTF-8 (with or without BOM) or UTF-16LE/BE with BOM. JSON objects with
 //! a repeated key are rejected (serde_json would silently keep the last one).
 //!
 //! One file per job: [`text`] (decoding by byte order mark), [`json`] (strict JSON),
 //! [`validate`] (the checks every format's fields go through), then one parser per
-//! format: [`agent`], [`wmi`], [`csv`], [`deposit`]. [`parse`] here detects the format.
+//! format: [`agent`], [`wmi`], [`csv`], [`console`], [`deposit`]. [`parse`] here detects the format.
 
 mod agent;
+mod console;
 mod csv;
 mod deposit;
 mod json;
@@ -24,6 +27,8 @@ mod validate;
 mod wmi;
 
 use agent::parse_agent;
+pub use console::decode_console_text;
+use console::{looks_like_console, parse_console};
 use csv::parse_csv;
 use deposit::parse_deposits;
 pub use json::parse_json_strict;
@@ -32,6 +37,7 @@ pub use text::decode_text;
 use validate::{nonempty, serde_err, validate, Fields};
 use wmi::parse_wmi;
 
+pub use crate::channel::{Channel, Policy};
 use crate::codes::Code;
 use crate::ids::{
     ApplicationId, ConfirmationId, ExtendedProductId, Guid, HostName, IdError, InstallationId,
@@ -107,6 +113,9 @@ pub struct ProductRecord {
     pub license_status: Option<LicenseStatus>,
     /// The WMI class that reported it.
     pub wmi_class: WmiClass,
+    /// The kind of key installed (`None`: the input did not say, e.g. a CSV inventory
+    /// without a `channel` column).
+    pub channel: Option<Channel>,
 }
 
 /// Why a product is recorded but not queued for activation.
@@ -116,8 +125,12 @@ pub enum Skip {
     NoKey,
     /// A KMS client key: activates against KMS.
     KmsClient,
-    /// Not a MAK (retail, OEM …).
+    /// A manufacturer's (OEM) key: activated by the manufacturer, not by proxy.
+    Oem,
+    /// A channel no proxy activation serves (evaluation, timebased …).
     NotMak,
+    /// A channel the site does not proxy-activate (`collect --channels`).
+    ChannelOff,
     /// Already activated.
     Licensed,
     /// No installation ID or extended product ID reported.
@@ -125,12 +138,25 @@ pub enum Skip {
 }
 
 impl Skip {
+    /// Every reason, as documented.
+    pub const ALL: [Skip; 7] = [
+        Skip::NoKey,
+        Skip::KmsClient,
+        Skip::Oem,
+        Skip::NotMak,
+        Skip::ChannelOff,
+        Skip::Licensed,
+        Skip::NoIid,
+    ];
+
     /// The reason's code in the ledger and reports.
     pub fn id(self) -> &'static str {
         match self {
             Skip::NoKey => "no-key",
             Skip::KmsClient => "kms-client",
+            Skip::Oem => "oem",
             Skip::NotMak => "not-mak",
+            Skip::ChannelOff => "channel-off",
             Skip::Licensed => "licensed",
             Skip::NoIid => "no-iid",
         }
@@ -140,7 +166,13 @@ impl Skip {
         match self {
             Skip::NoKey => "no product key installed",
             Skip::KmsClient => "KMS client product; activates against KMS, not by MAK proxy",
-            Skip::NotMak => "channel is not VOLUME_MAK; proxy activation needs a MAK",
+            Skip::Oem => "OEM key; activated by the manufacturer's licence, not by proxy",
+            Skip::NotMak => {
+                "a channel proxy activation does not serve (not MAK, KMS host or retail)"
+            }
+            Skip::ChannelOff => {
+                "this site does not proxy-activate this channel (collect --channels)"
+            }
             Skip::Licensed => "already licensed",
             Skip::NoIid => "no installation ID or extended product ID reported",
         }
@@ -165,6 +197,7 @@ impl ProductRecord {
             iid: None,
             license_status: None,
             wmi_class: WmiClass::SoftwareLicensingProduct,
+            channel: None,
         }
     }
 
@@ -173,30 +206,45 @@ impl ProductRecord {
         self.activation_id.to_string() == Self::NO_KEY_MARKER
     }
 
-    /// None if the product needs a MAK proxy activation, else why not.
-    pub fn skip(&self) -> Option<Skip> {
-        let desc = self
-            .description
-            .as_deref()
-            .unwrap_or("")
-            .to_ascii_uppercase();
-        if self
-            .partial_key
-            .as_deref()
-            .is_none_or(|k| k.trim().is_empty())
-        {
-            Some(Skip::NoKey)
-        } else if desc.contains("KMSCLIENT") {
-            Some(Skip::KmsClient)
-        } else if self.license_status == Some(LicenseStatus::Licensed) {
-            Some(Skip::Licensed)
-        } else if !desc.is_empty() && !desc.contains("MAK") {
-            Some(Skip::NotMak)
-        } else if self.iid.is_none() || self.epid.is_none() {
-            Some(Skip::NoIid)
-        } else {
-            None
-        }
+    /// None if the product needs a proxy activation under the site's `policy`, else why not.
+    pub fn skip(&self, policy: Policy) -> Option<Skip> {
+        skip_reason(
+            self.channel,
+            self.partial_key.as_deref(),
+            self.license_status == Some(LicenseStatus::Licensed),
+            self.iid.is_some() && self.epid.is_some(),
+            policy,
+        )
+    }
+}
+
+/// Why a product with these facts is not proxy-activated under `policy` (None: it is).
+/// The one rule collect applies to a new record and the ledger to stored facts when the
+/// site's policy changes.
+pub fn skip_reason(
+    channel: Option<Channel>,
+    partial_key: Option<&str>,
+    licensed: bool,
+    has_ids: bool,
+    policy: Policy,
+) -> Option<Skip> {
+    if partial_key.is_none_or(|k| k.trim().is_empty()) {
+        return Some(Skip::NoKey);
+    }
+    match channel {
+        Some(Channel::KmsClient) => return Some(Skip::KmsClient),
+        Some(Channel::Oem) => return Some(Skip::Oem),
+        Some(Channel::Other) => return Some(Skip::NotMak),
+        _ => {}
+    }
+    if licensed {
+        Some(Skip::Licensed)
+    } else if !policy.enables(channel) {
+        Some(Skip::ChannelOff)
+    } else if !has_ids {
+        Some(Skip::NoIid)
+    } else {
+        None
     }
 }
 
@@ -252,6 +300,8 @@ pub enum Format {
     Csv,
     /// The agent's deposit result file.
     DepositResult,
+    /// Saved `slmgr /dlv` (`/dti`) or `ospp.vbs /dstatus` (`/dinstid`) console output.
+    Console,
 }
 
 /// Detects the format of `text` and parses it. `fallback_host` (usually the file stem)
@@ -278,9 +328,12 @@ pub fn parse(text: &str, fallback_host: &str) -> Result<(Format, Parsed), Record
     if first.contains("installation_id") && first.contains(',') {
         return parse_csv(t).map(|p| (Format::Csv, p));
     }
+    if looks_like_console(t) {
+        return parse_console(t, fallback_host).map(|p| (Format::Console, p));
+    }
     Err(RecordError::file(
         Code::RecShape,
-        "not agent JSON, WMI JSON, CSV or a deposit result file",
+        "not agent JSON, WMI JSON, CSV, saved slmgr/ospp output or a deposit result file",
     ))
 }
 
@@ -336,7 +389,7 @@ mod tests {
         let Parsed::Products(v) = p else { panic!() };
         let r = v[0].as_ref().unwrap();
         assert_eq!(r.host.as_str(), "PC-7");
-        assert_eq!(r.skip(), None);
+        assert_eq!(r.skip(Policy::default()), None);
         let arr = format!(
             "[{}, {}]",
             wmi_obj(None),
@@ -347,7 +400,10 @@ mod tests {
         };
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].as_ref().unwrap().host.as_str(), "LAB-3");
-        assert_eq!(v[1].as_ref().unwrap().skip(), Some(Skip::KmsClient));
+        assert_eq!(
+            v[1].as_ref().unwrap().skip(Policy::default()),
+            Some(Skip::KmsClient)
+        );
     }
 
     #[test]

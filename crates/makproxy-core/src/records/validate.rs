@@ -33,6 +33,8 @@ pub(super) struct Fields {
     pub(super) epid: Option<String>,
     pub(super) iid: Option<String>,
     pub(super) license_status: Option<i64>,
+    /// `ProductKeyChannel` (Windows 8 and later) or a CSV `channel` column.
+    pub(super) channel: Option<String>,
 }
 
 pub(super) fn limit_text(
@@ -97,16 +99,27 @@ pub(super) fn validate(record: usize, f: Fields) -> Result<ProductRecord, Record
             )
         })?,
     };
+    let channel_text = limit_text(record, "product key channel", f.channel)?;
+    let description = limit_text(record, "description", f.description)?;
+    let channel = match channel_text
+        .as_deref()
+        .map(|c| (c, Channel::parse(&c.to_ascii_lowercase())))
+    {
+        // A CSV column may name the channel as makproxy writes it.
+        Some((_, Some(c))) => Some(c),
+        other => Channel::detect(other.map(|(c, _)| c), description.as_deref()),
+    };
     Ok(ProductRecord {
         host,
         activation_id,
         application,
         name: limit_text(record, "name", f.name)?,
-        description: limit_text(record, "description", f.description)?,
+        description,
         partial_key,
         epid,
         iid,
         license_status,
         wmi_class,
+        channel,
     })
 }

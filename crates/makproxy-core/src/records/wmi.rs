@@ -99,6 +99,7 @@ pub(super) fn parse_wmi(v: Value, fallback_host: &str) -> Result<Parsed, RecordE
                     epid: wmi_str(&o, "ProductKeyID", n)?,
                     iid: wmi_str(&o, "OfflineInstallationId", n)?,
                     license_status,
+                    channel: wmi_str(&o, "ProductKeyChannel", n)?,
                 },
             )
         })
