@@ -9,6 +9,8 @@ mod backends;
 mod collect;
 #[path = "e2e/crash.rs"]
 mod crash;
+#[path = "e2e/estate.rs"]
+mod estate;
 #[path = "e2e/guide.rs"]
 mod guide;
 #[path = "e2e/hostile.rs"]

@@ -25,8 +25,17 @@
   older generation .1) and, where the machine lets it, to the Application event log
   (source makproxy). -WhatIf shows what would be written and writes nothing.
 
+  -AdForest -ProductKey KEY (on a domain controller, or a member with rights on the
+  forest's Activation Objects container; Windows 8 / Server 2012 and later) also records
+  the installation ID of an Active Directory forest activation with that KMS host key
+  (slmgr /ad-activation-get-IID). The key itself is never written or logged: only its
+  last five characters.
+
 .EXAMPLE
   powershell.exe -NoProfile -ExecutionPolicy Bypass -File Collect-ActivationData.ps1 -DropFolder \\fileserver\makproxy\drop
+
+.EXAMPLE
+  powershell.exe -NoProfile -ExecutionPolicy Bypass -File Collect-ActivationData.ps1 -DropFolder \\fileserver\makproxy\drop -AdForest -ProductKey XXXXX-XXXXX-XXXXX-XXXXX-XXXXX
 #>
 [CmdletBinding(SupportsShouldProcess = $true)]
 param(
@@ -34,7 +43,11 @@ param(
     # Where the log goes (default: <DropFolder>\logs).
     [string]$LogFolder = '',
     # No log file (the event log is still written where allowed).
-    [switch]$NoLog
+    [switch]$NoLog,
+    # Also record an Active Directory forest activation with -ProductKey (a KMS host key).
+    [switch]$AdForest,
+    # The KMS host key for -AdForest (never written or logged).
+    [string]$ProductKey = ''
 )
 Set-StrictMode -Version 2.0
 $ErrorActionPreference = 'Stop'
@@ -137,6 +150,42 @@ function Get-CimInstanceV3([string]$Class, [string]$Filter) {
 
 function New-Ordered { New-Object System.Collections.Specialized.OrderedDictionary }
 
+# A field of a parsed JSON object, whichever reader made it ($null when absent).
+function Get-Field($Object, [string]$Name) {
+    if ($null -eq $Object) { return $null }
+    if ($Object -is [System.Collections.IDictionary]) {
+        # .Keys, not .Contains: JavaScriptSerializer's Dictionary has Contains only as an
+        # explicit interface method, which PowerShell 2.0 cannot call.
+        if ($Object.Keys -contains $Name) { return $Object[$Name] }
+        return $null
+    }
+    $p = $Object.PSObject.Properties[$Name]
+    if ($null -eq $p) { return $null }
+    return $p.Value
+}
+
+# The installation ID of an Active Directory forest's activation with this KMS host
+# key (slmgr /ad-activation-get-IID). Windows 8 / Server 2012 and later.
+function Get-AdForestInstallationId([string]$Key) {
+    if ($PSVersionTable.PSVersion.Major -ge 3) { return Get-AdForestInstallationIdV3 $Key }
+    $svc = Get-WmiObject -Class SoftwareLicensingService -ErrorAction Stop
+    $r = $svc.GenerateActiveDirectoryOfflineActivationId($Key)
+    if ($null -ne $r -and $r.ReturnValue -ne 0) { throw ('GenerateActiveDirectoryOfflineActivationId returned 0x{0:X8}' -f [uint32]$r.ReturnValue) }
+    return [string]$r.InstallationID
+}
+
+function Get-AdForestInstallationIdV3([string]$Key) {
+    $svc = Get-CimInstance -ClassName SoftwareLicensingService -ErrorAction Stop
+    $r = Invoke-CimMethod -InputObject $svc -MethodName GenerateActiveDirectoryOfflineActivationId -Arguments @{ ProductKey = $Key } -ErrorAction Stop
+    if ($null -ne $r -and $r.ReturnValue -ne 0) { throw ('GenerateActiveDirectoryOfflineActivationId returned 0x{0:X8}' -f [uint32]$r.ReturnValue) }
+    return [string]$r.InstallationID
+}
+
+# Whether $Key is a whole product key: five groups of five letters or digits.
+function Test-ProductKey([string]$Key) {
+    return $Key -match '^[A-Za-z0-9]{5}(-[A-Za-z0-9]{5}){4}$'
+}
+
 $script:LogFile = $null
 if ($LogFolder -eq '') { $LogFolder = Join-Path $DropFolder 'logs' }
 if (-not $NoLog) {
@@ -165,8 +214,23 @@ try {
             $r['extended_product_id'] = [string]$p.ProductKeyID
             $r['installation_id'] = [string]$p.OfflineInstallationId
             $r['license_status'] = [int]$p.LicenseStatus
+            # Windows 8 and later name the key's channel (Volume:MAK, Volume:CSVLK …).
+            $channel = Get-Field $p 'ProductKeyChannel'
+            if ($null -ne $channel -and [string]$channel -ne '') { $r['product_key_channel'] = [string]$channel }
             $products += $r
         }
+    }
+    if ($AdForest) {
+        if (-not (Test-ProductKey $ProductKey)) { throw '-AdForest needs -ProductKey: the KMS host key, five groups of five letters or digits' }
+        $last5 = $ProductKey.Substring(24).ToUpper()
+        $r = New-Ordered
+        $r['wmi_class'] = 'ActiveDirectoryActivation'
+        $r['name'] = 'Active Directory forest activation'
+        $r['partial_product_key'] = $last5
+        $r['installation_id'] = Get-AdForestInstallationId $ProductKey
+        $r['product_key_channel'] = 'Volume:CSVLK'
+        $products += $r
+        Write-AgentLog 'INFO' ("recorded the forest's installation ID for the KMS host key ending {0}" -f $last5)
     }
 } catch {
     $failure = New-Ordered

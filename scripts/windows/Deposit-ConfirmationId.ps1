@@ -23,6 +23,11 @@
   Exit codes: 0 every product activated (or already was); 1 some product failed;
   3 the file was refused; 2 the result could not be written.
 
+  An Active Directory forest's activation (collected with -AdForest) is deposited with
+  DepositActiveDirectoryOfflineActivationConfirmation (slmgr /ad-activation-apply-cid):
+  give the KMS host key with -ProductKey (checked against the last five characters on
+  record, never written or logged) and optionally -ActivationObjectName.
+
 .EXAMPLE
   powershell.exe -NoProfile -ExecutionPolicy Bypass -File Deposit-ConfirmationId.ps1 -DepositFolder \\fileserver\makproxy\deposit -ResultFolder \\fileserver\makproxy\drop
 #>
@@ -33,7 +38,11 @@ param(
     [switch]$AllowSimulated,
     # Where the log goes (default: <ResultFolder>\logs).
     [string]$LogFolder = '',
-    [switch]$NoLog
+    [switch]$NoLog,
+    # The KMS host key, for an Active Directory forest's activation (never written or logged).
+    [string]$ProductKey = '',
+    # The Active Directory activation object's name (at most 40 characters; optional).
+    [string]$ActivationObjectName = ''
 )
 Set-StrictMode -Version 2.0
 $ErrorActionPreference = 'Stop'
@@ -137,6 +146,45 @@ function Get-Field($Object, [string]$Name) {
     $p = $Object.PSObject.Properties[$Name]
     if ($null -eq $p) { return $null }
     return $p.Value
+}
+
+# The installation ID of an Active Directory forest's activation with this KMS host
+# key (slmgr /ad-activation-get-IID). Windows 8 / Server 2012 and later.
+function Get-AdForestInstallationId([string]$Key) {
+    if ($PSVersionTable.PSVersion.Major -ge 3) { return Get-AdForestInstallationIdV3 $Key }
+    $svc = Get-WmiObject -Class SoftwareLicensingService -ErrorAction Stop
+    $r = $svc.GenerateActiveDirectoryOfflineActivationId($Key)
+    if ($null -ne $r -and $r.ReturnValue -ne 0) { throw ('GenerateActiveDirectoryOfflineActivationId returned 0x{0:X8}' -f [uint32]$r.ReturnValue) }
+    return [string]$r.InstallationID
+}
+
+function Get-AdForestInstallationIdV3([string]$Key) {
+    $svc = Get-CimInstance -ClassName SoftwareLicensingService -ErrorAction Stop
+    $r = Invoke-CimMethod -InputObject $svc -MethodName GenerateActiveDirectoryOfflineActivationId -Arguments @{ ProductKey = $Key } -ErrorAction Stop
+    if ($null -ne $r -and $r.ReturnValue -ne 0) { throw ('GenerateActiveDirectoryOfflineActivationId returned 0x{0:X8}' -f [uint32]$r.ReturnValue) }
+    return [string]$r.InstallationID
+}
+
+# Whether $Key is a whole product key: five groups of five letters or digits.
+function Test-ProductKey([string]$Key) {
+    return $Key -match '^[A-Za-z0-9]{5}(-[A-Za-z0-9]{5}){4}$'
+}
+
+# Publishes the forest's activation object (slmgr /ad-activation-apply-cid).
+function Send-AdConfirmation([string]$Key, [string]$Cid, [string]$Name) {
+    if ($PSVersionTable.PSVersion.Major -ge 3) {
+        Send-AdConfirmationV3 $Key $Cid $Name
+        return
+    }
+    $svc = Get-WmiObject -Class SoftwareLicensingService -ErrorAction Stop
+    $r = $svc.DepositActiveDirectoryOfflineActivationConfirmation($Key, $Cid, $Name)
+    if ($null -ne $r -and $r.ReturnValue -ne 0) { throw ('DepositActiveDirectoryOfflineActivationConfirmation returned 0x{0:X8}' -f [uint32]$r.ReturnValue) }
+}
+
+function Send-AdConfirmationV3([string]$Key, [string]$Cid, [string]$Name) {
+    $svc = Get-CimInstance -ClassName SoftwareLicensingService -ErrorAction Stop
+    $r = Invoke-CimMethod -InputObject $svc -MethodName DepositActiveDirectoryOfflineActivationConfirmation -Arguments @{ ProductKey = $Key; ConfirmationID = $Cid; ActivationObjectName = $Name } -ErrorAction Stop
+    if ($null -ne $r -and $r.ReturnValue -ne 0) { throw ('DepositActiveDirectoryOfflineActivationConfirmation returned 0x{0:X8}' -f [uint32]$r.ReturnValue) }
 }
 
 function Get-LicensingProduct([string]$Class, [string]$Id) {
@@ -263,7 +311,31 @@ foreach ($p in @(Get-Field $doc 'products')) {
         if ($cid -notmatch '^\d{48}$' -or $iid -notmatch '^(\d{63}|\d{54})$' -or $aid -notmatch '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$') {
             throw 'Deposit file entry is malformed'
         }
-        $office = (Get-Field $p 'wmi_class') -eq 'OfficeSoftwareProtectionProduct'
+        $wmiClass = [string](Get-Field $p 'wmi_class')
+        if ($wmiClass -eq 'ActiveDirectoryActivation') {
+            $last5 = [string](Get-Field $p 'partial_product_key')
+            if (-not (Test-ProductKey $ProductKey) -or $ProductKey.Substring(24).ToUpper() -ne $last5.ToUpper()) {
+                throw ("An Active Directory forest's activation needs -ProductKey: the KMS host key ending {0}" -f $last5)
+            }
+            if ($ActivationObjectName.Length -gt 40) { throw '-ActivationObjectName is longer than 40 characters' }
+            if ((Get-AdForestInstallationId $ProductKey) -ne $iid) {
+                $entry['error_code'] = '0xC004F031'
+                throw "The forest's installation ID for this key changed since collection; collect again with -AdForest"
+            }
+            if ($PSCmdlet.ShouldProcess($aid, 'publish the Active Directory activation object')) {
+                Send-AdConfirmation $ProductKey $cid $ActivationObjectName
+                $entry['status'] = 'activated'
+                $entry['message'] = 'Active Directory activation object published'
+            } else {
+                $entry['message'] = 'not deposited (-WhatIf)'
+            }
+            $results += $entry
+            Write-AgentLog 'INFO' ('{0}: {1} {2}' -f $aid, $entry['status'], $entry['message'])
+            Write-Host ('{0}: {1}' -f $aid, $entry['status'])
+            if ($entry['status'] -ne 'activated') { $failed++ }
+            continue
+        }
+        $office = $wmiClass -eq 'OfficeSoftwareProtectionProduct'
         $class = if ($office) { 'OfficeSoftwareProtectionProduct' } else { 'SoftwareLicensingProduct' }
         $service = if ($office) { 'OfficeSoftwareProtectionService' } else { 'SoftwareLicensingService' }
         $product = Get-LicensingProduct $class $aid

@@ -5,7 +5,7 @@
 
 use makproxy_core::bundle::{self, BackendKind, Kind, ReturnRecord};
 use makproxy_core::keys::{Home, Role};
-use makproxy_e2e::Gap;
+use makproxy_e2e::{result_file, result_file_at, Gap};
 use makproxy_testkit::mock::{Behavior, MockServer};
 
 /// The records of a return bundle, read as the secure side reads them.
@@ -348,33 +348,6 @@ fn applied(g: &Gap) -> String {
 }
 
 /// A deposit result for `host` from its deposit file, as the deposit script writes it.
-fn result_file(g: &Gap, dir: &std::path::Path, host: &str, name: &str, ok: bool) {
-    result_file_at(g, dir, host, name, ok, "2026-11-20T10:00:00Z");
-}
-
-/// As `result_file`, with the deposit time the script writes into every result file.
-fn result_file_at(g: &Gap, dir: &std::path::Path, host: &str, name: &str, ok: bool, time: &str) {
-    let d: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(g.path(&format!("dep/{host}.json"))).unwrap(),
-    )
-    .unwrap();
-    let results: Vec<serde_json::Value> = d["products"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            if ok {
-                serde_json::json!({"activation_id": p["activation_id"], "installation_id": p["installation_id"], "confirmation_id": p["confirmation_id"], "status": "activated", "license_status": 1})
-            } else {
-                serde_json::json!({"activation_id": p["activation_id"], "installation_id": p["installation_id"], "confirmation_id": p["confirmation_id"], "status": "failed", "error_code": "0xC004F04D"})
-            }
-        })
-        .collect();
-    let doc = serde_json::json!({"schema": "makproxy-deposit-result/1", "host": host, "time": time, "results": results});
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join(name), doc.to_string()).unwrap();
-}
-
 #[test]
 fn a_deposit_failure_can_be_packed_again_alone() {
     let g = Gap::default();

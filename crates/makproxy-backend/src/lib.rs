@@ -76,6 +76,24 @@ pub enum Outcome {
     Uncertain(String),
 }
 
+/// The refusal of a backend that needs an extended product ID for a record that has
+/// none (an Active Directory forest, Office read from ospp.vbs output): nothing is sent.
+pub fn needs_phone() -> Failure {
+    Failure::new(
+        Code::BkdNeedsPhone,
+        "no extended product ID (Active Directory forest or ospp.vbs output): the service cannot answer it; activate it by phone with the manual backend (--retry-failed)",
+    )
+}
+
+/// How a record's extended product ID is shown to people: `(none)` when absent.
+pub fn shown_epid(epid: &ExtendedProductId) -> &str {
+    if epid.is_absent() {
+        "(none: phone activation needs only the installation ID)"
+    } else {
+        epid.as_str()
+    }
+}
+
 /// Meanings of BatchActivation service error codes (docs/errors.md lists them all).
 pub fn service_code_meaning(code: &str) -> &'static str {
     match code

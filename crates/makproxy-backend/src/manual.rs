@@ -71,7 +71,10 @@ pub fn worksheet_text(rows: &[Row], bundle: &str) -> String {
             r.handle,
             makproxy_core::sanitize::escape(r.product.as_deref().unwrap_or(""))
         ));
-        s.push_str(&format!("  Product ID:       {}\r\n", r.epid));
+        s.push_str(&format!(
+            "  Product ID:       {}\r\n",
+            crate::shown_epid(&r.epid)
+        ));
         let groups: Vec<String> = r
             .iid
             .grouped()
@@ -166,7 +169,7 @@ pub fn prompt_cid(req: &Request, input: &mut dyn BufRead, out: &mut dyn Write) -
         out,
         "\nInstallation ID: {}\nProduct ID:      {}",
         req.iid.grouped().replace('-', " "),
-        req.epid
+        crate::shown_epid(&req.epid)
     );
     let mut groups: Vec<String> = Vec::new();
     while groups.len() < 8 {

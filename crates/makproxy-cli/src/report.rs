@@ -286,6 +286,9 @@ pub struct BundleSummary {
     pub simulated: u64,
     /// Records per extended product ID (what `remaining` is checked against).
     pub per_epid: BTreeMap<String, u64>,
+    /// Records without an extended product ID: only a phone (manual) activation
+    /// answers them.
+    pub phone_only: u64,
     /// With `--records`: every record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entries: Option<Vec<Entry>>,
@@ -297,11 +300,16 @@ impl BundleSummary {
         let (mut ok, mut failed, mut simulated) = (0u64, 0u64, 0u64);
         let mut entries = Vec::new();
         let mut per_epid: BTreeMap<String, u64> = BTreeMap::new();
+        let mut phone_only = 0u64;
         match v.manifest.kind {
             Kind::Cil => v.records(|r: CilRecord| {
-                *per_epid
-                    .entry(r.extended_product_id.as_str().to_string())
-                    .or_default() += 1;
+                if r.extended_product_id.is_absent() {
+                    phone_only += 1;
+                } else {
+                    *per_epid
+                        .entry(r.extended_product_id.as_str().to_string())
+                        .or_default() += 1;
+                }
                 if list {
                     entries.push(Entry::Cil(r));
                 }
@@ -345,6 +353,7 @@ impl BundleSummary {
             failures: failed,
             simulated,
             per_epid,
+            phone_only,
             entries: list.then_some(entries),
         })
     }
@@ -392,6 +401,13 @@ impl Display for BundleSummary {
         )?;
         for (epid, n) in &self.per_epid {
             write!(f, "\nProduct ID:  {epid}  ({n} record(s))")?;
+        }
+        if self.phone_only > 0 {
+            write!(
+                f,
+                "\nProduct ID:  none  ({} record(s): Active Directory forests or ospp.vbs output; only a phone activation answers them)",
+                self.phone_only
+            )?;
         }
         if let (Some(a), Some(b)) = (&self.answers, &self.backend) {
             write!(

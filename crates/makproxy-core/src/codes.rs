@@ -203,6 +203,8 @@ codes! {
         => "The worksheet was filled in for another bundle, or rows were added by hand. Nothing was recorded. Use the worksheet `makproxy-online worksheet` wrote for this bundle.",
     BkdEndpoint = "MP-BKD-012": "endpoint refused: plain http:// to a host that is not loopback"
         => "`--endpoint` must be `https://` (plain `http://` only to 127.0.0.1, ::1 or localhost, for a test service).",
+    BkdNeedsPhone = "MP-BKD-014": "the record has no extended product ID, so this backend cannot answer it; only a phone (manual) activation can"
+        => "An Active Directory forest's activation, or an Office product read from saved ospp.vbs output, comes with an installation ID and no extended product ID, which the BatchActivation service (and the command protocol) need. Nothing was sent for it. Get its CID by phone or web: `makproxy-online worksheet FILE --out SHEET` lists it, then `activate FILE --out RETURN2 --backend manual --worksheet SHEET --retry-failed` answers it; apply both returns.",
 }
 
 impl Code {

@@ -284,9 +284,24 @@ impl ExtendedProductId {
             Err(IdError::Epid)
         }
     }
-    /// The canonical text.
+    /// The canonical text (empty when [absent](Self::absent)).
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+    /// The ePID of a record that has none: an Active Directory forest's activation, or
+    /// an Office product read from `ospp.vbs` output. Only a phone (manual) activation
+    /// can answer such a record; on the wire the field is left out.
+    pub fn absent() -> Self {
+        Self(String::new())
+    }
+    /// Whether this is [`ExtendedProductId::absent`].
+    pub fn is_absent(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+impl Default for ExtendedProductId {
+    fn default() -> Self {
+        Self::absent()
     }
 }
 impl fmt::Display for ExtendedProductId {
@@ -331,6 +346,26 @@ impl Guid {
             Err(IdError::Guid { what })
         }
     }
+    /// The activation ID makproxy gives an Active Directory forest's activation with the
+    /// KMS host key ending `last5` (the forest has no product to name it): a UUID of
+    /// version 8 from SHA-256 of `makproxy/ad-forest/` and the five characters in upper
+    /// case, so the same key always names the same record and no real SKU collides.
+    pub fn for_ad_forest(last5: &str) -> Self {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(format!("makproxy/ad-forest/{}", last5.to_ascii_uppercase()));
+        let mut b: [u8; 16] = d[..16].try_into().expect("16 of 32 bytes");
+        b[6] = (b[6] & 0x0f) | 0x80; // version 8
+        b[8] = (b[8] & 0x3f) | 0x80; // RFC 9562 variant
+        let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        Self(format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        ))
+    }
     /// The canonical text (lower case, no braces).
     pub fn as_str(&self) -> &str {
         &self.0
@@ -359,6 +394,10 @@ pub enum WmiClass {
     SoftwareLicensingProduct,
     /// Office's own licensing service, OSPP (Office 2010; later Office on Windows 7).
     OfficeSoftwareProtectionProduct,
+    /// Not a product: an Active Directory forest's activation object, made with a KMS
+    /// host key through `SoftwareLicensingService` (`slmgr /ad-activation-get-IID`,
+    /// `/ad-activation-apply-cid`).
+    ActiveDirectoryActivation,
 }
 
 impl WmiClass {
@@ -367,6 +406,7 @@ impl WmiClass {
         match self {
             Self::SoftwareLicensingProduct => "SoftwareLicensingProduct",
             Self::OfficeSoftwareProtectionProduct => "OfficeSoftwareProtectionProduct",
+            Self::ActiveDirectoryActivation => "ActiveDirectoryActivation",
         }
     }
     /// The class named exactly as WMI spells it.
@@ -374,6 +414,7 @@ impl WmiClass {
         [
             Self::SoftwareLicensingProduct,
             Self::OfficeSoftwareProtectionProduct,
+            Self::ActiveDirectoryActivation,
         ]
         .into_iter()
         .find(|c| c.as_str() == text)
@@ -527,6 +568,19 @@ impl<'de> Deserialize<'de> for HostName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An Active Directory forest's record is named after its key, the same every time,
+    /// as a version 8 UUID no real SKU (version 4 GUIDs) can be.
+    #[test]
+    fn a_forest_is_named_after_its_key() {
+        let a = Guid::for_ad_forest("ad7kh");
+        assert_eq!(a, Guid::for_ad_forest("AD7KH"));
+        assert_ne!(a, Guid::for_ad_forest("AD7KJ"));
+        assert_eq!(Guid::parse(a.as_str()).unwrap(), a, "canonical");
+        let b = a.as_str().as_bytes();
+        assert_eq!(b[14], b'8', "version 8");
+        assert!(matches!(b[19], b'8' | b'9' | b'a' | b'b'), "RFC 9562 variant");
+    }
     use proptest::prelude::*;
 
     // Built with the documented rule from a fixed payload (digits of pi).

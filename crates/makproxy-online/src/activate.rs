@@ -572,11 +572,13 @@ impl Walk<'_> {
             Answer::Cid { cid, now, by } => {
                 if now {
                     self.s.obtained += 1;
-                    *self
-                        .s
-                        .obtained_per_epid
-                        .entry(r.extended_product_id.as_str().to_string())
-                        .or_default() += 1;
+                    if !r.extended_product_id.is_absent() {
+                        *self
+                            .s
+                            .obtained_per_epid
+                            .entry(r.extended_product_id.as_str().to_string())
+                            .or_default() += 1;
+                    }
                 } else {
                     self.s.from_journal += 1;
                 }
@@ -641,6 +643,9 @@ impl Walk<'_> {
 struct Need {
     /// Records the backend would be asked for, per ePID.
     per_epid: BTreeMap<String, u64>,
+    /// Records without an ePID the backend would be asked for (only a phone activation
+    /// answers them; a backend that needs an ePID refuses them without sending).
+    phone_only: u64,
     /// Records that would be reported uncertain instead of asked.
     uncertain: u64,
 }
@@ -659,6 +664,7 @@ fn preflight(
     let counting = o.dry_run || o.check_remaining;
     let mut need = Need {
         per_epid: BTreeMap::new(),
+        phone_only: 0,
         uncertain: 0,
     };
     // A worksheet is checked against the whole bundle before anything is used.
@@ -685,7 +691,11 @@ fn preflight(
             need.uncertain += 1;
             return Ok(());
         }
-        *need.per_epid.entry(epid.to_string()).or_default() += 1;
+        if r.extended_product_id.is_absent() {
+            need.phone_only += 1;
+        } else {
+            *need.per_epid.entry(epid.to_string()).or_default() += 1;
+        }
         Ok(())
     })?;
     o.backend.check_batch(&iids).map_err(|e| {
@@ -731,7 +741,7 @@ pub fn run(
     let skip_refused = !o.retry_failed && journal.any_failure(&m.bundle_id, kind).map_err(db)?;
     let check_intents = !simulated && journal.any_intent().map_err(db)?;
     let need = preflight(&mut v, journal, o, skip_refused, check_intents)?;
-    let total: u64 = need.per_epid.values().sum();
+    let total: u64 = need.per_epid.values().sum::<u64>() + need.phone_only;
     if o.dry_run {
         out.report(&DryRun {
             dry_run: true,
@@ -739,6 +749,7 @@ pub fn run(
             would_request: total,
             uncertain: need.uncertain,
             per_epid: need.per_epid,
+            phone_only: need.phone_only,
             backend: o.backend.name(),
         });
         return Ok(Exit::Ok);
@@ -1046,6 +1057,8 @@ pub struct DryRun {
     pub uncertain: u64,
     /// Records that would be sent, per extended product ID.
     pub per_epid: BTreeMap<String, u64>,
+    /// Of those, records without an ePID (only a phone activation answers them).
+    pub phone_only: u64,
     /// The backend's name.
     #[serde(skip)]
     pub backend: &'static str,
@@ -1053,7 +1066,11 @@ pub struct DryRun {
 
 impl std::fmt::Display for DryRun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Dry run: {} record(s); {} would be sent to the {} backend, {} are uncertain (not sent without --retry-uncertain), the rest answered from the journal. Nothing written.", self.records, self.would_request, self.backend, self.uncertain)
+        write!(f, "Dry run: {} record(s); {} would be sent to the {} backend, {} are uncertain (not sent without --retry-uncertain), the rest answered from the journal. Nothing written.", self.records, self.would_request, self.backend, self.uncertain)?;
+        if self.phone_only > 0 {
+            write!(f, "\n{} of them have no extended product ID: only a phone (manual) activation answers them.", self.phone_only)?;
+        }
+        Ok(())
     }
 }
 

@@ -410,7 +410,7 @@ fn record(
     // ePID it was packed with (a reimaged product is the stale-IID rule's business).
     let now = tx.product_now(pid)?;
     if now.iid.as_deref() == Some(packed_iid.as_str())
-        && now.epid.as_deref() != Some(r.extended_product_id.as_str())
+        && now.epid.as_deref().unwrap_or("") != r.extended_product_id.as_str()
     {
         s.rejected += 1;
         note(
@@ -679,15 +679,22 @@ fn render(host: &str, items: &[DepositRow]) -> (Vec<u8>, Vec<u8>) {
         "schema": "makproxy-deposit/1",
         "host": host,
         "simulated": simulated,
-        "products": items.iter().map(|i| json!({
-            "activation_id": i.activation_id,
-            "application": i.application,
-            "wmi_class": i.wmi_class.as_str(),
-            "product": i.product,
-            "installation_id": i.iid,
-            "confirmation_id": i.cid,
-            "simulated": i.simulated,
-        })).collect::<Vec<_>>(),
+        "products": items.iter().map(|i| {
+            let mut p = json!({
+                "activation_id": i.activation_id,
+                "application": i.application,
+                "wmi_class": i.wmi_class.as_str(),
+                "product": i.product,
+                "installation_id": i.iid,
+                "confirmation_id": i.cid,
+                "simulated": i.simulated,
+            });
+            if i.wmi_class == WmiClass::ActiveDirectoryActivation {
+                // The deposit asks for the key and checks it ends with these.
+                p["partial_product_key"] = json!(i.partial_key);
+            }
+            p
+        }).collect::<Vec<_>>(),
     });
     let mut j = serde_json::to_vec_pretty(&doc).expect("serialisable");
     j.push(b'\n');
@@ -710,9 +717,28 @@ fn render(host: &str, items: &[DepositRow]) -> (Vec<u8>, Vec<u8>) {
         c.push_str("for %%v in (16 15 14) do for %%d in (\"%ProgramFiles%\\Microsoft Office\\Office%%v\" \"%ProgramFiles(x86)%\\Microsoft Office\\Office%%v\") do if not defined OSPP if exist \"%%~d\\ospp.vbs\" set \"OSPP=%%~d\\ospp.vbs\"\r\n");
         c.push_str("if not defined OSPP (\r\n  echo error: ospp.vbs not found in Microsoft Office\\Office14, Office15 or Office16 under either Program Files folder; nothing deposited. Use Deposit-ConfirmationId.ps1, which needs no ospp.vbs.\r\n  exit /b 3\r\n)\r\n");
     }
+    if let Some(ad) = items
+        .iter()
+        .find(|i| i.wmi_class == WmiClass::ActiveDirectoryActivation)
+    {
+        // The KMS host key is never written anywhere: the operator gives it here.
+        // Collect lets only five letters or digits through; checked again before
+        // anything from the ledger goes into a script.
+        let last5 = ad
+            .partial_key
+            .as_deref()
+            .filter(|k| k.len() == 5 && k.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .unwrap_or("XXXXX");
+        c.push_str(&format!("if \"%~1\"==\"\" (\r\n  echo error: give the KMS host key ending {last5} as the first argument, and optionally the activation object's name: %~nx0 XXXXX-XXXXX-XXXXX-XXXXX-{last5} [NAME]; nothing deposited.\r\n  exit /b 2\r\n)\r\n"));
+    }
     for i in items {
         // Both values are digits and a GUID (validated): nothing here needs quoting.
-        if i.wmi_class == WmiClass::OfficeSoftwareProtectionProduct {
+        if i.wmi_class == WmiClass::ActiveDirectoryActivation {
+            c.push_str(&format!(
+                "cscript //nologo %windir%\\System32\\slmgr.vbs /ad-activation-apply-cid %1 {} %2\r\n",
+                i.cid
+            ));
+        } else if i.wmi_class == WmiClass::OfficeSoftwareProtectionProduct {
             c.push_str(&format!(
                 "cscript //nologo \"%OSPP%\" /actcid:{}\r\n",
                 i.cid

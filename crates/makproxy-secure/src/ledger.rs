@@ -496,7 +496,7 @@ struct PolicyRow {
     channel: Option<Channel>,
     partial_key: Option<String>,
     licensed: bool,
-    has_ids: bool,
+    has_iid: bool,
     state: ProductState,
     iid: Option<String>,
 }
@@ -550,8 +550,8 @@ pub struct PackRow {
     pub host: String,
     /// The product's activation ID.
     pub activation_id: String,
-    /// The extended product ID.
-    pub epid: String,
+    /// The extended product ID (none: an Active Directory forest, ospp.vbs output).
+    pub epid: Option<String>,
     /// The installation ID.
     pub iid: String,
     /// The product's name.
@@ -588,6 +588,9 @@ pub struct DepositRow {
     pub cid: String,
     /// Whether the CID came from the simulator.
     pub simulated: bool,
+    /// The key's last five characters (an Active Directory forest's deposit checks the
+    /// key it is given against them).
+    pub partial_key: Option<String>,
 }
 
 /// One line of `status`.
@@ -1081,7 +1084,7 @@ impl Tx<'_> {
         let rows: Vec<PolicyRow> = self
             .tx
             .prepare(
-                "SELECT id, host, activation_id, channel, partial_key, license_status, iid IS NOT NULL AND epid IS NOT NULL, state, iid
+                "SELECT id, host, activation_id, channel, partial_key, license_status, iid IS NOT NULL, state, iid
                  FROM products WHERE state = 'queued' OR (state = 'skipped' AND reason_code = 'channel-off')",
             )?
             .query_map([], |r| {
@@ -1092,7 +1095,7 @@ impl Tx<'_> {
                     channel: r.get::<_, Option<String>>(3)?.and_then(|c| Channel::parse(&c)),
                     partial_key: r.get(4)?,
                     licensed: r.get::<_, Option<i64>>(5)? == Some(1),
-                    has_ids: r.get(6)?,
+                    has_iid: r.get(6)?,
                     state: state_of(r.get(7)?)?,
                     iid: r.get(8)?,
                 })
@@ -1104,7 +1107,7 @@ impl Tx<'_> {
                 p.channel,
                 p.partial_key.as_deref(),
                 p.licensed,
-                p.has_ids,
+                p.has_iid,
                 policy,
             );
             let seen = match skip {
@@ -1531,7 +1534,7 @@ impl Tx<'_> {
     /// A host's products awaiting deposit.
     pub fn deposit_rows(&self, host: &str) -> rusqlite::Result<Vec<DepositRow>> {
         self.tx
-            .prepare_cached("SELECT activation_id, application, wmi_class, product, iid, cid, cid_simulated FROM products WHERE host = ?1 AND state = 'cid_received' ORDER BY activation_id")?
+            .prepare_cached("SELECT activation_id, application, wmi_class, product, iid, cid, cid_simulated, partial_key FROM products WHERE host = ?1 AND state = 'cid_received' ORDER BY activation_id")?
             .query_map(params![host], |x| {
                 Ok(DepositRow {
                     activation_id: x.get(0)?,
@@ -1541,6 +1544,7 @@ impl Tx<'_> {
                     iid: x.get(4)?,
                     cid: x.get(5)?,
                     simulated: x.get(6)?,
+                    partial_key: x.get(7)?,
                 })
             })?
             .collect()

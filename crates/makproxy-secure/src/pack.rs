@@ -68,8 +68,8 @@ pub struct Planned {
     pub activation_id: String,
     /// The product's name.
     pub product: Option<String>,
-    /// The extended product ID.
-    pub extended_product_id: String,
+    /// The extended product ID (null: none; only a phone activation answers it).
+    pub extended_product_id: Option<String>,
     /// The installation ID.
     pub installation_id: String,
 }
@@ -208,7 +208,10 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
             let rec = CilRecord {
                 handle: r.handle as u64,
                 installation_id: InstallationId::parse(&r.iid).map_err(|_| bad("IID"))?,
-                extended_product_id: ExtendedProductId::parse(&r.epid).map_err(|_| bad("ePID"))?,
+                extended_product_id: match r.epid.as_deref() {
+                    Some(e) => ExtendedProductId::parse(e).map_err(|_| bad("ePID"))?,
+                    None => ExtendedProductId::absent(),
+                },
                 activation_id: Guid::parse(&r.activation_id).map_err(|_| bad("activation ID"))?,
                 // The reader's limit is in bytes: cut at a character boundary, never
                 // mid-character, so the other side can always read what is written.

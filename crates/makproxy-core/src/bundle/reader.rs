@@ -2,7 +2,7 @@
 //! archive scan, signature over the exact manifest bytes, strict manifest, closed
 //! world and hashes, then records from a private verified copy.
 
-use super::format::{Limits, FORMAT, MANIFEST, MAX_ENDPOINT, SIGNATURE, VERSION};
+use super::format::{Limits, FORMAT, MANIFEST, MAX_ENDPOINT, MAX_REMAINING, SIGNATURE, VERSION};
 use super::manifest::{BackendKind, Manifest, SigFile};
 use super::records::Record;
 use super::zipscan;
@@ -442,7 +442,7 @@ fn check_manifest(
     if let Some(r) = &m.remaining {
         if expected != Kind::Return
             || m.version < 3
-            || r.len() > super::format::MAX_REMAINING
+            || r.len() > MAX_REMAINING
             || r.iter().any(|c| c.activations_remaining < -1)
         {
             return Err(bad(
@@ -793,6 +793,47 @@ mod tests {
             edit(Kind::Cil, &|m| m.entries[0].sha256 = "g".repeat(64)),
             bad
         );
+        // Remaining counts: returns of version 3 only, -1 or more, one per ePID, real times.
+        let count = |epid: &str, n: i64| super::super::RemainingCount {
+            extended_product_id: crate::ids::ExtendedProductId::parse(epid).unwrap(),
+            activations_remaining: n,
+            spent: 0,
+            checked: "2026-11-22T00:00:00Z".into(),
+        };
+        let e1 = "03612-03305-317-008912-02-1033-9200.0000-0662023";
+        let e2 = "03612-04012-000-000051-03-1033-17763.0000-3052026";
+        let remaining = |v: Vec<super::super::RemainingCount>| {
+            move |m: &mut Manifest| m.remaining = Some(v.clone())
+        };
+        assert_eq!(
+            edit(Kind::Return, &remaining(vec![count(e1, -1), count(e2, 0)])),
+            Ok(())
+        );
+        assert_eq!(edit(Kind::Return, &remaining(vec![count(e1, -2)])), bad);
+        assert_eq!(
+            edit(Kind::Return, &remaining(vec![count(e1, 5), count(e1, 4)])),
+            bad
+        );
+        assert_eq!(edit(Kind::Cil, &remaining(vec![count(e1, 5)])), bad);
+        assert_eq!(
+            edit(Kind::Return, &|m| {
+                m.version = 2;
+                m.remaining = Some(vec![count(e1, 5)]);
+            }),
+            bad,
+            "version 2 had no remaining counts"
+        );
+        assert_eq!(
+            edit(Kind::Return, &|m| m.remaining =
+                Some(vec![count(e1, 1); MAX_REMAINING + 1])),
+            bad
+        );
+        assert!(edit(Kind::Return, &|m| {
+            let mut c = count(e1, 1);
+            c.checked = "yesterday".into();
+            m.remaining = Some(vec![c]);
+        })
+        .is_err());
         let answers = |f: &dyn Fn(&mut super::super::Answers)| {
             edit(Kind::Return, &|m| f(m.answers.as_mut().unwrap()))
         };

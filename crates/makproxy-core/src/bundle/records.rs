@@ -136,7 +136,9 @@ pub struct CilRecord {
     pub handle: u64,
     /// The machine's installation ID.
     pub installation_id: InstallationId,
-    /// The extended product ID of its key.
+    /// The extended product ID of its key; left out (format version 3) when the record
+    /// has none, which only a phone activation can answer.
+    #[serde(default, skip_serializing_if = "ExtendedProductId::is_absent")]
     pub extended_product_id: ExtendedProductId,
     /// The product's activation ID.
     pub activation_id: Guid,
@@ -220,7 +222,7 @@ pub struct ReturnRecord {
     pub handle: u64,
     /// Its installation ID, repeated (apply checks it).
     pub installation_id: InstallationId,
-    /// Its extended product ID, repeated.
+    /// Its extended product ID, repeated (absent where the request had none).
     pub extended_product_id: ExtendedProductId,
     /// The confirmation ID or why there is none.
     pub answer: ReturnAnswer,
@@ -270,6 +272,7 @@ impl ReturnRecord {
 struct WireReturn<C = ConfirmationId, F = RecordFailure> {
     handle: u64,
     installation_id: InstallationId,
+    #[serde(default, skip_serializing_if = "ExtendedProductId::is_absent")]
     extended_product_id: ExtendedProductId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     confirmation_id: Option<C>,

@@ -343,7 +343,7 @@ mod tests {
 
     fn fixture(name: &str) -> Vec<u8> {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fixtures/console")
+            .join("../../fixtures/mixed-estate")
             .join(name);
         std::fs::read(p).unwrap()
     }

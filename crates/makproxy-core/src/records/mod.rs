@@ -133,7 +133,7 @@ pub enum Skip {
     ChannelOff,
     /// Already activated.
     Licensed,
-    /// No installation ID or extended product ID reported.
+    /// No installation ID reported.
     NoIid,
 }
 
@@ -174,7 +174,7 @@ impl Skip {
                 "this site does not proxy-activate this channel (collect --channels)"
             }
             Skip::Licensed => "already licensed",
-            Skip::NoIid => "no installation ID or extended product ID reported",
+            Skip::NoIid => "no installation ID reported",
         }
     }
 }
@@ -212,7 +212,7 @@ impl ProductRecord {
             self.channel,
             self.partial_key.as_deref(),
             self.license_status == Some(LicenseStatus::Licensed),
-            self.iid.is_some() && self.epid.is_some(),
+            self.iid.is_some(),
             policy,
         )
     }
@@ -225,7 +225,7 @@ pub fn skip_reason(
     channel: Option<Channel>,
     partial_key: Option<&str>,
     licensed: bool,
-    has_ids: bool,
+    has_iid: bool,
     policy: Policy,
 ) -> Option<Skip> {
     if partial_key.is_none_or(|k| k.trim().is_empty()) {
@@ -241,7 +241,7 @@ pub fn skip_reason(
         Some(Skip::Licensed)
     } else if !policy.enables(channel) {
         Some(Skip::ChannelOff)
-    } else if !has_ids {
+    } else if !has_iid {
         Some(Skip::NoIid)
     } else {
         None

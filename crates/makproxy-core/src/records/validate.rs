@@ -60,22 +60,47 @@ pub(super) fn validate(record: usize, f: Fields) -> Result<ProductRecord, Record
             format!("host \"{}\": {e}", crate::sanitize::escape(&f.host)),
         )
     })?;
-    let aid = nonempty(f.activation_id).ok_or_else(|| {
-        RecordError::at(
+    let wmi_class = match nonempty(f.wmi_class) {
+        None => WmiClass::SoftwareLicensingProduct,
+        Some(c) => WmiClass::parse(&c).ok_or_else(|| {
+            RecordError::at(
+                record,
+                Code::RecFieldType,
+                format!("unknown WMI class {c:?}"),
+            )
+        })?,
+    };
+    let partial_key = limit_text(record, "partial product key", f.partial_key)?;
+    let key_shaped = |k: &str| k.len() == 5 && k.bytes().all(|b| b.is_ascii_alphanumeric());
+    if wmi_class == WmiClass::ActiveDirectoryActivation
+        && !partial_key.as_deref().is_some_and(key_shaped)
+    {
+        return Err(RecordError::at(
             record,
             Code::RecMissingField,
-            "activation ID (ID) is missing",
-        )
-    })?;
-    let activation_id =
-        Guid::parse(&aid).map_err(|e| RecordError::id(record, "activation ID", e))?;
+            "an Active Directory forest's record needs the KMS host key's last five characters (partial_product_key: five letters or digits)",
+        ));
+    }
+    let activation_id = match nonempty(f.activation_id) {
+        Some(aid) => Guid::parse(&aid).map_err(|e| RecordError::id(record, "activation ID", e))?,
+        // An Active Directory forest has no product: its record is named after the key.
+        None if wmi_class == WmiClass::ActiveDirectoryActivation => {
+            Guid::for_ad_forest(partial_key.as_deref().unwrap_or_default())
+        }
+        None => {
+            return Err(RecordError::at(
+                record,
+                Code::RecMissingField,
+                "activation ID (ID) is missing",
+            ))
+        }
+    };
     let application = match nonempty(f.application_id) {
         Some(a) => {
             ApplicationId::parse(&a).map_err(|e| RecordError::id(record, "application ID", e))?
         }
         None => ApplicationId::Windows,
     };
-    let partial_key = limit_text(record, "partial product key", f.partial_key)?;
     let epid = nonempty(f.epid)
         .map(|s| ExtendedProductId::parse(&s))
         .transpose()
@@ -89,16 +114,6 @@ pub(super) fn validate(record: usize, f: Fields) -> Result<ProductRecord, Record
         .map(LicenseStatus::from_i64)
         .transpose()
         .map_err(|e| RecordError::id(record, "license status", e))?;
-    let wmi_class = match nonempty(f.wmi_class) {
-        None => WmiClass::SoftwareLicensingProduct,
-        Some(c) => WmiClass::parse(&c).ok_or_else(|| {
-            RecordError::at(
-                record,
-                Code::RecFieldType,
-                format!("unknown WMI class {c:?}"),
-            )
-        })?,
-    };
     let channel_text = limit_text(record, "product key channel", f.channel)?;
     let description = limit_text(record, "description", f.description)?;
     let channel = match channel_text

@@ -1,0 +1,231 @@
+//! A mixed estate (fixtures/mixed-estate): Windows and Office MAKs, two KMS hosts, an
+//! Active Directory forest, a retail and an OEM machine, and machines reported only by
+//! saved slmgr/ospp text, through one collect, pack, activate (the BatchActivation mock,
+//! then the phone for what it cannot answer) and apply, until every product is
+//! activated or skipped with a reason an operator can act on.
+
+use makproxy_e2e::{fixtures, result_file, Gap};
+use makproxy_testkit::mock::{mock_cid, MockServer};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+fn by_product(g: &Gap) -> BTreeMap<String, (String, String, String)> {
+    let s = g.secure(&["--json", "status"]).ok().json();
+    s["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let s = |k: &str| p[k].as_str().unwrap_or("").to_string();
+            (
+                format!("{} {}", s("host"), s("product")),
+                (s("channel"), s("state"), s("reason_code")),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_mixed_estate_goes_through_one_round_and_each_product_ends_activated_or_explained() {
+    let g = Gap::default();
+    let estate = fixtures().join("mixed-estate");
+    let estate = estate.to_str().unwrap();
+    let c = g
+        .secure(&[
+            "--json",
+            "collect",
+            "--channels",
+            "mak,csvlk,retail",
+            estate,
+        ])
+        .ok()
+        .json();
+    assert_eq!(c["summary"]["rejected"], 0, "{c}");
+    assert_eq!(
+        (
+            c["summary"]["queued"].as_u64(),
+            c["summary"]["skipped"].as_u64()
+        ),
+        (Some(9), Some(2))
+    );
+    let before = by_product(&g);
+    let t = |c: &str, s: &str, r: &str| (c.to_string(), s.to_string(), r.to_string());
+    assert_eq!(
+        before["DC01 Active Directory forest activation"],
+        t("csvlk", "queued", "")
+    );
+    assert_eq!(
+        before["DC01 Windows(R), ServerDatacenter edition"],
+        t("kms-client", "skipped", "kms-client")
+    );
+    assert_eq!(
+        before["OEM-01 Windows(R), Professional edition"],
+        t("oem", "skipped", "oem")
+    );
+    assert_eq!(
+        before["SRV-KMS02 Windows(R), ServerStandard edition"],
+        t("csvlk", "queued", "")
+    );
+    assert_eq!(
+        before["RETAIL-01 Windows(R), Professional edition"],
+        t("retail", "queued", "")
+    );
+
+    let cil = g.p("cil.zip");
+    g.secure(&["pack", "--out", &cil]).ok();
+    let ins = g.online(&["--json", "inspect", &cil]).ok().json();
+    assert_eq!(
+        ins["phone_only"], 2,
+        "the forest and the ospp.vbs product have no ePID"
+    );
+
+    // The service answers everything that has an ePID; the two without are refused
+    // per record before anything is sent, with the code that says what to do.
+    let mock = MockServer::start();
+    mock.set_remaining(500);
+    let ret1 = g.p("ret1.zip");
+    let a = g
+        .online(&[
+            "--json",
+            "activate",
+            &cil,
+            "--out",
+            &ret1,
+            "--backend",
+            "microsoft",
+            "--endpoint",
+            &mock.url,
+            "--check-remaining",
+        ])
+        .code(4)
+        .json();
+    assert_eq!(a["summary"]["obtained"], 7, "{a}");
+    assert_eq!(a["summary"]["failed_by_reason"]["MP-BKD-014"], 2, "{a}");
+    assert_eq!(
+        mock.total_requests() as u64,
+        7 + 7,
+        "7 remaining checks (one per ePID) and 7 CIDs; nothing for the phone-only records"
+    );
+
+    // Phone the other two: the worksheet lists them, the manual backend answers them.
+    let sheet = g.p("sheet.csv");
+    g.online(&["worksheet", &cil, "--out", &sheet]).ok();
+    let text = std::fs::read_to_string(&sheet).unwrap();
+    let mut filled = String::new();
+    for (i, line) in text.lines().enumerate() {
+        if i == 0 {
+            filled.push_str(line);
+        } else {
+            let iid: String = line
+                .split(',')
+                .nth(1)
+                .unwrap()
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect();
+            let open = line
+                .strip_suffix(",\"\"")
+                .expect("the CID column is last and empty");
+            filled.push_str(&format!("{open},\"{}\"", mock_cid(&iid)));
+        }
+        filled.push_str("\r\n");
+    }
+    std::fs::write(&sheet, filled).unwrap();
+    let ret2 = g.p("ret2.zip");
+    let m = g
+        .online(&[
+            "--json",
+            "activate",
+            &cil,
+            "--out",
+            &ret2,
+            "--backend",
+            "manual",
+            "--worksheet",
+            &sheet,
+            "--retry-failed",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        (
+            m["summary"]["obtained"].as_u64(),
+            m["summary"]["from_journal"].as_u64()
+        ),
+        (Some(2), Some(7)),
+        "{m}"
+    );
+
+    // Both returns apply; the first carries the keys' remaining counts.
+    let dep = g.p("dep");
+    let ap = g
+        .secure(&["--json", "apply", &ret1, "--deposit-dir", &dep])
+        .code(4)
+        .json();
+    assert!(ap["keys_updated"].as_u64() == Some(7), "{ap}");
+    g.secure(&["apply", &ret2, "--deposit-dir", &dep]).ok();
+    let keys = g.secure(&["--json", "keys", "list"]).ok().json();
+    let kms = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["last5"] == "WX4NM")
+        .unwrap();
+    assert_eq!(
+        (kms["channel"].as_str(), kms["remaining"].as_i64()),
+        (Some("csvlk"), Some(499)),
+        "500 before, 1 spent: {keys}"
+    );
+
+    // The forest's deposit file asks for the KMS host key and never holds it.
+    let dc_cmd = std::fs::read_to_string(g.path("dep/DC01.cmd")).unwrap();
+    assert!(dc_cmd.contains("/ad-activation-apply-cid %1 "), "{dc_cmd}");
+    assert!(dc_cmd.contains("ending AD7KH"), "{dc_cmd}");
+    let dc: Value =
+        serde_json::from_str(&std::fs::read_to_string(g.path("dep/DC01.json")).unwrap()).unwrap();
+    let forest = &dc["products"][0];
+    assert_eq!(
+        (
+            forest["wmi_class"].as_str(),
+            forest["partial_product_key"].as_str()
+        ),
+        (Some("ActiveDirectoryActivation"), Some("AD7KH"))
+    );
+    let kms_cmd = std::fs::read_to_string(g.path("dep/SRV-KMS02.cmd")).unwrap();
+    assert!(
+        kms_cmd.contains("slmgr.vbs /atp "),
+        "a KMS host key is deposited like a MAK: {kms_cmd}"
+    );
+    let ospp = std::fs::read_to_string(g.path("dep/WIN7-OSPP.cmd")).unwrap();
+    assert!(ospp.contains("/actcid:"), "{ospp}");
+
+    // Every machine deposits; collect reads the results: all activated.
+    let results = g.path("results");
+    for host in [
+        "DC01",
+        "PC-DE-01",
+        "PC-MAK-01",
+        "RETAIL-01",
+        "SRV-KMS01",
+        "SRV-KMS02",
+        "WIN7-OSPP",
+    ] {
+        result_file(&g, &results, host, &format!("{host}.result.json"), true);
+    }
+    g.secure(&["collect", results.to_str().unwrap()]).ok();
+    let after = by_product(&g);
+    for (product, (channel, state, reason)) in &after {
+        match state.as_str() {
+            "activated" => {}
+            "skipped" => assert!(
+                ["oem", "kms-client"].contains(&reason.as_str()),
+                "{product}: {reason}"
+            ),
+            other => panic!("{product} ({channel}) ended {other}"),
+        }
+    }
+    assert_eq!(
+        after.values().filter(|(_, s, _)| s == "activated").count(),
+        9
+    );
+}
