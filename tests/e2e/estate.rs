@@ -229,3 +229,47 @@ fn a_mixed_estate_goes_through_one_round_and_each_product_ends_activated_or_expl
         9
     );
 }
+
+/// A KMS host key (CSVLK) goes through the simulator and a command gateway exactly as
+/// a MAK does, and is deposited with `slmgr /atp CID ACTIVATION-ID` on the KMS host.
+#[test]
+fn a_kms_host_key_is_answered_by_the_simulator_and_a_command_gateway() {
+    let gateway = makproxy_e2e::example("echo_gateway");
+    for backend in [
+        vec!["--backend", "simulator"],
+        vec!["--backend", "command", "--command", gateway.as_str()],
+    ] {
+        let g = Gap::default();
+        let drop = g.path("drop");
+        std::fs::create_dir_all(&drop).unwrap();
+        std::fs::copy(
+            fixtures().join("mixed-estate/SRV-KMS02.json"),
+            drop.join("SRV-KMS02.json"),
+        )
+        .unwrap();
+        g.secure(&["collect", drop.to_str().unwrap()]).ok();
+        let cil = g.p("cil.zip");
+        g.secure(&["pack", "--out", &cil]).ok();
+        let ret = g.p("ret.zip");
+        let mut args = vec!["--json", "activate", cil.as_str(), "--out", ret.as_str()];
+        args.extend(&backend);
+        let a = g.online(&args).ok().json();
+        assert_eq!(a["summary"]["obtained"], 1, "{backend:?}: {a}");
+        let dep = g.p("dep");
+        g.secure(&["apply", &ret, "--deposit-dir", &dep]).ok();
+        let s = by_product(&g);
+        assert_eq!(
+            s["SRV-KMS02 Windows(R), ServerStandard edition"],
+            (
+                "csvlk".to_string(),
+                "cid_received".to_string(),
+                String::new()
+            )
+        );
+        let cmd = std::fs::read_to_string(g.path("dep/SRV-KMS02.cmd")).unwrap();
+        assert!(
+            cmd.contains("slmgr.vbs /atp ") && cmd.contains("9bd77860-9b31-4b7b-96ad-2564017315bf"),
+            "{cmd}"
+        );
+    }
+}

@@ -579,7 +579,10 @@ mod tests {
         assert_eq!(Guid::parse(a.as_str()).unwrap(), a, "canonical");
         let b = a.as_str().as_bytes();
         assert_eq!(b[14], b'8', "version 8");
-        assert!(matches!(b[19], b'8' | b'9' | b'a' | b'b'), "RFC 9562 variant");
+        assert!(
+            matches!(b[19], b'8' | b'9' | b'a' | b'b'),
+            "RFC 9562 variant"
+        );
     }
     use proptest::prelude::*;
 
