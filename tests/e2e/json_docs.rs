@@ -323,7 +323,27 @@ fn every_document_of_a_round_trip_matches_json_md() {
             &["apply", "--reissue", "--deposit-dir", &dep, "--dry-run"],
         ),
     );
+    check(
+        &md,
+        "keys add",
+        &js(
+            true,
+            &[
+                "keys",
+                "add",
+                "--last5",
+                "3V66T",
+                "--product",
+                "Windows Pro",
+                "--remaining",
+                "1",
+            ],
+        ),
+    );
+    let keys = js(true, &["keys", "list"]);
+    check(&md, "keys add", &keys);
     check(&md, "status", &js(true, &["status"]));
+    check(&md, "keys add", &js(true, &["keys", "remove", "3V66T"]));
     check(
         &md,
         "report",

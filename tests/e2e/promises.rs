@@ -421,3 +421,113 @@ fn activate_honours_timeout_and_proxy_against_the_loopback_service() {
         "the request went to the proxy, never straight to the service"
     );
 }
+
+/// The key inventory holds a key's last five characters only; status, keys list and
+/// pack (with --dry-run too) warn when the queue or batch needs more activations than
+/// the key had left.
+#[test]
+fn the_key_inventory_warns_before_a_batch_outruns_a_key() {
+    let g = Gap::default();
+    g.collect_fixture();
+    let queued_3v66t = g
+        .secure(&[
+            "--json",
+            "keys",
+            "add",
+            "--last5",
+            "3v66t",
+            "--product",
+            "Windows Pro",
+            "--remaining",
+            "2",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        queued_3v66t["added"]["last5"], "3V66T",
+        "stored upper case, as products report it"
+    );
+    // A whole key, a sixth character or a second entry for the same key are refused.
+    for bad in ["ABCDE-FGHIJ-KLMNO-PQRST-3V66T", "3V66TX", "3V6!T"] {
+        let r = g
+            .secure(&["keys", "add", "--last5", bad, "--product", "x"])
+            .code(2);
+        assert!(
+            r.stderr.contains("never give the whole key"),
+            "{bad}: {}",
+            r.stderr
+        );
+    }
+    g.secure(&["keys", "add", "--last5", "3V66T", "--product", "again"])
+        .code(1);
+    g.secure(&[
+        "keys",
+        "add",
+        "--last5",
+        "WFG99",
+        "--product",
+        "x",
+        "--channel",
+        "oem",
+    ])
+    .code(2);
+
+    let s = g.secure(&["--json", "status"]).ok().json();
+    let w = &s["key_warnings"][0];
+    assert_eq!(
+        (w["last5"].as_str(), w["remaining"].as_i64()),
+        (Some("3V66T"), Some(2))
+    );
+    let needed = w["needed"].as_i64().unwrap();
+    assert!(needed > 2, "{s}");
+    let text = g.secure(&["status"]).ok().stdout;
+    assert!(
+        text.contains("WARNING: key …3V66T (Windows Pro) had 2 activation(s) left"),
+        "{text}"
+    );
+    let list = g.secure(&["--json", "keys", "list"]).ok().json();
+    assert_eq!(list["keys"][0]["queued"].as_i64(), Some(needed));
+
+    // A batch of two fits; a batch of three does not, and pack says so before it leaves.
+    let fits = g
+        .secure(&[
+            "--json",
+            "pack",
+            "--out",
+            &g.p("x.zip"),
+            "--dry-run",
+            "--host",
+            "PC-00000[12]",
+            "--product",
+            "Windows",
+        ])
+        .ok()
+        .json();
+    assert_eq!(fits["would_pack"], 2);
+    assert_eq!(fits["key_warnings"].as_array().unwrap().len(), 0, "{fits}");
+    let over = g
+        .secure(&[
+            "--json",
+            "pack",
+            "--out",
+            &g.p("x.zip"),
+            "--dry-run",
+            "--limit",
+            "3",
+            "--product",
+            "Windows",
+        ])
+        .ok()
+        .json();
+    assert_eq!(over["key_warnings"][0]["needed"], 3, "{over}");
+    let packed = g
+        .secure(&["pack", "--out", &g.p("cil.zip"), "--product", "Windows"])
+        .ok()
+        .stdout;
+    assert!(packed.contains("WARNING: key …3V66T"), "{packed}");
+
+    g.secure(&["keys", "remove", "3v66t"]).ok();
+    g.secure(&["keys", "remove", "3v66t"]).code(1);
+    let list = g.secure(&["--json", "keys", "list"]).ok().json();
+    assert_eq!(list["keys"].as_array().unwrap().len(), 0);
+}

@@ -24,8 +24,9 @@ pub enum Command {
     Common(Common),
     /// Read machine records and deposit results from drop folders into the ledger.
     ///
-    /// Accepts the agent's JSON, raw Get-CimInstance JSON, CSV and deposit result files,
-    /// UTF-8 or UTF-16. Example: makproxy-secure collect \\fileserver\makproxy\drop
+    /// Accepts the agent's JSON, raw Get-CimInstance JSON, CSV, saved slmgr /dlv or
+    /// ospp.vbs /dstatus output (HOST.txt) and deposit result files; UTF-8, UTF-16, or
+    /// the console's code page for .txt. Example: makproxy-secure collect \\fileserver\makproxy\drop
     Collect {
         /// Drop folders to read (searched 8 levels deep).
         #[arg(required = true, value_name = "DIR")]
