@@ -25,6 +25,35 @@ fn by_product(g: &Gap) -> BTreeMap<String, (String, String, String)> {
         .collect()
 }
 
+/// The worksheet for `cil`, filled in as the phone call would (the mock's CID for each
+/// IID): what the manual backend then reads.
+fn phoned_worksheet(g: &Gap, cil: &str) -> String {
+    let sheet = g.p("sheet.csv");
+    g.online(&["worksheet", cil, "--out", &sheet]).ok();
+    let text = std::fs::read_to_string(&sheet).unwrap();
+    let mut filled = String::new();
+    for (i, line) in text.lines().enumerate() {
+        if i == 0 {
+            filled.push_str(line);
+        } else {
+            let iid: String = line
+                .split(',')
+                .nth(1)
+                .unwrap()
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect();
+            let open = line
+                .strip_suffix(",\"\"")
+                .expect("the CID column is last and empty");
+            filled.push_str(&format!("{open},\"{}\"", mock_cid(&iid)));
+        }
+        filled.push_str("\r\n");
+    }
+    std::fs::write(&sheet, filled).unwrap();
+    sheet
+}
+
 #[test]
 fn a_mixed_estate_goes_through_one_round_and_each_product_ends_activated_or_explained() {
     let g = Gap::default();
@@ -108,29 +137,7 @@ fn a_mixed_estate_goes_through_one_round_and_each_product_ends_activated_or_expl
     );
 
     // Phone the other two: the worksheet lists them, the manual backend answers them.
-    let sheet = g.p("sheet.csv");
-    g.online(&["worksheet", &cil, "--out", &sheet]).ok();
-    let text = std::fs::read_to_string(&sheet).unwrap();
-    let mut filled = String::new();
-    for (i, line) in text.lines().enumerate() {
-        if i == 0 {
-            filled.push_str(line);
-        } else {
-            let iid: String = line
-                .split(',')
-                .nth(1)
-                .unwrap()
-                .chars()
-                .filter(char::is_ascii_digit)
-                .collect();
-            let open = line
-                .strip_suffix(",\"\"")
-                .expect("the CID column is last and empty");
-            filled.push_str(&format!("{open},\"{}\"", mock_cid(&iid)));
-        }
-        filled.push_str("\r\n");
-    }
-    std::fs::write(&sheet, filled).unwrap();
+    let sheet = phoned_worksheet(&g, &cil);
     let ret2 = g.p("ret2.zip");
     let m = g
         .online(&[
@@ -175,6 +182,21 @@ fn a_mixed_estate_goes_through_one_round_and_each_product_ends_activated_or_expl
         (kms["channel"].as_str(), kms["remaining"].as_i64()),
         (Some("csvlk"), Some(499)),
         "500 before, 1 spent: {keys}"
+    );
+
+    // The report shows channels and the inventory.
+    let html = g.p("report.html");
+    g.secure(&["report", "--out", &html]).ok();
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("<th>Channel</th>"),
+        "per-product table has the channel"
+    );
+    assert!(
+        page.contains(
+            "<td>…WX4NM</td><td>Windows(R), ServerStandard edition</td><td>csvlk</td><td>499</td>"
+        ),
+        "{page}"
     );
 
     // The forest's deposit file asks for the KMS host key and never holds it.
@@ -235,10 +257,7 @@ fn a_mixed_estate_goes_through_one_round_and_each_product_ends_activated_or_expl
 #[test]
 fn a_kms_host_key_is_answered_by_the_simulator_and_a_command_gateway() {
     let gateway = makproxy_e2e::example("echo_gateway");
-    for backend in [
-        vec!["--backend", "simulator"],
-        vec!["--backend", "command", "--command", gateway.as_str()],
-    ] {
+    for backend in ["simulator", "command", "manual"] {
         let g = Gap::default();
         let drop = g.path("drop");
         std::fs::create_dir_all(&drop).unwrap();
@@ -251,10 +270,27 @@ fn a_kms_host_key_is_answered_by_the_simulator_and_a_command_gateway() {
         let cil = g.p("cil.zip");
         g.secure(&["pack", "--out", &cil]).ok();
         let ret = g.p("ret.zip");
-        let mut args = vec!["--json", "activate", cil.as_str(), "--out", ret.as_str()];
-        args.extend(&backend);
+        let sheet = if backend == "manual" {
+            phoned_worksheet(&g, &cil)
+        } else {
+            String::new()
+        };
+        let mut args = vec![
+            "--json",
+            "activate",
+            cil.as_str(),
+            "--out",
+            ret.as_str(),
+            "--backend",
+            backend,
+        ];
+        match backend {
+            "command" => args.extend(["--command", gateway.as_str()]),
+            "manual" => args.extend(["--worksheet", sheet.as_str()]),
+            _ => {}
+        }
         let a = g.online(&args).ok().json();
-        assert_eq!(a["summary"]["obtained"], 1, "{backend:?}: {a}");
+        assert_eq!(a["summary"]["obtained"], 1, "{backend}: {a}");
         let dep = g.p("dep");
         g.secure(&["apply", &ret, "--deposit-dir", &dep]).ok();
         let s = by_product(&g);
@@ -272,4 +308,41 @@ fn a_kms_host_key_is_answered_by_the_simulator_and_a_command_gateway() {
             "{cmd}"
         );
     }
+}
+
+/// `--check-remaining` names the kind of key that runs short: the bundle says it is a
+/// KMS host key.
+#[test]
+fn a_kms_host_key_without_activations_left_is_named_as_one() {
+    let g = Gap::default();
+    let drop = g.path("drop");
+    std::fs::create_dir_all(&drop).unwrap();
+    std::fs::copy(
+        fixtures().join("mixed-estate/SRV-KMS02.json"),
+        drop.join("SRV-KMS02.json"),
+    )
+    .unwrap();
+    g.secure(&["collect", drop.to_str().unwrap()]).ok();
+    let cil = g.p("cil.zip");
+    g.secure(&["pack", "--out", &cil]).ok();
+    let mock = MockServer::start();
+    mock.set_remaining(0);
+    let r = g
+        .online(&[
+            "activate",
+            &cil,
+            "--out",
+            &g.p("ret.zip"),
+            "--backend",
+            "microsoft",
+            "--endpoint",
+            &mock.url,
+            "--check-remaining",
+        ])
+        .code(3);
+    assert!(
+        r.stderr.contains("the csvlk key behind 03612-04209-000-000067-03-1033-20348.0000-3222026 has 0 activation(s) remaining; this batch needs 1"),
+        "{}",
+        r.stderr
+    );
 }

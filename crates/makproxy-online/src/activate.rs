@@ -646,6 +646,8 @@ struct Need {
     /// Records without an ePID the backend would be asked for (only a phone activation
     /// answers them; a backend that needs an ePID refuses them without sending).
     phone_only: u64,
+    /// The key channel the CIL records name for each ePID (format version 3).
+    channels: BTreeMap<String, makproxy_core::channel::Channel>,
     /// Records that would be reported uncertain instead of asked.
     uncertain: u64,
 }
@@ -665,6 +667,7 @@ fn preflight(
     let mut need = Need {
         per_epid: BTreeMap::new(),
         phone_only: 0,
+        channels: BTreeMap::new(),
         uncertain: 0,
     };
     // A worksheet is checked against the whole bundle before anything is used.
@@ -695,6 +698,9 @@ fn preflight(
             need.phone_only += 1;
         } else {
             *need.per_epid.entry(epid.to_string()).or_default() += 1;
+            if let Some(c) = r.channel {
+                need.channels.insert(epid.to_string(), c);
+            }
         }
         Ok(())
     })?;
@@ -755,7 +761,7 @@ pub fn run(
         return Ok(Exit::Ok);
     }
     let counts = if o.check_remaining {
-        check_remaining(o.backend, &need.per_epid, now)?
+        check_remaining(o.backend, &need, now)?
     } else {
         Vec::new()
     };
@@ -848,11 +854,16 @@ fn refuse_replay(journal: &Journal, v: &bundle::Verified, signer: &str) -> Resul
 /// counts go back in the return (`remaining`), for the secure side's key inventory.
 fn check_remaining(
     backend: &dyn Backend,
-    per_epid: &BTreeMap<String, u64>,
+    need: &Need,
     now: time::OffsetDateTime,
 ) -> Result<Vec<bundle::RemainingCount>, CliError> {
     let mut counts = Vec::new();
-    for (epid, n) in per_epid {
+    for (epid, n) in &need.per_epid {
+        // The bundle says which kind of key it is (a MAK, a KMS host key, retail).
+        let key = need
+            .channels
+            .get(epid)
+            .map_or("key".to_string(), |c| format!("{c} key"));
         let epid_v = ExtendedProductId::parse(epid).map_err(db)?;
         let left = backend.remaining(&epid_v).map_err(|f| {
             CliError::new(
@@ -864,11 +875,9 @@ fn check_remaining(
         if !left.allows(*n) {
             return Err(CliError::rejected(
                 Code::BkdNotEnough,
-                format!(
-                    "the MAK behind {epid} has {left} activation(s) left; this batch needs {n}"
-                ),
+                format!("the {key} behind {epid} has {left}; this batch needs {n}"),
             )
-            .hint("split the batch with pack --limit, or raise the MAK's limit with Microsoft"));
+            .hint("split the batch with pack --limit, or raise the key's limit with Microsoft"));
         }
         counts.push(bundle::RemainingCount {
             extended_product_id: epid_v,

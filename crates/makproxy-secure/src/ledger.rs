@@ -810,7 +810,13 @@ impl Ledger {
             Ok(rows)
         };
         Ok(ReportTables {
-            per_product: table("SELECT COALESCE(product, activation_id), state, CAST(COUNT(*) AS TEXT) FROM products GROUP BY 1, 2 ORDER BY 1, 2")?,
+            per_product: table("SELECT COALESCE(product, activation_id), COALESCE(channel, '-'), state, CAST(COUNT(*) AS TEXT) FROM products GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")?,
+            keys: table(
+                "SELECT '…' || k.last5, k.product, k.channel, CASE WHEN k.remaining IS NULL THEN '?' WHEN k.remaining < 0 THEN 'no limit' ELSE CAST(k.remaining AS TEXT) END,
+                        COALESCE(k.remaining_at || ' (' || k.remaining_from || ')', 'never'),
+                        CAST((SELECT COUNT(*) FROM products p WHERE upper(p.partial_key) = k.last5 AND p.state = 'queued') AS TEXT)
+                 FROM product_keys k ORDER BY k.product, k.last5",
+            )?,
             per_bundle: table(
                 "SELECT b.sequence || '', b.bundle_id, b.created, CAST(b.records AS TEXT), CAST(SUM(br.answered > 0) AS TEXT),
                         COALESCE((SELECT GROUP_CONCAT(r.bundle_id || ' (' || r.backend || CASE WHEN r.simulated THEN ', SIMULATED' ELSE '' END || ')', ' ') FROM returns r WHERE r.answers = b.bundle_id), '')
@@ -831,6 +837,8 @@ pub struct ReportTables {
     pub per_product: Vec<Vec<String>>,
     /// Counts per bundle.
     pub per_bundle: Vec<Vec<String>>,
+    /// The key inventory.
+    pub keys: Vec<Vec<String>>,
     /// Failed products with their reasons.
     pub failures: Vec<Vec<String>>,
     /// Files and records collect refused.

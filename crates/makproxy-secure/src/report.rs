@@ -227,6 +227,7 @@ pub fn report(out: &Output, ledger: &Ledger, path: &Path, force: bool) -> Result
         .map(|(s, n)| (s.as_str().to_string(), n))
         .collect::<Vec<_>>();
     let t = ledger.report_tables().map_err(db)?;
+    let keys = t.keys;
     let (per_product, per_bundle, failures, rejections, total) = (
         t.per_product,
         t.per_bundle,
@@ -271,7 +272,7 @@ pub fn report(out: &Output, ledger: &Ledger, path: &Path, force: bool) -> Result
     render(
         &mut h,
         "Per product",
-        &["Product", "State", "Count"],
+        &["Product", "Channel", "State", "Count"],
         &per_product,
         "per-product",
     );
@@ -295,6 +296,13 @@ pub fn report(out: &Output, ledger: &Ledger, path: &Path, force: bool) -> Result
         &["Host", "Product", "State", "Code", "Reason"],
         &failures,
         "failures",
+    );
+    render(
+        &mut h,
+        "Keys (last five characters; activations left when last seen online)",
+        &["Key", "Product", "Channel", "Remaining", "Seen", "Queued"],
+        &keys,
+        "keys",
     );
     render(
         &mut h,
