@@ -19,6 +19,8 @@ mod hostile;
 mod hostile_records;
 #[path = "e2e/json_docs.rs"]
 mod json_docs;
+#[path = "e2e/keys_at_rest.rs"]
+mod keys_at_rest;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
 #[path = "e2e/microsoft.rs"]

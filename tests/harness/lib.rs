@@ -125,9 +125,17 @@ impl Run {
 }
 
 pub fn run(program: &str, args: &[&str]) -> Run {
+    run_env(program, args, &[])
+}
+
+/// As [`run`], with environment variables set for this one command (passphrases).
+pub fn run_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
     let out = Command::new(bin(program))
         .args(args)
         .env_remove("MAKPROXY_HOME")
+        .env_remove("MAKPROXY_PASSPHRASE")
+        .env_remove("MAKPROXY_NEW_PASSPHRASE")
+        .envs(env.iter().copied())
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .output()
@@ -147,6 +155,8 @@ pub fn run_within(secs: u64, program: &str, args: &[&str]) -> Run {
     let mut child = Command::new(bin(program))
         .args(args)
         .env_remove("MAKPROXY_HOME")
+        .env_remove("MAKPROXY_PASSPHRASE")
+        .env_remove("MAKPROXY_NEW_PASSPHRASE")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -255,6 +265,13 @@ impl Gap {
     }
     pub fn secure(&self, args: &[&str]) -> Run {
         self.with_home(true, args)
+    }
+    /// A secure-side command with environment variables set (passphrases).
+    pub fn secure_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let home = self.secure_home();
+        let mut a = vec!["--home", home.as_str()];
+        a.extend_from_slice(args);
+        run_env("makproxy-secure", &a, env)
     }
     pub fn online(&self, args: &[&str]) -> Run {
         self.with_home(false, args)

@@ -127,6 +127,9 @@ impl From<KeyError> for CliError {
             KeyError::Permissions { path, .. } => {
                 Some(makproxy_core::fsutil::fix_secret_command(path))
             }
+            KeyError::Secret(makproxy_core::secret::SecretError::NeedsPassphrase) => Some(
+                "run it from a terminal to be asked, or set MAKPROXY_PASSPHRASE for this one command".to_string(),
+            ),
             KeyError::OtherSide {
                 found, expected, ..
             } => Some(format!(
@@ -489,6 +492,7 @@ pub fn command<C: clap::CommandFactory>() -> clap::Command {
 /// `MP-USE-001`, and as JSON on stdout under `--json`) and exits 2. Help and version
 /// requests print as clap prints them.
 pub fn parse<C: clap::Parser>() -> C {
+    makproxy_core::secret::set_prompt(ask_passphrase);
     match command::<C>()
         .try_get_matches()
         .and_then(|m| C::from_arg_matches(&m))
@@ -509,6 +513,18 @@ pub fn parse<C: clap::Parser>() -> C {
             std::process::exit(Exit::Usage as i32);
         }
     }
+}
+
+/// Asks for a passphrase on the terminal without echo; never when no one is there to
+/// answer (a batch script, a scheduled task): those give `MAKPROXY_PASSPHRASE`.
+fn ask_passphrase(question: &str) -> Option<zeroize::Zeroizing<String>> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return None;
+    }
+    rpassword::prompt_password(question)
+        .ok()
+        .map(zeroize::Zeroizing::new)
 }
 
 /// Turns a command's result into the process exit code, reporting an error first.
@@ -541,6 +557,16 @@ pub enum KeyCommand {
     ///
     /// Example: key show
     Show,
+    /// Encrypt the secret key with a new passphrase, or change it (the current one is
+    /// asked first, or MAKPROXY_PASSPHRASE; the new one twice, or MAKPROXY_NEW_PASSPHRASE).
+    /// The key itself does not change: nothing needs trusting again.
+    ///
+    /// Example: key passwd
+    Passwd {
+        /// Store the secret key without a passphrase (file permissions only).
+        #[arg(long)]
+        unencrypted: bool,
+    },
 }
 
 /// `trust` subcommands.
@@ -576,14 +602,27 @@ pub struct InitArgs {
     /// This side's site name, recorded in every bundle it signs (letters, digits, - _ .).
     #[arg(long, default_value = "default")]
     pub site: String,
+    /// Encrypt the secret key with a passphrase (asked twice, or MAKPROXY_PASSPHRASE);
+    /// every signing then needs it.
+    #[arg(long)]
+    pub encrypt: bool,
 }
 
 /// `init`: creates the home folder and key pair, prints the fingerprint.
 pub fn init(out: &Output, dir: &Path, role: Role, args: &InitArgs) -> Result<Exit, CliError> {
-    let (home, public) = Home::init(dir, role, &args.site)?;
+    let pass = if args.encrypt {
+        Some(
+            makproxy_core::secret::new_passphrase(makproxy_core::secret::PASSPHRASE_ENV)
+                .map_err(KeyError::Secret)?,
+        )
+    } else {
+        None
+    };
+    let (home, public) = Home::init(dir, role, &args.site, pass.as_deref().map(String::as_str))?;
     out.report(&report::Init {
         home: home.dir,
         public_key: (&public).into(),
+        secret_key_encrypted: args.encrypt,
     });
     Ok(Exit::Ok)
 }
@@ -591,15 +630,33 @@ pub fn init(out: &Output, dir: &Path, role: Role, args: &InitArgs) -> Result<Exi
 /// `key …`
 pub fn key(out: &Output, home: &Home, cmd: &KeyCommand) -> Result<Exit, CliError> {
     let public = home.public_key()?;
-    // Loading the signing key checks its permissions, so a key export never hides a
-    // leak; it also self-signs the exported file.
-    let signing = home.signing_key()?;
+    // Reading the secret key checks its permissions, so no key command hides a leak.
+    let encrypted = home.secret_encrypted()?;
     let written = match cmd {
+        KeyCommand::Passwd { unencrypted } => {
+            let new = if *unencrypted {
+                None
+            } else {
+                Some(
+                    makproxy_core::secret::new_passphrase(
+                        makproxy_core::secret::NEW_PASSPHRASE_ENV,
+                    )
+                    .map_err(KeyError::Secret)?,
+                )
+            };
+            home.set_passphrase(new.as_deref().map(String::as_str))?;
+            out.report(&report::Passwd {
+                secret_key_encrypted: new.is_some(),
+                was_encrypted: encrypted,
+            });
+            return Ok(Exit::Ok);
+        }
         KeyCommand::Export { out: path, ssh } => {
             let bytes = if *ssh {
                 makproxy_core::sshsig::allowed_signers_line(&public).into_bytes()
             } else {
-                public.to_file_bytes(&signing)
+                // The exported file is self-signed: this needs the secret key.
+                public.to_file_bytes(&home.signing_key()?)
             };
             makproxy_core::fsutil::write_new_with(path, |f| std::io::Write::write_all(f, &bytes))
                 .map_err(|e| CliError::io(path.display(), e))?;

@@ -53,6 +53,8 @@ pub struct Init {
     pub home: PathBuf,
     /// Its new key.
     pub public_key: KeyInfo,
+    /// Whether the secret key is encrypted with a passphrase (`init --encrypt`).
+    pub secret_key_encrypted: bool,
 }
 
 impl Display for Init {
@@ -65,11 +67,39 @@ impl Display for Init {
             "Fingerprint: {}   (read this aloud to the other side)",
             k.fingerprint
         )?;
+        writeln!(
+            f,
+            "Secret key:  {}",
+            if self.secret_key_encrypted {
+                "encrypted with a passphrase (scrypt, XChaCha20-Poly1305)"
+            } else {
+                "NOT encrypted, protected by file permissions only (key passwd encrypts it)"
+            }
+        )?;
         write!(
             f,
             "Next: key export --out {}.pub, carry it across, and trust it there.",
             escape(&k.site)
         )
+    }
+}
+
+/// `key passwd`.
+#[derive(Debug, Serialize)]
+pub struct Passwd {
+    /// Whether the secret key is now encrypted.
+    pub secret_key_encrypted: bool,
+    /// Whether it was before.
+    pub was_encrypted: bool,
+}
+
+impl Display for Passwd {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_str(match (self.was_encrypted, self.secret_key_encrypted) {
+            (true, true) => "Changed the secret key's passphrase. The key is the same: nothing needs trusting again.",
+            (false, true) => "Encrypted the secret key with a passphrase. The key is the same: nothing needs trusting again.",
+            (_, false) => "The secret key is now stored WITHOUT a passphrase (file permissions only).",
+        })
     }
 }
 

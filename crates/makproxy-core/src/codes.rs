@@ -157,6 +157,12 @@ codes! {
         => "`trust list` shows the names in use.",
     KeyHomeBusy = "MP-KEY-009": "another makproxy process is using this home"
         => "Another makproxy process holds this home (its process ID is named). Wait for it to finish, or run the second job on another home.",
+    KeyNeedsPassphrase = "MP-KEY-010": "the secret key is encrypted and no passphrase was given"
+        => "Run the command from a terminal to be asked for the passphrase, or give it to a batch script in the MAKPROXY_PASSPHRASE environment variable (set it for that one command; never write it into the script). Nothing was signed.",
+    KeyWrongPassphrase = "MP-KEY-011": "the passphrase does not open the secret key"
+        => "The passphrase is wrong, or the key file was altered (a change to any byte of the sealed key, its salt, nonce or role fails the same way). Try again; if the passphrase is lost, the key is lost: `init` a new home and have the other side trust its key.",
+    KeyWeakPassphrase = "MP-KEY-012": "a new passphrase was refused"
+        => "A new passphrase needs at least 8 characters and must be typed the same twice (or given in MAKPROXY_PASSPHRASE for `init --encrypt`, MAKPROXY_NEW_PASSPHRASE for `key passwd`). Nothing was changed.",
 
     AplNotIssued = "MP-APL-001": "return answers a bundle this site did not issue"
         => "The return answers a bundle this site did not issue (or a different version of it). Apply it at the site that packed the request.",

@@ -78,11 +78,20 @@ fn parent(path: &Path) -> &Path {
 /// Writes `path` atomically (replacing an earlier version): readers see the old or the
 /// new content, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace_synced(path, bytes, false)
+}
+
+/// A temporary file beside `path` (owner-only and protected like a secret when
+/// `secret`), written, synced and renamed over `path`, then the folder synced.
+fn replace_synced(path: &Path, bytes: &[u8], secret: bool) -> io::Result<()> {
     let dir = parent(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".makproxy-")
         .suffix(".tmp")
         .tempfile_in(dir)?;
+    if secret {
+        crate::os::protect_secret(tmp.path())?;
+    }
     tmp.write_all(bytes)?;
     sync_file(tmp.as_file())?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -185,6 +194,13 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> io::Result<()> {
     f.write_all(bytes)?;
     sync_file(&f)?;
     sync_dir(parent(path))
+}
+
+/// Replaces a secret file atomically: a new owner-only file (created 0600 by tempfile on
+/// Unix, protected like [`write_secret`] everywhere) written, synced and renamed over
+/// `path`. A kill leaves the old file or the new one, never half of either.
+pub fn replace_secret(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace_synced(path, bytes, true)
 }
 
 /// Who besides its owner can read a secret file (Unix: its group or all users, by the

@@ -88,6 +88,8 @@ pub enum KeyError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Secret(crate::secret::SecretError),
 }
 
 impl KeyError {
@@ -102,6 +104,12 @@ impl KeyError {
             KeyError::TrustName(_) => Code::KeyTrustName,
             KeyError::AlreadyTrusted(_) => Code::KeyAlreadyTrusted,
             KeyError::UnknownName(_) => Code::KeyUnknownName,
+            KeyError::Secret(e) => match e {
+                crate::secret::SecretError::NeedsPassphrase => Code::KeyNeedsPassphrase,
+                crate::secret::SecretError::WrongPassphrase => Code::KeyWrongPassphrase,
+                crate::secret::SecretError::WeakPassphrase(_) => Code::KeyWeakPassphrase,
+                crate::secret::SecretError::Malformed(_) => Code::KeyMalformed,
+            },
             KeyError::Io { .. } => return None,
         })
     }
@@ -152,15 +160,6 @@ fn key_statement(role: Role, site: &str, key_b64: &str) -> Vec<u8> {
 
 /// Largest public key file read.
 const MAX_PUBLIC_KEY_FILE: u64 = 4096;
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SecretKeyFile {
-    format: String,
-    version: u32,
-    role: Role,
-    key: String,
-}
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -337,8 +336,14 @@ impl Home {
         self.dir.join("trust")
     }
 
-    /// Creates the home folder and a fresh key pair.
-    pub fn init(dir: &Path, role: Role, site: &str) -> Result<(Home, PublicKey), KeyError> {
+    /// Creates the home folder and a fresh key pair; with `passphrase`, the secret key is
+    /// written encrypted ([`crate::secret`]).
+    pub fn init(
+        dir: &Path,
+        role: Role,
+        site: &str,
+        passphrase: Option<&str>,
+    ) -> Result<(Home, PublicKey), KeyError> {
         valid_site(site)?;
         if Self::config_path(dir).exists() {
             return Err(KeyError::HomeExists(dir.to_path_buf()));
@@ -359,16 +364,10 @@ impl Home {
             source: std::io::Error::other(e.to_string()),
         })?;
         let signing = SigningKey::from_bytes(&seed);
-        let secret = SecretKeyFile {
-            format: "makproxy-secret-key".into(),
-            version: 1,
-            role,
-            key: B64.encode(seed),
-        };
+        let secret = crate::secret::seal(&seed, role, passphrase);
         seed.fill(0);
         let sp = home.secret_path();
-        fsutil::write_secret(&sp, &serde_json::to_vec(&secret).expect("serialisable"))
-            .map_err(io_err(&sp))?;
+        fsutil::write_secret(&sp, &secret).map_err(io_err(&sp))?;
         let public = PublicKey {
             role,
             site: site.to_string(),
@@ -412,29 +411,50 @@ impl Home {
         })
     }
 
-    /// Loads the signing key, refusing one that others can read.
-    pub fn signing_key(&self) -> Result<SigningKey, KeyError> {
+    /// The secret key file's bytes, refusing a file that others can read.
+    fn secret_bytes(&self) -> Result<Vec<u8>, KeyError> {
         let p = self.secret_path();
         let readers = fsutil::exposed_to(&p).map_err(io_err(&p))?;
         if !readers.is_empty() {
             return Err(KeyError::Permissions { path: p, readers });
         }
-        let bytes = fs::read(&p).map_err(io_err(&p))?;
-        let bad = |reason: String| KeyError::Malformed {
-            path: p.clone(),
-            reason,
-        };
-        let f: SecretKeyFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-        if f.format != "makproxy-secret-key" || f.version != 1 || f.role != self.role {
-            return Err(bad("not a secret key of this side".into()));
-        }
-        let raw = B64
-            .decode(f.key.as_bytes())
-            .map_err(|e| bad(e.to_string()))?;
-        let seed: [u8; 32] = raw
-            .try_into()
-            .map_err(|_| bad("key is not 32 bytes".into()))?;
+        fs::read(&p).map_err(io_err(&p))
+    }
+
+    /// Whether the secret key is encrypted with a passphrase (and owner-only).
+    pub fn secret_encrypted(&self) -> Result<bool, KeyError> {
+        Ok(crate::secret::is_encrypted(&self.secret_bytes()?))
+    }
+
+    /// Loads the signing key, refusing one that others can read; an encrypted key takes
+    /// its passphrase from `MAKPROXY_PASSPHRASE` or the terminal.
+    pub fn signing_key(&self) -> Result<SigningKey, KeyError> {
+        let bytes = self.secret_bytes()?;
+        let question = format!(
+            "Passphrase for the {} key of site {:?}: ",
+            self.role.as_str(),
+            self.site
+        );
+        let seed = crate::secret::open(&bytes, self.role, || {
+            crate::secret::passphrase(crate::secret::PASSPHRASE_ENV, &question)
+        })
+        .map_err(|e| match e {
+            crate::secret::SecretError::Malformed(reason) => KeyError::Malformed {
+                path: self.secret_path(),
+                reason,
+            },
+            e => KeyError::Secret(e),
+        })?;
         Ok(SigningKey::from_bytes(&seed))
+    }
+
+    /// Writes the secret key again, encrypted with `new` or (None) unencrypted: opens it
+    /// first (with the current passphrase, if it has one), replaces the file atomically.
+    pub fn set_passphrase(&self, new: Option<&str>) -> Result<(), KeyError> {
+        let signing = self.signing_key()?;
+        let sealed = crate::secret::seal(&signing.to_bytes(), self.role, new);
+        let p = self.secret_path();
+        fsutil::replace_secret(&p, &sealed).map_err(io_err(&p))
     }
 
     /// This side's public key, as `key export` writes it.
@@ -559,7 +579,7 @@ mod tests {
     #[test]
     fn a_home_refuses_a_secret_key_of_another_kind_and_reads_its_trust_folder_strictly() {
         let t = tempfile::tempdir().unwrap();
-        let (home, _) = Home::init(&t.path().join("s"), Role::Secure, "plant-a").unwrap();
+        let (home, _) = Home::init(&t.path().join("s"), Role::Secure, "plant-a", None).unwrap();
         assert!(valid_site("plant a").is_err() && valid_site("plant-a").is_ok());
         let good: serde_json::Value =
             serde_json::from_slice(&fs::read(home.secret_path()).unwrap()).unwrap();
@@ -653,10 +673,12 @@ mod tests {
     #[test]
     fn init_trust_and_permissions() {
         let t = tempfile::tempdir().unwrap();
-        let (secure, spub) = Home::init(&t.path().join("s"), Role::Secure, "plant-a").unwrap();
-        let (online, opub) = Home::init(&t.path().join("o"), Role::Online, "gateway").unwrap();
+        let (secure, spub) =
+            Home::init(&t.path().join("s"), Role::Secure, "plant-a", None).unwrap();
+        let (online, opub) =
+            Home::init(&t.path().join("o"), Role::Online, "gateway", None).unwrap();
         assert!(matches!(
-            Home::init(&secure.dir, Role::Secure, "x"),
+            Home::init(&secure.dir, Role::Secure, "x", None),
             Err(KeyError::HomeExists(_))
         ));
         assert_eq!(spub.fingerprint().len(), 19);
@@ -701,7 +723,7 @@ mod tests {
         let planted = t.path().join("planted");
         fs::create_dir_all(planted.join("trust")).unwrap();
         assert!(matches!(
-            Home::init(&planted, Role::Secure, "x"),
+            Home::init(&planted, Role::Secure, "x", None),
             Err(KeyError::NotEmpty(_))
         ));
         secure.trust_add(&online.public_path(), "gw").unwrap();

@@ -14,6 +14,7 @@ pub mod keys;
 mod os;
 pub mod records;
 pub mod sanitize;
+pub mod secret;
 pub mod sshsig;
 
 pub use codes::Code;

@@ -1321,8 +1321,9 @@ mod tests {
     /// An online home trusting a secure home, and a CIL bundle of `n` records from it.
     fn fixture(n: u64) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let (secure, spub) = Home::init(&dir.path().join("s"), Role::Secure, "plant-a").unwrap();
-        let (online, _) = Home::init(&dir.path().join("o"), Role::Online, "gw").unwrap();
+        let (secure, spub) =
+            Home::init(&dir.path().join("s"), Role::Secure, "plant-a", None).unwrap();
+        let (online, _) = Home::init(&dir.path().join("o"), Role::Online, "gw", None).unwrap();
         let pubfile = dir.path().join("s.pub");
         std::fs::write(&pubfile, spub.to_file_bytes(&secure.signing_key().unwrap())).unwrap();
         online.trust_add(&pubfile, "plant-a").unwrap();
@@ -1537,7 +1538,8 @@ mod tests {
     fn activate_returns_with_its_code_on_every_kit_case_and_spends_nothing_on_a_bad_one() {
         use makproxy_testkit::{cases, Keys};
         let dir = tempfile::tempdir().unwrap();
-        let (online, _) = Home::init(&dir.path().join("o"), Role::Online, "kit-gateway").unwrap();
+        let (online, _) =
+            Home::init(&dir.path().join("o"), Role::Online, "kit-gateway", None).unwrap();
         let pubfile = dir.path().join("kit.pub");
         std::fs::write(
             &pubfile,

@@ -1831,7 +1831,8 @@ mod tests {
     #[test]
     fn a_missing_or_empty_ledger_is_never_recreated_by_open() {
         let dir = tempfile::tempdir().unwrap();
-        let (home, _) = Home::init(dir.path(), makproxy_core::keys::Role::Secure, "s").unwrap();
+        let (home, _) =
+            Home::init(dir.path(), makproxy_core::keys::Role::Secure, "s", None).unwrap();
         assert!(matches!(Ledger::open(&home), Err(OpenError::Missing(_))));
         std::fs::write(path(&home), b"").unwrap();
         assert!(matches!(Ledger::open(&home), Err(OpenError::Missing(_))));

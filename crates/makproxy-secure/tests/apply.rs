@@ -33,8 +33,8 @@ struct Site {
 
 fn site() -> Site {
     let dir = tempfile::tempdir().unwrap();
-    let (secure, spub) = Home::init(&dir.path().join("s"), Role::Secure, "plant-a").unwrap();
-    let (online, opub) = Home::init(&dir.path().join("o"), Role::Online, "gw").unwrap();
+    let (secure, spub) = Home::init(&dir.path().join("s"), Role::Secure, "plant-a", None).unwrap();
+    let (online, opub) = Home::init(&dir.path().join("o"), Role::Online, "gw", None).unwrap();
     let (sfile, ofile) = (dir.path().join("s.pub"), dir.path().join("o.pub"));
     std::fs::write(&sfile, spub.to_file_bytes(&secure.signing_key().unwrap())).unwrap();
     std::fs::write(&ofile, opub.to_file_bytes(&online.signing_key().unwrap())).unwrap();

@@ -1,0 +1,339 @@
+//! The secret key file (`secret.key`): what it holds and how it is sealed. Version 1
+//! holds the ed25519 seed in base64, protected by file permissions only; version 2
+//! holds it encrypted with a passphrase: scrypt derives a 256-bit key (memory-hard, as
+//! minisign does), XChaCha20-Poly1305 encrypts the seed, and the file's format, version
+//! and role are the associated data, so a file cannot be relabelled. docs/keys.md has
+//! the format.
+//!
+//! The passphrase comes from `MAKPROXY_PASSPHRASE` (batch use) or, when a terminal is
+//! attached, from the prompt the binary installs with [`set_prompt`]; it is never
+//! stored, logged or echoed.
+
+use crate::keys::Role;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
+use zeroize::Zeroizing;
+
+/// The environment variable a batch script gives the passphrase in.
+pub const PASSPHRASE_ENV: &str = "MAKPROXY_PASSPHRASE";
+/// The environment variable `key passwd` takes the new passphrase from.
+pub const NEW_PASSPHRASE_ENV: &str = "MAKPROXY_NEW_PASSPHRASE";
+/// Shortest passphrase accepted for a new key.
+pub const MIN_PASSPHRASE: usize = 8;
+
+/// scrypt's cost as written into new files: N = 2^17, r = 8, p = 1 (128 MiB, about half
+/// a second on a current machine).
+const LOG_N: u8 = 17;
+const R: u32 = 8;
+const P: u32 = 1;
+
+/// Why a secret key file could not be opened or sealed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SecretError {
+    /// Not a secret key file this build reads, or not of this side.
+    #[error("{0}")]
+    Malformed(String),
+    /// The key is encrypted and no passphrase was given.
+    #[error("the secret key is encrypted: set {PASSPHRASE_ENV} or run from a terminal to be asked for the passphrase")]
+    NeedsPassphrase,
+    /// The passphrase does not open the key (or the file was altered).
+    #[error("the passphrase does not open the secret key (or the key file was altered)")]
+    WrongPassphrase,
+    /// A new passphrase was refused.
+    #[error("{0}")]
+    WeakPassphrase(String),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    format: String,
+    version: u32,
+    role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kdf: Option<Kdf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nonce: Option<String>,
+    key: String,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct Kdf {
+    name: String,
+    log_n: u8,
+    r: u32,
+    p: u32,
+    salt: String,
+}
+
+const FORMAT: &str = "makproxy-secret-key";
+
+type Prompt = fn(&str) -> Option<Zeroizing<String>>;
+static PROMPT: OnceLock<Prompt> = OnceLock::new();
+
+/// Installs how the binary asks a person for a passphrase (it decides whether a
+/// terminal is there); without one, only the environment variable is read.
+pub fn set_prompt(f: Prompt) {
+    let _ = PROMPT.set(f);
+}
+
+/// The passphrase: from `env`, else asked with `question`.
+pub fn passphrase(env: &str, question: &str) -> Option<Zeroizing<String>> {
+    if let Ok(p) = std::env::var(env) {
+        return Some(Zeroizing::new(p));
+    }
+    PROMPT.get().and_then(|f| f(question))
+}
+
+/// A new passphrase, asked twice (or from `env`), at least [`MIN_PASSPHRASE`] characters.
+pub fn new_passphrase(env: &str) -> Result<Zeroizing<String>, SecretError> {
+    let p = if let Ok(p) = std::env::var(env) {
+        Zeroizing::new(p)
+    } else {
+        let f = PROMPT.get().ok_or(SecretError::WeakPassphrase(format!(
+            "no passphrase: set {env}, or run from a terminal to be asked"
+        )))?;
+        let a = f("New passphrase for the secret key: ").ok_or_else(|| {
+            SecretError::WeakPassphrase(format!(
+                "no passphrase: set {env}, or run from a terminal to be asked"
+            ))
+        })?;
+        let b = f("The same passphrase again: ").unwrap_or_default();
+        if *a != *b {
+            return Err(SecretError::WeakPassphrase(
+                "the two passphrases differ".into(),
+            ));
+        }
+        a
+    };
+    if p.chars().count() < MIN_PASSPHRASE {
+        return Err(SecretError::WeakPassphrase(format!(
+            "a passphrase needs at least {MIN_PASSPHRASE} characters"
+        )));
+    }
+    Ok(p)
+}
+
+fn aad(role: Role) -> Vec<u8> {
+    format!("{FORMAT}\n2\n{}", role.as_str()).into_bytes()
+}
+
+fn derive(pass: &str, kdf: &Kdf) -> Result<Zeroizing<[u8; 32]>, SecretError> {
+    // Reading: refuse costs no writer uses, so a planted file cannot make open() take
+    // gigabytes or minutes.
+    if kdf.name != "scrypt"
+        || !(10..=22).contains(&kdf.log_n)
+        || !(1..=32).contains(&kdf.r)
+        || !(1..=4).contains(&kdf.p)
+    {
+        return Err(SecretError::Malformed(
+            "unsupported key derivation parameters".into(),
+        ));
+    }
+    let salt = B64
+        .decode(&kdf.salt)
+        .ok()
+        .filter(|s| s.len() == 32)
+        .ok_or_else(|| SecretError::Malformed("salt is not 32 bytes of base64".into()))?;
+    let params = scrypt::Params::new(kdf.log_n, kdf.r, kdf.p, 32)
+        .map_err(|e| SecretError::Malformed(e.to_string()))?;
+    let mut out = Zeroizing::new([0u8; 32]);
+    scrypt::scrypt(pass.as_bytes(), &salt, &params, out.as_mut())
+        .map_err(|e| SecretError::Malformed(e.to_string()))?;
+    Ok(out)
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the operating system's random source");
+    b
+}
+
+/// The file bytes for `seed`, encrypted with `pass` (version 2) or not (version 1).
+pub fn seal(seed: &[u8; 32], role: Role, pass: Option<&str>) -> Vec<u8> {
+    let file = match pass {
+        None => File {
+            format: FORMAT.into(),
+            version: 1,
+            role,
+            kdf: None,
+            nonce: None,
+            key: B64.encode(seed),
+        },
+        Some(pass) => {
+            let kdf = Kdf {
+                name: "scrypt".into(),
+                log_n: LOG_N,
+                r: R,
+                p: P,
+                salt: B64.encode(random::<32>()),
+            };
+            let key = derive(pass, &kdf).expect("parameters this build writes");
+            let nonce = random::<24>();
+            let sealed = XChaCha20Poly1305::new(key.as_ref().into())
+                .encrypt(
+                    XNonce::from_slice(&nonce),
+                    Payload {
+                        msg: seed,
+                        aad: &aad(role),
+                    },
+                )
+                .expect("encrypting 32 bytes");
+            File {
+                format: FORMAT.into(),
+                version: 2,
+                role,
+                kdf: Some(kdf),
+                nonce: Some(B64.encode(nonce)),
+                key: B64.encode(sealed),
+            }
+        }
+    };
+    serde_json::to_vec(&file).expect("serialisable")
+}
+
+/// Whether the file is encrypted (version 2); an unreadable file is not.
+pub fn is_encrypted(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<File>(bytes).is_ok_and(|f| f.version == 2)
+}
+
+/// The seed in `bytes`, a secret key file of `role`; `pass` is asked for only when the
+/// file is encrypted.
+pub fn open(
+    bytes: &[u8],
+    role: Role,
+    pass: impl FnOnce() -> Option<Zeroizing<String>>,
+) -> Result<Zeroizing<[u8; 32]>, SecretError> {
+    let f: File =
+        serde_json::from_slice(bytes).map_err(|e| SecretError::Malformed(e.to_string()))?;
+    if f.format != FORMAT || f.role != role {
+        return Err(SecretError::Malformed(
+            "not a secret key of this side".into(),
+        ));
+    }
+    let raw = Zeroizing::new(
+        B64.decode(f.key.as_bytes())
+            .map_err(|e| SecretError::Malformed(e.to_string()))?,
+    );
+    let seed = match (f.version, &f.kdf, &f.nonce) {
+        (1, None, None) => raw,
+        (2, Some(kdf), Some(nonce)) => {
+            let nonce = B64
+                .decode(nonce)
+                .ok()
+                .filter(|n| n.len() == 24)
+                .ok_or_else(|| SecretError::Malformed("nonce is not 24 bytes of base64".into()))?;
+            let pass = pass().ok_or(SecretError::NeedsPassphrase)?;
+            let key = derive(&pass, kdf)?;
+            Zeroizing::new(
+                XChaCha20Poly1305::new(key.as_ref().into())
+                    .decrypt(
+                        XNonce::from_slice(&nonce),
+                        Payload {
+                            msg: &raw,
+                            aad: &aad(role),
+                        },
+                    )
+                    .map_err(|_| SecretError::WrongPassphrase)?,
+            )
+        }
+        _ => {
+            return Err(SecretError::Malformed(
+                "unknown secret key file version".into(),
+            ))
+        }
+    };
+    let seed: [u8; 32] = seed
+        .as_slice()
+        .try_into()
+        .map_err(|_| SecretError::Malformed("key is not 32 bytes".into()))?;
+    Ok(Zeroizing::new(seed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One sealing, read back, refused with the wrong passphrase, without one, for the
+    /// other side, and after any byte of the sealed key, salt or nonce changed.
+    #[test]
+    fn an_encrypted_key_opens_only_with_its_passphrase_and_role() {
+        let seed = [7u8; 32];
+        let sealed = seal(&seed, Role::Secure, Some("correct horse"));
+        assert!(is_encrypted(&sealed));
+        let text = String::from_utf8(sealed.clone()).unwrap();
+        assert!(
+            !text.contains(&B64.encode(seed)),
+            "the seed is not in the file"
+        );
+        let good = || Some(Zeroizing::new("correct horse".to_string()));
+        assert_eq!(*open(&sealed, Role::Secure, good).unwrap(), seed);
+        assert_eq!(
+            open(&sealed, Role::Secure, || Some(Zeroizing::new(
+                "wrong horse".into()
+            )))
+            .unwrap_err(),
+            SecretError::WrongPassphrase
+        );
+        assert_eq!(
+            open(&sealed, Role::Secure, || None).unwrap_err(),
+            SecretError::NeedsPassphrase
+        );
+        // The role is bound: relabelling the file for the other side fails.
+        let relabelled = text.replace("\"role\":\"secure\"", "\"role\":\"online\"");
+        assert_eq!(
+            open(relabelled.as_bytes(), Role::Online, good).unwrap_err(),
+            SecretError::WrongPassphrase
+        );
+        let f: File = serde_json::from_slice(&sealed).unwrap();
+        let flip = |s: &str| {
+            let mut b = B64.decode(s).unwrap();
+            b[0] ^= 1;
+            B64.encode(b)
+        };
+        for field in ["key", "salt", "nonce"] {
+            let mut g: File = serde_json::from_slice(&sealed).unwrap();
+            match field {
+                "key" => g.key = flip(&f.key),
+                "salt" => g.kdf.as_mut().unwrap().salt = flip(&f.kdf.as_ref().unwrap().salt),
+                _ => g.nonce = Some(flip(f.nonce.as_deref().unwrap())),
+            }
+            let bytes = serde_json::to_vec(&g).unwrap();
+            assert_eq!(
+                open(&bytes, Role::Secure, good).unwrap_err(),
+                SecretError::WrongPassphrase,
+                "{field}"
+            );
+        }
+        // A planted file cannot ask for gigabytes.
+        let mut g: File = serde_json::from_slice(&sealed).unwrap();
+        g.kdf.as_mut().unwrap().log_n = 30;
+        assert!(matches!(
+            open(&serde_json::to_vec(&g).unwrap(), Role::Secure, good),
+            Err(SecretError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_plain_key_reads_without_a_passphrase_and_half_encrypted_files_are_refused() {
+        let seed = [9u8; 32];
+        let plain = seal(&seed, Role::Online, None);
+        assert!(!is_encrypted(&plain));
+        assert_eq!(
+            *open(&plain, Role::Online, || panic!("not asked")).unwrap(),
+            seed
+        );
+        assert!(open(&plain, Role::Secure, || None).is_err());
+        let text = String::from_utf8(plain).unwrap();
+        let v2_without_kdf = text.replace("\"version\":1", "\"version\":2");
+        assert!(matches!(
+            open(v2_without_kdf.as_bytes(), Role::Online, || None),
+            Err(SecretError::Malformed(_))
+        ));
+    }
+}
