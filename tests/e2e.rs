@@ -31,6 +31,8 @@ mod powershell;
 mod promises;
 #[path = "e2e/release.rs"]
 mod release;
+#[path = "e2e/rotation.rs"]
+mod rotation;
 #[path = "e2e/roundtrip.rs"]
 mod roundtrip;
 #[path = "e2e/snapshots.rs"]

@@ -11,11 +11,15 @@ fn every_kit_case_is_rejected_by_the_binaries_with_its_code() {
     let t = tempfile::tempdir().unwrap();
     let keys = Keys::default();
     let p = |n: &str| t.path().join(n).to_string_lossy().into_owned();
+    // The online side pinned the secure side's previous key and then accepted its
+    // rotation statement, as an operator would: the kit's retired-key cases need both.
+    let now = time::OffsetDateTime::now_utc();
     std::fs::write(
-        p("kit-secure.pub"),
-        keys.public(Role::Secure).to_file_bytes(&keys.secure),
+        p("kit-secure-old.pub"),
+        keys.old_public().to_file_bytes(&keys.secure_old),
     )
     .unwrap();
+    std::fs::write(p("kit-rotation.json"), keys.rotation_statement(now)).unwrap();
     std::fs::write(
         p("kit-online.pub"),
         keys.public(Role::Online).to_file_bytes(&keys.online),
@@ -52,15 +56,20 @@ fn every_kit_case_is_rejected_by_the_binaries_with_its_code() {
             &oh,
             "trust",
             "add",
-            &p("kit-secure.pub"),
+            &p("kit-secure-old.pub"),
             "--name",
             "kit-secure",
         ],
     )
     .ok();
+    run(
+        "makproxy-online",
+        &["--home", &oh, "trust", "accept", &p("kit-rotation.json")],
+    )
+    .ok();
 
     let mut checked = 0;
-    for case in cases(time::OffsetDateTime::now_utc()) {
+    for case in cases(now) {
         let file = p(&case.file);
         std::fs::write(&file, &case.bytes).unwrap();
         let ret = p(&format!("{}.return.zip", case.file));

@@ -354,6 +354,18 @@ fn every_document_of_a_round_trip_matches_json_md() {
         "journal forget IID --reason TEXT",
         &js(false, &["journal", "forget", &iid, "--reason", "test"]),
     );
+    // Last: the online side rotates its key and the secure side accepts the statement.
+    let stmt = g.p("rotation.json");
+    check(
+        &md,
+        "key rotate` / `key revoke",
+        &js(
+            false,
+            &["key", "rotate", "--reason", "test", "--out", &stmt],
+        ),
+    );
+    check(&md, "trust add", &js(true, &["trust", "accept", &stmt]));
+    check(&md, "trust add", &js(true, &["trust", "list"]));
 }
 
 /// The table of types at the end of docs/json.md names, for each document, a type that

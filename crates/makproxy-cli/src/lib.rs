@@ -567,11 +567,45 @@ pub enum KeyCommand {
         #[arg(long)]
         unencrypted: bool,
     },
+    /// Replace this side's key: a new key pair, and a statement signed by the old key
+    /// and the new one for the other side's `trust accept`. The old key then verifies
+    /// only bundles made before now.
+    ///
+    /// Example: key rotate --reason "yearly rotation" --out E:\plant-a-rotation.json
+    Rotate {
+        /// Why, recorded in the signed statement.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// The statement file to write (never overwritten; a copy stays in the home).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Retire this side's key without a successor (decommissioning): a statement signed
+    /// by it for the other side's `trust accept`; this home can no longer sign.
+    ///
+    /// Example: key revoke --reason "site closed" --out E:\plant-a-revocation.json
+    Revoke {
+        /// Why, recorded in the signed statement.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// The statement file to write (never overwritten; a copy stays in the home).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 /// `trust` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum TrustCommand {
+    /// Apply the other side's key statement (`key rotate` / `key revoke` there): its
+    /// old key then verifies only earlier bundles; a rotation pins the successor under
+    /// the same name. Compare the new fingerprint with the one the other side reads out.
+    ///
+    /// Example: trust accept E:\plant-a-rotation.json
+    Accept {
+        /// The statement file.
+        file: PathBuf,
+    },
     /// Pin the other side's public key under NAME. Compare the fingerprint it prints
     /// with the one the other side reads out before relying on it.
     ///
@@ -633,6 +667,44 @@ pub fn key(out: &Output, home: &Home, cmd: &KeyCommand) -> Result<Exit, CliError
     // Reading the secret key checks its permissions, so no key command hides a leak.
     let encrypted = home.secret_encrypted()?;
     let written = match cmd {
+        KeyCommand::Rotate { reason, out: path } | KeyCommand::Revoke { reason, out: path } => {
+            let rotate = matches!(cmd, KeyCommand::Rotate { .. });
+            new_output(
+                path,
+                "a key statement",
+                "choose another --out name (nothing was changed)",
+            )?;
+            // A rotated key stays encrypted: the new one gets a passphrase too.
+            let pass = if rotate && encrypted {
+                Some(
+                    makproxy_core::secret::new_passphrase(
+                        makproxy_core::secret::NEW_PASSPHRASE_ENV,
+                    )
+                    .map_err(KeyError::Secret)?,
+                )
+            } else {
+                None
+            };
+            let at = now();
+            let (statement, next) =
+                home.retire_key(rotate, pass.as_deref().map(String::as_str), reason, at)?;
+            makproxy_core::fsutil::write_new_with(path, |f| std::io::Write::write_all(f, &statement))
+                .map_err(|e| {
+                    CliError::io(path.display(), e).hint(format!(
+                        "the key is retired already; the statement is kept in {} (key ID {}.statement): copy it from there",
+                        home.dir.join("retired").display(),
+                        public.key_id()
+                    ))
+                })?;
+            out.report(&report::KeyRetired {
+                kind: if rotate { "rotate" } else { "revoke" },
+                statement: path.clone(),
+                retired: (&public).into(),
+                public_key: next.as_ref().map(Into::into),
+                at: makproxy_core::bundle::rfc3339(at),
+            });
+            return Ok(Exit::Ok);
+        }
         KeyCommand::Passwd { unencrypted } => {
             let new = if *unencrypted {
                 None
@@ -688,9 +760,21 @@ pub fn trust(out: &Output, home: &Home, cmd: &TrustCommand) -> Result<Exit, CliE
                 .map(|t| report::NamedKey {
                     key: (&t.key).into(),
                     name: t.name.clone(),
+                    retired_at: t.retired_at.map(makproxy_core::bundle::rfc3339),
                 })
                 .collect(),
         }),
+        TrustCommand::Accept { file } => {
+            let a = home.trust_accept(file, now())?;
+            out.report(&report::TrustAccepted {
+                kind: if a.new.is_some() { "rotate" } else { "revoke" },
+                retired: (&a.old).into(),
+                successor: a.new.as_ref().map(Into::into),
+                at: makproxy_core::bundle::rfc3339(a.at),
+                reason: a.reason,
+                name: a.name,
+            });
+        }
         TrustCommand::Remove { name } => {
             home.trust_remove(name)?;
             out.report(&report::TrustRemoved {
@@ -717,6 +801,7 @@ pub fn export_signature(
     let own = [Trusted {
         name: "this side".into(),
         key: public.clone(),
+        retired_at: None,
     }];
     let v = bundle::open(bundle_path, kind, &own, now(), &Limits::default())?;
     new_output(dir, "a signature folder", "choose another --out name")?;

@@ -157,6 +157,9 @@ pub struct NamedKey {
     pub key: KeyInfo,
     /// The name it is trusted under.
     pub name: String,
+    /// When a key statement retired it (it then verifies only earlier bundles).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<String>,
 }
 
 /// `trust list`.
@@ -176,15 +179,96 @@ impl Display for TrustList {
             .iter()
             .map(|t| {
                 format!(
-                    "{:<20} {:<7} site {:<20} {}",
+                    "{:<20} {:<7} site {:<20} {}{}",
                     t.name,
                     t.key.role,
                     escape(&t.key.site),
-                    t.key.fingerprint
+                    t.key.fingerprint,
+                    t.retired_at
+                        .as_deref()
+                        .map(|at| format!("  RETIRED {at} (verifies earlier bundles only)"))
+                        .unwrap_or_default()
                 )
             })
             .collect();
         write!(f, "{}", lines.join("\n"))
+    }
+}
+
+/// `key rotate` / `key revoke`.
+#[derive(Debug, Serialize)]
+pub struct KeyRetired {
+    /// `rotate` or `revoke`.
+    pub kind: &'static str,
+    /// The statement file to carry to the other side.
+    pub statement: PathBuf,
+    /// The key retired.
+    pub retired: KeyInfo,
+    /// Its successor (a rotation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<KeyInfo>,
+    /// When the old key stopped signing.
+    pub at: String,
+}
+
+impl Display for KeyRetired {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match &self.public_key {
+            Some(k) => writeln!(
+                f,
+                "Rotated the key: {} retired, new fingerprint {}   (read this aloud to the other side)",
+                self.retired.fingerprint, k.fingerprint
+            )?,
+            None => writeln!(
+                f,
+                "Revoked the key {}: this home can no longer sign.",
+                self.retired.fingerprint
+            )?,
+        }
+        write!(
+            f,
+            "Carry {} to the other side and run there: trust accept FILE",
+            shown(&self.statement)
+        )
+    }
+}
+
+/// `trust accept`.
+#[derive(Debug, Serialize)]
+pub struct TrustAccepted {
+    /// The name the key is pinned under.
+    pub name: String,
+    /// `rotate` or `revoke`.
+    pub kind: &'static str,
+    /// The key retired (it now verifies only bundles created before `at`).
+    pub retired: KeyInfo,
+    /// Its successor, now pinned under the same name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub successor: Option<KeyInfo>,
+    /// When the old key stopped signing.
+    pub at: String,
+    /// Why, as the statement says.
+    pub reason: String,
+}
+
+impl Display for TrustAccepted {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?}: key {} retired at {} ({}).",
+            self.name,
+            self.retired.fingerprint,
+            self.at,
+            escape(&self.reason)
+        )?;
+        match &self.successor {
+            Some(k) => write!(
+                f,
+                "\nNow trusted as {:?}: fingerprint {}   (must match what the other side reads out)",
+                self.name, k.fingerprint
+            ),
+            None => write!(f, "\nNo successor: nothing new from {:?} is accepted.", self.name),
+        }
     }
 }
 

@@ -83,7 +83,7 @@ fn bundles(c: &mut Criterion) {
             let mut v = bundle::open(
                 &fixed,
                 Kind::Cil,
-                &keys.trusted(Kind::Cil),
+                &keys.trusted(Kind::Cil, NOW),
                 NOW,
                 &Limits::default(),
             )

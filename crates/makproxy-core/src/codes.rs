@@ -114,6 +114,8 @@ codes! {
         => "A request bundle was given where a return is expected, or the other way round. Check which file you carried.",
     BndSiteMismatch = "MP-BND-024": "manifest's site differs from the site of the trusted key that signed it"
         => "The bundle names one site but is signed by the key pinned for another. A trusted peer tried to speak for another site, or a site was renamed without exchanging keys again. Do not carry the file further; ask the signer.",
+    BndRetiredKey = "MP-BND-025": "bundle is signed by a key that a key statement retired before the bundle was created"
+        => "The signer's key was rotated or revoked (`trust list` shows when) and this bundle was made after that. A bundle from before still verifies. If the other side rotated, it signs with its new key: ask for a bundle made with it. If you did not expect a rotation, treat the bundle as suspect.",
     BndManifestSyntax = "MP-BND-030": "manifest is not valid UTF-8 JSON of the expected shape"
         => "The manifest is not clean UTF-8 JSON (trailing data, wrong types). The signer is trusted but the tool that made it is broken.",
     BndUnknownField = "MP-BND-031": "manifest or record has an unknown field"
@@ -163,6 +165,14 @@ codes! {
         => "The passphrase is wrong, or the key file was altered (a change to any byte of the sealed key, its salt, nonce or role fails the same way). Try again; if the passphrase is lost, the key is lost: `init` a new home and have the other side trust its key.",
     KeyWeakPassphrase = "MP-KEY-012": "a new passphrase was refused"
         => "A new passphrase needs at least 8 characters and must be typed the same twice (or given in MAKPROXY_PASSPHRASE for `init --encrypt`, MAKPROXY_NEW_PASSPHRASE for `key passwd`). Nothing was changed.",
+    KeyStatement = "MP-KEY-013": "a key statement was refused (forged, altered, malformed or dated in the future)"
+        => "The statement does not verify: a signature is missing or wrong, the payload was changed, a successor is not a self-signed key of the same site and side, or it is dated in the future. Nothing was changed. Ask the other side for the file `key rotate` / `key revoke` wrote, compare its fingerprints by phone, and accept that.",
+    KeyStatementApplied = "MP-KEY-014": "this key statement was applied already (the key it retires is retired here)"
+        => "A replayed or repeated statement: the key it names was retired here by it or by an earlier one. Nothing was changed. `trust list` shows the keys pinned and retired.",
+    KeyStatementOrder = "MP-KEY-015": "the key statement is out of order: the key it retires is not pinned here, or it predates the statement that pinned it"
+        => "Statements are applied in the order they were made: a rotation A->B before B->C. Apply the earlier one first (the other side keeps them in its home's retired/ folder). Nothing was changed.",
+    KeyRevoked = "MP-KEY-016": "this home's key was revoked and can no longer sign"
+        => "`key revoke` retired this home's key without a successor. Make a new home (`init`) and have the other side trust its key.",
 
     AplNotIssued = "MP-APL-001": "return answers a bundle this site did not issue"
         => "The return answers a bundle this site did not issue (or a different version of it). Apply it at the site that packed the request.",

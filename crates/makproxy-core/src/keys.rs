@@ -90,6 +90,16 @@ pub enum KeyError {
     },
     #[error("{0}")]
     Secret(crate::secret::SecretError),
+    #[error("{path}: key statement refused: {reason}")]
+    Statement { path: PathBuf, reason: String },
+    #[error("{path}: this statement was applied already: the key it retires (fingerprint {fingerprint}) is retired here")]
+    StatementApplied { path: PathBuf, fingerprint: String },
+    #[error("{path}: the statement retires a key that is not pinned here (fingerprint {fingerprint}); apply the earlier statement that names it as successor first")]
+    StatementOutOfOrder { path: PathBuf, fingerprint: String },
+    #[error(
+        "this home's key was retired by `key revoke`; it can no longer sign (init a new home)"
+    )]
+    Revoked,
 }
 
 impl KeyError {
@@ -110,6 +120,10 @@ impl KeyError {
                 crate::secret::SecretError::WeakPassphrase(_) => Code::KeyWeakPassphrase,
                 crate::secret::SecretError::Malformed(_) => Code::KeyMalformed,
             },
+            KeyError::Statement { .. } => Code::KeyStatement,
+            KeyError::StatementApplied { .. } => Code::KeyStatementApplied,
+            KeyError::StatementOutOfOrder { .. } => Code::KeyStatementOrder,
+            KeyError::Revoked => Code::KeyRevoked,
             KeyError::Io { .. } => return None,
         })
     }
@@ -307,6 +321,23 @@ pub struct Trusted {
     pub name: String,
     /// The key.
     pub key: PublicKey,
+    /// When a key statement retired it: it then verifies only bundles created before.
+    pub retired_at: Option<time::OffsetDateTime>,
+}
+
+/// What `trust accept` did.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The name the key is pinned under.
+    pub name: String,
+    /// The key retired.
+    pub old: PublicKey,
+    /// Its successor (a rotation), now pinned under the same name.
+    pub new: Option<PublicKey>,
+    /// When the old key stopped signing.
+    pub at: time::OffsetDateTime,
+    /// Why, as the statement says.
+    pub reason: String,
 }
 
 /// A side's home folder.
@@ -334,6 +365,18 @@ impl Home {
     }
     fn trust_dir(&self) -> PathBuf {
         self.dir.join("trust")
+    }
+    /// Keys pinned as `name` that statements retired, with those statements.
+    fn retired_trust_dir(&self, name: &str) -> PathBuf {
+        self.trust_dir().join("retired").join(name)
+    }
+    /// This side's own retired keys and the statements that retired them.
+    fn own_retired_dir(&self) -> PathBuf {
+        self.dir.join("retired")
+    }
+    /// Where `key rotate` stages the new key pair and its statement.
+    fn rotation_dir(&self) -> PathBuf {
+        self.dir.join("rotation")
     }
 
     /// Creates the home folder and a fresh key pair; with `passphrase`, the secret key is
@@ -404,16 +447,21 @@ impl Home {
                 expected: role.as_str(),
             });
         }
-        Ok(Home {
+        let home = Home {
             dir: dir.to_path_buf(),
             role,
             site: cfg.site,
-        })
+        };
+        home.finish_rotation()?;
+        Ok(home)
     }
 
     /// The secret key file's bytes, refusing a file that others can read.
     fn secret_bytes(&self) -> Result<Vec<u8>, KeyError> {
         let p = self.secret_path();
+        if !p.exists() && self.own_retired_dir().exists() && !self.public_path().exists() {
+            return Err(KeyError::Revoked);
+        }
         let readers = fsutil::exposed_to(&p).map_err(io_err(&p))?;
         if !readers.is_empty() {
             return Err(KeyError::Permissions { path: p, readers });
@@ -460,6 +508,9 @@ impl Home {
     /// This side's public key, as `key export` writes it.
     pub fn public_key(&self) -> Result<PublicKey, KeyError> {
         let p = self.public_path();
+        if !p.exists() && self.own_retired_dir().exists() {
+            return Err(KeyError::Revoked);
+        }
         let bytes = fs::read(&p).map_err(io_err(&p))?;
         PublicKey::from_file_bytes(&p, &bytes, false)
     }
@@ -514,6 +565,7 @@ impl Home {
         Ok(Trusted {
             name: name.to_string(),
             key,
+            retired_at: None,
         })
     }
 
@@ -563,17 +615,352 @@ impl Home {
                 out.push(Trusted {
                     name: name.to_string(),
                     key,
+                    retired_at: None,
                 });
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut retired = Vec::new();
+        for t in &out {
+            retired.extend(Self::retired_in(&self.retired_trust_dir(&t.name), &t.name)?);
+        }
+        // Retired keys of names no longer pinned (a revocation) stay for past bundles.
+        let rdir = self.trust_dir().join("retired");
+        if let Ok(rd) = fs::read_dir(&rdir) {
+            for e in rd {
+                let e = e.map_err(io_err(&rdir))?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                if valid_name(&name) && !out.iter().any(|t| t.name == name) {
+                    retired.extend(Self::retired_in(&e.path(), &name)?);
+                }
+            }
+        }
+        // A key both pinned and retired (a kill in the middle of `trust accept`) is
+        // taken as retired: the statement that retired it was verified.
+        out.retain(|t| !retired.iter().any(|r| r.key.key == t.key.key));
+        out.extend(retired);
         Ok(out)
+    }
+
+    /// The keys retired in `dir` (`<keyid>.pub` beside `<keyid>.statement`), each with
+    /// the time its statement retired it (the statement is verified again).
+    fn retired_in(dir: &Path, name: &str) -> Result<Vec<Trusted>, KeyError> {
+        let mut out = Vec::new();
+        let Ok(rd) = fs::read_dir(dir) else {
+            return Ok(out);
+        };
+        let mut paths: Vec<PathBuf> = rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+            .collect();
+        paths.sort();
+        for p in paths {
+            let bytes = fsutil::read_regular(&p, MAX_PUBLIC_KEY_FILE).map_err(io_err(&p))?;
+            let key = PublicKey::from_file_bytes(&p, &bytes, false)?;
+            let sp = p.with_extension("statement");
+            let sbytes =
+                fsutil::read_regular(&sp, crate::statement::MAX_STATEMENT).map_err(io_err(&sp))?;
+            let st = crate::statement::check(&sbytes).map_err(|e| KeyError::Statement {
+                path: sp.clone(),
+                reason: e.0,
+            })?;
+            if st.key != key.key {
+                return Err(KeyError::Statement {
+                    path: sp,
+                    reason: "does not retire the key beside it".into(),
+                });
+            }
+            out.push(Trusted {
+                name: name.to_string(),
+                key,
+                retired_at: Some(st.at),
+            });
+        }
+        Ok(out)
+    }
+
+    /// This side's own keys: the current one and those it retired (for verifying its
+    /// own earlier bundles).
+    pub fn own_keys(&self) -> Result<Vec<Trusted>, KeyError> {
+        let name = format!("this site ({})", self.site);
+        let mut out = Vec::new();
+        if self.public_path().exists() {
+            out.push(Trusted {
+                name: name.clone(),
+                key: self.public_key()?,
+                retired_at: None,
+            });
+        }
+        out.extend(Self::retired_in(&self.own_retired_dir(), &name)?);
+        Ok(out)
+    }
+
+    /// Applies a key statement of a pinned peer (`trust accept`): verified on its own,
+    /// about a key pinned here now (else refused as replayed or out of order), not
+    /// dated in the future nor before the statement that pinned that key. The old key
+    /// moves to `trust/retired/NAME/` with the statement (kept for past bundles); a
+    /// rotation pins the successor under the same name. Each step is atomic and a
+    /// re-run after a kill completes it.
+    pub fn trust_accept(
+        &self,
+        file: &Path,
+        now: time::OffsetDateTime,
+    ) -> Result<Accepted, KeyError> {
+        let bytes = fsutil::read_regular(file, crate::statement::MAX_STATEMENT).map_err(|e| {
+            KeyError::Statement {
+                path: file.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })?;
+        let refused = |reason: String| KeyError::Statement {
+            path: file.to_path_buf(),
+            reason,
+        };
+        let st = crate::statement::check(&bytes).map_err(|e| refused(e.0))?;
+        if st.role != self.role.peer() {
+            return Err(KeyError::Role {
+                path: file.to_path_buf(),
+                found: st.role.as_str(),
+                expected: self.role.peer().as_str(),
+            });
+        }
+        if st.at > now + time::Duration::minutes(10) {
+            return Err(refused(format!(
+                "it is dated {}, in the future",
+                crate::bundle::rfc3339(st.at)
+            )));
+        }
+        let fingerprint = PublicKey {
+            role: st.role,
+            site: st.site.clone(),
+            key: st.key,
+        }
+        .fingerprint();
+        let all = self.trusted()?;
+        let Some(pinned) = all
+            .iter()
+            .find(|t| t.key.key == st.key && t.retired_at.is_none())
+        else {
+            if all.iter().any(|t| t.key.key == st.key) {
+                return Err(KeyError::StatementApplied {
+                    path: file.to_path_buf(),
+                    fingerprint,
+                });
+            }
+            return Err(KeyError::StatementOutOfOrder {
+                path: file.to_path_buf(),
+                fingerprint,
+            });
+        };
+        if pinned.key.site != st.site {
+            return Err(refused("names another site than the pinned key's".into()));
+        }
+        // In order: not before the statement that made this key the successor.
+        let rdir = self.retired_trust_dir(&pinned.name);
+        for r in Self::retired_in(&rdir, &pinned.name)? {
+            if r.retired_at.is_some_and(|t| st.at < t) {
+                return Err(KeyError::StatementOutOfOrder {
+                    path: file.to_path_buf(),
+                    fingerprint,
+                });
+            }
+        }
+        if let Some((next, _)) = &st.successor {
+            if let Some(t) = all.iter().find(|t| t.key.key == next.key) {
+                return Err(KeyError::AlreadyTrusted(t.name.clone()));
+            }
+        }
+        let name = pinned.name.clone();
+        let id = pinned.key.key_id();
+        let pin = self.trust_dir().join(format!("{name}.pub"));
+        fs::create_dir_all(&rdir).map_err(io_err(&rdir))?;
+        let sp = rdir.join(format!("{id}.statement"));
+        fsutil::write_atomic(&sp, &bytes).map_err(io_err(&sp))?;
+        let old_file = fsutil::read_regular(&pin, MAX_PUBLIC_KEY_FILE).map_err(io_err(&pin))?;
+        let rp = rdir.join(format!("{id}.pub"));
+        fsutil::write_atomic(&rp, &old_file).map_err(io_err(&rp))?;
+        match &st.successor {
+            Some((_, file_bytes)) => {
+                fsutil::write_atomic(&pin, file_bytes).map_err(io_err(&pin))?
+            }
+            None => {
+                fs::remove_file(&pin).map_err(io_err(&pin))?;
+                fsutil::sync_dir(&self.trust_dir()).map_err(io_err(&pin))?;
+            }
+        }
+        Ok(Accepted {
+            name,
+            old: pinned.key.clone(),
+            new: st.successor.map(|(k, _)| k),
+            at: st.at,
+            reason: st.reason,
+        })
+    }
+
+    /// `key rotate` (`next` given: a new key pair, encrypted with `passphrase` if given)
+    /// or `key revoke` (no successor): writes the statement signed by the current key
+    /// (and the new one), retires the current key (its public half kept in `retired/`
+    /// for this side's past bundles, its secret half gone) and returns the statement to
+    /// carry across. Staged in `rotation/` and finished by renames; a kill before the
+    /// statement is staged leaves the old key, after it [`Home::open`] finishes the job.
+    pub fn retire_key(
+        &self,
+        rotate: bool,
+        passphrase: Option<&str>,
+        reason: &str,
+        at: time::OffsetDateTime,
+    ) -> Result<(Vec<u8>, Option<PublicKey>), KeyError> {
+        let staged = self.stage_retirement(rotate, passphrase, reason, at)?;
+        self.finish_rotation()?;
+        Ok(staged)
+    }
+
+    /// Stages what [`Home::retire_key`] does in `rotation/`, the statement last.
+    fn stage_retirement(
+        &self,
+        rotate: bool,
+        passphrase: Option<&str>,
+        reason: &str,
+        at: time::OffsetDateTime,
+    ) -> Result<(Vec<u8>, Option<PublicKey>), KeyError> {
+        let old = self.signing_key()?;
+        let dir = self.rotation_dir();
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        fsutil::create_private_dir(&dir).map_err(io_err(&dir))?;
+        let mut next = None;
+        let successor = if rotate {
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed).map_err(|e| KeyError::Io {
+                path: dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            let signing = SigningKey::from_bytes(&seed);
+            let sp = dir.join("secret.key");
+            fsutil::write_secret(&sp, &crate::secret::seal(&seed, self.role, passphrase))
+                .map_err(io_err(&sp))?;
+            seed.fill(0);
+            let public = PublicKey {
+                role: self.role,
+                site: self.site.clone(),
+                key: signing.verifying_key(),
+            };
+            let file = public.to_file_bytes(&signing);
+            let pp = dir.join("public.key");
+            fsutil::write_atomic(&pp, &file).map_err(io_err(&pp))?;
+            next = Some(public);
+            Some((signing, file))
+        } else {
+            None
+        };
+        let statement = crate::statement::make(
+            self.role,
+            &self.site,
+            &old,
+            successor.as_ref().map(|(k, f)| (k, f.as_slice())),
+            reason,
+            at,
+        );
+        // The commit point: with the statement staged, the rotation will be finished.
+        let st = dir.join("statement.json");
+        fsutil::write_atomic(&st, &statement).map_err(io_err(&st))?;
+        Ok((statement, next))
+    }
+
+    /// Finishes a staged `key rotate` / `key revoke` (see [`Home::retire_key`]); a
+    /// staging folder without its statement is an attempt that never happened.
+    fn finish_rotation(&self) -> Result<(), KeyError> {
+        let dir = self.rotation_dir();
+        if !dir.exists() {
+            return Ok(());
+        }
+        let st = dir.join("statement.json");
+        if !st.exists() {
+            return fs::remove_dir_all(&dir).map_err(io_err(&dir));
+        }
+        let statement = fs::read(&st).map_err(io_err(&st))?;
+        let checked = crate::statement::check(&statement).map_err(|e| KeyError::Statement {
+            path: st.clone(),
+            reason: e.0,
+        })?;
+        let old = PublicKey {
+            role: self.role,
+            site: self.site.clone(),
+            key: checked.key,
+        };
+        let rdir = self.own_retired_dir();
+        fs::create_dir_all(&rdir).map_err(io_err(&rdir))?;
+        let id = old.key_id();
+        let rs = rdir.join(format!("{id}.statement"));
+        fsutil::write_atomic(&rs, &statement).map_err(io_err(&rs))?;
+        let rp = rdir.join(format!("{id}.pub"));
+        if !rp.exists() {
+            // The public key file as it was (still the old one until the rename below).
+            let cur = self.public_path();
+            let bytes = fs::read(&cur).map_err(io_err(&cur))?;
+            if PublicKey::from_file_bytes(&cur, &bytes, false)?.key == old.key {
+                fsutil::write_atomic(&rp, &bytes).map_err(io_err(&rp))?;
+            }
+        }
+        let (ns, np) = (dir.join("secret.key"), dir.join("public.key"));
+        match checked.successor {
+            Some(_) => {
+                if ns.exists() {
+                    fs::rename(&ns, self.secret_path()).map_err(io_err(&ns))?;
+                }
+                if np.exists() {
+                    fs::rename(&np, self.public_path()).map_err(io_err(&np))?;
+                }
+            }
+            None => {
+                for p in [self.secret_path(), self.public_path()] {
+                    if p.exists() {
+                        fs::remove_file(&p).map_err(io_err(&p))?;
+                    }
+                }
+            }
+        }
+        fsutil::sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        fs::remove_dir_all(&dir).map_err(io_err(&dir))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rotation killed after its statement was staged is finished by the next open;
+    /// one killed before is forgotten (the old key stays, nothing was given out).
+    #[test]
+    fn a_rotation_killed_half_way_is_finished_or_forgotten_on_open() {
+        let t = tempfile::tempdir().unwrap();
+        let at = time::macros::datetime!(2026-11-23 10:00 UTC);
+        let (h, old) = Home::init(&t.path().join("s"), Role::Secure, "plant-a", None).unwrap();
+        let (_, next) = h.stage_retirement(true, None, "kill test", at).unwrap();
+        assert!(h.rotation_dir().exists());
+        assert_eq!(h.public_key().unwrap(), old, "not finished yet");
+        let h = Home::open(&h.dir, Role::Secure).unwrap();
+        assert_eq!(Some(h.public_key().unwrap()), next, "open finished it");
+        assert_eq!(h.signing_key().unwrap().verifying_key(), next.unwrap().key);
+        assert!(!h.rotation_dir().exists());
+        let own = h.own_keys().unwrap();
+        assert_eq!(own.len(), 2);
+        assert!(own.iter().any(|k| k.key == old && k.retired_at == Some(at)));
+
+        let (h2, old2) = Home::init(&t.path().join("t"), Role::Secure, "plant-b", None).unwrap();
+        h2.stage_retirement(true, None, "killed early", at).unwrap();
+        fs::remove_file(h2.rotation_dir().join("statement.json")).unwrap();
+        let h2 = Home::open(&h2.dir, Role::Secure).unwrap();
+        assert_eq!(
+            h2.public_key().unwrap(),
+            old2,
+            "no statement staged: no rotation"
+        );
+        assert_eq!(h2.signing_key().unwrap().verifying_key(), old2.key);
+        assert!(!h2.rotation_dir().exists());
+    }
 
     /// A home's own files are checked field by field (found by mutation testing).
     #[test]

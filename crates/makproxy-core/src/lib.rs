@@ -16,6 +16,7 @@ pub mod records;
 pub mod sanitize;
 pub mod secret;
 pub mod sshsig;
+pub mod statement;
 
 pub use codes::Code;
 

@@ -20,7 +20,7 @@ fn verdict(path: &std::path::Path, reader: Kind) -> Result<(), Code> {
     let mut v = bundle::open(
         path,
         reader,
-        &keys.trusted(reader),
+        &keys.trusted(reader, PINNED),
         PINNED,
         &Limits::default(),
     )
@@ -98,7 +98,7 @@ fn archive_size_limit() {
     let e = bundle::open(
         &p,
         Kind::Cil,
-        &Keys::default().trusted(Kind::Cil),
+        &Keys::default().trusted(Kind::Cil, PINNED),
         PINNED,
         &limits,
     )
@@ -119,7 +119,7 @@ fn records_come_from_the_verified_copy_even_if_the_file_changes_underneath() {
     let mut v = bundle::open(
         &p,
         Kind::Cil,
-        &keys.trusted(Kind::Cil),
+        &keys.trusted(Kind::Cil, PINNED),
         PINNED,
         &Limits::default(),
     )

@@ -37,7 +37,7 @@ fn many_records_through_the_compressor_read_back_in_order() {
     let mut v = bundle::open(
         &out,
         Kind::Cil,
-        &keys.trusted(Kind::Cil),
+        &keys.trusted(Kind::Cil, NOW),
         NOW,
         &Limits::default(),
     )
@@ -139,7 +139,7 @@ mod properties {
             }
             let keys = Keys::default();
             w.finish(cil_header(NOW), &keys.secure, &out).unwrap();
-            let mut v = bundle::open(&out, Kind::Cil, &keys.trusted(Kind::Cil), NOW, &Limits::default()).unwrap();
+            let mut v = bundle::open(&out, Kind::Cil, &keys.trusted(Kind::Cil, NOW), NOW, &Limits::default()).unwrap();
             let mut back = Vec::new();
             v.records(|r: CilRecord| { back.push(r); Ok::<(), bundle::BundleError>(()) }).unwrap();
             prop_assert_eq!(back, kept);
@@ -197,7 +197,7 @@ mod properties {
             header.answers = Some(bundle::Answers { bundle_id: "0123456789abcdef0123456789abcdef".into(), manifest_sha256: "0".repeat(64), site: "kit-site".into(), sequence: 1 });
             header.backend = Some(bundle::BackendInfo { name: "microsoft".into(), simulated: false, endpoint: None });
             w.finish(header, &keys.online, &out).unwrap();
-            let mut v = bundle::open(&out, Kind::Return, &keys.trusted(Kind::Return), NOW, &Limits::default()).unwrap();
+            let mut v = bundle::open(&out, Kind::Return, &keys.trusted(Kind::Return, NOW), NOW, &Limits::default()).unwrap();
             let mut back = Vec::new();
             v.records(|r: ReturnRecord| { back.push(r); Ok::<(), bundle::BundleError>(()) }).unwrap();
             prop_assert_eq!(back, kept);
@@ -229,7 +229,7 @@ fn sizes(path: &Path, name: &str) -> (u64, u64) {
 #[test]
 fn reader_limits_are_exact_and_the_ratio_rule_spares_small_entries() {
     let t = tempfile::tempdir().unwrap();
-    let trusted = Keys::default().trusted(Kind::Cil);
+    let trusted = Keys::default().trusted(Kind::Cil, NOW);
     let open = |p: &Path, l: Limits| {
         bundle::open(p, Kind::Cil, &trusted, NOW, &l)
             .map(|v| format!("{v:?}"))

@@ -1540,17 +1540,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (online, _) =
             Home::init(&dir.path().join("o"), Role::Online, "kit-gateway", None).unwrap();
-        let pubfile = dir.path().join("kit.pub");
-        std::fs::write(
-            &pubfile,
-            Keys::default()
-                .public(Role::Secure)
-                .to_file_bytes(&Keys::default().secure),
-        )
-        .unwrap();
+        // The kit's previous secure key pinned, then its rotation accepted (the kit's
+        // retired-key cases need both).
+        let keys = Keys::default();
+        let now = makproxy_cli::now();
+        let pubfile = dir.path().join("kit-old.pub");
+        std::fs::write(&pubfile, keys.old_public().to_file_bytes(&keys.secure_old)).unwrap();
         online.trust_add(&pubfile, "kit-secure").unwrap();
+        let stmt = dir.path().join("kit-rotation.json");
+        std::fs::write(&stmt, keys.rotation_statement(now)).unwrap();
+        online.trust_accept(&stmt, now).unwrap();
         let mut checked = 0;
-        for case in cases(makproxy_cli::now()) {
+        for case in cases(now) {
             if case.reader != Kind::Cil {
                 continue;
             }

@@ -6,7 +6,7 @@ mod cli;
 use cli::{Cli, Command, KeysCommand};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{self, Kind, Limits};
-use makproxy_core::keys::{Home, Role, Trusted};
+use makproxy_core::keys::{Home, Role};
 use makproxy_secure::ledger::{self, Ledger, OpenError};
 use makproxy_secure::{apply, collect, inventory, pack, report};
 use std::process::ExitCode;
@@ -145,11 +145,9 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
             let limits = Limits::default();
             let kind = bundle::peek_kind(file, &limits)?;
             // A CIL bundle is verified against this site's own key, a return against trusted online keys.
+            // (with this site's retired keys, for its bundles from before a rotation).
             let trusted = match kind {
-                Kind::Cil => vec![Trusted {
-                    name: format!("this site ({})", h.site),
-                    key: h.public_key()?,
-                }],
+                Kind::Cil => h.own_keys()?,
                 Kind::Return => h.trusted()?,
             };
             let mut v = bundle::open(file, kind, &trusted, makproxy_cli::now(), &limits)?;

@@ -20,10 +20,13 @@ use sha2::{Digest, Sha256};
 use std::io::{Cursor, Write};
 use time::OffsetDateTime;
 
-/// The three test keys.
+/// The test keys.
 pub struct Keys {
     /// The secure side's test key.
     pub secure: SigningKey,
+    /// The secure side's previous key, retired by a rotation statement naming `secure`
+    /// two hours before the kit's `now` ([`Keys::rotation_statement`]).
+    pub secure_old: SigningKey,
     /// The online side's test key.
     pub online: SigningKey,
     /// A key nobody trusts.
@@ -38,6 +41,7 @@ impl Default for Keys {
     fn default() -> Self {
         Self {
             secure: key("secure"),
+            secure_old: key("secure-old"),
             online: key("online"),
             stranger: key("stranger"),
         }
@@ -60,18 +64,57 @@ impl Keys {
             },
         }
     }
-    /// What the reader of `kind` trusts: the secure key for CIL bundles, the online key for returns.
-    pub fn trusted(&self, reader: Kind) -> Vec<Trusted> {
+    /// What the reader of `kind` trusts at `now`: the secure key for CIL bundles (and
+    /// its predecessor, retired at [`retired_at`]), the online key for returns.
+    pub fn trusted(&self, reader: Kind, now: OffsetDateTime) -> Vec<Trusted> {
         let role = if reader == Kind::Cil {
             Role::Secure
         } else {
             Role::Online
         };
-        vec![Trusted {
+        let mut v = vec![Trusted {
             name: format!("kit-{}", role.as_str()),
             key: self.public(role),
-        }]
+            retired_at: None,
+        }];
+        if reader == Kind::Cil {
+            v.push(Trusted {
+                name: "kit-secure".into(),
+                key: self.old_public(),
+                retired_at: Some(retired_at(now)),
+            });
+        }
+        v
     }
+
+    /// The secure side's previous public key.
+    pub fn old_public(&self) -> PublicKey {
+        PublicKey {
+            role: Role::Secure,
+            site: "kit-site".into(),
+            key: self.secure_old.verifying_key(),
+        }
+    }
+
+    /// The statement retiring `secure_old` in favour of `secure` at [`retired_at`]`(now)`,
+    /// as `key rotate` writes it (for the binaries' `trust accept`).
+    pub fn rotation_statement(&self, now: OffsetDateTime) -> Vec<u8> {
+        let file = self.public(Role::Secure).to_file_bytes(&self.secure);
+        makproxy_core::statement::make(
+            Role::Secure,
+            "kit-site",
+            &self.secure_old,
+            Some((&self.secure, &file)),
+            "kit rotation",
+            retired_at(now),
+        )
+    }
+}
+
+/// When the kit's previous secure key was retired: two hours before `now` (kit bundles
+/// are created an hour before `now`).
+pub fn retired_at(now: OffsetDateTime) -> OffsetDateTime {
+    now - time::Duration::hours(2)
 }
 
 /// One kit entry.
@@ -775,6 +818,39 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         &t.manifest,
     );
     add("untrusted-key", c, Some(Code::BndUntrustedKey), t.zip());
+    // Signed by the secure side's previous key: refused after its retirement, verified
+    // before it.
+    let old_id = key_id(&k.secure_old.verifying_key());
+    let mut t = Parts::new(&k, c, now, |m| m["signer_key_id"] = json!(old_id), None);
+    t.sig = sig(
+        &k.secure_old,
+        &k.secure_old,
+        Kind::Cil.payload_type(),
+        &t.manifest,
+    );
+    add(
+        "signed-by-retired-key-after-retirement",
+        c,
+        Some(Code::BndRetiredKey),
+        t.zip(),
+    );
+    let mut t = Parts::new(
+        &k,
+        c,
+        now,
+        |m| {
+            m["signer_key_id"] = json!(old_id);
+            m["created"] = json!(ts(now - time::Duration::hours(3)));
+        },
+        None,
+    );
+    t.sig = sig(
+        &k.secure_old,
+        &k.secure_old,
+        Kind::Cil.payload_type(),
+        &t.manifest,
+    );
+    add("signed-by-retired-key-before-retirement", c, None, t.zip());
     let mut t = Parts::new(&k, c, now, id, None);
     t.sig = sig(
         &k.stranger,
@@ -1020,7 +1096,8 @@ pub mod fuzz {
             ..Limits::default()
         };
         for kind in [Kind::Cil, Kind::Return] {
-            if let Ok(mut v) = bundle::open(f.path(), kind, &keys.trusted(kind), now, &limits) {
+            if let Ok(mut v) = bundle::open(f.path(), kind, &keys.trusted(kind, now), now, &limits)
+            {
                 let _ = match kind {
                     Kind::Cil => v.records(|_: CilRecord| Ok::<(), bundle::BundleError>(())),
                     Kind::Return => v.records(|_: ReturnRecord| Ok::<(), bundle::BundleError>(())),

@@ -323,6 +323,20 @@ pub fn open(
     let manifest: Manifest = serde_json::from_str(text)
         .map_err(|e| json_error(Code::BndManifestSyntax, "manifest", &e))?;
     check_manifest(&manifest, expected, now, limits)?;
+    // A retired key verifies only what it signed before a statement retired it.
+    if let Some(retired) = signer.retired_at {
+        if parse_time("created", &manifest.created)? > retired {
+            return Err(BundleError::new(
+                Code::BndRetiredKey,
+                &format!(
+                    "signed by the key of {:?} that was retired at {}; this bundle was created {}",
+                    signer.name,
+                    rfc3339(retired),
+                    manifest.created
+                ),
+            ));
+        }
+    }
     // Identity comes from the pinned key, not from the payload: one trusted site
     // cannot speak (or squat sequence numbers) for another.
     if manifest.site != signer.key.site {
