@@ -7,6 +7,8 @@ mod agent;
 mod backends;
 #[path = "e2e/collect.rs"]
 mod collect;
+#[path = "e2e/cosign.rs"]
+mod cosign;
 #[path = "e2e/crash.rs"]
 mod crash;
 #[path = "e2e/estate.rs"]

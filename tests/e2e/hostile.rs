@@ -21,6 +21,11 @@ fn every_kit_case_is_rejected_by_the_binaries_with_its_code() {
     .unwrap();
     std::fs::write(p("kit-rotation.json"), keys.rotation_statement(now)).unwrap();
     std::fs::write(
+        p("kit-colleague.pub"),
+        keys.colleague_public().to_file_bytes(&keys.colleague),
+    )
+    .unwrap();
+    std::fs::write(
         p("kit-online.pub"),
         keys.public(Role::Online).to_file_bytes(&keys.online),
     )
@@ -65,6 +70,19 @@ fn every_kit_case_is_rejected_by_the_binaries_with_its_code() {
     run(
         "makproxy-online",
         &["--home", &oh, "trust", "accept", &p("kit-rotation.json")],
+    )
+    .ok();
+    run(
+        "makproxy-online",
+        &[
+            "--home",
+            &oh,
+            "trust",
+            "add",
+            &p("kit-colleague.pub"),
+            "--name",
+            "kit-colleague",
+        ],
     )
     .ok();
 

@@ -139,6 +139,7 @@ impl From<KeyError> for CliError {
         };
         let exit = match e.code() {
             Some(Code::KeyPermissions | Code::KeyRole) => Exit::Rejected,
+            Some(Code::Usage) => Exit::Usage,
             _ => Exit::Error,
         };
         CliError {
@@ -407,6 +408,15 @@ pub enum Common {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Add this operator's signature to a bundle of this site (two-person rule): the
+    /// manifest and records stay as they are; the other side counts the distinct pinned
+    /// keys that signed (`trust require` there). Run it with each operator's own home.
+    ///
+    /// Example: cosign E:\cil-0001.zip --home D:\operators\anna
+    Cosign {
+        /// The bundle (rewritten in place, whole, with one more signature).
+        file: PathBuf,
+    },
     /// Print shell completions (bash, zsh, fish, powershell, elvish).
     ///
     /// Example: completions powershell > makproxy-completions.ps1
@@ -446,6 +456,7 @@ pub fn common(
         Common::ExportSignature { bundle, out: to } => {
             export_signature(out, &Home::open(&dir, role)?, bundle, to)
         }
+        Common::Cosign { file } => cosign(out, &Home::open(&dir, role)?, file),
         Common::Completions { shell } => {
             let name = root.get_name().to_string();
             clap_complete::generate(*shell, &mut root, name, &mut std::io::stdout());
@@ -597,6 +608,18 @@ pub enum KeyCommand {
 /// `trust` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum TrustCommand {
+    /// Require SIGNATURES distinct pinned keys of SITE on every bundle of that site
+    /// this side accepts (two-person rule: `--signatures 2`); 1 removes the rule. The
+    /// keys are those pinned for the site (`trust add` each operator's key).
+    ///
+    /// Example: trust require plant-a --signatures 2
+    Require {
+        /// The other side's site.
+        site: String,
+        /// Distinct signatures required (1 to the number of its keys pinned here).
+        #[arg(long, value_name = "N")]
+        signatures: usize,
+    },
     /// Apply the other side's key statement (`key rotate` / `key revoke` there): its
     /// old key then verifies only earlier bundles; a rotation pins the successor under
     /// the same name. Compare the new fingerprint with the one the other side reads out.
@@ -763,7 +786,16 @@ pub fn trust(out: &Output, home: &Home, cmd: &TrustCommand) -> Result<Exit, CliE
                     retired_at: t.retired_at.map(makproxy_core::bundle::rfc3339),
                 })
                 .collect(),
+            require: home.quorum()?,
         }),
+        TrustCommand::Require { site, signatures } => {
+            let pinned = home.set_quorum(site, *signatures)?;
+            out.report(&report::Required {
+                site: site.clone(),
+                signatures: *signatures,
+                pinned,
+            });
+        }
         TrustCommand::Accept { file } => {
             let a = home.trust_accept(file, now())?;
             out.report(&report::TrustAccepted {
@@ -785,6 +817,52 @@ pub fn trust(out: &Output, home: &Home, cmd: &TrustCommand) -> Result<Exit, CliE
     Ok(Exit::Ok)
 }
 
+/// Opens a bundle from the other side: verified against the pinned keys, then held to
+/// this side's rule of how many of the site's keys must have signed (`trust require`).
+pub fn open_bundle(
+    home: &Home,
+    path: &Path,
+    kind: makproxy_core::bundle::Kind,
+    now: time::OffsetDateTime,
+) -> Result<makproxy_core::bundle::Verified, CliError> {
+    use makproxy_core::bundle::{self, BundleError, Limits};
+    let v = bundle::open(path, kind, &home.trusted()?, now, &Limits::default())?;
+    let need = home.quorum()?.get(&v.manifest.site).copied().unwrap_or(1);
+    let signers: Vec<&str> = std::iter::once(v.signer.name.as_str())
+        .chain(v.cosigners.iter().map(|c| c.name.as_str()))
+        .collect();
+    if signers.len() < need {
+        return Err(BundleError::new(
+            Code::BndQuorum,
+            &format!(
+                "signed by {} key(s) of site {:?} ({}); this side requires {need}",
+                signers.len(),
+                makproxy_core::sanitize::escape(&v.manifest.site),
+                signers.join(", ")
+            ),
+        )
+        .into());
+    }
+    Ok(v)
+}
+
+/// `cosign FILE`.
+pub fn cosign(out: &Output, home: &Home, file: &Path) -> Result<Exit, CliError> {
+    use makproxy_core::bundle::{self, Kind, Limits};
+    let kind = match home.role {
+        Role::Secure => Kind::Cil,
+        Role::Online => Kind::Return,
+    };
+    let key = home.signing_key()?;
+    let signatures = bundle::cosign(file, kind, &home.site, &key, now(), &Limits::default())?;
+    out.report(&report::Cosigned {
+        bundle: file.to_path_buf(),
+        signatures,
+        public_key: (&home.public_key()?).into(),
+    });
+    Ok(Exit::Ok)
+}
+
 /// `export-signature`: re-signs, in OpenSSH's SSHSIG format, the manifest of a bundle
 /// that this side's key signed (verified first: the command never signs anything else).
 pub fn export_signature(
@@ -803,7 +881,7 @@ pub fn export_signature(
         key: public.clone(),
         retired_at: None,
     }];
-    let v = bundle::open(bundle_path, kind, &own, now(), &Limits::default())?;
+    let v = bundle::open_own(bundle_path, kind, &own, now(), &Limits::default())?;
     new_output(dir, "a signature folder", "choose another --out name")?;
     // Written in a temporary folder beside it and renamed whole: a run that fails or is
     // killed leaves no half-written folder under the name a reviewer will use.

@@ -167,6 +167,9 @@ pub struct NamedKey {
 pub struct TrustList {
     /// Every pinned key.
     pub trusted: Vec<NamedKey>,
+    /// Signatures required per site (`trust require`), where more than one.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub require: std::collections::BTreeMap<String, usize>,
 }
 
 impl Display for TrustList {
@@ -191,7 +194,69 @@ impl Display for TrustList {
                 )
             })
             .collect();
-        write!(f, "{}", lines.join("\n"))
+        write!(f, "{}", lines.join("\n"))?;
+        for (site, n) in &self.require {
+            write!(
+                f,
+                "\nBundles of site {:?} need {n} signatures of its pinned keys (trust require).",
+                escape(site)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `cosign`.
+#[derive(Debug, Serialize)]
+pub struct Cosigned {
+    /// The bundle, rewritten with one more signature.
+    pub bundle: PathBuf,
+    /// Signatures it now carries.
+    pub signatures: usize,
+    /// The key that cosigned.
+    pub public_key: KeyInfo,
+}
+
+impl Display for Cosigned {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Cosigned {} with key {}: {} signature(s) now.",
+            shown(&self.bundle),
+            self.public_key.fingerprint,
+            self.signatures
+        )
+    }
+}
+
+/// `trust require`.
+#[derive(Debug, Serialize)]
+pub struct Required {
+    /// The site.
+    pub site: String,
+    /// Distinct signatures required.
+    pub signatures: usize,
+    /// Its keys pinned here.
+    pub pinned: usize,
+}
+
+impl Display for Required {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        if self.signatures == 1 {
+            write!(
+                f,
+                "Bundles of site {:?} need one signature (no rule).",
+                escape(&self.site)
+            )
+        } else {
+            write!(
+                f,
+                "Bundles of site {:?} now need {} of its {} pinned keys' signatures.",
+                escape(&self.site),
+                self.signatures,
+                self.pinned
+            )
+        }
     }
 }
 

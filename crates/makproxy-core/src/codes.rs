@@ -116,6 +116,10 @@ codes! {
         => "The bundle names one site but is signed by the key pinned for another. A trusted peer tried to speak for another site, or a site was renamed without exchanging keys again. Do not carry the file further; ask the signer.",
     BndRetiredKey = "MP-BND-025": "bundle is signed by a key that a key statement retired before the bundle was created"
         => "The signer's key was rotated or revoked (`trust list` shows when) and this bundle was made after that. A bundle from before still verifies. If the other side rotated, it signs with its new key: ask for a bundle made with it. If you did not expect a rotation, treat the bundle as suspect.",
+    BndDuplicateSigner = "MP-BND-026": "one key signed the bundle twice (a cosignature repeats a signer)"
+        => "A cosignature is by a key that signed the bundle already. Each operator cosigns once; a bundle with a repeated signer is refused as malformed. Pack it again and have each operator cosign it once.",
+    BndQuorum = "MP-BND-027": "the bundle carries fewer signatures than this site requires"
+        => "This side requires several operators' signatures for bundles of that site (`trust require`; `trust list` shows the rule and the keys). Have more of the named operators run `cosign FILE` on the bundle, then bring it again. Nothing was read from it.",
     BndManifestSyntax = "MP-BND-030": "manifest is not valid UTF-8 JSON of the expected shape"
         => "The manifest is not clean UTF-8 JSON (trailing data, wrong types). The signer is trusted but the tool that made it is broken.",
     BndUnknownField = "MP-BND-031": "manifest or record has an unknown field"

@@ -100,6 +100,12 @@ pub enum KeyError {
         "this home's key was retired by `key revoke`; it can no longer sign (init a new home)"
     )]
     Revoked,
+    #[error("site {site:?} has {pinned} key(s) pinned here; a rule of {signatures} signature(s) could never be met (1 to {pinned})")]
+    Quorum {
+        site: String,
+        signatures: usize,
+        pinned: usize,
+    },
 }
 
 impl KeyError {
@@ -124,6 +130,7 @@ impl KeyError {
             KeyError::StatementApplied { .. } => Code::KeyStatementApplied,
             KeyError::StatementOutOfOrder { .. } => Code::KeyStatementOrder,
             KeyError::Revoked => Code::KeyRevoked,
+            KeyError::Quorum { .. } => Code::Usage,
             KeyError::Io { .. } => return None,
         })
     }
@@ -567,6 +574,65 @@ impl Home {
             key,
             retired_at: None,
         })
+    }
+
+    /// How many signatures this side requires on bundles of each site (`trust require`;
+    /// a site not named needs one).
+    pub fn quorum(&self) -> Result<std::collections::BTreeMap<String, usize>, KeyError> {
+        let p = self.trust_dir().join("quorum.json");
+        let bytes = match fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+            Err(e) => return Err(io_err(&p)(e)),
+        };
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Q {
+            format: String,
+            version: u32,
+            sites: std::collections::BTreeMap<String, usize>,
+        }
+        let q: Q = serde_json::from_slice(&bytes).map_err(|e| KeyError::Malformed {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
+        if q.format != "makproxy-quorum" || q.version != 1 || q.sites.values().any(|k| *k < 1) {
+            return Err(KeyError::Malformed {
+                path: p,
+                reason: "not a quorum file of this version".into(),
+            });
+        }
+        Ok(q.sites)
+    }
+
+    /// Requires `signatures` distinct pinned keys of `site` on every bundle of that site
+    /// this side accepts (1: the signer alone, the default). Refused when fewer keys of
+    /// the site are pinned than required: no bundle could ever pass.
+    pub fn set_quorum(&self, site: &str, signatures: usize) -> Result<usize, KeyError> {
+        valid_site(site)?;
+        let pinned = self
+            .trusted()?
+            .iter()
+            .filter(|t| t.retired_at.is_none() && t.key.site == site)
+            .count();
+        if signatures == 0 || signatures > pinned {
+            return Err(KeyError::Quorum {
+                site: site.to_string(),
+                signatures,
+                pinned,
+            });
+        }
+        let mut sites = self.quorum()?;
+        if signatures == 1 {
+            sites.remove(site);
+        } else {
+            sites.insert(site.to_string(), signatures);
+        }
+        let p = self.trust_dir().join("quorum.json");
+        let doc = serde_json::json!({"format": "makproxy-quorum", "version": 1, "sites": sites});
+        fsutil::write_atomic(&p, &serde_json::to_vec_pretty(&doc).expect("serialisable"))
+            .map_err(io_err(&p))?;
+        Ok(pinned)
     }
 
     /// Unpins the key pinned as `name`.

@@ -25,7 +25,7 @@ use makproxy_backend::{activate_with_retry, Backend, Outcome, Request, RetryPoli
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{
     self, Answers, BackendInfo, BackendKind, BundleWriter, CilRecord, FailureCode, Header, Kind,
-    Limits, RecordFailure, ReturnAnswer, ReturnRecord, ServiceCode, Source,
+    RecordFailure, ReturnAnswer, ReturnRecord, ServiceCode, Source,
 };
 use makproxy_core::ids::{ConfirmationId, ExtendedProductId, InstallationId};
 use makproxy_core::keys::Home;
@@ -728,13 +728,7 @@ pub fn run(
     }
     let key = home.signing_key()?;
     let now = makproxy_cli::now();
-    let mut v = bundle::open(
-        o.input,
-        Kind::Cil,
-        &home.trusted()?,
-        now,
-        &Limits::default(),
-    )?;
+    let mut v = makproxy_cli::open_bundle(home, o.input, Kind::Cil, now)?;
     let m = v.manifest.clone();
     let simulated = o.backend.simulated();
     let kind = o.backend.kind();
@@ -1190,13 +1184,7 @@ pub fn worksheet(
             "choose another --out name, or move the old worksheet aside",
         )?;
     }
-    let mut v = bundle::open(
-        input,
-        Kind::Cil,
-        &home.trusted()?,
-        makproxy_cli::now(),
-        &Limits::default(),
-    )?;
+    let mut v = makproxy_cli::open_bundle(home, input, Kind::Cil, makproxy_cli::now())?;
     let mut rows = Vec::new();
     let mut answered = 0u64;
     v.records(|r: CilRecord| {
@@ -1550,6 +1538,13 @@ mod tests {
         let stmt = dir.path().join("kit-rotation.json");
         std::fs::write(&stmt, keys.rotation_statement(now)).unwrap();
         online.trust_accept(&stmt, now).unwrap();
+        let colleague = dir.path().join("kit-colleague.pub");
+        std::fs::write(
+            &colleague,
+            keys.colleague_public().to_file_bytes(&keys.colleague),
+        )
+        .unwrap();
+        online.trust_add(&colleague, "kit-colleague").unwrap();
         let mut checked = 0;
         for case in cases(now) {
             if case.reader != Kind::Cil {

@@ -10,7 +10,7 @@ use makproxy_backend::microsoft::{Microsoft, Settings};
 use makproxy_backend::simulator::Simulator;
 use makproxy_backend::{Backend, RetryPolicy};
 use makproxy_cli::{CliError, Exit, Output};
-use makproxy_core::bundle::{self, Kind, Limits};
+use makproxy_core::bundle::Kind;
 use makproxy_core::ids::ExtendedProductId;
 use makproxy_core::keys::{Home, Role};
 use makproxy_core::sanitize::escape;
@@ -140,13 +140,7 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
         ),
         Command::Inspect { file, records } => {
             let h = home()?;
-            let mut v = bundle::open(
-                file,
-                Kind::Cil,
-                &h.trusted()?,
-                makproxy_cli::now(),
-                &Limits::default(),
-            )?;
+            let mut v = makproxy_cli::open_bundle(&h, file, Kind::Cil, makproxy_cli::now())?;
             makproxy_cli::describe(out, file, &mut v, *records)
         }
         Command::Activate(a) => {

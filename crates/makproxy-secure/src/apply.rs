@@ -12,7 +12,7 @@
 use crate::ledger::{Answered, DepositRow, Event, Ledger, ProductState, Tx};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{
-    self, Answers, BackendInfo, FailureCode, Kind, Limits, ReturnAnswer, ReturnRecord,
+    self, Answers, BackendInfo, FailureCode, Kind, ReturnAnswer, ReturnRecord,
 };
 use makproxy_core::ids::WmiClass;
 use makproxy_core::keys::Home;
@@ -253,8 +253,7 @@ pub fn run(
     let db = |e: rusqlite::Error| CliError::io("ledger", e);
     let now = makproxy_cli::now();
     let at = bundle::rfc3339(now);
-    let trusted = home.trusted()?;
-    let mut v = bundle::open(file, Kind::Return, &trusted, now, &Limits::default())?;
+    let mut v = makproxy_cli::open_bundle(home, file, Kind::Return, now)?;
     let m = v.manifest.clone();
     let answers = m.answers.clone().expect("checked by the reader");
     let backend = m.backend.clone().expect("checked by the reader");

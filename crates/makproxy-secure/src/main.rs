@@ -146,11 +146,12 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
             let kind = bundle::peek_kind(file, &limits)?;
             // A CIL bundle is verified against this site's own key, a return against trusted online keys.
             // (with this site's retired keys, for its bundles from before a rotation).
-            let trusted = match kind {
-                Kind::Cil => h.own_keys()?,
-                Kind::Return => h.trusted()?,
+            let mut v = match kind {
+                Kind::Cil => {
+                    bundle::open_own(file, kind, &h.own_keys()?, makproxy_cli::now(), &limits)?
+                }
+                Kind::Return => makproxy_cli::open_bundle(&h, file, kind, makproxy_cli::now())?,
             };
-            let mut v = bundle::open(file, kind, &trusted, makproxy_cli::now(), &limits)?;
             makproxy_cli::describe(out, file, &mut v, *records)
         }
     }

@@ -24,6 +24,8 @@ use time::OffsetDateTime;
 pub struct Keys {
     /// The secure side's test key.
     pub secure: SigningKey,
+    /// A second operator of the secure site (`cosign`), pinned like `secure`.
+    pub colleague: SigningKey,
     /// The secure side's previous key, retired by a rotation statement naming `secure`
     /// two hours before the kit's `now` ([`Keys::rotation_statement`]).
     pub secure_old: SigningKey,
@@ -42,6 +44,7 @@ impl Default for Keys {
         Self {
             secure: key("secure"),
             secure_old: key("secure-old"),
+            colleague: key("colleague"),
             online: key("online"),
             stranger: key("stranger"),
         }
@@ -83,8 +86,22 @@ impl Keys {
                 key: self.old_public(),
                 retired_at: Some(retired_at(now)),
             });
+            v.push(Trusted {
+                name: "kit-colleague".into(),
+                key: self.colleague_public(),
+                retired_at: None,
+            });
         }
         v
+    }
+
+    /// The second secure operator's public key.
+    pub fn colleague_public(&self) -> PublicKey {
+        PublicKey {
+            role: Role::Secure,
+            site: "kit-site".into(),
+            key: self.colleague.verifying_key(),
+        }
     }
 
     /// The secure side's previous public key.
@@ -381,6 +398,8 @@ struct Parts {
     data: Vec<u8>,
     manifest: Vec<u8>,
     sig: Vec<u8>,
+    /// Cosignature entries, by name.
+    cosigs: Vec<(String, Vec<u8>)>,
 }
 
 impl Parts {
@@ -413,14 +432,24 @@ impl Parts {
             data,
             manifest,
             sig,
+            cosigs: Vec::new(),
         }
     }
     fn zip(&self) -> Vec<u8> {
-        zip_of(&[
-            ("manifest.json", &self.manifest, How::File),
-            ("manifest.sig", &self.sig, How::File),
-            (self.kind.data_entry(), &self.data, How::File),
-        ])
+        let mut entries = vec![
+            ("manifest.json", self.manifest.as_slice(), How::File),
+            ("manifest.sig", self.sig.as_slice(), How::File),
+            (self.kind.data_entry(), self.data.as_slice(), How::File),
+        ];
+        for (name, bytes) in &self.cosigs {
+            entries.push((name.as_str(), bytes.as_slice(), How::File));
+        }
+        zip_of(&entries)
+    }
+    /// Adds a cosignature entry `name` by `signer`, claiming `claimed`'s key ID.
+    fn cosign(&mut self, name: &str, signer: &SigningKey, claimed: &SigningKey) {
+        let s = sig(signer, claimed, self.kind.payload_type(), &self.manifest);
+        self.cosigs.push((name.into(), s));
     }
 }
 
@@ -851,6 +880,42 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         &t.manifest,
     );
     add("signed-by-retired-key-before-retirement", c, None, t.zip());
+    // Cosigned (two-person rule): each signature by a distinct pinned key of the site.
+    let mut t = Parts::new(&k, c, now, id, None);
+    t.cosign("manifest.cosig-1", &k.colleague, &k.colleague);
+    add("cosigned-cil", c, None, t.zip());
+    let mut t = Parts::new(&k, c, now, id, None);
+    t.cosign("manifest.cosig-1", &k.secure, &k.secure);
+    add(
+        "cosigned-twice-by-one-key",
+        c,
+        Some(Code::BndDuplicateSigner),
+        t.zip(),
+    );
+    let mut t = Parts::new(&k, c, now, id, None);
+    t.cosign("manifest.cosig-1", &k.stranger, &k.stranger);
+    add(
+        "cosigned-by-untrusted-key",
+        c,
+        Some(Code::BndUntrustedKey),
+        t.zip(),
+    );
+    let mut t = Parts::new(&k, c, now, id, None);
+    t.cosign("manifest.cosig-1", &k.stranger, &k.colleague);
+    add(
+        "cosignature-does-not-verify",
+        c,
+        Some(Code::BndSigInvalid),
+        t.zip(),
+    );
+    let mut t = Parts::new(&k, c, now, id, None);
+    t.cosign("manifest.cosig-6", &k.colleague, &k.colleague);
+    add(
+        "sixth-cosignature-name",
+        c,
+        Some(Code::BndUnexpectedEntry),
+        t.zip(),
+    );
     let mut t = Parts::new(&k, c, now, id, None);
     t.sig = sig(
         &k.stranger,

@@ -37,6 +37,19 @@ pub fn truncate_utf8(s: &str, max: usize) -> &str {
     }
     &s[..end]
 }
+/// Most cosignatures a bundle carries (`manifest.cosig-1` … `-5`).
+pub const MAX_COSIGNATURES: usize = 5;
+
+/// The entry name of the `n`th cosignature (1-based).
+pub fn cosignature_name(n: usize) -> String {
+    format!("manifest.cosig-{n}")
+}
+
+/// Whether `name` is a cosignature entry's name (`manifest.cosig-1` … `-5`, exactly).
+pub fn is_cosignature(name: &str) -> bool {
+    (1..=MAX_COSIGNATURES).any(|n| name == cosignature_name(n))
+}
+
 /// Name of the signed statement's entry.
 pub const MANIFEST: &str = "manifest.json";
 /// Name of the signature's entry.

@@ -30,9 +30,9 @@ pub mod zipscan;
 pub use error::BundleError;
 pub use format::*;
 pub use manifest::*;
-pub use reader::{open, peek_kind, Verified};
+pub use reader::{open, open_for_cosign, open_own, peek_kind, Cosignable, Verified};
 pub use records::*;
-pub use writer::{BundleWriter, Header, Written};
+pub use writer::{cosign, BundleWriter, Header, Written};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -2,7 +2,9 @@
 //! archive scan, signature over the exact manifest bytes, strict manifest, closed
 //! world and hashes, then records from a private verified copy.
 
-use super::format::{Limits, FORMAT, MANIFEST, MAX_ENDPOINT, MAX_REMAINING, SIGNATURE, VERSION};
+use super::format::{
+    is_cosignature, Limits, FORMAT, MANIFEST, MAX_ENDPOINT, MAX_REMAINING, SIGNATURE, VERSION,
+};
 use super::manifest::{BackendKind, Manifest, SigFile};
 use super::records::Record;
 use super::zipscan;
@@ -31,6 +33,8 @@ pub struct Verified {
     pub manifest_bytes: Vec<u8>,
     /// The pinned key that signed it, and its name.
     pub signer: Trusted,
+    /// The pinned keys that cosigned it (`cosign`), each distinct from the signer.
+    pub cosigners: Vec<Trusted>,
     /// The data entry as verified: an unnamed temporary file only this process can
     /// reach, so what `records` parses is exactly what was hashed, whatever happens to
     /// the bundle file meanwhile.
@@ -51,7 +55,7 @@ fn classify_name(name: &[u8], kind: Kind) -> Result<(), BundleError> {
     let text = String::from_utf8_lossy(name);
     let allowed = [MANIFEST, SIGNATURE, kind.data_entry()];
     if let Ok(s) = std::str::from_utf8(name) {
-        if allowed.contains(&s) {
+        if allowed.contains(&s) || is_cosignature(s) {
             return Ok(());
         }
     }
@@ -140,6 +144,125 @@ pub fn open(
     now: OffsetDateTime,
     limits: &Limits,
 ) -> Result<Verified, BundleError> {
+    Ok(open_inner(path, expected, Check::Pinned(trusted), now, limits)?.verified(limits))
+}
+
+/// Reads a bundle this side signed, against its own keys (`trusted`: the current one
+/// and those it retired): cosignatures by colleagues' keys, which this side does not
+/// pin, are checked for their form only, and `cosigners` stays empty.
+pub fn open_own(
+    path: &Path,
+    expected: Kind,
+    own: &[Trusted],
+    now: OffsetDateTime,
+    limits: &Limits,
+) -> Result<Verified, BundleError> {
+    Ok(open_inner(path, expected, Check::Own(own), now, limits)?.verified(limits))
+}
+
+/// A bundle read for `cosign`: everything checked but who signed it (a cosigner need
+/// not have pinned a colleague's key; the reader at the gate checks every signature):
+/// the archive, the signature files' form, the manifest (of `site`), the closed world
+/// and the data entry's hash.
+pub struct Cosignable {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Its exact bytes, what a cosignature signs.
+    pub manifest_bytes: Vec<u8>,
+    /// Every signature entry, by name, with its exact bytes and key ID.
+    pub signatures: Vec<(String, Vec<u8>, String)>,
+    data: File,
+}
+
+impl Cosignable {
+    /// Copies the verified data entry into `w`.
+    pub fn copy_data(&mut self, w: &mut impl Write) -> io::Result<u64> {
+        self.data.seek(SeekFrom::Start(0))?;
+        io::copy(&mut (&self.data).take(self.manifest.entries[0].size), w)
+    }
+}
+
+/// Reads a bundle of `site` for `cosign` (see [`Cosignable`]).
+pub fn open_for_cosign(
+    path: &Path,
+    expected: Kind,
+    site: &str,
+    now: OffsetDateTime,
+    limits: &Limits,
+) -> Result<Cosignable, BundleError> {
+    let o = open_inner(path, expected, Check::Site(site), now, limits)?;
+    Ok(Cosignable {
+        manifest: o.manifest,
+        manifest_bytes: o.manifest_bytes,
+        signatures: o.signature_files,
+        data: o.data,
+    })
+}
+
+/// Whose signatures `open_inner` checks.
+enum Check<'a> {
+    /// Every signature by a pinned key.
+    Pinned(&'a [Trusted]),
+    /// The signature by one of this side's own keys; cosignatures (colleagues' keys,
+    /// not pinned here) by their form only.
+    Own(&'a [Trusted]),
+    /// Only their form, for a manifest of this site (`cosign`).
+    Site(&'a str),
+}
+
+struct Opened {
+    manifest: Manifest,
+    manifest_bytes: Vec<u8>,
+    signer: Option<Trusted>,
+    cosigners: Vec<Trusted>,
+    signature_files: Vec<(String, Vec<u8>, String)>,
+    data: File,
+}
+
+impl Opened {
+    /// A bundle whose signer was checked against keys (`Check::Pinned` or `Own`).
+    fn verified(self, limits: &Limits) -> Verified {
+        Verified {
+            manifest_sha256: sha256_hex(&self.manifest_bytes),
+            manifest: self.manifest,
+            manifest_bytes: self.manifest_bytes,
+            signer: self.signer.expect("checked against keys"),
+            cosigners: self.cosigners,
+            data: self.data,
+            limits: limits.clone(),
+        }
+    }
+}
+
+fn parse_sig(name: &str, bytes: &[u8]) -> Result<(SigFile, Signature), BundleError> {
+    let sig: SigFile = serde_json::from_slice(bytes)
+        .map_err(|e| BundleError::new(Code::BndSigMalformed, &format!("{name}: {e}")))?;
+    if sig.format != "makproxy-signature-v1" || !is_hex(&sig.key_id, 16) {
+        return Err(BundleError::new(
+            Code::BndSigMalformed,
+            &format!("{name}: unknown signature format or key ID"),
+        ));
+    }
+    let raw: [u8; 64] = B64
+        .decode(sig.signature.as_bytes())
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| {
+            BundleError::new(
+                Code::BndSigMalformed,
+                &format!("{name}: signature is not 64 base64-encoded bytes"),
+            )
+        })?;
+    Ok((sig, Signature::from_bytes(&raw)))
+}
+
+fn open_inner(
+    path: &Path,
+    expected: Kind,
+    check: Check<'_>,
+    now: OffsetDateTime,
+    limits: &Limits,
+) -> Result<Opened, BundleError> {
     // 1. The raw central directory: names, duplicates, special files, sizes.
     let (mut file, raw) = scan_file(path, limits)?;
     let mut seen: Vec<&[u8]> = Vec::new();
@@ -165,7 +288,9 @@ pub fn open(
         // by the scan's canonical-layout check (zipscan::canonical).
         let cap = if e.name == MANIFEST.as_bytes() {
             limits.max_manifest
-        } else if e.name == SIGNATURE.as_bytes() {
+        } else if e.name == SIGNATURE.as_bytes()
+            || std::str::from_utf8(&e.name).is_ok_and(is_cosignature)
+        {
             limits.max_signature
         } else {
             limits.max_data
@@ -222,140 +347,87 @@ pub fn open(
     // 2. Signature and manifest bytes, under caps; verify before parsing.
     let sbytes = read_entry(&mut archive, SIGNATURE, limits.max_signature)?;
     let mbytes = read_entry(&mut archive, MANIFEST, limits.max_manifest)?;
-    let sig: SigFile = serde_json::from_slice(&sbytes)
-        .map_err(|e| BundleError::new(Code::BndSigMalformed, &e.to_string()))?;
-    if sig.format != "makproxy-signature-v1" || !is_hex(&sig.key_id, 16) {
-        return Err(BundleError::new(
-            Code::BndSigMalformed,
-            "unknown signature format or key ID",
-        ));
-    }
-    let sig_raw: [u8; 64] = B64
-        .decode(sig.signature.as_bytes())
-        .ok()
-        .and_then(|v| v.try_into().ok())
-        .ok_or_else(|| {
-            BundleError::new(
-                Code::BndSigMalformed,
-                "signature is not 64 base64-encoded bytes",
-            )
-        })?;
-    let signature = Signature::from_bytes(&sig_raw);
-    let signer = trusted
-        .iter()
-        .find(|t| t.key.key_id() == sig.key_id)
-        .ok_or_else(|| {
-            let names: Vec<&str> = trusted.iter().map(|t| t.name.as_str()).collect();
-            BundleError::new(
-                Code::BndUntrustedKey,
-                &format!(
-                    "signed by the key with fingerprint {} (key ID {}), which is not trusted here (trusted: {})",
-                    sig.key_id
-                        .to_ascii_uppercase()
-                        .as_bytes()
-                        .chunks(4)
-                        .map(|c| String::from_utf8_lossy(c).into_owned())
-                        .collect::<Vec<_>>()
-                        .join("-"),
-                    sig.key_id,
-                    if names.is_empty() {
-                        "none".into()
-                    } else {
-                        names.join(", ")
-                    }
-                ),
-            )
-        })?;
-    if signer
-        .key
-        .key
-        .verify_strict(&pae(expected.payload_type(), &mbytes), &signature)
-        .is_err()
-    {
-        if signer
-            .key
-            .key
-            .verify_strict(&pae(expected.other().payload_type(), &mbytes), &signature)
-            .is_ok()
-        {
-            return Err(BundleError::new(
-                Code::BndWrongKind,
-                &format!(
-                    "this is a {} bundle; a {} bundle was expected",
-                    expected.other().as_str(),
-                    expected.as_str()
-                ),
-            ));
+    let (sig, signature) = parse_sig(SIGNATURE, &sbytes)?;
+    let trusted: &[Trusted] = match check {
+        Check::Pinned(t) | Check::Own(t) => t,
+        Check::Site(_) => &[],
+    };
+    let signer = match check {
+        Check::Site(_) => None,
+        Check::Pinned(_) | Check::Own(_) => {
+            Some(signer_of(trusted, &sig, &signature, &mbytes, expected)?)
         }
-        return Err(BundleError::new(
-            Code::BndSigInvalid,
-            &format!(
-                "signature by {:?} does not verify over manifest.json",
-                signer.name
-            ),
-        ));
-    }
-
+    };
     // 3. Parse the verified manifest strictly.
-    let text = std::str::from_utf8(&mbytes)
-        .map_err(|_| BundleError::new(Code::BndManifestSyntax, "manifest is not UTF-8"))?;
-    #[derive(Deserialize)]
-    struct Probe {
-        format: String,
-        version: u32,
-    }
-    let probe: Probe = serde_json::from_str(text)
-        .map_err(|e| json_error(Code::BndManifestSyntax, "manifest", &e))?;
-    // CIL bundles did not change in version 2; returns did. Version 3 only added
-    // optional fields.
-    let readable = probe.version == VERSION
-        || probe.version == 2
-        || (probe.version == 1 && expected == Kind::Cil);
-    if probe.format != FORMAT || !readable {
-        return Err(BundleError::new(
-            Code::BndVersion,
-            &format!(
-                "format {:?} version {}; this build reads {FORMAT} version {VERSION}",
-                probe.format, probe.version
-            ),
-        ));
-    }
-    let manifest: Manifest = serde_json::from_str(text)
-        .map_err(|e| json_error(Code::BndManifestSyntax, "manifest", &e))?;
-    check_manifest(&manifest, expected, now, limits)?;
-    // A retired key verifies only what it signed before a statement retired it.
-    if let Some(retired) = signer.retired_at {
-        if parse_time("created", &manifest.created)? > retired {
-            return Err(BundleError::new(
-                Code::BndRetiredKey,
-                &format!(
-                    "signed by the key of {:?} that was retired at {}; this bundle was created {}",
-                    signer.name,
-                    rfc3339(retired),
-                    manifest.created
-                ),
-            ));
+    let manifest = parse_manifest(&mbytes, expected, now, limits)?;
+    let site = match (&signer, &check) {
+        (Some(s), _) => s.key.site.as_str(),
+        (None, Check::Site(site)) => site,
+        (None, Check::Pinned(_) | Check::Own(_)) => {
+            unreachable!("a pinned check found its signer")
         }
-    }
-    // Identity comes from the pinned key, not from the payload: one trusted site
-    // cannot speak (or squat sequence numbers) for another.
-    if manifest.site != signer.key.site {
+    };
+    if manifest.site != site {
         return Err(BundleError::new(
             Code::BndSiteMismatch,
             &format!(
-                "manifest names site {:?} but is signed by the key of site {:?} (trusted as {:?})",
+                "manifest names site {:?} but is signed by a key of site {:?}{}",
                 crate::sanitize::escape(&manifest.site),
-                signer.key.site,
-                signer.name
+                site,
+                signer
+                    .as_ref()
+                    .map(|s| format!(" (trusted as {:?})", s.name))
+                    .unwrap_or_default()
             ),
         ));
     }
-
+    if let Some(s) = &signer {
+        retired_check(s, &manifest)?;
+    }
+    // Cosignatures (`cosign`): each by a distinct pinned key of the same site.
+    let mut signature_files = vec![(SIGNATURE.to_string(), sbytes.clone(), sig.key_id.clone())];
+    let mut cos_names: Vec<String> = raw
+        .iter()
+        .filter_map(|e| std::str::from_utf8(&e.name).ok())
+        .filter(|n| is_cosignature(n))
+        .map(str::to_string)
+        .collect();
+    cos_names.sort();
+    let mut cosigners: Vec<Trusted> = Vec::new();
+    for name in cos_names {
+        let bytes = read_entry(&mut archive, &name, limits.max_signature)?;
+        let (cs, csig) = parse_sig(&name, &bytes)?;
+        if signature_files.iter().any(|(_, _, id)| *id == cs.key_id) {
+            return Err(BundleError::new(
+                Code::BndDuplicateSigner,
+                &format!(
+                    "{name} is by key {}, which signed this bundle already",
+                    cs.key_id
+                ),
+            ));
+        }
+        if let Check::Pinned(_) = check {
+            let c = signer_of(trusted, &cs, &csig, &mbytes, expected)?;
+            if c.key.site != manifest.site {
+                return Err(BundleError::new(
+                    Code::BndSiteMismatch,
+                    &format!(
+                        "{name} is by a key of site {:?}, not {:?}",
+                        c.key.site,
+                        crate::sanitize::escape(&manifest.site)
+                    ),
+                ));
+            }
+            retired_check(&c, &manifest)?;
+            cosigners.push(c);
+        }
+        signature_files.push((name, bytes, cs.key_id));
+    }
     // 4. Closed world: the archive holds exactly the listed entries plus manifest and signature.
     let listed: Vec<&str> = manifest.entries.iter().map(|e| e.name.as_str()).collect();
     for e in &raw {
         let n = String::from_utf8_lossy(&e.name);
-        if n != MANIFEST && n != SIGNATURE && !listed.contains(&n.as_ref()) {
+        if n != MANIFEST && n != SIGNATURE && !is_cosignature(&n) && !listed.contains(&n.as_ref()) {
             return Err(BundleError::new(
                 Code::BndUnexpectedEntry,
                 &format!("entry {n:?} is not listed in the manifest"),
@@ -392,14 +464,134 @@ pub fn open(
             ),
         ));
     }
-    Ok(Verified {
+    Ok(Opened {
         manifest,
-        manifest_sha256: sha256_hex(&mbytes),
         manifest_bytes: mbytes,
-        signer: signer.clone(),
+        signer,
+        cosigners,
+        signature_files,
         data,
-        limits: limits.clone(),
     })
+}
+
+/// The pinned key a signature file names, once its signature verifies over the
+/// manifest bytes (a signature of the other kind's type is reported as such).
+fn signer_of(
+    trusted: &[Trusted],
+    sig: &SigFile,
+    signature: &Signature,
+    mbytes: &[u8],
+    expected: Kind,
+) -> Result<Trusted, BundleError> {
+    let signer = trusted
+        .iter()
+        .find(|t| t.key.key_id() == sig.key_id)
+        .ok_or_else(|| {
+            let names: Vec<&str> = trusted.iter().map(|t| t.name.as_str()).collect();
+            BundleError::new(
+                Code::BndUntrustedKey,
+                &format!(
+                    "signed by the key with fingerprint {} (key ID {}), which is not trusted here (trusted: {})",
+                    sig.key_id
+                        .to_ascii_uppercase()
+                        .as_bytes()
+                        .chunks(4)
+                        .map(|c| String::from_utf8_lossy(c).into_owned())
+                        .collect::<Vec<_>>()
+                        .join("-"),
+                    sig.key_id,
+                    if names.is_empty() {
+                        "none".into()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            )
+        })?;
+    if signer
+        .key
+        .key
+        .verify_strict(&pae(expected.payload_type(), mbytes), signature)
+        .is_err()
+    {
+        if signer
+            .key
+            .key
+            .verify_strict(&pae(expected.other().payload_type(), mbytes), signature)
+            .is_ok()
+        {
+            return Err(BundleError::new(
+                Code::BndWrongKind,
+                &format!(
+                    "this is a {} bundle; a {} bundle was expected",
+                    expected.other().as_str(),
+                    expected.as_str()
+                ),
+            ));
+        }
+        return Err(BundleError::new(
+            Code::BndSigInvalid,
+            &format!(
+                "signature by {:?} does not verify over manifest.json",
+                signer.name
+            ),
+        ));
+    }
+    Ok(signer.clone())
+}
+
+/// The manifest, parsed strictly once its signature verified.
+fn parse_manifest(
+    mbytes: &[u8],
+    expected: Kind,
+    now: OffsetDateTime,
+    limits: &Limits,
+) -> Result<Manifest, BundleError> {
+    let text = std::str::from_utf8(mbytes)
+        .map_err(|_| BundleError::new(Code::BndManifestSyntax, "manifest is not UTF-8"))?;
+    #[derive(Deserialize)]
+    struct Probe {
+        format: String,
+        version: u32,
+    }
+    let probe: Probe = serde_json::from_str(text)
+        .map_err(|e| json_error(Code::BndManifestSyntax, "manifest", &e))?;
+    // CIL bundles did not change in version 2; returns did. Version 3 only added
+    // optional fields.
+    let readable = probe.version == VERSION
+        || probe.version == 2
+        || (probe.version == 1 && expected == Kind::Cil);
+    if probe.format != FORMAT || !readable {
+        return Err(BundleError::new(
+            Code::BndVersion,
+            &format!(
+                "format {:?} version {}; this build reads {FORMAT} version {VERSION}",
+                probe.format, probe.version
+            ),
+        ));
+    }
+    let manifest: Manifest = serde_json::from_str(text)
+        .map_err(|e| json_error(Code::BndManifestSyntax, "manifest", &e))?;
+    check_manifest(&manifest, expected, now, limits)?;
+    Ok(manifest)
+}
+
+/// A retired key verifies only what it signed before a statement retired it.
+fn retired_check(signer: &Trusted, manifest: &Manifest) -> Result<(), BundleError> {
+    if let Some(retired) = signer.retired_at {
+        if parse_time("created", &manifest.created)? > retired {
+            return Err(BundleError::new(
+                Code::BndRetiredKey,
+                &format!(
+                    "signed by the key of {:?} that was retired at {}; this bundle was created {}",
+                    signer.name,
+                    rfc3339(retired),
+                    manifest.created
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_manifest(

@@ -230,12 +230,7 @@ impl<R: Record + Send + 'static> BundleWriter<R> {
             z.start_file(SIGNATURE, entry_options(false))
                 .map_err(io::Error::other)?;
             z.write_all(&sbytes)?;
-            let tmp = z
-                .finish()
-                .map_err(io::Error::other)?
-                .into_inner()
-                .map_err(|e| e.into_error())?;
-            crate::fsutil::sync_file(tmp.as_file())?;
+            let tmp = finish_archive(z)?;
             let dir = tmp.path().parent().map(Path::to_path_buf);
             tmp.persist_noclobber(out).map_err(|e| e.error)?;
             dir.map_or(Ok(()), |d| crate::fsutil::sync_dir(&d))
@@ -261,6 +256,91 @@ impl<R: Record> Drop for BundleWriter<R> {
             let _ = w.join();
         }
     }
+}
+
+/// `cosign`: adds `key`'s signature over the bundle's exact manifest bytes as the next
+/// `manifest.cosig-N` entry, without changing the manifest or the records. The bundle
+/// must be a well-formed bundle of `kind` and `site` (every check but who signed it:
+/// the reader at the gate checks each signature against its pinned keys). The archive
+/// is written again whole in the canonical layout beside the file and renamed over it.
+/// Returns the number of signatures it now carries.
+pub fn cosign(
+    path: &Path,
+    kind: super::Kind,
+    site: &str,
+    key: &SigningKey,
+    now: OffsetDateTime,
+    limits: &super::Limits,
+) -> Result<usize, BundleError> {
+    let mut c = super::open_for_cosign(path, kind, site, now, limits)?;
+    let id = key_id(&key.verifying_key());
+    if c.signatures.iter().any(|(_, _, k)| *k == id) {
+        return Err(BundleError::new(
+            Code::BndDuplicateSigner,
+            "this key signed the bundle already; each operator cosigns once",
+        ));
+    }
+    let cosigs = c.signatures.len() - 1;
+    if cosigs >= super::format::MAX_COSIGNATURES {
+        return Err(BundleError::new(
+            Code::BndTooManyEntries,
+            &format!(
+                "the bundle carries {} cosignatures already, the most it can",
+                super::format::MAX_COSIGNATURES
+            ),
+        ));
+    }
+    let sig = key.sign(&pae(kind.payload_type(), &c.manifest_bytes));
+    let mut sbytes = serde_json::to_vec_pretty(&SigFile {
+        format: "makproxy-signature-v1".into(),
+        key_id: id,
+        signature: B64.encode(sig.to_bytes()),
+    })
+    .expect("serialisable");
+    sbytes.push(b'\n');
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let written = (|| -> io::Result<()> {
+        let tmp = crate::fsutil::new_partial(dir)?;
+        let mut z = zip::ZipWriter::new(io::BufWriter::new(tmp));
+        z.start_file(kind.data_entry(), entry_options(true))
+            .map_err(io::Error::other)?;
+        c.copy_data(&mut z)?;
+        z.start_file(MANIFEST, entry_options(false))
+            .map_err(io::Error::other)?;
+        z.write_all(&c.manifest_bytes)?;
+        for (name, bytes, _) in &c.signatures {
+            z.start_file(name.as_str(), entry_options(false))
+                .map_err(io::Error::other)?;
+            z.write_all(bytes)?;
+        }
+        z.start_file(
+            super::format::cosignature_name(cosigs + 1),
+            entry_options(false),
+        )
+        .map_err(io::Error::other)?;
+        z.write_all(&sbytes)?;
+        let tmp = finish_archive(z)?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        crate::fsutil::sync_dir(dir)
+    })();
+    written.map_err(BundleError::io)?;
+    Ok(cosigs + 2)
+}
+
+/// Writes the archive's central directory and forces the temporary file to disk.
+fn finish_archive(
+    z: zip::ZipWriter<io::BufWriter<tempfile::NamedTempFile>>,
+) -> io::Result<tempfile::NamedTempFile> {
+    let tmp = z
+        .finish()
+        .map_err(io::Error::other)?
+        .into_inner()
+        .map_err(|e| e.into_error())?;
+    crate::fsutil::sync_file(tmp.as_file())?;
+    Ok(tmp)
 }
 
 fn exists(out: &Path) -> BundleError {

@@ -1,0 +1,150 @@
+//! The two-person rule: a site requires several of another site's pinned keys to have
+//! signed a bundle (`trust require`); each operator adds a signature with `cosign`
+//! from their own home, without changing the manifest.
+
+use makproxy_e2e::{run, Gap};
+
+fn operator(g: &Gap, name: &str, site: &str) -> String {
+    let home = g.p(name);
+    run(
+        "makproxy-secure",
+        &["--home", &home, "init", "--site", site],
+    )
+    .ok();
+    let pubfile = g.p(&format!("{name}.pub"));
+    run(
+        "makproxy-secure",
+        &["--home", &home, "key", "export", "--out", &pubfile],
+    )
+    .ok();
+    g.online(&[
+        "trust",
+        "add",
+        &pubfile,
+        "--name",
+        &format!("plant-a-{name}"),
+    ])
+    .ok();
+    home
+}
+
+fn cosign(home: &str, file: &str) -> makproxy_e2e::Run {
+    run(
+        "makproxy-secure",
+        &["--home", home, "--json", "cosign", file],
+    )
+}
+
+#[test]
+fn two_of_three_operators_must_sign_a_bundle_before_the_online_side_takes_it() {
+    let g = Gap::default();
+    let (op2, op3) = (
+        operator(&g, "op2", "plant-a"),
+        operator(&g, "op3", "plant-a"),
+    );
+    // A rule that could never be met is refused; two of three is fine.
+    let r = g
+        .online(&["trust", "require", "plant-a", "--signatures", "4"])
+        .code(2);
+    assert!(r.stderr.contains("3 key(s) pinned"), "{}", r.stderr);
+    g.online(&["trust", "require", "plant-a", "--signatures", "2"])
+        .ok();
+    let list = g.online(&["--json", "trust", "list"]).ok().json();
+    assert_eq!(list["require"]["plant-a"], 2);
+
+    g.collect_fixture();
+    let cil = g.p("cil.zip");
+    g.secure(&["pack", "--out", &cil]).ok();
+    let manifest_before = g.online(&["--json", "inspect", &cil]).code(3).stdout;
+    let r = g.online(&["inspect", &cil]).code(3);
+    assert!(
+        r.stderr.contains("MP-BND-027") && r.stderr.contains("signed by 1 key(s)"),
+        "{}",
+        r.stderr
+    );
+    let r = g
+        .online(&[
+            "activate",
+            &cil,
+            "--out",
+            &g.p("ret.zip"),
+            "--backend",
+            "simulator",
+        ])
+        .code(3);
+    assert!(
+        r.stderr.contains("MP-BND-027"),
+        "nothing is answered: {}",
+        r.stderr
+    );
+    assert!(!g.path("ret.zip").exists());
+    let _ = manifest_before;
+
+    // The second operator cosigns: the manifest is unchanged, the bundle now passes.
+    let sha = g.secure(&["--json", "verify", &cil]).ok().json()["manifest_sha256"].clone();
+    let c = cosign(&op2, &cil).ok().json();
+    assert_eq!(c["signatures"], 2);
+    let v = g.online(&["--json", "inspect", &cil]).ok().json();
+    assert_eq!(v["manifest_sha256"], sha, "the manifest did not change");
+    g.secure(&["verify", &cil]).ok();
+    // Cosigning twice with one key is refused; a third operator may add theirs.
+    let r = cosign(&op2, &cil).code(3);
+    assert!(r.stderr.contains("MP-BND-026"), "{}", r.stderr);
+    assert_eq!(cosign(&op3, &cil).ok().json()["signatures"], 3);
+    g.online(&[
+        "activate",
+        &cil,
+        "--out",
+        &g.p("ret.zip"),
+        "--backend",
+        "simulator",
+    ])
+    .ok();
+    g.secure(&["apply", &g.p("ret.zip"), "--deposit-dir", &g.p("dep")])
+        .ok();
+
+    // An operator of another site cannot cosign; a changed bundle cannot be cosigned.
+    let other = g.p("other");
+    run(
+        "makproxy-secure",
+        &["--home", &other, "init", "--site", "plant-b"],
+    )
+    .ok();
+    let r = run("makproxy-secure", &["--home", &other, "cosign", &cil]).code(3);
+    assert!(r.stderr.contains("MP-BND-024"), "{}", r.stderr);
+    let ret = g.p("ret.zip");
+    let r = cosign(&op2, &ret).code(3);
+    assert!(
+        r.stderr.contains("MP-BND-023") || r.stderr.contains("MP-BND-005"),
+        "a return is not the secure side's to cosign: {}",
+        r.stderr
+    );
+    let cil2 = g.p("cil2.zip");
+    let mut bytes = std::fs::read(&cil).unwrap();
+    let at = bytes.windows(7).position(|w| w == b"records").unwrap() + 40;
+    bytes[at] ^= 0x20;
+    std::fs::write(&cil2, &bytes).unwrap();
+    let op4 = g.p("op4");
+    run(
+        "makproxy-secure",
+        &["--home", &op4, "init", "--site", "plant-a"],
+    )
+    .ok();
+    let r = cosign(&op4, &cil2).code(3);
+    assert!(
+        r.stderr.contains("MP-BND-011") || r.stderr.contains("MP-BND-001"),
+        "a changed bundle is refused, not signed: {}",
+        r.stderr
+    );
+    assert_eq!(
+        cosign(&op4, &cil).ok().json()["signatures"],
+        4,
+        "the intact one takes it"
+    );
+
+    // The rule can be lifted again.
+    g.online(&["trust", "require", "plant-a", "--signatures", "1"])
+        .ok();
+    let list = g.online(&["--json", "trust", "list"]).ok().json();
+    assert!(list.get("require").is_none());
+}
