@@ -128,6 +128,77 @@ impl Keys {
     }
 }
 
+/// The key-statement kit (fixtures/kit-statements): a chain of rotations of the secure
+/// site's key (old -> secure -> next), a revocation of the last, and forged and altered
+/// statements, by file name. What each must do, applied in which order, is in the
+/// folder's README and `crates/makproxy-core/tests/statements.rs`.
+pub fn statement_cases(now: OffsetDateTime) -> Vec<(&'static str, Vec<u8>)> {
+    let k = Keys::default();
+    let next = key("secure-next");
+    let file = |key: &SigningKey| {
+        PublicKey {
+            role: Role::Secure,
+            site: "kit-site".into(),
+            key: key.verifying_key(),
+        }
+        .to_file_bytes(key)
+    };
+    let stmt = |old: &SigningKey, new: Option<&SigningKey>, reason: &str, at| {
+        let f = new.map(file);
+        makproxy_core::statement::make(
+            Role::Secure,
+            "kit-site",
+            old,
+            new.zip(f.as_deref()),
+            reason,
+            at,
+        )
+    };
+    let first = k.rotation_statement(now);
+    let second = stmt(
+        &k.secure,
+        Some(&next),
+        "second rotation",
+        now - time::Duration::hours(1),
+    );
+    let revoke = stmt(
+        &next,
+        None,
+        "site closed",
+        now - time::Duration::minutes(30),
+    );
+    // Forged: the stranger's key signs a statement retiring the site's current key.
+    let forged = {
+        let mut e: Value =
+            serde_json::from_slice(&stmt(&k.stranger, Some(&next), "forged", now)).expect("json");
+        let body = B64
+            .decode(e["payload"].as_str().expect("payload"))
+            .expect("b64");
+        let mut p: Value = serde_json::from_slice(&body).expect("json");
+        p["key"] = json!(B64.encode(k.secure.verifying_key().as_bytes()));
+        e["payload"] = json!(B64.encode(serde_json::to_vec(&p).expect("json")));
+        serde_json::to_vec_pretty(&e).expect("json")
+    };
+    // Altered: the first rotation with its reason changed after signing.
+    let altered = {
+        let mut e: Value = serde_json::from_slice(&first).expect("json");
+        let body = String::from_utf8(
+            B64.decode(e["payload"].as_str().expect("payload"))
+                .expect("b64"),
+        )
+        .expect("utf-8");
+        e["payload"] = json!(B64.encode(body.replace("kit rotation", "kit rotatioN")));
+        serde_json::to_vec_pretty(&e).expect("json")
+    };
+    vec![
+        ("1-rotate-old-to-current.json", first),
+        ("2-rotate-current-to-next.json", second),
+        ("3-revoke-next.json", revoke),
+        ("forged-retire-current-signed-by-stranger.json", forged),
+        ("altered-rotate-old-to-current.json", altered),
+    ]
+}
+
 /// When the kit's previous secure key was retired: two hours before `now` (kit bundles
 /// are created an hour before `now`).
 pub fn retired_at(now: OffsetDateTime) -> OffsetDateTime {
