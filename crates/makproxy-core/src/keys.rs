@@ -1,6 +1,11 @@
-//! Each side's home folder: its ed25519 key pair, its site name, and the peer keys it
-//! trusts (pinned by name). Private keys are written owner-only and refused when
-//! readable by others; only public keys are ever exported.
+//! Each side's home folder: its ed25519 key pair (the secret key file's format is
+//! [`crate::secret`]'s), its site name, the peer keys it trusts (pinned by name, retired
+//! by key statements it accepted: `trust accept`), how many of a site's keys must sign
+//! (`trust require`), and the rotation or revocation of its own key (`key rotate`,
+//! `key revoke`; the statements' format is [`crate::statement`]'s). Private keys are
+//! written owner-only and refused when readable by others; only public keys are ever
+//! exported. Every change is a file written whole (temp + rename) or staged so that
+//! the next open finishes it.
 
 use crate::codes::Code;
 use crate::fsutil;
