@@ -62,25 +62,19 @@ impl Channel {
     }
 
     /// The channel Windows reports: `ProductKeyChannel` when present (Windows 8 and
-    /// later), else the `Description`; `None` when neither says (a CSV inventory).
+    /// later), else the `Description`; `None` when neither says (a CSV inventory). Both
+    /// name it with the same words (`Volume:CSVLK` / `VOLUME_KMS_WS19`, `Volume:GVLK` /
+    /// `VOLUME_KMSCLIENT`, `Retail`, `OEM:DM` …), read by one table.
     pub fn detect(product_key_channel: Option<&str>, description: Option<&str>) -> Option<Channel> {
-        if let Some(pkc) = product_key_channel.map(str::trim).filter(|s| !s.is_empty()) {
-            let p = pkc.to_ascii_uppercase();
-            return Some(match p.as_str() {
-                "VOLUME:MAK" => Channel::Mak,
-                "VOLUME:CSVLK" => Channel::Csvlk,
-                "VOLUME:GVLK" => Channel::KmsClient,
-                _ if p.starts_with("RETAIL") => Channel::Retail,
-                _ if p.starts_with("OEM") => Channel::Oem,
-                // Unknown names still carry a word that says which it is.
-                _ => return Channel::from_description(&p).or(Some(Channel::Other)),
-            });
-        }
-        let d = description.map(str::trim).filter(|s| !s.is_empty())?;
-        Channel::from_description(&d.to_ascii_uppercase()).or(Some(Channel::Other))
+        let text = [product_key_channel, description]
+            .into_iter()
+            .flatten()
+            .map(str::trim)
+            .find(|s| !s.is_empty())?;
+        Some(Channel::from_words(&text.to_ascii_uppercase()).unwrap_or(Channel::Other))
     }
 
-    fn from_description(d: &str) -> Option<Channel> {
+    fn from_words(d: &str) -> Option<Channel> {
         // Order matters: VOLUME_KMSCLIENT contains VOLUME_KMS.
         Some(if d.contains("KMSCLIENT") || d.contains("GVLK") {
             Channel::KmsClient
@@ -200,6 +194,14 @@ mod tests {
     /// Descriptions and ProductKeyChannel values as Windows and Office report them.
     #[test]
     fn channels_read_as_windows_reports_them() {
+        for c in Channel::ALL {
+            assert_eq!(c.to_string(), c.as_str());
+            assert_eq!(
+                c.proxy_activatable(),
+                matches!(c, Channel::Mak | Channel::Csvlk | Channel::Retail),
+                "{c}"
+            );
+        }
         let d = |s| Channel::detect(None, Some(s));
         assert_eq!(
             d("Windows(R) Operating System, VOLUME_MAK channel"),
@@ -262,6 +264,7 @@ mod tests {
         assert!(!def.enables(Some(Channel::Retail)));
         let all = Policy::parse(" retail , MAK,csvlk").unwrap();
         assert_eq!(all.as_string(), "mak,csvlk,retail");
+        assert_eq!(all.to_string(), "mak,csvlk,retail");
         assert_eq!(Policy::parse(&all.as_string()), Ok(all));
         for c in [Channel::Oem, Channel::KmsClient, Channel::Other] {
             assert!(!all.enables(Some(c)));

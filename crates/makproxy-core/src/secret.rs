@@ -92,31 +92,36 @@ pub fn passphrase(env: &str, question: &str) -> Option<Zeroizing<String>> {
 
 /// A new passphrase, asked twice (or from `env`), at least [`MIN_PASSPHRASE`] characters.
 pub fn new_passphrase(env: &str) -> Result<Zeroizing<String>, SecretError> {
-    let p = if let Ok(p) = std::env::var(env) {
-        Zeroizing::new(p)
-    } else {
-        let f = PROMPT.get().ok_or(SecretError::WeakPassphrase(format!(
+    if let Ok(p) = std::env::var(env) {
+        let p = Zeroizing::new(p);
+        let again = p.clone();
+        return confirm(p, &again);
+    }
+    let missing = || {
+        SecretError::WeakPassphrase(format!(
             "no passphrase: set {env}, or run from a terminal to be asked"
-        )))?;
-        let a = f("New passphrase for the secret key: ").ok_or_else(|| {
-            SecretError::WeakPassphrase(format!(
-                "no passphrase: set {env}, or run from a terminal to be asked"
-            ))
-        })?;
-        let b = f("The same passphrase again: ").unwrap_or_default();
-        if *a != *b {
-            return Err(SecretError::WeakPassphrase(
-                "the two passphrases differ".into(),
-            ));
-        }
-        a
+        ))
     };
-    if p.chars().count() < MIN_PASSPHRASE {
+    let f = PROMPT.get().ok_or_else(missing)?;
+    let a = f("New passphrase for the secret key: ").ok_or_else(missing)?;
+    let b = f("The same passphrase again: ").unwrap_or_default();
+    confirm(a, &b)
+}
+
+/// A new passphrase typed twice: the same both times, at least [`MIN_PASSPHRASE`]
+/// characters (not bytes).
+fn confirm(first: Zeroizing<String>, again: &str) -> Result<Zeroizing<String>, SecretError> {
+    if first.as_str() != again {
+        return Err(SecretError::WeakPassphrase(
+            "the two passphrases differ".into(),
+        ));
+    }
+    if first.chars().count() < MIN_PASSPHRASE {
         return Err(SecretError::WeakPassphrase(format!(
             "a passphrase needs at least {MIN_PASSPHRASE} characters"
         )));
     }
-    Ok(p)
+    Ok(first)
 }
 
 fn aad(role: Role) -> Vec<u8> {
@@ -317,6 +322,84 @@ mod tests {
             open(&serde_json::to_vec(&g).unwrap(), Role::Secure, good),
             Err(SecretError::Malformed(_))
         ));
+    }
+
+    /// Exact rules found by mutation testing: the length counts characters, both
+    /// typings must agree, every KDF bound is checked on its own, and salt and nonce
+    /// are fresh on every sealing.
+    #[test]
+    fn passphrase_and_kdf_rules_hold_at_their_limits() {
+        let z = |s: &str| Zeroizing::new(s.to_string());
+        assert!(confirm(z("12345678"), "12345678").is_ok());
+        assert!(confirm(z("1234567"), "1234567").is_err());
+        assert!(
+            confirm(z("ääääääää"), "ääääääää").is_ok(),
+            "eight characters, sixteen bytes"
+        );
+        assert!(confirm(z("12345678"), "12345679").is_err());
+        let sealed = seal(&[3; 32], Role::Secure, Some("a long phrase"));
+        let f: File = serde_json::from_slice(&sealed).unwrap();
+        let kdf = f.kdf.clone().unwrap();
+        for (what, k) in [
+            (
+                "name",
+                Kdf {
+                    name: "argon2".into(),
+                    ..kdf.clone()
+                },
+            ),
+            (
+                "log_n low",
+                Kdf {
+                    log_n: 9,
+                    ..kdf.clone()
+                },
+            ),
+            (
+                "log_n high",
+                Kdf {
+                    log_n: 23,
+                    ..kdf.clone()
+                },
+            ),
+            (
+                "r",
+                Kdf {
+                    r: 33,
+                    ..kdf.clone()
+                },
+            ),
+            (
+                "r zero",
+                Kdf {
+                    r: 0,
+                    ..kdf.clone()
+                },
+            ),
+            (
+                "p",
+                Kdf {
+                    p: 5,
+                    ..kdf.clone()
+                },
+            ),
+            (
+                "salt",
+                Kdf {
+                    salt: B64.encode([0u8; 31]),
+                    ..kdf.clone()
+                },
+            ),
+        ] {
+            assert!(
+                matches!(derive("a long phrase", &k), Err(SecretError::Malformed(_))),
+                "{what}"
+            );
+        }
+        let again: File =
+            serde_json::from_slice(&seal(&[3; 32], Role::Secure, Some("a long phrase"))).unwrap();
+        assert_ne!(again.kdf.unwrap().salt, kdf.salt, "fresh salt");
+        assert_ne!(again.nonce, f.nonce, "fresh nonce");
     }
 
     #[test]

@@ -31,16 +31,6 @@ pub enum StatementKind {
     Revoke,
 }
 
-impl StatementKind {
-    /// The kind's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StatementKind::Rotate => "rotate",
-            StatementKind::Revoke => "revoke",
-        }
-    }
-}
-
 /// The signed payload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -357,6 +347,30 @@ mod tests {
             AT,
         );
         assert!(check(&itself).is_err(), "the successor is the old key");
+        // Limits: size, reason length, format and version (checked before signatures).
+        let mut big = rot.clone();
+        big.resize(MAX_STATEMENT as usize + 1, b' ');
+        assert!(check(&big).unwrap_err().0.contains("larger"));
+        let mut fits = rot.clone();
+        fits.resize(MAX_STATEMENT as usize, b' ');
+        assert!(
+            check(&fits).is_ok(),
+            "trailing white space within the limit is JSON's"
+        );
+        let payload = |f: &dyn Fn(&mut Payload)| {
+            reenvelope(&rot, |e| {
+                let mut p: Payload =
+                    serde_json::from_slice(&B64.decode(&e.payload).unwrap()).unwrap();
+                f(&mut p);
+                e.payload = B64.encode(serde_json::to_vec(&p).unwrap());
+            })
+        };
+        let err = |b: Vec<u8>| check(&b).unwrap_err().0;
+        assert!(err(payload(&|p| p.reason = "r".repeat(MAX_REASON + 1))).contains("reason"));
+        assert!(err(payload(&|p| p.reason = "r".repeat(MAX_REASON))).contains("does not verify"));
+        assert!(err(payload(&|p| p.version = 2)).contains("unsupported"));
+        assert!(err(payload(&|p| p.format = "other".into())).contains("unsupported"));
+        assert!(err(payload(&|p| p.at = "yesterday".into())).contains("RFC 3339"));
         // Not a statement at all; unknown fields.
         assert!(check(b"{}").is_err());
         let unknown = reenvelope(&rev, |e| {

@@ -434,6 +434,66 @@ mod tests {
         assert!(p.epid.is_none(), "PRODUCT ID is not an extended product ID");
     }
 
+    /// A display language none of the labels are in: identifiers by shape (an IID with
+    /// spaces, an ePID, GUIDs, the channel), the partial key by a label that names a key
+    /// and a five-character value; a URL under a key label is not a key.
+    #[test]
+    fn an_unknown_display_language_still_reads_by_shape() {
+        let iid = crate::ids::with_check_digits(&crate::ids::digits_from_seed(b"es", 54), 7);
+        let spaced: String = iid
+            .as_bytes()
+            .chunks(7)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let text = format!(
+            "Nombre: Windows(R), Enterprise edition\n\
+             Descripción: Windows(R) Operating System, VOLUME_KMS_WS19 channel\n\
+             Id. de activación: 2de67392-b7a7-462a-b1ca-108dd189f588\n\
+             Id. de aplicación: {}\n\
+             PID extendido: 03612-03305-317-008912-02-3082-9200.0000-0662023\n\
+             Canal: Volume:CSVLK\n\
+             Id. de instalación: {spaced}\n\
+             URL de certificado de clave de producto: https://example.invalid/a\n\
+             Clave de producto parcial: 3V66T\n",
+            ApplicationId::WINDOWS
+        );
+        let (_, Parsed::Products(v)) = parse(&text, "PC-ES").unwrap() else {
+            panic!()
+        };
+        assert_eq!(v.len(), 1, "{v:?}");
+        let p = v[0].as_ref().unwrap();
+        assert_eq!(p.channel, Some(Channel::Csvlk));
+        assert_eq!(p.iid.as_ref().unwrap().digits(), iid);
+        assert_eq!(p.partial_key.as_deref(), Some("3V66T"));
+        assert!(p.epid.is_some());
+        for (value, c) in [
+            ("Retail", Channel::Retail),
+            ("OEM:DM", Channel::Oem),
+            ("Retail:TB:Eval", Channel::Retail),
+        ] {
+            let t = text.replace("Volume:CSVLK", value);
+            let (_, Parsed::Products(v)) = parse(&t, "PC-ES").unwrap() else {
+                panic!()
+            };
+            assert_eq!(v[0].as_ref().unwrap().channel, Some(c), "{value}");
+        }
+        // The OEM code page's first and last upper bytes.
+        assert_eq!(
+            decode_console_text(&[0x41, 0x80, 0xff]).unwrap(),
+            "AÇ\u{a0}"
+        );
+        // An ospp.vbs /dinstid line whose IID fails its check is not taken as one.
+        let bad = format!("{}{}", &iid[..62], (iid.as_bytes()[62] - b'0' + 1) % 10);
+        let line =
+            format!("Installation ID for: Office (6f327760-8c5c-417c-9b61-836a98287e0c): {bad}\n");
+        let e = parse(&line, "PC").unwrap_err();
+        assert_eq!(e.code, Code::RecShape, "{}", e.detail);
+        // Text that is not console output says so.
+        let e = parse("hello: world\n", "PC").unwrap_err();
+        assert!(e.detail.contains("not agent JSON"), "{}", e.detail);
+    }
+
     #[test]
     fn dti_alone_or_a_bad_iid_is_a_record_error_naming_what_to_save() {
         let iid = crate::ids::with_check_digits(&crate::ids::digits_from_seed(b"d", 54), 7);
