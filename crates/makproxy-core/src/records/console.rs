@@ -229,7 +229,8 @@ pub(super) fn looks_like_console(text: &str) -> bool {
 }
 
 pub(super) fn parse_console(text: &str, host: &str) -> Result<Parsed, RecordError> {
-    let ospp = text.contains("---Processing") || text.to_ascii_uppercase().contains("SKU ID");
+    // ospp.vbs frames every command's output with this line; slmgr.vbs never prints it.
+    let ospp = text.contains("---Processing");
     let mut blocks: Vec<Block> = Vec::new();
     let mut cur = Block::default();
     for (i, raw) in text.lines().enumerate() {
@@ -503,7 +504,26 @@ mod tests {
         };
         let e = v[0].as_ref().unwrap_err();
         assert_eq!(e.code, Code::RecMissingField);
-        assert!(e.detail.contains("slmgr /dlv all"), "{}", e.detail);
+        assert_eq!(e.record, Some(1));
+        assert!(
+            e.detail.contains("from line 1 ") && e.detail.contains("slmgr /dlv all"),
+            "{}",
+            e.detail
+        );
+        // As many products as a file may hold, and one more.
+        let many = |n: usize| {
+            (0..n)
+                .map(|i| format!("Activation ID: 2de67392-b7a7-462a-b1ca-{i:012x}\n"))
+                .collect::<String>()
+        };
+        let (_, Parsed::Products(v)) = parse(&many(MAX_PRODUCTS), "PC").unwrap() else {
+            panic!()
+        };
+        assert_eq!(v.len(), MAX_PRODUCTS);
+        assert_eq!(
+            parse(&many(MAX_PRODUCTS + 1), "PC").unwrap_err().code,
+            Code::RecTooLarge
+        );
         // A typo in a group is caught where the label says it is an IID.
         let bad = iid.replacen(
             &iid[..7],
