@@ -751,6 +751,34 @@ impl Home {
         Ok(out)
     }
 
+    /// The pin of a key that this very statement was retiring when `trust accept` was
+    /// killed: its retired copy and statement are written, its pin file still holds it.
+    /// Finishing the job is then the same steps again.
+    fn half_accepted(
+        &self,
+        all: &[Trusted],
+        key: &VerifyingKey,
+        statement: &[u8],
+    ) -> Result<Option<Trusted>, KeyError> {
+        for t in all.iter().filter(|t| t.key.key == *key) {
+            let kept = self
+                .retired_trust_dir(&t.name)
+                .join(format!("{}.statement", t.key.key_id()));
+            let pin = self.trust_dir().join(format!("{}.pub", t.name));
+            if fs::read(&kept).ok().as_deref() != Some(statement) || !pin.exists() {
+                continue;
+            }
+            let bytes = fsutil::read_regular(&pin, MAX_PUBLIC_KEY_FILE).map_err(io_err(&pin))?;
+            if PublicKey::from_file_bytes(&pin, &bytes, false)?.key == *key {
+                return Ok(Some(Trusted {
+                    retired_at: None,
+                    ..t.clone()
+                }));
+            }
+        }
+        Ok(None)
+    }
+
     /// This side's own keys: the current one and those it retired (for verifying its
     /// own earlier bundles).
     pub fn own_keys(&self) -> Result<Vec<Trusted>, KeyError> {
@@ -809,10 +837,12 @@ impl Home {
         }
         .fingerprint();
         let all = self.trusted()?;
-        let Some(pinned) = all
+        let live = all
             .iter()
             .find(|t| t.key.key == st.key && t.retired_at.is_none())
-        else {
+            .cloned()
+            .or(self.half_accepted(&all, &st.key, &bytes)?);
+        let Some(pinned) = live.as_ref() else {
             if all.iter().any(|t| t.key.key == st.key) {
                 return Err(KeyError::StatementApplied {
                     path: file.to_path_buf(),
@@ -1001,6 +1031,45 @@ impl Home {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `trust accept` killed between keeping the retired key and replacing the pin
+    /// (the pin file still holds the old key) is finished by running it again; a
+    /// finished one run again is refused as applied.
+    #[test]
+    fn a_trust_accept_killed_half_way_is_finished_by_a_re_run() {
+        let t = tempfile::tempdir().unwrap();
+        let at = time::macros::datetime!(2026-11-23 10:00 UTC);
+        let (secure, spub) =
+            Home::init(&t.path().join("s"), Role::Secure, "plant-a", None).unwrap();
+        let (online, _) = Home::init(&t.path().join("o"), Role::Online, "gw", None).unwrap();
+        let pubfile = t.path().join("s.pub");
+        fs::write(&pubfile, spub.to_file_bytes(&secure.signing_key().unwrap())).unwrap();
+        online.trust_add(&pubfile, "plant-a").unwrap();
+        let (stmt, next) = secure.retire_key(true, None, "kill test", at).unwrap();
+        let sfile = t.path().join("rotation.json");
+        fs::write(&sfile, &stmt).unwrap();
+        online.trust_accept(&sfile, at).unwrap();
+        // The state a kill before the last step leaves: the old key still pinned.
+        let pin = online.trust_dir().join("plant-a.pub");
+        let retired = online
+            .retired_trust_dir("plant-a")
+            .join(format!("{}.pub", spub.key_id()));
+        fs::copy(&retired, &pin).unwrap();
+        let a = online.trust_accept(&sfile, at).unwrap();
+        assert_eq!(a.new, next);
+        let live: Vec<_> = online
+            .trusted()
+            .unwrap()
+            .into_iter()
+            .filter(|k| k.retired_at.is_none())
+            .collect();
+        assert_eq!(live.len(), 1);
+        assert_eq!(Some(live[0].key.clone()), next);
+        assert!(matches!(
+            online.trust_accept(&sfile, at),
+            Err(KeyError::StatementApplied { .. })
+        ));
+    }
 
     /// A rotation killed after its statement was staged is finished by the next open;
     /// one killed before is forgotten (the old key stays, nothing was given out).
