@@ -792,19 +792,7 @@ pub fn run(
         .hint("check the network, proxy and --endpoint, then run the same command again; uncertain records need --retry-uncertain"));
     }
 
-    let remaining = (!counts.is_empty()).then(|| {
-        counts
-            .into_iter()
-            .map(|mut c| {
-                c.spent = s
-                    .obtained_per_epid
-                    .get(c.extended_product_id.as_str())
-                    .copied()
-                    .unwrap_or(0);
-                c
-            })
-            .collect()
-    });
+    let remaining = carried_counts(counts, &s.obtained_per_epid);
     let written = write_return(
         home, journal, o, &v, &key, now, writer, &endpoint, remaining,
     )?;
@@ -842,6 +830,29 @@ fn refuse_replay(journal: &Journal, v: &bundle::Verified, signer: &str) -> Resul
         .hint("a replayed or re-packed-by-hand bundle; if the secure side was rebuilt, trust its new key (its numbers start afresh)"));
     }
     Ok(())
+}
+
+/// The counts `--check-remaining` saw, with what this run then spent per ePID, as the
+/// return carries them: at most the reader's limit (the first ePIDs in order; several
+/// ePIDs of one key give the same count), so the return is never one its reader
+/// refuses after activations were spent.
+fn carried_counts(
+    counts: Vec<bundle::RemainingCount>,
+    spent: &BTreeMap<String, u64>,
+) -> Option<Vec<bundle::RemainingCount>> {
+    (!counts.is_empty()).then(|| {
+        counts
+            .into_iter()
+            .take(bundle::MAX_REMAINING)
+            .map(|mut c| {
+                c.spent = spent
+                    .get(c.extended_product_id.as_str())
+                    .copied()
+                    .unwrap_or(0);
+                c
+            })
+            .collect()
+    })
 }
 
 /// `--check-remaining`: every key behind the batch has enough activations left. The
@@ -1520,6 +1531,27 @@ mod tests {
             "answer saved"
         );
         assert!(j.intents().unwrap().is_empty(), "nothing left uncertain");
+    }
+
+    /// A batch with more ePIDs than a return may carry counts for: the first ones go,
+    /// each with what was spent on it, and nothing past the reader's limit.
+    #[test]
+    fn carried_counts_stay_within_what_the_reader_takes() {
+        assert!(carried_counts(Vec::new(), &BTreeMap::new()).is_none());
+        let epid = |i: usize| format!("03612-03305-317-{i:06}-02-1033-9200.0000-0662023");
+        let counts: Vec<bundle::RemainingCount> = (0..bundle::MAX_REMAINING + 3)
+            .map(|i| bundle::RemainingCount {
+                extended_product_id: ExtendedProductId::parse(&epid(i)).unwrap(),
+                activations_remaining: 10,
+                spent: 0,
+                checked: "2026-11-23T10:00:00Z".into(),
+            })
+            .collect();
+        let spent = BTreeMap::from([(epid(1), 2u64)]);
+        let c = carried_counts(counts, &spent).unwrap();
+        assert_eq!(c.len(), bundle::MAX_REMAINING);
+        assert_eq!((c[0].spent, c[1].spent), (0, 2));
+        assert_eq!(c[0].extended_product_id.as_str(), epid(0));
     }
 
     #[test]
