@@ -665,9 +665,13 @@ impl Ledger {
     pub fn keys(&self) -> rusqlite::Result<Vec<KeyRow>> {
         self.conn
             .prepare(
-                "SELECT k.last5, k.product, k.channel, k.epid, k.remaining, k.remaining_at, k.remaining_from,
-                        (SELECT COUNT(*) FROM products p WHERE upper(p.partial_key) = k.last5 AND p.state = 'queued')
-                 FROM product_keys k ORDER BY k.product, k.last5",
+                "SELECT k.last5, k.product, k.channel, k.epid, k.remaining, k.remaining_at, k.remaining_from, COALESCE(q.n, 0)
+                 FROM product_keys k LEFT JOIN (
+                     SELECT upper(f.partial_key) AS last5, COUNT(*) AS n
+                     FROM product_status s JOIN product_facts f ON f.id = s.product_id
+                     WHERE s.state = 'queued' GROUP BY 1
+                 ) q ON q.last5 = k.last5
+                 ORDER BY k.product, k.last5",
             )?
             .query_map([], |r| {
                 Ok(KeyRow {
@@ -811,12 +815,6 @@ impl Ledger {
         };
         Ok(ReportTables {
             per_product: table("SELECT COALESCE(product, activation_id), COALESCE(channel, '-'), state, CAST(COUNT(*) AS TEXT) FROM products GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")?,
-            keys: table(
-                "SELECT '…' || k.last5, k.product, k.channel, CASE WHEN k.remaining IS NULL THEN '?' WHEN k.remaining < 0 THEN 'no limit' ELSE CAST(k.remaining AS TEXT) END,
-                        COALESCE(k.remaining_at || ' (' || k.remaining_from || ')', 'never'),
-                        CAST((SELECT COUNT(*) FROM products p WHERE upper(p.partial_key) = k.last5 AND p.state = 'queued') AS TEXT)
-                 FROM product_keys k ORDER BY k.product, k.last5",
-            )?,
             per_bundle: table(
                 "SELECT b.sequence || '', b.bundle_id, b.created, CAST(b.records AS TEXT), CAST(SUM(br.answered > 0) AS TEXT),
                         COALESCE((SELECT GROUP_CONCAT(r.bundle_id || ' (' || r.backend || CASE WHEN r.simulated THEN ', SIMULATED' ELSE '' END || ')', ' ') FROM returns r WHERE r.answers = b.bundle_id), '')
@@ -837,8 +835,6 @@ pub struct ReportTables {
     pub per_product: Vec<Vec<String>>,
     /// Counts per bundle.
     pub per_bundle: Vec<Vec<String>>,
-    /// The key inventory.
-    pub keys: Vec<Vec<String>>,
     /// Failed products with their reasons.
     pub failures: Vec<Vec<String>>,
     /// Files and records collect refused.

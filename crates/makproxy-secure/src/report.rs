@@ -227,7 +227,28 @@ pub fn report(out: &Output, ledger: &Ledger, path: &Path, force: bool) -> Result
         .map(|(s, n)| (s.as_str().to_string(), n))
         .collect::<Vec<_>>();
     let t = ledger.report_tables().map_err(db)?;
-    let keys = t.keys;
+    // The inventory as `keys list` reads it.
+    let keys: Vec<Vec<String>> = ledger
+        .keys()
+        .map_err(db)?
+        .into_iter()
+        .map(|k| {
+            vec![
+                format!("…{}", k.last5),
+                k.product,
+                k.channel,
+                match k.remaining {
+                    None => "?".into(),
+                    Some(n) if n < 0 => "no limit".into(),
+                    Some(n) => n.to_string(),
+                },
+                k.remaining_at
+                    .map(|at| format!("{at} ({})", k.remaining_from.unwrap_or_default()))
+                    .unwrap_or_else(|| "never".into()),
+                k.queued.to_string(),
+            ]
+        })
+        .collect();
     let (per_product, per_bundle, failures, rejections, total) = (
         t.per_product,
         t.per_bundle,
