@@ -11,6 +11,8 @@ mod collect;
 mod cosign;
 #[path = "e2e/crash.rs"]
 mod crash;
+#[path = "e2e/differential.rs"]
+mod differential;
 #[path = "e2e/estate.rs"]
 mod estate;
 #[path = "e2e/guide.rs"]

@@ -26,6 +26,11 @@ fn every_kit_case_is_rejected_by_the_binaries_with_its_code() {
     )
     .unwrap();
     std::fs::write(
+        p("kit-other-site.pub"),
+        keys.other_site_public().to_file_bytes(&keys.other_site),
+    )
+    .unwrap();
+    std::fs::write(
         p("kit-online.pub"),
         keys.public(Role::Online).to_file_bytes(&keys.online),
     )
@@ -82,6 +87,22 @@ fn every_kit_case_is_rejected_by_the_binaries_with_its_code() {
             &p("kit-colleague.pub"),
             "--name",
             "kit-colleague",
+        ],
+    )
+    .ok();
+
+    // A second site on the same gateway: its key is trusted, its cosignature never
+    // counts for kit-site.
+    run(
+        "makproxy-online",
+        &[
+            "--home",
+            &oh,
+            "trust",
+            "add",
+            &p("kit-other-site.pub"),
+            "--name",
+            "kit-other-site",
         ],
     )
     .ok();

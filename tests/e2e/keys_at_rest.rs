@@ -186,3 +186,69 @@ fn init_says_whether_the_secret_key_is_encrypted() {
     let secret = std::fs::read_to_string(t.path().join("d/secret.key")).unwrap();
     assert!(secret.contains("\"version\":2"));
 }
+
+/// Adversary: a hostile gateway program (`--backend command`), a third party's code by
+/// design. The online key's passphrase, given to the batch run in MAKPROXY_PASSPHRASE,
+/// and any other variable of the operator's session, never reach it: the passphrase
+/// variables leave the environment when the binary starts, and a child gets only the
+/// allowlist of docs/backends.md plus MAKPROXY_GATEWAY_* settings.
+#[test]
+fn a_gateway_program_sees_no_passphrase_and_only_the_allowlisted_environment() {
+    let g = Gap::default();
+    g.online_env(&["key", "passwd"], &[("MAKPROXY_NEW_PASSPHRASE", PASS)])
+        .ok();
+    let cil = g.packed_fixture();
+    let dump = g.p("gateway-env.txt");
+    let gateway = makproxy_e2e::example("echo_gateway");
+    g.online_env(
+        &[
+            "activate",
+            &cil,
+            "--out",
+            &g.p("ret.zip"),
+            "--backend",
+            "command",
+            "--command",
+            &gateway,
+            "--command-arg",
+            "--dump-env",
+            "--command-arg",
+            &dump,
+        ],
+        &[
+            ("MAKPROXY_PASSPHRASE", PASS),
+            ("MAKPROXY_NEW_PASSPHRASE", "another secret phrase"),
+            ("makproxy_passphrase", "lower-case spelling"),
+            ("SESSION_TOKEN", "operator-session-credential"),
+            ("MAKPROXY_GATEWAY_TENANT", "plant-a-tenant"),
+        ],
+    )
+    .code(4); // the example gateway refuses some IIDs: partial
+    let seen = std::fs::read_to_string(&dump).unwrap();
+    for secret in [
+        PASS,
+        "another secret phrase",
+        "lower-case spelling",
+        "operator-session-credential",
+    ] {
+        assert!(
+            !seen.contains(secret),
+            "the gateway saw {secret:?}:\n{seen}"
+        );
+    }
+    assert!(
+        !seen.to_ascii_uppercase().contains("MAKPROXY_PASSPHRASE"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("env MAKPROXY_GATEWAY_TENANT=plant-a-tenant"),
+        "{seen}"
+    );
+    assert!(seen.lines().any(|l| l.starts_with("env PATH=")), "{seen}");
+    assert!(
+        !seen.lines().any(|l| l.starts_with("env NO_COLOR=")),
+        "not allowlisted: {seen}"
+    );
+    // The run signed its return with the encrypted key: the passphrase was read.
+    g.secure(&["verify", &g.p("ret.zip")]).ok();
+}

@@ -276,6 +276,13 @@ impl Gap {
     pub fn online(&self, args: &[&str]) -> Run {
         self.with_home(false, args)
     }
+    /// An online-side command with environment variables set (passphrases).
+    pub fn online_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let home = self.online_home();
+        let mut a = vec!["--home", home.as_str()];
+        a.extend_from_slice(args);
+        run_env("makproxy-online", &a, env)
+    }
     pub fn spawn_secure(&self, args: &[&str]) -> Child {
         self.spawn(true, args)
     }

@@ -6,7 +6,9 @@
 //! Run by makproxy: makproxy-online activate IN --out OUT --backend command --command echo_gateway
 //!
 //! For tests: `--log FILE` appends each IID it is asked for (one line, flushed, before it
-//! answers: what "the service saw"), `--delay-ms N` waits before each answer.
+//! answers: what "the service saw"), `--delay-ms N` waits before each answer,
+//! `--dump-env FILE` writes its whole environment and argv there first (what a hostile
+//! gateway program could read: tests/e2e/keys_at_rest.rs).
 
 use makproxy_backend::simulator::Simulator;
 use makproxy_backend::Request;
@@ -20,6 +22,20 @@ fn main() {
             .position(|a| a == name)
             .and_then(|i| args.get(i + 1).cloned())
     };
+    if let Some(p) = opt("--dump-env") {
+        let mut text = String::new();
+        for a in &args {
+            text.push_str(&format!("arg {a}\n"));
+        }
+        for (k, v) in std::env::vars_os() {
+            text.push_str(&format!(
+                "env {}={}\n",
+                k.to_string_lossy(),
+                v.to_string_lossy()
+            ));
+        }
+        std::fs::write(p, text).expect("write --dump-env file");
+    }
     let mut log = opt("--log").map(|p| {
         std::fs::OpenOptions::new()
             .create(true)

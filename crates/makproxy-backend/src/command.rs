@@ -106,11 +106,65 @@ fn protocol(m: impl Into<String>) -> Failure {
     Failure::new(Code::BkdProtocol, m)
 }
 
+/// The environment variables a gateway program is started with, if set
+/// (docs/backends.md, "Environment"): what a program needs to find itself, its
+/// temporary folder, its locale and the site's HTTP proxy, and every variable whose
+/// name starts with [`GATEWAY_ENV_PREFIX`] (the site's own settings for it). Nothing
+/// else: no passphrase, no credentials of the operator's session.
+pub const CHILD_ENV: &[&str] = &[
+    "PATH",
+    "PATHEXT",
+    "SystemRoot",
+    "SystemDrive",
+    "windir",
+    "ComSpec",
+    "TEMP",
+    "TMP",
+    "TMPDIR",
+    "HOME",
+    "USERPROFILE",
+    "LOCALAPPDATA",
+    "APPDATA",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "TZ",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+];
+
+/// Variables with this prefix are passed to the gateway program as they are.
+pub const GATEWAY_ENV_PREFIX: &str = "MAKPROXY_GATEWAY_";
+
+/// Whether a variable of this name is passed to a gateway program. Names compare
+/// without regard to case (as Windows does, and `http_proxy` is as common as
+/// `HTTP_PROXY`); the passphrase variables never pass, whatever their spelling.
+pub fn passed_to_child(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    if makproxy_core::secret::SECRET_ENV.contains(&upper.as_str()) {
+        return false;
+    }
+    CHILD_ENV.iter().any(|n| n.eq_ignore_ascii_case(name)) || upper.starts_with(GATEWAY_ENV_PREFIX)
+}
+
+/// The environment a child process gets: this process's, filtered by [`passed_to_child`].
+pub fn child_environment() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+        .filter(|(k, _)| k.to_str().is_some_and(passed_to_child))
+        .collect()
+}
+
 impl CommandBackend {
-    /// Starts `program args…`; its stderr passes through to the operator.
+    /// Starts `program args…` with the allowlisted environment ([`child_environment`]);
+    /// its stderr passes through to the operator.
     pub fn start(program: &str, args: &[String], timeout: Duration) -> Result<Self, String> {
+        makproxy_core::secret::take_from_environment();
         let mut child = Command::new(program)
             .args(args)
+            .env_clear()
+            .envs(child_environment())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -503,6 +503,9 @@ pub fn command<C: clap::CommandFactory>() -> clap::Command {
 /// `MP-USE-001`, and as JSON on stdout under `--json`) and exits 2. Help and version
 /// requests print as clap prints them.
 pub fn parse<C: clap::Parser>() -> C {
+    // First of all, before any thread or child: the passphrase variables leave the
+    // environment (docs/keys.md, "The passphrase").
+    makproxy_core::secret::take_from_environment();
     makproxy_core::secret::set_prompt(ask_passphrase);
     match command::<C>()
         .try_get_matches()
@@ -644,12 +647,20 @@ pub enum TrustCommand {
     ///
     /// Example: trust list
     List,
-    /// Remove a pinned key.
+    /// Distrust a signer: its current key and every key its rotations retired.
+    ///
+    /// For a compromise: nothing signed by that chain is accepted again, however it is
+    /// dated (a rotation is `trust accept`). The name is free for a fresh `trust add`
+    /// afterwards. With --retired, only the retired keys go (an old key of the chain
+    /// was stolen; the current one stays).
     ///
     /// Example: trust remove old-gateway
     Remove {
-        /// The name the key was pinned under (`trust list` shows them).
+        /// The name the signer was pinned under (`trust list` shows them).
         name: String,
+        /// Remove only the keys this name's rotations retired; keep its current key.
+        #[arg(long)]
+        retired: bool,
     },
 }
 
@@ -807,10 +818,19 @@ pub fn trust(out: &Output, home: &Home, cmd: &TrustCommand) -> Result<Exit, CliE
                 name: a.name,
             });
         }
-        TrustCommand::Remove { name } => {
-            home.trust_remove(name)?;
+        TrustCommand::Remove { name, retired } => {
+            let r = home.trust_remove(name, *retired)?;
             out.report(&report::TrustRemoved {
-                removed: name.clone(),
+                removed: r.name,
+                keys: r.keys.iter().map(|t| (&t.key).into()).collect(),
+                retired_only: *retired,
+                quorum_unmet: r
+                    .quorum
+                    .map(|(site, signatures, signers)| report::QuorumUnmet {
+                        site,
+                        signatures,
+                        signers,
+                    }),
             });
         }
     }

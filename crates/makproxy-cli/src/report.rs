@@ -342,11 +342,51 @@ impl Display for TrustAccepted {
 pub struct TrustRemoved {
     /// The name removed.
     pub removed: String,
+    /// Every key no longer trusted: the current one and the retired ones (or, with
+    /// --retired, the retired ones only).
+    pub keys: Vec<KeyInfo>,
+    /// Whether only the retired keys were removed (`--retired`).
+    pub retired_only: bool,
+    /// The site's rule (`trust require`) can no longer be met, when set.
+    pub quorum_unmet: Option<QuorumUnmet>,
+}
+
+/// A site's two-person rule that the pinned signers can no longer meet.
+#[derive(Debug, Serialize)]
+pub struct QuorumUnmet {
+    /// The site.
+    pub site: String,
+    /// Signatures its rule requires.
+    pub signatures: usize,
+    /// Signers of that site still pinned.
+    pub signers: usize,
 }
 
 impl Display for TrustRemoved {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        write!(f, "Removed {:?}", self.removed)
+        write!(
+            f,
+            "Removed {}{:?}: {} key(s) no longer trusted, whatever date a bundle claims",
+            if self.retired_only {
+                "the retired keys of "
+            } else {
+                ""
+            },
+            self.removed,
+            self.keys.len()
+        )?;
+        for k in &self.keys {
+            write!(f, "\n  {}", k.fingerprint)?;
+        }
+        if self.retired_only {
+            write!(f, "\nIts current key stays trusted.")?;
+        } else {
+            write!(f, "\nThe name is free: pin the signer's new key with `trust add FILE --name {}` once its fingerprint is confirmed by phone.", self.removed)?;
+        }
+        if let Some(q) = &self.quorum_unmet {
+            write!(f, "\nWarning: site {:?} requires {} signatures and has {} signer(s) pinned: its bundles are refused (MP-BND-027) until another signer is pinned or `trust require {} --signatures {}`.", escape(&q.site), q.signatures, q.signers, escape(&q.site), q.signers.max(1))?;
+        }
+        Ok(())
     }
 }
 

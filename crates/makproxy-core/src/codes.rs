@@ -104,6 +104,10 @@ codes! {
         => "makproxy writes no comments and no extra fields (timestamps, zip64, alignment). The file was re-zipped or altered by another tool; ask for the original bundle.",
     BndLocalHeader = "MP-BND-015": "an entry's local header differs from its central-directory entry"
         => "Two descriptions of one entry disagree (name, sizes, CRC, method or flags), so zip readers could extract different things. The file was crafted or corrupted; do not use it.",
+    BndHeaderField = "MP-BND-016": "an entry header field differs from the one value the format fixes"
+        => "makproxy writes every header field with one fixed value: version made by and needed, method per entry (the data entry deflated unless it is empty, manifest and signatures stored), time and date 1980-01-01 00:00, no flags, disk 0, no internal attributes, a regular file readable by all (0644). Another value means another tool wrote or changed the file, and other zip readers may treat it differently. Ask for the bundle makproxy wrote.",
+    BndDeflateEnd = "MP-BND-017": "an entry's deflate stream does not end exactly at its compressed size"
+        => "The compressed data of an entry ends before its declared compressed size (bytes hidden after the end of the stream) or runs past it. Those bytes are not signed and other zip readers may see them. Do not use the file; ask for the bundle makproxy wrote.",
     BndSigMalformed = "MP-BND-020": "signature file is malformed"
         => "manifest.sig is not a makproxy signature file. The bundle was altered or repacked by another tool.",
     BndSigInvalid = "MP-BND-021": "signature does not verify over the manifest"
@@ -117,9 +121,11 @@ codes! {
     BndRetiredKey = "MP-BND-025": "bundle is signed by a key that a key statement retired before the bundle was created"
         => "The signer's key was rotated or revoked (`trust list` shows when) and this bundle was made after that. A bundle from before still verifies. If the other side rotated, it signs with its new key: ask for a bundle made with it. If you did not expect a rotation, treat the bundle as suspect.",
     BndDuplicateSigner = "MP-BND-026": "one key signed the bundle twice (a cosignature repeats a signer)"
-        => "A cosignature is by a key that signed the bundle already. Each operator cosigns once; a bundle with a repeated signer is refused as malformed. Pack it again and have each operator cosign it once.",
+        => "A cosignature is by a key that signed the bundle already. Refused by `cosign`, nothing was changed: the bundle is as good as before; have another operator cosign it. Refused at the gate, the file carries a repeated signature entry that makproxy's `cosign` never writes: ask for the bundle as it was packed and cosigned.",
     BndQuorum = "MP-BND-027": "the bundle carries fewer signatures than this site requires"
         => "This side requires several operators' signatures for bundles of that site (`trust require`; `trust list` shows the rule and the keys). Have more of the named operators run `cosign FILE` on the bundle, then bring it again. Nothing was read from it.",
+    BndSameSigner = "MP-BND-028": "a cosignature is by another key of a signer already counted (the same person's rotated, retired or re-pinned key)"
+        => "A signer is one identity: a pinned key and every key its rotation statements link to it, under one trust name. The two-person rule counts identities, so a bundle cosigned by an earlier or later key of a signer that already signed it is refused: one operator cannot meet the rule alone by rotating. Have a different operator (another pinned name of that site) cosign it.",
     BndManifestSyntax = "MP-BND-030": "manifest is not valid UTF-8 JSON of the expected shape"
         => "The manifest is not clean UTF-8 JSON (trailing data, wrong types). The signer is trusted but the tool that made it is broken.",
     BndUnknownField = "MP-BND-031": "manifest or record has an unknown field"

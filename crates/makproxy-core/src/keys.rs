@@ -88,6 +88,8 @@ pub enum KeyError {
     AlreadyTrusted(String),
     #[error("no trusted key named {0:?}")]
     UnknownName(String),
+    #[error("{0:?} has no retired keys; to distrust its current key too, run `trust remove {0}` without --retired")]
+    NothingRetired(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -124,7 +126,7 @@ impl KeyError {
             KeyError::Role { .. } | KeyError::OtherSide { .. } => Code::KeyRole,
             KeyError::TrustName(_) => Code::KeyTrustName,
             KeyError::AlreadyTrusted(_) => Code::KeyAlreadyTrusted,
-            KeyError::UnknownName(_) => Code::KeyUnknownName,
+            KeyError::UnknownName(_) | KeyError::NothingRetired(_) => Code::KeyUnknownName,
             KeyError::Secret(e) => match e {
                 crate::secret::SecretError::NeedsPassphrase => Code::KeyNeedsPassphrase,
                 crate::secret::SecretError::WrongPassphrase => Code::KeyWrongPassphrase,
@@ -350,6 +352,19 @@ pub struct Accepted {
     pub at: time::OffsetDateTime,
     /// Why, as the statement says.
     pub reason: String,
+}
+
+/// What `trust remove` took away.
+#[derive(Debug, Clone)]
+pub struct Removed {
+    /// The name the signer was pinned under (now free, unless only retired keys went).
+    pub name: String,
+    /// Every key removed: the current one and the retired ones.
+    pub keys: Vec<Trusted>,
+    /// Set when the site's rule (`trust require`) can no longer be met: (site,
+    /// signatures required, signers left). Bundles of the site are then refused
+    /// (MP-BND-027) until another signer is pinned or the rule is lowered.
+    pub quorum: Option<(String, usize, usize)>,
 }
 
 /// A side's home folder.
@@ -615,11 +630,7 @@ impl Home {
     /// the site are pinned than required: no bundle could ever pass.
     pub fn set_quorum(&self, site: &str, signatures: usize) -> Result<usize, KeyError> {
         valid_site(site)?;
-        let pinned = self
-            .trusted()?
-            .iter()
-            .filter(|t| t.retired_at.is_none() && t.key.site == site)
-            .count();
+        let pinned = self.live_identities(site)?;
         if signatures == 0 || signatures > pinned {
             return Err(KeyError::Quorum {
                 site: site.to_string(),
@@ -640,17 +651,93 @@ impl Home {
         Ok(pinned)
     }
 
-    /// Unpins the key pinned as `name`.
-    pub fn trust_remove(&self, name: &str) -> Result<(), KeyError> {
+    /// Distrusts the signer pinned as `name` (`trust remove`): every key of that
+    /// identity, the current one and every key its rotations retired, so nothing signed
+    /// by that chain verifies again however it is dated (a compromise; a rotation is
+    /// `trust accept`). With `retired_only`, only the retired keys go and the current
+    /// key stays (an old key of a rotated chain was stolen). The name is free again once
+    /// the whole identity is gone.
+    ///
+    /// Crash-safe: the retired keys' folder is first renamed out of sight in one step,
+    /// then the pin is removed; a kill in between leaves the current key pinned (a
+    /// re-run removes it), never a retired key trusted without its pin.
+    pub fn trust_remove(&self, name: &str, retired_only: bool) -> Result<Removed, KeyError> {
         if !valid_name(name) {
             return Err(KeyError::TrustName(name.to_string()));
         }
-        let p = self.trust_dir().join(format!("{name}.pub"));
-        if !p.exists() {
+        self.sweep_removed()?;
+        let all = self.trusted()?;
+        let identity: Vec<&Trusted> = all
+            .iter()
+            .filter(|t| t.name.eq_ignore_ascii_case(name))
+            .collect();
+        let Some(first) = identity.first() else {
             return Err(KeyError::UnknownName(name.to_string()));
+        };
+        let exact = first.name.clone();
+        let site = first.key.site.clone();
+        let removed: Vec<Trusted> = identity
+            .iter()
+            .filter(|t| !retired_only || t.retired_at.is_some())
+            .map(|t| (*t).clone())
+            .collect();
+        if removed.is_empty() {
+            return Err(KeyError::NothingRetired(exact));
         }
-        fs::remove_file(&p).map_err(io_err(&p))?;
-        fsutil::sync_dir(&self.trust_dir()).map_err(io_err(&p))
+        let trust = self.trust_dir();
+        let rdir = self.retired_trust_dir(&exact);
+        // Deleted when dropped; a kill leaves it for the next sweep.
+        let gone = tempfile::Builder::new()
+            .prefix(".removed-")
+            .tempdir_in(&trust)
+            .map_err(io_err(&trust))?;
+        if rdir.exists() {
+            fs::rename(&rdir, gone.path().join("keys")).map_err(io_err(&rdir))?;
+            fsutil::sync_dir(&trust.join("retired")).map_err(io_err(&trust))?;
+        }
+        if !retired_only {
+            let pin = trust.join(format!("{exact}.pub"));
+            if pin.exists() {
+                fs::remove_file(&pin).map_err(io_err(&pin))?;
+                fsutil::sync_dir(&trust).map_err(io_err(&pin))?;
+            }
+        }
+        drop(gone);
+        let need = self.quorum()?.get(&site).copied().unwrap_or(1);
+        let left = self.live_identities(&site)?;
+        Ok(Removed {
+            name: exact,
+            keys: removed,
+            quorum: (need > left).then_some((site, need, left)),
+        })
+    }
+
+    /// Deletes the folders `trust_remove` renamed out of sight (what a kill left).
+    fn sweep_removed(&self) -> Result<(), KeyError> {
+        let trust = self.trust_dir();
+        let Ok(rd) = fs::read_dir(&trust) else {
+            return Ok(());
+        };
+        for e in rd.filter_map(Result::ok) {
+            if e.file_name().to_string_lossy().starts_with(".removed-") {
+                let p = e.path();
+                fs::remove_dir_all(&p).map_err(io_err(&p))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many signers (trust names with a live key) of `site` are pinned here.
+    pub fn live_identities(&self, site: &str) -> Result<usize, KeyError> {
+        let mut names: Vec<String> = self
+            .trusted()?
+            .into_iter()
+            .filter(|t| t.retired_at.is_none() && t.key.site == site)
+            .map(|t| t.name.to_ascii_lowercase())
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names.len())
     }
 
     /// All pinned peer keys, sorted by name.
@@ -1032,6 +1119,126 @@ impl Home {
 mod tests {
     use super::*;
 
+    /// A gateway that pinned plant-a's key and accepted two rotations of it (A -> B ->
+    /// C): one identity of three keys, two of them retired.
+    fn rotated_twice(t: &Path) -> (Home, Home, Vec<VerifyingKey>) {
+        let (secure, spub) = Home::init(&t.join("s"), Role::Secure, "plant-a", None).unwrap();
+        let (online, _) = Home::init(&t.join("o"), Role::Online, "gw", None).unwrap();
+        let pubfile = t.join("s.pub");
+        fs::write(&pubfile, spub.to_file_bytes(&secure.signing_key().unwrap())).unwrap();
+        online.trust_add(&pubfile, "plant-a").unwrap();
+        let mut keys = vec![spub.key];
+        for (i, at) in [
+            time::macros::datetime!(2026-11-23 10:00 UTC),
+            time::macros::datetime!(2026-11-24 10:00 UTC),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (stmt, next) = secure.retire_key(true, None, "rotation", at).unwrap();
+            let f = t.join(format!("r{i}.statement"));
+            fs::write(&f, stmt).unwrap();
+            online.trust_accept(&f, at).unwrap();
+            keys.push(next.unwrap().key);
+        }
+        (secure, online, keys)
+    }
+
+    /// Distrust is complete: `trust remove` takes the current key and every key the
+    /// chain's rotations retired, and frees the name; `--retired` takes only the
+    /// retired ones. Adversary: a thief holding a retired key, who dates bundles before
+    /// its retirement.
+    #[test]
+    fn trust_remove_takes_the_whole_identity_and_frees_the_name() {
+        let t = tempfile::tempdir().unwrap();
+        let (_, online, keys) = rotated_twice(t.path());
+        let of = |h: &Home| -> Vec<VerifyingKey> {
+            h.trusted().unwrap().iter().map(|t| t.key.key).collect()
+        };
+        assert_eq!(of(&online).len(), 3, "one live key, two retired");
+
+        let r = online.trust_remove("plant-a", true).unwrap();
+        assert_eq!(r.keys.len(), 2);
+        assert_eq!(of(&online), vec![keys[2]], "only the current key is left");
+        assert_eq!(
+            online.trust_remove("plant-a", true).unwrap_err().code(),
+            Some(Code::KeyUnknownName),
+            "nothing retired is left to remove"
+        );
+
+        let r = online.trust_remove("PLANT-A", false).unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.keys.len()),
+            ("plant-a", 1),
+            "names compare without case"
+        );
+        assert!(online.trusted().unwrap().is_empty());
+        assert!(
+            fs::read_dir(online.trust_dir()).unwrap().all(|e| {
+                let n = e.unwrap().file_name().to_string_lossy().into_owned();
+                n == "retired" || n == "quorum.json"
+            }),
+            "no pin, no tombstone left"
+        );
+        // The name is free again.
+        let other = Home::init(&t.path().join("s2"), Role::Secure, "plant-a", None).unwrap();
+        let f = t.path().join("s2.pub");
+        fs::write(&f, other.1.to_file_bytes(&other.0.signing_key().unwrap())).unwrap();
+        online.trust_add(&f, "plant-a").unwrap();
+        assert_eq!(of(&online), vec![other.1.key]);
+    }
+
+    /// Killed after the retired keys were renamed away but before the pin went: the
+    /// current key is still pinned (never a retired key without its pin), nothing
+    /// retired is trusted, and a re-run finishes.
+    #[test]
+    fn a_trust_remove_killed_half_way_leaves_nothing_retired_trusted() {
+        let t = tempfile::tempdir().unwrap();
+        let (_, online, keys) = rotated_twice(t.path());
+        // The state a kill between the two steps leaves: the folder renamed out of
+        // sight under a tombstone name that the next sweep deletes.
+        let tomb = online.trust_dir().join(".removed-killed");
+        fs::create_dir(&tomb).unwrap();
+        fs::rename(online.retired_trust_dir("plant-a"), tomb.join("keys")).unwrap();
+        let left: Vec<VerifyingKey> = online
+            .trusted()
+            .unwrap()
+            .iter()
+            .map(|t| t.key.key)
+            .collect();
+        assert_eq!(left, vec![keys[2]]);
+        let r = online.trust_remove("plant-a", false).unwrap();
+        assert_eq!(r.keys.len(), 1);
+        assert!(online.trusted().unwrap().is_empty());
+        assert!(!tomb.exists(), "the sweep deleted the tombstone");
+    }
+
+    /// Removing a signer that the site's two-person rule counts on says the rule can
+    /// no longer be met (bundles then fail MP-BND-027); it never blocks the removal.
+    #[test]
+    fn removing_a_counted_signer_reports_an_unmet_rule_and_removes_all_the_same() {
+        let t = tempfile::tempdir().unwrap();
+        let (_, online, _) = rotated_twice(t.path());
+        let (colleague, cpub) =
+            Home::init(&t.path().join("c"), Role::Secure, "plant-a", None).unwrap();
+        let f = t.path().join("c.pub");
+        fs::write(&f, cpub.to_file_bytes(&colleague.signing_key().unwrap())).unwrap();
+        online.trust_add(&f, "plant-a-anna").unwrap();
+        assert_eq!(
+            online.live_identities("plant-a").unwrap(),
+            2,
+            "three keys, two signers"
+        );
+        assert!(matches!(
+            online.set_quorum("plant-a", 3),
+            Err(KeyError::Quorum { pinned: 2, .. })
+        ));
+        online.set_quorum("plant-a", 2).unwrap();
+        let r = online.trust_remove("plant-a-anna", false).unwrap();
+        assert_eq!(r.quorum, Some(("plant-a".to_string(), 2, 1)));
+        assert_eq!(online.live_identities("plant-a").unwrap(), 1);
+    }
+
     /// `trust accept` killed between keeping the retired key and replacing the pin
     /// (the pin file still holds the old key) is finished by running it again; a
     /// finished one run again is refused as applied.
@@ -1271,10 +1478,10 @@ mod tests {
         let list = secure.trusted().unwrap();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].key, opub);
-        secure.trust_remove("gw").unwrap();
+        secure.trust_remove("gw", false).unwrap();
         assert!(secure.trusted().unwrap().is_empty());
         assert_eq!(
-            secure.trust_remove("gw").unwrap_err().code(),
+            secure.trust_remove("gw", false).unwrap_err().code(),
             Some(Code::KeyUnknownName)
         );
 

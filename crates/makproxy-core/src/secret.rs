@@ -82,18 +82,56 @@ pub fn set_prompt(f: Prompt) {
     let _ = PROMPT.set(f);
 }
 
-/// The passphrase: from `env`, else asked with `question`.
+/// Every environment variable that may carry a secret: read once into this process's
+/// memory and removed from the environment ([`take_from_environment`]).
+pub const SECRET_ENV: [&str; 2] = [PASSPHRASE_ENV, NEW_PASSPHRASE_ENV];
+
+type Captured = std::sync::Mutex<Vec<(&'static str, Zeroizing<String>)>>;
+static CAPTURED: OnceLock<Captured> = OnceLock::new();
+
+/// Moves the passphrase variables ([`SECRET_ENV`]) out of the environment into this
+/// process's memory, so that no child process (a gateway program, anything spawned)
+/// inherits them. The binaries call it first thing, before any thread starts; the
+/// first call does the work, later calls return at once. Every reader of a passphrase
+/// calls it too, so the variables are gone by the time one is used.
+pub fn take_from_environment() {
+    CAPTURED.get_or_init(|| {
+        let mut v = Vec::new();
+        for name in SECRET_ENV {
+            if let Some(value) = std::env::var_os(name) {
+                // A value that is not Unicode is no passphrase anyone could type; it is
+                // removed all the same.
+                if let Ok(p) = value.into_string() {
+                    v.push((name, Zeroizing::new(p)));
+                }
+                // Edition 2021: safe; called before any other thread exists (the
+                // binaries' first statement, and on first use in a library caller).
+                std::env::remove_var(name);
+            }
+        }
+        std::sync::Mutex::new(v)
+    });
+}
+
+/// The passphrase given in `env` when the process started, if any.
+fn from_environment(env: &str) -> Option<Zeroizing<String>> {
+    take_from_environment();
+    let g = CAPTURED.get()?.lock().ok()?;
+    g.iter().find(|(n, _)| *n == env).map(|(_, p)| p.clone())
+}
+
+/// The passphrase: from `env` (as the process was started with it), else asked with
+/// `question`.
 pub fn passphrase(env: &str, question: &str) -> Option<Zeroizing<String>> {
-    if let Ok(p) = std::env::var(env) {
-        return Some(Zeroizing::new(p));
+    if let Some(p) = from_environment(env) {
+        return Some(p);
     }
     PROMPT.get().and_then(|f| f(question))
 }
 
 /// A new passphrase, asked twice (or from `env`), at least [`MIN_PASSPHRASE`] characters.
 pub fn new_passphrase(env: &str) -> Result<Zeroizing<String>, SecretError> {
-    if let Ok(p) = std::env::var(env) {
-        let p = Zeroizing::new(p);
+    if let Some(p) = from_environment(env) {
         let again = p.clone();
         return confirm(p, &again);
     }
@@ -128,18 +166,44 @@ fn aad(role: Role) -> Vec<u8> {
     format!("{FORMAT}\n2\n{}", role.as_str()).into_bytes()
 }
 
-fn derive(pass: &str, kdf: &Kdf) -> Result<Zeroizing<[u8; 32]>, SecretError> {
-    // Reading: refuse costs no writer uses, so a planted file cannot make open() take
-    // gigabytes or minutes.
-    if kdf.name != "scrypt"
-        || !(10..=22).contains(&kdf.log_n)
-        || !(1..=32).contains(&kdf.r)
-        || !(1..=4).contains(&kdf.p)
-    {
-        return Err(SecretError::Malformed(
-            "unsupported key derivation parameters".into(),
-        ));
+/// The most memory a key file may make scrypt take: 128·r·N bytes (twice what
+/// makproxy writes).
+pub const MAX_KDF_MEMORY: u64 = 256 << 20;
+/// The most work a key file may ask of scrypt: N·r·p block mixes (eight times what
+/// makproxy writes: a few seconds).
+pub const MAX_KDF_WORK: u64 = 1 << 23;
+
+/// Whether scrypt parameters are ones this build derives with: each within its range
+/// and, what bounds the cost, memory 128·r·N and work N·r·p within [`MAX_KDF_MEMORY`]
+/// and [`MAX_KDF_WORK`]. Checked before anything is allocated.
+fn kdf_cost_ok(log_n: u8, r: u32, p: u32) -> bool {
+    if !(10..=22).contains(&log_n) || !(1..=32).contains(&r) || !(1..=4).contains(&p) {
+        return false;
     }
+    let n = 1u64 << log_n;
+    let memory = 128 * u64::from(r) * n;
+    let work = n * u64::from(r) * u64::from(p);
+    memory <= MAX_KDF_MEMORY && work <= MAX_KDF_WORK
+}
+
+/// Reading: refuse costs no writer uses, so a planted file cannot make open() take
+/// gigabytes or minutes (checked before the passphrase is even asked for).
+fn check_kdf(kdf: &Kdf) -> Result<(), SecretError> {
+    if kdf.name != "scrypt" || !kdf_cost_ok(kdf.log_n, kdf.r, kdf.p) {
+        return Err(SecretError::Malformed(format!(
+            "unsupported key derivation parameters (scrypt log_n {}, r {}, p {}: at most {} MiB and {} block mixes)",
+            kdf.log_n,
+            kdf.r,
+            kdf.p,
+            MAX_KDF_MEMORY >> 20,
+            MAX_KDF_WORK
+        )));
+    }
+    Ok(())
+}
+
+fn derive(pass: &str, kdf: &Kdf) -> Result<Zeroizing<[u8; 32]>, SecretError> {
+    check_kdf(kdf)?;
     let salt = B64
         .decode(&kdf.salt)
         .ok()
@@ -233,6 +297,7 @@ pub fn open(
                 .ok()
                 .filter(|n| n.len() == 24)
                 .ok_or_else(|| SecretError::Malformed("nonce is not 24 bytes of base64".into()))?;
+            check_kdf(kdf)?;
             let pass = pass().ok_or(SecretError::NeedsPassphrase)?;
             let key = derive(&pass, kdf)?;
             Zeroizing::new(
@@ -398,8 +463,43 @@ mod tests {
         }
         let again: File =
             serde_json::from_slice(&seal(&[3; 32], Role::Secure, Some("a long phrase"))).unwrap();
+        assert_eq!(
+            again.kdf.as_ref().map(|k| (k.log_n, k.r, k.p)),
+            Some((LOG_N, R, P))
+        );
         assert_ne!(again.kdf.unwrap().salt, kdf.salt, "fresh salt");
         assert_ne!(again.nonce, f.nonce, "fresh nonce");
+    }
+
+    /// Each parameter within its own range is not enough: log_n 22 with r 32 would be
+    /// 16 GiB. The cost is bounded as products, at their exact limits.
+    #[test]
+    fn kdf_cost_is_bounded_as_memory_and_work_products() {
+        assert!(kdf_cost_ok(LOG_N, R, P), "what makproxy writes");
+        // Memory 128·r·N: 256 MiB passes, one step more does not.
+        assert!(kdf_cost_ok(18, 8, 1), "256 MiB");
+        assert!(!kdf_cost_ok(19, 8, 1), "512 MiB");
+        assert!(
+            !kdf_cost_ok(22, 32, 1),
+            "16 GiB, every parameter in its own range"
+        );
+        assert!(!kdf_cost_ok(22, 1, 1), "512 MiB at r = 1");
+        assert!(kdf_cost_ok(21, 1, 1), "256 MiB at r = 1");
+        // Work N·r·p: 2^23 passes, 2^24 does not (memory stays at 128 MiB).
+        assert!(kdf_cost_ok(17, 16, 4), "2^23 block mixes");
+        assert!(!kdf_cost_ok(18, 16, 4), "2^24 block mixes, and 256 MiB");
+        assert!(kdf_cost_ok(17, 8, 4), "2^22");
+        assert!(!kdf_cost_ok(17, 32, 4), "2^24 block mixes at 512 MiB");
+        // The refusal comes before any allocation: a 16 GiB file is refused at once.
+        let sealed = seal(&[3; 32], Role::Secure, Some("a long phrase"));
+        let mut f: File = serde_json::from_slice(&sealed).unwrap();
+        let k = f.kdf.as_mut().unwrap();
+        (k.log_n, k.r, k.p) = (22, 32, 4);
+        let bytes = serde_json::to_vec(&f).unwrap();
+        let e = open(&bytes, Role::Secure, || {
+            panic!("asked for a passphrase first")
+        });
+        assert!(matches!(e, Err(SecretError::Malformed(m)) if m.contains("at most 256 MiB")));
     }
 
     #[test]

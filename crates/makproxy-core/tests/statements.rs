@@ -3,6 +3,7 @@
 //! verdict: forged and altered statements refused, a chain applied only in order, a
 //! replay refused, a revocation leaving nothing pinned.
 
+use ed25519_dalek::{Signer, Verifier};
 use makproxy_core::keys::{Home, KeyError, Role};
 use makproxy_testkit::{statement_cases, Keys};
 use std::path::PathBuf;
@@ -102,4 +103,60 @@ fn each_statement_gets_its_verdict_in_each_order() {
         )
         .unwrap_err();
     assert!(matches!(e, KeyError::Statement { .. }), "{e}");
+}
+
+/// Known-answer vectors where strict and plain Ed25519 verification differ (R of small
+/// order, which plain verification accepts): a key statement and a public key file
+/// signed that way are refused, so weakening either `verify_strict` to `verify` fails
+/// here (the bundle reader's are the kit's `signature-with-small-order-r` cases).
+#[test]
+fn statements_and_key_files_are_verified_strictly() {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    use makproxy_core::bundle::pae;
+    use makproxy_testkit::small_order_r_signature;
+    let k = Keys::default();
+    // The kit's rotation statement, its first signature (the retired key's) replaced.
+    let good = k.rotation_statement(PINNED);
+    assert!(makproxy_core::statement::check(&good).is_ok());
+    let mut env: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    let body = B64.decode(env["payload"].as_str().unwrap()).unwrap();
+    let signed = pae(makproxy_core::statement::PAYLOAD_TYPE, &body);
+    let weak = small_order_r_signature(&k.secure_old, &signed);
+    assert!(
+        k.secure_old.verifying_key().verify(&signed, &weak).is_ok()
+            && k.secure_old
+                .verifying_key()
+                .verify_strict(&signed, &weak)
+                .is_err(),
+        "the vector is one where plain and strict verification differ"
+    );
+    env["signatures"][0]["sig"] = B64.encode(weak.to_bytes()).into();
+    let mut bytes = serde_json::to_vec_pretty(&env).unwrap();
+    bytes.push(b'\n');
+    assert!(makproxy_core::statement::check(&bytes).is_err());
+
+    // A public key file whose self-signature is the same kind of vector.
+    let public = k.public(Role::Secure);
+    let file = public.to_file_bytes(&k.secure);
+    let path = std::path::Path::new("kit.pub");
+    assert!(makproxy_core::keys::PublicKey::from_file_bytes(path, &file, true).is_ok());
+    let mut f: serde_json::Value = serde_json::from_slice(&file).unwrap();
+    let statement = format!("secure\n{}\n{}", public.site, f["key"].as_str().unwrap());
+    let signed = pae(
+        "application/vnd.makproxy.public-key; version=2",
+        statement.as_bytes(),
+    );
+    assert!(
+        k.secure
+            .verifying_key()
+            .verify_strict(&signed, &k.secure.sign(&signed))
+            .is_ok(),
+        "the signed text is the self-signature's"
+    );
+    f["self_signature"] = B64
+        .encode(small_order_r_signature(&k.secure, &signed).to_bytes())
+        .into();
+    let bytes = serde_json::to_vec_pretty(&f).unwrap();
+    assert!(makproxy_core::keys::PublicKey::from_file_bytes(path, &bytes, true).is_err());
 }

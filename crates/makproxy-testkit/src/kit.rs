@@ -33,6 +33,9 @@ pub struct Keys {
     pub online: SigningKey,
     /// A key nobody trusts.
     pub stranger: SigningKey,
+    /// A secure key of another site, pinned too (a second site on the same gateway):
+    /// its cosignature never counts for this site.
+    pub other_site: SigningKey,
 }
 
 fn key(label: &str) -> SigningKey {
@@ -47,6 +50,7 @@ impl Default for Keys {
             colleague: key("colleague"),
             online: key("online"),
             stranger: key("stranger"),
+            other_site: key("other-site"),
         }
     }
 }
@@ -91,6 +95,11 @@ impl Keys {
                 key: self.colleague_public(),
                 retired_at: None,
             });
+            v.push(Trusted {
+                name: "kit-other-site".into(),
+                key: self.other_site_public(),
+                retired_at: None,
+            });
         }
         v
     }
@@ -101,6 +110,15 @@ impl Keys {
             role: Role::Secure,
             site: "kit-site".into(),
             key: self.colleague.verifying_key(),
+        }
+    }
+
+    /// The public key of the secure side of another site (`kit-elsewhere`).
+    pub fn other_site_public(&self) -> PublicKey {
+        PublicKey {
+            role: Role::Secure,
+            site: "kit-elsewhere".into(),
+            key: self.other_site.verifying_key(),
         }
     }
 
@@ -285,10 +303,38 @@ fn mbytes(m: &Value) -> Vec<u8> {
 }
 
 fn sig(signer: &SigningKey, claimed: &SigningKey, payload_type: &str, manifest: &[u8]) -> Vec<u8> {
-    let s = signer.sign(&pae(payload_type, manifest));
+    sig_file(claimed, &signer.sign(&pae(payload_type, manifest)))
+}
+
+/// The signature file of `s`, naming `claimed`'s key ID.
+fn sig_file(claimed: &SigningKey, s: &ed25519_dalek::Signature) -> Vec<u8> {
     let mut v = serde_json::to_vec_pretty(&json!({"format": "makproxy-signature-v1", "key_id": key_id(&claimed.verifying_key()), "signature": B64.encode(s.to_bytes())})).expect("json");
     v.push(b'\n');
     v
+}
+
+/// A signature by `signer` over `message` whose R is the identity point (a point of
+/// small order) and s = k·a: plain Ed25519 verification ([s]B − [k]A = R, compared as
+/// encodings) accepts it, strict verification refuses it (R of small order). The case
+/// "Taming the many EdDSAs" (Chalkias et al., 2020) lists as the one where the two
+/// differ for an honest key; a known-answer vector that fails if `verify_strict` is
+/// ever weakened to `verify`.
+pub fn small_order_r_signature(signer: &SigningKey, message: &[u8]) -> ed25519_dalek::Signature {
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::Sha512;
+    let mut r = [0u8; 32];
+    r[0] = 1; // the identity's encoding
+    let a = signer.verifying_key().to_bytes();
+    let mut h = Sha512::new();
+    h.update(r);
+    h.update(a);
+    h.update(message);
+    let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+    let s = k * signer.to_scalar();
+    let mut b = [0u8; 64];
+    b[..32].copy_from_slice(&r);
+    b[32..].copy_from_slice(s.as_bytes());
+    ed25519_dalek::Signature::from_bytes(&b)
 }
 
 /// How an entry is stored.
@@ -719,6 +765,25 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndDuplicateEntry),
         patch(dup, b"recordsXjsonl", b"records.jsonl"),
     );
+    // Names are compared without regard to case (Windows and macOS extract both to one
+    // file): a second entry differing only in case is a duplicate, of either entry.
+    for (name, upper) in [
+        ("manifest", "MANIFEST.JSON"),
+        ("data-entry", "Records.jsonl"),
+    ] {
+        let dup = zip_of(&[
+            ("manifest.json", &cil.manifest, How::File),
+            ("manifest.sig", &cil.sig, How::File),
+            ("records.jsonl", &cil.data, How::File),
+            (upper, b"{}\n", How::File),
+        ]);
+        add(
+            &format!("duplicate-{name}-name-differs-in-case"),
+            c,
+            Some(Code::BndDuplicateEntry),
+            dup,
+        );
+    }
     let many: Vec<(String, Vec<u8>)> = (0..9).map(|i| (format!("f{i}.txt"), vec![b'x'])).collect();
     let many_refs: Vec<(&str, &[u8], How)> = many
         .iter()
@@ -897,6 +962,119 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     with("local-name-differs", Code::BndLocalHeader, &|l| {
         l.locals[0].name = b"manifest.jsom".to_vec();
     });
+    // Every byte is signed or fixed (security.md): each header field the format fixes,
+    // changed in both headers so they still agree, is refused as such.
+    fn set16(b: &mut [u8], at: usize, v: u16) {
+        b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    }
+    fn set32(b: &mut [u8], at: usize, v: u32) {
+        b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    with("header-version-made-by-dos", Code::BndHeaderField, &|l| {
+        set16(&mut l.central[0].fixed, 4, 0x0014)
+    });
+    with("header-version-needed", Code::BndHeaderField, &|l| {
+        set16(&mut l.central[0].fixed, 6, 45);
+        set16(&mut l.locals[0].fixed, 4, 45);
+    });
+    with("header-modification-time", Code::BndHeaderField, &|l| {
+        for (f, t) in [(&mut l.central[1].fixed, 12), (&mut l.locals[1].fixed, 10)] {
+            set16(f, t, 0x6000);
+            set16(f, t + 2, 0x5b81);
+        }
+    });
+    with("header-local-time-only", Code::BndLocalHeader, &|l| {
+        set16(&mut l.locals[1].fixed, 10, 0x6000)
+    });
+    with("header-utf8-flag", Code::BndHeaderField, &|l| {
+        set16(&mut l.central[0].fixed, 8, 0x0800);
+        set16(&mut l.locals[0].fixed, 6, 0x0800);
+    });
+    with("header-disk-start", Code::BndHeaderField, &|l| {
+        set16(&mut l.central[2].fixed, 34, 1)
+    });
+    with(
+        "header-internal-attributes-text",
+        Code::BndHeaderField,
+        &|l| set16(&mut l.central[2].fixed, 36, 1),
+    );
+    with(
+        "header-external-attributes-executable",
+        Code::BndHeaderField,
+        &|l| set32(&mut l.central[1].fixed, 38, 0o100755 << 16),
+    );
+    with(
+        "header-external-attributes-dos-archive-bit",
+        Code::BndHeaderField,
+        &|l| set32(&mut l.central[1].fixed, 38, 0x20),
+    );
+    // Each compression method other than stored and deflate, on the manifest.
+    for (m, label) in [
+        (1, "shrunk"),
+        (6, "imploded"),
+        (9, "deflate64"),
+        (12, "bzip2"),
+        (14, "lzma"),
+        (93, "zstd"),
+        (95, "xz"),
+        (98, "ppmd"),
+        (99, "aes"),
+    ] {
+        with(
+            &format!("method-{m}-{label}"),
+            Code::BndUnsupportedZip,
+            &|l| {
+                set16(&mut l.central[0].fixed, 10, m);
+                set16(&mut l.locals[0].fixed, 8, m);
+            },
+        );
+    }
+    // Stored and deflate, but not the entry's own one.
+    let records = cil.data.clone();
+    with("stored-data-entry", Code::BndHeaderField, &|l| {
+        let n = records.len() as u32;
+        l.locals[2].data = records.clone();
+        for (f, base) in [(&mut l.central[2].fixed, 2), (&mut l.locals[2].fixed, 0)] {
+            set16(f, base + 8, 0); // method
+            set32(f, base + 18, n); // compressed size
+        }
+        set16(&mut l.central[2].fixed, 4, 0x030A);
+        set16(&mut l.central[2].fixed, 6, 10);
+        set16(&mut l.locals[2].fixed, 4, 10);
+    });
+    let manifest_bytes = cil.manifest.clone();
+    with("deflated-manifest", Code::BndHeaderField, &|l| {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&manifest_bytes).expect("deflate");
+        let z = e.finish().expect("deflate");
+        let n = z.len() as u32;
+        l.locals[0].data = z;
+        for (f, base) in [(&mut l.central[0].fixed, 2), (&mut l.locals[0].fixed, 0)] {
+            set16(f, base + 8, 8);
+            set32(f, base + 18, n);
+        }
+        set16(&mut l.central[0].fixed, 4, 0x0314);
+        set16(&mut l.central[0].fixed, 6, 20);
+        set16(&mut l.locals[0].fixed, 4, 20);
+    });
+    // The deflate stream must end exactly at the compressed size: 64 KiB hidden after
+    // its end (inside the declared size, CRC and uncompressed size unchanged), and a
+    // stream cut before its final block.
+    let resize = |l: &mut Layout, data: Vec<u8>| {
+        let n = data.len() as u32;
+        l.locals[2].data = data;
+        set32(&mut l.central[2].fixed, 20, n);
+        set32(&mut l.locals[2].fixed, 18, n);
+    };
+    with("data-after-deflate-stream", Code::BndDeflateEnd, &|l| {
+        let mut d = l.locals[2].data.clone();
+        d.extend(std::iter::repeat_n(0x55, 64 * 1024));
+        resize(l, d);
+    });
+    with("deflate-stream-cut-short", Code::BndDeflateEnd, &|l| {
+        let d = l.locals[2].data.clone();
+        resize(l, d[..d.len() - 2].to_vec());
+    });
     with("data-descriptor-flag", Code::BndUnsupportedZip, &|l| {
         for f in [&mut l.locals[0].fixed[6..8], &mut l.central[0].fixed[8..10]] {
             f.copy_from_slice(&0x0008u16.to_le_bytes());
@@ -963,6 +1141,61 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndDuplicateSigner),
         t.zip(),
     );
+    // One signer counts once (TUF: a rotated-out key leaves the role): the retired key
+    // and its successor are one identity, in either order.
+    let three_hours_ago = |m: &mut Value| {
+        m["signer_key_id"] = json!(old_id);
+        m["created"] = json!(ts(now - time::Duration::hours(3)));
+    };
+    let mut t = Parts::new(&k, c, now, three_hours_ago, None);
+    t.sig = sig(&k.secure_old, &k.secure_old, c.payload_type(), &t.manifest);
+    t.cosign("manifest.cosig-1", &k.secure, &k.secure);
+    add(
+        "cosigned-by-successor-of-signer",
+        c,
+        Some(Code::BndSameSigner),
+        t.zip(),
+    );
+    let mut t = Parts::new(
+        &k,
+        c,
+        now,
+        |m| m["created"] = json!(ts(now - time::Duration::hours(3))),
+        None,
+    );
+    t.cosign("manifest.cosig-1", &k.secure_old, &k.secure_old);
+    add(
+        "cosigned-by-retired-key-of-signer",
+        c,
+        Some(Code::BndSameSigner),
+        t.zip(),
+    );
+    // A colleague and then the signer's retired key: the second cosignature repeats the
+    // first signer, whichever entry comes first.
+    let mut t = Parts::new(
+        &k,
+        c,
+        now,
+        |m| m["created"] = json!(ts(now - time::Duration::hours(3))),
+        None,
+    );
+    t.cosign("manifest.cosig-1", &k.colleague, &k.colleague);
+    t.cosign("manifest.cosig-2", &k.secure_old, &k.secure_old);
+    add(
+        "cosigned-by-colleague-then-retired-key-of-signer",
+        c,
+        Some(Code::BndSameSigner),
+        t.zip(),
+    );
+    // A pinned key of another site (a second site on the same gateway) never counts.
+    let mut t = Parts::new(&k, c, now, id, None);
+    t.cosign("manifest.cosig-1", &k.other_site, &k.other_site);
+    add(
+        "cosigned-by-key-of-another-site",
+        c,
+        Some(Code::BndSiteMismatch),
+        t.zip(),
+    );
     let mut t = Parts::new(&k, c, now, id, None);
     t.cosign("manifest.cosig-1", &k.stranger, &k.stranger);
     add(
@@ -975,6 +1208,57 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     t.cosign("manifest.cosig-1", &k.stranger, &k.colleague);
     add(
         "cosignature-does-not-verify",
+        c,
+        Some(Code::BndSigInvalid),
+        t.zip(),
+    );
+    // Signature files are not signed, so they have one serialisation: padding and an
+    // escaped character parse to the same values and are refused.
+    let mut t = Parts::new(&k, c, now, id, None);
+    t.sig = patch(t.sig.clone(), b"\n}", b" }");
+    add(
+        "signature-file-padded",
+        c,
+        Some(Code::BndSigMalformed),
+        t.zip(),
+    );
+    let mut t = Parts::new(&k, c, now, id, None);
+    t.sig = {
+        let text = String::from_utf8(t.sig.clone()).expect("utf-8");
+        text.replace("makproxy-signature-v1", "m\\u0061kproxy-signature-v1")
+            .into_bytes()
+    };
+    add(
+        "signature-file-escaped-character",
+        c,
+        Some(Code::BndSigMalformed),
+        t.zip(),
+    );
+    let mut t = Parts::new(&k, c, now, id, None);
+    t.cosign("manifest.cosig-1", &k.colleague, &k.colleague);
+    t.cosigs[0].1.splice(0..0, *b" ");
+    add(
+        "cosignature-file-padded",
+        c,
+        Some(Code::BndSigMalformed),
+        t.zip(),
+    );
+    // Strict verification: R of small order, which plain verification accepts.
+    let mut t = Parts::new(&k, c, now, id, None);
+    let weak = small_order_r_signature(&k.secure, &pae(c.payload_type(), &t.manifest));
+    t.sig = sig_file(&k.secure, &weak);
+    add(
+        "signature-with-small-order-r",
+        c,
+        Some(Code::BndSigInvalid),
+        t.zip(),
+    );
+    let mut t = Parts::new(&k, c, now, id, None);
+    let weak = small_order_r_signature(&k.colleague, &pae(c.payload_type(), &t.manifest));
+    t.cosigs
+        .push(("manifest.cosig-1".into(), sig_file(&k.colleague, &weak)));
+    add(
+        "cosignature-with-small-order-r",
         c,
         Some(Code::BndSigInvalid),
         t.zip(),

@@ -149,6 +149,25 @@ pub(crate) struct SigFile {
     pub(crate) signature: String,
 }
 
+impl SigFile {
+    /// The signature file of `signature` by the key with ID `key_id`.
+    pub(crate) fn new(key_id: String, signature: &ed25519_dalek::Signature) -> Self {
+        use base64::Engine;
+        SigFile {
+            format: "makproxy-signature-v1".into(),
+            key_id,
+            signature: base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()),
+        }
+    }
+    /// Its one serialisation (pretty JSON and a line end): what the writer writes and
+    /// the only bytes the reader accepts.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("serialisable");
+        v.push(b'\n');
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -237,6 +237,16 @@ impl Opened {
 fn parse_sig(name: &str, bytes: &[u8]) -> Result<(SigFile, Signature), BundleError> {
     let sig: SigFile = serde_json::from_slice(bytes)
         .map_err(|e| BundleError::new(Code::BndSigMalformed, &format!("{name}: {e}")))?;
+    // Signature files are not signed: they must be byte for byte what the writer
+    // writes, so no padding, reordering or escaping can carry unsigned bytes.
+    if sig.to_bytes() != bytes {
+        return Err(BundleError::new(
+            Code::BndSigMalformed,
+            &format!(
+                "{name}: not in the one serialisation makproxy writes (padding, order or escapes)"
+            ),
+        ));
+    }
     if sig.format != "makproxy-signature-v1" || !is_hex(&sig.key_id, 16) {
         return Err(BundleError::new(
             Code::BndSigMalformed,
@@ -284,6 +294,24 @@ fn open_inner(
             ));
         }
         classify_name(&e.name, expected)?;
+        zipscan::fixed_fields(e)?;
+        // The one method each entry has: the data deflated (stored when it is empty, as
+        // the zip crate writes an empty entry), the small JSON files stored.
+        let want = if e.name == expected.data_entry().as_bytes() && e.uncompressed > 0 {
+            8
+        } else {
+            0
+        };
+        if e.method != want {
+            return Err(BundleError::new(
+                Code::BndHeaderField,
+                &format!(
+                    "entry {:?} uses compression method {}; a bundle stores it with method {want}",
+                    String::from_utf8_lossy(&e.name),
+                    e.method
+                ),
+            ));
+        }
         // Encryption, data descriptors and methods other than stored/deflate were refused
         // by the scan's canonical-layout check (zipscan::canonical).
         let cap = if e.name == MANIFEST.as_bytes() {
@@ -384,7 +412,8 @@ fn open_inner(
     if let Some(s) = &signer {
         retired_check(s, &manifest)?;
     }
-    // Cosignatures (`cosign`): each by a distinct pinned key of the same site.
+    // Cosignatures (`cosign`): each by a pinned key of the same site, of a signer (trust
+    // name) not counted yet.
     let mut signature_files = vec![(SIGNATURE.to_string(), sbytes.clone(), sig.key_id.clone())];
     let mut cos_names: Vec<String> = raw
         .iter()
@@ -408,6 +437,20 @@ fn open_inner(
         }
         if let Check::Pinned(_) = check {
             let c = signer_of(trusted, &cs, &csig, &mbytes, expected)?;
+            // One identity (a trust name: a key and every key its rotation statements
+            // link to it) counts once, however many of its keys sign.
+            let mut counted = signer.iter().chain(cosigners.iter());
+            if let Some(same) = counted.find(|s| s.name.eq_ignore_ascii_case(&c.name)) {
+                return Err(BundleError::new(
+                    Code::BndSameSigner,
+                    &format!(
+                        "{name} is by key {} of {:?}, which signed this bundle already with key {}: one signer counts once",
+                        cs.key_id,
+                        c.name,
+                        same.key.key_id()
+                    ),
+                ));
+            }
             if c.key.site != manifest.site {
                 return Err(BundleError::new(
                     Code::BndSiteMismatch,
@@ -691,26 +734,109 @@ fn check_manifest(
     Ok(())
 }
 
+/// Inflates (or, stored, copies) one entry's raw bytes into `sink`, with the checks
+/// that leave no unsigned byte in it: a deflate stream must end (its final block) exactly
+/// at the entry's compressed size, nothing after it, and the output must match the CRC.
+/// At most `cap` bytes are produced (one more is an error). Returns the bytes produced.
+fn inflate_entry(
+    archive: &mut zip::ZipArchive<BufReader<File>>,
+    name: &str,
+    cap: u64,
+    mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+) -> Result<u64, BundleError> {
+    let unreadable =
+        |e: &dyn std::fmt::Display| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}"));
+    let index = archive
+        .index_for_name(name)
+        .ok_or_else(|| unreadable(&"no such entry"))?;
+    let mut raw = archive.by_index_raw(index).map_err(|e| unreadable(&e))?;
+    let (method, crc_want) = (raw.compression(), raw.crc32());
+    let mut crc = flate2::Crc::new();
+    let mut produced = 0u64;
+    let mut emit = |b: &[u8]| -> Result<(), BundleError> {
+        produced += b.len() as u64;
+        if produced > cap {
+            return Err(BundleError::new(
+                Code::BndEntryTooLarge,
+                &format!("{name} exceeds {cap} bytes"),
+            ));
+        }
+        crc.update(b);
+        sink(b).map_err(|e| unreadable(&e))
+    };
+    let mut input = vec![0u8; 64 * 1024];
+    if method == zip::CompressionMethod::Stored {
+        loop {
+            let n = raw.read(&mut input).map_err(|e| unreadable(&e))?;
+            if n == 0 {
+                break;
+            }
+            emit(&input[..n])?;
+        }
+    } else {
+        let mut d = flate2::Decompress::new(false);
+        let mut out = vec![0u8; 64 * 1024];
+        let mut ended = false;
+        loop {
+            let n = raw.read(&mut input).map_err(|e| unreadable(&e))?;
+            if n == 0 {
+                break;
+            }
+            let mut chunk = &input[..n];
+            loop {
+                if ended {
+                    if !chunk.is_empty() {
+                        return Err(BundleError::new(
+                            Code::BndDeflateEnd,
+                            &format!("{name}: bytes after the end of its deflate stream, inside its compressed size"),
+                        ));
+                    }
+                    break;
+                }
+                let (i0, o0) = (d.total_in(), d.total_out());
+                let status = d
+                    .decompress(chunk, &mut out, flate2::FlushDecompress::None)
+                    .map_err(|e| unreadable(&e))?;
+                let used = (d.total_in() - i0) as usize;
+                let made = (d.total_out() - o0) as usize;
+                chunk = &chunk[used..];
+                emit(&out[..made])?;
+                ended = status == flate2::Status::StreamEnd;
+                if !ended && chunk.is_empty() && made < out.len() {
+                    break;
+                }
+                if !ended && used == 0 && made == 0 {
+                    break;
+                }
+            }
+        }
+        if !ended {
+            return Err(BundleError::new(
+                Code::BndDeflateEnd,
+                &format!("{name}: its deflate stream does not end within its compressed size"),
+            ));
+        }
+    }
+    if crc.sum() != crc_want {
+        return Err(unreadable(&"CRC-32 does not match its data"));
+    }
+    Ok(produced)
+}
+
 fn read_entry(
     archive: &mut zip::ZipArchive<BufReader<File>>,
     name: &str,
     cap: u64,
 ) -> Result<Vec<u8>, BundleError> {
-    let mut f = archive
+    let declared = archive
         .by_name(name)
-        .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
-    let declared = f.size();
+        .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?
+        .size();
     let mut v = Vec::with_capacity(declared.min(cap) as usize);
-    (&mut f)
-        .take(cap + 1)
-        .read_to_end(&mut v)
-        .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
-    if v.len() as u64 > cap {
-        return Err(BundleError::new(
-            Code::BndEntryTooLarge,
-            &format!("{name} exceeds {cap} bytes"),
-        ));
-    }
+    inflate_entry(archive, name, cap, |b| {
+        v.extend_from_slice(b);
+        Ok(())
+    })?;
     if v.len() as u64 != declared {
         return Err(BundleError::new(
             Code::BndEntrySize,
@@ -727,13 +853,13 @@ fn copy_entry(
     size: u64,
     to: &mut File,
 ) -> Result<String, BundleError> {
-    let f = archive
-        .by_name(name)
-        .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
     let mut hasher = Sha256::new();
     let mut w = io::BufWriter::with_capacity(256 * 1024, &mut *to);
-    let n = hashing_copy(f.take(size + 1), &mut w, &mut hasher)
-        .and_then(|n| w.flush().map(|()| n))
+    let n = inflate_entry(archive, name, size, |b| {
+        hasher.update(b);
+        w.write_all(b)
+    })?;
+    w.flush()
         .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
     drop(w);
     to.seek(SeekFrom::Start(0)).map_err(BundleError::io)?;
@@ -856,20 +982,6 @@ pub fn peek_kind(path: &Path, limits: &Limits) -> Result<Kind, BundleError> {
         Ok(Kind::Return)
     } else {
         Ok(Kind::Cil)
-    }
-}
-
-fn hashing_copy(mut from: impl Read, to: &mut impl Write, hasher: &mut Sha256) -> io::Result<u64> {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut n = 0u64;
-    loop {
-        let k = from.read(&mut buf)?;
-        if k == 0 {
-            return Ok(n);
-        }
-        hasher.update(&buf[..k]);
-        to.write_all(&buf[..k])?;
-        n += k as u64;
     }
 }
 

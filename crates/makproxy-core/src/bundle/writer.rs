@@ -7,8 +7,6 @@ use super::records::Record;
 use super::{hex, pae, rfc3339, sha256_hex, BundleError};
 use crate::codes::Code;
 use crate::keys::key_id;
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 use std::io::{self, Write};
@@ -215,13 +213,7 @@ impl<R: Record + Send + 'static> BundleWriter<R> {
         let mut mbytes = serde_json::to_vec_pretty(&manifest).expect("serialisable");
         mbytes.push(b'\n');
         let sig = key.sign(&pae(kind.payload_type(), &mbytes));
-        let sigfile = SigFile {
-            format: "makproxy-signature-v1".into(),
-            key_id: manifest.signer_key_id.clone(),
-            signature: B64.encode(sig.to_bytes()),
-        };
-        let mut sbytes = serde_json::to_vec_pretty(&sigfile).expect("serialisable");
-        sbytes.push(b'\n');
+        let sbytes = SigFile::new(manifest.signer_key_id.clone(), &sig).to_bytes();
 
         let placed = (|| -> io::Result<()> {
             z.start_file(MANIFEST, entry_options(false))
@@ -291,13 +283,7 @@ pub fn cosign(
         ));
     }
     let sig = key.sign(&pae(kind.payload_type(), &c.manifest_bytes));
-    let mut sbytes = serde_json::to_vec_pretty(&SigFile {
-        format: "makproxy-signature-v1".into(),
-        key_id: id,
-        signature: B64.encode(sig.to_bytes()),
-    })
-    .expect("serialisable");
-    sbytes.push(b'\n');
+    let sbytes = SigFile::new(id, &sig).to_bytes();
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -2,8 +2,12 @@
 //! rule (docs/bundle-format.md, "Container"): a bundle is exactly its entries, each a
 //! local header equal to its central-directory entry and its data, back to back from
 //! offset 0, then the central directory, then one end record with no comment at the end
-//! of the file. No extra fields, comments, data descriptors or zip64. So every zip
-//! parser sees the same entries: nothing is left for two parsers to disagree about.
+//! of the file. No extra fields, comments, data descriptors or zip64, and every header
+//! field that the data does not decide has the one value the writer writes (version,
+//! flags, time, attributes; [`METHODS`]). What the scan cannot see, the reader checks:
+//! each entry's method by its name, the deflate stream ending exactly at the compressed
+//! size, and signature files in their one serialisation. So every byte of a verified
+//! bundle is signed or fixed by the format.
 //!
 //! The zip crate keeps only one of two same-named entries and accepts names that are
 //! paths; this scanner sees every raw entry so the bundle reader can reject
@@ -21,6 +25,16 @@ pub struct RawEntry {
     pub name: Vec<u8>,
     /// "Version made by" (the high byte names the archiver's OS).
     pub made_by: u16,
+    /// "Version needed to extract".
+    pub needed: u16,
+    /// DOS modification time and date.
+    pub time: u16,
+    /// DOS modification date.
+    pub date: u16,
+    /// Disk number where the entry starts.
+    pub disk_start: u16,
+    /// Internal attributes (bit 0: "text").
+    pub internal_attrs: u16,
     /// General-purpose flags.
     pub flags: u16,
     /// Compression method (0 stored, 8 deflate).
@@ -155,6 +169,11 @@ pub fn scan<R: Read + Seek>(
         }
         out.push(RawEntry {
             made_by: u16le(&cd, at + 4),
+            needed: u16le(&cd, at + 6),
+            time: u16le(&cd, at + 12),
+            date: u16le(&cd, at + 14),
+            disk_start: u16le(&cd, at + 34),
+            internal_attrs: u16le(&cd, at + 36),
             flags: u16le(&cd, at + 8),
             method: u16le(&cd, at + 10),
             crc32: u32le(&cd, at + 16),
@@ -181,8 +200,83 @@ pub fn scan<R: Read + Seek>(
     Ok(out)
 }
 
+/// The one value of each header field the writer writes, by compression method:
+/// (method, version needed, version made by). Made by Unix (3), version 1.0 for stored
+/// entries and 2.0 for deflated ones, as the zip crate writes them.
+const METHODS: [(u16, u16, u16); 2] = [(0, 10, 0x030A), (8, 20, 0x0314)];
+/// DOS time 00:00:00 and date 1980-01-01: the writer records no time.
+const DOS_TIME: u16 = 0;
+const DOS_DATE: u16 = (1 << 5) | 1;
+/// A regular file readable by all, writable by its owner (Unix mode 0100644), in the
+/// high half of the external attributes.
+const EXTERNAL_ATTRS: u32 = 0o100644 << 16;
+
+/// Every central-directory field that the format fixes has its one value (the fields
+/// the entry's data decides, CRC and sizes, are checked against the data itself).
+/// The reader calls it for each entry once special files and names are decided (a
+/// symlink is reported as one, not as odd attributes).
+pub fn fixed_fields(e: &RawEntry) -> Result<(), BundleError> {
+    let shown = String::from_utf8_lossy(&e.name);
+    let wrong = |field: &str, got: String, want: String| {
+        Err(BundleError::new(
+            Code::BndHeaderField,
+            &format!("entry {shown:?}: {field} is {got}; a bundle has {want}"),
+        ))
+    };
+    let (_, needed, made_by) =
+        *METHODS
+            .iter()
+            .find(|(m, _, _)| *m == e.method)
+            .ok_or_else(|| {
+                BundleError::new(
+                    Code::BndUnsupportedZip,
+                    &format!("entry {shown:?} uses compression method {}", e.method),
+                )
+            })?;
+    if e.needed != needed {
+        return wrong(
+            "version needed to extract",
+            e.needed.to_string(),
+            needed.to_string(),
+        );
+    }
+    if e.made_by != made_by {
+        return wrong(
+            "version made by",
+            format!("{:#06x}", e.made_by),
+            format!("{made_by:#06x}"),
+        );
+    }
+    if e.flags != 0 {
+        return wrong("the flags", format!("{:#06x}", e.flags), "none".into());
+    }
+    if (e.time, e.date) != (DOS_TIME, DOS_DATE) {
+        return wrong(
+            "the modification time",
+            format!("{:#06x} {:#06x}", e.date, e.time),
+            "1980-01-01 00:00 (0x0021 0x0000)".into(),
+        );
+    }
+    if e.disk_start != 0 || e.internal_attrs != 0 {
+        return wrong(
+            "the disk or internal attributes",
+            format!("{} {:#06x}", e.disk_start, e.internal_attrs),
+            "0 0x0000".into(),
+        );
+    }
+    if e.external_attrs != EXTERNAL_ATTRS {
+        return wrong(
+            "the external attributes",
+            format!("{:#010x}", e.external_attrs),
+            format!("{EXTERNAL_ATTRS:#010x} (a regular file, mode 0644)"),
+        );
+    }
+    Ok(())
+}
+
 /// The entries' local headers and data must fill the file from offset 0 up to the
-/// central directory, back to back, each local header equal to its directory entry.
+/// central directory, back to back, each local header equal to its directory entry,
+/// every fixed field with its one value.
 fn canonical<R: Read + Seek>(
     r: &mut R,
     entries: &[RawEntry],
@@ -200,12 +294,14 @@ fn canonical<R: Read + Seek>(
                 e.local_offset
             )));
         }
-        if e.flags & !0x0800 != 0 || !matches!(e.method, 0 | 8) {
+        // Methods are the reader's (fixed_fields, by name); flags for encryption or a
+        // data descriptor change how the entry is laid out, so they are refused here.
+        if e.flags & !0x0800 != 0 {
             return Err(BundleError::new(
                 Code::BndUnsupportedZip,
                 &format!(
-                    "entry {shown:?} uses flags {:#06x} or method {} (encryption, data descriptor …)",
-                    e.flags, e.method
+                    "entry {shown:?} uses flags {:#06x} (encryption, data descriptor …)",
+                    e.flags
                 ),
             ));
         }
@@ -219,7 +315,10 @@ fn canonical<R: Read + Seek>(
         r.read_exact(&mut name)
             .map_err(|_| unreadable("a local header lies outside the archive"))?;
         let same = h[..4] == [0x50, 0x4b, 0x03, 0x04]
+            && u16le(&h, 4) == e.needed
             && u16le(&h, 6) == e.flags
+            && u16le(&h, 10) == e.time
+            && u16le(&h, 12) == e.date
             && u16le(&h, 8) == e.method
             && u32le(&h, 14) == e.crc32
             && u64::from(u32le(&h, 18)) == e.compressed
@@ -229,7 +328,7 @@ fn canonical<R: Read + Seek>(
             return Err(BundleError::new(
                 Code::BndLocalHeader,
                 &format!(
-                    "the local header of entry {shown:?} differs from its central-directory entry (name {:?})",
+                    "the local header of entry {shown:?} differs from its central-directory entry (name {:?}; version, flags, method, time, CRC or sizes)",
                     String::from_utf8_lossy(&name)
                 ),
             ));
@@ -263,9 +362,9 @@ mod tests {
         let size = data.len() as u32;
         let mut local = Vec::new();
         local.extend([0x50, 0x4b, 0x03, 0x04]);
-        local.extend(20u16.to_le_bytes()); // version needed
+        local.extend(10u16.to_le_bytes()); // version needed
         local.extend([0u8; 4]); // flags, method (stored)
-        local.extend([0u8; 4]); // time, date
+        local.extend([0, 0, 0x21, 0]); // time, date (1980-01-01)
         local.extend(0u32.to_le_bytes()); // crc32 (not checked by scan)
         local.extend(size.to_le_bytes());
         local.extend(size.to_le_bytes());
@@ -275,17 +374,17 @@ mod tests {
         local.extend(data);
         let mut c = Vec::new();
         c.extend([0x50, 0x4b, 0x01, 0x02]);
-        c.extend(20u16.to_le_bytes()); // made by (MS-DOS)
-        c.extend(20u16.to_le_bytes()); // version needed
+        c.extend(0x030Au16.to_le_bytes()); // made by (Unix, 1.0)
+        c.extend(10u16.to_le_bytes()); // version needed
         c.extend([0u8; 4]); // flags, method
-        c.extend([0u8; 4]); // time, date
+        c.extend([0, 0, 0x21, 0]); // time, date (1980-01-01)
         c.extend(0u32.to_le_bytes());
         c.extend(size.to_le_bytes());
         c.extend(size.to_le_bytes());
         c.extend(n.to_le_bytes());
         c.extend([0u8; 4]); // extra, comment lengths
         c.extend([0u8; 4]); // disk, internal attributes
-        c.extend(0u32.to_le_bytes()); // external attributes
+        c.extend(EXTERNAL_ATTRS.to_le_bytes()); // external attributes
         c.extend(offset.to_le_bytes());
         c.extend(name);
         (local, c)
@@ -326,6 +425,13 @@ mod tests {
         r.expect_err("refused").code
     }
 
+    /// The scan, then the fixed fields of each entry (as the reader does).
+    fn scan_fixed(b: &[u8]) -> Result<Vec<RawEntry>, BundleError> {
+        let v = scan_bytes(b, 3, 1 << 20)?;
+        v.iter().try_for_each(fixed_fields)?;
+        Ok(v)
+    }
+
     #[test]
     fn well_formed_archives_scan_to_their_entries() {
         let b = archive(&[(b"a.json", b"{}"), (b"b", b"xyz")]);
@@ -343,6 +449,68 @@ mod tests {
                 .unwrap()
                 .len(),
             1
+        );
+    }
+
+    /// Each field the format fixes, changed alone in the central directory (and in the
+    /// local header too where it has one, so the two still agree), is refused as such;
+    /// changed in the local header alone, as a disagreement.
+    #[test]
+    fn every_fixed_header_field_has_one_value() {
+        let good = archive(&[(b"a", b"1")]);
+        assert!(scan_fixed(&good).is_ok());
+        let cd = 30 + 1 + 1;
+        // (what, central offset, local offset, value)
+        let cases: [(&str, usize, Option<usize>, &[u8]); 9] = [
+            ("made by MS-DOS", 4, None, &20u16.to_le_bytes()),
+            ("made by Unix 2.0", 4, None, &0x0314u16.to_le_bytes()),
+            ("version needed", 6, Some(4), &20u16.to_le_bytes()),
+            ("UTF-8 flag", 8, Some(6), &0x0800u16.to_le_bytes()),
+            ("time", 12, Some(10), &0x6000u16.to_le_bytes()),
+            ("date", 14, Some(12), &0x5b81u16.to_le_bytes()),
+            ("disk start", 34, None, &1u16.to_le_bytes()),
+            ("internal attributes", 36, None, &1u16.to_le_bytes()),
+            (
+                "external attributes",
+                38,
+                None,
+                &(0o100755u32 << 16).to_le_bytes(),
+            ),
+        ];
+        for (what, c, l, v) in cases {
+            let mut b = good.clone();
+            b[cd + c..cd + c + v.len()].copy_from_slice(v);
+            if let Some(l) = l {
+                b[l..l + v.len()].copy_from_slice(v);
+            }
+            assert_eq!(code(scan_fixed(&b)), Code::BndHeaderField, "{what}");
+            if let Some(l) = l {
+                let mut b = good.clone();
+                b[l..l + v.len()].copy_from_slice(v);
+                assert_eq!(
+                    code(scan_fixed(&b)),
+                    Code::BndLocalHeader,
+                    "{what}, local only"
+                );
+            }
+        }
+        // Deflated: version 2.0, made by Unix 2.0, is the one pair for method 8.
+        let mut b = good.clone();
+        for (at, v) in [
+            (cd + 4, 0x0314u16),
+            (cd + 6, 20),
+            (cd + 10, 8),
+            (4, 20),
+            (8, 8),
+        ] {
+            b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        }
+        assert!(scan_fixed(&b).is_ok(), "deflated with its own versions");
+        b[cd + 4..cd + 6].copy_from_slice(&0x030Au16.to_le_bytes());
+        assert_eq!(
+            code(scan_fixed(&b)),
+            Code::BndHeaderField,
+            "deflated, made by 1.0"
         );
     }
 
