@@ -21,6 +21,8 @@ mod guide;
 mod hostile;
 #[path = "e2e/hostile_records.rs"]
 mod hostile_records;
+#[path = "e2e/journal_loss.rs"]
+mod journal_loss;
 #[path = "e2e/json_docs.rs"]
 mod json_docs;
 #[path = "e2e/keys_at_rest.rs"]

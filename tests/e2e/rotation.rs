@@ -202,3 +202,75 @@ fn a_revoked_key_retires_without_a_successor() {
     g.secure(&["apply", &ret, "--deposit-dir", &g.p("dep")])
         .ok();
 }
+
+/// docs/keys.md, "A key was stolen", followed to the letter against a thief who holds
+/// the old key (a copy of the home from before the rotation) and a bundle it signed
+/// with a `created` before the retirement (the one thing a thief can always make: it
+/// chooses `created`). Rotation still accepts it; `trust remove --retired` (an old key
+/// stolen) refuses it and keeps the current key; `trust remove` (the whole chain) then
+/// refuses everything of that signer until its new key is pinned again.
+#[test]
+fn a_stolen_old_key_is_distrusted_completely_by_the_documented_procedure() {
+    let g = Gap::default();
+    g.collect_fixture();
+    // Signed with the old key before the rotation: what a thief's backdated bundle is.
+    let thief = g.p("thief.zip");
+    g.secure(&["pack", "--out", &thief, "--limit", "2"]).ok();
+    let stmt = g.p("rotation.json");
+    g.secure(&["key", "rotate", "--reason", "yearly", "--out", &stmt])
+        .ok();
+    g.online(&["trust", "accept", &stmt]).ok();
+    // Rotation is not compromise: a bundle in flight from before is accepted.
+    g.online(&["inspect", &thief]).ok();
+
+    // Step 1 (an old key of the chain was stolen): distrust the retired keys only.
+    let r = g
+        .online(&["--json", "trust", "remove", "plant-a", "--retired"])
+        .ok()
+        .json();
+    assert_eq!(r["keys"].as_array().unwrap().len(), 1);
+    let refused = g.online(&["inspect", &thief]).code(3);
+    assert!(
+        refused.stderr.contains("error[MP-BND-022]"),
+        "{}",
+        refused.stderr
+    );
+    // The current key still signs.
+    let fresh = g.p("fresh.zip");
+    g.secure(&["pack", "--out", &fresh, "--limit", "2"]).ok();
+    g.online(&["inspect", &fresh]).ok();
+
+    // Step 2 (the current key is suspect too): the whole identity goes, the name is free.
+    g.online(&["trust", "remove", "plant-a"]).ok();
+    for f in [&thief, &fresh] {
+        let r = g.online(&["inspect", f]).code(3);
+        assert!(r.stderr.contains("error[MP-BND-022]"), "{}", r.stderr);
+    }
+    assert!(
+        g.online(&["--json", "trust", "list"]).ok().json()["trusted"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // Step 3: the owner makes a new key and it is pinned again under the same name after
+    // the fingerprint is read out by phone.
+    let stmt2 = g.p("rotation-2.json");
+    g.secure(&["key", "rotate", "--reason", "compromise", "--out", &stmt2])
+        .ok();
+    let r = g.online(&["trust", "accept", &stmt2]).code(1);
+    assert!(
+        r.stderr.contains("MP-KEY-015"),
+        "a statement cannot bring a distrusted chain back: {}",
+        r.stderr
+    );
+    let newpub = g.p("plant-a-new.pub");
+    g.secure(&["key", "export", "--out", &newpub]).ok();
+    g.online(&["trust", "add", &newpub, "--name", "plant-a"])
+        .ok();
+    let again = g.p("again.zip");
+    g.secure(&["pack", "--out", &again, "--repack", "--limit", "2"])
+        .ok();
+    g.online(&["inspect", &again]).ok();
+    let r = g.online(&["inspect", &thief]).code(3);
+    assert!(r.stderr.contains("error[MP-BND-022]"), "{}", r.stderr);
+}

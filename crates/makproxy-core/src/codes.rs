@@ -105,7 +105,7 @@ codes! {
     BndLocalHeader = "MP-BND-015": "an entry's local header differs from its central-directory entry"
         => "Two descriptions of one entry disagree (name, sizes, CRC, method or flags), so zip readers could extract different things. The file was crafted or corrupted; do not use it.",
     BndHeaderField = "MP-BND-016": "an entry header field differs from the one value the format fixes"
-        => "makproxy writes every header field with one fixed value: version made by and needed, method per entry (the data entry deflated unless it is empty, manifest and signatures stored), time and date 1980-01-01 00:00, no flags, disk 0, no internal attributes, a regular file readable by all (0644). Another value means another tool wrote or changed the file, and other zip readers may treat it differently. Ask for the bundle makproxy wrote.",
+        => "makproxy writes every header field with one fixed value: version made by and needed, method per entry (the data entry deflated, manifest and signatures stored), time and date 1980-01-01 00:00, no flags, disk 0, no internal attributes, a regular file readable by all (0644). Another value means another tool wrote or changed the file, and other zip readers may treat it differently. Ask for the bundle makproxy wrote.",
     BndDeflateEnd = "MP-BND-017": "an entry's deflate stream does not end exactly at its compressed size"
         => "The compressed data of an entry ends before its declared compressed size (bytes hidden after the end of the stream) or runs past it. Those bytes are not signed and other zip readers may see them. Do not use the file; ask for the bundle makproxy wrote.",
     BndSigMalformed = "MP-BND-020": "signature file is malformed"
@@ -203,6 +203,12 @@ codes! {
     AplNoLedger = "MP-APL-009": "the home's ledger is missing or empty (never recreated silently)"
         => "`ledger.sqlite3` is gone or empty while the home's keys are there. makproxy does not start a new ledger on its own, because sequence numbers would restart and the online side would refuse the bundles as replays. Restore the ledger from backup; or start a new one with `makproxy-secure recover --next-sequence N`, where N is one more than the highest sequence this site ever packed (`verify` of the last bundle shows it).",
 
+    JnlMissing = "MP-JNL-001": "the online home's journal is missing or empty (never recreated silently)"
+        => "The journal is what keeps this gateway from sending an installation ID to the service twice (each request may spend a MAK activation). It is created by `init` and never again silently. Restore journal.sqlite3 from backup; or run `makproxy-online recover RETURN…` with every return bundle this home wrote: it rebuilds the answers they carry and marks every other record of a bundle made before the recovery as uncertain (sent again only with --retry-uncertain).",
+    JnlForeign = "MP-JNL-002": "the journal belongs to another home"
+        => "journal.sqlite3 was written by a home with another key (copied from another gateway, or a home re-initialised around an old journal). Its answers and sequence numbers are not this home's. Put back this home's own journal, or move this one aside and run `makproxy-online recover RETURN…`.",
+    JnlExists = "MP-JNL-003": "recover refused: the home has a journal"
+        => "`recover` builds a journal only where none is (it never merges into or replaces one, which could hide answers). If the journal is damaged, move journal.sqlite3 (and its -wal and -shm files) aside first, then run recover again.",
     BkdRefused = "MP-BKD-001": "activation service refused the record (see service code)"
         => "The activation service refused the record; the service code and its meaning are shown (table below).",
     BkdNoResponse = "MP-BKD-002": "no response from the activation service after retries"

@@ -19,7 +19,7 @@
 //! consecutive requests that got no answer, nothing more is sent; a return holding
 //! nothing but such failures is not written.
 
-use crate::journal::Journal;
+use crate::journal::{Intent, Journal};
 use indicatif::ProgressBar;
 use makproxy_backend::{activate_with_retry, Backend, Outcome, Request, RetryPolicy};
 use makproxy_cli::{CliError, Exit, Output};
@@ -233,7 +233,7 @@ struct Walk<'a> {
     /// machine further on in the bundle) gets the same answer without a new request.
     refused: HashMap<Key, Answer>,
     skip_refused: bool,
-    check_intents: bool,
+    uncertain: Uncertainty,
     retry_uncertain: bool,
     /// Consecutive answers that were transport failures, and the limit.
     transport_failures: u32,
@@ -332,8 +332,8 @@ impl Walk<'_> {
                 return Ok(Some(Answer::Failed(f)));
             }
         }
-        if self.check_intents && !self.retry_uncertain && !self.waiting_on.contains_key(k) {
-            if let Some(i) = self.journal.intent(&k.0, &k.1).map_err(db)? {
+        if !self.retry_uncertain && !self.waiting_on.contains_key(k) {
+            if let Some(i) = self.uncertain.of(self.journal, &k.0, &k.1).map_err(db)? {
                 return Ok(Some(Answer::Failed(RecordFailure::new(
                     Code::BkdUncertain,
                     &format!(
@@ -652,6 +652,46 @@ struct Need {
     uncertain: u64,
 }
 
+/// Which records of this run may have reached the service without an answer recorded:
+/// open intents of runs that died, and (after `recover`) every record of a request
+/// made before the journal was rebuilt. Only backends that can spend care.
+struct Uncertainty {
+    /// Some intent is open.
+    open: bool,
+    /// When the journal was recovered, if this request was made up to then.
+    lost: Option<String>,
+}
+
+impl Uncertainty {
+    fn of_run(journal: &Journal, simulated: bool, created: &str) -> Result<Self, CliError> {
+        if simulated {
+            return Ok(Uncertainty {
+                open: false,
+                lost: None,
+            });
+        }
+        let at = |s: &str| {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+        };
+        let lost = journal
+            .recovered_at()
+            .map_err(db)?
+            .filter(|r| matches!((at(created), at(r)), (Some(c), Some(r)) if c <= r));
+        Ok(Uncertainty {
+            open: journal.any_intent().map_err(db)?,
+            lost,
+        })
+    }
+
+    /// The intent (open, or lost with the old journal) that makes this key uncertain.
+    fn of(&self, journal: &Journal, iid: &str, epid: &str) -> rusqlite::Result<Option<Intent>> {
+        if !self.open && self.lost.is_none() {
+            return Ok(None);
+        }
+        journal.open_intent(iid, epid, self.lost.as_deref())
+    }
+}
+
 /// Reads every record once before anything is spent: a record the reader refuses ends
 /// the run here (no request sent), and the counts serve --dry-run and --check-remaining.
 fn preflight(
@@ -659,7 +699,7 @@ fn preflight(
     journal: &Journal,
     o: &Options,
     skip_refused: bool,
-    check_intents: bool,
+    uncertain: &Uncertainty,
 ) -> Result<Need, CliError> {
     let (simulated, kind) = (o.backend.simulated(), o.backend.kind());
     let bundle_id = v.manifest.bundle_id.clone();
@@ -690,7 +730,7 @@ fn preflight(
         {
             return Ok(());
         }
-        if check_intents && !o.retry_uncertain && journal.intent(iid, epid).map_err(db)?.is_some() {
+        if !o.retry_uncertain && uncertain.of(journal, iid, epid).map_err(db)?.is_some() {
             need.uncertain += 1;
             return Ok(());
         }
@@ -739,8 +779,8 @@ pub fn run(
     // Refusals this backend gave for this bundle are not asked again (unless
     // --retry-failed); open intents only matter to backends that can spend.
     let skip_refused = !o.retry_failed && journal.any_failure(&m.bundle_id, kind).map_err(db)?;
-    let check_intents = !simulated && journal.any_intent().map_err(db)?;
-    let need = preflight(&mut v, journal, o, skip_refused, check_intents)?;
+    let uncertain = Uncertainty::of_run(journal, simulated, &m.created)?;
+    let need = preflight(&mut v, journal, o, skip_refused, &uncertain)?;
     let total: u64 = need.per_epid.values().sum::<u64>() + need.phone_only;
     if o.dry_run {
         out.report(&DryRun {
@@ -776,7 +816,7 @@ pub fn run(
         .start_run(&bundle::new_bundle_id(), &m.bundle_id, kind, &endpoint, &at)
         .map_err(db)?;
     let (writer, s, unreachable) =
-        walk_bundle(out, journal, o, &mut v, run, skip_refused, check_intents)?;
+        walk_bundle(out, journal, o, &mut v, run, skip_refused, uncertain)?;
 
     let got_answers = s.obtained + s.from_journal + (s.failed - s.no_response - s.uncertain);
     if unreachable && got_answers == 0 {
@@ -905,7 +945,7 @@ fn walk_bundle<'o>(
     v: &mut bundle::Verified,
     run: i64,
     skip_refused: bool,
-    check_intents: bool,
+    uncertain: Uncertainty,
 ) -> Result<(BundleWriter<ReturnRecord>, Summary, bool), CliError> {
     let (bundle_id, records) = (v.manifest.bundle_id.clone(), v.manifest.records);
     let (simulated, kind) = (o.backend.simulated(), o.backend.kind());
@@ -949,7 +989,7 @@ fn walk_bundle<'o>(
         settled: HashMap::new(),
         refused: HashMap::new(),
         skip_refused,
-        check_intents,
+        uncertain,
         retry_uncertain: o.retry_uncertain,
         transport_failures: 0,
         max_transport_failures: o.max_transport_failures,
@@ -1323,6 +1363,7 @@ mod tests {
         let (secure, spub) =
             Home::init(&dir.path().join("s"), Role::Secure, "plant-a", None).unwrap();
         let (online, _) = Home::init(&dir.path().join("o"), Role::Online, "gw", None).unwrap();
+        Journal::create(&online).unwrap(); // as `init` does
         let pubfile = dir.path().join("s.pub");
         std::fs::write(&pubfile, spub.to_file_bytes(&secure.signing_key().unwrap())).unwrap();
         online.trust_add(&pubfile, "plant-a").unwrap();
@@ -1560,23 +1601,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (online, _) =
             Home::init(&dir.path().join("o"), Role::Online, "kit-gateway", None).unwrap();
-        // The kit's previous secure key pinned, then its rotation accepted (the kit's
-        // retired-key cases need both).
+        Journal::create(&online).unwrap(); // as `init` does
+                                           // The kit's previous secure key pinned, then its rotation accepted (the kit's
+                                           // retired-key cases need both).
         let keys = Keys::default();
         let now = makproxy_cli::now();
-        let pubfile = dir.path().join("kit-old.pub");
-        std::fs::write(&pubfile, keys.old_public().to_file_bytes(&keys.secure_old)).unwrap();
-        online.trust_add(&pubfile, "kit-secure").unwrap();
-        let stmt = dir.path().join("kit-rotation.json");
-        std::fs::write(&stmt, keys.rotation_statement(now)).unwrap();
-        online.trust_accept(&stmt, now).unwrap();
-        let colleague = dir.path().join("kit-colleague.pub");
-        std::fs::write(
-            &colleague,
-            keys.colleague_public().to_file_bytes(&keys.colleague),
-        )
-        .unwrap();
-        online.trust_add(&colleague, "kit-colleague").unwrap();
+        keys.pin_cil_signers(&online, dir.path(), now).unwrap();
         let mut checked = 0;
         for case in cases(now) {
             if case.reader != Kind::Cil {

@@ -105,6 +105,18 @@ pub enum Command {
         #[command(flatten)]
         backend: BackendArgs,
     },
+    /// Rebuild a lost journal from the return bundles this home wrote.
+    ///
+    /// Every CID they carry is never asked for again. Every other record of a request
+    /// made before now is uncertain afterwards (sent again only with --retry-uncertain):
+    /// the lost journal may have sent it.
+    ///
+    /// Example: makproxy-online recover E:\returns\ret-0001.zip E:\returns\ret-0002.zip
+    Recover {
+        /// The return bundles this home wrote (any age; verified against its own keys).
+        #[arg(value_name = "RETURN")]
+        returns: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

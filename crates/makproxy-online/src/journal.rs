@@ -228,13 +228,254 @@ pub struct Journal {
     pub(crate) conn: Connection,
 }
 
+/// Why the journal could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The store could not be opened.
+    Store(StoreError),
+    /// The home is initialised but its journal is missing or empty: never recreated
+    /// silently (every IID already answered would be sent to the service again).
+    Missing(std::path::PathBuf),
+    /// The journal was written by a home with another key.
+    Foreign(std::path::PathBuf),
+    /// `recover` found a journal already there.
+    Exists(std::path::PathBuf),
+}
+
+impl From<StoreError> for OpenError {
+    fn from(e: StoreError) -> Self {
+        OpenError::Store(e)
+    }
+}
+
+impl From<rusqlite::Error> for OpenError {
+    fn from(e: rusqlite::Error) -> Self {
+        OpenError::Store(e.into())
+    }
+}
+
+/// The journal file of an online home.
+pub fn path(home: &Home) -> std::path::PathBuf {
+    home.dir.join("journal.sqlite3")
+}
+
+/// Whether a journal with content is there (its main file, or a WAL not yet folded in).
+fn exists(p: &std::path::Path) -> bool {
+    let len = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut wal = p.as_os_str().to_owned();
+    wal.push("-wal");
+    len(p) > 0 || len(std::path::Path::new(&wal)) > 0
+}
+
+/// Which home a journal belongs to: the ID of the key it was created with, and every
+/// key that rotation statements made its successors (docs/keys.md).
+fn home_keys(home: &Home) -> Result<Vec<String>, OpenError> {
+    let keys = home.own_keys().map_err(|e| {
+        OpenError::Store(StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(
+            Box::new(e),
+        )))
+    })?;
+    Ok(keys.iter().map(|t| t.key.key_id()).collect())
+}
+
+/// One return bundle as `recover` read it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecoveredReturn {
+    /// The return's file.
+    pub file: String,
+    /// Its bundle ID and sequence.
+    pub bundle_id: String,
+    /// Its sequence.
+    pub sequence: u64,
+    /// The request it answered.
+    pub answers: String,
+    /// CIDs it carried, now in the journal again.
+    pub answers_restored: u64,
+}
+
 impl Journal {
-    /// Opens (creating or migrating) the journal of an online home.
-    pub fn open(home: &Home) -> Result<Journal, StoreError> {
-        Self::open_path(&home.dir.join("journal.sqlite3"))
+    /// Opens (migrating) the journal of an initialised online home. A missing or empty
+    /// journal, or one of another home, is refused: never recreated silently.
+    pub fn open(home: &Home) -> Result<Journal, OpenError> {
+        let p = path(home);
+        if !exists(&p) {
+            return Err(OpenError::Missing(p));
+        }
+        let j = Self::open_path(&p)?;
+        let ours = home_keys(home)?;
+        match store::meta_get(&j.conn, "home_key")? {
+            Some(k) if ours.contains(&k) => {}
+            Some(_) => return Err(OpenError::Foreign(p)),
+            // A journal of an earlier release, which recorded no home: adopted by the
+            // home it lies in (the first open after the upgrade).
+            None => store::meta_set(&j.conn, "home_key", &ours[0])?,
+        }
+        Ok(j)
     }
 
-    /// Opens (creating or migrating) the journal at `path`.
+    /// Creates the journal of a new online home (`init`).
+    pub fn create(home: &Home) -> Result<Journal, OpenError> {
+        let p = path(home);
+        if exists(&p) {
+            return Err(OpenError::Exists(p));
+        }
+        let j = Self::open_path(&p)?;
+        store::meta_set(&j.conn, "home_key", &home_keys(home)?[0])?;
+        Ok(j)
+    }
+
+    /// `recover`: builds a journal for a home whose journal was lost, from the return
+    /// bundles this home wrote (`returns`: verified against its own keys, whatever
+    /// their age): every CID they carry, the runs and backends that obtained them, the
+    /// requests they answered (the replay guard, by site and sequence) and the return
+    /// numbering. What no return can tell, which IIDs were sent and never written into
+    /// a return, is marked: from now on every record without an answer of a request
+    /// created up to `now` is uncertain (sent again only with --retry-uncertain).
+    /// Built under a temporary name and renamed into place: a kill leaves no journal.
+    pub fn recover(
+        home: &Home,
+        returns: &[std::path::PathBuf],
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<RecoveredReturn>, makproxy_cli::CliError> {
+        use makproxy_core::bundle::{self, Kind, Limits, ReturnRecord};
+        let p = path(home);
+        if exists(&p) {
+            return Err(open_error(OpenError::Exists(p)));
+        }
+        let own = home.own_keys()?;
+        // This home's own returns, however old: their signatures are what is checked.
+        let limits = Limits {
+            skew_secs: 20 * 365 * 86_400,
+            ..Limits::default()
+        };
+        let mut read = Vec::new();
+        for f in returns {
+            let mut v = bundle::open_own(f, Kind::Return, &own, now, &limits)?;
+            let mut answers = Vec::new();
+            v.records(|r: ReturnRecord| {
+                if let Some(cid) = r.confirmation_id().map(|c| c.digits().to_string()) {
+                    answers.push((r, cid));
+                }
+                Ok::<(), makproxy_cli::CliError>(())
+            })?;
+            read.push((f.clone(), v.manifest.clone(), answers));
+        }
+        read.sort_by_key(|(_, m, _)| m.sequence);
+        let tmp = home.dir.join("journal.sqlite3.recovering");
+        for suffix in ["", "-wal", "-shm"] {
+            let mut t = tmp.as_os_str().to_owned();
+            t.push(suffix);
+            let _ = std::fs::remove_file(std::path::Path::new(&t));
+        }
+        let db = |e: rusqlite::Error| makproxy_cli::CliError::io("journal", e);
+        let mut j = Self::open_path(&tmp).map_err(|e| e.cli("journal"))?;
+        store::meta_set(
+            &j.conn,
+            "home_key",
+            &home_keys(home).map_err(open_error)?[0],
+        )
+        .map_err(db)?;
+        let mut out = Vec::new();
+        let at = makproxy_core::bundle::rfc3339(now);
+        for (f, m, answers) in &read {
+            let name = f
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            let a = m
+                .answers
+                .as_ref()
+                .expect("a return's reader checked its answers block");
+            // One run per backend the records name (each answer keeps its provenance).
+            let mut runs: Vec<(BackendKind, i64)> = Vec::new();
+            for (r, _) in answers {
+                if !runs.iter().any(|(b, _)| *b == r.backend) {
+                    let run = j
+                        .start_run(
+                            &format!("recovered-{}-{}", m.bundle_id, r.backend.as_str()),
+                            &a.bundle_id,
+                            r.backend,
+                            &format!("recovered from {name}"),
+                            &m.created,
+                        )
+                        .map_err(db)?;
+                    runs.push((r.backend, run));
+                }
+            }
+            let batch = j.batch().map_err(db)?;
+            for (r, cid) in answers {
+                let run = runs
+                    .iter()
+                    .find(|(b, _)| *b == r.backend)
+                    .map(|(_, id)| *id)
+                    .expect("started above");
+                batch
+                    .save_answer(
+                        r.installation_id.digits(),
+                        r.extended_product_id.as_str(),
+                        r.simulated,
+                        cid,
+                        run,
+                        &m.created,
+                    )
+                    .map_err(db)?;
+            }
+            batch.commit().map_err(db)?;
+            j.record_request(
+                &a.bundle_id,
+                &a.site,
+                a.sequence,
+                &a.manifest_sha256,
+                &format!("site:{}", a.site),
+                &m.created,
+            )
+            .map_err(db)?;
+            j.record_return(&m.bundle_id, &a.bundle_id, m.sequence, &name, &m.created)
+                .map_err(db)?;
+            out.push(RecoveredReturn {
+                file: f.display().to_string(),
+                bundle_id: m.bundle_id.clone(),
+                sequence: m.sequence,
+                answers: a.bundle_id.clone(),
+                answers_restored: answers.len() as u64,
+            });
+        }
+        store::meta_set(&j.conn, "recovered_at", &at).map_err(db)?;
+        j.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .map_err(db)?;
+        drop(j);
+        std::fs::rename(&tmp, &p).map_err(|e| makproxy_cli::CliError::io(p.display(), e))?;
+        makproxy_core::fsutil::sync_dir(&home.dir)
+            .map_err(|e| makproxy_cli::CliError::io(home.dir.display(), e))?;
+        Ok(out)
+    }
+
+    /// When `recover` rebuilt this journal, if it did: records of requests created up
+    /// to then that have no answer may have been sent by the lost journal's runs.
+    pub fn recovered_at(&self) -> rusqlite::Result<Option<String>> {
+        store::meta_get(&self.conn, "recovered_at")
+    }
+
+    /// The open intent for this key, or, for a request made before the journal was
+    /// recovered (`lost`: when), the lost journal's possible one.
+    pub fn open_intent(
+        &self,
+        iid: &str,
+        epid: &str,
+        lost: Option<&str>,
+    ) -> rusqlite::Result<Option<Intent>> {
+        Ok(self.intent(iid, epid)?.or_else(|| {
+            lost.map(|at| Intent {
+                iid: iid.to_string(),
+                epid: epid.to_string(),
+                backend: "unknown".into(),
+                run_id: "a run of the journal lost before `recover`".into(),
+                at: at.to_string(),
+            })
+        }))
+    }
+
+    /// Opens (creating or migrating) the journal at `path` (tests, benchmarks).
     pub fn open_path(path: &std::path::Path) -> Result<Journal, StoreError> {
         Ok(Journal {
             conn: store::open_migrating(path, SCHEMA, SCHEMA_VERSION, MIGRATIONS)?,
@@ -527,6 +768,36 @@ fn intent_row(r: &rusqlite::Row) -> rusqlite::Result<Intent> {
         run_id: r.get(3)?,
         at: r.get(4)?,
     })
+}
+
+/// The error a command reports for a journal that cannot be opened.
+pub fn open_error(e: OpenError) -> makproxy_cli::CliError {
+    use makproxy_cli::{CliError, Exit};
+    use makproxy_core::Code;
+    let shown = |p: &std::path::Path| {
+        makproxy_core::sanitize::escape(&p.display().to_string()).into_owned()
+    };
+    match e {
+        OpenError::Store(e) => e.cli("journal"),
+        OpenError::Missing(p) => CliError::new(
+            Exit::Error,
+            Some(Code::JnlMissing),
+            format!("{} is missing or empty; it is never recreated silently (every installation ID already answered would be sent to the service again)", shown(&p)),
+        )
+        .hint("restore it from backup, or: makproxy-online recover RETURN… (every return bundle this home wrote)"),
+        OpenError::Foreign(p) => CliError::new(
+            Exit::Error,
+            Some(Code::JnlForeign),
+            format!("{} was written by a home with another key", shown(&p)),
+        )
+        .hint("put back this home's own journal, or move this one aside and run makproxy-online recover RETURN…"),
+        OpenError::Exists(p) => CliError::new(
+            Exit::Error,
+            Some(Code::JnlExists),
+            format!("{} exists; recover builds a journal only where none is", shown(&p)),
+        )
+        .hint("move journal.sqlite3 (and its -wal and -shm files) aside first if it is damaged"),
+    }
 }
 
 /// Writes that become durable together on [`Batch::commit`].

@@ -128,7 +128,7 @@ fn backend(
 fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
     let dir = cli.global.home_dir(Role::Online);
     let home = || Home::open(&dir, Role::Online).map_err(CliError::from);
-    let journal = |h: &Home| Journal::open(h).map_err(|e| e.cli("journal"));
+    let journal = |h: &Home| Journal::open(h).map_err(makproxy_online::journal::open_error);
     match &cli.command {
         Command::Common(c) => makproxy_cli::common(
             out,
@@ -136,8 +136,24 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
             Role::Online,
             c,
             makproxy_cli::command::<Cli>(),
-            |h| journal(h).map(drop),
+            |h| {
+                Journal::create(h)
+                    .map(drop)
+                    .map_err(makproxy_online::journal::open_error)
+            },
         ),
+        Command::Recover { returns } => {
+            let h = home()?;
+            let now = makproxy_cli::now();
+            let read = Journal::recover(&h, returns, now)?;
+            out.report(&reports::Recovered {
+                journal: makproxy_online::journal::path(&h).display().to_string(),
+                answers_restored: read.iter().map(|r| r.answers_restored).sum(),
+                returns: read,
+                uncertain_before: makproxy_core::bundle::rfc3339(now),
+            });
+            Ok(Exit::Ok)
+        }
         Command::Inspect { file, records } => {
             let h = home()?;
             let mut v = makproxy_cli::open_bundle(&h, file, Kind::Cil, makproxy_cli::now())?;

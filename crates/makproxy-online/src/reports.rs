@@ -167,3 +167,45 @@ impl Display for Remaining {
         write!(f, "{}: {}", self.pid, self.remaining)
     }
 }
+
+/// `recover`.
+#[derive(Debug, serde::Serialize)]
+pub struct Recovered {
+    /// The journal built.
+    pub journal: String,
+    /// Each return read, in sequence order.
+    pub returns: Vec<crate::journal::RecoveredReturn>,
+    /// CIDs now in the journal again.
+    pub answers_restored: u64,
+    /// Requests created up to this time: their records without an answer are
+    /// uncertain (the lost journal may have sent them).
+    pub uncertain_before: String,
+}
+
+impl Display for Recovered {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Built {} from {} return bundle(s): {} CID(s) restored; they are never asked for again.",
+            escape(&self.journal),
+            self.returns.len(),
+            self.answers_restored
+        )?;
+        for r in &self.returns {
+            writeln!(
+                f,
+                "  {} (return {}, sequence {}, answers {}): {} CID(s)",
+                escape(&r.file),
+                r.bundle_id,
+                r.sequence,
+                r.answers,
+                r.answers_restored
+            )?;
+        }
+        write!(
+            f,
+            "What no return tells cannot be rebuilt: which installation IDs the lost journal sent and never wrote into a return. Every record without an answer of a request bundle created up to {} is UNCERTAIN (MP-BKD-010): `activate` does not send it without --retry-uncertain. Refusals are not restored (asking again spends nothing). The next return continues the sequence after the highest one read.",
+            self.uncertain_before
+        )
+    }
+}

@@ -104,6 +104,48 @@ impl Keys {
         v
     }
 
+    /// Pins in `home` (an online home) what [`Keys::trusted`] trusts for CIL bundles,
+    /// as an operator would: the previous secure key, then its rotation statement, the
+    /// colleague and the other site's key. Key files are written into `dir`.
+    pub fn pin_cil_signers(
+        &self,
+        home: &makproxy_core::keys::Home,
+        dir: &std::path::Path,
+        now: OffsetDateTime,
+    ) -> Result<(), makproxy_core::keys::KeyError> {
+        let file = |name: &str, bytes: Vec<u8>| {
+            let p = dir.join(name);
+            std::fs::write(&p, bytes).expect("write a kit key file");
+            p
+        };
+        home.trust_add(
+            &file(
+                "kit-old.pub",
+                self.old_public().to_file_bytes(&self.secure_old),
+            ),
+            "kit-secure",
+        )?;
+        home.trust_accept(
+            &file("kit-rotation.json", self.rotation_statement(now)),
+            now,
+        )?;
+        home.trust_add(
+            &file(
+                "kit-colleague.pub",
+                self.colleague_public().to_file_bytes(&self.colleague),
+            ),
+            "kit-colleague",
+        )?;
+        home.trust_add(
+            &file(
+                "kit-other-site.pub",
+                self.other_site_public().to_file_bytes(&self.other_site),
+            ),
+            "kit-other-site",
+        )?;
+        Ok(())
+    }
+
     /// The second secure operator's public key.
     pub fn colleague_public(&self) -> PublicKey {
         PublicKey {

@@ -295,9 +295,9 @@ fn open_inner(
         }
         classify_name(&e.name, expected)?;
         zipscan::fixed_fields(e)?;
-        // The one method each entry has: the data deflated (stored when it is empty, as
-        // the zip crate writes an empty entry), the small JSON files stored.
-        let want = if e.name == expected.data_entry().as_bytes() && e.uncompressed > 0 {
+        // The one method each entry has: the data deflated (even when empty, as the
+        // writer does), the small JSON files stored.
+        let want = if e.name == expected.data_entry().as_bytes() {
             8
         } else {
             0
