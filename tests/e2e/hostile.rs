@@ -59,53 +59,17 @@ fn every_kit_case_is_rejected_by_the_binaries_with_its_code() {
         &["--home", &oh, "init", "--site", "kit-gateway"],
     )
     .ok();
-    run(
-        "makproxy-online",
-        &[
-            "--home",
-            &oh,
-            "trust",
-            "add",
-            &p("kit-secure-old.pub"),
-            "--name",
-            "kit-secure",
-        ],
-    )
-    .ok();
-    run(
-        "makproxy-online",
-        &["--home", &oh, "trust", "accept", &p("kit-rotation.json")],
-    )
-    .ok();
-    run(
-        "makproxy-online",
-        &[
-            "--home",
-            &oh,
-            "trust",
-            "add",
-            &p("kit-colleague.pub"),
-            "--name",
-            "kit-colleague",
-        ],
-    )
-    .ok();
-
-    // A second site on the same gateway: its key is trusted, its cosignature never
-    // counts for kit-site.
-    run(
-        "makproxy-online",
-        &[
-            "--home",
-            &oh,
-            "trust",
-            "add",
-            &p("kit-other-site.pub"),
-            "--name",
-            "kit-other-site",
-        ],
-    )
-    .ok();
+    // The previous key, its rotation, a colleague, and a second site on the same
+    // gateway (its key trusted, its cosignature never counting for kit-site).
+    let online = |args: &[&str]| {
+        let mut a = vec!["--home", oh.as_str(), "trust"];
+        a.extend_from_slice(args);
+        run("makproxy-online", &a).ok();
+    };
+    online(&["add", &p("kit-secure-old.pub"), "--name", "kit-secure"]);
+    online(&["accept", &p("kit-rotation.json")]);
+    online(&["add", &p("kit-colleague.pub"), "--name", "kit-colleague"]);
+    online(&["add", &p("kit-other-site.pub"), "--name", "kit-other-site"]);
 
     let mut checked = 0;
     for case in cases(now) {

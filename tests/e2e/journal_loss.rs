@@ -98,6 +98,18 @@ fn a_lost_journal_is_refused_and_recover_never_sends_an_answered_iid_again() {
     assert_eq!(sent(&log), first, "no answered IID was sent again");
     assert_eq!(again["summary"]["obtained"], 0);
     assert_eq!(again["summary"]["from_journal"], r1["summary"]["obtained"]);
+    // Its refusals were not restored (asking again spends nothing), so those records
+    // are uncertain until a whole --retry-uncertain run has gone through the bundle;
+    // after that they are ordinary refusals, asked again by --retry-failed.
+    let refused = r1["summary"]["failed"].as_u64().unwrap();
+    assert!(refused > 0, "the example gateway refuses IIDs ending in 6");
+    assert_eq!(again["summary"]["uncertain"].as_u64(), Some(refused));
+    activate(&g, &cil1, &g.p("ret-2b.zip"), &log, &["--retry-uncertain"]);
+    assert_eq!(sent(&log), first + refused as usize);
+    let r = activate(&g, &cil1, &g.p("ret-2c.zip"), &log, &["--retry-failed"]).json();
+    assert_eq!(r["summary"]["uncertain"], 0, "not uncertain a second time");
+    assert_eq!(sent(&log), first + 2 * refused as usize);
+    let first = sent(&log);
 
     // cil-2 was made before the recovery: the lost journal may have sent it. Uncertain,
     // not sent, until the operator decides.

@@ -140,13 +140,10 @@ pub const GATEWAY_ENV_PREFIX: &str = "MAKPROXY_GATEWAY_";
 
 /// Whether a variable of this name is passed to a gateway program. Names compare
 /// without regard to case (as Windows does, and `http_proxy` is as common as
-/// `HTTP_PROXY`); the passphrase variables never pass, whatever their spelling.
+/// `HTTP_PROXY`). No passphrase variable is on the list or has the prefix (tested).
 pub fn passed_to_child(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    if makproxy_core::secret::SECRET_ENV.contains(&upper.as_str()) {
-        return false;
-    }
-    CHILD_ENV.iter().any(|n| n.eq_ignore_ascii_case(name)) || upper.starts_with(GATEWAY_ENV_PREFIX)
+    CHILD_ENV.iter().any(|n| n.eq_ignore_ascii_case(name))
+        || name.to_ascii_uppercase().starts_with(GATEWAY_ENV_PREFIX)
 }
 
 /// The environment a child process gets: this process's, filtered by [`passed_to_child`].
@@ -321,6 +318,38 @@ impl Backend for CommandBackend {
                 a.service_code.as_deref().unwrap_or("unknown"),
             )),
             (k, _) => Err(protocol(format!("unexpected answer type {k:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    /// The allowlist passes what a program needs and nothing secret, in any spelling.
+    #[test]
+    fn the_child_environment_passes_the_allowlist_and_never_a_passphrase() {
+        for name in makproxy_core::secret::SECRET_ENV {
+            for spelling in [name.to_string(), name.to_ascii_lowercase()] {
+                assert!(!passed_to_child(&spelling), "{spelling}");
+            }
+        }
+        for name in [
+            "PATH",
+            "Path",
+            "SystemRoot",
+            "https_proxy",
+            "MAKPROXY_GATEWAY_TENANT",
+        ] {
+            assert!(passed_to_child(name), "{name}");
+        }
+        for name in [
+            "MAKPROXY_HOME",
+            "AWS_SECRET_ACCESS_KEY",
+            "GATEWAY_TENANT",
+            "MAKPROXY_GATEWAY",
+        ] {
+            assert!(!passed_to_child(name), "{name}");
         }
     }
 }

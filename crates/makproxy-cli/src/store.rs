@@ -97,8 +97,9 @@ pub fn open(path: &Path, schema: &str, version: u32) -> Result<Connection, Store
 /// a second process on the same home fails at once with the holder's process ID
 /// (written to `<store>.pid`) instead of both waiting on SQLite and failing later. The
 /// lock is the operating system's (flock / LockFileEx): it goes when the process does,
-/// however it ends.
-fn lock(path: &Path) -> Result<(), StoreError> {
+/// however it ends. Public for a command that builds a store under another name and
+/// renames it into place (`makproxy-online recover`): it holds the real store's lock.
+pub fn lock(path: &Path) -> Result<(), StoreError> {
     use std::sync::Mutex;
     static HELD: Mutex<Vec<(PathBuf, std::fs::File)>> = Mutex::new(Vec::new());
     let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());

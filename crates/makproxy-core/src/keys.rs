@@ -1188,6 +1188,52 @@ mod tests {
         assert_eq!(of(&online), vec![other.1.key]);
     }
 
+    /// The files trust depends on fail closed (docs/threat-model.md): a retired key whose
+    /// statement is gone stops every reader of trust instead of being trusted without
+    /// its retirement time; a damaged quorum file stops bundles instead of lifting the
+    /// rule; a missing trust folder trusts nothing.
+    #[test]
+    fn damaged_trust_files_fail_closed() {
+        let t = tempfile::tempdir().unwrap();
+        let (_, online, _) = rotated_twice(t.path());
+        let rdir = online.retired_trust_dir("plant-a");
+        let statement = fs::read_dir(&rdir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "statement"))
+            .unwrap();
+        let kept = fs::read(&statement).unwrap();
+        fs::remove_file(&statement).unwrap();
+        assert!(
+            online.trusted().is_err(),
+            "a retired key without its statement"
+        );
+        fs::write(&statement, b"").unwrap();
+        assert_eq!(
+            online.trusted().unwrap_err().code(),
+            Some(Code::KeyStatement)
+        );
+        fs::write(&statement, kept).unwrap();
+        assert_eq!(online.trusted().unwrap().len(), 3);
+
+        let q = online.trust_dir().join("quorum.json");
+        for bad in [
+            &b""[..],
+            b"{",
+            br#"{"format":"makproxy-quorum","version":1,"sites":{"plant-a":0}}"#,
+        ] {
+            fs::write(&q, bad).unwrap();
+            assert_eq!(
+                online.quorum().unwrap_err().code(),
+                Some(Code::KeyMalformed)
+            );
+        }
+        fs::remove_file(&q).unwrap();
+
+        fs::remove_dir_all(online.trust_dir()).unwrap();
+        assert!(online.trusted().unwrap().is_empty(), "nothing trusted");
+    }
+
     /// Killed after the retired keys were renamed away but before the pin went: the
     /// current key is still pinned (never a retired key without its pin), nothing
     /// retired is trusted, and a re-run finishes.

@@ -663,7 +663,7 @@ struct Uncertainty {
 }
 
 impl Uncertainty {
-    fn of_run(journal: &Journal, simulated: bool, created: &str) -> Result<Self, CliError> {
+    fn of_run(journal: &Journal, simulated: bool, m: &bundle::Manifest) -> Result<Self, CliError> {
         if simulated {
             return Ok(Uncertainty {
                 open: false,
@@ -674,9 +674,9 @@ impl Uncertainty {
             time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
         };
         let lost = journal
-            .recovered_at()
+            .recovered_at(&m.bundle_id)
             .map_err(db)?
-            .filter(|r| matches!((at(created), at(r)), (Some(c), Some(r)) if c <= r));
+            .filter(|r| matches!((at(&m.created), at(r)), (Some(c), Some(r)) if c <= r));
         Ok(Uncertainty {
             open: journal.any_intent().map_err(db)?,
             lost,
@@ -779,7 +779,8 @@ pub fn run(
     // Refusals this backend gave for this bundle are not asked again (unless
     // --retry-failed); open intents only matter to backends that can spend.
     let skip_refused = !o.retry_failed && journal.any_failure(&m.bundle_id, kind).map_err(db)?;
-    let uncertain = Uncertainty::of_run(journal, simulated, &m.created)?;
+    let uncertain = Uncertainty::of_run(journal, simulated, &m)?;
+    let lost = uncertain.lost.is_some();
     let need = preflight(&mut v, journal, o, skip_refused, &uncertain)?;
     let total: u64 = need.per_epid.values().sum::<u64>() + need.phone_only;
     if o.dry_run {
@@ -836,6 +837,13 @@ pub fn run(
     let written = write_return(
         home, journal, o, &v, &key, now, writer, &endpoint, remaining,
     )?;
+    // A bundle from before a journal recovery, gone through whole with
+    // --retry-uncertain (nothing left unsent by a stop or an outage): its records are
+    // known from here on.
+    let whole = !unreachable && s.no_response == 0 && !o.stop.load(Ordering::SeqCst);
+    if lost && o.retry_uncertain && whole {
+        journal.clear_lost(&m.bundle_id, &at).map_err(db)?;
+    }
     let exit = Exit::outcome(s.obtained + s.from_journal, s.failed);
     out.report(&Activated {
         return_bundle: o.out.to_path_buf(),

@@ -240,6 +240,8 @@ pub enum OpenError {
     Foreign(std::path::PathBuf),
     /// `recover` found a journal already there.
     Exists(std::path::PathBuf),
+    /// The home's own keys could not be read (which keys a journal may belong to).
+    Key(makproxy_core::keys::KeyError),
 }
 
 impl From<StoreError> for OpenError {
@@ -270,11 +272,7 @@ fn exists(p: &std::path::Path) -> bool {
 /// Which home a journal belongs to: the ID of the key it was created with, and every
 /// key that rotation statements made its successors (docs/keys.md).
 fn home_keys(home: &Home) -> Result<Vec<String>, OpenError> {
-    let keys = home.own_keys().map_err(|e| {
-        OpenError::Store(StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(
-            Box::new(e),
-        )))
-    })?;
+    let keys = home.own_keys().map_err(OpenError::Key)?;
     Ok(keys.iter().map(|t| t.key.key_id()).collect())
 }
 
@@ -339,6 +337,9 @@ impl Journal {
     ) -> Result<Vec<RecoveredReturn>, makproxy_cli::CliError> {
         use makproxy_core::bundle::{self, Kind, Limits, ReturnRecord};
         let p = path(home);
+        // The real journal's lock, held until this process ends: a second recover, or
+        // an activate, on this home fails at once (MP-KEY-009) instead of racing.
+        store::lock(&p).map_err(|e| e.cli("journal"))?;
         if exists(&p) {
             return Err(open_error(OpenError::Exists(p)));
         }
@@ -348,19 +349,13 @@ impl Journal {
             skew_secs: 20 * 365 * 86_400,
             ..Limits::default()
         };
-        let mut read = Vec::new();
+        // Every return verified before anything is written; records are then read from
+        // each one's verified copy as they are stored (none held in memory).
+        let mut verified = Vec::new();
         for f in returns {
-            let mut v = bundle::open_own(f, Kind::Return, &own, now, &limits)?;
-            let mut answers = Vec::new();
-            v.records(|r: ReturnRecord| {
-                if let Some(cid) = r.confirmation_id().map(|c| c.digits().to_string()) {
-                    answers.push((r, cid));
-                }
-                Ok::<(), makproxy_cli::CliError>(())
-            })?;
-            read.push((f.clone(), v.manifest.clone(), answers));
+            verified.push((f, bundle::open_own(f, Kind::Return, &own, now, &limits)?));
         }
-        read.sort_by_key(|(_, m, _)| m.sequence);
+        verified.sort_by_key(|(_, v)| v.manifest.sequence);
         let tmp = home.dir.join("journal.sqlite3.recovering");
         for suffix in ["", "-wal", "-shm"] {
             let mut t = tmp.as_os_str().to_owned();
@@ -377,7 +372,8 @@ impl Journal {
         .map_err(db)?;
         let mut out = Vec::new();
         let at = makproxy_core::bundle::rfc3339(now);
-        for (f, m, answers) in &read {
+        for (f, mut v) in verified {
+            let m = v.manifest.clone();
             let name = f
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
@@ -387,38 +383,41 @@ impl Journal {
                 .expect("a return's reader checked its answers block");
             // One run per backend the records name (each answer keeps its provenance).
             let mut runs: Vec<(BackendKind, i64)> = Vec::new();
-            for (r, _) in answers {
-                if !runs.iter().any(|(b, _)| *b == r.backend) {
-                    let run = j
-                        .start_run(
-                            &format!("recovered-{}-{}", m.bundle_id, r.backend.as_str()),
-                            &a.bundle_id,
-                            r.backend,
-                            &format!("recovered from {name}"),
-                            &m.created,
-                        )
-                        .map_err(db)?;
-                    runs.push((r.backend, run));
-                }
-            }
+            let mut restored = 0u64;
             let batch = j.batch().map_err(db)?;
-            for (r, cid) in answers {
-                let run = runs
-                    .iter()
-                    .find(|(b, _)| *b == r.backend)
-                    .map(|(_, id)| *id)
-                    .expect("started above");
+            v.records(|r: ReturnRecord| {
+                let Some(cid) = r.confirmation_id() else {
+                    return Ok(());
+                };
+                let run = match runs.iter().find(|(b, _)| *b == r.backend) {
+                    Some((_, id)) => *id,
+                    None => {
+                        let id = batch
+                            .start_run(
+                                &format!("recovered-{}-{}", m.bundle_id, r.backend.as_str()),
+                                &a.bundle_id,
+                                r.backend,
+                                &format!("recovered from {name}"),
+                                &m.created,
+                            )
+                            .map_err(db)?;
+                        runs.push((r.backend, id));
+                        id
+                    }
+                };
                 batch
                     .save_answer(
                         r.installation_id.digits(),
                         r.extended_product_id.as_str(),
                         r.simulated,
-                        cid,
+                        cid.digits(),
                         run,
                         &m.created,
                     )
                     .map_err(db)?;
-            }
+                restored += 1;
+                Ok::<(), makproxy_cli::CliError>(())
+            })?;
             batch.commit().map_err(db)?;
             j.record_request(
                 &a.bundle_id,
@@ -436,7 +435,7 @@ impl Journal {
                 bundle_id: m.bundle_id.clone(),
                 sequence: m.sequence,
                 answers: a.bundle_id.clone(),
-                answers_restored: answers.len() as u64,
+                answers_restored: restored,
             });
         }
         store::meta_set(&j.conn, "recovered_at", &at).map_err(db)?;
@@ -450,10 +449,20 @@ impl Journal {
         Ok(out)
     }
 
-    /// When `recover` rebuilt this journal, if it did: records of requests created up
-    /// to then that have no answer may have been sent by the lost journal's runs.
-    pub fn recovered_at(&self) -> rusqlite::Result<Option<String>> {
+    /// When `recover` rebuilt this journal, if it did and `bundle_id` has not been
+    /// cleared since ([`Journal::clear_lost`]): records of requests created up to then
+    /// that have no answer may have been sent by the lost journal's runs.
+    pub fn recovered_at(&self, bundle_id: &str) -> rusqlite::Result<Option<String>> {
+        if store::meta_get(&self.conn, &format!("lost_cleared:{bundle_id}"))?.is_some() {
+            return Ok(None);
+        }
         store::meta_get(&self.conn, "recovered_at")
+    }
+
+    /// A run with --retry-uncertain went through every record of `bundle_id` after the
+    /// recovery: from now on its records are uncertain only by their own intents.
+    pub fn clear_lost(&self, bundle_id: &str, at: &str) -> rusqlite::Result<()> {
+        store::meta_set(&self.conn, &format!("lost_cleared:{bundle_id}"), at)
     }
 
     /// The open intent for this key, or, for a request made before the journal was
@@ -779,6 +788,7 @@ pub fn open_error(e: OpenError) -> makproxy_cli::CliError {
     };
     match e {
         OpenError::Store(e) => e.cli("journal"),
+        OpenError::Key(e) => e.into(),
         OpenError::Missing(p) => CliError::new(
             Exit::Error,
             Some(Code::JnlMissing),
@@ -806,6 +816,22 @@ pub struct Batch<'a> {
 }
 
 impl Batch<'_> {
+    /// As [`Journal::start_run`], inside the batch (`recover`).
+    fn start_run(
+        &self,
+        run_id: &str,
+        bundle_id: &str,
+        backend: BackendKind,
+        endpoint: &str,
+        at: &str,
+    ) -> rusqlite::Result<i64> {
+        self.tx.execute(
+            "INSERT INTO runs(run_id, bundle_id, backend, started, endpoint) VALUES(?1, ?2, ?3, ?4, ?5)",
+            params![run_id, bundle_id, backend.as_str(), at, endpoint],
+        )?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
     /// Records that a request is about to leave for a backend that can spend.
     pub fn intend(
         &self,

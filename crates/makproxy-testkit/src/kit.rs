@@ -1185,11 +1185,19 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     );
     // One signer counts once (TUF: a rotated-out key leaves the role): the retired key
     // and its successor are one identity, in either order.
-    let three_hours_ago = |m: &mut Value| {
-        m["signer_key_id"] = json!(old_id);
-        m["created"] = json!(ts(now - time::Duration::hours(3)));
-    };
-    let mut t = Parts::new(&k, c, now, three_hours_ago, None);
+    // Made before the retirement, so the retired key's signature itself is good.
+    let before_retirement =
+        |m: &mut Value| m["created"] = json!(ts(now - time::Duration::hours(3)));
+    let mut t = Parts::new(
+        &k,
+        c,
+        now,
+        |m| {
+            before_retirement(m);
+            m["signer_key_id"] = json!(old_id);
+        },
+        None,
+    );
     t.sig = sig(&k.secure_old, &k.secure_old, c.payload_type(), &t.manifest);
     t.cosign("manifest.cosig-1", &k.secure, &k.secure);
     add(
@@ -1198,13 +1206,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndSameSigner),
         t.zip(),
     );
-    let mut t = Parts::new(
-        &k,
-        c,
-        now,
-        |m| m["created"] = json!(ts(now - time::Duration::hours(3))),
-        None,
-    );
+    let mut t = Parts::new(&k, c, now, before_retirement, None);
     t.cosign("manifest.cosig-1", &k.secure_old, &k.secure_old);
     add(
         "cosigned-by-retired-key-of-signer",
@@ -1214,13 +1216,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     );
     // A colleague and then the signer's retired key: the second cosignature repeats the
     // first signer, whichever entry comes first.
-    let mut t = Parts::new(
-        &k,
-        c,
-        now,
-        |m| m["created"] = json!(ts(now - time::Duration::hours(3))),
-        None,
-    );
+    let mut t = Parts::new(&k, c, now, before_retirement, None);
     t.cosign("manifest.cosig-1", &k.colleague, &k.colleague);
     t.cosign("manifest.cosig-2", &k.secure_old, &k.secure_old);
     add(

@@ -737,20 +737,21 @@ fn check_manifest(
 /// Inflates (or, stored, copies) one entry's raw bytes into `sink`, with the checks
 /// that leave no unsigned byte in it: a deflate stream must end (its final block) exactly
 /// at the entry's compressed size, nothing after it, and the output must match the CRC.
-/// At most `cap` bytes are produced (one more is an error). Returns the bytes produced.
+/// At most `cap` bytes are produced (one more is an error). Returns the bytes produced
+/// and the size the entry declares.
 fn inflate_entry(
     archive: &mut zip::ZipArchive<BufReader<File>>,
     name: &str,
     cap: u64,
     mut sink: impl FnMut(&[u8]) -> io::Result<()>,
-) -> Result<u64, BundleError> {
+) -> Result<(u64, u64), BundleError> {
     let unreadable =
         |e: &dyn std::fmt::Display| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}"));
     let index = archive
         .index_for_name(name)
         .ok_or_else(|| unreadable(&"no such entry"))?;
     let mut raw = archive.by_index_raw(index).map_err(|e| unreadable(&e))?;
-    let (method, crc_want) = (raw.compression(), raw.crc32());
+    let (method, crc_want, declared) = (raw.compression(), raw.crc32(), raw.size());
     let mut crc = flate2::Crc::new();
     let mut produced = 0u64;
     let mut emit = |b: &[u8]| -> Result<(), BundleError> {
@@ -806,7 +807,8 @@ fn inflate_entry(
                     break;
                 }
                 if !ended && used == 0 && made == 0 {
-                    break;
+                    // No progress with input left: never drop bytes unread.
+                    return Err(unreadable(&"the deflate stream makes no progress"));
                 }
             }
         }
@@ -820,7 +822,7 @@ fn inflate_entry(
     if crc.sum() != crc_want {
         return Err(unreadable(&"CRC-32 does not match its data"));
     }
-    Ok(produced)
+    Ok((produced, declared))
 }
 
 fn read_entry(
@@ -828,12 +830,8 @@ fn read_entry(
     name: &str,
     cap: u64,
 ) -> Result<Vec<u8>, BundleError> {
-    let declared = archive
-        .by_name(name)
-        .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?
-        .size();
-    let mut v = Vec::with_capacity(declared.min(cap) as usize);
-    inflate_entry(archive, name, cap, |b| {
+    let mut v = Vec::new();
+    let (_, declared) = inflate_entry(archive, name, cap, |b| {
         v.extend_from_slice(b);
         Ok(())
     })?;
@@ -855,7 +853,7 @@ fn copy_entry(
 ) -> Result<String, BundleError> {
     let mut hasher = Sha256::new();
     let mut w = io::BufWriter::with_capacity(256 * 1024, &mut *to);
-    let n = inflate_entry(archive, name, size, |b| {
+    let (n, _) = inflate_entry(archive, name, size, |b| {
         hasher.update(b);
         w.write_all(b)
     })?;
