@@ -500,11 +500,7 @@ impl Journal {
         endpoint: &str,
         at: &str,
     ) -> rusqlite::Result<i64> {
-        self.conn.execute(
-            "INSERT INTO runs(run_id, bundle_id, backend, started, endpoint) VALUES(?1, ?2, ?3, ?4, ?5)",
-            params![run_id, bundle_id, backend.as_str(), at, endpoint],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+        insert_run(&self.conn, run_id, bundle_id, backend, endpoint, at)
     }
 
     /// A CID already in the journal for this key, and who obtained it.
@@ -810,6 +806,22 @@ pub fn open_error(e: OpenError) -> makproxy_cli::CliError {
     }
 }
 
+/// The one statement that records a run (from [`Journal`] or inside a [`Batch`]).
+fn insert_run(
+    conn: &Connection,
+    run_id: &str,
+    bundle_id: &str,
+    backend: BackendKind,
+    endpoint: &str,
+    at: &str,
+) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO runs(run_id, bundle_id, backend, started, endpoint) VALUES(?1, ?2, ?3, ?4, ?5)",
+        params![run_id, bundle_id, backend.as_str(), at, endpoint],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
 /// Writes that become durable together on [`Batch::commit`].
 pub struct Batch<'a> {
     tx: Transaction<'a>,
@@ -825,11 +837,7 @@ impl Batch<'_> {
         endpoint: &str,
         at: &str,
     ) -> rusqlite::Result<i64> {
-        self.tx.execute(
-            "INSERT INTO runs(run_id, bundle_id, backend, started, endpoint) VALUES(?1, ?2, ?3, ?4, ?5)",
-            params![run_id, bundle_id, backend.as_str(), at, endpoint],
-        )?;
-        Ok(self.tx.last_insert_rowid())
+        insert_run(&self.tx, run_id, bundle_id, backend, endpoint, at)
     }
 
     /// Records that a request is about to leave for a backend that can spend.
