@@ -389,6 +389,20 @@ fn collect_is_idempotent_and_a_reimaged_machine_is_seen_whatever_result_files_li
     assert_eq!(again["summary"]["deposits_activated"], 0);
     let after = g.secure(&["--json", "status"]).ok().json();
     assert_eq!(before["counts"], after["counts"]);
+    // The same folder under another spelling of its path (a moved share, a UNC path
+    // for a drive letter): files are known by their content, so the agent reports from
+    // before the deposits demote nothing (issue 29: 608 products went back to
+    // cid_on_hand).
+    let respelled = drop.join("..").join(drop.file_name().unwrap());
+    let again = g
+        .secure(&["--json", "collect", respelled.to_str().unwrap()])
+        .ok()
+        .json();
+    assert_eq!(again["summary"]["files_unchanged"], 9);
+    assert_eq!(again["summary"]["updated"], 0);
+    let after = g.secure(&["--json", "status"]).ok().json();
+    assert_eq!(before["counts"], after["counts"]);
+    assert_eq!(g.count("activated"), 2);
     // PC-000001 is reimaged: its agent reports new IIDs; the old result file stays in
     // the folder. The new IIDs are queued; the stale result is not read again.
     let mut agent: serde_json::Value =

@@ -3,8 +3,10 @@
 //! (file, record, code, reason) and never stop the good ones. Changes are committed in
 //! batches of whole files.
 //!
-//! Idempotent: a file whose content digest equals the one collected last time is
-//! skipped ("unchanged"), so re-running collect over the same folder changes nothing
+//! Idempotent: a file whose content digest equals the one collected last time from its
+//! path, or (a path never collected) from a file of the same name in another folder,
+//! is skipped ("unchanged"), so re-running collect over the same folder, or the same
+//! folder under another spelling of its path, changes nothing
 //! and stale result files of a reimaged machine are never re-read. A deposit writes
 //! its time into its result file, so a new deposit (after a reissue) is new content. A file may only speak for the host it is named
 //! after (`<HOST>.json`, `<HOST>.result.json`); CSV inventories are the operator's own
@@ -307,7 +309,7 @@ fn file(
         }
     };
     let digest = makproxy_core::bundle::sha256_hex(&bytes);
-    if tx.collected_digest(&shown)?.as_deref() == Some(digest.as_str()) {
+    if tx.already_collected(&shown, &digest)? {
         summary.files_unchanged += 1;
         return Ok(());
     }

@@ -198,7 +198,9 @@ pub fn after_collect(current: Option<(ProductState, bool)>, seen: Seen) -> Produ
         ) => s,
         // (Same IID, activated, and a new agent file says unlicensed: the machine lost
         // its activation; the CID on hand lets `apply --reissue` deposit it again.
-        // Unchanged files are never read twice, so this is news, not a stale file.)
+        // A file's content is read once, under whatever path, so this is news, not a
+        // stale file seen again; an older report of new content is issue 29's open
+        // part: reports are not yet ordered by the machine's own time.)
         (_, Seen::CidOnHand) => S::CidOnHand,
         (_, Seen::NeedsActivation) => S::Queued,
     }
@@ -296,6 +298,8 @@ CREATE TABLE IF NOT EXISTS collected_files(
     sha256 TEXT NOT NULL,
     at TEXT NOT NULL
 );
+-- Files are known by their content wherever they are mounted (collect).
+CREATE INDEX IF NOT EXISTS collected_files_by_sha256 ON collected_files(sha256);
 CREATE TABLE IF NOT EXISTS product_keys(
     last5 TEXT PRIMARY KEY,
     product TEXT NOT NULL,
@@ -920,12 +924,28 @@ impl Tx<'_> {
 
     // ---- collect ----
 
-    /// The content digest `file` had when it was last collected.
-    pub fn collected_digest(&self, file: &str) -> rusqlite::Result<Option<String>> {
-        self.tx
+    /// Whether `file` brings nothing new: its content digest is the one collected last
+    /// time from this path (a machine restored to an old report, A→B→A, is news); or,
+    /// for a path never collected, the digest of a file of the same name collected from
+    /// another folder: the same drop folder under another spelling (a moved share, a UNC
+    /// path for a drive letter) is the same files. The name counts: a file speaks for
+    /// the host it is named after, so the same bytes under another name are another file.
+    pub fn already_collected(&self, file: &str, sha256: &str) -> rusqlite::Result<bool> {
+        let last: Option<String> = self
+            .tx
             .prepare_cached("SELECT sha256 FROM collected_files WHERE file = ?1")?
             .query_row(params![file], |r| r.get(0))
-            .optional()
+            .optional()?;
+        if let Some(last) = last {
+            return Ok(last == sha256);
+        }
+        let name = |f: &str| f.rsplit(['/', '\\']).next().map(str::to_owned);
+        let files: Vec<String> = self
+            .tx
+            .prepare_cached("SELECT file FROM collected_files WHERE sha256 = ?1")?
+            .query_map(params![sha256], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(files.iter().any(|f| name(f) == name(file)))
     }
 
     /// Remembers that `file` was collected with this content; its earlier rejections go.
