@@ -16,8 +16,9 @@
 
 use makproxy_cli::store::{self, Migration, StoreError};
 use makproxy_core::channel::{Channel, Policy};
-use makproxy_core::ids::WmiClass;
+use makproxy_core::ids::{ConfirmationId, Guid, InstallationId, WmiClass};
 use makproxy_core::keys::Home;
+use makproxy_core::records::deposit_file::DepositItem;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::PathBuf;
 
@@ -576,27 +577,6 @@ pub struct DepositTarget {
     pub state: ProductState,
 }
 
-/// One product awaiting deposit on a host.
-pub struct DepositRow {
-    /// The product's activation ID.
-    pub activation_id: String,
-    /// The licensing application's GUID.
-    pub application: String,
-    /// The WMI class that reported it.
-    pub wmi_class: WmiClass,
-    /// The product's name.
-    pub product: Option<String>,
-    /// The installation ID.
-    pub iid: String,
-    /// The confirmation ID.
-    pub cid: String,
-    /// Whether the CID came from the simulator.
-    pub simulated: bool,
-    /// The key's last five characters (an Active Directory forest's deposit checks the
-    /// key it is given against them).
-    pub partial_key: Option<String>,
-}
-
 /// One line of `status`.
 #[derive(Debug, serde::Serialize)]
 pub struct StatusRow {
@@ -867,12 +847,23 @@ fn each<T>(
     Ok(())
 }
 
-fn wmi_class_of(s: String) -> rusqlite::Result<WmiClass> {
-    WmiClass::parse(&s).ok_or_else(|| {
+/// Column `i` read back through its type's parser: the ledger is a file on disk, and
+/// what goes into a deposit script is checked again, not trusted as stored.
+fn typed<T, E: std::fmt::Display>(
+    r: &rusqlite::Row,
+    i: usize,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> rusqlite::Result<T> {
+    let s: String = r.get(i)?;
+    parse(&s).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(
-            0,
+            i,
             rusqlite::types::Type::Text,
-            format!("unknown WMI class {s:?} in the ledger").into(),
+            format!(
+                "{:?} in the ledger: {e}",
+                makproxy_core::sanitize::escape(&s)
+            )
+            .into(),
         )
     })
 }
@@ -1555,18 +1546,20 @@ impl Tx<'_> {
             .collect()
     }
 
-    /// A host's products awaiting deposit.
-    pub fn deposit_rows(&self, host: &str) -> rusqlite::Result<Vec<DepositRow>> {
+    /// A host's products awaiting deposit, every value read back through its ID type.
+    pub fn deposit_rows(&self, host: &str) -> rusqlite::Result<Vec<DepositItem>> {
         self.tx
-            .prepare_cached("SELECT activation_id, application, wmi_class, product, iid, cid, cid_simulated, partial_key FROM products WHERE host = ?1 AND state = 'cid_received' ORDER BY activation_id")?
-            .query_map(params![host], |x| {
-                Ok(DepositRow {
-                    activation_id: x.get(0)?,
-                    application: x.get(1)?,
-                    wmi_class: wmi_class_of(x.get(2)?)?,
+            .prepare_cached("SELECT activation_id, application, wmi_class, product, iid, cid, cid_simulated, partial_key FROM products WHERE host = ?1 AND state = ?2 ORDER BY activation_id")?
+            .query_map(params![host, ProductState::CidReceived.as_str()], |x| {
+                Ok(DepositItem {
+                    activation_id: typed(x, 0, Guid::parse)?,
+                    application: typed(x, 1, |s| {
+                        DepositItem::APPLICATIONS.into_iter().find(|a| *a == s).ok_or("not an application label")
+                    })?,
+                    wmi_class: typed(x, 2, |s| WmiClass::parse(s).ok_or("not a WMI class"))?,
                     product: x.get(3)?,
-                    iid: x.get(4)?,
-                    cid: x.get(5)?,
+                    iid: typed(x, 4, InstallationId::parse)?,
+                    cid: typed(x, 5, ConfirmationId::parse)?,
                     simulated: x.get(6)?,
                     partial_key: x.get(7)?,
                 })

@@ -973,3 +973,58 @@ fn refusals_are_kept_and_a_keyless_machine_is_listed_until_it_has_a_key() {
         "the marker went when the machine reported a product"
     );
 }
+
+/// The ledger is a file on disk: a CID or activation ID changed in it (to smuggle a
+/// command into the `.cmd` an administrator runs) is read back through its ID type and
+/// writes no deposit file for that host, while every other host's files are written.
+#[test]
+fn a_tampered_ledger_row_writes_no_deposit_script() {
+    let mut s = site();
+    let ret = s.all_cids("ret.zip", BackendKind::Microsoft, 0);
+    assert_eq!(s.apply(&ret).unwrap(), Exit::Ok);
+    let Site {
+        dir,
+        secure,
+        ledger,
+        ..
+    } = s;
+    drop(ledger); // it holds the home's lock
+    let db = rusqlite::Connection::open(secure.dir.join("ledger.sqlite3")).unwrap();
+    for (host, column, value) in [
+        ("KIOSK-01", "cid", "123456 & calc.exe"),
+        ("LAB-08", "cid", "1"),
+    ] {
+        let n = db
+            .execute(
+                &format!("UPDATE product_status SET {column} = ?2 WHERE product_id IN (SELECT id FROM product_facts WHERE host = ?1)"),
+                rusqlite::params![host, value],
+            )
+            .unwrap();
+        assert!(n > 0, "{host} has products");
+    }
+    // An activation ID: a second kind of value spliced into the script.
+    db.execute(
+        "UPDATE product_facts SET activation_id = 'x & del /q C:\\*' WHERE host = 'PC-000001' AND id = (SELECT MIN(id) FROM product_facts WHERE host = 'PC-000001')",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let mut ledger = Ledger::open(&secure).unwrap();
+    let deposit = dir.path().join("deposit2");
+    let tx = ledger.begin().unwrap();
+    let (files, problems) = apply::write_deposit_files(&tx, &deposit, None).unwrap();
+    drop(tx);
+    let mut hosts: Vec<&str> = problems.iter().map(|p| p.host.as_str()).collect();
+    hosts.sort();
+    assert_eq!(hosts, ["KIOSK-01", "LAB-08", "PC-000001"], "{problems:?}");
+    assert_eq!(files, 6, "the other 6 hosts' files are written");
+    for h in hosts {
+        assert!(!deposit.join(format!("{h}.cmd")).exists(), "{h}");
+        assert!(!deposit.join(format!("{h}.json")).exists(), "{h}");
+    }
+    for entry in std::fs::read_dir(&deposit).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!text.contains("calc") && !text.contains("del /q"), "{text}");
+    }
+    assert!(problems[0].detail.contains("no deposit file written"));
+}

@@ -21,6 +21,7 @@ mod agent;
 mod console;
 mod csv;
 mod deposit;
+pub mod deposit_file;
 mod json;
 mod text;
 mod validate;
