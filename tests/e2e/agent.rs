@@ -92,9 +92,10 @@ fn agent_files_close_the_loop() {
     let results = g.path("results");
     std::fs::create_dir_all(&results).unwrap();
     std::fs::write(results.join("PC-0042.result.json"), text).unwrap();
+    // A failed deposit is a failure of the collect: exit 4, and listed with its code.
     let c = g
         .secure(&["--json", "collect", results.to_str().unwrap()])
-        .ok()
+        .code(4)
         .json();
     assert_eq!(
         (
@@ -102,6 +103,14 @@ fn agent_files_close_the_loop() {
             c["summary"]["deposits_failed"].as_u64()
         ),
         (Some(1), Some(1))
+    );
+    assert_eq!(c["problems"][0]["code"], "MP-REC-018", "{c}");
+    assert!(
+        c["problems"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("0xC004F04D"),
+        "{c}"
     );
     assert_eq!(g.count("activated"), 1);
     let failed = g

@@ -4,7 +4,7 @@
 //! then the phone for what it cannot answer) and apply, until every product is
 //! activated or skipped with a reason an operator can act on.
 
-use makproxy_e2e::{fixtures, result_file, Gap};
+use makproxy_e2e::{fixtures, result_file_at, Gap};
 use makproxy_testkit::mock::{mock_cid, MockServer};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -232,7 +232,16 @@ fn a_mixed_estate_goes_through_one_round_and_each_product_ends_activated_or_expl
         "SRV-KMS02",
         "WIN7-OSPP",
     ] {
-        result_file(&g, &results, host, &format!("{host}.result.json"), true);
+        // Deposited after the estate's agents ran (DC01 reported at 08:05): a result
+        // older than a product's report would be ignored.
+        result_file_at(
+            &g,
+            &results,
+            host,
+            &format!("{host}.result.json"),
+            true,
+            "2026-11-23T09:00:00Z",
+        );
     }
     g.secure(&["collect", results.to_str().unwrap()]).ok();
     let after = by_product(&g);

@@ -354,7 +354,8 @@ fn a_deposit_failure_can_be_packed_again_alone() {
     applied(&g);
     let results = g.path("results");
     result_file(&g, &results, "LAB-07", "LAB-07.result.json", false);
-    g.secure(&["collect", results.to_str().unwrap()]).ok();
+    // Nothing but a failed deposit went in: exit 5, so a script sees it.
+    g.secure(&["collect", results.to_str().unwrap()]).code(5);
     assert_eq!(g.count("deposit_failed"), 1);
     // Twelve other products could be queued meanwhile; --only-failed packs just the one.
     let again = g.p("again.zip");
@@ -420,6 +421,8 @@ fn collect_is_idempotent_and_a_reimaged_machine_is_seen_whatever_result_files_li
         ));
         p["license_status"] = serde_json::json!(5);
     }
+    // Reimaged after its deposit, so its agent writes a later time than the result's.
+    agent["collected"] = serde_json::json!("2026-11-21T08:00:00Z");
     std::fs::write(drop.join("PC-000001.json"), agent.to_string()).unwrap();
     let r = g
         .secure(&["--json", "collect", drop.to_str().unwrap()])
@@ -480,6 +483,13 @@ fn a_lost_ledger_is_refused_and_recover_keeps_the_sequence_moving_forward() {
     let g = Gap::default();
     let cil = g.packed_fixture();
     activate(&g, &cil, &g.p("ret.zip"), &["simulator"]);
+    // Two machines deposited before the ledger was lost; their result files stay on
+    // the share.
+    g.secure(&["apply", &g.p("ret.zip"), "--deposit-dir", &g.p("dep")])
+        .ok();
+    let share = g.path("share");
+    result_file(&g, &share, "PC-000001", "PC-000001.result.json", true);
+    result_file(&g, &share, "LAB-07", "LAB-07.result.json", true);
     std::fs::remove_file(g.path("secure-home/ledger.sqlite3")).unwrap();
     for wal in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(g.path(&format!("secure-home/ledger.sqlite3{wal}")));
@@ -496,9 +506,27 @@ fn a_lost_ledger_is_refused_and_recover_keeps_the_sequence_moving_forward() {
     );
     // recover refuses sequence 0 and starts a ledger from the sequence given.
     g.secure(&["recover", "--next-sequence", "0"]).code(2);
-    g.secure(&["recover", "--next-sequence", "2"]).ok();
+    let r = g
+        .secure(&["--json", "recover", "--next-sequence", "2"])
+        .ok()
+        .json();
+    let lost = r["not_rebuilt"].to_string();
+    for what in ["key inventory", "channel policy", "MP-REC-015"] {
+        assert!(
+            lost.contains(what),
+            "recover says what it cannot rebuild: {r}"
+        );
+    }
     g.secure(&["recover", "--next-sequence", "3"]).code(1);
     g.collect_fixture();
+    // The results name CIDs the new ledger does not know yet: kept, not refused.
+    let c = g
+        .secure(&["--json", "collect", share.to_str().unwrap()])
+        .ok()
+        .json();
+    assert_eq!(c["summary"]["deposits_kept"], 3, "{c}");
+    assert_eq!(c["problems"], serde_json::json!([]));
+    assert_eq!(c["notes"][0]["code"], "MP-REC-015");
     let next = g.p("next.zip");
     let p = g.secure(&["--json", "pack", "--out", &next]).ok().json();
     assert_eq!(p["sequence"], 2);
@@ -506,6 +534,20 @@ fn a_lost_ledger_is_refused_and_recover_keeps_the_sequence_moving_forward() {
     // journal: no activation is spent twice for the same machines.
     let a = activate(&g, &next, &g.p("ret2.zip"), &["simulator"]);
     assert_eq!(a["summary"]["from_journal"], 13, "{a}");
+    // Applying it brings the CIDs back, and the kept results with them.
+    let ap = g
+        .secure(&[
+            "--json",
+            "apply",
+            &g.p("ret2.zip"),
+            "--deposit-dir",
+            &g.p("dep"),
+        ])
+        .ok()
+        .json();
+    assert_eq!(ap["kept_results_matched"], 3, "{ap}");
+    assert_eq!(g.count("activated"), 3);
+    assert_eq!(g.count("cid_received"), 10);
 }
 
 #[test]

@@ -516,7 +516,7 @@ fn windows_deposit_errors_are_shown_with_their_meaning() {
     let mut bytes = vec![0xFF, 0xFE];
     bytes.extend(result.to_string().encode_utf16().flat_map(u16::to_le_bytes));
     std::fs::write(results.join("LAB-07.result.json"), bytes).unwrap();
-    g.secure(&["collect", results.to_str().unwrap()]).ok();
+    g.secure(&["collect", results.to_str().unwrap()]).code(5);
     let out = g
         .secure(&["status", "--state", "deposit_failed"])
         .ok()

@@ -74,6 +74,17 @@ codes! {
     RecDepositRefused = "MP-REC-014": "the deposit script refused the machine's deposit file as a whole"
         => "Deposit-ConfirmationId.ps1 deposited nothing: `wrong-host` (the file names another machine: check the deposit share's permissions), `simulated` (a drill's CIDs: deposit only real ones, or -AllowSimulated for a drill), `unknown-schema` (a newer makproxy wrote it) or `malformed` (the file is damaged: run apply --reissue or apply again). The products stay as they were; fix the cause and run the script again.",
 
+    RecResultKept = "MP-REC-015": "a deposit result names a CID the ledger does not know yet; kept and matched when it does"
+        => "After `recover`, or when a result is collected before the return carrying its CID was applied, the ledger cannot match the result yet. It is kept, not discarded: the next `apply` or `collect` matches it once the CID is known, and moves the product. Nothing to do unless it stays: then the machine deposited a CID this site never received (check who can write the drop share).",
+    RecStale = "MP-REC-016": "a machine's report or result is older than what the ledger already knows of that product; ignored"
+        => "A product's facts are ordered by the machine's own clock (the agent file's `collected`, the result's `time`): an agent file written before the machine's last deposit result, or a result older than a newer one, changes nothing, however the files are mounted or in what order they are read. For a current report run the agent on the machine again.",
+    RecFutureTime = "MP-REC-017": "a machine's report or result is dated more than a day after this computer's clock; refused"
+        => "A report dated ahead would outrank every true report after it. Set the machine's clock (or this computer's) right and run the agent or the deposit again. A forged file on the drop share looks the same: check who can write it.",
+    RecDepositFailed = "MP-REC-018": "Windows refused the CID on the machine (the deposit failed)"
+        => "The product is now `deposit_failed` with Windows' code (meanings below, under Windows deposit errors), also after an earlier activation when the machine itself reports a later deposit failed. collect lists each one and exits 4 (5 when nothing else went in). Fix the cause, then deposit again, or `pack --retry-failed` for a new CID.",
+    RecResultContradicts = "MP-REC-019": "a deposit result's CID differs from the one the ledger holds for that installation ID; ignored"
+        => "The machine deposited a CID this site did not issue for that IID (a drill's simulated CID since replaced by a real one, or a forged file). The product is unchanged; its deposit files hold the right CID.",
+
     BndUnreadable = "MP-BND-001": "bundle is not a readable zip archive (truncated or corrupt)"
         => "The file was truncated or damaged in transit. Copy it again from the source medium.",
     BndArchiveTooLarge = "MP-BND-002": "bundle file exceeds the size limit"

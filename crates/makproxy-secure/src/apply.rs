@@ -9,7 +9,7 @@
 //! They are replaced atomically but not fsynced one by one: the ledger commit is the
 //! durable step, and after a power loss a re-run of `apply` writes them again.
 
-use crate::ledger::{Answered, Event, Ledger, ProductState, Tx};
+use crate::ledger::{Answered, Change, History, Ledger, ProductState, Tx};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{
     self, Answers, BackendInfo, FailureCode, Kind, ReturnAnswer, ReturnRecord,
@@ -146,6 +146,10 @@ pub struct Applied {
     /// Keys of the inventory whose remaining-activation count the return updated.
     #[serde(skip_serializing_if = "is_zero")]
     pub keys_updated: u64,
+    /// Deposit results kept by collect (their CIDs were unknown) that this return's
+    /// CIDs matched.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub kept_results_matched: u64,
     /// Where the deposit files went.
     #[serde(skip)]
     pub deposit_dir: std::path::PathBuf,
@@ -175,6 +179,13 @@ impl std::fmt::Display for Applied {
                 f,
                 "\nActivations left updated for {} key(s) of the inventory (keys list).",
                 self.keys_updated
+            )?;
+        }
+        if self.kept_results_matched > 0 {
+            write!(
+                f,
+                "\n{} deposit result(s) collected earlier matched the CIDs this return brought.",
+                self.kept_results_matched
             )?;
         }
         Ok(())
@@ -329,6 +340,9 @@ pub fn run(
         &at,
     )
     .map_err(db)?;
+    // Deposit results collect kept because their CIDs were unknown (after a
+    // `recover`) are matched now that this return brought them.
+    let matched = crate::collect::match_kept(&tx, &at).map_err(db)?;
     let pending = tx.still_pending(&answers.bundle_id).map_err(db)?;
     tx.commit().map_err(db)?;
     // The ledger is committed: deposit files are derived from it and a re-run of the
@@ -339,6 +353,15 @@ pub fn run(
 
     for n in &notes {
         eprintln!("handle {}: [{}] {}", n.handle, n.code, escape(&n.detail));
+    }
+    for p in &matched.failed {
+        let at = p.record.map(|r| format!(" record {r}")).unwrap_or_default();
+        eprintln!(
+            "{}{at}: [{}] {}",
+            escape(&p.file),
+            p.code,
+            escape(&p.detail)
+        );
     }
     report_deposit_problems(&problems);
     // Deposit problems count against the hosts whose files could not be written.
@@ -357,6 +380,7 @@ pub fn run(
         still_pending: pending,
         notes,
         keys_updated,
+        kept_results_matched: matched.matched,
         deposit_dir: deposit_dir.to_path_buf(),
     });
     Ok(exit)
@@ -474,15 +498,28 @@ fn record(
                 "{host} {aid}: IID changed since packing; CID kept on record but not deposited"
             ),
         );
-        return tx.note(pid, at, "answer-stale", "IID changed since packing");
+        return tx.note(pid, cur_state, History::AnswerStale, at);
     }
-    let event = match &r.answer {
-        ReturnAnswer::Confirmed(_) => Event::Cid {
-            replaces_simulated: real_cid && cur_sim,
+    let reason = match &r.answer {
+        ReturnAnswer::Failed(f) => match &f.service_code {
+            Some(sc) => format!("{sc}: {}", f.message),
+            None => f.message.to_string(),
         },
-        ReturnAnswer::Failed(_) => Event::Refused,
+        ReturnAnswer::Confirmed(_) => String::new(),
     };
-    let Some(next) = cur_state.after(event) else {
+    let change = match &r.answer {
+        ReturnAnswer::Confirmed(cid) => Change::Cid {
+            cid,
+            simulated: r.simulated,
+            replaces_simulated: real_cid && cur_sim,
+            return_id,
+        },
+        ReturnAnswer::Failed(f) => Change::Refused {
+            code: f.code.as_str(),
+            reason: &reason,
+        },
+    };
+    let Some(moved) = tx.apply(pid, cur_state, &change, None, at)? else {
         s.already_answered += 1;
         note(
             notes,
@@ -491,31 +528,16 @@ fn record(
         );
         return Ok(());
     };
-    debug_assert!(matches!(
-        next,
-        ProductState::CidReceived | ProductState::Failed
-    ));
-    match &r.answer {
-        ReturnAnswer::Confirmed(cid) => {
+    match moved.to {
+        ProductState::CidReceived => {
             s.cids += 1;
-            if cur_state == ProductState::CidReceived {
+            if moved.from == ProductState::CidReceived {
                 s.superseded += 1;
             }
-            let detail = format!(
-                "return {return_id}{}",
-                if r.simulated { " (SIMULATED)" } else { "" }
-            );
-            tx.cid_received(pid, cid.digits(), r.simulated, &detail, at)
         }
-        ReturnAnswer::Failed(f) => {
-            s.failed += 1;
-            let reason = match &f.service_code {
-                Some(sc) => format!("{sc}: {}", f.message),
-                None => f.message.to_string(),
-            };
-            tx.refused(pid, f.code.as_str(), &reason, at)
-        }
+        _ => s.failed += 1,
     }
+    Ok(())
 }
 
 fn report_deposit_problems(problems: &[DepositProblem]) {
@@ -750,6 +772,7 @@ mod tests {
                 still_pending: 2,
                 notes: vec![],
                 keys_updated: 0,
+                kept_results_matched: 0,
                 deposit_dir: "dep".into(),
             }
             .to_string()

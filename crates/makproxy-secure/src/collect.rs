@@ -12,12 +12,22 @@
 //! after (`<HOST>.json`, `<HOST>.result.json`); CSV inventories are the operator's own
 //! imports and may name many hosts. Files are opened without following links or
 //! blocking, and must be regular files on the opened handle.
+//!
+//! A product's facts are ordered by the machine's own time (agent `collected`, result
+//! `time`): a report or result older than what the ledger knows of the product changes
+//! nothing (MP-REC-016), one dated far ahead is refused (MP-REC-017). Deposit results
+//! are matched against the CID the ledger gave ([`settle`]); a failed deposit is a
+//! failure of the run (MP-REC-018, exit 4/5); a result naming a CID the ledger does not
+//! know yet is kept (MP-REC-015) and matched later ([`match_kept`], also run by apply).
 
-use crate::ledger::{after_collect, Facts, Ledger, ProductState, Seen, Tx};
+use crate::ledger::{
+    after_collect, Change, Facts, History, Ledger, ProductState, ResultRow, Seen, Tx,
+};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::channel::{Channel, Policy};
 use makproxy_core::records::{
-    self, deposit_error_meaning, DepositResult, Format, Parsed, ProductRecord, RecordError, Skip,
+    self, deposit_error_meaning, DepositResult, Format, MachineTime, Parsed, ProductRecord,
+    RecordError, Skip,
 };
 use makproxy_core::sanitize::escape;
 use makproxy_core::Code;
@@ -52,8 +62,16 @@ pub struct Summary {
     pub rejected: u64,
     /// Deposit results saying Windows accepted the CID.
     pub deposits_activated: u64,
-    /// Deposit results saying Windows refused it.
+    /// Deposit results saying Windows refused it (each also listed as a problem,
+    /// MP-REC-018: collect exits 4, or 5 when nothing else went in).
     pub deposits_failed: u64,
+    /// Reports and results older than what the ledger knows of their product, by the
+    /// machine's own time: ignored (MP-REC-016).
+    pub stale: u64,
+    /// Deposit results naming a CID the ledger does not know yet: kept (MP-REC-015).
+    pub deposits_kept: u64,
+    /// Results kept earlier and matched now.
+    pub deposits_matched: u64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -79,8 +97,13 @@ pub struct Collected {
     /// What `--channels` changed, when it changed the policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channels_changed: Option<PolicyChange>,
-    /// Every refused file and record (also printed to stderr as they are found).
+    /// Every refused file and record, and every failed deposit (also printed to
+    /// stderr).
     pub problems: Vec<Problem>,
+    /// What was kept for later or ignored as older, with its code (also printed to
+    /// stderr); not failures.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<Problem>,
 }
 
 /// A change of the site's channel policy.
@@ -108,14 +131,39 @@ impl std::fmt::Display for Collected {
             f,
             "Collected {} file(s) ({} unchanged since the last collect): {} new, {} updated, {} unchanged; {} queued, {} CID on hand, {} skipped; {} record(s) and {} file(s) rejected; deposits: {} activated, {} failed.",
             s.files, s.files_unchanged, s.new, s.updated, s.unchanged, s.queued, s.cid_on_hand, s.skipped, s.rejected, s.files_rejected, s.deposits_activated, s.deposits_failed
-        )
+        )?;
+        if s.stale + s.deposits_kept + s.deposits_matched > 0 {
+            write!(
+                f,
+                " {} older report(s) ignored; {} deposit result(s) kept until their CID is known, {} kept earlier matched now.",
+                s.stale, s.deposits_kept, s.deposits_matched
+            )?;
+        }
+        Ok(())
     }
 }
 
-enum Change {
-    New,
-    Updated,
-    Unchanged,
+/// What one collect pass carries from file to file.
+struct Pass {
+    policy: Policy,
+    /// This computer's time (RFC 3339), for the ledger's rows.
+    now: String,
+    /// This computer's clock, which machine times may not run far ahead of.
+    clock: time::OffsetDateTime,
+    summary: Summary,
+    problems: Vec<Problem>,
+    notes: Vec<Problem>,
+}
+
+impl Pass {
+    fn note(&mut self, file: &str, record: Option<usize>, code: Code, detail: String) {
+        self.notes.push(Problem {
+            file: file.to_string(),
+            record,
+            code: code.as_str().into(),
+            detail,
+        });
+    }
 }
 
 fn is_candidate(path: &Path) -> bool {
@@ -174,15 +222,14 @@ fn misnamed(record: usize, host: &str, path: &Path) -> RecordError {
 ///
 /// `channels` (from `--channels`) replaces the site's channel policy first, moving the
 /// products it decides (see [`Tx::set_policy`]); it is kept in the home for later runs.
+/// Deposit results kept earlier are matched at the end ([`match_kept`]).
 pub fn run(
     out: &Output,
     ledger: &mut Ledger,
     dirs: &[PathBuf],
     channels: Option<Policy>,
 ) -> Result<Exit, CliError> {
-    let now = makproxy_core::bundle::rfc3339(makproxy_cli::now());
-    let mut summary = Summary::default();
-    let mut problems: Vec<Problem> = Vec::new();
+    let clock = makproxy_cli::now();
     for dir in dirs {
         if !dir.is_dir() {
             return Err(CliError::new(
@@ -196,10 +243,18 @@ pub fn run(
     let db = |e: rusqlite::Error| CliError::io("ledger", e);
     let before = ledger.policy().map_err(db)?;
     let policy = channels.unwrap_or(before);
+    let mut pass = Pass {
+        policy,
+        now: makproxy_core::bundle::rfc3339(clock),
+        clock,
+        summary: Summary::default(),
+        problems: Vec::new(),
+        notes: Vec::new(),
+    };
     let mut channels_changed = None;
     if policy != before {
         let tx = ledger.begin().map_err(db)?;
-        let moved = tx.set_policy(policy, &now).map_err(db)?;
+        let moved = tx.set_policy(policy, &pass.now).map_err(db)?;
         tx.commit().map_err(db)?;
         channels_changed = Some(PolicyChange {
             from: before.as_string(),
@@ -219,7 +274,7 @@ pub fn run(
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    problems.push(Problem {
+                    pass.problems.push(Problem {
                         file: dir.display().to_string(),
                         record: None,
                         code: Code::RecUnreadable.as_str().into(),
@@ -231,28 +286,21 @@ pub fn run(
             if entry.file_type().is_dir() || !is_candidate(entry.path()) {
                 continue;
             }
+            pass.summary.files += 1;
             if !entry.file_type().is_file() {
                 // A link, FIFO or device named like a drop file: never followed or read.
-                summary.files += 1;
-                summary.files_rejected += 1;
+                pass.summary.files_rejected += 1;
                 let e = RecordError {
                     code: Code::RecUnreadable,
                     record: None,
                     detail: "not a regular file (link, FIFO or device); not followed".into(),
                 };
-                record_problem(
-                    &tx,
-                    &mut problems,
-                    &entry.path().display().to_string(),
-                    &e,
-                    &now,
-                )
-                .map_err(db)?;
+                record_problem(&tx, &mut pass, &entry.path().display().to_string(), &e)
+                    .map_err(db)?;
                 continue;
             }
-            summary.files += 1;
             bar.inc(1);
-            file(&tx, entry.path(), policy, &now, &mut summary, &mut problems).map_err(db)?;
+            file(&tx, entry.path(), &mut pass).map_err(db)?;
             in_batch += 1;
             if in_batch >= BATCH {
                 tx.commit().map_err(db)?;
@@ -261,11 +309,24 @@ pub fn run(
             }
         }
     }
+    let matched = match_kept(&tx, &pass.now).map_err(db)?;
+    pass.summary.deposits_matched = matched.matched;
+    pass.summary.deposits_activated += matched.activated;
+    pass.summary.deposits_failed += matched.failed.len() as u64;
+    pass.problems.extend(matched.failed);
     tx.commit().map_err(db)?;
     bar.finish_and_clear();
-    summary.rejected = problems.iter().filter(|p| p.record.is_some()).count() as u64;
-
-    for p in &problems {
+    let Pass {
+        mut summary,
+        problems,
+        notes,
+        ..
+    } = pass;
+    summary.rejected = problems
+        .iter()
+        .filter(|p| p.record.is_some() && p.code != Code::RecDepositFailed.as_str())
+        .count() as u64;
+    for p in problems.iter().chain(&notes) {
         let at = p.record.map(|r| format!(" record {r}")).unwrap_or_default();
         eprintln!(
             "{}{}: [{}] {}",
@@ -275,46 +336,43 @@ pub fn run(
             escape(&p.detail)
         );
     }
+    // A failed deposit is a failure of the run (exit 4, or 5 when nothing else went
+    // in), so a scheduled collect shows it.
     let went_in = summary.new
         + summary.updated
         + summary.unchanged
         + summary.files_unchanged
         + summary.deposits_activated
-        + summary.deposits_failed;
+        + summary.stale
+        + summary.deposits_kept;
     let exit = Exit::outcome(went_in, problems.len() as u64);
     out.report(&Collected {
         summary,
         channels: policy.as_string(),
         channels_changed,
         problems,
+        notes,
     });
     Ok(exit)
 }
 
 /// Collects one file: skipped when unchanged, else parsed and every record applied.
-fn file(
-    tx: &Tx,
-    path: &Path,
-    policy: Policy,
-    now: &str,
-    summary: &mut Summary,
-    problems: &mut Vec<Problem>,
-) -> rusqlite::Result<()> {
+fn file(tx: &Tx, path: &Path, pass: &mut Pass) -> rusqlite::Result<()> {
     let shown = path.display().to_string();
     let bytes = match read_limited(path) {
         Ok(b) => b,
         Err(e) => {
-            summary.files_rejected += 1;
-            return record_problem(tx, problems, &shown, &e, now);
+            pass.summary.files_rejected += 1;
+            return record_problem(tx, pass, &shown, &e);
         }
     };
     let digest = makproxy_core::bundle::sha256_hex(&bytes);
     if tx.already_collected(&shown, &digest)? {
-        summary.files_unchanged += 1;
+        pass.summary.files_unchanged += 1;
         return Ok(());
     }
     // The file's current problems replace whatever an earlier collect recorded for it.
-    tx.collected(&shown, &digest, now)?;
+    tx.collected(&shown, &digest, &pass.now)?;
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
     let claimed = claimed_host(path);
     // Saved console output may be in the console's OEM code page.
@@ -327,10 +385,29 @@ fn file(
         records::decode_text(&bytes)
     };
     let parsed = decoded.and_then(|t| records::parse(&t, stem));
+    // A machine time far ahead of this clock would outrank every true report after it.
+    let ahead = |t: Option<&MachineTime>| {
+        t.filter(|t| t.is_ahead_of(pass.clock))
+            .map(|t| RecordError {
+                code: Code::RecFutureTime,
+                record: None,
+                detail: format!(
+                "dated {t}, more than a day after this computer's clock ({}); the file is ignored",
+                pass.now
+            ),
+            })
+    };
+    let parsed = parsed.and_then(|p| {
+        let first = match &p.1 {
+            Parsed::Products(l) => l.iter().flatten().find_map(|r| r.observed.as_ref()),
+            Parsed::Deposits(l) => l.iter().flatten().find_map(|r| r.observed.as_ref()),
+        };
+        ahead(first).map_or(Ok(p), Err)
+    });
     match parsed {
         Err(e) => {
-            summary.files_rejected += 1;
-            record_problem(tx, problems, &shown, &e, now)?;
+            pass.summary.files_rejected += 1;
+            record_problem(tx, pass, &shown, &e)?;
         }
         Ok((format, Parsed::Products(list))) => {
             let bound = format != Format::Csv;
@@ -353,26 +430,48 @@ fn file(
                         })
                     }
                 });
-                match r {
-                    Err(e) => record_problem(tx, problems, &shown, &e, now)?,
-                    Ok(p) => {
-                        if !p.is_no_key_marker() && !forgot.contains(p.host.as_str()) {
-                            tx.forget_no_key_marker(p.host.as_str(), ProductRecord::NO_KEY_MARKER)?;
-                            forgot.insert(p.host.as_str().to_string());
-                        }
-                        let (change, st) = upsert(tx, &p, policy, &shown, now)?;
-                        match change {
-                            Change::New => summary.new += 1,
-                            Change::Updated => summary.updated += 1,
-                            Change::Unchanged => summary.unchanged += 1,
-                        }
-                        match st {
-                            ProductState::Queued => summary.queued += 1,
-                            ProductState::Skipped => summary.skipped += 1,
-                            ProductState::CidOnHand => summary.cid_on_hand += 1,
-                            _ => {}
-                        }
+                let p = match r {
+                    Err(e) => {
+                        record_problem(tx, pass, &shown, &e)?;
+                        continue;
                     }
+                    Ok(p) => p,
+                };
+                if !p.is_no_key_marker() && !forgot.contains(p.host.as_str()) {
+                    tx.forget_no_key_marker(p.host.as_str(), ProductRecord::NO_KEY_MARKER)?;
+                    forgot.insert(p.host.as_str().to_string());
+                }
+                let s = &mut pass.summary;
+                let st = match upsert(tx, &p, pass.policy, &shown, &pass.now)? {
+                    Upserted::New(st) => {
+                        s.new += 1;
+                        st
+                    }
+                    Upserted::Updated(st) => {
+                        s.updated += 1;
+                        st
+                    }
+                    Upserted::Unchanged(st) => {
+                        s.unchanged += 1;
+                        st
+                    }
+                    Upserted::Stale { known } => {
+                        s.stale += 1;
+                        let detail = format!(
+                            "{} {}: written at {}, before what the ledger already knows of it ({known}); ignored",
+                            p.host,
+                            p.activation_id,
+                            p.observed.as_ref().map_or("?", MachineTime::as_str)
+                        );
+                        pass.note(&shown, Some(i + 1), Code::RecStale, detail);
+                        continue;
+                    }
+                };
+                match st {
+                    ProductState::Queued => s.queued += 1,
+                    ProductState::Skipped => s.skipped += 1,
+                    ProductState::CidOnHand => s.cid_on_hand += 1,
+                    _ => {}
                 }
             }
         }
@@ -389,15 +488,13 @@ fn file(
                         Ok(d)
                     }
                 });
-                let r = match r {
-                    Ok(d) => deposit(tx, &d, i + 1, now)?,
-                    Err(e) => Err(e),
-                };
                 match r {
-                    Err(e) => record_problem(tx, problems, &shown, &e, now)?,
-                    Ok(Some(true)) => summary.deposits_activated += 1,
-                    Ok(Some(false)) => summary.deposits_failed += 1,
-                    Ok(None) => {}
+                    Err(e) => record_problem(tx, pass, &shown, &e)?,
+                    Ok(d) => {
+                        let row = result_row(&shown, i + 1, &d);
+                        let settled = settle(tx, &row, &pass.now)?;
+                        report_settled(tx, pass, &row, settled)?;
+                    }
                 }
             }
         }
@@ -405,21 +502,33 @@ fn file(
     Ok(())
 }
 
-fn record_problem(
-    tx: &Tx,
-    problems: &mut Vec<Problem>,
-    file: &str,
-    e: &RecordError,
-    now: &str,
-) -> rusqlite::Result<()> {
-    tx.reject(file, e.record.unwrap_or(0), e.code.as_str(), &e.detail, now)?;
-    problems.push(Problem {
+fn record_problem(tx: &Tx, pass: &mut Pass, file: &str, e: &RecordError) -> rusqlite::Result<()> {
+    tx.reject(
+        file,
+        e.record.unwrap_or(0),
+        e.code.as_str(),
+        &e.detail,
+        &pass.now,
+    )?;
+    pass.problems.push(Problem {
         file: file.to_string(),
         record: e.record,
         code: e.code.as_str().to_string(),
         detail: e.detail.clone(),
     });
     Ok(())
+}
+
+/// What collect did with one product record.
+enum Upserted {
+    New(ProductState),
+    Updated(ProductState),
+    Unchanged(ProductState),
+    /// Written before the newest report or result the ledger holds for the product
+    /// (its machine time): nothing changed.
+    Stale {
+        known: String,
+    },
 }
 
 /// Records one product; returns what changed and the resulting state.
@@ -429,8 +538,16 @@ fn upsert(
     policy: Policy,
     file: &str,
     now: &str,
-) -> rusqlite::Result<(Change, ProductState)> {
+) -> rusqlite::Result<Upserted> {
     let existing = tx.product(p.host.as_str(), p.activation_id.as_str())?;
+    let observed = p.observed.as_ref().map(MachineTime::as_str);
+    if let Some(known) = existing
+        .as_ref()
+        .and_then(|e| e.observed_at.clone())
+        .filter(|k| observed.is_some_and(|o| o < k.as_str()))
+    {
+        return Ok(Upserted::Stale { known });
+    }
     let iid = p.iid.as_ref().map(|i| i.digits().to_string());
     let epid = p.epid.as_ref().map(|e| e.as_str().to_string());
     let status = p.license_status.map(|s| s as i64);
@@ -459,14 +576,14 @@ fn upsert(
     };
     let current = existing.as_ref().map(|e| (e.state, e.iid == iid));
     let next = after_collect(current, seen);
-    let (reason_code, reason) = match (next, skip) {
+    let reason = match (next, skip) {
         (ProductState::Skipped, Some(s)) => (Some(s.id()), Some(s.reason())),
         (ProductState::CidOnHand, _) => (None, Some("the ledger holds a CID for this IID; `apply --reissue` deposits it without a new activation")),
         _ => (None, None),
     };
     let Some(e) = existing else {
-        tx.insert_product(&facts, next, reason_code, reason, now)?;
-        return Ok((Change::New, next));
+        let (_, st) = tx.insert_product(&facts, seen, reason, observed, now)?;
+        return Ok(Upserted::New(st));
     };
     let same = e.iid == iid
         && e.epid == epid
@@ -476,80 +593,211 @@ fn upsert(
         && e.product == p.name
         && e.channel.as_deref() == p.channel.map(Channel::as_str);
     if same && next == e.state {
-        return Ok((Change::Unchanged, e.state));
+        // The same facts, reported again later, are still the machine's newest word.
+        tx.observed(e.id, observed)?;
+        return Ok(Upserted::Unchanged(e.state));
     }
-    let (event, detail) = if e.iid != iid {
-        (
-            "superseded",
-            format!(
-                "IID changed ({} -> {}); {next}",
-                e.iid.as_deref().unwrap_or("none"),
-                iid.as_deref().unwrap_or("none")
-            ),
-        )
+    let history = if e.iid != iid {
+        History::Superseded {
+            old: e.iid.as_deref(),
+            new: iid.as_deref(),
+        }
     } else {
-        ("updated", format!("record changed; {next}"))
+        History::Updated
     };
-    tx.update_product(
-        e.id,
-        &facts,
-        e.state,
-        next,
-        reason_code,
+    tx.record_facts(e.id, &facts)?;
+    let change = Change::Seen {
+        seen,
+        same_iid: e.iid == iid,
         reason,
-        event,
-        &detail,
-        now,
-    )?;
-    Ok((Change::Updated, next))
+        history,
+    };
+    let moved = tx
+        .apply(e.id, e.state, &change, observed, now)?
+        .expect("collect always decides");
+    Ok(Upserted::Updated(moved.to))
 }
 
-/// Applies one deposit result: Some(true) activated, Some(false) failed, None no move
-/// from the product's state; Err a record error. (Read once by the file's content
-/// digest: a deposit writes its time into the file, so a new deposit is new content.)
-fn deposit(
-    tx: &Tx,
-    d: &DepositResult,
-    n: usize,
-    now: &str,
-) -> rusqlite::Result<Result<Option<bool>, RecordError>> {
-    let mismatch = |detail: String| {
-        Ok(Err(RecordError {
-            code: Code::AplIidMismatch,
-            record: Some(n),
-            detail,
-        }))
+/// A deposit result as the ledger compares it.
+fn result_row(file: &str, record: usize, d: &DepositResult) -> ResultRow {
+    ResultRow {
+        file: file.to_string(),
+        record: record as i64,
+        host: d.host.as_str().to_string(),
+        activation_id: d.activation_id.as_str().to_string(),
+        iid: d.installation_id.digits().to_string(),
+        cid: d.confirmation_id.digits().to_string(),
+        error_code: (!d.activated)
+            .then(|| d.error_code.clone().unwrap_or_else(|| "unknown".into())),
+        license_status: d.license_status.map(|s| s as i64),
+        observed_at: d.observed.as_ref().map(|t| t.as_str().to_string()),
+    }
+}
+
+/// What became of one deposit result.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// The product is activated.
+    Activated,
+    /// The product is deposit-failed (`from`: its state before, `activated` when the
+    /// machine had been activated with the CID).
+    Failed {
+        /// The state before.
+        from: ProductState,
+    },
+    /// The product's state has no move for it (e.g. it is in a new bundle).
+    NoMove,
+    /// Older than what the ledger knows of the product, or about an IID or CID the
+    /// product has since left: ignored.
+    Stale(String),
+    /// The ledger does not know the CID yet: kept.
+    Kept,
+    /// The ledger holds another CID for that IID: ignored.
+    Contradicts,
+}
+
+/// Matches one deposit result against the ledger and applies it where it matches: the
+/// product and IID it names must be the product's current ones and the CID the one the
+/// ledger gave it, and it must not be older (machine time) than what the ledger already
+/// knows of the product. A result the ledger cannot match yet (after `recover`, before
+/// its return is applied) is [`Settled::Kept`], for the caller to keep.
+pub fn settle(tx: &Tx, r: &ResultRow, now: &str) -> rusqlite::Result<Settled> {
+    let Some(t) = tx.deposit_target(&r.host, &r.activation_id)? else {
+        return Ok(Settled::Kept);
     };
-    let Some(crate::ledger::DepositTarget {
-        id,
-        iid,
-        cid,
-        state,
-    }) = tx.deposit_target(d.host.as_str(), d.activation_id.as_str())?
-    else {
-        return mismatch(format!(
-            "no product {} on host {} in the ledger",
-            d.activation_id, d.host
-        ));
-    };
-    if iid.as_deref() != Some(d.installation_id.digits())
-        || cid.as_deref() != Some(d.confirmation_id.digits())
-    {
-        return mismatch(
-            "installation or confirmation ID differs from the ledger's; result ignored".into(),
+    if let (Some(known), Some(at)) = (&t.observed_at, &r.observed_at) {
+        if at < known {
+            return Ok(Settled::Stale(format!(
+                "written at {at}, before what the ledger already knows of it ({known}); ignored"
+            )));
+        }
+    }
+    if t.iid.as_deref() == Some(r.iid.as_str()) && t.cid.as_deref() == Some(r.cid.as_str()) {
+        let failure = r
+            .error_code
+            .as_deref()
+            .map(|c| (c, deposit_error_meaning(c)));
+        let change = Change::Deposit {
+            failure,
+            license_status: r.license_status,
+        };
+        return Ok(
+            match tx.apply(t.id, t.state, &change, r.observed_at.as_deref(), now)? {
+                None => Settled::NoMove,
+                Some(_) if failure.is_none() => Settled::Activated,
+                Some(m) => Settled::Failed { from: m.from },
+            },
         );
     }
-    let failure = (!d.activated).then(|| {
-        let code = d.error_code.clone().unwrap_or_else(|| "unknown".into());
-        let meaning = deposit_error_meaning(&code);
-        (code, meaning)
-    });
-    let moved = tx.deposit_result(
-        id,
-        state,
-        d.license_status.map(|s| s as i64),
-        failure.as_ref().map(|(c, m)| (c.as_str(), *m)),
-        now,
-    )?;
-    Ok(Ok(moved.then_some(d.activated)))
+    Ok(match tx.known_cid(&r.host, &r.activation_id, &r.iid)? {
+        Some(c) if c == r.cid => {
+            Settled::Stale("the product has a new IID or CID since this deposit; ignored".into())
+        }
+        Some(_) => Settled::Contradicts,
+        None => Settled::Kept,
+    })
+}
+
+/// Counts and lists what [`settle`] did with a result collect just read.
+fn report_settled(
+    tx: &Tx,
+    pass: &mut Pass,
+    r: &ResultRow,
+    settled: Settled,
+) -> rusqlite::Result<()> {
+    let n = Some(r.record as usize);
+    let what = format!("{} {}", r.host, r.activation_id);
+    match settled {
+        Settled::Activated => pass.summary.deposits_activated += 1,
+        Settled::Failed { from } => {
+            pass.summary.deposits_failed += 1;
+            pass.problems.push(deposit_failure(r, from));
+        }
+        Settled::NoMove => {}
+        Settled::Stale(why) => {
+            pass.summary.stale += 1;
+            pass.note(&r.file, n, Code::RecStale, format!("{what}: {why}"));
+        }
+        Settled::Kept => {
+            pass.summary.deposits_kept += 1;
+            tx.keep_result(r, &pass.now)?;
+            pass.note(
+                &r.file,
+                n,
+                Code::RecResultKept,
+                format!(
+                    "{what}: the ledger does not know this CID yet; kept, and matched once it does"
+                ),
+            );
+        }
+        Settled::Contradicts => {
+            let e = RecordError {
+                code: Code::RecResultContradicts,
+                record: n,
+                detail: format!(
+                    "{what}: the ledger holds another CID for this installation ID; result ignored"
+                ),
+            };
+            record_problem(tx, pass, &r.file, &e)?;
+        }
+    }
+    Ok(())
+}
+
+/// The problem a failed deposit is listed as.
+fn deposit_failure(r: &ResultRow, from: ProductState) -> Problem {
+    let code = r.error_code.as_deref().unwrap_or("unknown");
+    let was = if from == ProductState::Activated {
+        " (it was activated: the machine now reports it is not)"
+    } else {
+        ""
+    };
+    Problem {
+        file: r.file.clone(),
+        record: Some(r.record as usize),
+        code: Code::RecDepositFailed.as_str().into(),
+        detail: format!(
+            "{} {}: Windows refused the CID ({code}: {}){was}",
+            r.host,
+            r.activation_id,
+            deposit_error_meaning(code)
+        ),
+    }
+}
+
+/// What [`match_kept`] did.
+#[derive(Debug, Default)]
+pub struct Matched {
+    /// Kept results matched now.
+    pub matched: u64,
+    /// Of those, deposits that activated their product.
+    pub activated: u64,
+    /// Of those, failed deposits, as problems.
+    pub failed: Vec<Problem>,
+}
+
+/// Matches the deposit results kept earlier against what the ledger knows now (after
+/// `collect`, after `apply` brought their CIDs), oldest machine time first; a result
+/// matched or overtaken is dropped, one still unknown stays kept.
+pub fn match_kept(tx: &Tx, now: &str) -> rusqlite::Result<Matched> {
+    let mut m = Matched::default();
+    for r in tx.kept_results()? {
+        let settled = settle(tx, &r, now)?;
+        if settled == Settled::Kept {
+            continue;
+        }
+        tx.forget_result(&r.file, r.record)?;
+        match settled {
+            Settled::Activated => {
+                m.matched += 1;
+                m.activated += 1;
+            }
+            Settled::Failed { from } => {
+                m.matched += 1;
+                m.failed.push(deposit_failure(&r, from));
+            }
+            _ => {}
+        }
+    }
+    Ok(m)
 }

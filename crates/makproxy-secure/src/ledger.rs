@@ -5,9 +5,13 @@
 //! home); every command's changes are one transaction (or batches of whole files for
 //! collect), so a re-run after a kill completes the work.
 //!
-//! Where a product may go is decided by [`ProductState`]'s pure transition functions
-//! ([`ProductState::after`], [`after_collect`]), unit-tested row by row; the ledger's
-//! writes only carry out what they decide.
+//! Where a product may go is decided by one pure, exhaustive transition table
+//! ([`ProductState::after`]; collect's rules are its [`Event::Seen`] rows), unit-tested
+//! row by row and by a property test. A product's state changes one way:
+//! [`Tx::apply`] takes a typed [`Change`], runs it through the table, and writes the
+//! state, what goes with it, the machine time it rests on and a typed [`History`] line
+//! together; the bulk moves of pack and reissue take their target from the same table.
+//! State names are bound from the enum, never spelled in SQL.
 //!
 //! A product is two rows: `product_facts` (what collect saw: wide, rarely rewritten)
 //! and `product_status` (where it is in the procedure: narrow, rewritten by pack and
@@ -67,10 +71,19 @@ pub enum Event {
     Refused,
     /// `apply --reissue`: a stored CID goes into a deposit file.
     Reissue,
-    /// The machine's deposit result: activated, or not.
+    /// The machine's deposit result: activated.
     Deposited,
-    /// The machine reports Windows refused the CID.
+    /// The machine reports Windows refused the CID (also after an earlier activation:
+    /// the machine itself says it is no longer activated with it).
     DepositFailed,
+    /// collect: what a machine's record says of a known product; `same_iid`: it carries
+    /// the IID the ledger holds.
+    Seen {
+        /// What the record says.
+        seen: Seen,
+        /// The record carries the IID the ledger holds.
+        same_iid: bool,
+    },
 }
 
 impl ProductState {
@@ -105,48 +118,95 @@ impl ProductState {
         Self::ALL.into_iter().find(|x| x.as_str() == s)
     }
 
+    /// Where collect puts a product seen for the first time.
+    pub fn first(seen: Seen) -> ProductState {
+        match seen {
+            Seen::Skip | Seen::Licensed => ProductState::Skipped,
+            Seen::CidOnHand => ProductState::CidOnHand,
+            Seen::NeedsActivation => ProductState::Queued,
+        }
+    }
+
     /// The transition table: where `event` takes a product in this state, or `None`
-    /// where it does not apply (the product keeps its state).
+    /// where it does not apply (the product keeps its state). Every (event, state) pair
+    /// is spelled out: a new state or event does not compile until each of its
+    /// transitions is decided.
     pub fn after(self, event: Event) -> Option<ProductState> {
         use Event as E;
         use ProductState as S;
-        match (self, event) {
-            (
-                S::Queued,
-                E::Pack {
-                    only_failed: false, ..
-                },
-            ) => Some(S::Packed),
-            (
-                S::Failed | S::DepositFailed,
-                E::Pack {
-                    retry_failed: true, ..
-                }
-                | E::Pack {
-                    only_failed: true, ..
-                },
-            ) => Some(S::Packed),
-            (
-                S::Packed,
-                E::Pack {
-                    repack: true,
-                    only_failed: false,
-                    ..
-                },
-            ) => Some(S::Packed),
-            (S::Queued | S::Packed | S::Failed, E::Cid { .. }) => Some(S::CidReceived),
-            (
-                S::CidReceived,
-                E::Cid {
-                    replaces_simulated: true,
-                },
-            ) => Some(S::CidReceived),
+        match event {
+            E::Pack {
+                retry_failed,
+                only_failed,
+                repack,
+            } => match self {
+                S::Queued => (!only_failed).then_some(S::Packed),
+                S::Failed | S::DepositFailed => (retry_failed || only_failed).then_some(S::Packed),
+                S::Packed => (repack && !only_failed).then_some(S::Packed),
+                S::CidOnHand | S::CidReceived | S::Activated | S::Skipped => None,
+            },
+            E::Cid { replaces_simulated } => match self {
+                S::Queued | S::Packed | S::Failed => Some(S::CidReceived),
+                S::CidReceived => replaces_simulated.then_some(S::CidReceived),
+                S::CidOnHand | S::Activated | S::DepositFailed | S::Skipped => None,
+            },
             // A later refusal of a failed product records the latest reason.
-            (S::Queued | S::Packed | S::Failed, E::Refused) => Some(S::Failed),
-            (S::CidOnHand, E::Reissue) => Some(S::CidReceived),
-            (S::CidReceived | S::DepositFailed | S::Activated, E::Deposited) => Some(S::Activated),
-            (S::CidReceived | S::DepositFailed, E::DepositFailed) => Some(S::DepositFailed),
-            _ => None,
+            E::Refused => match self {
+                S::Queued | S::Packed | S::Failed => Some(S::Failed),
+                S::CidOnHand | S::CidReceived | S::Activated | S::DepositFailed | S::Skipped => {
+                    None
+                }
+            },
+            E::Reissue => match self {
+                S::CidOnHand => Some(S::CidReceived),
+                S::Queued
+                | S::Packed
+                | S::CidReceived
+                | S::Activated
+                | S::Failed
+                | S::DepositFailed
+                | S::Skipped => None,
+            },
+            E::Deposited | E::DepositFailed => match self {
+                S::CidReceived | S::DepositFailed | S::Activated => {
+                    Some(if event == E::Deposited {
+                        S::Activated
+                    } else {
+                        S::DepositFailed
+                    })
+                }
+                S::Queued | S::Packed | S::CidOnHand | S::Failed | S::Skipped => None,
+            },
+            E::Seen { seen, same_iid } => Some(match seen {
+                Seen::Skip => S::Skipped,
+                // Licensed after makproxy gave it a CID: that is our activation, done.
+                Seen::Licensed => match self {
+                    S::CidReceived | S::Activated | S::DepositFailed | S::CidOnHand => S::Activated,
+                    S::Queued | S::Packed | S::Failed | S::Skipped => S::Skipped,
+                },
+                Seen::CidOnHand | Seen::NeedsActivation => match self {
+                    // Same IID, still waiting on a bundle, a deposit or a retry: keep
+                    // that state.
+                    S::Packed | S::CidReceived | S::Failed | S::DepositFailed | S::CidOnHand
+                        if same_iid =>
+                    {
+                        self
+                    }
+                    // (Same IID, activated, and a newer report says unlicensed: the
+                    // machine lost its activation; the CID on hand lets `apply
+                    // --reissue` deposit it again. A report older than what the ledger
+                    // knows of the product never gets here: collect orders reports by
+                    // the machine's own time.)
+                    S::Queued
+                    | S::Packed
+                    | S::CidReceived
+                    | S::Activated
+                    | S::Failed
+                    | S::DepositFailed
+                    | S::CidOnHand
+                    | S::Skipped => Self::first(seen),
+                },
+            }),
         }
     }
 
@@ -157,11 +217,38 @@ impl ProductState {
             .filter(|s| s.after(event).is_some())
             .collect()
     }
+
+    /// The one state every source of `event` goes to, for the bulk statements (pack,
+    /// reissue); `None` when the sources go to different states.
+    pub fn bulk_target(event: Event) -> Option<ProductState> {
+        let mut targets = Self::sources(event)
+            .into_iter()
+            .filter_map(|s| s.after(event));
+        let first = targets.next()?;
+        targets.all(|t| t == first).then_some(first)
+    }
 }
 
 impl std::fmt::Display for ProductState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl rusqlite::ToSql for ProductState {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for ProductState {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let s = v.as_str()?;
+        ProductState::parse(s).ok_or_else(|| {
+            rusqlite::types::FromSqlError::Other(
+                format!("unknown product state {s:?} in the ledger").into(),
+            )
+        })
     }
 }
 
@@ -181,34 +268,186 @@ pub enum Seen {
 /// Where collect puts a product: `current` is its state and whether the record
 /// carries the same IID as the ledger (`None`: a product never seen).
 pub fn after_collect(current: Option<(ProductState, bool)>, seen: Seen) -> ProductState {
-    use ProductState as S;
-    match (current, seen) {
-        // Licensed after makproxy gave it a CID: that is our activation, done.
-        (
-            Some((S::CidReceived | S::Activated | S::DepositFailed | S::CidOnHand, _)),
-            Seen::Licensed,
-        ) => S::Activated,
-        (_, Seen::Licensed | Seen::Skip) => S::Skipped,
-        // Same IID, still waiting on a bundle, a deposit or a retry: keep that state.
-        (
-            Some((
-                s @ (S::Packed | S::CidReceived | S::Failed | S::DepositFailed | S::CidOnHand),
-                true,
-            )),
-            _,
-        ) => s,
-        // (Same IID, activated, and a new agent file says unlicensed: the machine lost
-        // its activation; the CID on hand lets `apply --reissue` deposit it again.
-        // A file's content is read once, under whatever path, so this is news, not a
-        // stale file seen again; an older report of new content is issue 29's open
-        // part: reports are not yet ordered by the machine's own time.)
-        (_, Seen::CidOnHand) => S::CidOnHand,
-        (_, Seen::NeedsActivation) => S::Queued,
+    match current {
+        None => ProductState::first(seen),
+        Some((s, same_iid)) => s
+            .after(Event::Seen { seen, same_iid })
+            .expect("collect always decides"),
     }
 }
 
+/// A line of a product's history (its `event` and `detail` columns), typed: the one
+/// vocabulary of the audit trail.
+#[derive(Debug, Clone)]
+pub enum History<'a> {
+    /// First seen by collect.
+    Collected {
+        /// The drop file.
+        file: &'a str,
+    },
+    /// collect: the record carries a new IID.
+    Superseded {
+        /// The IID before.
+        old: Option<&'a str>,
+        /// The IID now.
+        new: Option<&'a str>,
+    },
+    /// collect: the record changed.
+    Updated,
+    /// `collect --channels` moved it.
+    Policy {
+        /// The policy now.
+        policy: Policy,
+    },
+    /// A return brought a CID.
+    CidReceived {
+        /// The return bundle.
+        return_id: &'a str,
+        /// The CID is simulated.
+        simulated: bool,
+    },
+    /// A return brought a refusal.
+    FailedOnline {
+        /// The code.
+        code: &'a str,
+        /// Why.
+        reason: &'a str,
+    },
+    /// A return answered an IID the product no longer has.
+    AnswerStale,
+    /// `apply --reissue` put a stored CID in a deposit file.
+    Reissued,
+    /// The machine reported the deposit activated.
+    Deposited,
+    /// The machine reported the deposit failed.
+    DepositFailed {
+        /// Windows' code.
+        code: &'a str,
+        /// What it means.
+        meaning: &'a str,
+    },
+}
+
+impl History<'_> {
+    /// The `event` column.
+    pub fn event(&self) -> &'static str {
+        match self {
+            History::Collected { .. } => "collected",
+            History::Superseded { .. } => "superseded",
+            History::Updated => "updated",
+            History::Policy { .. } => "policy",
+            History::CidReceived { .. } => "cid-received",
+            History::FailedOnline { .. } => "failed-online",
+            History::AnswerStale => "answer-stale",
+            History::Reissued => "reissued",
+            History::Deposited => "deposited",
+            History::DepositFailed { .. } => "deposit-failed",
+        }
+    }
+
+    /// The `detail` column, given where the product went.
+    fn detail(&self, to: ProductState) -> String {
+        match self {
+            History::Collected { file } => format!("{to} from {file}"),
+            History::Superseded { old, new } => format!(
+                "IID changed ({} -> {}); {to}",
+                old.unwrap_or("none"),
+                new.unwrap_or("none")
+            ),
+            History::Updated => format!("record changed; {to}"),
+            History::Policy { policy } => format!("channels {policy}: {to}"),
+            History::CidReceived {
+                return_id,
+                simulated,
+            } => format!(
+                "return {return_id}{}",
+                if *simulated { " (SIMULATED)" } else { "" }
+            ),
+            History::FailedOnline { code, reason } => format!("{code}: {reason}"),
+            History::AnswerStale => "IID changed since packing".into(),
+            History::Reissued => "CID from the ledger; no activation spent".into(),
+            History::Deposited => "agent reports activated".into(),
+            History::DepositFailed { code, meaning } => format!("{code}: {meaning}"),
+        }
+    }
+}
+
+/// A product's state change, with what is written with it: the one way the ledger
+/// changes a product's state ([`Tx::apply`]).
+#[derive(Debug, Clone)]
+pub enum Change<'a> {
+    /// collect saw a record of a known product (its facts are written with it).
+    Seen {
+        /// What the record says.
+        seen: Seen,
+        /// The record carries the IID the ledger holds.
+        same_iid: bool,
+        /// Why it is skipped or on hand (code, words), replacing the old reason when
+        /// the state changes.
+        reason: (Option<&'a str>, Option<&'a str>),
+        /// The history line.
+        history: History<'a>,
+    },
+    /// A return brought a CID.
+    Cid {
+        /// The CID.
+        cid: &'a ConfirmationId,
+        /// It is simulated.
+        simulated: bool,
+        /// It is real and replaces a simulated one.
+        replaces_simulated: bool,
+        /// The return bundle.
+        return_id: &'a str,
+    },
+    /// A return brought a refusal.
+    Refused {
+        /// The code.
+        code: &'a str,
+        /// Why.
+        reason: &'a str,
+    },
+    /// The machine's deposit result (`failure`: Windows' code and its meaning).
+    Deposit {
+        /// Why Windows refused the CID, if it did.
+        failure: Option<(&'a str, &'a str)>,
+        /// What Windows said about its activation afterwards (WMI LicenseStatus).
+        license_status: Option<i64>,
+    },
+}
+
+impl Change<'_> {
+    /// The table's event.
+    pub fn event(&self) -> Event {
+        match self {
+            Change::Seen { seen, same_iid, .. } => Event::Seen {
+                seen: *seen,
+                same_iid: *same_iid,
+            },
+            Change::Cid {
+                replaces_simulated, ..
+            } => Event::Cid {
+                replaces_simulated: *replaces_simulated,
+            },
+            Change::Refused { .. } => Event::Refused,
+            Change::Deposit { failure: None, .. } => Event::Deposited,
+            Change::Deposit {
+                failure: Some(_), ..
+            } => Event::DepositFailed,
+        }
+    }
+}
+
+/// A move [`Tx::apply`] made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    /// The state before.
+    pub from: ProductState,
+    /// The state now.
+    pub to: ProductState,
+}
+
 /// Bumped whenever the schema changes; older ledgers are migrated forward.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS product_facts(
@@ -235,12 +474,15 @@ CREATE TABLE IF NOT EXISTS product_status(
     bundle_id TEXT,
     cid TEXT,
     cid_simulated INTEGER NOT NULL DEFAULT 0,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    -- The machine's own time of the newest report or result the state rests on
+    -- (RFC 3339, UTC): an older one never overrides it.
+    observed_at TEXT
 );
 CREATE VIEW IF NOT EXISTS products AS
     SELECT f.id, f.host, f.activation_id, f.application, f.wmi_class, f.product, f.description,
            f.partial_key, f.epid, f.iid, f.license_status, f.source_file, f.channel,
-           s.state, s.reason_code, s.reason, s.bundle_id, s.cid, s.cid_simulated, s.updated_at
+           s.state, s.reason_code, s.reason, s.bundle_id, s.cid, s.cid_simulated, s.updated_at, s.observed_at
     FROM product_facts f JOIN product_status s ON s.product_id = f.id;
 CREATE TABLE IF NOT EXISTS history(
     id INTEGER PRIMARY KEY,
@@ -294,6 +536,22 @@ CREATE TABLE IF NOT EXISTS rejections(
     at TEXT NOT NULL,
     PRIMARY KEY(file, record)
 );
+-- Deposit results naming a CID the ledger does not know yet (after recover): kept,
+-- and matched when it does (collect, apply).
+CREATE TABLE IF NOT EXISTS kept_results(
+    file TEXT NOT NULL,
+    record INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    activation_id TEXT NOT NULL,
+    iid TEXT NOT NULL,
+    cid TEXT NOT NULL,
+    error_code TEXT,
+    license_status INTEGER,
+    observed_at TEXT,
+    at TEXT NOT NULL,
+    PRIMARY KEY(file, record)
+);
+CREATE INDEX IF NOT EXISTS kept_results_product ON kept_results(host, activation_id);
 CREATE TABLE IF NOT EXISTS collected_files(
     file TEXT PRIMARY KEY,
     sha256 TEXT NOT NULL,
@@ -317,7 +575,8 @@ CREATE TABLE IF NOT EXISTS product_keys(
 /// which the schema's own `CREATE TABLE IF NOT EXISTS` makes. Schema 3 to 4 adds each
 /// product's key channel (filled from the stored descriptions when the ledger is
 /// opened: [`Ledger::open`]) and the key inventory table; the view is made again with
-/// the new column.
+/// the new column. Schema 4 to 5 adds each product's machine time (`observed_at`, null
+/// for what was collected before: never stale) and the kept deposit results.
 const MIGRATIONS: &[Migration] = &[
     Migration {
         from: 2,
@@ -327,6 +586,11 @@ const MIGRATIONS: &[Migration] = &[
         from: 3,
         sql: "ALTER TABLE product_facts ADD COLUMN channel TEXT; DROP VIEW IF EXISTS products;
               INSERT OR REPLACE INTO meta(key, value) VALUES('channels_backfill', 'pending');",
+    },
+    Migration {
+        from: 4,
+        sql:
+            "ALTER TABLE product_status ADD COLUMN observed_at TEXT; DROP VIEW IF EXISTS products;",
     },
 ];
 
@@ -383,6 +647,9 @@ pub struct Existing {
     pub channel: Option<String>,
     /// Where the product is in its lifecycle.
     pub state: ProductState,
+    /// The machine time of the newest report or result the ledger holds of it (its
+    /// state rests on, or a deposit result kept until its CID is known).
+    pub observed_at: Option<String>,
 }
 
 /// What collect records of one product (all validated by the record parsers).
@@ -472,16 +739,16 @@ impl std::fmt::Display for Shortfall {
 /// bundle being packed) or, with `None`, by the queued products.
 fn shortfalls(conn: &Connection, bundle_id: Option<&str>) -> rusqlite::Result<Vec<Shortfall>> {
     let source = if bundle_id.is_some() {
-        "JOIN bundle_records br ON br.product_id = f.id AND br.bundle_id = ?1"
+        "JOIN bundle_records br ON br.product_id = f.id AND br.bundle_id = ?1 AND ?2 IS NOT NULL"
     } else {
-        "JOIN product_status s ON s.product_id = f.id AND s.state = 'queued' AND ?1 IS NULL"
+        "JOIN product_status s ON s.product_id = f.id AND s.state = ?2 AND ?1 IS NULL"
     };
     conn.prepare(&format!(
         "SELECT k.last5, k.product, k.remaining, k.remaining_at, COUNT(*) FROM product_keys k
          JOIN product_facts f ON upper(f.partial_key) = k.last5 {source}
          WHERE k.remaining >= 0 GROUP BY k.last5 HAVING COUNT(*) > k.remaining ORDER BY k.last5"
     ))?
-    .query_map(params![bundle_id], |r| {
+    .query_map(params![bundle_id, ProductState::Queued], |r| {
         Ok(Shortfall {
             last5: r.get(0)?,
             product: r.get(1)?,
@@ -514,6 +781,24 @@ pub struct PackedRecord {
     pub iid: String,
     /// Whether (and how) this record has an answer yet.
     pub answered: Answered,
+}
+
+/// A bundle `pack` wrote, as the ledger records it.
+pub struct WrittenBundle<'a> {
+    /// Its ID.
+    pub bundle_id: &'a str,
+    /// The site's sequence number it carries.
+    pub sequence: u64,
+    /// Its manifest's SHA-256 (hex).
+    pub manifest_sha256: &'a str,
+    /// When it was created (RFC 3339).
+    pub created: &'a str,
+    /// When it expires (RFC 3339).
+    pub expires: &'a str,
+    /// Records it holds.
+    pub records: u64,
+    /// Where it was written.
+    pub file: &'a str,
 }
 
 /// A product as a return record is applied to it.
@@ -575,6 +860,32 @@ pub struct DepositTarget {
     pub cid: Option<String>,
     /// Where the product is in its lifecycle.
     pub state: ProductState,
+    /// The machine time of the newest report or result its state rests on.
+    pub observed_at: Option<String>,
+}
+
+/// A machine's deposit result for one product, as collect reads it or as the ledger
+/// keeps it until the CID it names is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultRow {
+    /// The result file.
+    pub file: String,
+    /// The record's number in it (1-based).
+    pub record: i64,
+    /// The machine.
+    pub host: String,
+    /// The product's activation ID.
+    pub activation_id: String,
+    /// The IID deposited for.
+    pub iid: String,
+    /// The CID deposited.
+    pub cid: String,
+    /// Windows' code when the deposit failed (`None`: activated).
+    pub error_code: Option<String>,
+    /// What Windows said afterwards (WMI LicenseStatus).
+    pub license_status: Option<i64>,
+    /// When the machine deposited, by its own clock.
+    pub observed_at: Option<String>,
 }
 
 /// One line of `status`.
@@ -653,11 +964,11 @@ impl Ledger {
                  FROM product_keys k LEFT JOIN (
                      SELECT upper(f.partial_key) AS last5, COUNT(*) AS n
                      FROM product_status s JOIN product_facts f ON f.id = s.product_id
-                     WHERE s.state = 'queued' GROUP BY 1
+                     WHERE s.state = ?1 GROUP BY 1
                  ) q ON q.last5 = k.last5
                  ORDER BY k.product, k.last5",
             )?
-            .query_map([], |r| {
+            .query_map(params![ProductState::Queued], |r| {
                 Ok(KeyRow {
                     last5: r.get(0)?,
                     product: r.get(1)?,
@@ -738,13 +1049,13 @@ impl Ledger {
         )?;
         each(
             &mut stmt,
-            params![state.map(ProductState::as_str), host],
+            params![state, host],
             |r| {
                 Ok(StatusRow {
                     host: r.get(0)?,
                     activation_id: r.get(1)?,
                     product: r.get(2)?,
-                    state: state_of(r.get(3)?)?,
+                    state: r.get(3)?,
                     bundle_id: r.get(4)?,
                     reason_code: r.get(5)?,
                     reason: r.get(6)?,
@@ -785,11 +1096,11 @@ impl Ledger {
 
     /// The report's tables, each a list of text rows.
     pub fn report_tables(&self) -> rusqlite::Result<ReportTables> {
-        let table = |sql: &str| -> rusqlite::Result<Vec<Vec<String>>> {
+        let table = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<Vec<Vec<String>>> {
             let mut stmt = self.conn.prepare(sql)?;
             let n = stmt.column_count();
             let rows = stmt
-                .query_map([], |r| {
+                .query_map(p, |r| {
                     (0..n)
                         .map(|i| r.get::<_, Option<String>>(i).map(Option::unwrap_or_default))
                         .collect::<Result<Vec<_>, _>>()
@@ -798,14 +1109,15 @@ impl Ledger {
             Ok(rows)
         };
         Ok(ReportTables {
-            per_product: table("SELECT COALESCE(product, activation_id), COALESCE(channel, '-'), state, CAST(COUNT(*) AS TEXT) FROM products GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")?,
+            per_product: table("SELECT COALESCE(product, activation_id), COALESCE(channel, '-'), state, CAST(COUNT(*) AS TEXT) FROM products GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", &[])?,
             per_bundle: table(
                 "SELECT b.sequence || '', b.bundle_id, b.created, CAST(b.records AS TEXT), CAST(SUM(br.answered > 0) AS TEXT),
                         COALESCE((SELECT GROUP_CONCAT(r.bundle_id || ' (' || r.backend || CASE WHEN r.simulated THEN ', SIMULATED' ELSE '' END || ')', ' ') FROM returns r WHERE r.answers = b.bundle_id), '')
                  FROM bundles b LEFT JOIN bundle_records br ON br.bundle_id = b.bundle_id GROUP BY b.bundle_id ORDER BY b.sequence",
+                &[],
             )?,
-            failures: table("SELECT host, COALESCE(product, activation_id), state, COALESCE(reason_code, ''), COALESCE(reason, '') FROM products WHERE state IN ('failed', 'deposit_failed') ORDER BY host")?,
-            rejections: table("SELECT file, CASE record WHEN 0 THEN '' ELSE CAST(record AS TEXT) END, code, detail FROM rejections ORDER BY file, record")?,
+            failures: table("SELECT host, COALESCE(product, activation_id), state, COALESCE(reason_code, ''), COALESCE(reason, '') FROM products WHERE state IN (?1, ?2) ORDER BY host", &[&ProductState::Failed, &ProductState::DepositFailed])?,
+            rejections: table("SELECT file, CASE record WHEN 0 THEN '' ELSE CAST(record AS TEXT) END, code, detail FROM rejections ORDER BY file, record", &[])?,
             total: self
                 .conn
                 .query_row("SELECT COUNT(*) FROM products", [], |r| r.get(0))?,
@@ -868,16 +1180,6 @@ fn typed<T, E: std::fmt::Display>(
     })
 }
 
-fn state_of(s: String) -> rusqlite::Result<ProductState> {
-    ProductState::parse(&s).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            format!("unknown product state {s:?} in the ledger").into(),
-        )
-    })
-}
-
 impl Tx<'_> {
     /// Makes the transaction durable.
     pub fn commit(self) -> rusqlite::Result<()> {
@@ -888,29 +1190,134 @@ impl Tx<'_> {
         &self,
         product_id: i64,
         at: &str,
-        event: &str,
-        detail: &str,
+        h: &History,
+        to: ProductState,
     ) -> rusqlite::Result<()> {
         self.tx
             .prepare_cached(
                 "INSERT INTO history(product_id, at, event, detail) VALUES(?1, ?2, ?3, ?4)",
             )?
-            .execute(params![product_id, at, event, detail])?;
+            .execute(params![product_id, at, h.event(), h.detail(to)])?;
         Ok(())
     }
 
+    /// Writes a product's state and reason, and the machine time a change rests on
+    /// (the newest kept: a product's facts are ordered by the machine's own clock).
     fn set_state(
         &self,
         id: i64,
         state: ProductState,
         reason_code: Option<&str>,
         reason: Option<&str>,
+        observed: Option<&str>,
         at: &str,
     ) -> rusqlite::Result<()> {
         self.tx
-            .prepare_cached("UPDATE product_status SET state = ?2, reason_code = ?3, reason = ?4, updated_at = ?5 WHERE product_id = ?1")?
-            .execute(params![id, state.as_str(), reason_code, reason, at])?;
+            .prepare_cached(
+                "UPDATE product_status SET state = ?2, reason_code = ?3, reason = ?4, updated_at = ?5,
+                   observed_at = CASE WHEN ?6 IS NOT NULL AND (observed_at IS NULL OR observed_at < ?6) THEN ?6 ELSE observed_at END
+                 WHERE product_id = ?1",
+            )?
+            .execute(params![id, state, reason_code, reason, at, observed])?;
         Ok(())
+    }
+
+    /// The one way a product's state changes: `change`'s event goes through the
+    /// transition table from `from`; the new state, what goes with it, the machine time
+    /// it rests on (`observed`) and a typed history line are written together. `None`
+    /// (nothing written) where the table has no move.
+    pub fn apply(
+        &self,
+        id: i64,
+        from: ProductState,
+        change: &Change,
+        observed: Option<&str>,
+        at: &str,
+    ) -> rusqlite::Result<Option<Transition>> {
+        let Some(to) = from.after(change.event()) else {
+            return Ok(None);
+        };
+        let history = match change {
+            Change::Seen {
+                reason: (code, why),
+                history,
+                ..
+            } => {
+                // A state change replaces the reason and leaves the bundle it was in.
+                let moved = to != from;
+                self.tx
+                    .prepare_cached(
+                        "UPDATE product_status SET state = ?2, reason_code = CASE WHEN ?3 THEN ?4 ELSE reason_code END,
+                           reason = CASE WHEN ?3 THEN ?5 ELSE reason END, bundle_id = CASE WHEN ?3 THEN NULL ELSE bundle_id END,
+                           updated_at = ?6 WHERE product_id = ?1",
+                    )?
+                    .execute(params![id, to, moved, code, why, at])?;
+                self.observed(id, observed)?;
+                history.clone()
+            }
+            Change::Cid {
+                cid,
+                simulated,
+                return_id,
+                ..
+            } => {
+                self.tx
+                    .prepare_cached(
+                        "UPDATE product_status SET state = ?2, cid = ?3, cid_simulated = ?4, reason_code = NULL, reason = NULL, updated_at = ?5 WHERE product_id = ?1",
+                    )?
+                    .execute(params![id, to, cid.digits(), simulated, at])?;
+                History::CidReceived {
+                    return_id,
+                    simulated: *simulated,
+                }
+            }
+            Change::Refused { code, reason } => {
+                self.set_state(id, to, Some(code), Some(reason), observed, at)?;
+                History::FailedOnline { code, reason }
+            }
+            Change::Deposit {
+                failure,
+                license_status,
+            } => {
+                if let Some(s) = license_status {
+                    self.tx
+                        .prepare_cached(
+                            "UPDATE product_facts SET license_status = ?2 WHERE id = ?1",
+                        )?
+                        .execute(params![id, s])?;
+                }
+                match failure {
+                    None => {
+                        self.set_state(id, to, None, None, observed, at)?;
+                        History::Deposited
+                    }
+                    Some((code, meaning)) => {
+                        self.set_state(id, to, Some(code), Some(meaning), observed, at)?;
+                        History::DepositFailed { code, meaning }
+                    }
+                }
+            }
+        };
+        self.history(id, at, &history, to)?;
+        Ok(Some(Transition { from, to }))
+    }
+
+    /// Records that the machine spoke of the product at `observed` (its own clock),
+    /// where that is newer than what the ledger knew.
+    pub fn observed(&self, id: i64, observed: Option<&str>) -> rusqlite::Result<()> {
+        if let Some(t) = observed {
+            self.tx
+                .prepare_cached(
+                    "UPDATE product_status SET observed_at = ?2 WHERE product_id = ?1 AND (observed_at IS NULL OR observed_at < ?2)",
+                )?
+                .execute(params![id, t])?;
+        }
+        Ok(())
+    }
+
+    /// Adds a line to a product's history that changes nothing (in state `now`).
+    pub fn note(&self, id: i64, now: ProductState, h: History, at: &str) -> rusqlite::Result<()> {
+        self.history(id, at, &h, now)
     }
 
     // ---- collect ----
@@ -945,6 +1352,9 @@ impl Tx<'_> {
             .prepare_cached("DELETE FROM rejections WHERE file = ?1")?
             .execute(params![file])?;
         self.tx
+            .prepare_cached("DELETE FROM kept_results WHERE file = ?1")?
+            .execute(params![file])?;
+        self.tx
             .prepare_cached(
                 "INSERT INTO collected_files(file, sha256, at) VALUES(?1, ?2, ?3)
                  ON CONFLICT(file) DO UPDATE SET sha256 = excluded.sha256, at = excluded.at",
@@ -975,7 +1385,9 @@ impl Tx<'_> {
     pub fn product(&self, host: &str, activation_id: &str) -> rusqlite::Result<Option<Existing>> {
         self.tx
             .prepare_cached(
-                "SELECT id, iid, epid, license_status, partial_key, description, product, state, channel FROM products WHERE host = ?1 AND activation_id = ?2",
+                "SELECT id, iid, epid, license_status, partial_key, description, product, state, channel,
+                   NULLIF(max(COALESCE(observed_at, ''), COALESCE((SELECT MAX(k.observed_at) FROM kept_results k WHERE k.host = ?1 AND k.activation_id = ?2), '')), '')
+                 FROM products WHERE host = ?1 AND activation_id = ?2",
             )?
             .query_row(params![host, activation_id], |r| {
                 Ok(Existing {
@@ -986,8 +1398,9 @@ impl Tx<'_> {
                     partial_key: r.get(4)?,
                     description: r.get(5)?,
                     product: r.get(6)?,
-                    state: state_of(r.get(7)?)?,
+                    state: r.get(7)?,
                     channel: r.get(8)?,
+                    observed_at: r.get(9)?,
                 })
             })
             .optional()
@@ -1100,9 +1513,9 @@ impl Tx<'_> {
             .tx
             .prepare(
                 "SELECT id, host, activation_id, channel, partial_key, license_status, iid IS NOT NULL, state, iid
-                 FROM products WHERE state = 'queued' OR (state = 'skipped' AND reason_code = 'channel-off')",
+                 FROM products WHERE state = ?1 OR (state = ?2 AND reason_code = ?3)",
             )?
-            .query_map([], |r| {
+            .query_map(params![ProductState::Queued, ProductState::Skipped, makproxy_core::records::Skip::ChannelOff.id()], |r| {
                 Ok(PolicyRow {
                     id: r.get(0)?,
                     host: r.get(1)?,
@@ -1111,7 +1524,7 @@ impl Tx<'_> {
                     partial_key: r.get(4)?,
                     licensed: r.get::<_, Option<i64>>(5)? == Some(1),
                     has_iid: r.get(6)?,
-                    state: state_of(r.get(7)?)?,
+                    state: r.get(7)?,
                     iid: r.get(8)?,
                 })
             })?
@@ -1132,32 +1545,32 @@ impl Tx<'_> {
                     _ => Seen::NeedsActivation,
                 },
             };
-            let next = after_collect(Some((p.state, true)), seen);
-            if next == p.state {
+            if after_collect(Some((p.state, true)), seen) == p.state {
                 continue;
             }
-            self.set_state(
-                p.id,
-                next,
-                skip.map(|s| s.id()),
-                skip.map(|s| s.reason()),
-                at,
-            )?;
-            self.history(p.id, at, "policy", &format!("channels {policy}: {next}"))?;
+            let change = Change::Seen {
+                seen,
+                same_iid: true,
+                reason: (skip.map(|s| s.id()), skip.map(|s| s.reason())),
+                history: History::Policy { policy },
+            };
+            self.apply(p.id, p.state, &change, None, at)?;
             moved += 1;
         }
         Ok(moved)
     }
 
-    /// Records a product seen for the first time.
+    /// Records a product seen for the first time, where `seen` puts it, with the
+    /// reason (code, words) it is skipped or on hand; returns its row ID and state.
     pub fn insert_product(
         &self,
         f: &Facts,
-        state: ProductState,
-        reason_code: Option<&str>,
-        reason: Option<&str>,
+        seen: Seen,
+        reason: (Option<&str>, Option<&str>),
+        observed: Option<&str>,
         at: &str,
-    ) -> rusqlite::Result<i64> {
+    ) -> rusqlite::Result<(i64, ProductState)> {
+        let state = ProductState::first(seen);
         self.tx
             .prepare_cached(
                 "INSERT INTO product_facts(host, activation_id, application, wmi_class, product, description, partial_key, epid, iid, license_status, source_file, channel)
@@ -1167,42 +1580,23 @@ impl Tx<'_> {
         let id = self.tx.last_insert_rowid();
         self.tx
             .prepare_cached(
-                "INSERT INTO product_status(product_id, state, reason_code, reason, updated_at) VALUES(?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO product_status(product_id, state, reason_code, reason, updated_at, observed_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![id, state.as_str(), reason_code, reason, at])?;
-        self.history(id, at, "collected", &format!("{state} from {}", f.file))?;
-        Ok(id)
+            .execute(params![id, state, reason.0, reason.1, at, observed])?;
+        self.history(id, at, &History::Collected { file: f.file }, state)?;
+        Ok((id, state))
     }
 
-    /// Records what collect saw of a known product and where it goes; a state change
-    /// replaces the reason and leaves the bundle it was in.
-    #[allow(clippy::too_many_arguments)]
-    pub fn update_product(
-        &self,
-        id: i64,
-        f: &Facts,
-        from: ProductState,
-        to: ProductState,
-        reason_code: Option<&str>,
-        reason: Option<&str>,
-        event: &str,
-        detail: &str,
-        at: &str,
-    ) -> rusqlite::Result<()> {
+    /// Rewrites what collect saw of a known product (its state goes through
+    /// [`Tx::apply`]).
+    pub fn record_facts(&self, id: i64, f: &Facts) -> rusqlite::Result<()> {
         self.tx
             .prepare_cached(
                 "UPDATE product_facts SET application = ?2, wmi_class = ?3, product = ?4, description = ?5, partial_key = ?6, epid = ?7, iid = ?8, license_status = ?9,
                    source_file = ?10, channel = ?11 WHERE id = ?1",
             )?
             .execute(params![id, f.application, f.wmi_class.as_str(), f.product, f.description, f.partial_key, f.epid, f.iid, f.license_status, f.file, f.channel.map(Channel::as_str)])?;
-        let clears = to != from;
-        self.tx
-            .prepare_cached(
-                "UPDATE product_status SET state = ?2, reason_code = CASE WHEN ?3 THEN ?4 ELSE reason_code END, reason = CASE WHEN ?3 THEN ?5 ELSE reason END,
-                   bundle_id = CASE WHEN ?3 THEN NULL ELSE bundle_id END, updated_at = ?6 WHERE product_id = ?1",
-            )?
-            .execute(params![id, to.as_str(), clears, reason_code, reason, at])?;
-        self.history(id, at, event, detail)
+        Ok(())
     }
 
     /// The product a deposit result names.
@@ -1213,52 +1607,75 @@ impl Tx<'_> {
     ) -> rusqlite::Result<Option<DepositTarget>> {
         self.tx
             .prepare_cached(
-                "SELECT id, iid, cid, state FROM products WHERE host = ?1 AND activation_id = ?2",
+                "SELECT id, iid, cid, state, observed_at FROM products WHERE host = ?1 AND activation_id = ?2",
             )?
             .query_row(params![host, activation_id], |r| {
                 Ok(DepositTarget {
                     id: r.get(0)?,
                     iid: r.get(1)?,
                     cid: r.get(2)?,
-                    state: state_of(r.get(3)?)?,
+                    state: r.get(3)?,
+                    observed_at: r.get(4)?,
                 })
             })
             .optional()
     }
 
-    /// Applies a machine's deposit result; `false` where the table has no move.
-    pub fn deposit_result(
+    /// The CID the ledger holds for this IID of this product (kept from any return).
+    pub fn known_cid(
         &self,
-        id: i64,
-        from: ProductState,
-        license_status: Option<i64>,
-        failure: Option<(&str, &str)>,
-        at: &str,
-    ) -> rusqlite::Result<bool> {
-        let event = if failure.is_some() {
-            Event::DepositFailed
-        } else {
-            Event::Deposited
-        };
-        let Some(to) = from.after(event) else {
-            return Ok(false);
-        };
-        if let Some(s) = license_status {
-            self.tx
-                .prepare_cached("UPDATE product_facts SET license_status = ?2 WHERE id = ?1")?
-                .execute(params![id, s])?;
-        }
-        match failure {
-            None => {
-                self.set_state(id, to, None, None, at)?;
-                self.history(id, at, "deposited", "agent reports activated")?;
-            }
-            Some((code, meaning)) => {
-                self.set_state(id, to, Some(code), Some(meaning), at)?;
-                self.history(id, at, "deposit-failed", &format!("{code}: {meaning}"))?;
-            }
-        }
-        Ok(true)
+        host: &str,
+        activation_id: &str,
+        iid: &str,
+    ) -> rusqlite::Result<Option<String>> {
+        self.tx
+            .prepare_cached(
+                "SELECT cid FROM cids WHERE host = ?1 AND activation_id = ?2 AND iid = ?3",
+            )?
+            .query_row(params![host, activation_id, iid], |r| r.get(0))
+            .optional()
+    }
+
+    /// Keeps a deposit result whose CID the ledger does not know yet.
+    pub fn keep_result(&self, r: &ResultRow, at: &str) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO kept_results(file, record, host, activation_id, iid, cid, error_code, license_status, observed_at, at)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![r.file, r.record, r.host, r.activation_id, r.iid, r.cid, r.error_code, r.license_status, r.observed_at, at])?;
+        Ok(())
+    }
+
+    /// Every kept deposit result, oldest machine time first.
+    pub fn kept_results(&self) -> rusqlite::Result<Vec<ResultRow>> {
+        self.tx
+            .prepare_cached(
+                "SELECT file, record, host, activation_id, iid, cid, error_code, license_status, observed_at FROM kept_results
+                 ORDER BY observed_at IS NOT NULL, observed_at, at, file, record",
+            )?
+            .query_map([], |r| {
+                Ok(ResultRow {
+                    file: r.get(0)?,
+                    record: r.get(1)?,
+                    host: r.get(2)?,
+                    activation_id: r.get(3)?,
+                    iid: r.get(4)?,
+                    cid: r.get(5)?,
+                    error_code: r.get(6)?,
+                    license_status: r.get(7)?,
+                    observed_at: r.get(8)?,
+                })
+            })?
+            .collect()
+    }
+
+    /// Drops a kept deposit result (matched, or overtaken).
+    pub fn forget_result(&self, file: &str, record: i64) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached("DELETE FROM kept_results WHERE file = ?1 AND record = ?2")?
+            .execute(params![file, record])?;
+        Ok(())
     }
 
     // ---- pack ----
@@ -1280,9 +1697,10 @@ impl Tx<'_> {
         host: Option<&str>,
         limit: Option<u64>,
     ) -> rusqlite::Result<u64> {
-        let states = ProductState::sources(event)
-            .iter()
-            .map(|s| format!("'{}'", s.as_str()))
+        let sources = ProductState::sources(event);
+        // The sources' names are bound, never spelled in the SQL: ?5, ?6, …
+        let states = (0..sources.len())
+            .map(|i| format!("?{}", i + 5))
             .collect::<Vec<_>>()
             .join(",");
         // Records take the products' collection order (product IDs: a scan of the
@@ -1298,9 +1716,9 @@ impl Tx<'_> {
              ORDER BY s.product_id LIMIT ?3"
         );
         let limit = limit.map_or(-1, |l| l as i64);
-        Ok(self
-            .tx
-            .execute(&select, params![product, host, limit, bundle_id])? as u64)
+        let mut p: Vec<&dyn rusqlite::ToSql> = vec![&product, &host, &limit, &bundle_id];
+        p.extend(sources.iter().map(|s| s as &dyn rusqlite::ToSql));
+        Ok(self.tx.execute(&select, p.as_slice())? as u64)
     }
 
     /// The chosen records of a bundle, in handle order.
@@ -1337,35 +1755,31 @@ impl Tx<'_> {
     pub fn count_in(&self, state: ProductState) -> rusqlite::Result<i64> {
         self.tx.query_row(
             "SELECT COUNT(*) FROM products WHERE state = ?1",
-            params![state.as_str()],
+            params![state],
             |r| r.get(0),
         )
     }
 
-    /// Records a written bundle, moves its products to `packed` and the sequence on.
-    #[allow(clippy::too_many_arguments)]
+    /// Records a written bundle, moves its products where `event` (the pack that chose
+    /// them) takes them, and the sequence on.
     pub fn bundle_written(
         &self,
-        bundle_id: &str,
-        sequence: u64,
-        manifest_sha256: &str,
-        created: &str,
-        expires: &str,
-        records: u64,
-        file: &str,
+        b: &WrittenBundle,
+        event: Event,
         at: &str,
     ) -> rusqlite::Result<()> {
+        let to = ProductState::bulk_target(event).expect("a pack has one target");
         self.tx.execute(
             "INSERT INTO bundles(bundle_id, sequence, manifest_sha256, created, expires, records, file) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![bundle_id, sequence as i64, manifest_sha256, created, expires, records as i64, file],
+            params![b.bundle_id, b.sequence as i64, b.manifest_sha256, b.created, b.expires, b.records as i64, b.file],
         )?;
         // No history rows here: bundle_records and bundles already say which product
         // went into which bundle, when, with which IID.
         self.tx.execute(
             "UPDATE product_status SET state = ?2, bundle_id = ?1, updated_at = ?3 WHERE product_id IN (SELECT product_id FROM bundle_records WHERE bundle_id = ?1)",
-            params![bundle_id, ProductState::Packed.as_str(), at],
+            params![b.bundle_id, to, at],
         )?;
-        store::meta_set(&self.tx, "next_sequence", &(sequence + 1).to_string())
+        store::meta_set(&self.tx, "next_sequence", &(b.sequence + 1).to_string())
     }
 
     // ---- apply ----
@@ -1434,7 +1848,7 @@ impl Tx<'_> {
                     activation_id: x.get(1)?,
                     iid: x.get(2)?,
                     epid: x.get(3)?,
-                    state: state_of(x.get(4)?)?,
+                    state: x.get(4)?,
                     cid_simulated: x.get(5)?,
                 })
             })
@@ -1463,34 +1877,6 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Adds a line to a product's history.
-    pub fn note(&self, id: i64, at: &str, event: &str, detail: &str) -> rusqlite::Result<()> {
-        self.history(id, at, event, detail)
-    }
-
-    /// A CID arrives for a product in `from` (the caller checked the table allows it).
-    pub fn cid_received(
-        &self,
-        id: i64,
-        cid: &str,
-        simulated: bool,
-        detail: &str,
-        at: &str,
-    ) -> rusqlite::Result<()> {
-        self.tx
-            .prepare_cached(
-                "UPDATE product_status SET state = ?2, cid = ?3, cid_simulated = ?4, reason_code = NULL, reason = NULL, updated_at = ?5 WHERE product_id = ?1",
-            )?
-            .execute(params![id, ProductState::CidReceived.as_str(), cid, simulated, at])?;
-        self.history(id, at, "cid-received", detail)
-    }
-
-    /// A refusal arrives for a product the table lets fail.
-    pub fn refused(&self, id: i64, code: &str, reason: &str, at: &str) -> rusqlite::Result<()> {
-        self.set_state(id, ProductState::Failed, Some(code), Some(reason), at)?;
-        self.history(id, at, "failed-online", &format!("{code}: {reason}"))
-    }
-
     #[allow(clippy::too_many_arguments)]
     /// Records that a return was applied, with its summary.
     pub fn return_recorded(
@@ -1514,8 +1900,8 @@ impl Tx<'_> {
     pub fn still_pending(&self, bundle_id: &str) -> rusqlite::Result<i64> {
         self.tx.query_row(
             "SELECT COUNT(*) FROM bundle_records b JOIN product_status p ON p.product_id = b.product_id
-             WHERE b.bundle_id = ?1 AND b.answered = 0 AND p.state = 'packed'",
-            params![bundle_id],
+             WHERE b.bundle_id = ?1 AND b.answered = 0 AND p.state = ?2",
+            params![bundle_id, ProductState::Packed],
             |r| r.get(0),
         )
     }
@@ -1523,26 +1909,36 @@ impl Tx<'_> {
     /// `apply --reissue`: every product with a CID on hand moves to `cid_received` with
     /// the stored CID (a real one wherever one was ever obtained).
     pub fn reissue(&self, at: &str) -> rusqlite::Result<usize> {
-        let (from, to) = (ProductState::CidOnHand, ProductState::CidReceived);
-        debug_assert_eq!(from.after(Event::Reissue), Some(to));
-        self.tx.execute("INSERT INTO history(product_id, at, event, detail) SELECT id, ?1, 'reissued', 'CID from the ledger; no activation spent' FROM products WHERE state = ?2", params![at, from.as_str()])?;
-        self.tx.execute(
-            "UPDATE product_status SET
-                cid = (SELECT c.cid FROM cids c JOIN product_facts f ON c.host = f.host AND c.activation_id = f.activation_id AND c.iid = f.iid WHERE f.id = product_status.product_id),
-                cid_simulated = (SELECT c.simulated FROM cids c JOIN product_facts f ON c.host = f.host AND c.activation_id = f.activation_id AND c.iid = f.iid WHERE f.id = product_status.product_id),
-                state = ?2, reason_code = NULL, reason = 'reissued from the ledger; no activation spent', updated_at = ?3 WHERE state = ?1",
-            params![from.as_str(), to.as_str(), at],
-        )
+        let event = Event::Reissue;
+        let to = ProductState::bulk_target(event).expect("a reissue has one target");
+        let h = History::Reissued;
+        for from in ProductState::sources(event) {
+            self.tx.execute(
+                "INSERT INTO history(product_id, at, event, detail) SELECT id, ?1, ?2, ?3 FROM products WHERE state = ?4",
+                params![at, h.event(), h.detail(to), from],
+            )?;
+        }
+        let mut n = 0;
+        for from in ProductState::sources(event) {
+            n += self.tx.execute(
+                "UPDATE product_status SET
+                    cid = (SELECT c.cid FROM cids c JOIN product_facts f ON c.host = f.host AND c.activation_id = f.activation_id AND c.iid = f.iid WHERE f.id = product_status.product_id),
+                    cid_simulated = (SELECT c.simulated FROM cids c JOIN product_facts f ON c.host = f.host AND c.activation_id = f.activation_id AND c.iid = f.iid WHERE f.id = product_status.product_id),
+                    state = ?2, reason_code = NULL, reason = 'reissued from the ledger; no activation spent', updated_at = ?3 WHERE state = ?1",
+                params![from, to, at],
+            )?;
+        }
+        Ok(n)
     }
 
     /// Hosts with products awaiting deposit (of one request bundle when given).
     pub fn hosts_awaiting_deposit(&self, bundle_id: Option<&str>) -> rusqlite::Result<Vec<String>> {
         self.tx
             .prepare(
-                "SELECT DISTINCT p.host FROM products p WHERE p.state = 'cid_received'
+                "SELECT DISTINCT p.host FROM products p WHERE p.state = ?2
                  AND (?1 IS NULL OR p.id IN (SELECT product_id FROM bundle_records WHERE bundle_id = ?1)) ORDER BY p.host",
             )?
-            .query_map(params![bundle_id], |r| r.get(0))?
+            .query_map(params![bundle_id, ProductState::CidReceived], |r| r.get(0))?
             .collect()
     }
 
@@ -1550,7 +1946,7 @@ impl Tx<'_> {
     pub fn deposit_rows(&self, host: &str) -> rusqlite::Result<Vec<DepositItem>> {
         self.tx
             .prepare_cached("SELECT activation_id, application, wmi_class, product, iid, cid, cid_simulated, partial_key FROM products WHERE host = ?1 AND state = ?2 ORDER BY activation_id")?
-            .query_map(params![host, ProductState::CidReceived.as_str()], |x| {
+            .query_map(params![host, ProductState::CidReceived], |x| {
                 Ok(DepositItem {
                     activation_id: typed(x, 0, Guid::parse)?,
                     application: typed(x, 1, |s| {
@@ -1626,7 +2022,7 @@ mod tests {
             (S::Packed,        [None,            None,             None,             Some(S::Packed),  Some(S::CidReceived),  Some(S::CidReceived),  Some(S::Failed), None,                  None,               None]),
             (S::CidOnHand,     [None,            None,             None,             None,             None,                  None,                  None,            Some(S::CidReceived),  None,               None]),
             (S::CidReceived,   [None,            None,             None,             None,             None,                  Some(S::CidReceived),  None,            None,                  Some(S::Activated), Some(S::DepositFailed)]),
-            (S::Activated,     [None,            None,             None,             None,             None,                  None,                  None,            None,                  Some(S::Activated), None]),
+            (S::Activated,     [None,            None,             None,             None,             None,                  None,                  None,            None,                  Some(S::Activated), Some(S::DepositFailed)]),
             (S::Failed,        [None,            Some(S::Packed),  Some(S::Packed),  None,             Some(S::CidReceived),  Some(S::CidReceived),  Some(S::Failed), None,                  None,               None]),
             (S::DepositFailed, [None,            Some(S::Packed),  Some(S::Packed),  None,             None,                  None,                  None,            None,                  Some(S::Activated), Some(S::DepositFailed)]),
             (S::Skipped,       [None,            None,             None,             None,             None,                  None,                  None,            None,                  None,               None]),
@@ -1763,6 +2159,11 @@ mod tests {
                     proptest::prop_assert!(!(holds_answer && asks_again && !new_iid), "{b} -> {a} on {op:?} with a CID stored");
                     if a == S::Activated && b != S::Activated {
                         proptest::prop_assert!(matches!(op, Op::Event(E::Deposited) | Op::Collect { says: Seen::Licensed, .. }), "{b} -> activated on {op:?}");
+                    }
+                    // Activated goes back only on the machine's own word: a newer
+                    // report, or a deposit it says failed.
+                    if b == S::Activated && a != S::Activated {
+                        proptest::prop_assert!(matches!(op, Op::Event(E::DepositFailed) | Op::Collect { .. }), "activated -> {a} on {op:?}");
                     }
                     if a == S::Skipped && b != S::Skipped {
                         proptest::prop_assert!(matches!(op, Op::Collect { .. }), "{b} -> skipped on {op:?}");

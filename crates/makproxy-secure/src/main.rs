@@ -64,6 +64,7 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
             out.report(&report::Recovered {
                 ledger: p,
                 next_sequence: *next_sequence,
+                not_rebuilt: report::Recovered::NOT_REBUILT.to_vec(),
             });
             Ok(Exit::Ok)
         }

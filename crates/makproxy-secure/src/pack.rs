@@ -4,7 +4,7 @@
 //! `--include-hostnames`. The ledger transaction stays open while the bundle is written
 //! and commits only after the file is in place, so a kill leaves the products queued.
 
-use crate::ledger::{Event, Ledger, PackRow, ProductState};
+use crate::ledger::{Event, Ledger, PackRow, ProductState, WrittenBundle};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{self, BundleWriter, CilRecord, Header, ProductName};
 use makproxy_core::channel::Channel;
@@ -300,13 +300,16 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         .expect("not a dry run")
         .finish(header, &key, o.out)?;
     tx.bundle_written(
-        &bundle_id,
-        sequence,
-        &written.manifest_sha256,
-        &written.manifest.created,
-        &written.manifest.expires,
-        count,
-        &o.out.display().to_string(),
+        &WrittenBundle {
+            bundle_id: &bundle_id,
+            sequence,
+            manifest_sha256: &written.manifest_sha256,
+            created: &written.manifest.created,
+            expires: &written.manifest.expires,
+            records: count,
+            file: &o.out.display().to_string(),
+        },
+        event,
         &bundle::rfc3339(now),
     )
     .map_err(db)?;

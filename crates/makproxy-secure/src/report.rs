@@ -353,10 +353,27 @@ pub struct Recovered {
     pub ledger: std::path::PathBuf,
     /// The sequence number the next bundle gets.
     pub next_sequence: u64,
+    /// What the lost ledger held that this one does not, and how each comes back (or
+    /// that it does not).
+    pub not_rebuilt: Vec<&'static str>,
+}
+
+impl Recovered {
+    /// What a new ledger cannot know of the lost one.
+    pub const NOT_REBUILT: [&'static str; 4] = [
+        "the machines and their states: collect the drop folders again; IIDs already answered are served from the online journal without a new activation, and deposit results already on the share are kept (MP-REC-015) and matched when the return with their CIDs is applied",
+        "the key inventory: each key comes back with its count from the next return that reports one; add a key no return has reported yet with `keys add` again",
+        "the site's channel policy: run `collect --channels` again if it was not the default (mak,csvlk)",
+        "the history, rejections and applied returns before the loss: they are gone; a return applied before is refused as not issued by this ledger",
+    ];
 }
 
 impl std::fmt::Display for Recovered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Started a new, empty ledger; the next bundle is #{}. Run collect to queue the machines again: their IIDs already answered are served from the online journal without a new activation.", self.next_sequence)
+        write!(f, "Started a new, empty ledger; the next bundle is #{}. Not in it, and how each comes back:", self.next_sequence)?;
+        for n in &self.not_rebuilt {
+            write!(f, "\n  - {n}")?;
+        }
+        Ok(())
     }
 }

@@ -789,7 +789,8 @@ fn deposit_results_close_the_loop_and_are_audited() {
     std::fs::write(results.join("PC-000001.result.json"), doc.to_string()).unwrap();
     assert_eq!(
         collect::run(&QUIET, &mut s.ledger, std::slice::from_ref(&results), None).unwrap(),
-        Exit::Ok
+        Exit::Partial,
+        "a failed deposit is a failure a scheduled collect's exit code shows"
     );
     assert_eq!(s.count(ProductState::Activated), 1);
     assert_eq!(s.count(ProductState::DepositFailed), 1);
@@ -1027,4 +1028,355 @@ fn a_tampered_ledger_row_writes_no_deposit_script() {
         assert!(!text.contains("calc") && !text.contains("del /q"), "{text}");
     }
     assert!(problems[0].detail.contains("no deposit file written"));
+}
+
+/// A deposit result for every product of `host`, from its deposit file, written at
+/// `time` by the machine's clock; `failed`: Windows refused each CID.
+fn result_for(s: &Site, dir: &Path, host: &str, failed: bool, time: &str) {
+    let dep: serde_json::Value =
+        serde_json::from_str(&s.deposit_text(&format!("{host}.json"))).unwrap();
+    let results: Vec<serde_json::Value> = dep["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "activation_id": p["activation_id"], "installation_id": p["installation_id"],
+                "confirmation_id": p["confirmation_id"],
+                "status": if failed { "failed" } else { "activated" },
+                "error_code": if failed { Some("0xC004F04D") } else { None },
+                "message": null, "license_status": if failed { 5 } else { 1 },
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({"schema": "makproxy-deposit-result/1", "host": host, "time": time, "results": results});
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("{host}.result.json")), doc.to_string()).unwrap();
+}
+
+/// The shipped agent file of `host`, as the machine would write it at `time`, every
+/// product reported with `license_status`.
+fn agent_for(dir: &Path, host: &str, time: &str, license_status: i64) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/drop")
+        .join(format!("{host}.json"));
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
+    doc["collected"] = time.into();
+    for p in doc["products"].as_array_mut().unwrap() {
+        p["license_status"] = license_status.into();
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("{host}.json")), doc.to_string()).unwrap();
+}
+
+/// Collects `dir`; returns the exit code and PC-000001's products' (state, reason).
+fn collect_states(s: &mut Site, dir: &Path) -> (Exit, serde_json::Value) {
+    let exit = collect::run(&QUIET, &mut s.ledger, &[dir.to_path_buf()], None).unwrap();
+    let states: serde_json::Value = rows(s, None, Some("PC-000001"))
+        .into_iter()
+        .map(|(_, st, code)| serde_json::json!([st, code]))
+        .collect();
+    (exit, states)
+}
+
+/// Issue 29 §1: an agent report written before the machine's deposit result (read
+/// later: another folder, another spelling, a late copy) never demotes the product;
+/// a report written after it, saying unlicensed, is the machine's own word and counts.
+#[test]
+fn an_older_report_never_overrides_a_newer_deposit_result() {
+    let mut s = site();
+    let ret = s.all_cids("ret.zip", BackendKind::Microsoft, 0);
+    s.apply(&ret).unwrap();
+    let results = s.dir.path().join("results");
+    result_for(&s, &results, "PC-000001", false, "2026-11-23T10:00:00Z");
+    assert_eq!(collect_states(&mut s, &results).0, Exit::Ok);
+    assert_eq!(s.count(ProductState::Activated), 2);
+    // Written at 09:00, before the deposit at 10:00, saying unlicensed: ignored.
+    let late = s.dir.path().join("late-copy");
+    agent_for(&late, "PC-000001", "2026-11-23T09:00:00Z", 5);
+    let (exit, states) = collect_states(&mut s, &late);
+    assert_eq!(exit, Exit::Ok, "an older report is no failure");
+    assert_eq!(
+        states,
+        serde_json::json!([["activated", null], ["activated", null]])
+    );
+    let h = history(&s, "PC-000001");
+    assert_eq!(h.last().map(String::as_str), Some("deposited"), "{h:?}");
+    // Written at 11:00, after it: the machine lost its activation; the CID on hand is
+    // offered again.
+    let later = s.dir.path().join("later");
+    agent_for(&later, "PC-000001", "2026-11-23T11:00:00Z", 5);
+    collect_states(&mut s, &later);
+    assert_eq!(s.count(ProductState::CidOnHand), 2);
+    assert_eq!(s.count(ProductState::Activated), 0);
+}
+
+/// Issue 29 §1: a failed deposit after an activation is the machine's word (the
+/// product goes to deposit_failed, listed with MP-REC-018, exit 4/5); an older failed
+/// result than the activation changes nothing; a result dated in the future is refused.
+#[test]
+fn a_failed_deposit_after_activation_is_reported_and_an_older_one_is_not() {
+    let mut s = site();
+    let ret = s.all_cids("ret.zip", BackendKind::Microsoft, 0);
+    s.apply(&ret).unwrap();
+    let ok = s.dir.path().join("ok");
+    result_for(&s, &ok, "PC-000001", false, "2026-11-23T10:00:00Z");
+    collect_states(&mut s, &ok);
+    assert_eq!(s.count(ProductState::Activated), 2);
+    // An earlier attempt's failure, read after the success: ignored.
+    let older = s.dir.path().join("older");
+    result_for(&s, &older, "PC-000001", true, "2026-11-23T09:00:00Z");
+    assert_eq!(collect_states(&mut s, &older).0, Exit::Ok);
+    assert_eq!(s.count(ProductState::Activated), 2);
+    // A later deposit failed: shown, and the exit code says so.
+    let newer = s.dir.path().join("newer");
+    result_for(&s, &newer, "PC-000001", true, "2026-11-24T09:00:00Z");
+    let (exit, states) = collect_states(&mut s, &newer);
+    assert_eq!(exit, Exit::AllFailed, "nothing but failed deposits went in");
+    assert_eq!(
+        states,
+        serde_json::json!([
+            ["deposit_failed", "0xC004F04D"],
+            ["deposit_failed", "0xC004F04D"]
+        ])
+    );
+    // A result dated two days ahead of this clock is refused as a whole.
+    let ahead = s.dir.path().join("ahead");
+    let future = bundle::rfc3339(makproxy_cli::now() + time::Duration::days(2));
+    result_for(&s, &ahead, "PC-000001", false, &future);
+    assert_eq!(collect_states(&mut s, &ahead).0, Exit::AllFailed);
+    assert_eq!(
+        s.count(ProductState::DepositFailed),
+        2,
+        "the future changes nothing"
+    );
+    let rejected: Vec<String> = s
+        .ledger
+        .report_tables()
+        .unwrap()
+        .rejections
+        .into_iter()
+        .map(|r| r[2].clone())
+        .collect();
+    assert_eq!(rejected, ["MP-REC-017"]);
+}
+
+/// Issue 29 §1: after the ledger is lost and started again, result files already on
+/// the share name CIDs the new ledger does not know: they are kept (not rejected, not
+/// forgotten) and matched when the return bringing those CIDs again is applied.
+#[test]
+fn results_collected_before_their_cids_are_known_are_kept_and_matched_by_apply() {
+    let mut s = site();
+    let ret = s.all_cids("ret.zip", BackendKind::Microsoft, 0);
+    s.apply(&ret).unwrap();
+    let cid_by_iid: std::collections::HashMap<String, ConfirmationId> = s
+        .records
+        .iter()
+        .map(|r| (r.installation_id.digits().to_string(), cid(r.handle)))
+        .collect();
+    let share = s.dir.path().join("share");
+    for host in ["PC-000001", "KIOSK-01", "WIN7-OFFICE"] {
+        result_for(&s, &share, host, false, "2026-11-23T10:00:00Z");
+    }
+    // The ledger is lost; a new one continues the sequence (what `recover` does).
+    let Site {
+        dir,
+        secure,
+        online,
+        ledger,
+        ..
+    } = s;
+    drop(ledger);
+    for f in ["ledger.sqlite3", "ledger.sqlite3-wal", "ledger.sqlite3-shm"] {
+        let _ = std::fs::remove_file(secure.dir.join(f));
+    }
+    let mut ledger = Ledger::create(&secure, 2).unwrap();
+    let drop_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/drop");
+    assert_eq!(
+        collect::run(&QUIET, &mut ledger, &[drop_dir, share.clone()], None).unwrap(),
+        Exit::Ok,
+        "kept results are not failures"
+    );
+    let kept = ledger.begin().unwrap().kept_results().unwrap().len();
+    assert_eq!(kept, 4, "PC-000001 has two products, the others one each");
+    // Collected again: still kept, nothing rejected.
+    collect::run(&QUIET, &mut ledger, std::slice::from_ref(&share), None).unwrap();
+    assert!(ledger.report_tables().unwrap().rejections.is_empty());
+    let (records, answers) = pack_and_read(
+        &secure,
+        &online,
+        &mut ledger,
+        &dir.path().join("cil2.zip"),
+        false,
+    );
+    assert_eq!(records.len(), 13);
+    let mut s = Site {
+        dir,
+        secure,
+        online,
+        ledger,
+        records,
+        answers,
+    };
+    // The gateway answers from its journal: the same CIDs.
+    let recs = s
+        .records
+        .iter()
+        .map(|r| {
+            let c = cid_by_iid[r.installation_id.digits()].clone();
+            answered(r, ReturnAnswer::Confirmed(c), BackendKind::Microsoft)
+        })
+        .collect();
+    let answers = s.answers.clone();
+    let ret2 = s.ret("ret2.zip", &answers, BackendKind::Microsoft, recs);
+    assert_eq!(s.apply(&ret2).unwrap(), Exit::Ok);
+    assert_eq!(
+        s.count(ProductState::Activated),
+        4,
+        "the kept results matched"
+    );
+    assert_eq!(s.count(ProductState::CidReceived), 9);
+    assert_eq!(s.ledger.begin().unwrap().kept_results().unwrap().len(), 0);
+    assert_eq!(s.summary(&ret2)["cids"], 13);
+}
+
+/// One thing that happens to PC-000001 in [`any_order_never_undoes_an_activation`]:
+/// its agent reports (licensed or not, perhaps after a reimage with new IIDs), it
+/// deposits (activated or refused), the operator reissues, applies the same return
+/// again, or loses the ledger and recovers (collects everything again, packs, and gets
+/// the journal's answers). Each file carries the machine's time `minute`.
+#[derive(Debug, Clone)]
+enum Step {
+    Agent {
+        minute: u32,
+        licensed: bool,
+        new_iid: bool,
+    },
+    Result {
+        minute: u32,
+        failed: bool,
+    },
+    Reissue,
+    Reapply,
+    Recover,
+}
+
+fn step_strategy() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0u32..600, any::<bool>(), proptest::bool::weighted(0.2)).prop_map(
+            |(minute, licensed, new_iid)| Step::Agent {
+                minute,
+                licensed,
+                new_iid
+            }
+        ),
+        (0u32..600, proptest::bool::weighted(0.3))
+            .prop_map(|(minute, failed)| Step::Result { minute, failed }),
+        Just(Step::Reissue),
+        Just(Step::Reapply),
+        Just(Step::Recover),
+    ]
+}
+
+/// Activated, or skipped as already licensed (what a new ledger calls a licensed
+/// machine it never activated): done either way.
+fn done(state: &str, reason: Option<&str>) -> bool {
+    state == "activated" || (state == "skipped" && reason == Some("licensed"))
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+    /// Issue 29 §1's property, on the real ledger: whatever the order of agent
+    /// reports, deposit results, reissues, re-applies and recovers, a product that is
+    /// done goes back only when the machine itself says so — the newest statement by
+    /// its own clock is a report of unlicensed or a failed deposit.
+    #[test]
+    fn any_order_never_undoes_an_activation(steps in proptest::collection::vec(step_strategy(), 1..9)) {
+        let mut s = site();
+        // The last return applied (a re-apply after a recover is of the new one).
+        let mut ret = s.all_cids("ret.zip", BackendKind::Microsoft, 0);
+        s.apply(&ret).unwrap();
+        let mut cid_by_iid: std::collections::HashMap<String, ConfirmationId> = s
+            .records
+            .iter()
+            .map(|r| (r.installation_id.digits().to_string(), cid(r.handle)))
+            .collect();
+        let base = time::macros::datetime!(2026-11-21 00:00 UTC);
+        let mut folders: Vec<PathBuf> = Vec::new();
+        // The machine's newest word so far: (time, positive).
+        let mut word: Option<(String, bool)> = None;
+        for (i, step) in steps.iter().enumerate() {
+            let before = rows(&s, None, Some("PC-000001"));
+            let dir = s.dir.path().join(format!("f{i}"));
+            let at = |minute: &u32| bundle::rfc3339(base + time::Duration::minutes(i64::from(*minute) * 10 + i as i64));
+            let mut said = None;
+            match step {
+                Step::Agent { minute, licensed, new_iid } => {
+                    agent_for(&dir, "PC-000001", &at(minute), if *licensed { 1 } else { 5 });
+                    if *new_iid {
+                        let p = dir.join("PC-000001.json");
+                        let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+                        for (k, prod) in doc["products"].as_array_mut().unwrap().iter_mut().enumerate() {
+                            prod["installation_id"] = with_check_digits(&[(i as u8 + k as u8) % 9 + 1; 54], 7).into();
+                        }
+                        std::fs::write(&p, doc.to_string()).unwrap();
+                    }
+                    said = Some((at(minute), *licensed));
+                }
+                Step::Result { minute, failed } => {
+                    result_for(&s, &dir, "PC-000001", *failed, &at(minute));
+                    said = Some((at(minute), !*failed));
+                }
+                Step::Reissue => {
+                    apply::reissue(&QUIET, &mut s.ledger, &s.dir.path().join("deposit"), false).unwrap();
+                }
+                Step::Reapply => {
+                    s.apply(&ret).unwrap();
+                }
+                Step::Recover => {
+                    let Site { dir: d, secure, online, ledger, .. } = s;
+                    drop(ledger);
+                    for f in ["ledger.sqlite3", "ledger.sqlite3-wal", "ledger.sqlite3-shm"] {
+                        let _ = std::fs::remove_file(secure.dir.join(f));
+                    }
+                    let mut ledger = Ledger::create(&secure, 100 + i as u64).unwrap();
+                    let mut all = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/drop")];
+                    all.extend(folders.iter().cloned());
+                    collect::run(&QUIET, &mut ledger, &all, None).unwrap();
+                    let out = d.path().join(format!("cil-{i}.zip"));
+                    let (records, answers) = pack_and_read(&secure, &online, &mut ledger, &out, false);
+                    s = Site { dir: d, secure, online, ledger, records, answers };
+                    let recs = s.records.iter().map(|r| {
+                        let n = cid_by_iid.len() as u64;
+                        let c = cid_by_iid.entry(r.installation_id.digits().to_string()).or_insert_with(|| cid(5000 + n)).clone();
+                        answered(r, ReturnAnswer::Confirmed(c), BackendKind::Microsoft)
+                    }).collect();
+                    let answers = s.answers.clone();
+                    ret = s.ret(&format!("ret-{i}.zip"), &answers, BackendKind::Microsoft, recs);
+                    s.apply(&ret).unwrap();
+                }
+            }
+            if dir.exists() {
+                collect::run(&QUIET, &mut s.ledger, std::slice::from_ref(&dir), None).unwrap();
+                folders.push(dir);
+            }
+            let newest = said.as_ref().is_some_and(|(t, _)| word.as_ref().is_none_or(|(w, _)| t > w));
+            if newest {
+                word = said.clone();
+            }
+            let after = rows(&s, None, Some("PC-000001"));
+            for (b, a) in before.iter().zip(&after) {
+                if done(&b.1, b.2.as_deref()) && !done(&a.1, a.2.as_deref()) {
+                    let machine_says_so = match step {
+                        Step::Agent { .. } | Step::Result { .. } => newest && said.as_ref().is_some_and(|(_, positive)| !positive),
+                        Step::Recover => word.as_ref().is_some_and(|(_, positive)| !positive),
+                        _ => false,
+                    };
+                    proptest::prop_assert!(machine_says_so, "step {i} {step:?}: {} -> {} ({:?}); steps {steps:?}", b.1, a.1, a.2);
+                }
+            }
+        }
+    }
 }

@@ -10,7 +10,6 @@ use serde_json::Value;
 struct AgentFile {
     schema: String,
     host: String,
-    #[allow(dead_code)]
     collected: Option<String>,
     #[allow(dead_code)]
     agent: Option<String>,
@@ -78,13 +77,20 @@ pub(super) fn parse_agent(v: Value) -> Result<Parsed, RecordError> {
             ),
         ));
     }
+    let observed = f
+        .collected
+        .as_deref()
+        .map(|t| MachineTime::parse("collected", t))
+        .transpose()?;
     let host = f.host;
     if f.products.is_empty() {
         // A machine with no product key at all: one marker, so status shows the
         // machine as skipped (no-key) instead of not at all.
         let host = HostName::parse(&host)
             .map_err(|e| RecordError::file(e.code(), format!("host: {e}")))?;
-        return Ok(Parsed::Products(vec![Ok(ProductRecord::no_key(host))]));
+        let mut marker = ProductRecord::no_key(host);
+        marker.observed = observed;
+        return Ok(Parsed::Products(vec![Ok(marker)]));
     }
     let out = f
         .products
@@ -109,6 +115,10 @@ pub(super) fn parse_agent(v: Value) -> Result<Parsed, RecordError> {
                     channel: p.product_key_channel,
                 },
             )
+            .map(|mut r| {
+                r.observed = observed.clone();
+                r
+            })
         })
         .collect();
     Ok(Parsed::Products(out))

@@ -11,7 +11,6 @@ use serde_json::Value;
 struct DepositFile {
     schema: String,
     host: String,
-    #[allow(dead_code)]
     time: Option<String>,
     results: Vec<Value>,
     /// Set when the deposit script refused the whole file (and deposited nothing).
@@ -55,6 +54,11 @@ pub(super) fn parse_deposits(v: Value) -> Result<Parsed, RecordError> {
     }
     let host =
         HostName::parse(&f.host).map_err(|e| RecordError::file(e.code(), format!("host: {e}")))?;
+    let observed = f
+        .time
+        .as_deref()
+        .map(|t| MachineTime::parse("time", t))
+        .transpose()?;
     if let Some(r) = f.refused {
         return Err(RecordError::file(
             Code::RecDepositRefused,
@@ -120,6 +124,7 @@ pub(super) fn parse_deposits(v: Value) -> Result<Parsed, RecordError> {
                     .map(LicenseStatus::from_i64)
                     .transpose()
                     .map_err(|e| RecordError::id(n, "license status", e))?,
+                observed: observed.clone(),
             })
         })
         .collect();

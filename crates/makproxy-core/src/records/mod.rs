@@ -117,6 +117,9 @@ pub struct ProductRecord {
     /// The kind of key installed (`None`: the input did not say, e.g. a CSV inventory
     /// without a `channel` column).
     pub channel: Option<Channel>,
+    /// When the machine wrote the report, by its own clock (agent files' `collected`;
+    /// `None` for formats without one).
+    pub observed: Option<MachineTime>,
 }
 
 /// Why a product is recorded but not queued for activation.
@@ -198,6 +201,7 @@ impl ProductRecord {
             iid: None,
             license_status: None,
             wmi_class: WmiClass::SoftwareLicensingProduct,
+            observed: None,
             channel: None,
         }
     }
@@ -266,6 +270,56 @@ pub struct DepositResult {
     pub error_code: Option<String>,
     /// The license status after the deposit.
     pub license_status: Option<LicenseStatus>,
+    /// When the machine deposited, by its own clock (the file's `time`).
+    pub observed: Option<MachineTime>,
+}
+
+/// When a machine wrote a report or result, by its own clock: RFC 3339, kept in UTC to
+/// the second, so two times compare as their text does (the ledger orders a product's
+/// facts by it).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MachineTime(String);
+
+impl MachineTime {
+    /// How far a machine's clock may run ahead of this one's before its time is
+    /// refused: a report dated later would outrank every true report after it.
+    pub const MAX_AHEAD: time::Duration = time::Duration::days(1);
+
+    /// Parses an RFC 3339 time such as `2026-11-22T09:00:00Z` (any offset).
+    pub fn parse(field: &str, text: &str) -> Result<Self, RecordError> {
+        let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| {
+            RecordError::file(
+                Code::RecFieldType,
+                format!(
+                    "{field} {:?} is not an RFC 3339 time: {e}",
+                    crate::sanitize::escape(crate::bundle::truncate_utf8(text, 64))
+                ),
+            )
+        })?;
+        Ok(Self::from_time(t))
+    }
+
+    /// The machine time of `t`.
+    pub fn from_time(t: time::OffsetDateTime) -> Self {
+        MachineTime(crate::bundle::rfc3339(t.to_offset(time::UtcOffset::UTC)))
+    }
+
+    /// The time as stored and printed (`2026-11-22T09:00:00Z`).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it is more than [`Self::MAX_AHEAD`] after `now`.
+    pub fn is_ahead_of(&self, now: time::OffsetDateTime) -> bool {
+        *self > Self::from_time(now + Self::MAX_AHEAD)
+    }
+}
+
+impl std::fmt::Display for MachineTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// Meaning of Windows deposit errors (documented in docs/errors.md).

@@ -136,5 +136,6 @@ pub(super) fn validate(record: usize, f: Fields) -> Result<ProductRecord, Record
         license_status,
         wmi_class,
         channel,
+        observed: None,
     })
 }
