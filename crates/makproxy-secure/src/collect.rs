@@ -683,7 +683,11 @@ pub fn settle(tx: &Tx, r: &ResultRow, now: &str) -> rusqlite::Result<Settled> {
         };
         return Ok(
             match tx.apply(t.id, t.state, &change, r.observed_at.as_deref(), now)? {
-                None => Settled::NoMove,
+                None => {
+                    // Still the machine's newest word, whatever its state.
+                    tx.observed(t.id, r.observed_at.as_deref())?;
+                    Settled::NoMove
+                }
                 Some(_) if failure.is_none() => Settled::Activated,
                 Some(m) => Settled::Failed { from: m.from },
             },
@@ -691,6 +695,10 @@ pub fn settle(tx: &Tx, r: &ResultRow, now: &str) -> rusqlite::Result<Settled> {
     }
     Ok(match tx.known_cid(&r.host, &r.activation_id, &r.iid)? {
         Some(c) if c == r.cid => {
+            // A CID this site gave for an IID the product has left (restored to an
+            // old image?): not applied, but the machine spoke at that time, so reports
+            // written before it are older than its newest word.
+            tx.observed(t.id, r.observed_at.as_deref())?;
             Settled::Stale("the product has a new IID or CID since this deposit; ignored".into())
         }
         Some(_) => Settled::Contradicts,
