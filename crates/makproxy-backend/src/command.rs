@@ -269,10 +269,6 @@ impl Backend for CommandBackend {
     }
 
     fn activate(&self, req: &Request) -> Outcome {
-        if req.epid.is_absent() {
-            // The protocol's `epid` is always an ePID (docs/backends.md).
-            return Outcome::Failed(crate::needs_phone());
-        }
         let a = match self.exchange(&Ask {
             v: 1,
             kind: "activate",

@@ -132,8 +132,20 @@ pub trait Backend: Send + Sync {
     fn interactive(&self) -> bool {
         false
     }
-    /// Checked before anything is asked, with the IIDs (digits) of the whole bundle: a
-    /// backend whose answers were prepared for a batch (a worksheet) refuses answers for
+    /// Whether it can answer only records with an extended product ID (the service and
+    /// a gateway program can; phone activation needs only the IID). Records without
+    /// one are refused before the backend is asked ([`activate_with_retry`]), the one
+    /// place that rule lives.
+    fn needs_epid(&self) -> bool {
+        true
+    }
+    /// Whether its answers were prepared for one batch (a filled-in worksheet): the
+    /// caller then hands [`Backend::check_batch`] the IIDs of the whole bundle first.
+    fn prepared_batch(&self) -> bool {
+        false
+    }
+    /// Checked before anything is asked, with the IIDs (digits) of the whole bundle,
+    /// where [`Backend::prepared_batch`]: answers prepared for a batch are refused for
     /// IIDs that are not in it.
     fn check_batch(&self, _iids: &std::collections::HashSet<String>) -> Result<(), String> {
         Ok(())
@@ -210,6 +222,9 @@ pub fn activate_with_retry(
     policy: &RetryPolicy,
     stop: &dyn Fn() -> bool,
 ) -> Outcome {
+    if backend.needs_epid() && req.epid.is_absent() {
+        return Outcome::Failed(needs_phone());
+    }
     let mut delay = policy.first_delay;
     let mut last = String::new();
     for attempt in 0..policy.attempts.max(1) {

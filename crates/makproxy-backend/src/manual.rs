@@ -223,6 +223,12 @@ impl Backend for Manual {
     fn interactive(&self) -> bool {
         matches!(self.source, Source::Prompt(_))
     }
+    fn needs_epid(&self) -> bool {
+        false
+    }
+    fn prepared_batch(&self) -> bool {
+        matches!(self.source, Source::Sheet(_))
+    }
     fn check_batch(&self, iids: &std::collections::HashSet<String>) -> Result<(), String> {
         let Source::Sheet(map) = &self.source else {
             return Ok(());

@@ -389,9 +389,6 @@ impl Backend for Microsoft {
     }
 
     fn activate(&self, req: &Request) -> Outcome {
-        if req.epid.is_absent() {
-            return Outcome::Failed(crate::needs_phone());
-        }
         let r = match self.call(1, req.epid.as_str(), Some(req.iid.digits())) {
             Ok(r) => r,
             Err(o) => return o,

@@ -41,6 +41,10 @@ impl Backend for Simulator {
     fn endpoint(&self) -> String {
         "simulator (in process; activates nothing)".into()
     }
+    /// A drill answers every record, forests and ospp.vbs output included.
+    fn needs_epid(&self) -> bool {
+        false
+    }
     fn activate(&self, req: &Request) -> Outcome {
         if self
             .fail_iid_suffix

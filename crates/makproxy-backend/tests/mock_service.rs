@@ -303,3 +303,27 @@ fn requests_go_through_an_http_proxy_with_credentials() {
     // base64("user:s3cret")
     assert_eq!(seen[0], "Proxy-Authorization: Basic dXNlcjpzM2NyZXQ=");
 }
+
+/// The no-ePID rule lives once, in `activate_with_retry`, driven by what each backend
+/// declares: the service is never sent a record without an extended product ID (no
+/// request reaches the mock), while the simulator and a worksheet answer it.
+#[test]
+fn a_record_without_an_epid_never_reaches_a_backend_that_needs_one() {
+    let mock = MockServer::start();
+    let ms = client(&mock, 2000);
+    let mut r = req(3);
+    r.epid = ExtendedProductId::absent();
+    let stop = || false;
+    match activate_with_retry(&ms, &r, &fast_retry(), &stop) {
+        Outcome::Failed(f) => assert_eq!(f.code, makproxy_backend::needs_phone().code),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(mock.total_requests(), 0, "nothing was sent");
+    assert!(ms.needs_epid());
+    let sim = makproxy_backend::simulator::Simulator::default();
+    assert!(!sim.needs_epid());
+    assert!(matches!(
+        activate_with_retry(&sim, &r, &fast_retry(), &stop),
+        Outcome::Cid(_)
+    ));
+}

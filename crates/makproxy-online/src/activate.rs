@@ -711,7 +711,7 @@ fn preflight(
         uncertain: 0,
     };
     // A worksheet is checked against the whole bundle before anything is used.
-    let batch_check = kind == BackendKind::Manual;
+    let batch_check = o.backend.prepared_batch();
     let mut iids = std::collections::HashSet::new();
     v.records(|r: CilRecord| {
         if batch_check {
