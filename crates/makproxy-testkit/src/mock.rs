@@ -6,16 +6,39 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use makproxy_backend::microsoft::{digest, RESPONSE_NS, SERVICE_NS, SOAP_ACTION};
+use hmac::{Hmac, Mac};
 use makproxy_core::ids::{digits_from_seed, with_check_digits};
 use quick_xml::events::Event;
 use quick_xml::Reader;
+use sha2::Sha256;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+// The protocol as published (../shared/reference/batchactivation.md, the ActivationWs
+// project), spelled here and not imported from the client under test: a wrong
+// constant or digest in the client fails against this mock.
+const SOAP_ACTION: &str = "http://www.microsoft.com/BatchActivationService/BatchActivate";
+const SERVICE_NS: &str = "http://www.microsoft.com/BatchActivationService";
+const REQUEST_NS: &str = "http://www.microsoft.com/DRM/SL/BatchActivationRequest/1.0";
+const RESPONSE_NS: &str = "http://www.microsoft.com/DRM/SL/BatchActivationResponse/1.0";
+/// The public MAC key, as the protocol's documentation prints it.
+const MAC_KEY_HEX: &str = "fe319875fb4884869cf3f1ce99a89064ab571fca470450583024e214628779a0";
+
+/// The digest the service expects: base64 of HMAC-SHA256 over the UTF-16LE request
+/// bytes with the public key (checked against Python's hmac by the known-answer test).
+pub fn service_digest(raw: &[u8]) -> String {
+    let key: Vec<u8> = (0..MAC_KEY_HEX.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&MAC_KEY_HEX[i..i + 2], 16).expect("hex"))
+        .collect();
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any key length");
+    mac.update(raw);
+    B64.encode(mac.finalize().into_bytes())
+}
 
 /// How the mock answers a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,7 +281,7 @@ fn handle(mut conn: TcpStream, st: &State) -> std::io::Result<()> {
     if raw.len() % 2 != 0 || raw.starts_with(&[0xFF, 0xFE]) {
         return fault(&mut conn, "RequestXml is not UTF-16LE without BOM");
     }
-    if digest(&raw) != dig.trim() {
+    if service_digest(&raw) != dig.trim() {
         st.bad_digests.fetch_add(1, Ordering::SeqCst);
         return fault(&mut conn, "digest mismatch");
     }
@@ -267,6 +290,14 @@ fn handle(mut conn: TcpStream, st: &State) -> std::io::Result<()> {
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .collect();
     let inner = String::from_utf16_lossy(&units);
+    let head =
+        format!("<ActivationRequest xmlns=\"{REQUEST_NS}\"><VersionNumber>2.0</VersionNumber>");
+    if !inner.starts_with(&head) {
+        return fault(
+            &mut conn,
+            "not an ActivationRequest 2.0 in its namespace (or an XML declaration)",
+        );
+    }
     let rtype = text_of(&inner, "RequestType").unwrap_or_default();
     let pid = text_of(&inner, "PID").unwrap_or_default();
     let latency = st.latency_ms.load(Ordering::SeqCst);
