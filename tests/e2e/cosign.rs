@@ -148,3 +148,46 @@ fn two_of_three_operators_must_sign_a_bundle_before_the_online_side_takes_it() {
     let list = g.online(&["--json", "trust", "list"]).ok().json();
     assert!(list.get("require").is_none());
 }
+
+/// Issue 28: the rule is bound to the home. Deleting trust/quorum.json does not lift
+/// it: every bundle is refused (MP-KEY-017, exit 3) until the file is restored or the
+/// rule set again with `trust require`.
+#[test]
+fn a_deleted_quorum_file_refuses_every_bundle_instead_of_lifting_the_rule() {
+    let g = Gap::default();
+    operator(&g, "op2", "plant-a");
+    g.online(&["trust", "require", "plant-a", "--signatures", "2"])
+        .ok();
+    g.collect_fixture();
+    let cil = g.p("cil.zip");
+    g.secure(&["pack", "--out", &cil]).ok();
+    let quorum = g.path("online-home/trust/quorum.json");
+    let kept = std::fs::read(&quorum).unwrap();
+    std::fs::remove_file(&quorum).unwrap();
+    for args in [
+        vec!["--json", "inspect", cil.as_str()],
+        vec![
+            "--json",
+            "activate",
+            cil.as_str(),
+            "--out",
+            "ret.zip",
+            "--backend",
+            "simulator",
+        ],
+    ] {
+        let r = g.online(&args).code(3);
+        assert_eq!(r.json()["error"]["code"], "MP-KEY-017", "{}", r.stdout);
+    }
+    assert!(!g.path("ret.zip").exists(), "nothing was answered");
+    // Restored from backup: the rule holds again (one signature is not enough).
+    std::fs::write(&quorum, &kept).unwrap();
+    let r = g.online(&["inspect", &cil]).code(3);
+    assert!(r.stderr.contains("MP-BND-027"), "{}", r.stderr);
+    // Or set again by the administrator, from nothing.
+    std::fs::remove_file(&quorum).unwrap();
+    g.online(&["trust", "require", "plant-a", "--signatures", "2"])
+        .ok();
+    let r = g.online(&["inspect", &cil]).code(3);
+    assert!(r.stderr.contains("MP-BND-027"), "{}", r.stderr);
+}

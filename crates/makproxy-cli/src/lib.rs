@@ -135,10 +135,13 @@ impl From<KeyError> for CliError {
             } => Some(format!(
                 "this is the {found} side's home: use it with makproxy-{found}, and give makproxy-{expected} a home of its own"
             )),
+            KeyError::QuorumMissing(_) => Some(
+                "restore trust/quorum.json from backup, or set each site's rule again: trust require SITE --signatures N".to_string(),
+            ),
             _ => None,
         };
         let exit = match e.code() {
-            Some(Code::KeyPermissions | Code::KeyRole) => Exit::Rejected,
+            Some(Code::KeyPermissions | Code::KeyRole | Code::KeyQuorumMissing) => Exit::Rejected,
             Some(Code::Usage) => Exit::Usage,
             _ => Exit::Error,
         };

@@ -194,6 +194,8 @@ codes! {
         => "Statements are applied in the order they were made: a rotation A->B before B->C. Apply the earlier one first (the other side keeps them in its home's retired/ folder). Nothing was changed.",
     KeyRevoked = "MP-KEY-016": "this home's key was revoked and can no longer sign"
         => "`key revoke` retired this home's key without a successor. Make a new home (`init`) and have the other side trust its key.",
+    KeyQuorumMissing = "MP-KEY-017": "the home's quorum file (trust/quorum.json) is missing: the two-person rule is not known"
+        => "Homes made by this release keep their signature rules (`trust require`) in trust/quorum.json from `init` on, so a deleted file cannot silently lift a rule: every bundle is refused until it is back. Restore trust/quorum.json from backup, or set each site's rule again with `trust require SITE --signatures N` (N = 1 for none); find out who deleted it.",
 
     AplNotIssued = "MP-APL-001": "return answers a bundle this site did not issue"
         => "The return answers a bundle this site did not issue (or a different version of it). Apply it at the site that packed the request.",

@@ -113,6 +113,8 @@ pub enum KeyError {
         signatures: usize,
         pinned: usize,
     },
+    #[error("{}: missing; this home keeps its signature rules there, and a deleted file must not lift them", .0.display())]
+    QuorumMissing(PathBuf),
 }
 
 impl KeyError {
@@ -138,6 +140,7 @@ impl KeyError {
             KeyError::StatementOutOfOrder { .. } => Code::KeyStatementOrder,
             KeyError::Revoked => Code::KeyRevoked,
             KeyError::Quorum { .. } => Code::Usage,
+            KeyError::QuorumMissing(_) => Code::KeyQuorumMissing,
             KeyError::Io { .. } => return None,
         })
     }
@@ -197,6 +200,12 @@ struct HomeConfig {
     role: Role,
     site: String,
 }
+
+/// home.json's version. 2: the home's signature rules live in trust/quorum.json, which
+/// exists from `init` on, so a missing file is refused ([`KeyError::QuorumMissing`])
+/// instead of read as "no rule". 1 (earlier releases): a missing file means no rule;
+/// the first `trust require` writes the file and makes the home version 2.
+const HOME_VERSION: u32 = 2;
 
 /// Computes the 16-hex-digit key ID (first 8 bytes of SHA-256 of the key).
 pub fn key_id(key: &VerifyingKey) -> String {
@@ -446,9 +455,10 @@ impl Home {
         let pp = home.public_path();
         fsutil::write_atomic(&pp, &public.to_file_bytes(&signing)).map_err(io_err(&pp))?;
         fs::create_dir_all(home.trust_dir()).map_err(io_err(dir))?;
+        home.write_quorum(&Default::default())?;
         let cfg = HomeConfig {
             format: "makproxy-home".into(),
-            version: 1,
+            version: HOME_VERSION,
             role,
             site: site.to_string(),
         };
@@ -467,6 +477,16 @@ impl Home {
             path: cp.clone(),
             reason: e.to_string(),
         })?;
+        if cfg.format != "makproxy-home" || !(1..=HOME_VERSION).contains(&cfg.version) {
+            return Err(KeyError::Malformed {
+                path: cp,
+                reason: format!(
+                    "not a home of this release (format {:?} version {})",
+                    crate::sanitize::escape(&cfg.format),
+                    cfg.version
+                ),
+            });
+        }
         if cfg.role != role {
             return Err(KeyError::OtherSide {
                 dir: dir.to_path_buf(),
@@ -602,7 +622,13 @@ impl Home {
         let p = self.trust_dir().join("quorum.json");
         let bytes = match fs::read(&p) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return if self.config()?.version >= 2 {
+                    Err(KeyError::QuorumMissing(p))
+                } else {
+                    Ok(Default::default())
+                };
+            }
             Err(e) => return Err(io_err(&p)(e)),
         };
         #[derive(Deserialize)]
@@ -638,17 +664,46 @@ impl Home {
                 pinned,
             });
         }
-        let mut sites = self.quorum()?;
+        // A missing file is being set again here (MP-KEY-017's fix): start from none.
+        let mut sites = match self.quorum() {
+            Err(KeyError::QuorumMissing(_)) => Default::default(),
+            other => other?,
+        };
         if signatures == 1 {
             sites.remove(site);
         } else {
             sites.insert(site.to_string(), signatures);
         }
+        self.write_quorum(&sites)?;
+        // A home of an earlier release keeps its rules bound from now on.
+        let mut cfg = self.config()?;
+        if cfg.version < HOME_VERSION {
+            cfg.version = HOME_VERSION;
+            let cp = Self::config_path(&self.dir);
+            fsutil::write_atomic(&cp, &serde_json::to_vec_pretty(&cfg).expect("serialisable"))
+                .map_err(io_err(&cp))?;
+        }
+        Ok(pinned)
+    }
+
+    fn write_quorum(
+        &self,
+        sites: &std::collections::BTreeMap<String, usize>,
+    ) -> Result<(), KeyError> {
         let p = self.trust_dir().join("quorum.json");
         let doc = serde_json::json!({"format": "makproxy-quorum", "version": 1, "sites": sites});
         fsutil::write_atomic(&p, &serde_json::to_vec_pretty(&doc).expect("serialisable"))
-            .map_err(io_err(&p))?;
-        Ok(pinned)
+            .map_err(io_err(&p))
+    }
+
+    /// home.json as it is now.
+    fn config(&self) -> Result<HomeConfig, KeyError> {
+        let cp = Self::config_path(&self.dir);
+        let bytes = fs::read(&cp).map_err(io_err(&cp))?;
+        serde_json::from_slice(&bytes).map_err(|e| KeyError::Malformed {
+            path: cp,
+            reason: e.to_string(),
+        })
     }
 
     /// Distrusts the signer pinned as `name` (`trust remove`): every key of that
@@ -1142,6 +1197,45 @@ mod tests {
             keys.push(next.unwrap().key);
         }
         (secure, online, keys)
+    }
+
+    /// A home of this release has its quorum file from `init` on, so a deleted one is
+    /// refused; a home of an earlier release (version 1) reads a missing file as no rule
+    /// until its first `trust require`, which binds it too. A newer home is refused.
+    #[test]
+    fn the_quorum_file_is_bound_to_the_home() {
+        let t = tempfile::tempdir().unwrap();
+        let (_, online, _) = rotated_twice(t.path());
+        assert!(online.quorum().unwrap().is_empty());
+        let q = online.dir.join("trust/quorum.json");
+        fs::remove_file(&q).unwrap();
+        assert!(matches!(online.quorum(), Err(KeyError::QuorumMissing(_))));
+        assert_eq!(
+            KeyError::QuorumMissing(q.clone()).code(),
+            Some(Code::KeyQuorumMissing)
+        );
+        // An earlier release's home: no file, no rule; the first rule binds it.
+        let cp = Home::config_path(&online.dir);
+        let v1 = String::from_utf8(fs::read(&cp).unwrap())
+            .unwrap()
+            .replace("\"version\": 2", "\"version\": 1");
+        fs::write(&cp, &v1).unwrap();
+        assert!(online.quorum().unwrap().is_empty());
+        online.set_quorum("plant-a", 1).unwrap();
+        assert_eq!(online.config().unwrap().version, 2);
+        fs::remove_file(&q).unwrap();
+        assert!(matches!(online.quorum(), Err(KeyError::QuorumMissing(_))));
+        // set again from nothing: MP-KEY-017's fix.
+        online.set_quorum("plant-a", 1).unwrap();
+        assert!(online.quorum().unwrap().is_empty());
+        let v3 = String::from_utf8(fs::read(&cp).unwrap())
+            .unwrap()
+            .replace("\"version\": 2", "\"version\": 3");
+        fs::write(&cp, v3).unwrap();
+        assert!(matches!(
+            Home::open(&online.dir, Role::Online),
+            Err(KeyError::Malformed { .. })
+        ));
     }
 
     /// Distrust is complete: `trust remove` takes the current key and every key the
