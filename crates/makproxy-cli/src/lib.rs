@@ -175,7 +175,7 @@ impl From<makproxy_core::bundle::BundleError> for CliError {
 /// never replaces a file silently; `what` names the output, `hint` says what to do
 /// instead), and removes the unfinished `.makproxy-*.partial` files an interrupted run
 /// left beside it (those no running process holds), saying so on stderr.
-pub fn new_output(path: &Path, what: &str, hint: &str) -> Result<(), CliError> {
+pub fn new_output(path: &Path, what: &str, code: Code, hint: &str) -> Result<(), CliError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -191,7 +191,7 @@ pub fn new_output(path: &Path, what: &str, hint: &str) -> Result<(), CliError> {
     if path.symlink_metadata().is_ok() {
         return Err(CliError::new(
             Exit::Error,
-            Some(Code::BndExists),
+            Some(code),
             format!(
                 "{} already exists; {what} is never overwritten",
                 escape(&path.display().to_string())
@@ -393,10 +393,10 @@ pub enum Common {
     ///
     /// Example: init --site plant-a
     Init(InitArgs),
-    /// Export or show this side's public key.
+    /// Export, show, re-encrypt, rotate or revoke this side's key.
     #[command(subcommand)]
     Key(KeyCommand),
-    /// Pin, list or remove the other side's public keys.
+    /// Pin, list, remove or accept rotations of the other side's keys; require cosigners.
     #[command(subcommand)]
     Trust(TrustCommand),
     /// Write a bundle this side signed as `manifest.json`, an OpenSSH signature over it
@@ -709,6 +709,7 @@ pub fn key(out: &Output, home: &Home, cmd: &KeyCommand) -> Result<Exit, CliError
             new_output(
                 path,
                 "a key statement",
+                Code::OutputExists,
                 "choose another --out name (nothing was changed)",
             )?;
             // A rotated key stays encrypted: the new one gets a passphrase too.
@@ -905,7 +906,12 @@ pub fn export_signature(
         retired_at: None,
     }];
     let v = bundle::open_own(bundle_path, kind, &own, now(), &Limits::default())?;
-    new_output(dir, "a signature folder", "choose another --out name")?;
+    new_output(
+        dir,
+        "a signature folder",
+        Code::OutputExists,
+        "choose another --out name",
+    )?;
     // Written in a temporary folder beside it and renamed whole: a run that fails or is
     // killed leaves no half-written folder under the name a reviewer will use.
     let parent = match dir.parent() {

@@ -28,6 +28,8 @@ codes! {
         => "The message names the flag or argument. `--help` after any command shows its options and an example; exit code 2.",
     Io = "MP-IO-001": "a file, folder or store cannot be read or written"
         => "The message names the path and the operating system's reason (no such file, access denied, disk full). Fix that and run the same command again: makproxy's state is consistent after any failure.",
+    OutputExists = "MP-IO-002": "an output file or folder already exists (never overwritten)"
+        => "A report, worksheet, key statement or signature folder is written only under a new name. Choose another `--out`, or move the old one aside (`report` also takes `--force`). Bundles have their own code, MP-BND-041.",
     IdEmpty = "MP-ID-001": "identifier is empty"
         => "Nothing was typed or collected. Re-read the value from the machine (`slmgr /dti`).",
     IdCharacter = "MP-ID-002": "identifier contains a character that is neither a digit nor a separator"

@@ -763,6 +763,7 @@ pub fn run(
         makproxy_cli::new_output(
             o.out,
             "a return bundle",
+            Code::BndExists,
             "choose another --out name (nothing was sent to any backend)",
         )?;
     }
@@ -1182,7 +1183,7 @@ impl std::fmt::Display for Activated {
         if s.failed as usize > s.first_failures.len() {
             write!(
                 f,
-                "\n  … and {} more (all are in the return; `status --state failed` on the secure side lists them)",
+                "\n  … and {} more (all are in the return; on the secure side refused records become `failed` in `status`, while records not sent or uncertain stay `packed`, their code in the DETAIL column)",
                 s.failed as usize - s.first_failures.len()
             )?;
         }
@@ -1240,6 +1241,7 @@ pub fn worksheet(
         makproxy_cli::new_output(
             p,
             "a worksheet",
+            Code::OutputExists,
             "choose another --out name, or move the old worksheet aside",
         )?;
     }

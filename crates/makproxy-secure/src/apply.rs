@@ -461,6 +461,9 @@ fn record(
     }
     if let Some(f) = r.failure().filter(|f| unsettled(&f.code)) {
         s.pending += 1;
+        if now.iid.as_deref() == Some(packed_iid.as_str()) {
+            tx.left_pending(pid, f.code.as_str(), at)?;
+        }
         notes.push(Note {
             handle: r.handle,
             code: f.code.to_string(),

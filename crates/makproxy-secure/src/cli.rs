@@ -91,6 +91,9 @@ pub enum Command {
     ///
     /// Example: makproxy-secure recover --next-sequence 42
     Recover {
+        /// The sequence number the next bundle gets: one more than the highest this
+        /// site ever packed (`verify` of the last CIL bundle shows it). Too low, and the
+        /// online side refuses the next bundle as a replay (MP-APL-006).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         next_sequence: u64,
     },

@@ -315,6 +315,11 @@ pub enum History<'a> {
     },
     /// A return answered an IID the product no longer has.
     AnswerStale,
+    /// A return left the record pending (not sent, or uncertain online).
+    LeftPending {
+        /// The code the return gave.
+        code: &'a str,
+    },
     /// `apply --reissue` put a stored CID in a deposit file.
     Reissued,
     /// The machine reported the deposit activated.
@@ -339,6 +344,7 @@ impl History<'_> {
             History::CidReceived { .. } => "cid-received",
             History::FailedOnline { .. } => "failed-online",
             History::AnswerStale => "answer-stale",
+            History::LeftPending { .. } => "left-pending",
             History::Reissued => "reissued",
             History::Deposited => "deposited",
             History::DepositFailed { .. } => "deposit-failed",
@@ -365,6 +371,7 @@ impl History<'_> {
             ),
             History::FailedOnline { code, reason } => format!("{code}: {reason}"),
             History::AnswerStale => "IID changed since packing".into(),
+            History::LeftPending { code } => format!("{code}: not settled online; still {to}"),
             History::Reissued => "CID from the ledger; no activation spent".into(),
             History::Deposited => "agent reports activated".into(),
             History::DepositFailed { code, meaning } => format!("{code}: {meaning}"),
@@ -1315,6 +1322,22 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// A return left a packed product pending with `code` (not sent, uncertain): its
+    /// state stays, and the code is shown with it (`status`'s DETAIL) until an answer.
+    pub fn left_pending(&self, id: i64, code: &str, at: &str) -> rusqlite::Result<()> {
+        let reason = "not settled online; a later return answers it";
+        let n = self
+            .tx
+            .prepare_cached(
+                "UPDATE product_status SET reason_code = ?2, reason = ?3, updated_at = ?4 WHERE product_id = ?1 AND state = ?5",
+            )?
+            .execute(params![id, code, reason, at, ProductState::Packed])?;
+        if n > 0 {
+            self.history(id, at, &History::LeftPending { code }, ProductState::Packed)?;
+        }
+        Ok(())
+    }
+
     /// Adds a line to a product's history that changes nothing (in state `now`).
     pub fn note(&self, id: i64, now: ProductState, h: History, at: &str) -> rusqlite::Result<()> {
         self.history(id, at, &h, now)
@@ -1776,7 +1799,7 @@ impl Tx<'_> {
         // No history rows here: bundle_records and bundles already say which product
         // went into which bundle, when, with which IID.
         self.tx.execute(
-            "UPDATE product_status SET state = ?2, bundle_id = ?1, updated_at = ?3 WHERE product_id IN (SELECT product_id FROM bundle_records WHERE bundle_id = ?1)",
+            "UPDATE product_status SET state = ?2, bundle_id = ?1, reason_code = NULL, reason = NULL, updated_at = ?3 WHERE product_id IN (SELECT product_id FROM bundle_records WHERE bundle_id = ?1)",
             params![b.bundle_id, to, at],
         )?;
         store::meta_set(&self.tx, "next_sequence", &(b.sequence + 1).to_string())

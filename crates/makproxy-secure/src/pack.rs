@@ -171,7 +171,12 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         ));
     }
     if !o.dry_run {
-        makproxy_cli::new_output(o.out, "a bundle", "choose another --out name")?;
+        makproxy_cli::new_output(
+            o.out,
+            "a bundle",
+            makproxy_core::Code::BndExists,
+            "choose another --out name",
+        )?;
     }
     let key = home.signing_key()?;
     let now = makproxy_cli::now();

@@ -124,9 +124,13 @@ impl std::fmt::Display for Status {
         let mut shown: Vec<(ProductState, i64)> = Vec::new();
         for r in &self.products {
             let detail = match (r.state, &r.reason_code, &r.reason) {
-                (ProductState::Packed, _, _) => {
-                    format!("in bundle {}", r.bundle_id.as_deref().unwrap_or("?"))
-                }
+                (ProductState::Packed, code, _) => format!(
+                    "in bundle {}{}",
+                    r.bundle_id.as_deref().unwrap_or("?"),
+                    code.as_deref()
+                        .map(|c| format!("; {c}: not settled online yet"))
+                        .unwrap_or_default()
+                ),
                 (_, Some(c), Some(m)) => format!("{c}: {m}"),
                 (_, None, Some(m)) => m.clone(),
                 _ if r.simulated => "SIMULATED CID".into(),
@@ -217,6 +221,7 @@ pub fn report(out: &Output, ledger: &Ledger, path: &Path, force: bool) -> Result
         makproxy_cli::new_output(
             path,
             "a report",
+            makproxy_core::Code::OutputExists,
             "choose another --out name, or add --force to replace it",
         )?;
     }

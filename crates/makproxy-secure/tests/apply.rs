@@ -469,6 +469,19 @@ fn unsettled_failures_stay_pending_and_a_later_return_answers_them() {
         2,
         "not sent and uncertain stay pending"
     );
+    // Each with its code, so status shows which is which (issue 29 §3).
+    let mut codes: Vec<Option<String>> = rows(&s, Some(ProductState::Packed), None)
+        .into_iter()
+        .map(|r| r.2)
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        [
+            Some(Code::BkdNoResponse.as_str().to_string()),
+            Some(Code::BkdUncertain.as_str().to_string())
+        ]
+    );
     assert_eq!(
         s.count(ProductState::Failed),
         1,
