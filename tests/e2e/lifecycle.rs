@@ -665,3 +665,47 @@ fn a_machine_reimaged_on_the_same_hardware_is_reissued_and_its_new_deposit_count
     g.secure(&["collect", drop.to_str().unwrap()]).ok();
     assert_eq!(g.count("activated"), 2, "{}", g.secure(&["status"]).stdout);
 }
+
+/// Issue 29 §2: a secure side recovered with too low a sequence number is told, at the
+/// gateway, the highest number it has taken from that key and the exact command that
+/// fixes it; `journal sequences` lists them per site and key.
+#[test]
+fn a_too_low_recover_sequence_is_refused_with_the_number_that_fixes_it() {
+    let g = Gap::default();
+    g.collect_fixture();
+    for (i, limit) in [(1, "5"), (2, "5")] {
+        let cil = g.p(&format!("cil{i}.zip"));
+        g.secure(&["pack", "--out", &cil, "--limit", limit]).ok();
+        activate(&g, &cil, &g.p(&format!("ret{i}.zip")), &["simulator"]);
+    }
+    let seen = g.online(&["--json", "journal", "sequences"]).ok().json();
+    assert_eq!(seen["sequences"][0]["site"], "plant-a", "{seen}");
+    assert_eq!(seen["sequences"][0]["highest"], 2);
+    assert_eq!(seen["sequences"][0]["bundles"], 2);
+    for f in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(g.path(&format!("secure-home/ledger.sqlite3{f}")));
+    }
+    g.secure(&["recover", "--next-sequence", "2"]).ok();
+    g.collect_fixture();
+    let again = g.p("again.zip");
+    g.secure(&["pack", "--out", &again]).ok();
+    let r = g
+        .online(&[
+            "--json",
+            "activate",
+            &again,
+            "--out",
+            &g.p("r.zip"),
+            "--backend",
+            "simulator",
+        ])
+        .code(3);
+    let e = &r.json()["error"];
+    assert_eq!(e["code"], "MP-APL-006");
+    let hint = e["hint"].as_str().unwrap();
+    assert!(
+        hint.contains("is 2") && hint.contains("recover --next-sequence 3"),
+        "{hint}"
+    );
+    assert!(!hint.contains("trust its new key"), "{hint}");
+}

@@ -64,6 +64,19 @@ fn a_rotated_key_is_accepted_across_the_gap_and_signs_nothing_new() {
         "the staging folder is gone"
     );
 
+    // It names who must accept it: the one site this home pins.
+    assert_eq!(r["peers"], serde_json::json!(["gateway"]), "{r}");
+    // Before the statement is accepted, a bundle signed by the new key is refused, and
+    // the hint says to accept the statement, not to pin a second key (issue 29 §2).
+    let early = g.p("cil-early.zip");
+    g.secure(&["pack", "--out", &early, "--limit", "1"]).ok();
+    let refused = g.online(&["inspect", &early]).code(3);
+    assert!(
+        refused.stderr.contains("MP-BND-022") && refused.stderr.contains("trust accept STATEMENT"),
+        "{}",
+        refused.stderr
+    );
+
     // The online side accepts it: the successor pinned under the same name.
     let a = g.online(&["--json", "trust", "accept", &stmt]).ok().json();
     assert_eq!(

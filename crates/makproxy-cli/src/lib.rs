@@ -734,12 +734,24 @@ pub fn key(out: &Output, home: &Home, cmd: &KeyCommand) -> Result<Exit, CliError
                         public.key_id()
                     ))
                 })?;
+            // Every site this home pins is a peer that pins this key and must accept
+            // the statement (a gateway serving two sites has two).
+            let mut peers: Vec<String> = home
+                .trusted()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|t| t.retired_at.is_none())
+                .map(|t| t.key.site)
+                .collect();
+            peers.sort();
+            peers.dedup();
             out.report(&report::KeyRetired {
                 kind: if rotate { "rotate" } else { "revoke" },
                 statement: path.clone(),
                 retired: (&public).into(),
                 public_key: next.as_ref().map(Into::into),
                 at: makproxy_core::bundle::rfc3339(at),
+                peers,
             });
             return Ok(Exit::Ok);
         }

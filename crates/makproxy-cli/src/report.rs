@@ -274,6 +274,9 @@ pub struct KeyRetired {
     pub public_key: Option<KeyInfo>,
     /// When the old key stopped signing.
     pub at: String,
+    /// The sites this home pins: each pins this key and must `trust accept` the
+    /// statement.
+    pub peers: Vec<String>,
 }
 
 impl Display for KeyRetired {
@@ -290,9 +293,21 @@ impl Display for KeyRetired {
                 self.retired.fingerprint
             )?,
         }
+        let to = match self.peers.len() {
+            0 => "the other side".to_string(),
+            1 => format!("site {}", escape(&self.peers[0])),
+            n => format!(
+                "each of the {n} sites this home pins ({})",
+                self.peers
+                    .iter()
+                    .map(|p| escape(p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         write!(
             f,
-            "Carry {} to the other side and run there: trust accept FILE",
+            "Carry {} to {to} and run there: trust accept FILE",
             shown(&self.statement)
         )
     }

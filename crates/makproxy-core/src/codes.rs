@@ -126,7 +126,7 @@ codes! {
     BndSigInvalid = "MP-BND-021": "signature does not verify over the manifest"
         => "The signature does not match the manifest: the manifest was changed after signing, or signed by another key claiming a trusted key ID.",
     BndUntrustedKey = "MP-BND-022": "bundle is signed by a key that is not trusted here"
-        => "The signer is not pinned on this side. Compare fingerprints with the other side by phone, then `trust add FILE --name NAME`.",
+        => "The signer is not pinned on this side. If the other side rotated its key (`key rotate` there), do not pin the new key beside the old one: apply the statement it sent with `trust accept STATEMENT`, which pins the successor under the same name and retires the old key. For a new peer, compare fingerprints by phone, then `trust add FILE --name NAME`.",
     BndWrongKind = "MP-BND-023": "bundle is of the other kind (request passed off as return or vice versa)"
         => "A request bundle was given where a return is expected, or the other way round. Check which file you carried.",
     BndSiteMismatch = "MP-BND-024": "manifest's site differs from the site of the trusted key that signed it"
@@ -208,7 +208,7 @@ codes! {
     AplIidMismatch = "MP-APL-005": "result's installation ID differs from the request record it answers"
         => "The return repeats an IID that differs from the request record. Never deposited; treat as a broken or forged return.",
     AplReplay = "MP-APL-006": "bundle ID or site sequence replayed"
-        => "The online side has already seen another bundle with this site and sequence number (a replay or two ledgers for one site).",
+        => "The online side has already seen another bundle with this site and sequence number (a replay or two ledgers for one site). The message names the highest sequence taken from that key (`journal sequences` lists them all): a secure side recovered with too low a number runs `recover --next-sequence` again with one more, after moving its new ledger aside.",
     AplNothingPending = "MP-APL-007": "record is no longer pending (already answered)"
         => "The record was already answered by an earlier return; this answer was recorded and ignored.",
     AplDepositFile = "MP-APL-008": "a host's deposit files could not be written (others were)"

@@ -867,6 +867,14 @@ fn refuse_replay(journal: &Journal, v: &bundle::Verified, signer: &str) -> Resul
         .map_err(db)?
         .filter(|b| *b != m.bundle_id)
     {
+        let highest = journal
+            .sequences()
+            .map_err(db)?
+            .into_iter()
+            .filter(|q| q.signer_key_id == signer)
+            .map(|q| q.highest)
+            .max()
+            .unwrap_or(m.sequence);
         return Err(CliError::rejected(
             Code::AplReplay,
             format!(
@@ -876,7 +884,10 @@ fn refuse_replay(journal: &Journal, v: &bundle::Verified, signer: &str) -> Resul
                 m.sequence
             ),
         )
-        .hint("a replayed or re-packed-by-hand bundle; if the secure side was rebuilt, trust its new key (its numbers start afresh)"));
+        .hint(format!(
+            "the highest sequence this gateway has taken from that key is {highest} (journal sequences). A secure side recovered with too low a number: move its new ledger aside and run `makproxy-secure recover --next-sequence {next}`, then collect and pack again. Otherwise this is a replayed bundle: discard it",
+            next = highest + 1
+        )));
     }
     Ok(())
 }

@@ -186,6 +186,11 @@ pub enum JournalCommand {
         /// The installation ID (digits, with or without separators).
         iid: String,
     },
+    /// The highest bundle sequence taken from each site and signing key (what a rebuilt
+    /// secure side's `recover --next-sequence` must exceed).
+    ///
+    /// Example: makproxy-online journal sequences
+    Sequences,
     /// Remove an IID's answers, refusals and open intent (audited), e.g. a mistyped
     /// manual CID, so it can be asked again.
     ///

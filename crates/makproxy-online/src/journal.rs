@@ -228,6 +228,22 @@ pub struct Journal {
     pub(crate) conn: Connection,
 }
 
+/// The highest bundle sequence seen from one signing key of a site (`journal
+/// sequences`; what a rebuilt secure side's `recover --next-sequence` must exceed).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SequenceSeen {
+    /// The site the bundles named.
+    pub site: String,
+    /// The signing key's ID (`site:NAME` for rows from before schema 3).
+    pub signer_key_id: String,
+    /// The highest sequence seen.
+    pub highest: u64,
+    /// Bundles seen.
+    pub bundles: u64,
+    /// When the newest was first seen (RFC 3339).
+    pub last_seen: String,
+}
+
 /// Why the journal could not be opened.
 #[derive(Debug)]
 pub enum OpenError {
@@ -694,6 +710,25 @@ impl Journal {
                 |r| r.get(0),
             )
             .optional()
+    }
+
+    /// Every (site, signing key) this gateway took bundles from: the highest sequence
+    /// seen, how many bundles, and when the last was first seen; by site, then key.
+    pub fn sequences(&self) -> rusqlite::Result<Vec<SequenceSeen>> {
+        self.conn
+            .prepare(
+                "SELECT site, signer, MAX(sequence), COUNT(*), MAX(first_seen) FROM requests GROUP BY site, signer ORDER BY site, signer",
+            )?
+            .query_map([], |r| {
+                Ok(SequenceSeen {
+                    site: r.get(0)?,
+                    signer_key_id: r.get(1)?,
+                    highest: r.get::<_, i64>(2)? as u64,
+                    bundles: r.get::<_, i64>(3)? as u64,
+                    last_seen: r.get(4)?,
+                })
+            })?
+            .collect()
     }
 
     /// Remembers a request bundle (the first time it is seen).

@@ -271,6 +271,11 @@ fn journal_command(out: &Output, j: &mut Journal, c: &JournalCommand) -> Result<
                 grouped: iid.grouped(),
             });
         }
+        JournalCommand::Sequences => {
+            out.report(&reports::Sequences {
+                sequences: j.sequences().map_err(db)?,
+            });
+        }
         JournalCommand::Forget { iid, reason } => {
             let iid = iid_of(iid)?;
             if reason.trim().is_empty() {

@@ -209,3 +209,32 @@ impl Display for Recovered {
         )
     }
 }
+
+/// `journal sequences`.
+#[derive(Debug, serde::Serialize)]
+pub struct Sequences {
+    /// Per site and signing key.
+    pub sequences: Vec<crate::journal::SequenceSeen>,
+}
+
+impl Display for Sequences {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:<24} {:<18} {:>8} {:>8}  LAST SEEN",
+            "SITE", "KEY ID", "HIGHEST", "BUNDLES"
+        )?;
+        for q in &self.sequences {
+            write!(
+                f,
+                "\n{:<24} {:<18} {:>8} {:>8}  {}",
+                escape(&q.site),
+                escape(&q.signer_key_id),
+                q.highest,
+                q.bundles,
+                escape(&q.last_seen)
+            )?;
+        }
+        Ok(())
+    }
+}
