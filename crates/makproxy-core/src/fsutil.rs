@@ -40,28 +40,9 @@ pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Forces a file's data and metadata to disk. Every durable write goes through here
-/// and [`sync_dir`], so the unit tests can count that each one is made (a test cannot
-/// cut the power; see docs/reliability.md).
-pub fn sync_file(f: &File) -> io::Result<()> {
-    #[cfg(test)]
-    SYNCS.with(|n| n.set(n.get() + 1));
-    f.sync_all()
-}
-
+pub use crate::os::sync_file;
 #[cfg(test)]
-thread_local! {
-    /// fsync calls made by this thread (files and folders).
-    pub(crate) static SYNCS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
-/// fsync calls `f` makes on this thread (unit tests).
-#[cfg(test)]
-pub(crate) fn syncs_during(f: impl FnOnce()) -> u32 {
-    let before = SYNCS.with(|n| n.get());
-    f();
-    SYNCS.with(|n| n.get()) - before
-}
+pub(crate) use crate::os::syncs_during;
 
 /// Flushes a directory entry to disk so a completed rename survives power loss.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {

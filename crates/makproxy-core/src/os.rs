@@ -6,6 +6,32 @@
 
 pub use imp::*;
 
+use std::fs::File;
+use std::io;
+
+/// Forces a file's data and metadata to disk. Every durable write goes through here
+/// and [`sync_dir`], so the unit tests can count that each one is made (a test cannot
+/// cut the power; see docs/reliability.md). The same on both systems.
+pub fn sync_file(f: &File) -> io::Result<()> {
+    #[cfg(test)]
+    SYNCS.with(|n| n.set(n.get() + 1));
+    f.sync_all()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// fsync calls made by this thread (files and folders).
+    pub(crate) static SYNCS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// fsync calls `f` makes on this thread (unit tests).
+#[cfg(test)]
+pub(crate) fn syncs_during(f: impl FnOnce()) -> u32 {
+    let before = SYNCS.with(|n| n.get());
+    f();
+    SYNCS.with(|n| n.get()) - before
+}
+
 #[cfg(unix)]
 mod imp {
     use std::fs::{self, File, OpenOptions};
@@ -21,7 +47,7 @@ mod imp {
 
     /// Flushes a directory entry (a completed rename) to disk.
     pub fn sync_dir(dir: &Path) -> io::Result<()> {
-        super::super::fsutil::sync_file(&File::open(dir)?)
+        super::sync_file(&File::open(dir)?)
     }
 
     /// A secret file is created readable and writable by its owner only.
