@@ -67,4 +67,20 @@ run 0 "${S[@]}" --json status
 [ "$(grep -c '"state": "cid_received"' <<<"$last")" = 13 ] || fail "status does not show 13 CIDs received"
 [ "$(ls "$work/deposit" | wc -l)" = 18 ] || fail "expected 18 deposit files"
 grep -q $'\r$' "$work/deposit/PC-000001.cmd" || fail "deposit scripts must use CRLF"
+# The .cmd deposit scripts, run by Wine's own cmd (an interpreter makproxy did not
+# write): on another computer they refuse with exit 4; on the right one these
+# simulated CIDs are refused with exit 5; neither reaches a cscript line.
+cmdrun() { # expected-exit file.cmd
+    local rc=0
+    out=$("$wine" cmd /c "$(win "$2")" 2>&1) || rc=$?
+    printf '%s\n' "$out"
+    [ "$rc" = "$1" ] || fail "$2 exited $rc, expected $1"
+    ! grep -qi "cscript\|slmgr" <<<"$out" || fail "$2 ran a deposit line"
+}
+cmdrun 4 "$work/deposit/PC-000001.cmd"
+grep -q "PC-000001" <<<"$out" || fail "the refusal does not name the computer it is for"
+here=$("$wine" cmd /c echo %COMPUTERNAME% 2>/dev/null | tr -d '\r\n')
+sed "s/PC-000001/$here/g" "$work/deposit/PC-000001.cmd" > "$work/here.cmd"
+cmdrun 5 "$work/here.cmd"
+grep -qi "SIMULATED" <<<"$out" || fail "the simulated refusal does not say why"
 echo "wine round trip: OK"
