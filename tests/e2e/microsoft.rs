@@ -459,3 +459,39 @@ fn a_second_process_on_a_busy_home_fails_at_once_naming_the_first() {
     // Once the first has ended, the home is free again.
     g.online(&["journal", "list"]).ok();
 }
+
+/// Issue 29 §3: a scheduled task's log (stderr not a terminal) gets a plain progress
+/// line every MAKPROXY_PROGRESS_INTERVAL seconds while the work lasts, instead of
+/// silence; stdout (the report, here --json) is untouched by it.
+#[test]
+fn progress_reaches_a_log_that_is_not_a_terminal() {
+    let g = Gap::default();
+    let cil = g.packed_fixture();
+    let mock = MockServer::start();
+    mock.set_latency(std::time::Duration::from_millis(250));
+    let r = g
+        .online_env(
+            &[
+                "--json",
+                "activate",
+                &cil,
+                "--out",
+                &g.p("ret.zip"),
+                "--backend",
+                "microsoft",
+                "--endpoint",
+                &mock.url,
+                "--concurrency",
+                "1",
+            ],
+            &[("MAKPROXY_PROGRESS_INTERVAL", "1")],
+        )
+        .ok();
+    assert_eq!(r.json()["summary"]["obtained"], 13, "{}", r.stdout);
+    let lines: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("activate: ") && l.contains(" of 13 done ("))
+        .collect();
+    assert!(lines.len() >= 2, "a line a second for 3 s: {}", r.stderr);
+}

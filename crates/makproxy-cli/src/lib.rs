@@ -299,36 +299,160 @@ impl Output {
             code.as_str().to_ascii_lowercase()
         );
     }
-    /// A progress bar on an interactive stderr, hidden otherwise (scripts, `--json`).
-    /// With `len` 0 (total unknown) it is a spinner with a count and rate.
-    pub fn progress(&self, len: u64, what: &str) -> indicatif::ProgressBar {
-        if self.json || !std::io::stderr().is_terminal() {
-            return indicatif::ProgressBar::hidden();
+    /// Progress on long work: a bar on an interactive stderr (not with `--json`);
+    /// otherwise, for scheduled tasks and logs, a plain line on stderr every
+    /// `MAKPROXY_PROGRESS_INTERVAL` seconds (default 10) while the work lasts, nothing
+    /// for work shorter than that. With `len` 0 (total unknown) a count and rate.
+    pub fn progress(&self, len: u64, what: &str) -> Progress {
+        if std::io::stderr().is_terminal() {
+            if self.json {
+                return Progress::hidden();
+            }
+            return Progress {
+                bar: bar(len, what),
+                log: None,
+            };
         }
-        let (bar, template) = if len == 0 {
-            (
-                indicatif::ProgressBar::new_spinner(),
-                "{spinner} {msg:>10} {pos} {rate}",
-            )
-        } else {
-            (
-                indicatif::ProgressBar::new(len),
-                "{msg:>10} [{bar:30}] {pos}/{len} {rate} eta {eta}",
-            )
-        };
-        let style = indicatif::ProgressStyle::with_template(template)
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> ")
-            .with_key(
-                "rate",
-                |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = write!(w, "{:.0}/s", st.per_sec());
-                },
-            );
-        bar.set_style(style);
-        bar.set_message(what.to_string());
-        bar.enable_steady_tick(std::time::Duration::from_millis(200));
-        bar
+        let secs = std::env::var("MAKPROXY_PROGRESS_INTERVAL")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|s| *s > 0)
+            .unwrap_or(10);
+        Progress {
+            bar: indicatif::ProgressBar::hidden(),
+            log: Some(LogLines::start(
+                len,
+                what,
+                std::time::Duration::from_secs(secs),
+            )),
+        }
+    }
+}
+
+fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let (bar, template) = if len == 0 {
+        (
+            indicatif::ProgressBar::new_spinner(),
+            "{spinner} {msg:>10} {pos} {rate}",
+        )
+    } else {
+        (
+            indicatif::ProgressBar::new(len),
+            "{msg:>10} [{bar:30}] {pos}/{len} {rate} eta {eta}",
+        )
+    };
+    let style = indicatif::ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ")
+        .with_key(
+            "rate",
+            |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}/s", st.per_sec());
+            },
+        );
+    bar.set_style(style);
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
+/// Progress of one long step ([`Output::progress`]).
+pub struct Progress {
+    bar: indicatif::ProgressBar,
+    log: Option<LogLines>,
+}
+
+impl Progress {
+    /// Shows nothing (an interactive backend owns the terminal).
+    pub fn hidden() -> Progress {
+        Progress {
+            bar: indicatif::ProgressBar::hidden(),
+            log: None,
+        }
+    }
+    /// `n` more done.
+    pub fn inc(&self, n: u64) {
+        self.bar.inc(n);
+        if let Some(l) = &self.log {
+            l.done.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    /// The step is over: the bar goes, the log lines stop.
+    pub fn finish_and_clear(&self) {
+        self.bar.finish_and_clear();
+        if let Some(l) = &self.log {
+            l.stop();
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(l) = &self.log {
+            l.stop();
+        }
+    }
+}
+
+/// A thread writing "WHAT: N of LEN done (R/s, T s)" to stderr every interval.
+struct LogLines {
+    done: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stopped: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl LogLines {
+    fn start(len: u64, what: &str, every: std::time::Duration) -> LogLines {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::{Arc, Condvar, Mutex};
+        let done = Arc::new(AtomicU64::new(0));
+        let stopped = Arc::new((Mutex::new(false), Condvar::new()));
+        let (d, s, what) = (done.clone(), stopped.clone(), what.to_string());
+        let thread = std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let (lock, cv) = &*s;
+            let mut stop = lock.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if *stop {
+                    return;
+                }
+                let (g, timeout) = cv
+                    .wait_timeout(stop, every)
+                    .unwrap_or_else(|e| e.into_inner());
+                stop = g;
+                if *stop {
+                    return;
+                }
+                if timeout.timed_out() {
+                    let n = d.load(Ordering::Relaxed);
+                    let secs = start.elapsed().as_secs_f64();
+                    let of = if len > 0 {
+                        format!(" of {len}")
+                    } else {
+                        String::new()
+                    };
+                    eprintln!(
+                        "{what}: {n}{of} done ({:.0}/s, {:.0} s)",
+                        n as f64 / secs.max(0.001),
+                        secs
+                    );
+                }
+            }
+        });
+        LogLines {
+            done,
+            stopped,
+            thread: std::sync::Mutex::new(Some(thread)),
+        }
+    }
+
+    fn stop(&self) {
+        let (lock, cv) = &*self.stopped;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
     }
 }
 

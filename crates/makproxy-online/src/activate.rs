@@ -20,8 +20,8 @@
 //! nothing but such failures is not written.
 
 use crate::journal::{Intent, Journal};
-use indicatif::ProgressBar;
 use makproxy_backend::{activate_with_retry, Backend, Outcome, Request, RetryPolicy};
+use makproxy_cli::Progress;
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{
     self, Answers, BackendInfo, BackendKind, BundleWriter, CilRecord, FailureCode, Header, Kind,
@@ -243,7 +243,7 @@ struct Walk<'a> {
     interrupted: &'a AtomicBool,
     writer: BundleWriter<ReturnRecord>,
     out: &'a Path,
-    bar: &'a ProgressBar,
+    bar: &'a Progress,
     s: Summary,
 }
 
@@ -981,7 +981,7 @@ fn walk_bundle<'o>(
     };
     // A prompt on the terminal must not be drawn over.
     let bar = if o.backend.interactive() {
-        ProgressBar::hidden()
+        Progress::hidden()
     } else {
         out.progress(records, "activate")
     };
