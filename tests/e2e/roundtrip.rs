@@ -292,6 +292,46 @@ fn a_partial_return_leaves_the_rest_pending() {
     assert_eq!(g.count("cid_received"), 13);
 }
 
+/// Issue 29 §3: records a return leaves pending are reported as one line per code with
+/// a count and the machines they are, not one line per record number; --json names the
+/// machine and product of each.
+#[test]
+fn pending_records_are_reported_grouped_and_by_machine() {
+    let g = Gap::default();
+    let cil = g.packed_fixture();
+    let pending = forge_return(&g, &cil, "outage.zip", |r| {
+        let mut rec = sim_answer(r);
+        rec.answer = bundle::ReturnAnswer::Failed(bundle::RecordFailure {
+            code: makproxy_core::Code::BkdNoResponse.into(),
+            service_code: None,
+            message: bundle::FailureMessage::cut("no response"),
+        });
+        Some(rec)
+    });
+    let r = g
+        .secure(&["--json", "apply", &pending, "--deposit-dir", &g.p("dep")])
+        .code(5);
+    let lines: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("MP-BKD-002"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", r.stderr);
+    assert!(lines[0].starts_with("[MP-BKD-002] 13 x "), "{}", lines[0]);
+    assert!(lines[0].contains("and 8 more"), "{}", lines[0]);
+    let notes = r.json()["notes"].as_array().unwrap().clone();
+    assert_eq!(notes.len(), 13);
+    assert!(notes
+        .iter()
+        .all(|n| n["host"].is_string() && n["product"].is_string()));
+    let status = g.secure(&["status", "--state", "packed"]).ok().stdout;
+    assert_eq!(
+        status.matches("MP-BKD-002: not settled online yet").count(),
+        13,
+        "{status}"
+    );
+}
+
 #[test]
 fn return_from_an_untrusted_online_key_is_rejected() {
     let g = Gap::default();

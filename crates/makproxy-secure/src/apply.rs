@@ -65,6 +65,72 @@ pub struct Note {
     pub code: String,
     /// What happened.
     pub detail: String,
+    /// The machine, when the record is one of the request's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The product's name (or activation ID), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+}
+
+/// Names the machine and product of each note `record` added from `from` on.
+fn name_notes(tx: &Tx, request: &str, notes: &mut [Note]) -> rusqlite::Result<()> {
+    for n in notes {
+        if let Some(p) = tx.bundle_record(request, n.handle)? {
+            let now = tx.product_now(p.product_id)?;
+            n.product = Some(now.product.unwrap_or(now.activation_id));
+            n.host = Some(now.host);
+        }
+    }
+    Ok(())
+}
+
+/// Prints notes grouped ([`note_lines`]).
+fn print_notes(notes: &[Note]) {
+    for l in note_lines(notes) {
+        eprintln!("{l}");
+    }
+}
+
+/// Notes grouped by code and detail, one line each with a count and the first machines
+/// (a return leaving 412 records pending is one line, not 412).
+fn note_lines(notes: &[Note]) -> Vec<String> {
+    let mut lines = Vec::new();
+    const SHOWN: usize = 5;
+    let mut groups: Vec<(&str, &str, Vec<&Note>)> = Vec::new();
+    for n in notes {
+        match groups
+            .iter_mut()
+            .find(|(c, d, _)| *c == n.code && *d == n.detail)
+        {
+            Some((_, _, v)) => v.push(n),
+            None => groups.push((&n.code, &n.detail, vec![n])),
+        }
+    }
+    for (code, detail, v) in groups {
+        let names: Vec<String> = v
+            .iter()
+            .take(SHOWN)
+            .map(|n| match (&n.host, &n.product) {
+                (Some(h), Some(p)) => format!("{} ({})", escape(h), escape(p)),
+                _ => format!("record {}", n.handle),
+            })
+            .collect();
+        let more = v.len().saturating_sub(SHOWN);
+        lines.push(format!(
+            "[{}] {} x {}: {}{}",
+            escape(code),
+            v.len(),
+            escape(detail),
+            names.join(", "),
+            if more > 0 {
+                format!(" and {more} more (--json lists every one)")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    lines
 }
 
 /// `apply FILE` of a return applied before: nothing changes but the deposit files.
@@ -315,6 +381,7 @@ pub fn run(
         )
         .map_err(db)
     })?;
+    name_notes(&tx, &answers.bundle_id, &mut notes).map_err(db)?;
     if dry_run {
         drop(tx);
         out.report(&DryRun {
@@ -351,9 +418,7 @@ pub fn run(
     let (files, problems) = write_deposit_files(&tx, deposit_dir, Some(&answers.bundle_id))?;
     drop(tx);
 
-    for n in &notes {
-        eprintln!("handle {}: [{}] {}", n.handle, n.code, escape(&n.detail));
-    }
+    print_notes(&notes);
     for p in &matched.failed {
         let at = p.record.map(|r| format!(" record {r}")).unwrap_or_default();
         eprintln!(
@@ -403,6 +468,8 @@ fn record(
             handle: r.handle,
             code: code.as_str().into(),
             detail,
+            host: None,
+            product: None,
         })
     };
     let Some(crate::ledger::PackedRecord {
@@ -468,6 +535,8 @@ fn record(
             handle: r.handle,
             code: f.code.to_string(),
             detail: "not settled online; left pending for a later return".into(),
+            host: None,
+            product: None,
         });
         return Ok(());
     }
@@ -725,6 +794,28 @@ mod tests {
             pending: 6,
             superseded: 7,
         }
+    }
+
+    #[test]
+    fn notes_are_grouped_by_code_with_machines_named_and_long_lists_cut() {
+        let note = |handle, code: &str, host: Option<&str>| Note {
+            handle,
+            code: code.into(),
+            detail: "not settled online".into(),
+            host: host.map(String::from),
+            product: host.map(|_| "Windows\u{1b}".to_string()),
+        };
+        let mut notes: Vec<Note> = (1..=412)
+            .map(|h| note(h, "MP-BKD-010", Some(&format!("PC-{h:04}"))))
+            .collect();
+        notes.push(note(900, "MP-BKD-002", None));
+        let lines = note_lines(&notes);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(
+            lines[0],
+            "[MP-BKD-010] 412 x not settled online: PC-0001 (Windows\\u{1b}), PC-0002 (Windows\\u{1b}), PC-0003 (Windows\\u{1b}), PC-0004 (Windows\\u{1b}), PC-0005 (Windows\\u{1b}) and 407 more (--json lists every one)"
+        );
+        assert_eq!(lines[1], "[MP-BKD-002] 1 x not settled online: record 900");
     }
 
     #[test]

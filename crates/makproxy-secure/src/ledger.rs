@@ -822,6 +822,8 @@ pub struct ProductNow {
     pub state: ProductState,
     /// The CID it holds is simulated.
     pub cid_simulated: bool,
+    /// The product's name, for people.
+    pub product: Option<String>,
 }
 
 /// The bundle record a return answers.
@@ -1863,7 +1865,7 @@ impl Tx<'_> {
     pub fn product_now(&self, id: i64) -> rusqlite::Result<ProductNow> {
         self.tx
             .prepare_cached(
-                "SELECT host, activation_id, iid, epid, state, cid_simulated FROM products WHERE id = ?1",
+                "SELECT host, activation_id, iid, epid, state, cid_simulated, product FROM products WHERE id = ?1",
             )?
             .query_row(params![id], |x| {
                 Ok(ProductNow {
@@ -1873,6 +1875,7 @@ impl Tx<'_> {
                     epid: x.get(3)?,
                     state: x.get(4)?,
                     cid_simulated: x.get(5)?,
+                    product: x.get(6)?,
                 })
             })
     }
