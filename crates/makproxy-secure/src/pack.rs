@@ -96,13 +96,35 @@ impl std::fmt::Display for DryRun {
             "Dry run: would pack {} record(s) as bundle #{}; nothing written:",
             self.would_pack, self.sequence
         )?;
-        for r in &self.records {
+        // A long list is summed up per product and cut; --json lists every record.
+        const SHOWN: usize = 20;
+        if self.records.len() > SHOWN {
+            let mut per: std::collections::BTreeMap<&str, u64> = Default::default();
+            for r in &self.records {
+                *per.entry(r.product.as_deref().unwrap_or("-")).or_default() += 1;
+            }
+            let hosts: std::collections::BTreeSet<&str> =
+                self.records.iter().map(|r| r.host.as_str()).collect();
+            write!(f, "\n  {} machine(s); per product:", hosts.len())?;
+            for (p, n) in per {
+                write!(f, "\n  {n:>8}  {}", escape(p))?;
+            }
+            write!(f, "\n  the first {SHOWN}:")?;
+        }
+        for r in self.records.iter().take(SHOWN) {
             write!(
                 f,
                 "\n  {:<24} {:<36} {}",
                 escape(&r.host),
                 escape(r.product.as_deref().unwrap_or("-")),
                 r.activation_id
+            )?;
+        }
+        if self.records.len() > SHOWN {
+            write!(
+                f,
+                "\n  … and {} more (--json lists every one)",
+                self.records.len() - SHOWN
             )?;
         }
         for w in &self.key_warnings {
@@ -156,7 +178,12 @@ impl std::fmt::Display for Packed {
         for w in &self.key_warnings {
             writeln!(f, "{w}")?;
         }
-        write!(f, "Carry this file to the online side and run: makproxy-online activate FILE --out RETURN --backend microsoft")
+        write!(f, "Carry this file to the online side and run: makproxy-online activate FILE --out RETURN --backend microsoft")?;
+        if !self.key_warnings.is_empty() {
+            // A short key is checked there before anything is spent.
+            write!(f, " --check-remaining")?;
+        }
+        Ok(())
     }
 }
 
@@ -330,4 +357,67 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         key_warnings,
     });
     Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 29 §3: 20,000 records are a summary and the first 20, not 20,001 lines;
+    /// a short key's next step checks the count first.
+    #[test]
+    fn a_long_dry_run_is_summed_up_and_a_short_key_adds_check_remaining() {
+        let records: Vec<Planned> = (0..20_000)
+            .map(|i| Planned {
+                host: format!("PC-{:05}", i / 2),
+                activation_id: "2de67392-b7a7-462a-b1ca-108dd189f588".into(),
+                product: Some(if i % 2 == 0 { "Windows" } else { "Office" }.into()),
+                extended_product_id: None,
+                installation_id: "1".into(),
+            })
+            .collect();
+        let d = DryRun {
+            dry_run: true,
+            would_pack: 20_000,
+            sequence: 3,
+            records,
+            key_warnings: vec![],
+        }
+        .to_string();
+        assert!(d.lines().count() < 30, "{} lines", d.lines().count());
+        assert!(d.contains("10000 machine(s); per product:"), "{d}");
+        assert!(
+            d.contains("   10000  Office") && d.contains("   10000  Windows"),
+            "{d}"
+        );
+        assert!(
+            d.ends_with("… and 19980 more (--json lists every one)"),
+            "{d}"
+        );
+        let packed = |warn: bool| {
+            Packed {
+                bundle: "cil.zip".into(),
+                bundle_id: "b".into(),
+                sequence: 1,
+                records: 13,
+                manifest_sha256: "h".into(),
+                expires: "e".into(),
+                hostnames_included: false,
+                key_warnings: if warn {
+                    vec![crate::ledger::Shortfall {
+                        last5: "3V66T".into(),
+                        product: "Windows".into(),
+                        remaining: 10,
+                        remaining_at: None,
+                        needed: 13,
+                    }]
+                } else {
+                    vec![]
+                },
+            }
+            .to_string()
+        };
+        assert!(packed(true).ends_with("--backend microsoft --check-remaining"));
+        assert!(packed(false).ends_with("--backend microsoft"));
+    }
 }
