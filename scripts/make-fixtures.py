@@ -98,3 +98,22 @@ for name, text in files.items():
         f.write(text)
 with open("fixtures/drop-broken/utf16-odd-length.json", "wb") as f:
     f.write(b"\xff\xfe" + '{"a": 1}'.encode("utf-16-le") + b"\x00")
+
+# Windows 10 Extended Security Updates (fixtures/esu): the OS product, licensed, and
+# ESU add-ons, each its own SoftwareLicensingProduct instance (Windows application, MAK)
+# with its own key, IID and ePID, unlicensed until its CID is deposited. The activation
+# IDs are Microsoft's published Year 1 and Year 2 IDs; names and descriptions are shaped
+# as `slmgr /dlv` and public ESU tooling show them (not captured from a real machine).
+# Raw `Get-CimInstance SoftwareLicensingProduct | ConvertTo-Json` output, UTF-8 with BOM.
+ESU = {1: "f520e45e-7413-4a34-a497-d2765967d094", 2: "1043add5-23b1-4afb-9a0f-64343c8f3f8d"}
+ESU_EDITIONS = "Education,EducationN,Enterprise,EnterpriseN,Professional,ProfessionalEducation,ProfessionalEducationN,ProfessionalN,ProfessionalWorkstation,ProfessionalWorkstationN"
+os.makedirs("fixtures/esu", exist_ok=True)
+for host, years in (("WIN10-ESU-01", (1, 2)), ("WIN10-ESU-02", (1,))):
+    items = [wmi(host, "73111121-5638-40f6-bc11-f1d7b0d64300", "Windows(R), Enterprise edition",
+                 "Windows(R) Operating System, VOLUME_MAK channel", "T83GX", iid(host + "-os"), 1)]
+    for y in years:
+        items.append(wmi(host, ESU[y], f"Windows(R), Client-ESU-Year{y} add-on for {ESU_EDITIONS}",
+                         "Windows(R) Operating System, VOLUME_MAK channel", f"ESUY{y}", iid(f"{host}-esu{y}"), 0,
+                         epid=f"03612-0372{y}-000-00001{y}-03-1033-19041.0000-3102025"))
+    with open(f"fixtures/esu/{host}.json", "wb") as f:
+        f.write(b"\xef\xbb\xbf" + json.dumps(items, indent=4).replace("\n", "\r\n").encode())

@@ -355,3 +355,94 @@ fn a_kms_host_key_without_activations_left_is_named_as_one() {
         r.stderr
     );
 }
+
+/// Issue 31: Windows 10 ESU add-ons go through the round trip as their own products:
+/// the OS product (licensed) is skipped, each add-on is activated through the service
+/// and deposited on the add-on's own activation ID (never the OS product's), and status
+/// reports coverage per ESU year.
+#[test]
+fn esu_add_ons_are_deposited_on_their_own_ids_and_reported_per_year() {
+    const Y1: &str = "f520e45e-7413-4a34-a497-d2765967d094";
+    const Y2: &str = "1043add5-23b1-4afb-9a0f-64343c8f3f8d";
+    const OS: &str = "73111121-5638-40f6-bc11-f1d7b0d64300";
+    let g = Gap::default();
+    let esu = fixtures().join("esu");
+    g.secure(&["collect", esu.to_str().unwrap()]).ok();
+    let s = g.secure(&["--json", "status"]).ok().json();
+    let years: Vec<String> = s["esu"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{} {}/{}", e["esu"], e["machines"], e["pending"]))
+        .collect();
+    assert_eq!(
+        years,
+        [
+            "\"Windows 10 ESU Year 1\" 2/2",
+            "\"Windows 10 ESU Year 2\" 1/1"
+        ]
+    );
+    let labelled: Vec<&Value> = s["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["esu"].is_string())
+        .collect();
+    assert_eq!(labelled.len(), 3);
+    assert!(labelled.iter().all(|p| p["state"] == "queued"));
+    let cil = g.p("cil.zip");
+    g.secure(&["pack", "--out", &cil]).ok();
+    let mock = MockServer::start();
+    let ret = g.p("ret.zip");
+    let a = g
+        .online(&[
+            "--json",
+            "activate",
+            &cil,
+            "--out",
+            &ret,
+            "--backend",
+            "microsoft",
+            "--endpoint",
+            &mock.url,
+        ])
+        .ok()
+        .json();
+    assert_eq!(a["summary"]["obtained"], 3, "{a}");
+    g.secure(&["apply", &ret, "--deposit-dir", &g.p("dep")])
+        .ok();
+    let cmd = std::fs::read_to_string(g.path("dep/WIN10-ESU-01.cmd")).unwrap();
+    assert_eq!(cmd.matches("slmgr.vbs /atp ").count(), 2, "{cmd}");
+    assert!(
+        cmd.contains(&format!(" {Y1}\r\n")) && cmd.contains(&format!(" {Y2}\r\n")),
+        "{cmd}"
+    );
+    assert!(
+        !cmd.contains(OS),
+        "never deposited on the OS product: {cmd}"
+    );
+    let dep: Value =
+        serde_json::from_str(&std::fs::read_to_string(g.path("dep/WIN10-ESU-02.json")).unwrap())
+            .unwrap();
+    assert_eq!(dep["products"].as_array().unwrap().len(), 1);
+    assert_eq!(dep["products"][0]["activation_id"], Y1);
+    // The machines deposit; Year 1 is then done on both, Year 2 on its one machine.
+    let results = g.path("results");
+    for host in ["WIN10-ESU-01", "WIN10-ESU-02"] {
+        result_file_at(
+            &g,
+            &results,
+            host,
+            &format!("{host}.result.json"),
+            true,
+            "2026-11-24T09:00:00Z",
+        );
+    }
+    g.secure(&["collect", results.to_str().unwrap()]).ok();
+    let out = g.secure(&["status"]).ok().stdout;
+    assert!(
+        out.contains("Windows 10 ESU Year 1: 2 of 2 machine(s) activated, 0 pending, 0 refused")
+            && out.contains("Windows 10 ESU Year 2: 1 of 1 machine(s) activated"),
+        "{out}"
+    );
+}

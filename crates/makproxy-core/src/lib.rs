@@ -8,6 +8,7 @@
 pub mod bundle;
 pub mod channel;
 pub mod codes;
+pub mod esu;
 pub mod fsutil;
 pub mod ids;
 pub mod keys;

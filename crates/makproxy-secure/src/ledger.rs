@@ -921,6 +921,35 @@ pub struct StatusRow {
     pub simulated: bool,
     /// When it last changed (RFC 3339).
     pub updated_at: String,
+    /// The Extended Security Updates add-on it is (`Windows 10 ESU Year 1`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub esu: Option<String>,
+}
+
+/// How far one ESU add-on year is across the estate (machines that have its key
+/// installed, by where their add-on is).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EsuCoverage {
+    /// The add-on (`Windows 10 ESU Year 1`).
+    pub esu: String,
+    /// Machines that report the add-on (its key installed).
+    pub machines: i64,
+    /// Of those, activated (a deposit or Windows says so, or licensed when collected).
+    pub activated: i64,
+    /// Waiting: queued, packed, CID on hand or awaiting deposit.
+    pub pending: i64,
+    /// Refused online or at deposit.
+    pub refused: i64,
+}
+
+impl std::fmt::Display for EsuCoverage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} of {} machine(s) activated, {} pending, {} refused",
+            self.esu, self.activated, self.machines, self.pending, self.refused
+        )
+    }
 }
 
 /// The secure side's store.
@@ -1071,10 +1100,50 @@ impl Ledger {
                     simulated: r.get(7)?,
                     updated_at: r.get(8)?,
                     channel: r.get(9)?,
+                    esu: makproxy_core::esu::Esu::of(&r.get::<_, String>(1)?)
+                        .map(|e| e.to_string()),
                 })
             },
             &mut f,
         )
+    }
+
+    /// ESU coverage per add-on year, for the years any machine reports.
+    pub fn esu_coverage(&self) -> rusqlite::Result<Vec<EsuCoverage>> {
+        use makproxy_core::esu::Esu;
+        let mut out = Vec::new();
+        for (id, esu) in Esu::all() {
+            let mut c = EsuCoverage {
+                esu: esu.to_string(),
+                machines: 0,
+                activated: 0,
+                pending: 0,
+                refused: 0,
+            };
+            let rows: Vec<(ProductState, Option<String>, i64)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT state, reason_code, COUNT(DISTINCT host) FROM products WHERE activation_id = ?1 GROUP BY state, reason_code",
+                )?
+                .query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            for (state, reason, n) in rows {
+                c.machines += n;
+                use ProductState as S;
+                match state {
+                    S::Activated => c.activated += n,
+                    S::Skipped if reason.as_deref() == Some("licensed") => c.activated += n,
+                    S::Queued | S::Packed | S::CidOnHand | S::CidReceived | S::Skipped => {
+                        c.pending += n
+                    }
+                    S::Failed | S::DepositFailed => c.refused += n,
+                }
+            }
+            if c.machines > 0 {
+                out.push(c);
+            }
+        }
+        Ok(out)
     }
 
     /// The audit trail of a host's products, oldest first: (product's activation ID,

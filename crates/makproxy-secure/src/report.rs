@@ -47,7 +47,7 @@ pub fn status(
         .map(|(s, n)| (s.as_str().to_string(), n))
         .collect::<Vec<_>>();
     if csv {
-        say("host,activation_id,product,state,bundle_id,reason_code,reason,simulated,updated_at,channel");
+        say("host,activation_id,product,state,bundle_id,reason_code,reason,simulated,updated_at,channel,esu");
         return ledger
             .status_rows(state_filter, host, |r: StatusRow| {
                 let cells = [
@@ -61,6 +61,7 @@ pub fn status(
                     r.simulated.to_string(),
                     r.updated_at,
                     r.channel.unwrap_or_default(),
+                    r.esu.unwrap_or_default(),
                 ];
                 say(cells
                     .iter()
@@ -81,6 +82,7 @@ pub fn status(
         counts: Counts(counts),
         channels: ledger.policy().map_err(db)?.as_string(),
         key_warnings: ledger.shortfalls().map_err(db)?,
+        esu: ledger.esu_coverage().map_err(db)?,
         products,
         filtered: state_filter.is_some() || host.is_some(),
     });
@@ -106,6 +108,10 @@ pub struct Status {
     pub channels: String,
     /// Keys with fewer activations left than the queued products need.
     pub key_warnings: Vec<crate::ledger::Shortfall>,
+    /// Extended Security Updates coverage per add-on year (the whole ledger; only
+    /// years some machine reports).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub esu: Vec<crate::ledger::EsuCoverage>,
     /// The products listed.
     pub products: Vec<StatusRow>,
     /// Whether `--state`/`--host` chose a part of the ledger.
@@ -134,7 +140,7 @@ impl std::fmt::Display for Status {
                 (_, Some(c), Some(m)) => format!("{c}: {m}"),
                 (_, None, Some(m)) => m.clone(),
                 _ if r.simulated => "SIMULATED CID".into(),
-                _ => String::new(),
+                _ => r.esu.clone().unwrap_or_default(),
             };
             // The product's name (cut to the column), else its activation ID.
             let product = match r.product.as_deref() {
@@ -192,6 +198,9 @@ impl std::fmt::Display for Status {
             }
         )?;
         write!(f, "\nChannels proxy-activated here: {}", self.channels)?;
+        for e in &self.esu {
+            write!(f, "\n{e}")?;
+        }
         for w in &self.key_warnings {
             write!(f, "\n{w}")?;
         }
@@ -322,6 +331,27 @@ pub fn report(out: &Output, ledger: &Ledger, path: &Path, force: bool) -> Result
         &["Host", "Product", "State", "Code", "Reason"],
         &failures,
         "failures",
+    );
+    let esu: Vec<Vec<String>> = ledger
+        .esu_coverage()
+        .map_err(db)?
+        .into_iter()
+        .map(|c| {
+            vec![
+                c.esu,
+                c.machines.to_string(),
+                c.activated.to_string(),
+                c.pending.to_string(),
+                c.refused.to_string(),
+            ]
+        })
+        .collect();
+    render(
+        &mut h,
+        "Extended Security Updates (machines with the add-on's key installed)",
+        &["Add-on", "Machines", "Activated", "Pending", "Refused"],
+        &esu,
+        "esu",
     );
     render(
         &mut h,
