@@ -61,12 +61,14 @@ fn round_trip_against_the_mock_service_with_errors_and_an_outage() {
         (
             by["0x7F"].as_u64(),
             by["0x67"].as_u64(),
-            by["MP-BKD-003"].as_u64(),
+            by["MP-BKD-015"].as_u64(),
             by["0xC0FFEE"].as_u64(),
             by["MP-BKD-010"].as_u64()
         ),
-        (Some(1), Some(1), Some(1), Some(1), Some(1))
+        (Some(1), Some(1), Some(1), Some(1), Some(1)),
+        "an HTML 500 page is the service's outage (MP-BKD-015), not a refusal: {by}"
     );
+    assert_eq!(r["summary"]["outage"], 1);
     assert_eq!(
         mock.bad_digests(),
         0,
@@ -124,23 +126,25 @@ fn round_trip_against_the_mock_service_with_errors_and_an_outage() {
         .ok()
         .json();
     assert_eq!(v["backend"]["endpoint"], mock.url.as_str());
-    for id in ids.iter().filter(|i| **i != ids[3]) {
+    for id in ids.iter().filter(|i| **i != ids[3] && **i != ids[2]) {
         assert_eq!(
             mock.requests_for(id),
             1,
             "one request per IID over three runs"
         );
     }
+    // The outage's record was refused nothing and issued nothing: asked once a run.
+    assert_eq!(mock.requests_for(&ids[2]), 3);
     let a = g
         .secure(&["--json", "apply", &ret, "--deposit-dir", &g.p("dep")])
         .code(4)
         .json();
     assert_eq!(a["summary"]["cids"], 8);
     assert_eq!(
-        a["summary"]["pending"], 1,
-        "the uncertain record stays pending"
+        a["summary"]["pending"], 2,
+        "the uncertain record and the outage's stay pending"
     );
-    assert_eq!(a["still_pending"], 1);
+    assert_eq!(a["still_pending"], 2);
     // The later return (after --retry-uncertain) answers what the first left open.
     let a3 = g
         .secure(&[
@@ -153,7 +157,10 @@ fn round_trip_against_the_mock_service_with_errors_and_an_outage() {
         .json();
     assert_eq!(a3["summary"]["cids"], 1, "{a3}");
     assert_eq!(a3["summary"]["already_answered"], 8);
-    assert_eq!(a3["still_pending"], 0);
+    assert_eq!(
+        a3["still_pending"], 1,
+        "the outage's record is still to be asked"
+    );
     assert_eq!(g.count("cid_received"), 9);
     let failed = g.secure(&["status", "--state", "failed"]).ok().stdout;
     assert!(
@@ -162,7 +169,15 @@ fn round_trip_against_the_mock_service_with_errors_and_an_outage() {
     );
     assert!(failed.contains("0x67: product key is blocked"));
     assert!(failed.contains("0xC0FFEE: unrecognised service error code (reported verbatim)"));
-    assert!(failed.contains("HTTP 500"));
+    assert!(
+        !failed.contains("HTTP 500"),
+        "an outage is not a failure: {failed}"
+    );
+    let packed = g.secure(&["status", "--state", "packed"]).ok().stdout;
+    assert!(
+        packed.contains("MP-BKD-015: not settled online yet"),
+        "{packed}"
+    );
     // Real CIDs are what the service sent, not simulated.
     let v = g.secure(&["--json", "verify", &ret]).ok().json();
     assert_eq!(v["simulated"], 0);
@@ -176,7 +191,8 @@ fn round_trip_against_the_mock_service_with_errors_and_an_outage() {
         mock_cid(first["installation_id"].as_str().unwrap())
     );
 
-    // Running the same bundle again asks nothing already answered: CIDs and refusals come from the journal.
+    // Running the same bundle again asks nothing already answered: CIDs and refusals
+    // come from the journal; only the outage's record, never answered, is asked again.
     let before = mock.total_requests();
     let r2 = g
         .online(&[
@@ -198,9 +214,10 @@ fn round_trip_against_the_mock_service_with_errors_and_an_outage() {
     assert_eq!(r2["summary"]["obtained"], 0);
     assert_eq!(
         mock.total_requests(),
-        before,
-        "no request reached the service"
+        before + 1,
+        "no answered request reached the service again"
     );
+    assert_eq!(mock.requests_for(&ids[2]), 4);
 }
 
 #[test]
@@ -494,4 +511,52 @@ fn progress_reaches_a_log_that_is_not_a_terminal() {
         .filter(|l| l.starts_with("activate: ") && l.contains(" of 13 done ("))
         .collect();
     assert!(lines.len() >= 2, "a line a second for 3 s: {}", r.stderr);
+}
+
+/// Issue 31: a batch-wide 0x80004003 (the September 2025 outage) is an outage, not 13
+/// refusals: the run stops after --max-transport-failures such answers, writes no
+/// return, stores nothing as a refusal, and the next run, once the service is back,
+/// asks every IID and gets every CID.
+#[test]
+fn a_batch_wide_0x80004003_is_an_outage_and_every_iid_stays_askable() {
+    let g = Gap::default();
+    let cil = g.packed_fixture();
+    let mock = MockServer::start();
+    mock.set_default(Behavior::Error("0x80004003".into()));
+    let args = |out: &str| {
+        vec![
+            "--json".to_string(),
+            "activate".into(),
+            cil.clone(),
+            "--out".into(),
+            out.to_string(),
+            "--backend".into(),
+            "microsoft".into(),
+            "--endpoint".into(),
+            mock.url.clone(),
+            "--concurrency".into(),
+            "1".into(),
+        ]
+    };
+    let a = args(&g.p("ret1.zip"));
+    let r = g
+        .online(&a.iter().map(String::as_str).collect::<Vec<_>>())
+        .code(1);
+    assert_eq!(r.json()["error"]["code"], "MP-BKD-015", "{}", r.stdout);
+    assert!(!g.path("ret1.zip").exists(), "no return of refusals");
+    assert!(
+        mock.total_requests() <= 6,
+        "it stopped: {}",
+        mock.total_requests()
+    );
+    let j = g.online(&["--json", "journal", "list"]).ok().json();
+    assert_eq!(j["answers"].as_array().unwrap().len(), 0);
+    // The service is back: everything is asked and answered.
+    mock.set_default(Behavior::Cid);
+    let a = args(&g.p("ret2.zip"));
+    let ok = g
+        .online(&a.iter().map(String::as_str).collect::<Vec<_>>())
+        .ok()
+        .json();
+    assert_eq!(ok["summary"]["obtained"], 13, "{ok}");
 }

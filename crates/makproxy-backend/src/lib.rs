@@ -74,6 +74,17 @@ pub enum Outcome {
     NotSent(String),
     /// The request was sent and no complete answer arrived: it may have been counted.
     Uncertain(String),
+    /// The service answered, but with the signs of its own outage (0x80004003, HTTP
+    /// 5xx) and no CID: nothing was issued, so nothing is spent and no refusal is
+    /// stored; the record stays askable for a later run. Never retried in the same run
+    /// (the request reached the service), and it counts toward stopping the run.
+    Outage(Failure),
+}
+
+/// Service error codes that mean the service itself is failing, not that it refuses
+/// this record (seen for every request during the September 2025 outage).
+pub fn is_outage_code(service_code: &str) -> bool {
+    service_code.trim().eq_ignore_ascii_case("0x80004003")
 }
 
 /// The refusal of a backend that needs an extended product ID for a record that has
@@ -284,6 +295,11 @@ pub fn validated(o: Outcome) -> Outcome {
         }
         Outcome::NotSent(m) => Outcome::NotSent(cut(m)),
         Outcome::Uncertain(m) => Outcome::Uncertain(cut(m)),
+        Outcome::Outage(mut f) => {
+            f.service_code = f.service_code.filter(|sc| valid_service_code(sc));
+            f.message = cut(f.message);
+            Outcome::Outage(f)
+        }
         cid => cid,
     }
 }

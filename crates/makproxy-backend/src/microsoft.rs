@@ -346,10 +346,20 @@ impl Microsoft {
         };
         if status != 200 && !text.contains("faultstring") {
             let snippet: String = text.chars().filter(|c| !c.is_control()).take(120).collect();
-            return Err(Outcome::Failed(Failure::new(
-                Code::BkdBadResponse,
+            let f = Failure::new(
+                if status >= 500 {
+                    Code::BkdOutage
+                } else {
+                    Code::BkdBadResponse
+                },
                 format!("HTTP {status} from the activation service: {snippet}"),
-            )));
+            );
+            // A 5xx is the service failing, not a refusal of this record.
+            return Err(if status >= 500 {
+                Outcome::Outage(f)
+            } else {
+                Outcome::Failed(f)
+            });
         }
         let mut responses = parse_response(&text).map_err(Outcome::Failed)?;
         if responses.len() != 1 {
@@ -409,6 +419,16 @@ impl Backend for Microsoft {
             _ => {}
         }
         if let Some(code) = r.error_code.filter(|c| !c.is_empty()) {
+            if crate::is_outage_code(&code) {
+                return Outcome::Outage(Failure {
+                    code: Code::BkdOutage,
+                    service_code: Some(code.clone()),
+                    message: format!(
+                        "{}: the service is failing, not refusing this record",
+                        crate::service_code_meaning(&code)
+                    ),
+                });
+            }
             return Outcome::Failed(Failure::service(&code));
         }
         match r.cid {
@@ -426,14 +446,18 @@ impl Backend for Microsoft {
     fn remaining(&self, epid: &ExtendedProductId) -> Result<Remaining, Failure> {
         let r = match self.call(2, epid.as_str(), None) {
             Ok(r) => r,
-            Err(Outcome::Failed(f)) => return Err(f),
+            Err(Outcome::Failed(f) | Outcome::Outage(f)) => return Err(f),
             Err(Outcome::NotSent(why) | Outcome::Uncertain(why)) => {
                 return Err(Failure::new(Code::BkdNoResponse, why))
             }
             Err(Outcome::Cid(_)) => unreachable!("call never yields a CID as an error"),
         };
         if let Some(code) = r.error_code.filter(|c| !c.is_empty()) {
-            return Err(Failure::service(&code));
+            let mut f = Failure::service(&code);
+            if crate::is_outage_code(&code) {
+                f.code = Code::BkdOutage;
+            }
+            return Err(f);
         }
         r.remaining
             .as_deref()

@@ -63,7 +63,6 @@ fn service_error_codes_are_mapped_and_unknown_ones_kept_verbatim() {
         (9, "0xD5", "override limit"),
         (15, "0xD6", "override limit"),
         (16, "0x80131600", "invalid PID"),
-        (17, "0x80004003", "outage"),
     ] {
         let r = req(seed);
         mock.set(r.iid.digits(), Behavior::Error(code.into()));
@@ -86,7 +85,6 @@ fn html_500_garbage_wrong_iid_bad_cid_and_oversized_are_per_record_failures() {
     let mock = MockServer::start();
     let ms = client(&mock, 5000);
     for (seed, b, code) in [
-        (10, Behavior::Html500, Code::BkdBadResponse),
         (11, Behavior::Garbage, Code::BkdBadResponse),
         (12, Behavior::WrongIid, Code::BkdMismatch),
         (13, Behavior::BadCid, Code::BkdBadCid),
@@ -326,4 +324,37 @@ fn a_record_without_an_epid_never_reaches_a_backend_that_needs_one() {
         activate_with_retry(&sim, &r, &fast_retry(), &stop),
         Outcome::Cid(_)
     ));
+}
+
+/// Issue 31: the service's own outage (0x80004003 for every request, an HTTP 500 page)
+/// is not a refusal of the record: an Outage outcome (MP-BKD-015) that keeps the
+/// service code, is never retried in the run (the request reached the service), and
+/// leaves the IID askable.
+#[test]
+fn an_outage_answer_is_not_a_refusal_and_is_not_retried() {
+    let mock = MockServer::start();
+    let ms = client(&mock, 5000);
+    for (seed, b, service_code) in [
+        (17, Behavior::Error("0x80004003".into()), Some("0x80004003")),
+        (10, Behavior::Html500, None),
+    ] {
+        let r = req(seed);
+        mock.set(r.iid.digits(), b.clone());
+        match activate_with_retry(&ms, &r, &fast_retry(), &|| false) {
+            Outcome::Outage(f) => {
+                assert_eq!(f.code, Code::BkdOutage, "{b:?}");
+                assert_eq!(f.service_code.as_deref(), service_code, "{b:?}");
+            }
+            other => panic!("{b:?}: {other:?}"),
+        }
+        assert_eq!(mock.requests_for(r.iid.digits()), 1, "{b:?}: not retried");
+    }
+    // A remaining-count request during the outage says so too.
+    mock.set_default(Behavior::Error("0x80004003".into()));
+    let e = ms
+        .remaining(
+            &ExtendedProductId::parse("03612-03305-317-008912-02-1033-9200.0000-0662023").unwrap(),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, Code::BkdOutage);
 }

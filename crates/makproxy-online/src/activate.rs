@@ -81,6 +81,9 @@ pub struct Summary {
     pub no_response: u64,
     /// Requests that may have reached the service without an answer recorded.
     pub uncertain: u64,
+    /// Answers with the signs of the service's own outage (MP-BKD-015: 0x80004003,
+    /// HTTP 5xx): nothing spent, nothing stored as a refusal.
+    pub outage: u64,
     /// Failures by code (service code where there is one).
     pub failed_by_reason: BTreeMap<Reason, u64>,
     /// The first failed records, for the screen (not in --json: the return has all).
@@ -409,7 +412,9 @@ impl Walk<'_> {
         self.in_flight -= got.len();
         for (_, o) in &got {
             match o {
-                Outcome::NotSent(_) | Outcome::Uncertain(_) => self.transport_failures += 1,
+                Outcome::NotSent(_) | Outcome::Uncertain(_) | Outcome::Outage(_) => {
+                    self.transport_failures += 1
+                }
                 _ => self.transport_failures = 0,
             }
         }
@@ -498,8 +503,9 @@ impl Walk<'_> {
                     &RecordFailure::from(f.clone()),
                     &at,
                 ),
-                // It never left: nothing can have been spent.
-                Outcome::NotSent(_) => b.settle(iid, epid),
+                // It never left, or the failing service issued nothing: nothing can
+                // have been spent, and no refusal is kept (the IID stays askable).
+                Outcome::NotSent(_) | Outcome::Outage(_) => b.settle(iid, epid),
                 // The intent stays open: the next run knows this one is uncertain.
                 Outcome::Uncertain(_) => Ok(()),
             }
@@ -526,6 +532,14 @@ impl Walk<'_> {
                     Code::BkdNoResponse,
                     &format!("{why}; nothing was spent: run activate again to retry"),
                 )),
+                Outcome::Outage(f) => {
+                    let mut r = RecordFailure::from(f);
+                    r.message = makproxy_core::bundle::FailureMessage::cut(&format!(
+                        "{}; nothing was spent: run activate again later",
+                        r.message.as_str()
+                    ));
+                    Answer::Failed(r)
+                }
                 Outcome::Uncertain(why) => {
                     // A twin further on in the bundle must not be sent again either.
                     let a = Answer::Failed(RecordFailure::new(
@@ -595,6 +609,8 @@ impl Walk<'_> {
                     self.s.no_response += 1;
                 } else if f.code == Code::BkdUncertain {
                     self.s.uncertain += 1;
+                } else if f.code == Code::BkdOutage {
+                    self.s.outage += 1;
                 }
                 *self.s.failed_by_reason.entry(Reason::of(&f)).or_default() += 1;
                 if self.s.first_failures.len() < SHOWN_FAILURES {
@@ -820,9 +836,21 @@ pub fn run(
     let (writer, s, unreachable) =
         walk_bundle(out, journal, o, &mut v, run, skip_refused, uncertain)?;
 
-    let got_answers = s.obtained + s.from_journal + (s.failed - s.no_response - s.uncertain);
+    let got_answers =
+        s.obtained + s.from_journal + (s.failed - s.no_response - s.uncertain - s.outage);
     if unreachable && got_answers == 0 {
         drop(writer);
+        if s.outage > 0 {
+            return Err(CliError::new(
+                Exit::Error,
+                Some(Code::BkdOutage),
+                format!(
+                    "the activation service is failing: {} answer(s) with the signs of an outage (0x80004003 or HTTP 5xx) and no CID; nothing spent, nothing stored as a refusal, no return written",
+                    s.outage
+                ),
+            )
+            .hint("run the same command again later; every record stays askable"));
+        }
         return Err(CliError::new(
             Exit::Error,
             Some(Code::BkdNoResponse),
@@ -841,7 +869,8 @@ pub fn run(
     // A bundle from before a journal recovery, gone through whole with
     // --retry-uncertain (nothing left unsent by a stop or an outage): its records are
     // known from here on.
-    let whole = !unreachable && s.no_response == 0 && !o.stop.load(Ordering::SeqCst);
+    let whole =
+        !unreachable && s.no_response == 0 && s.outage == 0 && !o.stop.load(Ordering::SeqCst);
     if lost && o.retry_uncertain && whole {
         journal.clear_lost(&m.bundle_id, &at).map_err(db)?;
     }

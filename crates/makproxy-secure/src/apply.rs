@@ -53,7 +53,7 @@ impl Summary {
 
 /// Failure codes that say the online side did not settle the record: it stays pending.
 fn unsettled(code: &FailureCode) -> bool {
-    *code == Code::BkdNoResponse || *code == Code::BkdUncertain
+    *code == Code::BkdNoResponse || *code == Code::BkdUncertain || *code == Code::BkdOutage
 }
 
 /// Something about one record of a return that an operator may need to act on.

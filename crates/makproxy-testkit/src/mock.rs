@@ -305,6 +305,19 @@ fn handle(mut conn: TcpStream, st: &State) -> std::io::Result<()> {
         std::thread::sleep(Duration::from_millis(latency.into()));
     }
     if rtype == "2" {
+        // During an outage (a default Error behavior) the count request fails too.
+        if let Some(Behavior::Error(code)) = st.default.lock().unwrap().clone() {
+            let xml = soap_response(&activation_response(
+                "2",
+                &format!("<PID>{pid}</PID><ErrorInfo><ErrorCode>{code}</ErrorCode></ErrorInfo>"),
+            ));
+            return respond(
+                &mut conn,
+                "200 OK",
+                "text/xml; charset=utf-8",
+                xml.as_bytes(),
+            );
+        }
         let n = st.remaining.load(Ordering::SeqCst);
         let xml = soap_response(&activation_response(
             "2",
