@@ -155,8 +155,26 @@ fn a_gateway_that_breaks_protocol_fails_records_not_the_run() {
         // Every record failed: 5, not "partial"; the return still carries each failure.
         .code(5)
         .json();
-    assert_eq!(r["summary"]["failed_by_reason"]["MP-BKD-008"], 13);
+    // The first record broke the protocol; the program was then stopped, so the others
+    // never reached it: pending (MP-BKD-002), not refusals reused by every rerun, and
+    // the run stops after --max-transport-failures of them (issue 29 §3).
+    let by = &r["summary"]["failed_by_reason"];
+    assert_eq!(by["MP-BKD-008"], 1, "{r}");
+    assert_eq!(by["MP-BKD-002"], 12, "{r}");
     assert!(g.path("ret.zip").exists());
+    let a = g
+        .secure(&[
+            "--json",
+            "apply",
+            &g.p("ret.zip"),
+            "--deposit-dir",
+            &g.p("dep"),
+        ])
+        .code(5)
+        .json();
+    assert_eq!(a["summary"]["pending"], 12, "{a}");
+    assert_eq!(g.count("packed"), 12);
+    assert_eq!(g.count("failed"), 1);
 }
 
 #[test]

@@ -69,6 +69,9 @@ enum Broken {
     Uncertain(String),
     /// A whole answer came back and breaks the protocol.
     Protocol(Failure),
+    /// The program has stopped (crashed, or killed after a broken exchange): the
+    /// record never reached it.
+    Gone(String),
 }
 
 impl From<Broken> for Outcome {
@@ -77,6 +80,10 @@ impl From<Broken> for Outcome {
             Broken::NotSent(m) => Outcome::NotSent(m),
             Broken::Uncertain(m) => Outcome::Uncertain(m),
             Broken::Protocol(f) => Outcome::Failed(f),
+            // Never received, so nothing spent and no refusal: pending (MP-BKD-002),
+            // as in a service outage; not retried (the program is gone), and it
+            // counts toward stopping the run.
+            Broken::Gone(m) => Outcome::Outage(Failure::new(Code::BkdNoResponse, m)),
         }
     }
 }
@@ -86,6 +93,7 @@ impl From<Broken> for Failure {
         match b {
             Broken::NotSent(m) | Broken::Uncertain(m) => Failure::new(Code::BkdProtocol, m),
             Broken::Protocol(f) => f,
+            Broken::Gone(m) => Failure::new(Code::BkdNoResponse, m),
         }
     }
 }
@@ -221,8 +229,11 @@ impl CommandBackend {
             .map_err(|_| Broken::NotSent("backend lock poisoned".into()))?;
         let p = guard
             .as_mut()
-            // Nothing reaches a dead program, and asking it again is pointless.
-            .ok_or_else(|| Broken::Protocol(protocol("the gateway program has stopped")))?;
+            // Nothing reaches a dead program: the record was never received, so it is
+            // not sent (pending, as in a service outage), never a refusal.
+            .ok_or_else(|| {
+                Broken::Gone("the gateway program has stopped; this record never reached it".into())
+            })?;
         let mut line = serde_json::to_vec(ask).expect("serialisable");
         line.push(b'\n');
         let sent = p.stdin.write_all(&line).and_then(|_| p.stdin.flush());
@@ -283,6 +294,16 @@ impl Backend for CommandBackend {
                 Ok(c) => Outcome::Cid(c),
                 Err(f) => Outcome::Failed(f),
             },
+            ("error", None, Some(code)) if crate::is_outage_code(&code) => {
+                Outcome::Outage(Failure {
+                    code: Code::BkdOutage,
+                    message: format!(
+                        "{}: the service behind the gateway program is failing",
+                        crate::service_code_meaning(&code)
+                    ),
+                    service_code: Some(code),
+                })
+            }
             ("error", None, Some(code)) => {
                 let mut f = Failure::service(&code);
                 if let Some(m) = a.message {

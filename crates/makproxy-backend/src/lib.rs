@@ -74,10 +74,11 @@ pub enum Outcome {
     NotSent(String),
     /// The request was sent and no complete answer arrived: it may have been counted.
     Uncertain(String),
-    /// The service answered, but with the signs of its own outage (0x80004003, HTTP
-    /// 5xx) and no CID: nothing was issued, so nothing is spent and no refusal is
-    /// stored; the record stays askable for a later run. Never retried in the same run
-    /// (the request reached the service), and it counts toward stopping the run.
+    /// The backend cannot answer for now, and nothing was issued: the service answered
+    /// with the signs of its own outage (0x80004003, HTTP 5xx: `MP-BKD-015`), or a
+    /// gateway program has stopped and never received the record (`MP-BKD-002`).
+    /// Nothing is spent and no refusal is stored; the record stays askable for a later
+    /// run. Never retried in the same run, and it counts toward stopping the run.
     Outage(Failure),
 }
 
