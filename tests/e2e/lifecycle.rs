@@ -682,6 +682,16 @@ fn a_too_low_recover_sequence_is_refused_with_the_number_that_fixes_it() {
     assert_eq!(seen["sequences"][0]["site"], "plant-a", "{seen}");
     assert_eq!(seen["sequences"][0]["highest"], 2);
     assert_eq!(seen["sequences"][0]["bundles"], 2);
+    // Each answer says whose bundle it was (a gateway serving two sites).
+    let list = g.online(&["--json", "journal", "list"]).ok().json();
+    let answers = list["answers"].as_array().unwrap();
+    assert_eq!(answers.len(), 10);
+    assert!(answers.iter().all(|a| a["site"] == "plant-a"), "{list}");
+    assert!(g
+        .online(&["journal", "list"])
+        .ok()
+        .stdout
+        .contains("  plant-a  "));
     for f in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(g.path(&format!("secure-home/ledger.sqlite3{f}")));
     }

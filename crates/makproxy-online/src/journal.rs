@@ -185,6 +185,8 @@ pub struct Entry {
     pub run_id: String,
     /// When (RFC 3339).
     pub at: String,
+    /// The site whose bundle it was (a gateway serving several sites), when known.
+    pub site: Option<String>,
 }
 
 /// A refusal as stored, for `journal show`.
@@ -631,8 +633,8 @@ impl Journal {
     ) -> rusqlite::Result<Vec<Entry>> {
         self.conn
             .prepare(&format!(
-                "SELECT a.iid, a.epid, a.cid, a.simulated, r.backend, r.endpoint, r.bundle_id, r.run_id, a.at
-                 FROM answers a JOIN runs r ON r.id = a.run WHERE {clause}"
+                "SELECT a.iid, a.epid, a.cid, a.simulated, r.backend, r.endpoint, r.bundle_id, r.run_id, a.at, q.site
+                 FROM answers a JOIN runs r ON r.id = a.run LEFT JOIN requests q ON q.bundle_id = r.bundle_id WHERE {clause}"
             ))?
             .query_map(p, |r| {
                 Ok(Entry {
@@ -645,6 +647,7 @@ impl Journal {
                     bundle_id: r.get(6)?,
                     run_id: r.get(7)?,
                     at: r.get(8)?,
+                    site: r.get(9)?,
                 })
             })?
             .collect()

@@ -46,7 +46,8 @@ impl Display for Answers {
         for e in &self.answers {
             write!(
                 f,
-                "\n  {}  {}  {}{}  {}",
+                "\n  {}  {}  {}  {}{}  {}",
+                escape(e.site.as_deref().unwrap_or("?")),
                 e.iid,
                 e.cid.as_deref().unwrap_or("-"),
                 e.backend,
@@ -80,12 +81,13 @@ impl Display for Story {
         for e in &self.answers {
             write!(
                 f,
-                "\n  CID {} from the {} backend{} ({}), bundle {}, run {}, {}",
+                "\n  CID {} from the {} backend{} ({}), bundle {} of site {}, run {}, {}",
                 e.cid.as_deref().unwrap_or("-"),
                 e.backend,
                 if e.simulated { ", SIMULATED" } else { "" },
                 escape(&e.endpoint),
                 e.bundle_id,
+                escape(e.site.as_deref().unwrap_or("?")),
                 e.run_id,
                 e.at
             )?;
