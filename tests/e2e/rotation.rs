@@ -114,9 +114,13 @@ fn a_rotated_key_is_accepted_across_the_gap_and_signs_nothing_new() {
     let r = g.online(&["inspect", &late]).code(3);
     assert!(r.stderr.contains("MP-BND-025"), "{}", r.stderr);
 
-    // Replayed: the same statement again changes nothing.
-    let r = g.online(&["trust", "accept", &stmt]).code(1);
-    assert!(r.stderr.contains("MP-KEY-014"), "{}", r.stderr);
+    // Replayed: the same statement again changes nothing, and, like a return applied
+    // twice, is not an error (exit 0; issue 29 §3).
+    let before = g.online(&["--json", "trust", "list"]).ok().stdout;
+    let r = g.online(&["--json", "trust", "accept", &stmt]).ok().json();
+    assert_eq!(r["already_applied"], true, "{r}");
+    assert_eq!(r["retired_fingerprint"], old_fp);
+    assert_eq!(g.online(&["--json", "trust", "list"]).ok().stdout, before);
 }
 
 #[test]

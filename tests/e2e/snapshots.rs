@@ -209,7 +209,7 @@ fn every_error_an_operator_can_provoke_prints_a_code_and_a_fix() {
     }
     // The wrong side's home is named as such, with what to do.
     let home = g.secure_home();
-    let r = makproxy_e2e::run("makproxy-online", &["--home", &home, "journal", "list"]);
+    let r = makproxy_e2e::run("makproxy-online", &["--home", &home, "journal", "list"]).code(2);
     assert!(r.stderr.starts_with("error[MP-KEY-005]"), "{}", r.stderr);
     assert!(
         r.stderr

@@ -141,6 +141,8 @@ impl From<KeyError> for CliError {
             _ => None,
         };
         let exit = match e.code() {
+            // A home of the other side is the wrong --home, not a rejected input.
+            _ if matches!(e, KeyError::OtherSide { .. }) => Exit::Usage,
             Some(Code::KeyPermissions | Code::KeyRole | Code::KeyQuorumMissing) => Exit::Rejected,
             Some(Code::Usage) => Exit::Usage,
             _ => Exit::Error,
@@ -948,7 +950,18 @@ pub fn trust(out: &Output, home: &Home, cmd: &TrustCommand) -> Result<Exit, CliE
             });
         }
         TrustCommand::Accept { file } => {
-            let a = home.trust_accept(file, now())?;
+            let a = match home.trust_accept(file, now()) {
+                // Applied before (a second run of the same step): nothing changes and
+                // it is not an error, as an already-applied return is not.
+                Err(KeyError::StatementApplied { fingerprint, .. }) => {
+                    out.report(&report::AlreadyAccepted {
+                        already_applied: true,
+                        retired_fingerprint: fingerprint,
+                    });
+                    return Ok(Exit::Ok);
+                }
+                other => other?,
+            };
             out.report(&report::TrustAccepted {
                 kind: if a.new.is_some() { "rotate" } else { "revoke" },
                 retired: (&a.old).into(),

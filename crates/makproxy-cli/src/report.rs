@@ -313,6 +313,25 @@ impl Display for KeyRetired {
     }
 }
 
+/// `trust accept` of a statement applied before.
+#[derive(Debug, Serialize)]
+pub struct AlreadyAccepted {
+    /// Always true.
+    pub already_applied: bool,
+    /// The fingerprint of the key it retires, retired here already.
+    pub retired_fingerprint: String,
+}
+
+impl Display for AlreadyAccepted {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "This statement was applied already: the key {} is retired here; nothing changed.",
+            self.retired_fingerprint
+        )
+    }
+}
+
 /// `trust accept`.
 #[derive(Debug, Serialize)]
 pub struct TrustAccepted {

@@ -191,7 +191,7 @@ codes! {
     KeyStatement = "MP-KEY-013": "a key statement was refused (forged, altered, malformed or dated in the future)"
         => "The statement does not verify: a signature is missing or wrong, the payload was changed, a successor is not a self-signed key of the same site and side, or it is dated in the future. Nothing was changed. Ask the other side for the file `key rotate` / `key revoke` wrote, compare its fingerprints by phone, and accept that.",
     KeyStatementApplied = "MP-KEY-014": "this key statement was applied already (the key it retires is retired here)"
-        => "A replayed or repeated statement: the key it names was retired here by it or by an earlier one. Nothing was changed. `trust list` shows the keys pinned and retired.",
+        => "A replayed or repeated statement: the key it names was retired here by it or by an earlier one. Nothing was changed; `trust accept` reports it as applied already and exits 0 (a second run of the same step, like a return applied twice). `trust list` shows the keys pinned and retired.",
     KeyStatementOrder = "MP-KEY-015": "the key statement is out of order: the key it retires is not pinned here, or it predates the statement that pinned it"
         => "Statements are applied in the order they were made: a rotation A->B before B->C. Apply the earlier one first (the other side keeps them in its home's retired/ folder). Nothing was changed.",
     KeyRevoked = "MP-KEY-016": "this home's key was revoked and can no longer sign"

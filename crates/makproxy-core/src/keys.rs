@@ -45,6 +45,13 @@ impl Role {
             Role::Online => "online",
         }
     }
+    /// The name with its article, for messages ("a secure", "an online").
+    fn with_article(self) -> &'static str {
+        match self {
+            Role::Secure => "a secure",
+            Role::Online => "an online",
+        }
+    }
 }
 
 /// Key and home-folder errors.
@@ -74,7 +81,7 @@ pub enum KeyError {
     },
     #[error("{path}: {reason}")]
     Malformed { path: PathBuf, reason: String },
-    #[error("{path} holds a {found} key; this side trusts only {expected} keys")]
+    #[error("{path} holds {found} key; this side trusts only {expected} keys")]
     Role {
         path: PathBuf,
         found: &'static str,
@@ -592,7 +599,7 @@ impl Home {
         if key.role != self.role.peer() {
             return Err(KeyError::Role {
                 path: file.to_path_buf(),
-                found: key.role.as_str(),
+                found: key.role.with_article(),
                 expected: self.role.peer().as_str(),
             });
         }
@@ -962,7 +969,7 @@ impl Home {
         if st.role != self.role.peer() {
             return Err(KeyError::Role {
                 path: file.to_path_buf(),
-                found: st.role.as_str(),
+                found: st.role.with_article(),
                 expected: self.role.peer().as_str(),
             });
         }
