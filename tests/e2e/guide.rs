@@ -160,6 +160,20 @@ fn the_batch_script_packs_good_input_and_stops_when_everything_is_refused() {
     assert_eq!(pack["records"], 13);
     assert!(Path::new(pack["bundle"].as_str().unwrap()).exists());
 
+    // Run again with nothing new: nothing to pack, the script says so and ends well,
+    // and there is no bundle to carry (issue 29 §3). A second later, so the
+    // time-stamped name differs.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let bundles = || {
+        std::fs::read_dir(t.path().join("media/usb"))
+            .unwrap()
+            .count()
+    };
+    let (code, out) = bash(t.path(), &script);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nothing to pack"), "{out}");
+    assert_eq!(bundles(), 1, "no second bundle");
+
     // Every drop file refused: collect exits 5 and the script stops before pack.
     std::fs::remove_dir_all(&drop).unwrap();
     std::fs::create_dir_all(&drop).unwrap();
