@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../fuzz"
 secs=${1:-300}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(bundle_reader machine_records ids)
+[ ${#targets[@]} -gt 0 ] || targets=(bundle_reader machine_records ids statement secret_key quorum cosignature)
 export RUSTC_BOOTSTRAP=1
 for t in "${targets[@]}"; do
     log=$(mktemp)

@@ -46,3 +46,23 @@ fn ids_corpus() {
 fn machine_records_corpus() {
     replay("machine_records", fuzz::machine_records);
 }
+
+#[test]
+fn statement_corpus() {
+    replay("statement", fuzz::statement);
+}
+
+#[test]
+fn secret_key_corpus() {
+    replay("secret_key", fuzz::secret_key);
+}
+
+#[test]
+fn quorum_corpus() {
+    replay("quorum", fuzz::quorum);
+}
+
+#[test]
+fn cosignature_corpus() {
+    replay("cosignature", fuzz::cosignature);
+}

@@ -1586,6 +1586,104 @@ pub mod fuzz {
         let _ = ApplicationId::parse(s);
     }
 
+    /// Any bytes as a key statement (`trust accept`, `key rotate`'s output).
+    pub fn statement(data: &[u8]) {
+        if let Ok(c) = makproxy_core::statement::check(data) {
+            // Whatever verifies must name what it retires and what replaces it.
+            let _ = format!("{c:?}");
+        }
+    }
+
+    /// Any bytes as a secret key file of either side, with no passphrase at hand (so
+    /// an encrypted file stops before its KDF: the parameters are what is checked).
+    pub fn secret_key(data: &[u8]) {
+        for role in [
+            makproxy_core::keys::Role::Secure,
+            makproxy_core::keys::Role::Online,
+        ] {
+            let _ = makproxy_core::secret::open(data, role, || None);
+        }
+        let _ = makproxy_core::secret::is_encrypted(data);
+    }
+
+    /// Any bytes as a home's `trust/quorum.json`.
+    pub fn quorum(data: &[u8]) {
+        use makproxy_core::keys::{Home, Role};
+        static HOME: std::sync::OnceLock<(tempfile::TempDir, Home)> = std::sync::OnceLock::new();
+        let (_, home) = HOME.get_or_init(|| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let (home, _) = Home::init(dir.path(), Role::Online, "fuzz", None).expect("init");
+            (dir, home)
+        });
+        let p = home.dir.join("trust").join("quorum.json");
+        std::fs::create_dir_all(p.parent().expect("a folder")).expect("trust folder");
+        std::fs::write(&p, data).expect("write");
+        if let Ok(q) = home.quorum() {
+            assert!(
+                q.values().all(|k| *k >= 1),
+                "a quorum of 0 was accepted: {q:?}"
+            );
+        }
+    }
+
+    /// Any bytes as a cosignature entry of an otherwise valid CIL bundle, read by a
+    /// gateway that pins both operators of the site.
+    pub fn cosignature(data: &[u8]) {
+        let keys = super::Keys::default();
+        let now = time::macros::datetime!(2026-11-22 00:00 UTC);
+        let mut t = super::Parts::new(&keys, Kind::Cil, now, |_| {}, None);
+        t.cosigs.push(("manifest.cosig-1".into(), data.to_vec()));
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(&t.zip()).expect("write");
+        if let Ok(v) = bundle::open(
+            f.path(),
+            Kind::Cil,
+            &keys.trusted(Kind::Cil, now),
+            now,
+            &Limits::default(),
+        ) {
+            // A cosignature that verifies is the colleague's (the only other pinned key
+            // of the site) and never a second count of the signer.
+            assert!(v.cosigners.len() <= 1, "{:?}", v.cosigners);
+        }
+    }
+
+    /// Valid inputs to start `target`'s corpus from (the fuzzer mutates what passes).
+    pub fn seeds(target: &str) -> Vec<Vec<u8>> {
+        let keys = super::Keys::default();
+        match target {
+            "cosignature" => {
+                let now = time::macros::datetime!(2026-11-22 00:00 UTC);
+                let mut t = super::Parts::new(&keys, Kind::Cil, now, |_| {}, None);
+                t.cosign("manifest.cosig-1", &keys.colleague, &keys.colleague);
+                let good = t.cosigs.remove(0).1;
+                let own = super::sig(
+                    &keys.secure,
+                    &keys.secure,
+                    Kind::Cil.payload_type(),
+                    &t.manifest,
+                );
+                vec![good, own]
+            }
+            "secret_key" => {
+                let seed = [7u8; 32];
+                let mut out = Vec::new();
+                for role in [
+                    makproxy_core::keys::Role::Secure,
+                    makproxy_core::keys::Role::Online,
+                ] {
+                    out.push(makproxy_core::secret::seal(&seed, role, None));
+                }
+                out
+            }
+            "quorum" => vec![
+                br#"{"format":"makproxy-quorum","version":1,"sites":{"plant-a":2}}"#.to_vec(),
+                br#"{"format":"makproxy-quorum","version":1,"sites":{}}"#.to_vec(),
+            ],
+            _ => Vec::new(),
+        }
+    }
+
     /// Any bytes as a drop-folder file.
     pub fn machine_records(data: &[u8]) {
         if let Ok(text) = decode_text(data) {
