@@ -1206,6 +1206,36 @@ mod tests {
         (secure, online, keys)
     }
 
+    /// MP-KEY-005's message names what the file holds in words (issue 29 §3: it read
+    /// "holds a this home's own key").
+    #[test]
+    fn a_key_of_the_wrong_side_is_named_in_plain_words() {
+        let t = tempfile::tempdir().unwrap();
+        let (s, spub) = Home::init(&t.path().join("s"), Role::Secure, "plant-a", None).unwrap();
+        let (s2, s2pub) = Home::init(&t.path().join("s2"), Role::Secure, "plant-b", None).unwrap();
+        let (o, opub) = Home::init(&t.path().join("o"), Role::Online, "gw", None).unwrap();
+        let own = t.path().join("own.pub");
+        fs::write(&own, opub.to_file_bytes(&o.signing_key().unwrap())).unwrap();
+        let e = o.trust_add(&own, "me").unwrap_err().to_string();
+        assert!(
+            e.contains("holds this home's own key; this side trusts only secure keys"),
+            "{e}"
+        );
+        let other = t.path().join("other.pub");
+        fs::write(&other, s2pub.to_file_bytes(&s2.signing_key().unwrap())).unwrap();
+        let e = s.trust_add(&other, "peer").unwrap_err().to_string();
+        assert!(
+            e.contains("holds a secure key; this side trusts only online keys"),
+            "{e}"
+        );
+        let _ = spub;
+        let sfile = t.path().join("s.pub");
+        fs::write(&sfile, opub.to_file_bytes(&o.signing_key().unwrap())).unwrap();
+        let e = o.trust_add(&sfile, "x").unwrap_err().to_string();
+        assert!(!e.contains("holds a this"), "{e}");
+        assert_eq!(Role::Online.with_article(), "an online");
+    }
+
     /// A home of this release has its quorum file from `init` on, so a deleted one is
     /// refused; a home of an earlier release (version 1) reads a missing file as no rule
     /// until its first `trust require`, which binds it too. A newer home is refused.
