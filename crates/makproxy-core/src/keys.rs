@@ -1265,6 +1265,23 @@ mod tests {
         // set again from nothing: MP-KEY-017's fix.
         online.set_quorum("plant-a", 1).unwrap();
         assert!(online.quorum().unwrap().is_empty());
+        // A file of another format or version is refused, each part on its own.
+        for bad in [
+            r#"{"format":"makproxy-quorum2","version":1,"sites":{}}"#,
+            r#"{"format":"makproxy-quorum","version":2,"sites":{}}"#,
+        ] {
+            fs::write(&q, bad).unwrap();
+            assert!(
+                matches!(online.quorum(), Err(KeyError::Malformed { .. })),
+                "{bad}"
+            );
+            assert!(
+                online.set_quorum("plant-a", 1).is_err(),
+                "not silently replaced"
+            );
+        }
+        fs::remove_file(&q).unwrap();
+        online.set_quorum("plant-a", 1).unwrap();
         let v3 = String::from_utf8(fs::read(&cp).unwrap())
             .unwrap()
             .replace("\"version\": 2", "\"version\": 3");
