@@ -1258,6 +1258,10 @@ mod tests {
             .replace("\"version\": 2", "\"version\": 1");
         fs::write(&cp, &v1).unwrap();
         assert!(online.quorum().unwrap().is_empty());
+        // Unreadable is not missing, even in an old home: no rule is assumed.
+        fs::create_dir(&q).unwrap();
+        assert!(matches!(online.quorum(), Err(KeyError::Io { .. })));
+        fs::remove_dir(&q).unwrap();
         online.set_quorum("plant-a", 1).unwrap();
         assert_eq!(online.config().unwrap().version, 2);
         fs::remove_file(&q).unwrap();
@@ -1280,6 +1284,13 @@ mod tests {
                 "not silently replaced"
             );
         }
+        // A rule of 1 written by hand is a rule of 1 (the same as none).
+        fs::write(
+            &q,
+            r#"{"format":"makproxy-quorum","version":1,"sites":{"plant-a":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(online.quorum().unwrap().get("plant-a"), Some(&1));
         fs::remove_file(&q).unwrap();
         online.set_quorum("plant-a", 1).unwrap();
         let v3 = String::from_utf8(fs::read(&cp).unwrap())
