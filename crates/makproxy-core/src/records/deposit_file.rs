@@ -179,5 +179,23 @@ mod tests {
         assert!(check < forest.find("cscript").unwrap());
         assert_eq!(forest.matches("exit /b 2").count(), 2, "{forest}");
         assert!(forest.split("\r\n").all(|l| !l.contains('\n')), "CRLF only");
+        // ospp.vbs is looked for only when an Office product is deposited.
+        assert!(!real.contains("ospp.vbs"), "{real}");
+        let office = cmd(&[item(WmiClass::OfficeSoftwareProtectionProduct, false)]);
+        assert!(
+            office.contains("if not defined OSPP (") && office.contains("/actcid:"),
+            "{office}"
+        );
+        // A stored partial key that is not five letters or digits never reaches the
+        // script (a tampered ledger): the check then matches no key at all.
+        for bad in ["AD7K", "AD7KHX", "A&7KH"] {
+            let mut f = item(WmiClass::ActiveDirectoryActivation, false);
+            f.partial_key = Some(bad.into());
+            let c = cmd(&[f]);
+            assert!(
+                !c.contains(bad) && c.contains("==\"XXXXX\" ("),
+                "{bad}: {c}"
+            );
+        }
     }
 }
