@@ -179,6 +179,21 @@ mod tests {
         assert!(check < forest.find("cscript").unwrap());
         assert_eq!(forest.matches("exit /b 2").count(), 2, "{forest}");
         assert!(forest.split("\r\n").all(|l| !l.contains('\n')), "CRLF only");
+        // Each product is deposited by its own tool: slmgr /atp for Windows, ospp.vbs
+        // for Office 2010's OSPP, slmgr /ad-activation-apply-cid for a forest.
+        assert!(
+            real.contains("slmgr.vbs /atp ") && !real.contains("/actcid:"),
+            "{real}"
+        );
+        assert!(!real.contains("ad-activation"), "{real}");
+        assert!(
+            forest.contains("slmgr.vbs /ad-activation-apply-cid %1 "),
+            "{forest}"
+        );
+        assert!(
+            !forest.contains(" /atp ") && !forest.contains("/actcid:"),
+            "{forest}"
+        );
         // ospp.vbs is looked for only when an Office product is deposited.
         assert!(!real.contains("ospp.vbs"), "{real}");
         let office = cmd(&[item(WmiClass::OfficeSoftwareProtectionProduct, false)]);
@@ -186,6 +201,7 @@ mod tests {
             office.contains("if not defined OSPP (") && office.contains("/actcid:"),
             "{office}"
         );
+        assert!(!office.contains(" /atp "), "{office}");
         // A stored partial key that is not five letters or digits never reaches the
         // script (a tampered ledger): the check then matches no key at all.
         for bad in ["AD7K", "AD7KHX", "A&7KH"] {
