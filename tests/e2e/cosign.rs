@@ -86,6 +86,17 @@ fn two_of_three_operators_must_sign_a_bundle_before_the_online_side_takes_it() {
     assert_eq!(c["signatures"], 2);
     let v = g.online(&["--json", "inspect", &cil]).ok().json();
     assert_eq!(v["manifest_sha256"], sha, "the manifest did not change");
+    // inspect names every signer and the rule in force (issue 29 §2).
+    assert_eq!(v["cosigners"][0]["name"], "plant-a-op2", "{v}");
+    assert_eq!(v["signatures_required"], 2);
+    let text = g.online(&["inspect", &cil]).ok().stdout;
+    assert!(text.contains("Cosigned by: \"plant-a-op2\""), "{text}");
+    assert!(
+        text.contains(
+            "Rule here:   2 distinct signers of site \"plant-a\" required; this bundle has 2"
+        ),
+        "{text}"
+    );
     g.secure(&["verify", &cil]).ok();
     // Cosigning twice with one key is refused; a third operator may add theirs.
     let r = cosign(&op2, &cil).code(3);

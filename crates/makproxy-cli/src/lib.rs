@@ -1117,7 +1117,14 @@ pub fn describe(
     path: &Path,
     v: &mut makproxy_core::bundle::Verified,
     list: bool,
+    home: Option<&Home>,
 ) -> Result<Exit, CliError> {
-    out.report(&report::BundleSummary::of(path, v, list)?);
+    let mut s = report::BundleSummary::of(path, v, list)?;
+    // The rule this side holds the signer's site to (`trust require`), when it reads
+    // the bundle as the other side's.
+    if let Some(h) = home {
+        s.signatures_required = Some(h.quorum()?.get(&s.site).copied().unwrap_or(1));
+    }
+    out.report(&s);
     Ok(Exit::Ok)
 }

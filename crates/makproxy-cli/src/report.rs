@@ -515,6 +515,13 @@ pub struct BundleSummary {
     pub sequence: u64,
     /// Who signed it.
     pub signer: Signer,
+    /// The other pinned identities that cosigned it (two-person rule), each once.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cosigners: Vec<Signer>,
+    /// Distinct signers this side requires of the site (`trust require`; 1 without a
+    /// rule), when it reads the bundle as the other side's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signatures_required: Option<usize>,
     /// Creation time.
     pub created: String,
     /// Expiry time.
@@ -594,6 +601,16 @@ impl BundleSummary {
                 fingerprint: v.signer.key.fingerprint(),
                 key_id: v.signer.key.key_id(),
             },
+            cosigners: v
+                .cosigners
+                .iter()
+                .map(|c| Signer {
+                    name: c.name.clone(),
+                    fingerprint: c.key.fingerprint(),
+                    key_id: c.key.key_id(),
+                })
+                .collect(),
+            signatures_required: None,
             created: m.created.clone(),
             expires: m.expires.clone(),
             tool: m.tool.clone(),
@@ -635,6 +652,22 @@ impl Display for BundleSummary {
             self.signer.name
         )?;
         writeln!(f, "Fingerprint: {}", self.signer.fingerprint)?;
+        for c in &self.cosigners {
+            writeln!(
+                f,
+                "Cosigned by: {:?}, fingerprint {}",
+                escape(&c.name),
+                c.fingerprint
+            )?;
+        }
+        if let Some(n) = self.signatures_required.filter(|n| *n > 1) {
+            writeln!(
+                f,
+                "Rule here:   {n} distinct signers of site {:?} required; this bundle has {}",
+                escape(&self.site),
+                1 + self.cosigners.len()
+            )?;
+        }
         writeln!(f, "Bundle:      #{} id {}", self.sequence, self.bundle_id)?;
         writeln!(
             f,

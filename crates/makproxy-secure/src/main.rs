@@ -147,13 +147,17 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
             let kind = bundle::peek_kind(file, &limits)?;
             // A CIL bundle is verified against this site's own key, a return against trusted online keys.
             // (with this site's retired keys, for its bundles from before a rotation).
-            let mut v = match kind {
-                Kind::Cil => {
-                    bundle::open_own(file, kind, &h.own_keys()?, makproxy_cli::now(), &limits)?
-                }
-                Kind::Return => makproxy_cli::open_bundle(&h, file, kind, makproxy_cli::now())?,
+            let (mut v, peer) = match kind {
+                Kind::Cil => (
+                    bundle::open_own(file, kind, &h.own_keys()?, makproxy_cli::now(), &limits)?,
+                    None,
+                ),
+                Kind::Return => (
+                    makproxy_cli::open_bundle(&h, file, kind, makproxy_cli::now())?,
+                    Some(&h),
+                ),
             };
-            makproxy_cli::describe(out, file, &mut v, *records)
+            makproxy_cli::describe(out, file, &mut v, *records, peer)
         }
     }
 }
