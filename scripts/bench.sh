@@ -70,7 +70,7 @@ M=2000; C=8
 "$B/makproxy-secure" --home "$W/sh2" collect "$W/drop-ms" >/dev/null
 "$B/makproxy-secure" --home "$W/sh2" pack --out "$W/cil-ms.zip" >/dev/null
 mkfifo "$W/mock-in"
-"$B/makproxy-mock" --latency-ms 50 < "$W/mock-in" > "$W/mock-url" 2>"$W/mock-log" &
+"$B/makproxy-mock" --latency-ms 50 --remaining 1000000000 < "$W/mock-in" > "$W/mock-url" 2>"$W/mock-log" &
 exec 9>"$W/mock-in"
 while [ ! -s "$W/mock-url" ]; do sleep 0.1; done
 read ms_s ms_m <<<"$(measure "$B/makproxy-online" --home "$W/oh" activate "$W/cil-ms.zip" --out "$W/ret-ms.zip" --backend microsoft --endpoint "$(cat "$W/mock-url")" --concurrency $C)"

@@ -560,3 +560,44 @@ fn a_batch_wide_0x80004003_is_an_outage_and_every_iid_stays_askable() {
         .json();
     assert_eq!(ok["summary"]["obtained"], 13, "{ok}");
 }
+
+/// Issue 29 §3: makproxy-mock, the mock as a process, takes a port, a remaining count,
+/// and --forever (a background job whose stdin is closed keeps serving).
+#[test]
+fn makproxy_mock_serves_on_a_chosen_port_with_a_chosen_count() {
+    use std::io::BufRead;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(makproxy_e2e::bin("makproxy-mock"))
+        .args(["--port", &port.to_string(), "--remaining", "7", "--forever"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let url = url.trim().to_string();
+    assert!(url.contains(&format!("127.0.0.1:{port}/")), "{url}");
+    let g = Gap::default();
+    let r = g
+        .online(&[
+            "--json",
+            "remaining",
+            "--pid",
+            "03612-03305-317-008912-02-1033-9200.0000-0662023",
+            "--backend",
+            "microsoft",
+            "--endpoint",
+            &url,
+        ])
+        .ok()
+        .json();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(r["remaining"], 7, "{r}");
+}

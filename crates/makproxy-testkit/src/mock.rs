@@ -111,8 +111,13 @@ pub fn mock_cid(iid: &str) -> String {
 impl MockServer {
     /// Starts the mock on a free loopback port, serving until dropped.
     pub fn start() -> MockServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
+        Self::start_on(0).expect("bind loopback")
+    }
+
+    /// As [`MockServer::start`], on loopback port `port` (0: any free port).
+    pub fn start_on(port: u16) -> std::io::Result<MockServer> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        let addr = listener.local_addr()?;
         let state = Arc::new(State {
             remaining: AtomicI64::new(1000),
             ..State::default()
@@ -130,10 +135,10 @@ impl MockServer {
                 });
             }
         });
-        MockServer {
+        Ok(MockServer {
             url: format!("http://{addr}/BatchActivation/BatchActivation.asmx"),
             state,
-        }
+        })
     }
     /// Sets the behaviour for one IID (digits only).
     pub fn set(&self, iid: &str, b: Behavior) {
