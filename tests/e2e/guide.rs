@@ -125,8 +125,13 @@ fn the_drill_runs_as_the_guide_writes_it() {
 
 /// The guide's bash batch script with its three folders moved under `root`.
 fn batch_script(root: &Path) -> String {
+    named_batch_script(root, "batch-bash")
+}
+
+/// A guide batch block `name` with its folders moved under `root`.
+fn named_batch_script(root: &Path, name: &str) -> String {
     let r = root.to_str().unwrap();
-    let s = block("batch-bash");
+    let s = block(name);
     for dir in ["/srv/makproxy", "/mnt/makproxy", "/media/usb"] {
         assert!(s.contains(dir), "the batch script no longer uses {dir}");
     }
@@ -183,4 +188,54 @@ fn the_batch_script_packs_good_input_and_stops_when_everything_is_refused() {
     assert_eq!(code, 5, "{out}");
     assert!(out.contains("MP-REC-"), "the refusal is named: {out}");
     assert!(!t.path().join("pack.json").exists(), "pack did not run");
+}
+
+/// Issue 29 §3: the guide's encrypted-key batch script signs with the passphrase read
+/// from a file and given to the one command; with the wrong passphrase it stops.
+#[test]
+fn the_encrypted_key_batch_script_signs_with_the_passphrase_file() {
+    let t = tempfile::tempdir().unwrap();
+    let (home, drop) = (
+        t.path().join("srv/makproxy"),
+        t.path().join("mnt/makproxy/drop"),
+    );
+    std::fs::create_dir_all(t.path().join("media/usb")).unwrap();
+    let r = Command::new(bin("makproxy-secure"))
+        .args([
+            "--home",
+            home.to_str().unwrap(),
+            "init",
+            "--site",
+            "plant-a",
+            "--encrypt",
+        ])
+        .env("MAKPROXY_PASSPHRASE", "correct horse battery staple")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    copy_dir(&fixtures().join("drop"), &drop);
+    let pass = t.path().join("srv/makproxy-pass");
+    std::fs::write(&pass, "correct horse battery staple").unwrap();
+    let script = named_batch_script(t.path(), "batch-bash-encrypted");
+    assert!(script.contains("MAKPROXY_PASSPHRASE=\"$(cat "), "{script}");
+    let (code, out) = bash(t.path(), &script);
+    assert_eq!(code, 0, "{out}");
+    let pack: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path().join("pack.json")).unwrap())
+            .unwrap();
+    assert_eq!(pack["records"], 13);
+    // The wrong passphrase stops the script before anything is carried.
+    std::fs::write(&pass, "wrong").unwrap();
+    std::fs::remove_file(t.path().join("pack.json")).unwrap();
+    copy_dir(
+        &fixtures().join("drop"),
+        &t.path().join("mnt/makproxy/drop2"),
+    );
+    let (code, out) = bash(t.path(), &script.replace("/drop;", "/drop2;"));
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("MP-KEY-011"),
+        "the wrong passphrase is named: {out}"
+    );
 }
