@@ -110,7 +110,9 @@ pub fn read_worksheet(
     let mut out: HashMap<String, Result<ConfirmationId, String>> = HashMap::new();
     for rec in r.records() {
         let rec = rec.map_err(|e| format!("worksheet: {e}"))?;
-        let line = rec.position().map_or(0, |p| p.line());
+        // The file's own line number, the header being line 1 (the reader's count is
+        // one behind it here; the tests pin lines 2 and 3).
+        let line = rec.position().map_or(0, |p| p.line() + 1);
         if rec.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
@@ -120,8 +122,12 @@ pub fn read_worksheet(
         if cid_text.is_empty() {
             continue;
         }
-        let cid = ConfirmationId::parse(cid_text)
-            .map_err(|e| format!("line {line}, record {}: {e}", rec[0].trim()));
+        let cid = ConfirmationId::parse(cid_text).map_err(|e| {
+            format!(
+                "worksheet line {line} (bundle record {}): {e}",
+                rec[0].trim()
+            )
+        });
         if let Some(prev) = out.get(iid.digits()) {
             if *prev != cid {
                 return Err(format!(
@@ -300,7 +306,7 @@ mod tests {
         let m = Manual::from_worksheet(
             &csv.replace(
                 ",\"\"\r\n",
-                &format!(",{}\r\n", String::from_utf8(bad).unwrap()),
+                &format!(",{}\r\n", String::from_utf8(bad.clone()).unwrap()),
             ),
             "t",
         )
@@ -310,6 +316,43 @@ mod tests {
         };
         assert_eq!(f.code, Code::BkdBadCid);
         assert!(f.message.contains("group 3 of 8"), "{}", f.message);
+        // The file's own line (the header is line 1) and the bundle's record number.
+        assert!(
+            f.message.contains("worksheet line 2 (bundle record 1)"),
+            "{}",
+            f.message
+        );
+        // A second row is line 3.
+        let two = vec![
+            rows[0].clone(),
+            Row {
+                handle: 2,
+                iid: InstallationId::parse(&with_check_digits(&[5; 54], 7)).unwrap(),
+                epid: req().epid,
+                product: None,
+            },
+        ];
+        let sheet = worksheet_csv(&two);
+        let mut lines: Vec<String> = sheet.split("\r\n").map(String::from).collect();
+        let cut = lines[2].rfind(',').unwrap();
+        lines[2] = format!(
+            "{},{}",
+            &lines[2][..cut],
+            String::from_utf8(bad.clone()).unwrap()
+        );
+        let m = Manual::from_worksheet(&lines.join("\r\n"), "t").unwrap();
+        let r2 = Request {
+            iid: two[1].iid.clone(),
+            epid: req().epid,
+        };
+        let Outcome::Failed(f) = m.activate(&r2) else {
+            panic!()
+        };
+        assert!(
+            f.message.contains("worksheet line 3 (bundle record 2)"),
+            "{}",
+            f.message
+        );
         let m = Manual::from_worksheet(&csv, "t").unwrap();
         assert!(matches!(m.activate(&req()), Outcome::Failed(f) if f.code == Code::BkdNoAnswer));
     }

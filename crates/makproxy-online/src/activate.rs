@@ -1262,7 +1262,7 @@ impl std::fmt::Display for Worksheet {
             shown(&self.printable),
             self.already_answered
         )?;
-        write!(f, "Fill in the confirmation_id column, then: activate FILE --out RETURN --backend manual --worksheet SHEET")
+        write!(f, "Fill in the confirmation_id column, then: activate FILE --out RETURN --backend manual --worksheet SHEET --retry-failed (records an earlier run refused, e.g. with no extended product ID, are asked again only with --retry-failed)")
     }
 }
 
