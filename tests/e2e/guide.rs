@@ -225,7 +225,9 @@ fn the_encrypted_key_batch_script_signs_with_the_passphrase_file() {
         serde_json::from_str(&std::fs::read_to_string(t.path().join("pack.json")).unwrap())
             .unwrap();
     assert_eq!(pack["records"], 13);
-    // The wrong passphrase stops the script before anything is carried.
+    // The wrong passphrase stops the script before anything is carried (a second
+    // later: the bundle's name has the time to the second).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     std::fs::write(&pass, "wrong").unwrap();
     std::fs::remove_file(t.path().join("pack.json")).unwrap();
     copy_dir(
