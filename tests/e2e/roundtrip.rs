@@ -850,3 +850,45 @@ fn a_batch_where_every_record_fails_exits_5_not_partial() {
     assert_eq!(a["summary"]["failed"], 13);
     assert_eq!(g.count("failed"), 13, "the ledger records why");
 }
+
+/// Issue 29 §3: the guide's "rehearse failures with --sim-activations", as it now says
+/// to: on drill homes whose journal has not answered the IIDs, three of 13 get 0x7F;
+/// after a plain drill the journal answers them (the simulator keeps the journal's
+/// rule, as Microsoft's service does).
+#[test]
+fn a_rehearsal_of_failures_works_on_fresh_drill_homes() {
+    let g = Gap::default();
+    let cil = g.packed_fixture();
+    let r = g
+        .online(&[
+            "--json",
+            "activate",
+            &cil,
+            "--out",
+            &g.p("rehearsal.zip"),
+            "--backend",
+            "simulator",
+            "--sim-activations",
+            "10",
+        ])
+        .code(4)
+        .json();
+    assert_eq!(r["summary"]["obtained"], 10, "{r}");
+    assert_eq!(r["summary"]["failed_by_reason"]["0x7F"], 3, "{r}");
+    let again = g
+        .online(&[
+            "--json",
+            "activate",
+            &cil,
+            "--out",
+            &g.p("again.zip"),
+            "--backend",
+            "simulator",
+            "--sim-activations",
+            "0",
+            "--retry-failed",
+        ])
+        .code(4)
+        .json();
+    assert_eq!(again["summary"]["from_journal"], 10, "{again}");
+}
