@@ -75,7 +75,7 @@ pub enum Outcome {
     /// The request was sent and no complete answer arrived: it may have been counted.
     Uncertain(String),
     /// The backend cannot answer for now, and nothing was issued: the service answered
-    /// with the signs of its own outage (0x80004003, HTTP 5xx: `MP-BKD-015`), or a
+    /// with the signs of its own outage (0x80004003 in a well-formed answer: `MP-BKD-015`), or a
     /// gateway program has stopped and never received the record (`MP-BKD-002`).
     /// Nothing is spent and no refusal is stored; the record stays askable for a later
     /// run. Never retried in the same run, and it counts toward stopping the run.

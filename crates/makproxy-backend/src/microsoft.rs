@@ -346,20 +346,18 @@ impl Microsoft {
         };
         if status != 200 && !text.contains("faultstring") {
             let snippet: String = text.chars().filter(|c| !c.is_control()).take(120).collect();
-            let f = Failure::new(
-                if status >= 500 {
-                    Code::BkdOutage
-                } else {
-                    Code::BkdBadResponse
-                },
+            // A 5xx comes after the request reached the service, which may have
+            // counted it before failing: uncertain, never re-sent without the
+            // operator's say-so (the exactly-once rule), and not a refusal either.
+            if status >= 500 {
+                return Err(Outcome::Uncertain(format!(
+                    "HTTP {status} from the activation service after it received the request: {snippet}"
+                )));
+            }
+            return Err(Outcome::Failed(Failure::new(
+                Code::BkdBadResponse,
                 format!("HTTP {status} from the activation service: {snippet}"),
-            );
-            // A 5xx is the service failing, not a refusal of this record.
-            return Err(if status >= 500 {
-                Outcome::Outage(f)
-            } else {
-                Outcome::Failed(f)
-            });
+            )));
         }
         let mut responses = parse_response(&text).map_err(Outcome::Failed)?;
         if responses.len() != 1 {

@@ -252,8 +252,8 @@ codes! {
         => "`--endpoint` must be `https://` (plain `http://` only to 127.0.0.1, ::1 or localhost, for a test service).",
     BkdNeedsPhone = "MP-BKD-014": "the record has no extended product ID, so this backend cannot answer it; only a phone (manual) activation can"
         => "An Active Directory forest's activation, or an Office product read from saved ospp.vbs output, comes with an installation ID and no extended product ID, which the BatchActivation service (and the command protocol) need. Nothing was sent for it. Get its CID by phone or web: `makproxy-online worksheet FILE --out SHEET` lists it, then `activate FILE --out RETURN2 --backend manual --worksheet SHEET --retry-failed` answers it; apply both returns.",
-    BkdOutage = "MP-BKD-015": "the activation service is failing (0x80004003, HTTP 5xx): an outage, not a refusal of the record"
-        => "The service answered with the signs of its own outage and issued no CID, so nothing was spent and nothing is stored as a refusal: the record stays askable, and the secure side keeps it pending. The run stops sending after --max-transport-failures such answers in a row. Run the same activate again later (a new --out) and apply that return too.",
+    BkdOutage = "MP-BKD-015": "the activation service is failing (0x80004003): an outage, not a refusal of the record"
+        => "The service answered with the signs of its own outage and issued no CID, so nothing was spent and nothing is stored as a refusal: the record stays askable, and the secure side keeps it pending. The run stops sending after --max-transport-failures such answers in a row. Run the same activate again later (a new --out) and apply that return too. (An HTTP 5xx page is not this: it comes after the service received the request and may have counted it, so the record is uncertain, MP-BKD-010.)",
 }
 
 impl Code {

@@ -82,7 +82,7 @@ pub struct Summary {
     /// Requests that may have reached the service without an answer recorded.
     pub uncertain: u64,
     /// Answers with the signs of the service's own outage (MP-BKD-015: 0x80004003,
-    /// HTTP 5xx): nothing spent, nothing stored as a refusal.
+    /// in a well-formed answer): nothing spent, nothing stored as a refusal.
     pub outage: u64,
     /// Failures by code (service code where there is one).
     pub failed_by_reason: BTreeMap<Reason, u64>,
@@ -845,7 +845,7 @@ pub fn run(
                 Exit::Error,
                 Some(Code::BkdOutage),
                 format!(
-                    "the activation service is failing: {} answer(s) with the signs of an outage (0x80004003 or HTTP 5xx) and no CID; nothing spent, nothing stored as a refusal, no return written",
+                    "the activation service is failing: {} answer(s) with the signs of an outage (0x80004003) and no CID; nothing spent, nothing stored as a refusal, no return written",
                     s.outage
                 ),
             )
