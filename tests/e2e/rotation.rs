@@ -121,6 +121,26 @@ fn a_rotated_key_is_accepted_across_the_gap_and_signs_nothing_new() {
     assert_eq!(r["already_applied"], true, "{r}");
     assert_eq!(r["retired_fingerprint"], old_fp);
     assert_eq!(g.online(&["--json", "trust", "list"]).ok().stdout, before);
+    // A different statement about the same old key (made with the stolen copy: a
+    // successor of the thief's) is no replay: refused, exit 1, and trust unchanged.
+    let forged = g.p("stolen-rotation.json");
+    makproxy_e2e::run(
+        "makproxy-secure",
+        &[
+            "--home",
+            &g.p("stolen-home"),
+            "key",
+            "rotate",
+            "--reason",
+            "mine now",
+            "--out",
+            &forged,
+        ],
+    )
+    .ok();
+    let r = g.online(&["--json", "trust", "accept", &forged]).code(1);
+    assert_eq!(r.json()["error"]["code"], "MP-KEY-018", "{}", r.stdout);
+    assert_eq!(g.online(&["--json", "trust", "list"]).ok().stdout, before);
 }
 
 #[test]

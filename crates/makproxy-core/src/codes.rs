@@ -198,6 +198,8 @@ codes! {
         => "`key revoke` retired this home's key without a successor. Make a new home (`init`) and have the other side trust its key.",
     KeyQuorumMissing = "MP-KEY-017": "the home's quorum file (trust/quorum.json) is missing: the two-person rule is not known"
         => "Homes made by this release keep their signature rules (`trust require`) in trust/quorum.json from `init` on, so a deleted file cannot silently lift a rule: every bundle is refused until it is back. Restore trust/quorum.json from backup, or set each site's rule again with `trust require SITE --signatures N` (N = 1 for none); find out who deleted it.",
+    KeyStatementConflicts = "MP-KEY-018": "a different statement already retired the key this one names: not applied"
+        => "This home accepted one statement retiring that key; this one retires it again with another successor or reason. It is not a replay, and nothing changes. Only a holder of the old key could have signed it: ask the other side by phone whether they made it, and if not, treat the old key as stolen (docs/keys.md, a key was stolen).",
 
     AplNotIssued = "MP-APL-001": "return answers a bundle this site did not issue"
         => "The return answers a bundle this site did not issue (or a different version of it). Apply it at the site that packed the request.",

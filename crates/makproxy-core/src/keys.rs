@@ -108,6 +108,8 @@ pub enum KeyError {
     Statement { path: PathBuf, reason: String },
     #[error("{path}: this statement was applied already: the key it retires (fingerprint {fingerprint}) is retired here")]
     StatementApplied { path: PathBuf, fingerprint: String },
+    #[error("{path}: another statement already retired the key it names (fingerprint {fingerprint}) here; this one, with another successor or reason, is not applied. If the other side did not make it, its old key may be in someone else's hands")]
+    StatementConflicts { path: PathBuf, fingerprint: String },
     #[error("{path}: the statement retires a key that is not pinned here (fingerprint {fingerprint}); apply the earlier statement that names it as successor first")]
     StatementOutOfOrder { path: PathBuf, fingerprint: String },
     #[error(
@@ -144,6 +146,7 @@ impl KeyError {
             },
             KeyError::Statement { .. } => Code::KeyStatement,
             KeyError::StatementApplied { .. } => Code::KeyStatementApplied,
+            KeyError::StatementConflicts { .. } => Code::KeyStatementConflicts,
             KeyError::StatementOutOfOrder { .. } => Code::KeyStatementOrder,
             KeyError::Revoked => Code::KeyRevoked,
             KeyError::Quorum { .. } => Code::Usage,
@@ -992,10 +995,26 @@ impl Home {
             .cloned()
             .or(self.half_accepted(&all, &st.key, &bytes)?);
         let Some(pinned) = live.as_ref() else {
-            if all.iter().any(|t| t.key.key == st.key) {
-                return Err(KeyError::StatementApplied {
-                    path: file.to_path_buf(),
-                    fingerprint,
+            let retired: Vec<&Trusted> = all.iter().filter(|t| t.key.key == st.key).collect();
+            if !retired.is_empty() {
+                // Applied before only if it is the very statement kept for that key: a
+                // different one (another successor: a stolen old key?) is no replay.
+                let same = retired.iter().any(|t| {
+                    let kept = self
+                        .retired_trust_dir(&t.name)
+                        .join(format!("{}.statement", t.key.key_id()));
+                    fs::read(kept).ok().as_deref() == Some(bytes.as_slice())
+                });
+                return Err(if same {
+                    KeyError::StatementApplied {
+                        path: file.to_path_buf(),
+                        fingerprint,
+                    }
+                } else {
+                    KeyError::StatementConflicts {
+                        path: file.to_path_buf(),
+                        fingerprint,
+                    }
                 });
             }
             return Err(KeyError::StatementOutOfOrder {
