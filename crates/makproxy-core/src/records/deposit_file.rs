@@ -73,8 +73,11 @@ pub fn render(host: &HostName, items: &[DepositItem]) -> (Vec<u8>, Vec<u8>) {
     // Checked before anything is deposited, in this order (exit codes in
     // docs/formats.md): the right computer (a host name is letters, digits, - _ . by
     // its type: safe in a cmd string), then no simulated CID ever.
+    // %COMPUTERNAME% is the NetBIOS name: at most the first 15 characters of a longer
+    // host name (one an operator's inventory may carry).
+    let netbios = &host[..host.len().min(15)];
     c.push_str(&format!(
-        "if /i not \"%COMPUTERNAME%\"==\"{host}\" (\r\n  echo error: this deposit script is for {host}, and this computer is %COMPUTERNAME%; nothing deposited.\r\n  exit /b 4\r\n)\r\n"
+        "if /i not \"%COMPUTERNAME%\"==\"{netbios}\" (\r\n  echo error: this deposit script is for {host}, and this computer is %COMPUTERNAME%; nothing deposited.\r\n  exit /b 4\r\n)\r\n"
     ));
     if simulated {
         c.push_str("REM SIMULATED confirmation IDs: they activate nothing, so this script refuses to deposit them.\r\n");
@@ -179,6 +182,16 @@ mod tests {
         assert!(check < forest.find("cscript").unwrap());
         assert_eq!(forest.matches("exit /b 2").count(), 2, "{forest}");
         assert!(forest.split("\r\n").all(|l| !l.contains('\n')), "CRLF only");
+        // A host name longer than a NetBIOS name is compared by its first 15 characters.
+        let (_, long) = render(
+            &HostName::parse("LAB-WORKSTATION-0042").unwrap(),
+            &[item(WmiClass::SoftwareLicensingProduct, false)],
+        );
+        let long = String::from_utf8(long).unwrap();
+        assert!(
+            long.contains("\"%COMPUTERNAME%\"==\"LAB-WORKSTATION\" ("),
+            "{long}"
+        );
         // Each product is deposited by its own tool: slmgr /atp for Windows, ospp.vbs
         // for Office 2010's OSPP, slmgr /ad-activation-apply-cid for a forest.
         assert!(
