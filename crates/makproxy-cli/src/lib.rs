@@ -7,7 +7,6 @@
 #![warn(missing_docs)]
 
 pub mod report;
-pub mod store;
 
 use clap::{Args, Subcommand};
 use makproxy_core::keys::{Home, KeyError, Role};
@@ -83,9 +82,18 @@ pub struct CliError {
     pub hint: Option<String>,
 }
 
-impl From<rusqlite::Error> for CliError {
-    fn from(e: rusqlite::Error) -> Self {
-        CliError::io("database", e)
+impl CliError {
+    /// A store that could not be opened, as the operator sees it; `what` names the
+    /// store ("ledger", "journal").
+    pub fn store(what: &str, e: makproxy_store::StoreError) -> Self {
+        match e {
+            e @ makproxy_store::StoreError::Busy { .. } => {
+                CliError::new(Exit::Error, Some(Code::KeyHomeBusy), format!("{what}: {e}")).hint(
+                    "wait for the other run to finish (nothing was changed), or use another --home",
+                )
+            }
+            e => CliError::io(what, e),
+        }
     }
 }
 

@@ -250,10 +250,6 @@ struct Walk<'a> {
     s: Summary,
 }
 
-fn db(e: impl std::fmt::Display) -> CliError {
-    CliError::io("journal", e)
-}
-
 fn stopped() -> CliError {
     CliError::io("backend workers", "stopped")
 }
@@ -312,13 +308,9 @@ impl Walk<'_> {
 
     /// The answer a record gets without a request, if any.
     fn known(&self, r: &CilRecord, k: &Key) -> Result<Option<Answer>, CliError> {
-        if let Some(st) = self
-            .journal
-            .answer(&k.0, &k.1, self.simulated)
-            .map_err(db)?
-        {
+        if let Some(st) = self.journal.answer(&k.0, &k.1, self.simulated)? {
             return Ok(Some(Answer::Cid {
-                cid: ConfirmationId::parse(&st.cid).map_err(db)?,
+                cid: st.cid,
                 now: st.run == self.run,
                 by: st.backend,
             }));
@@ -329,14 +321,13 @@ impl Walk<'_> {
         if self.skip_refused {
             if let Some(f) = self
                 .journal
-                .failure(self.bundle_id, r.handle, self.backend)
-                .map_err(db)?
+                .failure(self.bundle_id, r.handle, self.backend)?
             {
                 return Ok(Some(Answer::Failed(f)));
             }
         }
         if !self.retry_uncertain && !self.waiting_on.contains_key(k) {
-            if let Some(i) = self.uncertain.of(self.journal, &k.0, &k.1).map_err(db)? {
+            if let Some(i) = self.uncertain.of(self.journal, &k.0, &k.1)? {
                 return Ok(Some(Answer::Failed(RecordFailure::new(
                     Code::BkdUncertain,
                     &format!(
@@ -477,7 +468,7 @@ impl Walk<'_> {
     /// Writes the answers received and the intents of `asking` in one transaction.
     fn persist(&mut self, asking: &[Job]) -> Result<(), CliError> {
         let at = bundle::rfc3339(makproxy_cli::now());
-        let b = self.journal.batch().map_err(db)?;
+        let b = self.journal.batch()?;
         for j in asking {
             b.intend(
                 j.req.iid.digits(),
@@ -485,15 +476,12 @@ impl Walk<'_> {
                 self.backend,
                 self.run,
                 &at,
-            )
-            .map_err(db)?;
+            )?;
         }
         for (job, outcome) in &self.uncommitted {
             let (iid, epid) = (job.req.iid.digits(), job.req.epid.as_str());
             match outcome {
-                Outcome::Cid(cid) => {
-                    b.save_answer(iid, epid, self.simulated, cid.digits(), self.run, &at)
-                }
+                Outcome::Cid(cid) => b.save_answer(iid, epid, self.simulated, cid, self.run, &at),
                 Outcome::Failed(f) => b.save_failure(
                     self.bundle_id,
                     job.handle,
@@ -508,10 +496,9 @@ impl Walk<'_> {
                 Outcome::NotSent(_) | Outcome::Outage(_) => b.settle(iid, epid),
                 // The intent stays open: the next run knows this one is uncertain.
                 Outcome::Uncertain(_) => Ok(()),
-            }
-            .map_err(db)?;
+            }?;
         }
-        b.commit().map_err(db)
+        b.commit().map_err(CliError::from)
     }
 
     /// After a commit: lets the records waiting on the saved answers go.
@@ -690,17 +677,21 @@ impl Uncertainty {
             time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
         };
         let lost = journal
-            .recovered_at(&m.bundle_id)
-            .map_err(db)?
+            .recovered_at(&m.bundle_id)?
             .filter(|r| matches!((at(&m.created), at(r)), (Some(c), Some(r)) if c <= r));
         Ok(Uncertainty {
-            open: journal.any_intent().map_err(db)?,
+            open: journal.any_intent()?,
             lost,
         })
     }
 
     /// The intent (open, or lost with the old journal) that makes this key uncertain.
-    fn of(&self, journal: &Journal, iid: &str, epid: &str) -> rusqlite::Result<Option<Intent>> {
+    fn of(
+        &self,
+        journal: &Journal,
+        iid: &str,
+        epid: &str,
+    ) -> crate::journal::Result<Option<Intent>> {
         if !self.open && self.lost.is_none() {
             return Ok(None);
         }
@@ -737,16 +728,12 @@ fn preflight(
             return Ok::<(), CliError>(());
         }
         let (iid, epid) = (r.installation_id.digits(), r.extended_product_id.as_str());
-        if journal.answer(iid, epid, simulated).map_err(db)?.is_some()
-            || (skip_refused
-                && journal
-                    .failure(&bundle_id, r.handle, kind)
-                    .map_err(db)?
-                    .is_some())
+        if journal.answer(iid, epid, simulated)?.is_some()
+            || (skip_refused && journal.failure(&bundle_id, r.handle, kind)?.is_some())
         {
             return Ok(());
         }
-        if !o.retry_uncertain && uncertain.of(journal, iid, epid).map_err(db)?.is_some() {
+        if !o.retry_uncertain && uncertain.of(journal, iid, epid)?.is_some() {
             need.uncertain += 1;
             return Ok(());
         }
@@ -795,7 +782,7 @@ pub fn run(
 
     // Refusals this backend gave for this bundle are not asked again (unless
     // --retry-failed); open intents only matter to backends that can spend.
-    let skip_refused = !o.retry_failed && journal.any_failure(&m.bundle_id, kind).map_err(db)?;
+    let skip_refused = !o.retry_failed && journal.any_failure(&m.bundle_id, kind)?;
     let uncertain = Uncertainty::of_run(journal, simulated, &m)?;
     let lost = uncertain.lost.is_some();
     let need = preflight(&mut v, journal, o, skip_refused, &uncertain)?;
@@ -819,20 +806,16 @@ pub fn run(
     };
 
     let at = bundle::rfc3339(now);
-    journal
-        .record_request(
-            &m.bundle_id,
-            &m.site,
-            m.sequence,
-            &v.manifest_sha256,
-            &signer,
-            &at,
-        )
-        .map_err(db)?;
+    journal.record_request(
+        &m.bundle_id,
+        &m.site,
+        m.sequence,
+        &v.manifest_sha256,
+        &signer,
+        &at,
+    )?;
     let endpoint = o.backend.endpoint();
-    let run = journal
-        .start_run(&bundle::new_bundle_id(), &m.bundle_id, kind, &endpoint, &at)
-        .map_err(db)?;
+    let run = journal.start_run(&bundle::new_bundle_id(), &m.bundle_id, kind, &endpoint, &at)?;
     let (writer, s, unreachable) =
         walk_bundle(out, journal, o, &mut v, run, skip_refused, uncertain)?;
 
@@ -872,7 +855,7 @@ pub fn run(
     let whole =
         !unreachable && s.no_response == 0 && s.outage == 0 && !o.stop.load(Ordering::SeqCst);
     if lost && o.retry_uncertain && whole {
-        journal.clear_lost(&m.bundle_id, &at).map_err(db)?;
+        journal.clear_lost(&m.bundle_id, &at)?;
     }
     let exit = Exit::outcome(s.obtained + s.from_journal, s.failed);
     out.report(&Activated {
@@ -892,13 +875,11 @@ pub fn run(
 fn refuse_replay(journal: &Journal, v: &bundle::Verified, signer: &str) -> Result<(), CliError> {
     let m = &v.manifest;
     if let Some(other) = journal
-        .request_with_sequence(signer, m.sequence)
-        .map_err(db)?
+        .request_with_sequence(signer, m.sequence)?
         .filter(|b| *b != m.bundle_id)
     {
         let highest = journal
-            .sequences()
-            .map_err(db)?
+            .sequences()?
             .into_iter()
             .filter(|q| q.signer_key_id == signer)
             .map(|q| q.highest)
@@ -958,7 +939,7 @@ fn check_remaining(
             .channels
             .get(epid)
             .map_or("key".to_string(), |c| format!("{c} key"));
-        let epid_v = ExtendedProductId::parse(epid).map_err(db)?;
+        let epid_v = ExtendedProductId::parse(epid).map_err(|e| CliError::io("journal", e))?;
         let left = backend.remaining(&epid_v).map_err(|f| {
             CliError::new(
                 Exit::Error,
@@ -1111,7 +1092,7 @@ fn write_return(
 ) -> Result<bundle::Written, CliError> {
     let m = &v.manifest;
     let (simulated, kind) = (o.backend.simulated(), o.backend.kind());
-    let sequence = journal.next_return_sequence().map_err(db)?;
+    let sequence = journal.next_return_sequence()?;
     let header = Header {
         bundle_id: bundle::new_bundle_id(),
         site: home.site.clone(),
@@ -1134,15 +1115,13 @@ fn write_return(
         remaining,
     };
     let written = writer.finish(header, key, o.out)?;
-    journal
-        .record_return(
-            &written.manifest.bundle_id,
-            &m.bundle_id,
-            sequence,
-            &o.out.display().to_string(),
-            &written.manifest.created,
-        )
-        .map_err(db)?;
+    journal.record_return(
+        &written.manifest.bundle_id,
+        &m.bundle_id,
+        sequence,
+        &o.out.display().to_string(),
+        &written.manifest.created,
+    )?;
 
     Ok(written)
 }
@@ -1294,8 +1273,7 @@ pub fn worksheet(
                 r.installation_id.digits(),
                 r.extended_product_id.as_str(),
                 false,
-            )
-            .map_err(db)?
+            )?
             .is_some()
         {
             answered += 1;

@@ -18,9 +18,10 @@
 //! IDs) and found through an index on a 64-bit digest of the lookup key; the full key is
 //! compared on every hit, so a digest collision costs a row read, never a wrong answer.
 
-use makproxy_cli::store::{self, Migration, StoreError};
 use makproxy_core::bundle::{BackendKind, FailureCode, FailureMessage, RecordFailure, ServiceCode};
+use makproxy_core::ids::ConfirmationId;
 use makproxy_core::keys::Home;
+use makproxy_store::{self as store, Migration, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use sha2::{Digest, Sha256};
 
@@ -141,8 +142,9 @@ DROP TABLE requests_v2;
 /// A CID in the journal, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
-    /// The confirmation ID.
-    pub cid: String,
+    /// The confirmation ID, read back through its type (a journal row that is not one
+    /// is a damaged journal, [`JournalError::Invalid`]).
+    pub cid: ConfirmationId,
     /// The run (row ID) that obtained it.
     pub run: i64,
     /// The backend that obtained it.
@@ -224,6 +226,56 @@ fn backend_of(s: String) -> rusqlite::Result<BackendKind> {
         )
     })
 }
+
+/// Why a journal read or write failed: the journal's own error, mapped to an exit code
+/// and a message by the binary (`From<JournalError> for CliError`).
+#[derive(Debug)]
+pub enum JournalError {
+    /// SQLite refused (a damaged file, a full disk, an I/O error).
+    Sqlite(rusqlite::Error),
+    /// A row holds what its column's type does not accept (a damaged or foreign
+    /// journal).
+    Invalid(rusqlite::Error),
+    /// A second, different CID for an answer the journal already holds: refused, the
+    /// first one stays (exactly-once).
+    Contradiction(String),
+}
+
+impl std::fmt::Display for JournalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JournalError::Sqlite(e) | JournalError::Invalid(e) => e.fmt(f),
+            JournalError::Contradiction(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for JournalError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            JournalError::Sqlite(e) | JournalError::Invalid(e) => Some(e),
+            JournalError::Contradiction(_) => None,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for JournalError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            e @ rusqlite::Error::FromSqlConversionFailure(..) => JournalError::Invalid(e),
+            e => JournalError::Sqlite(e),
+        }
+    }
+}
+
+impl From<JournalError> for makproxy_cli::CliError {
+    fn from(e: JournalError) -> Self {
+        makproxy_cli::CliError::io("journal", e)
+    }
+}
+
+/// What the journal's reads and writes return.
+pub type Result<T, E = JournalError> = std::result::Result<T, E>;
 
 /// The online side's store.
 pub struct Journal {
@@ -357,7 +409,7 @@ impl Journal {
         let p = path(home);
         // The real journal's lock, held until this process ends: a second recover, or
         // an activate, on this home fails at once (MP-KEY-009) instead of racing.
-        store::lock(&p).map_err(|e| e.cli("journal"))?;
+        store::lock(&p).map_err(|e| makproxy_cli::CliError::store("journal", e))?;
         if exists(&p) {
             return Err(open_error(OpenError::Exists(p)));
         }
@@ -380,14 +432,14 @@ impl Journal {
             t.push(suffix);
             let _ = std::fs::remove_file(std::path::Path::new(&t));
         }
-        let db = |e: rusqlite::Error| makproxy_cli::CliError::io("journal", e);
-        let mut j = Self::open_path(&tmp).map_err(|e| e.cli("journal"))?;
+        let mut j =
+            Self::open_path(&tmp).map_err(|e| makproxy_cli::CliError::store("journal", e))?;
         store::meta_set(
             &j.conn,
             "home_key",
             &home_keys(home).map_err(open_error)?[0],
         )
-        .map_err(db)?;
+        .map_err(JournalError::from)?;
         let mut out = Vec::new();
         let at = makproxy_core::bundle::rfc3339(now);
         for (f, mut v) in verified {
@@ -402,7 +454,7 @@ impl Journal {
             // One run per backend the records name (each answer keeps its provenance).
             let mut runs: Vec<(BackendKind, i64)> = Vec::new();
             let mut restored = 0u64;
-            let batch = j.batch().map_err(db)?;
+            let batch = j.batch()?;
             v.records(|r: ReturnRecord| {
                 let Some(cid) = r.confirmation_id() else {
                     return Ok(());
@@ -410,33 +462,29 @@ impl Journal {
                 let run = match runs.iter().find(|(b, _)| *b == r.backend) {
                     Some((_, id)) => *id,
                     None => {
-                        let id = batch
-                            .start_run(
-                                &format!("recovered-{}-{}", m.bundle_id, r.backend.as_str()),
-                                &a.bundle_id,
-                                r.backend,
-                                &format!("recovered from {name}"),
-                                &m.created,
-                            )
-                            .map_err(db)?;
+                        let id = batch.start_run(
+                            &format!("recovered-{}-{}", m.bundle_id, r.backend.as_str()),
+                            &a.bundle_id,
+                            r.backend,
+                            &format!("recovered from {name}"),
+                            &m.created,
+                        )?;
                         runs.push((r.backend, id));
                         id
                     }
                 };
-                batch
-                    .save_answer(
-                        r.installation_id.digits(),
-                        r.extended_product_id.as_str(),
-                        r.simulated,
-                        cid.digits(),
-                        run,
-                        &m.created,
-                    )
-                    .map_err(db)?;
+                batch.save_answer(
+                    r.installation_id.digits(),
+                    r.extended_product_id.as_str(),
+                    r.simulated,
+                    cid,
+                    run,
+                    &m.created,
+                )?;
                 restored += 1;
                 Ok::<(), makproxy_cli::CliError>(())
             })?;
-            batch.commit().map_err(db)?;
+            batch.commit()?;
             j.record_request(
                 &a.bundle_id,
                 &a.site,
@@ -444,10 +492,8 @@ impl Journal {
                 &a.manifest_sha256,
                 &format!("site:{}", a.site),
                 &m.created,
-            )
-            .map_err(db)?;
-            j.record_return(&m.bundle_id, &a.bundle_id, m.sequence, &name, &m.created)
-                .map_err(db)?;
+            )?;
+            j.record_return(&m.bundle_id, &a.bundle_id, m.sequence, &name, &m.created)?;
             out.push(RecoveredReturn {
                 file: f.display().to_string(),
                 bundle_id: m.bundle_id.clone(),
@@ -456,10 +502,10 @@ impl Journal {
                 answers_restored: restored,
             });
         }
-        store::meta_set(&j.conn, "recovered_at", &at).map_err(db)?;
+        store::meta_set(&j.conn, "recovered_at", &at).map_err(JournalError::from)?;
         j.conn
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-            .map_err(db)?;
+            .map_err(JournalError::from)?;
         drop(j);
         std::fs::rename(&tmp, &p).map_err(|e| makproxy_cli::CliError::io(p.display(), e))?;
         makproxy_core::fsutil::sync_dir(&home.dir)
@@ -470,27 +516,23 @@ impl Journal {
     /// When `recover` rebuilt this journal, if it did and `bundle_id` has not been
     /// cleared since ([`Journal::clear_lost`]): records of requests created up to then
     /// that have no answer may have been sent by the lost journal's runs.
-    pub fn recovered_at(&self, bundle_id: &str) -> rusqlite::Result<Option<String>> {
+    pub fn recovered_at(&self, bundle_id: &str) -> Result<Option<String>> {
         if store::meta_get(&self.conn, &format!("lost_cleared:{bundle_id}"))?.is_some() {
             return Ok(None);
         }
-        store::meta_get(&self.conn, "recovered_at")
+        store::meta_get(&self.conn, "recovered_at").map_err(JournalError::from)
     }
 
     /// A run with --retry-uncertain went through every record of `bundle_id` after the
     /// recovery: from now on its records are uncertain only by their own intents.
-    pub fn clear_lost(&self, bundle_id: &str, at: &str) -> rusqlite::Result<()> {
+    pub fn clear_lost(&self, bundle_id: &str, at: &str) -> Result<()> {
         store::meta_set(&self.conn, &format!("lost_cleared:{bundle_id}"), at)
+            .map_err(JournalError::from)
     }
 
     /// The open intent for this key, or, for a request made before the journal was
     /// recovered (`lost`: when), the lost journal's possible one.
-    pub fn open_intent(
-        &self,
-        iid: &str,
-        epid: &str,
-        lost: Option<&str>,
-    ) -> rusqlite::Result<Option<Intent>> {
+    pub fn open_intent(&self, iid: &str, epid: &str, lost: Option<&str>) -> Result<Option<Intent>> {
         Ok(self.intent(iid, epid)?.or_else(|| {
             lost.map(|at| Intent {
                 iid: iid.to_string(),
@@ -517,17 +559,12 @@ impl Journal {
         backend: BackendKind,
         endpoint: &str,
         at: &str,
-    ) -> rusqlite::Result<i64> {
-        insert_run(&self.conn, run_id, bundle_id, backend, endpoint, at)
+    ) -> Result<i64> {
+        insert_run(&self.conn, run_id, bundle_id, backend, endpoint, at).map_err(JournalError::from)
     }
 
     /// A CID already in the journal for this key, and who obtained it.
-    pub fn answer(
-        &self,
-        iid: &str,
-        epid: &str,
-        simulated: bool,
-    ) -> rusqlite::Result<Option<Stored>> {
+    pub fn answer(&self, iid: &str, epid: &str, simulated: bool) -> Result<Option<Stored>> {
         self.conn
             .prepare_cached(
                 "SELECT a.cid, a.run, r.backend FROM answers a JOIN runs r ON r.id = a.run
@@ -540,7 +577,13 @@ impl Journal {
             .optional()?
             .map(|(cid, run, b)| {
                 Ok(Stored {
-                    cid,
+                    cid: ConfirmationId::parse(&cid).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            0,
+                            rusqlite::types::Type::Text,
+                            format!("CID in the journal: {e}").into(),
+                        )
+                    })?,
                     run,
                     backend: backend_of(b)?,
                 })
@@ -550,12 +593,14 @@ impl Journal {
 
     /// Whether any refusal by `backend` is recorded for this bundle (when none is,
     /// per-record lookups can be skipped).
-    pub fn any_failure(&self, bundle_id: &str, backend: BackendKind) -> rusqlite::Result<bool> {
-        self.conn.query_row(
-            "SELECT EXISTS(SELECT 1 FROM failures WHERE bundle_id = ?1 AND backend = ?2)",
-            params![bundle_id, backend.as_str()],
-            |r| r.get(0),
-        )
+    pub fn any_failure(&self, bundle_id: &str, backend: BackendKind) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM failures WHERE bundle_id = ?1 AND backend = ?2)",
+                params![bundle_id, backend.as_str()],
+                |r| r.get(0),
+            )
+            .map_err(JournalError::from)
     }
 
     /// A refusal the same backend gave earlier for this record of this bundle.
@@ -564,7 +609,7 @@ impl Journal {
         bundle_id: &str,
         handle: u64,
         backend: BackendKind,
-    ) -> rusqlite::Result<Option<RecordFailure>> {
+    ) -> Result<Option<RecordFailure>> {
         self.conn
             .prepare_cached(
                 "SELECT code, service_code, message FROM failures WHERE bundle_id = ?1 AND handle = ?2 AND backend = ?3",
@@ -572,43 +617,44 @@ impl Journal {
             .query_row(params![bundle_id, handle as i64, backend.as_str()], |r| {
                 failure_row(r, 0)
             })
-            .optional()
+            .optional().map_err(JournalError::from)
     }
 
     /// Whether any intent is open (when none is, per-record lookups can be skipped).
-    pub fn any_intent(&self) -> rusqlite::Result<bool> {
+    pub fn any_intent(&self) -> Result<bool> {
         self.conn
             .query_row("SELECT EXISTS(SELECT 1 FROM intents)", [], |r| r.get(0))
+            .map_err(JournalError::from)
     }
 
     /// The open intent for this key: a request that may have reached the service.
-    pub fn intent(&self, iid: &str, epid: &str) -> rusqlite::Result<Option<Intent>> {
+    pub fn intent(&self, iid: &str, epid: &str) -> Result<Option<Intent>> {
         self.conn
             .prepare_cached(
                 "SELECT i.iid, i.epid, i.backend, r.run_id, i.at FROM intents i JOIN runs r ON r.id = i.run
                  WHERE i.iid = ?1 AND i.epid = ?2",
             )?
             .query_row(params![iid, epid], intent_row)
-            .optional()
+            .optional().map_err(JournalError::from)
     }
 
     /// Every open intent (`journal list --uncertain`).
-    pub fn intents(&self) -> rusqlite::Result<Vec<Intent>> {
+    pub fn intents(&self) -> Result<Vec<Intent>> {
         self.conn
             .prepare(
                 "SELECT i.iid, i.epid, i.backend, r.run_id, i.at FROM intents i JOIN runs r ON r.id = i.run ORDER BY i.at, i.iid",
             )?
             .query_map([], intent_row)?
-            .collect()
+            .collect::<rusqlite::Result<_>>().map_err(JournalError::from)
     }
 
     /// Answers in the journal, newest first, at most `limit` (`journal list`).
-    pub fn entries(&self, limit: u32) -> rusqlite::Result<Vec<Entry>> {
+    pub fn entries(&self, limit: u32) -> Result<Vec<Entry>> {
         self.entries_where("1 = 1 ORDER BY a.id DESC LIMIT ?1", params![limit])
     }
 
     /// Everything the journal holds about one IID (`journal show`).
-    pub fn show(&self, iid: &str) -> rusqlite::Result<(Vec<Entry>, Vec<StoredFailure>)> {
+    pub fn show(&self, iid: &str) -> Result<(Vec<Entry>, Vec<StoredFailure>)> {
         let answers = self.entries_where("a.iid = ?1 ORDER BY a.id", params![iid])?;
         let failures = self
             .conn
@@ -626,11 +672,7 @@ impl Journal {
         Ok((answers, failures))
     }
 
-    fn entries_where(
-        &self,
-        clause: &str,
-        p: impl rusqlite::Params,
-    ) -> rusqlite::Result<Vec<Entry>> {
+    fn entries_where(&self, clause: &str, p: impl rusqlite::Params) -> Result<Vec<Entry>> {
         self.conn
             .prepare(&format!(
                 "SELECT a.iid, a.epid, a.cid, a.simulated, r.backend, r.endpoint, r.bundle_id, r.run_id, a.at, q.site
@@ -650,12 +692,12 @@ impl Journal {
                     site: r.get(9)?,
                 })
             })?
-            .collect()
+            .collect::<rusqlite::Result<_>>().map_err(JournalError::from)
     }
 
     /// Removes every answer, refusal and intent for one IID and records why. Returns
     /// how many rows went; the audit row stays for good.
-    pub fn forget(&mut self, iid: &str, reason: &str, at: &str) -> rusqlite::Result<usize> {
+    pub fn forget(&mut self, iid: &str, reason: &str, at: &str) -> Result<usize> {
         let tx = self.conn.transaction()?;
         let mut what = Vec::new();
         {
@@ -705,7 +747,7 @@ impl Journal {
         &self,
         signer_key_id: &str,
         sequence: u64,
-    ) -> rusqlite::Result<Option<String>> {
+    ) -> Result<Option<String>> {
         self.conn
             .query_row(
                 "SELECT bundle_id FROM requests WHERE signer = ?1 AND sequence = ?2",
@@ -713,11 +755,12 @@ impl Journal {
                 |r| r.get(0),
             )
             .optional()
+            .map_err(JournalError::from)
     }
 
     /// Every (site, signing key) this gateway took bundles from: the highest sequence
     /// seen, how many bundles, and when the last was first seen; by site, then key.
-    pub fn sequences(&self) -> rusqlite::Result<Vec<SequenceSeen>> {
+    pub fn sequences(&self) -> Result<Vec<SequenceSeen>> {
         self.conn
             .prepare(
                 "SELECT site, signer, MAX(sequence), COUNT(*), MAX(first_seen) FROM requests GROUP BY site, signer ORDER BY site, signer",
@@ -731,7 +774,7 @@ impl Journal {
                     last_seen: r.get(4)?,
                 })
             })?
-            .collect()
+            .collect::<rusqlite::Result<_>>().map_err(JournalError::from)
     }
 
     /// Remembers a request bundle (the first time it is seen).
@@ -743,7 +786,7 @@ impl Journal {
         manifest_sha256: &str,
         signer_key_id: &str,
         at: &str,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<()> {
         self.conn.execute(
             "INSERT OR IGNORE INTO requests(bundle_id, site, sequence, manifest_sha256, first_seen, signer) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
             params![bundle_id, site, sequence as i64, manifest_sha256, at, signer_key_id],
@@ -752,7 +795,7 @@ impl Journal {
     }
 
     /// The sequence number the next return bundle gets.
-    pub fn next_return_sequence(&self) -> rusqlite::Result<u64> {
+    pub fn next_return_sequence(&self) -> Result<u64> {
         Ok(store::meta_get(&self.conn, "next_sequence")?
             .and_then(|x| x.parse().ok())
             .unwrap_or(1))
@@ -766,18 +809,18 @@ impl Journal {
         sequence: u64,
         file: &str,
         at: &str,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT OR REPLACE INTO returns(bundle_id, answers, sequence, file, at) VALUES(?1, ?2, ?3, ?4, ?5)",
             params![bundle_id, answers, sequence as i64, file, at],
         )?;
         store::meta_set(&tx, "next_sequence", &(sequence + 1).to_string())?;
-        tx.commit()
+        tx.commit().map_err(JournalError::from)
     }
 
     /// Starts a group of writes committed together (one fsync).
-    pub fn batch(&mut self) -> rusqlite::Result<Batch<'_>> {
+    pub fn batch(&mut self) -> Result<Batch<'_>> {
         Ok(Batch {
             tx: self.conn.transaction()?,
         })
@@ -821,7 +864,7 @@ pub fn open_error(e: OpenError) -> makproxy_cli::CliError {
         makproxy_core::sanitize::escape(&p.display().to_string()).into_owned()
     };
     match e {
-        OpenError::Store(e) => e.cli("journal"),
+        OpenError::Store(e) => makproxy_cli::CliError::store("journal", e),
         OpenError::Key(e) => e.into(),
         OpenError::Missing(p) => CliError::new(
             Exit::Error,
@@ -874,8 +917,8 @@ impl Batch<'_> {
         backend: BackendKind,
         endpoint: &str,
         at: &str,
-    ) -> rusqlite::Result<i64> {
-        insert_run(&self.tx, run_id, bundle_id, backend, endpoint, at)
+    ) -> Result<i64> {
+        insert_run(&self.tx, run_id, bundle_id, backend, endpoint, at).map_err(JournalError::from)
     }
 
     /// Records that a request is about to leave for a backend that can spend.
@@ -886,7 +929,7 @@ impl Batch<'_> {
         backend: BackendKind,
         run: i64,
         at: &str,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<()> {
         self.tx
             .prepare_cached(
                 "INSERT OR REPLACE INTO intents(iid, epid, backend, run, at) VALUES(?1, ?2, ?3, ?4, ?5)",
@@ -896,7 +939,7 @@ impl Batch<'_> {
     }
 
     /// Closes the intent for a key: its answer is in, or the request never left.
-    pub fn settle(&self, iid: &str, epid: &str) -> rusqlite::Result<()> {
+    pub fn settle(&self, iid: &str, epid: &str) -> Result<()> {
         self.tx
             .prepare_cached("DELETE FROM intents WHERE iid = ?1 AND epid = ?2")?
             .execute(params![iid, epid])?;
@@ -911,10 +954,11 @@ impl Batch<'_> {
         iid: &str,
         epid: &str,
         simulated: bool,
-        cid: &str,
+        cid: &ConfirmationId,
         run: i64,
         at: &str,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<()> {
+        let cid = cid.digits();
         let k = key(iid, epid, simulated);
         let existing: Option<String> = self
             .tx
@@ -926,9 +970,9 @@ impl Batch<'_> {
         match existing {
             Some(c) if c == cid => {}
             Some(_) => {
-                return Err(rusqlite::Error::ToSqlConversionFailure(
-                    format!("a second, different answer for IID {iid}: refused").into(),
-                ))
+                return Err(JournalError::Contradiction(format!(
+                    "a second, different answer for IID {iid}: refused"
+                )))
             }
             None => {
                 self.tx
@@ -956,7 +1000,7 @@ impl Batch<'_> {
         epid: &str,
         f: &RecordFailure,
         at: &str,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<()> {
         self.tx
             .prepare_cached(
                 "INSERT INTO failures(bundle_id, handle, backend, iid, code, service_code, message, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -979,14 +1023,20 @@ impl Batch<'_> {
     }
 
     /// Makes everything in the batch durable at once.
-    pub fn commit(self) -> rusqlite::Result<()> {
-        self.tx.commit()
+    pub fn commit(self) -> Result<()> {
+        self.tx.commit().map_err(JournalError::from)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A well-formed CID, different for each `n`.
+    fn c(n: u8) -> ConfirmationId {
+        let payload: Vec<u8> = (0..40).map(|i| (n + i) % 10).collect();
+        ConfirmationId::parse(&makproxy_core::ids::with_check_digits(&payload, 6)).unwrap()
+    }
 
     fn journal() -> (tempfile::TempDir, Journal) {
         let dir = tempfile::tempdir().unwrap();
@@ -1002,13 +1052,12 @@ mod tests {
         }
     }
 
-    /// A journal holding one answer, CID-A for ("111", "E1", real), obtained by
+    /// A journal holding one answer, `c(1)` for ("111", "E1", real), obtained by
     /// `backend` in run "r1"; returns the run's row ID.
     fn with_answer(j: &mut Journal, backend: BackendKind) -> i64 {
         let run = j.start_run("r1", "b1", backend, "u", "t").unwrap();
         let b = j.batch().unwrap();
-        b.save_answer("111", "E1", false, "CID-A", run, "t")
-            .unwrap();
+        b.save_answer("111", "E1", false, &c(1), run, "t").unwrap();
         b.commit().unwrap();
         run
     }
@@ -1018,7 +1067,7 @@ mod tests {
         let (_d, mut j) = journal();
         with_answer(&mut j, BackendKind::Manual);
         let got = j.answer("111", "E1", false).unwrap().unwrap();
-        assert_eq!(got.cid, "CID-A");
+        assert_eq!(got.cid, c(1));
         assert_eq!(got.backend, BackendKind::Manual);
         assert_eq!(j.answer("111", "E1", true).unwrap(), None);
         assert_eq!(j.answer("111", "E2", false).unwrap(), None);
@@ -1032,13 +1081,10 @@ mod tests {
             .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
             .unwrap();
         let b = j.batch().unwrap();
-        b.save_answer("111", "E1", false, "CID-A", run, "t")
-            .unwrap();
-        b.save_answer("111", "E1", false, "CID-A", run, "t")
+        b.save_answer("111", "E1", false, &c(1), run, "t").unwrap();
+        b.save_answer("111", "E1", false, &c(1), run, "t")
             .expect("the same answer again is harmless");
-        assert!(b
-            .save_answer("111", "E1", false, "CID-B", run, "t")
-            .is_err());
+        assert!(b.save_answer("111", "E1", false, &c(2), run, "t").is_err());
     }
 
     #[test]
@@ -1060,6 +1106,27 @@ mod tests {
     }
 
     #[test]
+    fn a_journal_row_that_is_not_a_cid_is_refused_not_served() {
+        let (_d, j) = journal();
+        let run = j
+            .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
+            .unwrap();
+        // A tampered (or damaged) journal: the row's CID is not 48 valid digits.
+        j.conn
+            .execute(
+                "INSERT INTO answers(key, iid, epid, simulated, cid, run, at) VALUES(?1, '222', 'E', 0, '123456', ?2, 't')",
+                params![key("222", "E", false), run],
+            )
+            .unwrap();
+        match j.answer("222", "E", false) {
+            Err(e @ JournalError::Invalid(_)) => {
+                assert!(e.to_string().contains("CID in the journal"), "{e}")
+            }
+            other => panic!("served or misclassified: {other:?}"),
+        }
+    }
+
+    #[test]
     fn a_digest_collision_never_serves_another_records_cid() {
         let (_d, mut j) = journal();
         let run = j
@@ -1074,9 +1141,9 @@ mod tests {
             .unwrap();
         assert_eq!(j.answer("222", "E", false).unwrap(), None);
         let b = j.batch().unwrap();
-        b.save_answer("222", "E", false, "MINE", run, "t").unwrap();
+        b.save_answer("222", "E", false, &c(3), run, "t").unwrap();
         b.commit().unwrap();
-        assert_eq!(j.answer("222", "E", false).unwrap().unwrap().cid, "MINE");
+        assert_eq!(j.answer("222", "E", false).unwrap().unwrap().cid, c(3));
         assert_eq!(
             j.answer("999", "E", false).unwrap(),
             None,
@@ -1128,7 +1195,7 @@ mod tests {
         b.commit().unwrap();
         assert!(j.any_intent().unwrap());
         let b = j.batch().unwrap();
-        b.save_answer("1", "E", false, "C", run, "t").unwrap();
+        b.save_answer("1", "E", false, &c(4), run, "t").unwrap();
         b.commit().unwrap();
         assert_eq!(j.intent("1", "E").unwrap(), None);
         let open = j.intent("2", "E").unwrap().unwrap();
@@ -1154,8 +1221,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("j.sqlite3");
         // The schema-2 layout as release 0.1 wrote it, with one answer and one refusal.
-        let c = Connection::open(&p).unwrap();
-        c.execute_batch(&format!(
+        let conn = Connection::open(&p).unwrap();
+        conn.execute_batch(&format!(
             "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
              INSERT INTO meta VALUES('schema_version', '2');
              CREATE TABLE runs(id INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, bundle_id TEXT NOT NULL, backend TEXT NOT NULL, started TEXT NOT NULL);
@@ -1164,15 +1231,16 @@ mod tests {
              CREATE TABLE requests(bundle_id TEXT PRIMARY KEY, site TEXT NOT NULL, sequence INTEGER NOT NULL, manifest_sha256 TEXT NOT NULL, first_seen TEXT NOT NULL, UNIQUE(site, sequence));
              CREATE TABLE returns(bundle_id TEXT PRIMARY KEY, answers TEXT NOT NULL, sequence INTEGER NOT NULL, file TEXT NOT NULL, at TEXT NOT NULL);
              INSERT INTO runs VALUES(1, 'r1', 'b1', 'microsoft', 't');
-             INSERT INTO answers VALUES(1, {}, '111', 'E', 0, 'CID', 1, 't');
+             INSERT INTO answers VALUES(1, {}, '111', 'E', 0, '{}', 1, 't');
              INSERT INTO failures VALUES('b1', 2, 'MP-BKD-001', '0x7F', 'm', 't');",
-            key("111", "E", false)
+            key("111", "E", false),
+            c(5).digits()
         ))
         .unwrap();
-        drop(c);
+        drop(conn);
         let j = Journal::open_path(&p).unwrap();
         let a = j.answer("111", "E", false).unwrap().unwrap();
-        assert_eq!((a.cid.as_str(), a.backend), ("CID", BackendKind::Microsoft));
+        assert_eq!((a.cid, a.backend), (c(5), BackendKind::Microsoft));
         assert_eq!(
             j.failure("b1", 2, BackendKind::Microsoft).unwrap(),
             None,
@@ -1190,10 +1258,8 @@ mod tests {
             .start_run("r1", "b1", BackendKind::Microsoft, "https://x", "t0")
             .unwrap();
         let b = j.batch().unwrap();
-        b.save_answer("111", "E1", false, "CID-A", run, "t1")
-            .unwrap();
-        b.save_answer("222", "E2", false, "CID-B", run, "t2")
-            .unwrap();
+        b.save_answer("111", "E1", false, &c(1), run, "t1").unwrap();
+        b.save_answer("222", "E2", false, &c(2), run, "t2").unwrap();
         b.save_failure(
             "b1",
             7,
@@ -1225,7 +1291,7 @@ mod tests {
                 a.cid.as_deref(),
                 a.simulated
             ),
-            ("111", "E1", Some("CID-A"), false)
+            ("111", "E1", Some(c(1).digits()), false)
         );
         assert_eq!(
             (
@@ -1240,7 +1306,7 @@ mod tests {
 
         let (answers, failures) = j.show("111").unwrap();
         assert_eq!(answers.len(), 1);
-        assert_eq!(answers[0].cid.as_deref(), Some("CID-A"));
+        assert_eq!(answers[0].cid.as_deref(), Some(c(1).digits()));
         assert_eq!(failures.len(), 1);
         let f = &failures[0];
         assert_eq!(
@@ -1270,7 +1336,10 @@ mod tests {
         assert_eq!(
             audit[0],
             (
-                "answer CID-A (microsoft); 1 refusal(s); 1 open intent(s)".to_string(),
+                format!(
+                    "answer {} (microsoft); 1 refusal(s); 1 open intent(s)",
+                    c(1).digits()
+                ),
                 "reimaged".to_string()
             )
         );

@@ -238,7 +238,6 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
 }
 
 fn journal_command(out: &Output, j: &mut Journal, c: &JournalCommand) -> Result<Exit, CliError> {
-    let db = |e: rusqlite::Error| CliError::io("journal", e);
     let iid_of = |text: &str| {
         makproxy_core::ids::InstallationId::parse(text)
             .map_err(|e| CliError::new(Exit::Usage, Some(e.code()), e.to_string()))
@@ -247,19 +246,18 @@ fn journal_command(out: &Output, j: &mut Journal, c: &JournalCommand) -> Result<
         JournalCommand::List {
             uncertain: true, ..
         } => {
-            let open = j.intents().map_err(db)?;
+            let open = j.intents()?;
             out.report(&reports::Uncertain { uncertain: open });
         }
         JournalCommand::List { limit, .. } => {
-            let rows = j.entries(*limit).map_err(db)?;
+            let rows = j.entries(*limit)?;
             out.report(&reports::Answers { answers: rows });
         }
         JournalCommand::Show { iid } => {
             let iid = iid_of(iid)?;
-            let (answers, failures) = j.show(iid.digits()).map_err(db)?;
+            let (answers, failures) = j.show(iid.digits())?;
             let open = j
-                .intents()
-                .map_err(db)?
+                .intents()?
                 .into_iter()
                 .filter(|i| i.iid == iid.digits())
                 .collect::<Vec<_>>();
@@ -273,7 +271,7 @@ fn journal_command(out: &Output, j: &mut Journal, c: &JournalCommand) -> Result<
         }
         JournalCommand::Sequences => {
             out.report(&reports::Sequences {
-                sequences: j.sequences().map_err(db)?,
+                sequences: j.sequences()?,
             });
         }
         JournalCommand::Forget { iid, reason } => {
@@ -282,7 +280,7 @@ fn journal_command(out: &Output, j: &mut Journal, c: &JournalCommand) -> Result<
                 return Err(CliError::new(Exit::Usage, None, "--reason must say why"));
             }
             let at = makproxy_core::bundle::rfc3339(makproxy_cli::now());
-            let n = j.forget(iid.digits(), reason, &at).map_err(db)?;
+            let n = j.forget(iid.digits(), reason, &at)?;
             out.report(&reports::Forgotten {
                 installation_id: iid.digits().to_string(),
                 removed: n,

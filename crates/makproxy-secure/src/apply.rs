@@ -74,7 +74,7 @@ pub struct Note {
 }
 
 /// Names the machine and product of each note `record` added from `from` on.
-fn name_notes(tx: &Tx, request: &str, notes: &mut [Note]) -> rusqlite::Result<()> {
+fn name_notes(tx: &Tx, request: &str, notes: &mut [Note]) -> crate::ledger::Result<()> {
     for n in notes {
         if let Some(p) = tx.bundle_record(request, n.handle)? {
             let now = tx.product_now(p.product_id)?;
@@ -326,7 +326,6 @@ pub fn run(
     deposit_dir: &Path,
     dry_run: bool,
 ) -> Result<Exit, CliError> {
-    let db = |e: rusqlite::Error| CliError::io("ledger", e);
     let now = makproxy_cli::now();
     let at = bundle::rfc3339(now);
     let mut v = makproxy_cli::open_bundle(home, file, Kind::Return, now)?;
@@ -334,8 +333,8 @@ pub fn run(
     let answers = m.answers.clone().expect("checked by the reader");
     let backend = m.backend.clone().expect("checked by the reader");
 
-    let tx = ledger.begin().map_err(db)?;
-    if let Some((applied_at, summary)) = tx.return_applied(&m.bundle_id).map_err(db)? {
+    let tx = ledger.begin()?;
+    if let Some((applied_at, summary)) = tx.return_applied(&m.bundle_id)? {
         let (files, problems) = if dry_run {
             (0, Vec::new())
         } else {
@@ -354,7 +353,7 @@ pub fn run(
         });
         return Ok(Exit::outcome(files, failed));
     }
-    match tx.issued(&answers.bundle_id).map_err(db)? {
+    match tx.issued(&answers.bundle_id)? {
         Some((sha, seq))
             if sha == answers.manifest_sha256
                 && answers.site == home.site
@@ -379,9 +378,9 @@ pub fn run(
             &mut s,
             &mut notes,
         )
-        .map_err(db)
+        .map_err(CliError::from)
     })?;
-    name_notes(&tx, &answers.bundle_id, &mut notes).map_err(db)?;
+    name_notes(&tx, &answers.bundle_id, &mut notes)?;
     if dry_run {
         drop(tx);
         out.report(&DryRun {
@@ -393,9 +392,7 @@ pub fn run(
     }
     let mut keys_updated = 0;
     for c in m.remaining.as_deref().unwrap_or_default() {
-        keys_updated += tx
-            .key_count_seen(&answers.bundle_id, c, &m.bundle_id, &at)
-            .map_err(db)?;
+        keys_updated += tx.key_count_seen(&answers.bundle_id, c, &m.bundle_id, &at)?;
     }
     tx.return_recorded(
         &m.bundle_id,
@@ -405,16 +402,15 @@ pub fn run(
         backend.simulated,
         &serde_json::to_string(&s).expect("serialisable"),
         &at,
-    )
-    .map_err(db)?;
+    )?;
     // Deposit results collect kept because their CIDs were unknown (after a
     // `recover`) are matched now that this return brought them.
-    let matched = crate::collect::match_kept(&tx, &at).map_err(db)?;
-    let pending = tx.still_pending(&answers.bundle_id).map_err(db)?;
-    tx.commit().map_err(db)?;
+    let matched = crate::collect::match_kept(&tx, &at)?;
+    let pending = tx.still_pending(&answers.bundle_id)?;
+    tx.commit()?;
     // The ledger is committed: deposit files are derived from it and a re-run of the
     // same apply writes them again, so a failure here loses nothing.
-    let tx = ledger.begin().map_err(db)?;
+    let tx = ledger.begin()?;
     let (files, problems) = write_deposit_files(&tx, deposit_dir, Some(&answers.bundle_id))?;
     drop(tx);
 
@@ -462,7 +458,7 @@ fn record(
     at: &str,
     s: &mut Summary,
     notes: &mut Vec<Note>,
-) -> rusqlite::Result<()> {
+) -> crate::ledger::Result<()> {
     let note = |notes: &mut Vec<Note>, code: Code, detail: String| {
         notes.push(Note {
             handle: r.handle,
@@ -637,10 +633,9 @@ pub fn reissue(
     deposit_dir: &Path,
     dry_run: bool,
 ) -> Result<Exit, CliError> {
-    let db = |e: rusqlite::Error| CliError::io("ledger", e);
     let at = bundle::rfc3339(makproxy_cli::now());
-    let tx = ledger.begin().map_err(db)?;
-    let n = tx.count_in(ProductState::CidOnHand).map_err(db)?;
+    let tx = ledger.begin()?;
+    let n = tx.count_in(ProductState::CidOnHand)?;
     if dry_run || n == 0 {
         out.report(&ReissuePlan {
             dry_run,
@@ -648,9 +643,9 @@ pub fn reissue(
         });
         return Ok(Exit::Ok);
     }
-    tx.reissue(&at).map_err(db)?;
-    tx.commit().map_err(db)?;
-    let tx = ledger.begin().map_err(db)?;
+    tx.reissue(&at)?;
+    tx.commit()?;
+    let tx = ledger.begin()?;
     let (files, problems) = write_deposit_files(&tx, deposit_dir, None)?;
     drop(tx);
     report_deposit_problems(&problems);
@@ -673,7 +668,6 @@ pub fn write_deposit_files(
     dir: &Path,
     bundle_id: Option<&str>,
 ) -> Result<(u64, Vec<DepositProblem>), CliError> {
-    let db = |e: rusqlite::Error| CliError::io("ledger", e);
     std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir.display(), e))?;
     // Resolved once: a relative folder would be resolved again for every file.
     let dir = &std::path::absolute(dir).map_err(|e| CliError::io(dir.display(), e))?;
@@ -697,7 +691,7 @@ pub fn write_deposit_files(
             .collect();
         let fed = (|| -> Result<(), CliError> {
             let mut batch = Vec::with_capacity(BATCH);
-            for host in tx.hosts_awaiting_deposit(bundle_id).map_err(db)? {
+            for host in tx.hosts_awaiting_deposit(bundle_id)? {
                 // Host names were validated at collect (letters, digits, - _ .), so
                 // they are safe file names.
                 let name = makproxy_core::ids::HostName::parse(&host).map_err(|_| {
@@ -711,7 +705,7 @@ pub fn write_deposit_files(
                 // not one (a tampered ledger) writes no script for its host.
                 let items = match tx.deposit_rows(&host) {
                     Ok(items) => items,
-                    Err(e @ rusqlite::Error::FromSqlConversionFailure(..)) => {
+                    Err(e @ crate::ledger::LedgerError::Invalid(_)) => {
                         tampered.push(DepositProblem {
                             host: host.clone(),
                             detail: format!(
@@ -720,7 +714,7 @@ pub fn write_deposit_files(
                         });
                         continue;
                     }
-                    Err(e) => return Err(db(e)),
+                    Err(e) => return Err(e.into()),
                 };
                 let (json, cmd) = render(&name, &items);
                 batch.push(Rendered { host, json, cmd });

@@ -240,8 +240,7 @@ pub fn run(
             .hint("give the drop folder the agents write to (a UNC path or a local folder)"));
         }
     }
-    let db = |e: rusqlite::Error| CliError::io("ledger", e);
-    let before = ledger.policy().map_err(db)?;
+    let before = ledger.policy()?;
     let policy = channels.unwrap_or(before);
     let mut pass = Pass {
         policy,
@@ -253,9 +252,9 @@ pub fn run(
     };
     let mut channels_changed = None;
     if policy != before {
-        let tx = ledger.begin().map_err(db)?;
-        let moved = tx.set_policy(policy, &pass.now).map_err(db)?;
-        tx.commit().map_err(db)?;
+        let tx = ledger.begin()?;
+        let moved = tx.set_policy(policy, &pass.now)?;
+        tx.commit()?;
         channels_changed = Some(PolicyChange {
             from: before.as_string(),
             to: policy.as_string(),
@@ -263,7 +262,7 @@ pub fn run(
         });
     }
     let bar = out.progress(0, "collect");
-    let mut tx = ledger.begin().map_err(db)?;
+    let mut tx = ledger.begin()?;
     let mut in_batch = 0usize;
     for dir in dirs {
         for entry in walkdir::WalkDir::new(dir)
@@ -295,26 +294,25 @@ pub fn run(
                     record: None,
                     detail: "not a regular file (link, FIFO or device); not followed".into(),
                 };
-                record_problem(&tx, &mut pass, &entry.path().display().to_string(), &e)
-                    .map_err(db)?;
+                record_problem(&tx, &mut pass, &entry.path().display().to_string(), &e)?;
                 continue;
             }
             bar.inc(1);
-            file(&tx, entry.path(), &mut pass).map_err(db)?;
+            file(&tx, entry.path(), &mut pass)?;
             in_batch += 1;
             if in_batch >= BATCH {
-                tx.commit().map_err(db)?;
-                tx = ledger.begin().map_err(db)?;
+                tx.commit()?;
+                tx = ledger.begin()?;
                 in_batch = 0;
             }
         }
     }
-    let matched = match_kept(&tx, &pass.now).map_err(db)?;
+    let matched = match_kept(&tx, &pass.now)?;
     pass.summary.deposits_matched = matched.matched;
     pass.summary.deposits_activated += matched.activated;
     pass.summary.deposits_failed += matched.failed.len() as u64;
     pass.problems.extend(matched.failed);
-    tx.commit().map_err(db)?;
+    tx.commit()?;
     bar.finish_and_clear();
     let Pass {
         mut summary,
@@ -357,7 +355,7 @@ pub fn run(
 }
 
 /// Collects one file: skipped when unchanged, else parsed and every record applied.
-fn file(tx: &Tx, path: &Path, pass: &mut Pass) -> rusqlite::Result<()> {
+fn file(tx: &Tx, path: &Path, pass: &mut Pass) -> crate::ledger::Result<()> {
     let shown = path.display().to_string();
     let bytes = match read_limited(path) {
         Ok(b) => b,
@@ -502,7 +500,12 @@ fn file(tx: &Tx, path: &Path, pass: &mut Pass) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn record_problem(tx: &Tx, pass: &mut Pass, file: &str, e: &RecordError) -> rusqlite::Result<()> {
+fn record_problem(
+    tx: &Tx,
+    pass: &mut Pass,
+    file: &str,
+    e: &RecordError,
+) -> crate::ledger::Result<()> {
     tx.reject(
         file,
         e.record.unwrap_or(0),
@@ -538,7 +541,7 @@ fn upsert(
     policy: Policy,
     file: &str,
     now: &str,
-) -> rusqlite::Result<Upserted> {
+) -> crate::ledger::Result<Upserted> {
     let existing = tx.product(p.host.as_str(), p.activation_id.as_str())?;
     let observed = p.observed.as_ref().map(MachineTime::as_str);
     if let Some(known) = existing
@@ -661,7 +664,7 @@ pub enum Settled {
 /// ledger gave it, and it must not be older (machine time) than what the ledger already
 /// knows of the product. A result the ledger cannot match yet (after `recover`, before
 /// its return is applied) is [`Settled::Kept`], for the caller to keep.
-pub fn settle(tx: &Tx, r: &ResultRow, now: &str) -> rusqlite::Result<Settled> {
+pub fn settle(tx: &Tx, r: &ResultRow, now: &str) -> crate::ledger::Result<Settled> {
     let Some(t) = tx.deposit_target(&r.host, &r.activation_id)? else {
         return Ok(Settled::Kept);
     };
@@ -712,7 +715,7 @@ fn report_settled(
     pass: &mut Pass,
     r: &ResultRow,
     settled: Settled,
-) -> rusqlite::Result<()> {
+) -> crate::ledger::Result<()> {
     let n = Some(r.record as usize);
     let what = format!("{} {}", r.host, r.activation_id);
     match settled {
@@ -787,7 +790,7 @@ pub struct Matched {
 /// Matches the deposit results kept earlier against what the ledger knows now (after
 /// `collect`, after `apply` brought their CIDs), oldest machine time first; a result
 /// matched or overtaken is dropped, one still unknown stays kept.
-pub fn match_kept(tx: &Tx, now: &str) -> rusqlite::Result<Matched> {
+pub fn match_kept(tx: &Tx, now: &str) -> crate::ledger::Result<Matched> {
     let mut m = Matched::default();
     for r in tx.kept_results()? {
         let settled = settle(tx, &r, now)?;

@@ -45,7 +45,6 @@ pub fn last5(text: &str) -> Result<String, CliError> {
 
 /// `keys add`.
 pub fn add(out: &Output, ledger: &mut Ledger, k: &NewKey) -> Result<Exit, CliError> {
-    let db = |e: rusqlite::Error| CliError::io("ledger", e);
     let last5 = last5(k.last5)?;
     let channel = Channel::parse(&k.channel.to_ascii_lowercase())
         .filter(|c| c.proxy_activatable())
@@ -78,8 +77,8 @@ pub fn add(out: &Output, ledger: &mut Ledger, k: &NewKey) -> Result<Exit, CliErr
         remaining_from: k.remaining.map(|_| "keys add".to_string()),
         queued: 0,
     };
-    let tx = ledger.begin().map_err(db)?;
-    if !tx.add_key(&row, &at).map_err(db)? {
+    let tx = ledger.begin()?;
+    if !tx.add_key(&row, &at)? {
         return Err(CliError::new(
             Exit::Error,
             None,
@@ -87,34 +86,32 @@ pub fn add(out: &Output, ledger: &mut Ledger, k: &NewKey) -> Result<Exit, CliErr
         )
         .hint("`keys remove` it first to replace it"));
     }
-    tx.commit().map_err(db)?;
+    tx.commit()?;
     out.report(&KeyAdded { added: row });
     Ok(Exit::Ok)
 }
 
 /// `keys remove`.
 pub fn remove(out: &Output, ledger: &mut Ledger, text: &str) -> Result<Exit, CliError> {
-    let db = |e: rusqlite::Error| CliError::io("ledger", e);
     let last5 = last5(text)?;
-    let tx = ledger.begin().map_err(db)?;
-    if !tx.remove_key(&last5).map_err(db)? {
+    let tx = ledger.begin()?;
+    if !tx.remove_key(&last5)? {
         return Err(CliError::new(
             Exit::Error,
             None,
             format!("no key ending {last5} in the inventory"),
         ));
     }
-    tx.commit().map_err(db)?;
+    tx.commit()?;
     out.report(&KeyRemoved { removed: last5 });
     Ok(Exit::Ok)
 }
 
 /// `keys list`.
 pub fn list(out: &Output, ledger: &Ledger) -> Result<Exit, CliError> {
-    let db = |e: rusqlite::Error| CliError::io("ledger", e);
     out.report(&KeyList {
-        keys: ledger.keys().map_err(db)?,
-        warnings: ledger.shortfalls().map_err(db)?,
+        keys: ledger.keys()?,
+        warnings: ledger.shortfalls()?,
     });
     Ok(Exit::Ok)
 }

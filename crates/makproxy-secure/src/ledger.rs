@@ -1,7 +1,7 @@
 //! The secure side's ledger: the one place that holds the secure side's state and every
 //! SQL statement about it (one SQLite database in the home folder: machines' products,
 //! their state, bundles issued, returns applied, CIDs on hand, rejections, history).
-//! Opened through `makproxy_cli::store` (WAL, `synchronous=FULL`, one process per
+//! Opened through `makproxy_store` (WAL, `synchronous=FULL`, one process per
 //! home); every command's changes are one transaction (or batches of whole files for
 //! collect), so a re-run after a kill completes the work.
 //!
@@ -18,13 +18,58 @@
 //! apply for every product of a batch). Reads go through the `products` view that joins
 //! them; writes name the table they change.
 
-use makproxy_cli::store::{self, Migration, StoreError};
 use makproxy_core::channel::{Channel, Policy};
 use makproxy_core::ids::{ConfirmationId, Guid, InstallationId, WmiClass};
 use makproxy_core::keys::Home;
 use makproxy_core::records::deposit_file::DepositItem;
+use makproxy_store::{self as store, Migration, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::PathBuf;
+
+/// Why a ledger read or write failed: the ledger's own error, mapped to an exit code
+/// and a message by the binary (`From<LedgerError> for CliError`).
+#[derive(Debug)]
+pub enum LedgerError {
+    /// SQLite refused (a damaged file, a full disk, an I/O error).
+    Sqlite(rusqlite::Error),
+    /// A row holds what its column's type does not accept (a tampered or damaged
+    /// ledger); the error names the value and why.
+    Invalid(rusqlite::Error),
+}
+
+impl std::fmt::Display for LedgerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LedgerError::Sqlite(e) | LedgerError::Invalid(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for LedgerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LedgerError::Sqlite(e) | LedgerError::Invalid(e) => Some(e),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for LedgerError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            e @ rusqlite::Error::FromSqlConversionFailure(..) => LedgerError::Invalid(e),
+            e => LedgerError::Sqlite(e),
+        }
+    }
+}
+
+impl From<LedgerError> for crate::Error {
+    fn from(e: LedgerError) -> Self {
+        crate::Error::io("ledger", e)
+    }
+}
+
+/// What the ledger's reads and writes return.
+pub type Result<T, E = LedgerError> = std::result::Result<T, E>;
 
 /// Where a product is in the procedure (stored and printed as `as_str`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -744,7 +789,7 @@ impl std::fmt::Display for Shortfall {
 
 /// Keys with fewer activations left than needed by the products of `bundle_id` (a
 /// bundle being packed) or, with `None`, by the queued products.
-fn shortfalls(conn: &Connection, bundle_id: Option<&str>) -> rusqlite::Result<Vec<Shortfall>> {
+fn shortfalls(conn: &Connection, bundle_id: Option<&str>) -> Result<Vec<Shortfall>> {
     let source = if bundle_id.is_some() {
         "JOIN bundle_records br ON br.product_id = f.id AND br.bundle_id = ?1 AND ?2 IS NOT NULL"
     } else {
@@ -764,7 +809,8 @@ fn shortfalls(conn: &Connection, bundle_id: Option<&str>) -> rusqlite::Result<Ve
             needed: r.get(4)?,
         })
     })?
-    .collect()
+    .collect::<rusqlite::Result<_>>()
+    .map_err(LedgerError::from)
 }
 
 /// A product the channel policy may move.
@@ -995,7 +1041,7 @@ impl Ledger {
     }
 
     /// The key inventory, with the products waiting for each key.
-    pub fn keys(&self) -> rusqlite::Result<Vec<KeyRow>> {
+    pub fn keys(&self) -> Result<Vec<KeyRow>> {
         self.conn
             .prepare(
                 "SELECT k.last5, k.product, k.channel, k.epid, k.remaining, k.remaining_at, k.remaining_from, COALESCE(q.n, 0)
@@ -1018,16 +1064,16 @@ impl Ledger {
                     queued: r.get(7)?,
                 })
             })?
-            .collect()
+            .collect::<rusqlite::Result<_>>().map_err(LedgerError::from)
     }
 
     /// Keys with fewer activations left than the queued products need.
-    pub fn shortfalls(&self) -> rusqlite::Result<Vec<Shortfall>> {
+    pub fn shortfalls(&self) -> Result<Vec<Shortfall>> {
         shortfalls(&self.conn, None)
     }
 
     /// The channels this site proxy-activates (`collect --channels` sets them).
-    pub fn policy(&self) -> rusqlite::Result<Policy> {
+    pub fn policy(&self) -> Result<Policy> {
         Ok(store::meta_get(&self.conn, "channels")?
             .and_then(|s| Policy::parse(&s).ok())
             .unwrap_or_default())
@@ -1045,7 +1091,7 @@ impl Ledger {
     }
 
     /// Starts a transaction that takes the write lock at once.
-    pub fn begin(&mut self) -> rusqlite::Result<Tx<'_>> {
+    pub fn begin(&mut self) -> Result<Tx<'_>> {
         Ok(Tx {
             tx: self
                 .conn
@@ -1054,7 +1100,7 @@ impl Ledger {
     }
 
     /// Counts of products per state, in `ProductState::ALL` order.
-    pub fn counts(&self) -> rusqlite::Result<Vec<(ProductState, i64)>> {
+    pub fn counts(&self) -> Result<Vec<(ProductState, i64)>> {
         let mut stmt = self
             .conn
             .prepare("SELECT state, COUNT(*) FROM products GROUP BY state")?;
@@ -1075,16 +1121,16 @@ impl Ledger {
     }
 
     /// Products for `status`, optionally of one state and of hosts matching a pattern.
-    pub fn status_rows(
+    pub fn status_rows<E: From<LedgerError>>(
         &self,
         state: Option<ProductState>,
         host: Option<&str>,
-        mut f: impl FnMut(StatusRow) -> Result<(), crate::Error>,
-    ) -> Result<(), crate::Error> {
+        mut f: impl FnMut(StatusRow) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut stmt = self.conn.prepare(
             "SELECT host, activation_id, product, state, bundle_id, reason_code, reason, cid_simulated, updated_at, channel FROM products
              WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR host GLOB upper(?2)) ORDER BY host, activation_id",
-        )?;
+        ).map_err(LedgerError::from)?;
         each(
             &mut stmt,
             params![state, host],
@@ -1109,7 +1155,7 @@ impl Ledger {
     }
 
     /// ESU coverage per add-on year, for the years any machine reports.
-    pub fn esu_coverage(&self) -> rusqlite::Result<Vec<EsuCoverage>> {
+    pub fn esu_coverage(&self) -> Result<Vec<EsuCoverage>> {
         use makproxy_core::esu::Esu;
         let mut out = Vec::new();
         for (id, esu) in Esu::all() {
@@ -1148,7 +1194,7 @@ impl Ledger {
 
     /// The audit trail of a host's products, oldest first: (product's activation ID,
     /// time, event, detail).
-    pub fn history(&self, host: &str) -> rusqlite::Result<Vec<(String, String, String, String)>> {
+    pub fn history(&self, host: &str) -> Result<Vec<(String, String, String, String)>> {
         self.conn
             .prepare(
                 "SELECT f.activation_id, h.at, h.event, COALESCE(h.detail, '') FROM history h
@@ -1157,12 +1203,13 @@ impl Ledger {
             .query_map(params![host], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })?
-            .collect()
+            .collect::<rusqlite::Result<_>>()
+            .map_err(LedgerError::from)
     }
 
     /// The CID kept for an installation ID (whatever the product's state now), and
     /// whether it is simulated: what `apply --reissue` would deposit again.
-    pub fn kept_cid(&self, iid: &str) -> rusqlite::Result<Option<(String, bool)>> {
+    pub fn kept_cid(&self, iid: &str) -> Result<Option<(String, bool)>> {
         self.conn
             .query_row(
                 "SELECT cid, simulated FROM cids WHERE iid = ?1",
@@ -1170,10 +1217,11 @@ impl Ledger {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
+            .map_err(LedgerError::from)
     }
 
     /// The report's tables, each a list of text rows.
-    pub fn report_tables(&self) -> rusqlite::Result<ReportTables> {
+    pub fn report_tables(&self) -> Result<ReportTables> {
         let table = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<Vec<Vec<String>>> {
             let mut stmt = self.conn.prepare(sql)?;
             let n = stmt.column_count();
@@ -1223,16 +1271,18 @@ pub struct Tx<'a> {
     tx: Transaction<'a>,
 }
 
-/// Streams a query's rows through `map` into `f` (memory does not grow with the rows).
-fn each<T>(
+/// Streams a query's rows through `map` into `f` (memory does not grow with the rows);
+/// the caller's error type takes the ledger's.
+fn each<T, E: From<LedgerError>>(
     stmt: &mut rusqlite::Statement,
     p: impl rusqlite::Params,
     map: impl Fn(&rusqlite::Row) -> rusqlite::Result<T>,
-    f: &mut impl FnMut(T) -> Result<(), crate::Error>,
-) -> Result<(), crate::Error> {
-    let mut rows = stmt.query(p)?;
-    while let Some(r) = rows.next()? {
-        f(map(r)?)?;
+    f: &mut impl FnMut(T) -> Result<(), E>,
+) -> Result<(), E> {
+    let ledger = |e: rusqlite::Error| E::from(LedgerError::from(e));
+    let mut rows = stmt.query(p).map_err(ledger)?;
+    while let Some(r) = rows.next().map_err(ledger)? {
+        f(map(r).map_err(ledger)?)?;
     }
     Ok(())
 }
@@ -1260,17 +1310,11 @@ fn typed<T, E: std::fmt::Display>(
 
 impl Tx<'_> {
     /// Makes the transaction durable.
-    pub fn commit(self) -> rusqlite::Result<()> {
-        self.tx.commit()
+    pub fn commit(self) -> Result<()> {
+        self.tx.commit().map_err(LedgerError::from)
     }
 
-    fn history(
-        &self,
-        product_id: i64,
-        at: &str,
-        h: &History,
-        to: ProductState,
-    ) -> rusqlite::Result<()> {
+    fn history(&self, product_id: i64, at: &str, h: &History, to: ProductState) -> Result<()> {
         self.tx
             .prepare_cached(
                 "INSERT INTO history(product_id, at, event, detail) VALUES(?1, ?2, ?3, ?4)",
@@ -1289,7 +1333,7 @@ impl Tx<'_> {
         reason: Option<&str>,
         observed: Option<&str>,
         at: &str,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<()> {
         self.tx
             .prepare_cached(
                 "UPDATE product_status SET state = ?2, reason_code = ?3, reason = ?4, updated_at = ?5,
@@ -1311,7 +1355,7 @@ impl Tx<'_> {
         change: &Change,
         observed: Option<&str>,
         at: &str,
-    ) -> rusqlite::Result<Option<Transition>> {
+    ) -> Result<Option<Transition>> {
         let Some(to) = from.after(change.event()) else {
             return Ok(None);
         };
@@ -1382,7 +1426,7 @@ impl Tx<'_> {
 
     /// Records that the machine spoke of the product at `observed` (its own clock),
     /// where that is newer than what the ledger knew.
-    pub fn observed(&self, id: i64, observed: Option<&str>) -> rusqlite::Result<()> {
+    pub fn observed(&self, id: i64, observed: Option<&str>) -> Result<()> {
         if let Some(t) = observed {
             self.tx
                 .prepare_cached(
@@ -1395,7 +1439,7 @@ impl Tx<'_> {
 
     /// A return left a packed product pending with `code` (not sent, uncertain): its
     /// state stays, and the code is shown with it (`status`'s DETAIL) until an answer.
-    pub fn left_pending(&self, id: i64, code: &str, at: &str) -> rusqlite::Result<()> {
+    pub fn left_pending(&self, id: i64, code: &str, at: &str) -> Result<()> {
         let reason = "not settled online; a later return answers it";
         let n = self
             .tx
@@ -1410,7 +1454,7 @@ impl Tx<'_> {
     }
 
     /// Adds a line to a product's history that changes nothing (in state `now`).
-    pub fn note(&self, id: i64, now: ProductState, h: History, at: &str) -> rusqlite::Result<()> {
+    pub fn note(&self, id: i64, now: ProductState, h: History, at: &str) -> Result<()> {
         self.history(id, at, &h, now)
     }
 
@@ -1422,7 +1466,7 @@ impl Tx<'_> {
     /// another folder: the same drop folder under another spelling (a moved share, a UNC
     /// path for a drive letter) is the same files. The name counts: a file speaks for
     /// the host it is named after, so the same bytes under another name are another file.
-    pub fn already_collected(&self, file: &str, sha256: &str) -> rusqlite::Result<bool> {
+    pub fn already_collected(&self, file: &str, sha256: &str) -> Result<bool> {
         let last: Option<String> = self
             .tx
             .prepare_cached("SELECT sha256 FROM collected_files WHERE file = ?1")?
@@ -1441,7 +1485,7 @@ impl Tx<'_> {
     }
 
     /// Remembers that `file` was collected with this content; its earlier rejections go.
-    pub fn collected(&self, file: &str, sha256: &str, at: &str) -> rusqlite::Result<()> {
+    pub fn collected(&self, file: &str, sha256: &str, at: &str) -> Result<()> {
         self.tx
             .prepare_cached("DELETE FROM rejections WHERE file = ?1")?
             .execute(params![file])?;
@@ -1465,7 +1509,7 @@ impl Tx<'_> {
         code: &str,
         detail: &str,
         at: &str,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<()> {
         self.tx
             .prepare_cached(
                 "INSERT INTO rejections(file, record, code, detail, at) VALUES(?1, ?2, ?3, ?4, ?5)
@@ -1476,7 +1520,7 @@ impl Tx<'_> {
     }
 
     /// The product (host, activation ID), if the ledger has it.
-    pub fn product(&self, host: &str, activation_id: &str) -> rusqlite::Result<Option<Existing>> {
+    pub fn product(&self, host: &str, activation_id: &str) -> Result<Option<Existing>> {
         self.tx
             .prepare_cached(
                 "SELECT id, iid, epid, license_status, partial_key, description, product, state, channel,
@@ -1497,11 +1541,11 @@ impl Tx<'_> {
                     observed_at: r.get(9)?,
                 })
             })
-            .optional()
+            .optional().map_err(LedgerError::from)
     }
 
     /// Whether a CID for this IID of this product is on hand (a reimaged machine).
-    pub fn has_cid(&self, host: &str, activation_id: &str, iid: &str) -> rusqlite::Result<bool> {
+    pub fn has_cid(&self, host: &str, activation_id: &str, iid: &str) -> Result<bool> {
         Ok(self
             .tx
             .prepare_cached(
@@ -1514,7 +1558,7 @@ impl Tx<'_> {
 
     /// Removes the no-key marker of a machine that now reports products (see
     /// `ProductRecord::no_key`): the marker stood for "no key", which is no longer true.
-    pub fn forget_no_key_marker(&self, host: &str, marker: &str) -> rusqlite::Result<()> {
+    pub fn forget_no_key_marker(&self, host: &str, marker: &str) -> Result<()> {
         let id: Option<i64> = self
             .tx
             .prepare_cached("SELECT id FROM product_facts WHERE host = ?1 AND activation_id = ?2")?
@@ -1533,7 +1577,7 @@ impl Tx<'_> {
 
     /// Adds a key to the inventory; `false` if one with these last five characters is
     /// there already.
-    pub fn add_key(&self, k: &KeyRow, at: &str) -> rusqlite::Result<bool> {
+    pub fn add_key(&self, k: &KeyRow, at: &str) -> Result<bool> {
         Ok(self.tx.execute(
             "INSERT INTO product_keys(last5, product, channel, epid, remaining, remaining_at, remaining_from, added_at)
              VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(last5) DO NOTHING",
@@ -1542,7 +1586,7 @@ impl Tx<'_> {
     }
 
     /// Removes a key from the inventory; `false` if there was none.
-    pub fn remove_key(&self, last5: &str) -> rusqlite::Result<bool> {
+    pub fn remove_key(&self, last5: &str) -> Result<bool> {
         Ok(self
             .tx
             .execute("DELETE FROM product_keys WHERE last5 = ?1", params![last5])?
@@ -1558,7 +1602,7 @@ impl Tx<'_> {
         c: &makproxy_core::bundle::RemainingCount,
         return_bundle: &str,
         at: &str,
-    ) -> rusqlite::Result<u64> {
+    ) -> Result<u64> {
         let left = if c.activations_remaining < 0 {
             -1
         } else {
@@ -1592,7 +1636,7 @@ impl Tx<'_> {
     }
 
     /// Keys with fewer activations left than the products of `bundle_id` need.
-    pub fn shortfalls(&self, bundle_id: &str) -> rusqlite::Result<Vec<Shortfall>> {
+    pub fn shortfalls(&self, bundle_id: &str) -> Result<Vec<Shortfall>> {
         shortfalls(&self.tx, Some(bundle_id))
     }
 
@@ -1601,7 +1645,7 @@ impl Tx<'_> {
     /// `channel-off` whose channel is now on are queued again (or `cid_on_hand`).
     /// Products in a bundle, holding a CID or failed keep their state. Returns how many
     /// products moved.
-    pub fn set_policy(&self, policy: Policy, at: &str) -> rusqlite::Result<u64> {
+    pub fn set_policy(&self, policy: Policy, at: &str) -> Result<u64> {
         store::meta_set(&self.tx, "channels", &policy.as_string())?;
         let rows: Vec<PolicyRow> = self
             .tx
@@ -1663,7 +1707,7 @@ impl Tx<'_> {
         reason: (Option<&str>, Option<&str>),
         observed: Option<&str>,
         at: &str,
-    ) -> rusqlite::Result<(i64, ProductState)> {
+    ) -> Result<(i64, ProductState)> {
         let state = ProductState::first(seen);
         self.tx
             .prepare_cached(
@@ -1683,7 +1727,7 @@ impl Tx<'_> {
 
     /// Rewrites what collect saw of a known product (its state goes through
     /// [`Tx::apply`]).
-    pub fn record_facts(&self, id: i64, f: &Facts) -> rusqlite::Result<()> {
+    pub fn record_facts(&self, id: i64, f: &Facts) -> Result<()> {
         self.tx
             .prepare_cached(
                 "UPDATE product_facts SET application = ?2, wmi_class = ?3, product = ?4, description = ?5, partial_key = ?6, epid = ?7, iid = ?8, license_status = ?9,
@@ -1694,11 +1738,7 @@ impl Tx<'_> {
     }
 
     /// The product a deposit result names.
-    pub fn deposit_target(
-        &self,
-        host: &str,
-        activation_id: &str,
-    ) -> rusqlite::Result<Option<DepositTarget>> {
+    pub fn deposit_target(&self, host: &str, activation_id: &str) -> Result<Option<DepositTarget>> {
         self.tx
             .prepare_cached(
                 "SELECT id, iid, cid, state, observed_at FROM products WHERE host = ?1 AND activation_id = ?2",
@@ -1712,26 +1752,22 @@ impl Tx<'_> {
                     observed_at: r.get(4)?,
                 })
             })
-            .optional()
+            .optional().map_err(LedgerError::from)
     }
 
     /// The CID the ledger holds for this IID of this product (kept from any return).
-    pub fn known_cid(
-        &self,
-        host: &str,
-        activation_id: &str,
-        iid: &str,
-    ) -> rusqlite::Result<Option<String>> {
+    pub fn known_cid(&self, host: &str, activation_id: &str, iid: &str) -> Result<Option<String>> {
         self.tx
             .prepare_cached(
                 "SELECT cid FROM cids WHERE host = ?1 AND activation_id = ?2 AND iid = ?3",
             )?
             .query_row(params![host, activation_id, iid], |r| r.get(0))
             .optional()
+            .map_err(LedgerError::from)
     }
 
     /// Keeps a deposit result whose CID the ledger does not know yet.
-    pub fn keep_result(&self, r: &ResultRow, at: &str) -> rusqlite::Result<()> {
+    pub fn keep_result(&self, r: &ResultRow, at: &str) -> Result<()> {
         self.tx
             .prepare_cached(
                 "INSERT OR REPLACE INTO kept_results(file, record, host, activation_id, iid, cid, error_code, license_status, observed_at, at)
@@ -1742,7 +1778,7 @@ impl Tx<'_> {
     }
 
     /// Every kept deposit result, oldest machine time first.
-    pub fn kept_results(&self) -> rusqlite::Result<Vec<ResultRow>> {
+    pub fn kept_results(&self) -> Result<Vec<ResultRow>> {
         self.tx
             .prepare_cached(
                 "SELECT file, record, host, activation_id, iid, cid, error_code, license_status, observed_at FROM kept_results
@@ -1761,11 +1797,11 @@ impl Tx<'_> {
                     observed_at: r.get(8)?,
                 })
             })?
-            .collect()
+            .collect::<rusqlite::Result<_>>().map_err(LedgerError::from)
     }
 
     /// Drops a kept deposit result (matched, or overtaken).
-    pub fn forget_result(&self, file: &str, record: i64) -> rusqlite::Result<()> {
+    pub fn forget_result(&self, file: &str, record: i64) -> Result<()> {
         self.tx
             .prepare_cached("DELETE FROM kept_results WHERE file = ?1 AND record = ?2")?
             .execute(params![file, record])?;
@@ -1775,7 +1811,7 @@ impl Tx<'_> {
     // ---- pack ----
 
     /// The sequence number the next bundle gets.
-    pub fn next_sequence(&self) -> rusqlite::Result<u64> {
+    pub fn next_sequence(&self) -> Result<u64> {
         Ok(store::meta_get(&self.tx, "next_sequence")?
             .and_then(|s| s.parse().ok())
             .unwrap_or(1))
@@ -1790,7 +1826,7 @@ impl Tx<'_> {
         product: Option<&str>,
         host: Option<&str>,
         limit: Option<u64>,
-    ) -> rusqlite::Result<u64> {
+    ) -> Result<u64> {
         let sources = ProductState::sources(event);
         // The sources' names are bound, never spelled in the SQL: ?5, ?6, …
         let states = (0..sources.len())
@@ -1816,16 +1852,16 @@ impl Tx<'_> {
     }
 
     /// The chosen records of a bundle, in handle order.
-    pub fn bundle_rows(
+    pub fn bundle_rows<E: From<LedgerError>>(
         &self,
         bundle_id: &str,
-        mut f: impl FnMut(PackRow) -> Result<(), crate::Error>,
-    ) -> Result<(), crate::Error> {
+        mut f: impl FnMut(PackRow) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut stmt = self.tx.prepare(
             "SELECT br.handle, f.id, f.host, f.activation_id, f.epid, f.iid, f.product, f.channel
              FROM bundle_records br JOIN product_facts f ON f.id = br.product_id
              WHERE br.bundle_id = ?1 ORDER BY br.handle",
-        )?;
+        ).map_err(LedgerError::from)?;
         each(
             &mut stmt,
             params![bundle_id],
@@ -1846,22 +1882,19 @@ impl Tx<'_> {
     }
 
     /// How many products are in `state`.
-    pub fn count_in(&self, state: ProductState) -> rusqlite::Result<i64> {
-        self.tx.query_row(
-            "SELECT COUNT(*) FROM products WHERE state = ?1",
-            params![state],
-            |r| r.get(0),
-        )
+    pub fn count_in(&self, state: ProductState) -> Result<i64> {
+        self.tx
+            .query_row(
+                "SELECT COUNT(*) FROM products WHERE state = ?1",
+                params![state],
+                |r| r.get(0),
+            )
+            .map_err(LedgerError::from)
     }
 
     /// Records a written bundle, moves its products where `event` (the pack that chose
     /// them) takes them, and the sequence on.
-    pub fn bundle_written(
-        &self,
-        b: &WrittenBundle,
-        event: Event,
-        at: &str,
-    ) -> rusqlite::Result<()> {
+    pub fn bundle_written(&self, b: &WrittenBundle, event: Event, at: &str) -> Result<()> {
         let to = ProductState::bulk_target(event).expect("a pack has one target");
         self.tx.execute(
             "INSERT INTO bundles(bundle_id, sequence, manifest_sha256, created, expires, records, file) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -1874,12 +1907,13 @@ impl Tx<'_> {
             params![b.bundle_id, to, at],
         )?;
         store::meta_set(&self.tx, "next_sequence", &(b.sequence + 1).to_string())
+            .map_err(LedgerError::from)
     }
 
     // ---- apply ----
 
     /// When a return was applied, and its summary (JSON), if it was.
-    pub fn return_applied(&self, bundle_id: &str) -> rusqlite::Result<Option<(String, String)>> {
+    pub fn return_applied(&self, bundle_id: &str) -> Result<Option<(String, String)>> {
         self.tx
             .query_row(
                 "SELECT applied_at, summary FROM returns WHERE bundle_id = ?1",
@@ -1887,10 +1921,11 @@ impl Tx<'_> {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
+            .map_err(LedgerError::from)
     }
 
     /// The manifest hash of a bundle this site issued.
-    pub fn issued(&self, bundle_id: &str) -> rusqlite::Result<Option<(String, u64)>> {
+    pub fn issued(&self, bundle_id: &str) -> Result<Option<(String, u64)>> {
         self.tx
             .query_row(
                 "SELECT manifest_sha256, sequence FROM bundles WHERE bundle_id = ?1",
@@ -1898,14 +1933,11 @@ impl Tx<'_> {
                 |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
             )
             .optional()
+            .map_err(LedgerError::from)
     }
 
     /// A record of an issued bundle.
-    pub fn bundle_record(
-        &self,
-        bundle_id: &str,
-        handle: u64,
-    ) -> rusqlite::Result<Option<PackedRecord>> {
+    pub fn bundle_record(&self, bundle_id: &str, handle: u64) -> Result<Option<PackedRecord>> {
         self.tx
             .prepare_cached(
                 "SELECT product_id, iid, answered FROM bundle_records WHERE bundle_id = ?1 AND handle = ?2",
@@ -1917,11 +1949,11 @@ impl Tx<'_> {
                     answered: Answered(x.get(2)?),
                 })
             })
-            .optional()
+            .optional().map_err(LedgerError::from)
     }
 
     /// Marks a bundle record answered.
-    pub fn set_answered(&self, bundle_id: &str, handle: u64, a: Answered) -> rusqlite::Result<()> {
+    pub fn set_answered(&self, bundle_id: &str, handle: u64, a: Answered) -> Result<()> {
         self.tx
             .prepare_cached(
                 "UPDATE bundle_records SET answered = ?3 WHERE bundle_id = ?1 AND handle = ?2",
@@ -1931,7 +1963,7 @@ impl Tx<'_> {
     }
 
     /// (host, activation ID, current IID, state, holds a simulated CID).
-    pub fn product_now(&self, id: i64) -> rusqlite::Result<ProductNow> {
+    pub fn product_now(&self, id: i64) -> Result<ProductNow> {
         self.tx
             .prepare_cached(
                 "SELECT host, activation_id, iid, epid, state, cid_simulated, product FROM products WHERE id = ?1",
@@ -1946,7 +1978,7 @@ impl Tx<'_> {
                     cid_simulated: x.get(5)?,
                     product: x.get(6)?,
                 })
-            })
+            }).map_err(LedgerError::from)
     }
 
     /// Keeps a CID obtained for (host, product, IID), even when not used now; a
@@ -1961,7 +1993,7 @@ impl Tx<'_> {
         simulated: bool,
         return_bundle: &str,
         at: &str,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<()> {
         self.tx
             .prepare_cached(
                 "INSERT INTO cids(host, activation_id, iid, cid, simulated, return_bundle, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -1983,7 +2015,7 @@ impl Tx<'_> {
         simulated: bool,
         summary_json: &str,
         at: &str,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<()> {
         self.tx.execute(
             "INSERT INTO returns(bundle_id, answers, signer, backend, simulated, applied_at, summary) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![bundle_id, answers, signer, backend, simulated, at, summary_json],
@@ -1992,18 +2024,18 @@ impl Tx<'_> {
     }
 
     /// Records of a request with neither a CID nor a refusal yet.
-    pub fn still_pending(&self, bundle_id: &str) -> rusqlite::Result<i64> {
+    pub fn still_pending(&self, bundle_id: &str) -> Result<i64> {
         self.tx.query_row(
             "SELECT COUNT(*) FROM bundle_records b JOIN product_status p ON p.product_id = b.product_id
              WHERE b.bundle_id = ?1 AND b.answered = 0 AND p.state = ?2",
             params![bundle_id, ProductState::Packed],
             |r| r.get(0),
-        )
+        ).map_err(LedgerError::from)
     }
 
     /// `apply --reissue`: every product with a CID on hand moves to `cid_received` with
     /// the stored CID (a real one wherever one was ever obtained).
-    pub fn reissue(&self, at: &str) -> rusqlite::Result<usize> {
+    pub fn reissue(&self, at: &str) -> Result<usize> {
         let event = Event::Reissue;
         let to = ProductState::bulk_target(event).expect("a reissue has one target");
         let h = History::Reissued;
@@ -2027,18 +2059,18 @@ impl Tx<'_> {
     }
 
     /// Hosts with products awaiting deposit (of one request bundle when given).
-    pub fn hosts_awaiting_deposit(&self, bundle_id: Option<&str>) -> rusqlite::Result<Vec<String>> {
+    pub fn hosts_awaiting_deposit(&self, bundle_id: Option<&str>) -> Result<Vec<String>> {
         self.tx
             .prepare(
                 "SELECT DISTINCT p.host FROM products p WHERE p.state = ?2
                  AND (?1 IS NULL OR p.id IN (SELECT product_id FROM bundle_records WHERE bundle_id = ?1)) ORDER BY p.host",
             )?
             .query_map(params![bundle_id, ProductState::CidReceived], |r| r.get(0))?
-            .collect()
+            .collect::<rusqlite::Result<_>>().map_err(LedgerError::from)
     }
 
     /// A host's products awaiting deposit, every value read back through its ID type.
-    pub fn deposit_rows(&self, host: &str) -> rusqlite::Result<Vec<DepositItem>> {
+    pub fn deposit_rows(&self, host: &str) -> Result<Vec<DepositItem>> {
         self.tx
             .prepare_cached("SELECT activation_id, application, wmi_class, product, iid, cid, cid_simulated, partial_key FROM products WHERE host = ?1 AND state = ?2 ORDER BY activation_id")?
             .query_map(params![host, ProductState::CidReceived], |x| {
@@ -2055,7 +2087,7 @@ impl Tx<'_> {
                     partial_key: x.get(7)?,
                 })
             })?
-            .collect()
+            .collect::<rusqlite::Result<_>>().map_err(LedgerError::from)
     }
 }
 

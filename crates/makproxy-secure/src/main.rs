@@ -14,7 +14,7 @@ use std::process::ExitCode;
 /// The ledger's open errors as the operator sees them.
 fn open_error(e: OpenError) -> CliError {
     match e {
-        OpenError::Store(e) => e.cli("ledger"),
+        OpenError::Store(e) => makproxy_cli::CliError::store("ledger", e),
         OpenError::Missing(p) => CliError::new(
             Exit::Error,
             Some(makproxy_core::Code::AplNoLedger),

@@ -189,7 +189,6 @@ impl std::fmt::Display for Packed {
 
 /// Chooses the products `o` asks for, writes the signed CIL bundle, and marks them packed when the bundle is in place.
 pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Result<Exit, CliError> {
-    let db = |e: rusqlite::Error| CliError::io("ledger", e);
     if !(1..=365).contains(&o.expires_days) {
         return Err(CliError::new(
             Exit::Usage,
@@ -207,17 +206,15 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
     }
     let key = home.signing_key()?;
     let now = makproxy_cli::now();
-    let tx = ledger.begin().map_err(db)?;
+    let tx = ledger.begin()?;
     let event = Event::Pack {
         retry_failed: o.retry_failed,
         only_failed: o.only_failed,
         repack: o.repack,
     };
     let bundle_id = bundle::new_bundle_id();
-    let sequence = tx.next_sequence().map_err(db)?;
-    let count = tx
-        .choose_for_bundle(&bundle_id, event, o.product, o.host, o.limit)
-        .map_err(db)?;
+    let sequence = tx.next_sequence()?;
+    let count = tx.choose_for_bundle(&bundle_id, event, o.product, o.host, o.limit)?;
 
     let mut writer = if o.dry_run || count == 0 {
         None
@@ -260,10 +257,10 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
     }
     bar.finish_and_clear();
     if count == 0 {
-        let pending = tx.count_in(ProductState::Packed).map_err(db)?;
-        let queued = tx.count_in(ProductState::Queued).map_err(db)?;
-        let failed = tx.count_in(ProductState::Failed).map_err(db)?
-            + tx.count_in(ProductState::DepositFailed).map_err(db)?;
+        let pending = tx.count_in(ProductState::Packed)?;
+        let queued = tx.count_in(ProductState::Queued)?;
+        let failed =
+            tx.count_in(ProductState::Failed)? + tx.count_in(ProductState::DepositFailed)?;
         let why = if o.limit == Some(0) {
             "--limit 0".to_string()
         } else if o.product.is_some() || o.host.is_some() {
@@ -280,7 +277,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         });
         return Ok(Exit::Ok);
     }
-    let key_warnings = tx.shortfalls(&bundle_id).map_err(db)?;
+    let key_warnings = tx.shortfalls(&bundle_id)?;
     if o.dry_run {
         // What would leave, machine by machine (the transaction is never committed).
         let mut rows = Vec::new();
@@ -292,7 +289,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
                 extended_product_id: r.epid,
                 installation_id: r.iid,
             });
-            Ok(())
+            Ok::<(), CliError>(())
         })?;
         drop(tx);
         out.report(&DryRun {
@@ -343,9 +340,8 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         },
         event,
         &bundle::rfc3339(now),
-    )
-    .map_err(db)?;
-    tx.commit().map_err(db)?;
+    )?;
+    tx.commit()?;
     out.report(&Packed {
         bundle: o.out.to_path_buf(),
         bundle_id,

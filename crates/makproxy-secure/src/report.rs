@@ -75,14 +75,13 @@ pub fn status(
     let mut products = Vec::new();
     ledger.status_rows(state_filter, host, |r| {
         products.push(r);
-        Ok(())
+        Ok::<(), CliError>(())
     })?;
-    let db = |e: rusqlite::Error| CliError::io("ledger", e);
     out.report(&Status {
         counts: Counts(counts),
-        channels: ledger.policy().map_err(db)?.as_string(),
-        key_warnings: ledger.shortfalls().map_err(db)?,
-        esu: ledger.esu_coverage().map_err(db)?,
+        channels: ledger.policy()?.as_string(),
+        key_warnings: ledger.shortfalls()?,
+        esu: ledger.esu_coverage()?,
         products,
         filtered: state_filter.is_some() || host.is_some(),
     });
@@ -225,7 +224,6 @@ impl std::fmt::Display for Written {
 
 /// Writes the HTML report to `path` (never over an existing file unless `force`).
 pub fn report(out: &Output, ledger: &Ledger, path: &Path, force: bool) -> Result<Exit, CliError> {
-    let db = |e: rusqlite::Error| CliError::io("ledger", e);
     if !force {
         makproxy_cli::new_output(
             path,
@@ -235,16 +233,14 @@ pub fn report(out: &Output, ledger: &Ledger, path: &Path, force: bool) -> Result
         )?;
     }
     let counts = ledger
-        .counts()
-        .map_err(db)?
+        .counts()?
         .into_iter()
         .map(|(s, n)| (s.as_str().to_string(), n))
         .collect::<Vec<_>>();
-    let t = ledger.report_tables().map_err(db)?;
+    let t = ledger.report_tables()?;
     // The inventory as `keys list` reads it.
     let keys: Vec<Vec<String>> = ledger
-        .keys()
-        .map_err(db)?
+        .keys()?
         .into_iter()
         .map(|k| {
             vec![
@@ -333,8 +329,7 @@ pub fn report(out: &Output, ledger: &Ledger, path: &Path, force: bool) -> Result
         "failures",
     );
     let esu: Vec<Vec<String>> = ledger
-        .esu_coverage()
-        .map_err(db)?
+        .esu_coverage()?
         .into_iter()
         .map(|c| {
             vec![

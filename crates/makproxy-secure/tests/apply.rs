@@ -745,7 +745,7 @@ fn rows(
     s.ledger
         .status_rows(state, host, |r| {
             out.push((r.host, r.state.to_string(), r.reason_code));
-            Ok(())
+            Ok::<(), makproxy_secure::ledger::LedgerError>(())
         })
         .unwrap();
     out

@@ -58,21 +58,6 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-impl StoreError {
-    /// As the operator sees it; `what` names the store ("ledger", "journal").
-    pub fn cli(self, what: &str) -> crate::CliError {
-        match self {
-            e @ StoreError::Busy { .. } => crate::CliError::new(
-                crate::Exit::Error,
-                Some(makproxy_core::Code::KeyHomeBusy),
-                format!("{what}: {e}"),
-            )
-            .hint("wait for the other run to finish (nothing was changed), or use another --home"),
-            e => crate::CliError::io(what, e),
-        }
-    }
-}
-
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         Self::Sqlite(e)
