@@ -615,7 +615,8 @@ pub fn common(
 /// A subcommand's own argument of the same name stops clap from propagating the
 /// global one there (its value still reaches [`Global`]).
 pub fn command<C: clap::CommandFactory>() -> clap::Command {
-    let mut cmd = C::command();
+    // `-V` prints the version; `--version` adds the commit and the kind of build.
+    let mut cmd = C::command().long_version(makproxy_core::build::describe());
     for sub in ["completions", "man"] {
         cmd = cmd.mut_subcommand(sub, |s| {
             s.arg(

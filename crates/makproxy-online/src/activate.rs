@@ -171,19 +171,21 @@ const SHOWN_FAILURES: usize = 20;
 struct Job {
     handle: u64,
     req: Request,
+    key: Key,
 }
 
-impl Job {
-    fn key(&self) -> Key {
-        key(&self.req.iid, &self.req.epid)
-    }
-}
-
-/// What the journal is keyed by, besides the simulated flag fixed for a run.
-type Key = (String, String);
+/// What the journal is keyed by, besides the simulated flag fixed for a run: made once
+/// per record and shared (the queue, the maps and the job hold the same one).
+type Key = std::sync::Arc<(String, String)>;
 
 fn key(iid: &InstallationId, epid: &ExtendedProductId) -> Key {
-    (iid.digits().to_string(), epid.as_str().to_string())
+    std::sync::Arc::new((iid.digits().to_string(), epid.as_str().to_string()))
+}
+
+/// A record waiting in the queue: its answer, or the key whose answer it waits for.
+enum Slot {
+    Known(Answer),
+    Waiting(Key),
 }
 
 /// What the return says for one record.
@@ -227,7 +229,7 @@ struct Walk<'a> {
     group: usize,
     oldest: Option<Instant>,
     /// Records in bundle order from the first one not yet written; `None`: waiting.
-    queue: VecDeque<(CilRecord, Option<Answer>)>,
+    queue: VecDeque<(CilRecord, Slot)>,
     /// Keys asked in this run whose records are still queued, with how many wait.
     waiting_on: HashMap<Key, usize>,
     /// Committed answers to those keys.
@@ -270,25 +272,29 @@ impl Walk<'_> {
             return Err(interrupted());
         }
         let k = key(&r.installation_id, &r.extended_product_id);
-        let answer = self.known(&r, &k)?;
-        if answer.is_none() {
-            let n = self.waiting_on.entry(k).or_default();
-            *n += 1;
-            // The first record with this key asks; duplicates wait for its answer.
-            if *n == 1 {
-                self.parcel.push(Job {
-                    handle: r.handle,
-                    req: Request {
-                        iid: r.installation_id.clone(),
-                        epid: r.extended_product_id.clone(),
-                    },
-                });
-                if self.parcel.len() >= self.parcel_size {
-                    self.hand_out()?;
+        let slot = match self.known(&r, &k)? {
+            Some(a) => Slot::Known(a),
+            None => {
+                let n = self.waiting_on.entry(k.clone()).or_default();
+                *n += 1;
+                // The first record with this key asks; duplicates wait for its answer.
+                if *n == 1 {
+                    self.parcel.push(Job {
+                        handle: r.handle,
+                        req: Request {
+                            iid: r.installation_id.clone(),
+                            epid: r.extended_product_id.clone(),
+                        },
+                        key: k.clone(),
+                    });
+                    if self.parcel.len() >= self.parcel_size {
+                        self.hand_out()?;
+                    }
                 }
+                Slot::Waiting(k)
             }
-        }
-        self.queue.push_back((r, answer));
+        };
+        self.queue.push_back((r, slot));
         self.write_settled()?;
         while self.queue.len() > MAX_WAITING {
             self.wait()?;
@@ -512,7 +518,7 @@ impl Walk<'_> {
                 },
                 Outcome::Failed(f) => {
                     let a = Answer::Failed(f.into());
-                    self.refused.insert(job.key(), a.clone());
+                    self.refused.insert(job.key.clone(), a.clone());
                     a
                 }
                 Outcome::NotSent(why) => Answer::Failed(RecordFailure::new(
@@ -533,11 +539,11 @@ impl Walk<'_> {
                         Code::BkdUncertain,
                         &format!("{why}; not sent again without --retry-uncertain"),
                     ));
-                    self.refused.insert(job.key(), a.clone());
+                    self.refused.insert(job.key.clone(), a.clone());
                     a
                 }
             };
-            self.settled.insert(job.key(), answer);
+            self.settled.insert(job.key, answer);
         }
         self.oldest = None;
         self.write_settled()
@@ -545,24 +551,26 @@ impl Walk<'_> {
 
     /// Writes the records at the front of the queue whose answers are known.
     fn write_settled(&mut self) -> Result<(), CliError> {
-        while let Some((r, known)) = self.queue.front() {
-            let answer = match known {
-                Some(a) => a.clone(),
-                None => {
-                    let k = key(&r.installation_id, &r.extended_product_id);
-                    let Some(a) = self.settled.get(&k).cloned() else {
-                        return Ok(());
-                    };
+        while let Some((_, slot)) = self.queue.front() {
+            if let Slot::Waiting(k) = slot {
+                if !self.settled.contains_key(k) {
+                    return Ok(());
+                }
+            }
+            let (r, slot) = self.queue.pop_front().expect("front exists");
+            let answer = match slot {
+                Slot::Known(a) => a,
+                Slot::Waiting(k) => {
                     let n = self.waiting_on.get_mut(&k).expect("counted when queued");
                     *n -= 1;
                     if *n == 0 {
                         self.waiting_on.remove(&k);
-                        self.settled.remove(&k);
+                        self.settled.remove(&k).expect("checked above")
+                    } else {
+                        self.settled.get(&k).cloned().expect("checked above")
                     }
-                    a
                 }
             };
-            let (r, _) = self.queue.pop_front().expect("front exists");
             self.write(r, answer)?;
         }
         Ok(())
@@ -574,11 +582,13 @@ impl Walk<'_> {
                 if now {
                     self.s.obtained += 1;
                     if !r.extended_product_id.is_absent() {
-                        *self
-                            .s
-                            .obtained_per_epid
-                            .entry(r.extended_product_id.as_str().to_string())
-                            .or_default() += 1;
+                        let epid = r.extended_product_id.as_str();
+                        match self.s.obtained_per_epid.get_mut(epid) {
+                            Some(n) => *n += 1,
+                            None => {
+                                self.s.obtained_per_epid.insert(epid.to_string(), 1);
+                            }
+                        }
                     }
                 } else {
                     self.s.from_journal += 1;

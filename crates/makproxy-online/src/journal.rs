@@ -960,27 +960,44 @@ impl Batch<'_> {
     ) -> Result<()> {
         let cid = cid.digits();
         let k = key(iid, epid, simulated);
-        let existing: Option<String> = self
+        // The insert is tried first (one lookup, by the trigger); only a key that
+        // already holds an answer is read back, to tell a repeat from a contradiction.
+        let inserted = self
             .tx
             .prepare_cached(
-                "SELECT cid FROM answers WHERE key = ?1 AND iid = ?2 AND epid = ?3 AND simulated = ?4",
+                "INSERT INTO answers(key, iid, epid, simulated, cid, run, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .query_row(params![k, iid, epid, simulated], |r| r.get(0))
-            .optional()?;
-        match existing {
-            Some(c) if c == cid => {}
-            Some(_) => {
-                return Err(JournalError::Contradiction(format!(
-                    "a second, different answer for IID {iid}: refused"
-                )))
-            }
-            None => {
-                self.tx
+            .execute(params![k, iid, epid, simulated, cid, run, at]);
+        match inserted {
+            Ok(_) => {}
+            Err(
+                e @ rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error {
+                        code: rusqlite::ErrorCode::ConstraintViolation,
+                        ..
+                    },
+                    _,
+                ),
+            ) => {
+                let existing: Option<String> = self
+                    .tx
                     .prepare_cached(
-                        "INSERT INTO answers(key, iid, epid, simulated, cid, run, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "SELECT cid FROM answers WHERE key = ?1 AND iid = ?2 AND epid = ?3 AND simulated = ?4",
                     )?
-                    .execute(params![k, iid, epid, simulated, cid, run, at])?;
+                    .query_row(params![k, iid, epid, simulated], |r| r.get(0))
+                    .optional()?;
+                match existing {
+                    Some(c) if c == cid => {}
+                    Some(_) => {
+                        return Err(JournalError::Contradiction(format!(
+                            "a second, different answer for IID {iid}: refused"
+                        )))
+                    }
+                    // Another constraint (no such run, …): that error, as it is.
+                    None => return Err(e.into()),
+                }
             }
+            Err(e) => return Err(e.into()),
         }
         if !simulated {
             self.settle(iid, epid)?;

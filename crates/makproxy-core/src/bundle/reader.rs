@@ -877,12 +877,59 @@ impl Verified {
     /// return bundle; a malformed record ends the walk with an error after `f` has seen
     /// the records before it, so a caller that must act all-or-nothing commits only once
     /// this returns `Ok`.
-    pub fn records<R: Record, E: From<BundleError>>(
+    pub fn records<R: Record + Send, E: From<BundleError>>(
         &mut self,
         mut f: impl FnMut(R) -> Result<(), E>,
     ) -> Result<(), E> {
-        let entry = self.manifest.entries[0].clone();
-        self.data
+        // Parsing runs on a helper thread, `f` on the caller's, joined by a short queue
+        // of batches: the records and their order are exactly the sequential ones.
+        const BATCH: usize = 512;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<R>>(8);
+        let this = &*self;
+        std::thread::scope(|scope| {
+            let parser = scope.spawn(move || {
+                let mut batch = Vec::with_capacity(BATCH);
+                this.parse_records(|r| {
+                    batch.push(r);
+                    if batch.len() == BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        tx.send(full).map_err(|_| Stop)?;
+                    }
+                    Ok(())
+                })?;
+                if !batch.is_empty() {
+                    tx.send(batch).map_err(|_| ParseEnd::Stopped)?;
+                }
+                Ok(())
+            });
+            for batch in &rx {
+                for r in batch {
+                    if let Err(e) = f(r) {
+                        // The parser stops at its next send (the queue is gone).
+                        drop(rx);
+                        let _ = parser.join();
+                        return Err(e);
+                    }
+                }
+            }
+            match parser.join() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(ParseEnd::Failed(e))) => Err(e.into()),
+                // Stopped only when the queue is gone, which happens only above.
+                Ok(Err(ParseEnd::Stopped)) => unreachable!("the receiver outlives the parser"),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
+    /// The records of the data entry in order, each checked, into `f` (which may stop
+    /// the walk); see [`Verified::records`].
+    fn parse_records<R: Record>(
+        &self,
+        mut f: impl FnMut(R) -> Result<(), Stop>,
+    ) -> Result<(), ParseEnd> {
+        let entry = &self.manifest.entries[0];
+        (&self.data)
             .seek(SeekFrom::Start(0))
             .map_err(BundleError::io)?;
         let mut reader = BufReader::with_capacity(256 * 1024, (&self.data).take(entry.size));
@@ -953,7 +1000,7 @@ impl Verified {
                 .into());
             }
             last = h;
-            f(rec)?;
+            f(rec).map_err(|Stop| ParseEnd::Stopped)?;
         }
         if count != self.manifest.records {
             return Err(BundleError::new(
@@ -966,6 +1013,23 @@ impl Verified {
             .into());
         }
         Ok(())
+    }
+}
+
+/// `f` asked the record parser to stop.
+struct Stop;
+
+/// Why the record parser ended early.
+enum ParseEnd {
+    /// The data broke a rule (the error names line and reason).
+    Failed(BundleError),
+    /// `f` asked it to stop.
+    Stopped,
+}
+
+impl From<BundleError> for ParseEnd {
+    fn from(e: BundleError) -> Self {
+        ParseEnd::Failed(e)
     }
 }
 
