@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""A CycloneDX 1.5 SBOM (JSON) of one binary of the workspace for one target.
+
+The components are the packages compiled into the binary: `cargo tree -e normal`
+for the package and target (build scripts, proc macros and dev-dependencies are not
+in the binary and are left out), each with its licence expression from its manifest,
+its crates.io purl and the SHA-256 Cargo.lock pins. The output depends only on the
+commit (no clock, no host paths), so two release builds write the same bytes.
+
+    scripts/sbom.py --package makproxy-secure --target x86_64-unknown-linux-musl \
+        --version 0.1.0 --commit SHA --epoch SECONDS > makproxy-secure.cdx.json
+
+`--check-auditable FILE` instead compares the SBOM on stdin with the dependency list
+cargo-auditable embedded in a built binary FILE (section .dep-v0), and exits 1 when
+they name different packages: two independent accounts of what is inside.
+"""
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+import tomllib
+import uuid
+import zlib
+
+PROC_MACRO_FREE = "normal"
+
+
+def cargo_tree(package, target):
+    out = subprocess.run(
+        ["cargo", "tree", "--locked", "--offline", "-e", PROC_MACRO_FREE, "--target", target,
+         "-p", package, "--prefix", "none", "--format", "{p}\t{l}"],
+        check=True, capture_output=True, text=True).stdout
+    found = {}
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        p, _, lic = line.partition("\t")
+        parts = p.replace(" (*)", "").split()
+        name, version = parts[0], parts[1].lstrip("v")
+        local = len(parts) > 2 and parts[2].startswith("(/")
+        found[(name, version)] = (lic.strip(), local)
+    return found
+
+
+def lock_checksums():
+    with open("Cargo.lock", "rb") as f:
+        lock = tomllib.load(f)
+    return {(p["name"], p["version"]): p.get("checksum") for p in lock["package"]}
+
+
+def sbom(a):
+    tree = cargo_tree(a.package, a.target)
+    sums = lock_checksums()
+    stamp = datetime.datetime.fromtimestamp(int(a.epoch), datetime.timezone.utc)
+    comps = []
+    for (name, version), (lic, local) in sorted(tree.items()):
+        if name == a.package:
+            continue
+        c = {"type": "library", "bom-ref": f"pkg:cargo/{name}@{version}", "name": name,
+             "version": version}
+        if lic:
+            c["licenses"] = [{"expression": lic}]
+        if local:
+            c["properties"] = [{"name": "makproxy:source", "value": "workspace"}]
+        else:
+            c["purl"] = f"pkg:cargo/{name}@{version}"
+            if sums.get((name, version)):
+                c["hashes"] = [{"alg": "SHA-256", "content": sums[(name, version)]}]
+        comps.append(c)
+    me = f"pkg:cargo/{a.package}@{a.version}"
+    return {
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "serialNumber": "urn:" + uuid.uuid5(uuid.NAMESPACE_URL,
+                                           f"makproxy:{a.commit}:{a.package}:{a.target}").urn[4:],
+        "version": 1,
+        "metadata": {
+            "timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "tools": {"components": [{"type": "application", "name": "makproxy scripts/sbom.py"}]},
+            "component": {"type": "application", "bom-ref": me, "name": a.package,
+                          "version": a.version,
+                          "licenses": [{"expression": tree.get((a.package, a.version), ("", 0))[0]
+                                        or "MIT OR Apache-2.0"}],
+                          "properties": [{"name": "makproxy:target", "value": a.target},
+                                         {"name": "makproxy:commit", "value": a.commit}]},
+        },
+        "components": comps,
+        "dependencies": [{"ref": me, "dependsOn": [c["bom-ref"] for c in comps]}],
+    }
+
+
+def auditable_packages(binary):
+    """The (name, version) pairs of the runtime packages cargo-auditable embedded."""
+    objcopy = "x86_64-w64-mingw32-objcopy" if binary.endswith(".exe") else "objcopy"
+    out = binary + ".dep-v0"
+    subprocess.run([objcopy, "-O", "binary", "--only-section=.dep-v0", binary, out], check=True)
+    with open(out, "rb") as f:
+        data = json.loads(zlib.decompress(f.read()))
+    return {(p["name"], p["version"]) for p in data["packages"]
+            if p.get("kind", "runtime") == "runtime"}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--package")
+    ap.add_argument("--target")
+    ap.add_argument("--version")
+    ap.add_argument("--commit")
+    ap.add_argument("--epoch")
+    ap.add_argument("--check-auditable")
+    a = ap.parse_args()
+    if a.check_auditable:
+        doc = json.load(sys.stdin)
+        listed = {(c["name"], c["version"]) for c in doc["components"]}
+        me = doc["metadata"]["component"]
+        listed.add((me["name"], me["version"]))
+        embedded = auditable_packages(a.check_auditable)
+        if listed != embedded:
+            print(f"SBOM and embedded list differ for {a.check_auditable}:\n"
+                  f"  only in the SBOM: {sorted(listed - embedded)}\n"
+                  f"  only embedded:    {sorted(embedded - listed)}", file=sys.stderr)
+            sys.exit(1)
+        print(f"{a.check_auditable}: {len(listed)} packages, SBOM and embedded list agree")
+        return
+    json.dump(sbom(a), sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
