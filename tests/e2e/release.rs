@@ -58,3 +58,41 @@ fn the_shipped_binaries_depend_on_no_test_code() {
         "{testkit}"
     );
 }
+
+/// `--version` names the version, the commit and the kind of build, in the form
+/// docs/release.md shows (a test build here: `development build` unless the builder set
+/// MAKPROXY_RELEASE_BUILD; scripts/check-release.sh checks a release build's words);
+/// `-V` prints the bare version that bundles record.
+#[test]
+fn version_says_which_commit_and_which_kind_of_build() {
+    for name in ["makproxy-secure", "makproxy-online"] {
+        let run = |flag: &str| {
+            let out = std::process::Command::new(makproxy_e2e::bin(name))
+                .arg(flag)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{name} {flag}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let short = run("-V");
+        let version = env!("CARGO_PKG_VERSION");
+        assert_eq!(short, format!("{name} {version}\n"));
+        let long = run("--version");
+        let rest = long
+            .strip_prefix(&format!("{name} {version} (commit "))
+            .unwrap_or_else(|| panic!("{long:?}"));
+        let (commit, kind) = rest.split_once(", ").unwrap_or_else(|| panic!("{long:?}"));
+        assert!(
+            commit == "unknown"
+                || (commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{long:?}"
+        );
+        assert!(
+            matches!(
+                kind,
+                "development build)\n" | "reproducible release build)\n"
+            ),
+            "{long:?}"
+        );
+    }
+}

@@ -616,7 +616,9 @@ pub fn common(
 /// global one there (its value still reaches [`Global`]).
 pub fn command<C: clap::CommandFactory>() -> clap::Command {
     // `-V` prints the version; `--version` adds the commit and the kind of build.
-    let mut cmd = C::command().long_version(makproxy_core::build::describe());
+    // (clap keeps `&'static str`: the one string per process is leaked on purpose.)
+    let long: &'static str = Box::leak(makproxy_core::build::describe().into_boxed_str());
+    let mut cmd = C::command().long_version(long);
     for sub in ["completions", "man"] {
         cmd = cmd.mut_subcommand(sub, |s| {
             s.arg(

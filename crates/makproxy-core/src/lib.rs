@@ -32,7 +32,11 @@ pub mod build {
     pub const COMMIT: Option<&str> = option_env!("MAKPROXY_COMMIT");
     /// Set by `scripts/release.sh` (`MAKPROXY_RELEASE_BUILD=1`): pinned toolchain,
     /// remapped paths, fixed time, `--locked`.
-    pub const RELEASE: bool = matches!(option_env!("MAKPROXY_RELEASE_BUILD"), Some("1"));
+    pub const RELEASE: bool = is_one(option_env!("MAKPROXY_RELEASE_BUILD"));
+
+    const fn is_one(v: Option<&str>) -> bool {
+        matches!(v, Some(s) if s.len() == 1 && s.as_bytes()[0] == b'1')
+    }
 
     /// `0.1.0 (commit 93ea20c…, reproducible release build)` or
     /// `0.1.0 (commit unknown, development build)`.
