@@ -86,11 +86,13 @@ build() {
         export CARGO_INCREMENTAL=0 CARGO_TARGET_DIR=$src/target
         export CC_x86_64_unknown_linux_musl=musl-gcc
         local remap="--remap-path-prefix=$src=/build/$NAME --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo --remap-path-prefix=$(rustc --print sysroot)=/rustc"
-        # The PE header's link time is left out, so the Windows binaries depend only
-        # on their inputs.
         RUSTFLAGS="$remap" cargo auditable build --locked --release --quiet --target $LINUX \
             $(printf -- '--bin %s ' "${BINS[@]}")
-        RUSTFLAGS="$remap -C link-arg=-Wl,--no-insert-timestamp" \
+        # The PE header's link time is left out, and the COFF symbol table is stripped:
+        # it names the import libraries rustc makes in a temporary folder of the build
+        # tree (rustcXXXXXX), so it differs from build to build. Then the Windows
+        # binaries depend only on their inputs.
+        RUSTFLAGS="$remap -C strip=symbols -C link-arg=-Wl,--no-insert-timestamp" \
             cargo auditable build --locked --release --quiet --target $WINDOWS \
             $(printf -- '--bin %s ' "${BINS[@]}")
     )
@@ -129,12 +131,11 @@ done
 
 echo "== man pages, completions, docs"
 mkdir -p "$W/share/man" "$W/share/completions" "$W/share/doc"
-HOST_BIN=$SRC/target/host
-(cd "$SRC" && CARGO_TARGET_DIR=$HOST_BIN cargo build --locked --release --quiet $(printf -- '--bin %s ' "${BINS[@]}"))
+# By the static Linux binaries just built (they run on any x86_64 Linux host).
 for b in "${BINS[@]}"; do
-    "$HOST_BIN/release/$b" man --out "$W/share/man" >/dev/null
+    "$BIN/linux/$b" man --out "$W/share/man" >/dev/null
     for sh in bash zsh fish powershell; do
-        "$HOST_BIN/release/$b" completions $sh > "$W/share/completions/$b.$sh"
+        "$BIN/linux/$b" completions $sh > "$W/share/completions/$b.$sh"
     done
 done
 /usr/bin/python3 "$SRC/scripts/docs-html.py" "$SRC" "$W/share/doc"

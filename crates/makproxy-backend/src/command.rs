@@ -275,6 +275,9 @@ impl Backend for CommandBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Command
     }
+    fn max_concurrency(&self) -> Option<usize> {
+        Some(1)
+    }
     fn endpoint(&self) -> String {
         self.program.clone()
     }

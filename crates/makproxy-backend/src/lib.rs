@@ -151,6 +151,12 @@ pub trait Backend: Send + Sync {
     fn needs_epid(&self) -> bool {
         true
     }
+    /// How many requests it can answer at once (`None`: as many as `--concurrency`
+    /// asks). A person, or a single gateway process reading one line at a time, answers
+    /// one record at a time.
+    fn max_concurrency(&self) -> Option<usize> {
+        None
+    }
     /// Whether its answers were prepared for one batch (a filled-in worksheet): the
     /// caller then hands [`Backend::check_batch`] the IIDs of the whole bundle first.
     fn prepared_batch(&self) -> bool {

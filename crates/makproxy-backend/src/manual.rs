@@ -223,6 +223,9 @@ impl Backend for Manual {
     fn kind(&self) -> BackendKind {
         BackendKind::Manual
     }
+    fn max_concurrency(&self) -> Option<usize> {
+        Some(1)
+    }
     fn endpoint(&self) -> String {
         self.endpoint.clone()
     }

@@ -19,7 +19,7 @@
 //! consecutive requests that got no answer, nothing more is sent; a return holding
 //! nothing but such failures is not written.
 
-use crate::journal::{Intent, Journal};
+use crate::journal::{Intent, Journal, RecordOf};
 use makproxy_backend::{activate_with_retry, Backend, Outcome, Request, RetryPolicy};
 use makproxy_cli::Progress;
 use makproxy_cli::{CliError, Exit, Output};
@@ -489,11 +489,13 @@ impl Walk<'_> {
             match outcome {
                 Outcome::Cid(cid) => b.save_answer(iid, epid, self.simulated, cid, self.run, &at),
                 Outcome::Failed(f) => b.save_failure(
-                    self.bundle_id,
-                    job.handle,
-                    self.backend,
-                    iid,
-                    epid,
+                    &RecordOf {
+                        bundle_id: self.bundle_id,
+                        handle: job.handle,
+                        backend: self.backend,
+                        iid,
+                        epid,
+                    },
                     &RecordFailure::from(f.clone()),
                     &at,
                 ),
@@ -826,8 +828,12 @@ pub fn run(
     )?;
     let endpoint = o.backend.endpoint();
     let run = journal.start_run(&bundle::new_bundle_id(), &m.bundle_id, kind, &endpoint, &at)?;
-    let (writer, s, unreachable) =
-        walk_bundle(out, journal, o, &mut v, run, skip_refused, uncertain)?;
+    let this_run = ThisRun {
+        run,
+        skip_refused,
+        uncertain,
+    };
+    let (writer, s, unreachable) = walk_bundle(out, journal, o, &mut v, this_run)?;
 
     let got_answers =
         s.obtained + s.from_journal + (s.failed - s.no_response - s.uncertain - s.outage);
@@ -856,9 +862,12 @@ pub fn run(
     }
 
     let remaining = carried_counts(counts, &s.obtained_per_epid);
-    let written = write_return(
-        home, journal, o, &v, &key, now, writer, &endpoint, remaining,
-    )?;
+    let facts = ReturnFacts {
+        endpoint: &endpoint,
+        remaining,
+        now,
+    };
+    let written = write_return(home, journal, o, &v, &key, writer, facts)?;
     // A bundle from before a journal recovery, gone through whole with
     // --retry-uncertain (nothing left unsent by a stop or an outage): its records are
     // known from here on.
@@ -977,19 +986,25 @@ fn check_remaining(
 /// Walks the bundle's records through the journal and `o.concurrency` workers into the
 /// return's writer (see [`Walk`]). Returns the writer with every record written, what
 /// the run did, and whether the service stopped answering.
-#[allow(clippy::too_many_arguments)]
 fn walk_bundle<'o>(
     out: &Output,
     journal: &mut Journal,
     o: &Options<'o>,
     v: &mut bundle::Verified,
-    run: i64,
-    skip_refused: bool,
-    uncertain: Uncertainty,
+    this_run: ThisRun,
 ) -> Result<(BundleWriter<ReturnRecord>, Summary, bool), CliError> {
+    let ThisRun {
+        run,
+        skip_refused,
+        uncertain,
+    } = this_run;
     let (bundle_id, records) = (v.manifest.bundle_id.clone(), v.manifest.records);
     let (simulated, kind) = (o.backend.simulated(), o.backend.kind());
-    let concurrency = o.concurrency.max(1);
+    // What the backend can take at once bounds what --concurrency asks for.
+    let concurrency = o
+        .concurrency
+        .max(1)
+        .min(o.backend.max_concurrency().unwrap_or(usize::MAX));
     // Backends that can spend get one request per hand-off, through a rendezvous, so
     // that `concurrency` requests are really in flight and none waits with its intent
     // committed; the simulator answers in microseconds, so its requests travel in
@@ -1086,20 +1101,42 @@ fn walk_bundle<'o>(
     Ok((writer, s, unreachable.load(Ordering::SeqCst)))
 }
 
+/// What a run knows when it starts walking the bundle.
+struct ThisRun {
+    /// The run's row in the journal.
+    run: i64,
+    /// Refusals by this backend are served from the journal (not --retry-failed).
+    skip_refused: bool,
+    /// Which records may have reached the service in a run that died.
+    uncertain: Uncertainty,
+}
+
+/// The return about to be signed: what it says beyond its records.
+struct ReturnFacts<'a> {
+    /// The backend's endpoint, as the header names it.
+    endpoint: &'a str,
+    /// Activations left per key, as the run learnt them.
+    remaining: Option<Vec<bundle::RemainingCount>>,
+    /// Its creation time.
+    now: time::OffsetDateTime,
+}
+
 /// Signs and writes the return (header, then the records already streamed), and
 /// records it in the journal.
-#[allow(clippy::too_many_arguments)]
 fn write_return(
     home: &Home,
     journal: &mut Journal,
     o: &Options,
     v: &bundle::Verified,
     key: &makproxy_core::keys::SigningKey,
-    now: time::OffsetDateTime,
     writer: BundleWriter<ReturnRecord>,
-    endpoint: &str,
-    remaining: Option<Vec<bundle::RemainingCount>>,
+    facts: ReturnFacts,
 ) -> Result<bundle::Written, CliError> {
+    let ReturnFacts {
+        endpoint,
+        remaining,
+        now,
+    } = facts;
     let m = &v.manifest;
     let (simulated, kind) = (o.backend.simulated(), o.backend.kind());
     let sequence = journal.next_return_sequence()?;
@@ -1386,6 +1423,62 @@ mod tests {
         }
         fn remaining(&self, _: &ExtendedProductId) -> Result<Remaining, Failure> {
             Ok(Remaining::Unlimited)
+        }
+    }
+
+    /// Answers slowly and records the most requests it ever had in flight at once.
+    struct OneAtATime {
+        cap: Option<usize>,
+        now: AtomicU32,
+        most: AtomicU32,
+    }
+
+    impl Backend for OneAtATime {
+        fn kind(&self) -> BackendKind {
+            BackendKind::Command
+        }
+        fn endpoint(&self) -> String {
+            "in-process test".into()
+        }
+        fn max_concurrency(&self) -> Option<usize> {
+            self.cap
+        }
+        fn activate(&self, req: &Request) -> Outcome {
+            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(n, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            Outcome::Cid(ConfirmationId::parse(&cid_for(req.iid.digits())).unwrap())
+        }
+        fn remaining(&self, _: &ExtendedProductId) -> Result<Remaining, Failure> {
+            Ok(Remaining::Unlimited)
+        }
+    }
+
+    #[test]
+    fn a_backend_that_answers_one_at_a_time_is_never_asked_two_at_once() {
+        // Uncapped, the same run does overlap requests (so the capped run's 1 means
+        // something): more than one in flight, at most the 3 asked for.
+        for (cap, most) in [(Some(1), 1..=1), (None, 2..=3)] {
+            let f = fixture(6);
+            let stop = AtomicBool::new(false);
+            let b = OneAtATime {
+                cap,
+                now: AtomicU32::new(0),
+                most: AtomicU32::new(0),
+            };
+            let out = f._dir.path().join("ret.zip");
+            let mut j = Journal::open(&f.online).unwrap();
+            // --concurrency 3 (options), the backend's own bound wins.
+            run(
+                &Output { json: true },
+                &f.online,
+                &mut j,
+                &options(&f.cil, &out, &b, &stop),
+            )
+            .unwrap();
+            let seen = b.most.load(Ordering::SeqCst);
+            assert!(most.contains(&seen), "cap {cap:?}: {seen} at once");
         }
     }
 

@@ -151,6 +151,22 @@ pub struct Stored {
     pub backend: BackendKind,
 }
 
+/// Which record of which bundle a refusal is about, and who refused
+/// ([`Batch::save_failure`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordOf<'a> {
+    /// The CIL bundle.
+    pub bundle_id: &'a str,
+    /// The record's handle in it.
+    pub handle: u64,
+    /// The backend that refused.
+    pub backend: BackendKind,
+    /// The record's installation ID.
+    pub iid: &'a str,
+    /// Its extended product ID.
+    pub epid: &'a str,
+}
+
 /// A request that was (or was about to be) sent and has no answer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Intent {
@@ -1007,17 +1023,14 @@ impl Batch<'_> {
 
     /// Records (or replaces) a refusal of one record of a bundle by one backend, and
     /// closes the intent.
-    #[allow(clippy::too_many_arguments)]
-    pub fn save_failure(
-        &self,
-        bundle_id: &str,
-        handle: u64,
-        backend: BackendKind,
-        iid: &str,
-        epid: &str,
-        f: &RecordFailure,
-        at: &str,
-    ) -> Result<()> {
+    pub fn save_failure(&self, of: &RecordOf, f: &RecordFailure, at: &str) -> Result<()> {
+        let RecordOf {
+            bundle_id,
+            handle,
+            backend,
+            iid,
+            epid,
+        } = *of;
         self.tx
             .prepare_cached(
                 "INSERT INTO failures(bundle_id, handle, backend, iid, code, service_code, message, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -1175,10 +1188,15 @@ mod tests {
         let ms = BackendKind::Microsoft;
         assert!(!j.any_failure("b1", sim).unwrap());
         let b = j.batch().unwrap();
-        b.save_failure("b1", 3, sim, "1", "E", &refusal("0x7F"), "t")
-            .unwrap();
-        b.save_failure("b1", 3, sim, "1", "E", &refusal("0x67"), "t")
-            .unwrap();
+        let rec = RecordOf {
+            bundle_id: "b1",
+            handle: 3,
+            backend: sim,
+            iid: "1",
+            epid: "E",
+        };
+        b.save_failure(&rec, &refusal("0x7F"), "t").unwrap();
+        b.save_failure(&rec, &refusal("0x67"), "t").unwrap();
         b.commit().unwrap();
         assert!(j.any_failure("b1", sim).unwrap());
         assert!(
@@ -1278,11 +1296,13 @@ mod tests {
         b.save_answer("111", "E1", false, &c(1), run, "t1").unwrap();
         b.save_answer("222", "E2", false, &c(2), run, "t2").unwrap();
         b.save_failure(
-            "b1",
-            7,
-            BackendKind::Microsoft,
-            "111",
-            "E9",
+            &RecordOf {
+                bundle_id: "b1",
+                handle: 7,
+                backend: BackendKind::Microsoft,
+                iid: "111",
+                epid: "E9",
+            },
             &RecordFailure {
                 code: makproxy_core::Code::BkdRefused.into(),
                 service_code: Some(ServiceCode::parse("0x7F").unwrap()),
@@ -1368,11 +1388,13 @@ mod tests {
         assert_eq!(j.forget("444", "stuck", "t8").unwrap(), 1);
         let b = j.batch().unwrap();
         b.save_failure(
-            "b1",
-            8,
-            BackendKind::Manual,
-            "555",
-            "E5",
+            &RecordOf {
+                bundle_id: "b1",
+                handle: 8,
+                backend: BackendKind::Manual,
+                iid: "555",
+                epid: "E5",
+            },
             &refusal("0x86"),
             "t9",
         )
@@ -1434,11 +1456,13 @@ mod tests {
         b.intend("111", "E1", BackendKind::Microsoft, run, "t")
             .unwrap();
         b.save_failure(
-            "b1",
-            1,
-            BackendKind::Simulator,
-            "111",
-            "E1",
+            &RecordOf {
+                bundle_id: "b1",
+                handle: 1,
+                backend: BackendKind::Simulator,
+                iid: "111",
+                epid: "E1",
+            },
             &refusal("0x7F"),
             "t",
         )
@@ -1447,11 +1471,13 @@ mod tests {
         assert!(j.intent("111", "E1").unwrap().is_some());
         let b = j.batch().unwrap();
         b.save_failure(
-            "b1",
-            1,
-            BackendKind::Microsoft,
-            "111",
-            "E1",
+            &RecordOf {
+                bundle_id: "b1",
+                handle: 1,
+                backend: BackendKind::Microsoft,
+                iid: "111",
+                epid: "E1",
+            },
             &refusal("0x7F"),
             "t",
         )

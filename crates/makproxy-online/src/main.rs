@@ -170,15 +170,7 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
                 input: &a.file,
                 out: &a.out,
                 backend: b.as_ref(),
-                // A person or a single gateway process answers one record at a time.
-                concurrency: if matches!(
-                    a.backend.backend,
-                    BackendName::Manual | BackendName::Command
-                ) {
-                    1
-                } else {
-                    a.concurrency.into()
-                },
+                concurrency: a.concurrency.into(),
                 retry: RetryPolicy {
                     attempts: a.attempts.max(1),
                     first_delay: Duration::from_millis(a.retry_delay_ms),

@@ -9,7 +9,7 @@
 //! They are replaced atomically but not fsynced one by one: the ledger commit is the
 //! durable step, and after a power loss a re-run of `apply` writes them again.
 
-use crate::ledger::{Answered, Change, History, Ledger, ProductState, Tx};
+use crate::ledger::{Answered, AppliedReturn, Change, History, KeptCid, Ledger, ProductState, Tx};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{
     self, Answers, BackendInfo, FailureCode, Kind, ReturnAnswer, ReturnRecord,
@@ -368,17 +368,13 @@ pub fn run(
     let mut s = Summary::default();
     let mut notes: Vec<Note> = Vec::new();
     v.records(|r: ReturnRecord| {
-        record(
-            &tx,
-            &r,
-            &answers.bundle_id,
-            &m.bundle_id,
-            backend.simulated,
-            &at,
-            &mut s,
-            &mut notes,
-        )
-        .map_err(CliError::from)
+        let ret = Applying {
+            request: &answers.bundle_id,
+            return_id: &m.bundle_id,
+            simulated: backend.simulated,
+            at: &at,
+        };
+        record(&tx, &r, &ret, &mut s, &mut notes).map_err(CliError::from)
     })?;
     name_notes(&tx, &answers.bundle_id, &mut notes)?;
     if dry_run {
@@ -395,12 +391,14 @@ pub fn run(
         keys_updated += tx.key_count_seen(&answers.bundle_id, c, &m.bundle_id, &at)?;
     }
     tx.return_recorded(
-        &m.bundle_id,
-        &answers.bundle_id,
-        &v.signer.name,
-        &backend.name,
-        backend.simulated,
-        &serde_json::to_string(&s).expect("serialisable"),
+        &AppliedReturn {
+            bundle_id: &m.bundle_id,
+            answers: &answers.bundle_id,
+            signer: &v.signer.name,
+            backend: &backend.name,
+            simulated: backend.simulated,
+            summary_json: &serde_json::to_string(&s).expect("serialisable"),
+        },
         &at,
     )?;
     // Deposit results collect kept because their CIDs were unknown (after a
@@ -447,18 +445,32 @@ pub fn run(
     Ok(exit)
 }
 
+/// The return being applied, as each of its results sees it.
+struct Applying<'a> {
+    /// The CIL bundle it answers.
+    request: &'a str,
+    /// The return bundle.
+    return_id: &'a str,
+    /// The return is a drill's.
+    simulated: bool,
+    /// When (RFC 3339).
+    at: &'a str,
+}
+
 /// Applies one result of a return to the ledger (inside the caller's transaction).
-#[allow(clippy::too_many_arguments)]
 fn record(
     tx: &Tx,
     r: &ReturnRecord,
-    request: &str,
-    return_id: &str,
-    simulated_return: bool,
-    at: &str,
+    ret: &Applying,
     s: &mut Summary,
     notes: &mut Vec<Note>,
 ) -> crate::ledger::Result<()> {
+    let Applying {
+        request,
+        return_id,
+        simulated: simulated_return,
+        at,
+    } = *ret;
     let note = |notes: &mut Vec<Note>, code: Code, detail: String| {
         notes.push(Note {
             handle: r.handle,
@@ -548,12 +560,14 @@ fn record(
     let (cur_iid, cur_state, cur_sim) = (&now.iid, now.state, now.cid_simulated);
     if let Some(cid) = r.confirmation_id() {
         tx.keep_cid(
-            host,
-            aid,
-            &packed_iid,
-            cid.digits(),
-            r.simulated,
-            return_id,
+            &KeptCid {
+                host,
+                activation_id: aid,
+                iid: &packed_iid,
+                cid,
+                simulated: r.simulated,
+                return_bundle: return_id,
+            },
             at,
         )?;
     }

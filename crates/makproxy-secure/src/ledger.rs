@@ -26,6 +26,40 @@ use makproxy_store::{self as store, Migration, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::PathBuf;
 
+/// A CID a return brought, kept for its (host, product, IID) ([`Tx::keep_cid`]).
+#[derive(Debug, Clone, Copy)]
+pub struct KeptCid<'a> {
+    /// The machine.
+    pub host: &'a str,
+    /// The product.
+    pub activation_id: &'a str,
+    /// The installation ID it answers.
+    pub iid: &'a str,
+    /// The CID, as its type holds it.
+    pub cid: &'a ConfirmationId,
+    /// From a drill: never replaces a real one.
+    pub simulated: bool,
+    /// The return bundle that brought it.
+    pub return_bundle: &'a str,
+}
+
+/// A return applied, as the ledger records it ([`Tx::return_recorded`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AppliedReturn<'a> {
+    /// The return bundle.
+    pub bundle_id: &'a str,
+    /// The CIL bundle it answers.
+    pub answers: &'a str,
+    /// The pinned name of its signer.
+    pub signer: &'a str,
+    /// The backend that answered.
+    pub backend: &'a str,
+    /// From a drill.
+    pub simulated: bool,
+    /// apply's summary, as JSON.
+    pub summary_json: &'a str,
+}
+
 /// Why a ledger read or write failed: the ledger's own error, mapped to an exit code
 /// and a message by the binary (`From<LedgerError> for CliError`).
 #[derive(Debug)]
@@ -1983,42 +2017,30 @@ impl Tx<'_> {
 
     /// Keeps a CID obtained for (host, product, IID), even when not used now; a
     /// simulated CID never replaces a real one.
-    #[allow(clippy::too_many_arguments)]
-    pub fn keep_cid(
-        &self,
-        host: &str,
-        activation_id: &str,
-        iid: &str,
-        cid: &str,
-        simulated: bool,
-        return_bundle: &str,
-        at: &str,
-    ) -> Result<()> {
+    pub fn keep_cid(&self, k: &KeptCid, at: &str) -> Result<()> {
         self.tx
             .prepare_cached(
                 "INSERT INTO cids(host, activation_id, iid, cid, simulated, return_bundle, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(host, activation_id, iid) DO UPDATE SET cid = excluded.cid, simulated = excluded.simulated, return_bundle = excluded.return_bundle, at = excluded.at
                  WHERE cids.simulated = 1 OR excluded.simulated = 0",
             )?
-            .execute(params![host, activation_id, iid, cid, simulated, return_bundle, at])?;
+            .execute(params![
+                k.host,
+                k.activation_id,
+                k.iid,
+                k.cid.digits(),
+                k.simulated,
+                k.return_bundle,
+                at
+            ])?;
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     /// Records that a return was applied, with its summary.
-    pub fn return_recorded(
-        &self,
-        bundle_id: &str,
-        answers: &str,
-        signer: &str,
-        backend: &str,
-        simulated: bool,
-        summary_json: &str,
-        at: &str,
-    ) -> Result<()> {
+    pub fn return_recorded(&self, r: &AppliedReturn, at: &str) -> Result<()> {
         self.tx.execute(
             "INSERT INTO returns(bundle_id, answers, signer, backend, simulated, applied_at, summary) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![bundle_id, answers, signer, backend, simulated, at, summary_json],
+            params![r.bundle_id, r.answers, r.signer, r.backend, r.simulated, at, r.summary_json],
         )?;
         Ok(())
     }
