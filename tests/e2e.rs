@@ -39,6 +39,10 @@ mod powershell;
 mod promises;
 #[path = "e2e/release.rs"]
 mod release;
+// Rendered by Debian's Chromium (scripts/test.sh installs it).
+#[cfg(unix)]
+#[path = "e2e/report.rs"]
+mod report;
 #[path = "e2e/rotation.rs"]
 mod rotation;
 #[path = "e2e/roundtrip.rs"]

@@ -397,11 +397,14 @@ fn the_types_json_md_names_exist_where_it_says() {
         };
         let mut parts = module.split("::");
         let krate = parts.next().unwrap().replace('_', "-");
-        let file = root()
-            .join("crates")
-            .join(&krate)
-            .join("src")
-            .join(format!("{}.rs", parts.collect::<Vec<_>>().join("/")));
+        let rel = parts.collect::<Vec<_>>().join("/");
+        let src_dir = root().join("crates").join(&krate).join("src");
+        // A module is `a/b.rs` or `a/b/mod.rs`.
+        let file = [format!("{rel}.rs"), format!("{rel}/mod.rs")]
+            .iter()
+            .map(|f| src_dir.join(f))
+            .find(|f| f.exists())
+            .unwrap_or_else(|| src_dir.join(format!("{rel}.rs")));
         let src = std::fs::read_to_string(&file)
             .unwrap_or_else(|e| panic!("{line}: {} {e}", file.display()));
         for n in names {

@@ -36,21 +36,12 @@ fn round_trip_against_the_mock_service_with_errors_and_an_outage() {
     mock.set(&ids[4], Behavior::Error("0xC0FFEE".into()));
     let ret = g.p("ret.zip");
     let r = g
-        .online(&[
-            "--json",
-            "activate",
+        .activate_microsoft(
             &cil,
-            "--out",
             &ret,
-            "--backend",
-            "microsoft",
-            "--endpoint",
             &mock.url,
-            "--retry-delay-ms",
-            "10",
-            "--concurrency",
-            "3",
-        ])
+            &["--retry-delay-ms", "10", "--concurrency", "3"],
+        )
         .code(4)
         .json();
     assert_eq!(r["simulated"], false);
@@ -331,21 +322,9 @@ fn a_mixed_bundle_is_answered_in_order_with_one_request_per_iid() {
     let mock = MockServer::start();
     mock.set_latency(std::time::Duration::from_millis(15));
     let activate = |cil: &str, ret: &str, code: i32| {
-        g.online(&[
-            "--json",
-            "activate",
-            cil,
-            "--out",
-            ret,
-            "--backend",
-            "microsoft",
-            "--endpoint",
-            &mock.url,
-            "--concurrency",
-            "4",
-        ])
-        .code(code)
-        .json()
+        g.activate_microsoft(cil, ret, &mock.url, &["--concurrency", "4"])
+            .code(code)
+            .json()
     };
     // Bundle 1: the odd-numbered machines; their CIDs go into the journal.
     let (cil1, cil2) = (g.p("cil1.zip"), g.p("cil2.zip"));

@@ -579,10 +579,12 @@ fn html_report_and_csv_have_the_expected_counts() {
     g.secure(&["report", "--out", &html]).ok();
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(
-        page.contains("<div class=\"card\" data-state=\"cid_received\"><div class=\"n\">12</div>"),
+        page.contains(
+            "<div class=\"card simulated\"><b>12</b>SIMULATED answer: not activated</div>"
+        ),
         "{page}"
     );
-    assert!(page.contains("<div class=\"card\" data-state=\"failed\"><div class=\"n\">2</div>"));
+    assert!(page.contains("<div class=\"card\"><b>2</b>refused by the activation service</div>"));
     assert!(page.contains("0x7F: MAK has exceeded its activation limit"));
     assert!(
         !page.contains("http://") && !page.contains("https://") && !page.contains("<script"),

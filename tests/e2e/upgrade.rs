@@ -63,7 +63,7 @@ fn a_previous_release_round_carries_on_after_the_upgrade() {
         ),
         (Some(10), Some(3), Some(2))
     );
-    assert_eq!(schema(&t.path().join("secure-home/ledger.sqlite3")), "5");
+    assert_eq!(schema(&t.path().join("secure-home/ledger.sqlite3")), "6");
     // Schema 4 records each product's key channel: filled from the old descriptions.
     let channels: Vec<(&str, Option<&str>)> = s["products"]
         .as_array()

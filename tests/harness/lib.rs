@@ -283,6 +283,23 @@ impl Gap {
         a.extend_from_slice(args);
         run_env("makproxy-online", &a, env)
     }
+    /// `activate CIL --out RET --backend microsoft --endpoint URL` and any further flags,
+    /// `--json` first: the gateway's answer from a (mock) Microsoft service.
+    pub fn activate_microsoft(&self, cil: &str, ret: &str, url: &str, extra: &[&str]) -> Run {
+        let mut a = vec![
+            "--json",
+            "activate",
+            cil,
+            "--out",
+            ret,
+            "--backend",
+            "microsoft",
+            "--endpoint",
+            url,
+        ];
+        a.extend_from_slice(extra);
+        self.online(&a)
+    }
     pub fn spawn_secure(&self, args: &[&str]) -> Child {
         self.spawn(true, args)
     }

@@ -59,19 +59,39 @@ fn parent(path: &Path) -> &Path {
 /// Writes `path` atomically (replacing an earlier version): readers see the old or the
 /// new content, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    replace_synced(path, bytes, false)
+    replace_synced(path, bytes, Access::Owner)
 }
 
-/// A temporary file beside `path` (owner-only and protected like a secret when
-/// `secret`), written, synced and renamed over `path`, then the folder synced.
-fn replace_synced(path: &Path, bytes: &[u8], secret: bool) -> io::Result<()> {
+/// [`write_atomic`] for a file meant to be read by others (the HTML report, put on a
+/// share): readable by all on Unix (0644); on Windows, like any new file, readable by
+/// whoever may read its folder.
+pub fn write_shared(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace_synced(path, bytes, Access::Shared)
+}
+
+/// Who may read a file [`replace_synced`] writes.
+#[derive(Clone, Copy)]
+enum Access {
+    /// As tempfile creates it: owner-only on Unix, the folder's ACL on Windows.
+    Owner,
+    /// Owner-only everywhere, protected like a secret.
+    Secret,
+    /// Readable by others.
+    Shared,
+}
+
+/// A temporary file beside `path` (with the `access` asked for), written, synced and
+/// renamed over `path`, then the folder synced.
+fn replace_synced(path: &Path, bytes: &[u8], access: Access) -> io::Result<()> {
     let dir = parent(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".makproxy-")
         .suffix(".tmp")
         .tempfile_in(dir)?;
-    if secret {
-        crate::os::protect_secret(tmp.path())?;
+    match access {
+        Access::Owner => {}
+        Access::Secret => crate::os::protect_secret(tmp.path())?,
+        Access::Shared => crate::os::make_shared(tmp.path())?,
     }
     tmp.write_all(bytes)?;
     sync_file(tmp.as_file())?;
@@ -181,7 +201,7 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Unix, protected like [`write_secret`] everywhere) written, synced and renamed over
 /// `path`. A kill leaves the old file or the new one, never half of either.
 pub fn replace_secret(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    replace_synced(path, bytes, true)
+    replace_synced(path, bytes, Access::Secret)
 }
 
 /// Who besides its owner can read a secret file (Unix: its group or all users, by the

@@ -223,6 +223,16 @@ pub fn key_id(key: &VerifyingKey) -> String {
     h[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A short fingerprint to read aloud: the key ID in four groups, upper case.
+pub fn fingerprint(key: &VerifyingKey) -> String {
+    let id = key_id(key).to_ascii_uppercase();
+    id.as_bytes()
+        .chunks(4)
+        .map(|c| std::str::from_utf8(c).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
 impl PublicKey {
     /// Key ID carried in bundles as a lookup hint.
     pub fn key_id(&self) -> String {
@@ -230,12 +240,7 @@ impl PublicKey {
     }
     /// A short fingerprint to read aloud: the key ID in four groups, upper case.
     pub fn fingerprint(&self) -> String {
-        let id = self.key_id().to_ascii_uppercase();
-        id.as_bytes()
-            .chunks(4)
-            .map(|c| std::str::from_utf8(c).unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join("-")
+        fingerprint(&self.key)
     }
     /// The public key file (version 2), self-signed by `signing`, which must be this
     /// key's secret half.

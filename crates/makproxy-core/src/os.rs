@@ -60,6 +60,12 @@ mod imp {
         Ok(())
     }
 
+    /// A file meant to be read by others (a report for a share): 0644, whatever the
+    /// owner-only mode the temporary file was created with.
+    pub fn make_shared(path: &Path) -> io::Result<()> {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o644))
+    }
+
     /// Who besides the owner may read or write the file: the group and others, by
     /// their permission bits (empty when the mode is 0600 or stricter).
     pub fn exposed_to(path: &Path) -> io::Result<Vec<String>> {
@@ -112,6 +118,12 @@ mod imp {
     /// Gives the new secret file a protected ACL: its owner only.
     pub fn protect_secret(path: &Path) -> io::Result<()> {
         makproxy_winacl::restrict_to_owner(path, false)
+    }
+
+    /// Nothing to do: a new file inherits its folder's ACL, so who may read the folder
+    /// (a share) may read the file.
+    pub fn make_shared(_path: &Path) -> io::Result<()> {
+        Ok(())
     }
 
     /// Who besides the owner, SYSTEM and Administrators can read the file, by name.

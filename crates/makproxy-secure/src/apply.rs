@@ -390,11 +390,17 @@ pub fn run(
     for c in m.remaining.as_deref().unwrap_or_default() {
         keys_updated += tx.key_count_seen(&answers.bundle_id, c, &m.bundle_id, &at)?;
     }
+    // Who signed it, for the report: the signer and each cosigner, by pinned name.
+    let signers = std::iter::once(&v.signer)
+        .chain(&v.cosigners)
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(" + ");
     tx.return_recorded(
         &AppliedReturn {
             bundle_id: &m.bundle_id,
             answers: &answers.bundle_id,
-            signer: &v.signer.name,
+            signer: &signers,
             backend: &backend.name,
             simulated: backend.simulated,
             summary_json: &serde_json::to_string(&s).expect("serialisable"),

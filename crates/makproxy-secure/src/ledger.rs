@@ -50,7 +50,7 @@ pub struct AppliedReturn<'a> {
     pub bundle_id: &'a str,
     /// The CIL bundle it answers.
     pub answers: &'a str,
-    /// The pinned name of its signer.
+    /// Who signed it: the pinned names of its signer and cosigners (`gw + gw-2`).
     pub signer: &'a str,
     /// The backend that answered.
     pub backend: &'a str,
@@ -533,7 +533,7 @@ pub struct Transition {
 }
 
 /// Bumped whenever the schema changes; older ledgers are migrated forward.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS product_facts(
@@ -585,7 +585,9 @@ CREATE TABLE IF NOT EXISTS bundles(
     created TEXT NOT NULL,
     expires TEXT NOT NULL,
     records INTEGER NOT NULL,
-    file TEXT NOT NULL
+    file TEXT NOT NULL,
+    -- The fingerprint of the site key that signed it (null: packed before schema 6).
+    signer TEXT
 );
 CREATE TABLE IF NOT EXISTS bundle_records(
     bundle_id TEXT NOT NULL,
@@ -662,7 +664,8 @@ CREATE TABLE IF NOT EXISTS product_keys(
 /// product's key channel (filled from the stored descriptions when the ledger is
 /// opened: [`Ledger::open`]) and the key inventory table; the view is made again with
 /// the new column. Schema 4 to 5 adds each product's machine time (`observed_at`, null
-/// for what was collected before: never stale) and the kept deposit results.
+/// for what was collected before: never stale) and the kept deposit results. Schema 5
+/// to 6 records which site key signed each bundle (null for bundles packed before).
 const MIGRATIONS: &[Migration] = &[
     Migration {
         from: 2,
@@ -677,6 +680,10 @@ const MIGRATIONS: &[Migration] = &[
         from: 4,
         sql:
             "ALTER TABLE product_status ADD COLUMN observed_at TEXT; DROP VIEW IF EXISTS products;",
+    },
+    Migration {
+        from: 5,
+        sql: "ALTER TABLE bundles ADD COLUMN signer TEXT;",
     },
 ];
 
@@ -886,6 +893,8 @@ pub struct WrittenBundle<'a> {
     pub records: u64,
     /// Where it was written.
     pub file: &'a str,
+    /// The fingerprint of the site key that signed it.
+    pub signer: &'a str,
 }
 
 /// A product as a return record is applied to it.
@@ -1254,49 +1263,183 @@ impl Ledger {
             .map_err(LedgerError::from)
     }
 
-    /// The report's tables, each a list of text rows.
-    pub fn report_tables(&self) -> Result<ReportTables> {
-        let table = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<Vec<Vec<String>>> {
-            let mut stmt = self.conn.prepare(sql)?;
-            let n = stmt.column_count();
-            let rows = stmt
-                .query_map(p, |r| {
-                    (0..n)
-                        .map(|i| r.get::<_, Option<String>>(i).map(Option::unwrap_or_default))
-                        .collect::<Result<Vec<_>, _>>()
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        };
-        Ok(ReportTables {
-            per_product: table("SELECT COALESCE(product, activation_id), COALESCE(channel, '-'), state, CAST(COUNT(*) AS TEXT) FROM products GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", &[])?,
-            per_bundle: table(
-                "SELECT b.sequence || '', b.bundle_id, b.created, CAST(b.records AS TEXT), CAST(SUM(br.answered > 0) AS TEXT),
-                        COALESCE((SELECT GROUP_CONCAT(r.bundle_id || ' (' || r.backend || CASE WHEN r.simulated THEN ', SIMULATED' ELSE '' END || ')', ' ') FROM returns r WHERE r.answers = b.bundle_id), '')
-                 FROM bundles b LEFT JOIN bundle_records br ON br.bundle_id = b.bundle_id GROUP BY b.bundle_id ORDER BY b.sequence",
-                &[],
-            )?,
-            failures: table("SELECT host, COALESCE(product, activation_id), state, COALESCE(reason_code, ''), COALESCE(reason, '') FROM products WHERE state IN (?1, ?2) ORDER BY host", &[&ProductState::Failed, &ProductState::DepositFailed])?,
-            rejections: table("SELECT file, CASE record WHEN 0 THEN '' ELSE CAST(record AS TEXT) END, code, detail FROM rejections ORDER BY file, record", &[])?,
-            total: self
-                .conn
-                .query_row("SELECT COUNT(*) FROM products", [], |r| r.get(0))?,
-        })
+    /// Per product, channel and state, how many products.
+    pub fn per_product(&self) -> Result<Vec<ProductCount>> {
+        self.conn
+            .prepare(
+                "SELECT COALESCE(product, activation_id), channel, state, cid_simulated != 0, COUNT(*)
+                 FROM products GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+            )?
+            .query_map([], |r| {
+                Ok(ProductCount {
+                    product: r.get(0)?,
+                    channel: r.get(1)?,
+                    state: r.get(2)?,
+                    simulated: r.get(3)?,
+                    count: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(LedgerError::from)
+    }
+
+    /// Every bundle packed, in sequence order, with what came back for it.
+    pub fn bundle_history(&self) -> Result<Vec<BundleHistory>> {
+        let mut returns = self.conn.prepare(
+            "SELECT bundle_id, signer, backend, simulated, applied_at FROM returns
+             WHERE answers = ?1 ORDER BY applied_at, bundle_id",
+        )?;
+        let mut bundles = self.conn.prepare(
+            "SELECT b.sequence, b.bundle_id, b.created, b.expires, b.records, b.signer,
+                    COALESCE(SUM(br.answered > 0), 0)
+             FROM bundles b LEFT JOIN bundle_records br ON br.bundle_id = b.bundle_id
+             GROUP BY b.bundle_id ORDER BY b.sequence",
+        )?;
+        let rows = bundles
+            .query_map([], |r| {
+                Ok(BundleHistory {
+                    sequence: r.get(0)?,
+                    bundle_id: r.get(1)?,
+                    created: r.get(2)?,
+                    expires: r.get(3)?,
+                    records: r.get(4)?,
+                    signer: r.get(5)?,
+                    answered: r.get(6)?,
+                    returns: Vec::new(),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|mut b| {
+                b.returns = returns
+                    .query_map([&b.bundle_id], |r| {
+                        Ok(ReturnHistory {
+                            bundle_id: r.get(0)?,
+                            signer: r.get(1)?,
+                            backend: r.get(2)?,
+                            simulated: r.get(3)?,
+                            applied_at: r.get(4)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                Ok(b)
+            })
+            .collect()
+    }
+
+    /// Files and records collect refused, by file and record.
+    pub fn rejections(&self) -> Result<Vec<Rejection>> {
+        self.conn
+            .prepare("SELECT file, record, code, detail FROM rejections ORDER BY file, record")?
+            .query_map([], |r| {
+                Ok(Rejection {
+                    file: r.get(0)?,
+                    record: match r.get::<_, i64>(1)? {
+                        0 => None,
+                        n => Some(n),
+                    },
+                    code: r.get(2)?,
+                    detail: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(LedgerError::from)
+    }
+
+    /// Real (not simulated) CIDs received per key and week: the activations each key
+    /// spent over time, oldest week first. A week is named by its Monday (UTC).
+    pub fn activations_per_week(&self) -> Result<Vec<WeekOfUse>> {
+        self.conn
+            .prepare(
+                "SELECT COALESCE(upper(f.partial_key), '?'), date(c.at, '-6 days', 'weekday 1'), COUNT(*)
+                 FROM cids c JOIN product_facts f ON f.host = c.host AND f.activation_id = c.activation_id
+                 WHERE NOT c.simulated GROUP BY 1, 2 ORDER BY 2, 1",
+            )?
+            .query_map([], |r| {
+                Ok(WeekOfUse {
+                    last5: r.get(0)?,
+                    week: r.get(1)?,
+                    activations: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(LedgerError::from)
     }
 }
 
-/// What `report` renders.
-pub struct ReportTables {
-    /// Counts per product and state.
-    pub per_product: Vec<Vec<String>>,
-    /// Counts per bundle.
-    pub per_bundle: Vec<Vec<String>>,
-    /// Failed products with their reasons.
-    pub failures: Vec<Vec<String>>,
-    /// Files and records collect refused.
-    pub rejections: Vec<Vec<String>>,
-    /// Products in the ledger.
-    pub total: i64,
+/// How many products of one kind are in one state ([`Ledger::per_product`]).
+#[derive(Debug, Clone)]
+pub struct ProductCount {
+    /// The product's name (its activation ID when the input gave none).
+    pub product: String,
+    /// Its key's channel, when known.
+    pub channel: Option<String>,
+    /// The state.
+    pub state: ProductState,
+    /// Whether their CID came from the simulator.
+    pub simulated: bool,
+    /// How many.
+    pub count: i64,
+}
+
+/// A bundle packed and what came back for it ([`Ledger::bundle_history`]).
+#[derive(Debug, Clone)]
+pub struct BundleHistory {
+    /// The site's sequence number.
+    pub sequence: i64,
+    /// Its ID.
+    pub bundle_id: String,
+    /// When it was packed (RFC 3339).
+    pub created: String,
+    /// When it expires (RFC 3339).
+    pub expires: String,
+    /// Records it holds.
+    pub records: i64,
+    /// Records answered (a CID or a refusal).
+    pub answered: i64,
+    /// The fingerprint of the site key that signed it (null: packed before schema 6).
+    pub signer: Option<String>,
+    /// The returns applied for it.
+    pub returns: Vec<ReturnHistory>,
+}
+
+/// A return applied ([`BundleHistory::returns`]).
+#[derive(Debug, Clone)]
+pub struct ReturnHistory {
+    /// The return's ID.
+    pub bundle_id: String,
+    /// Who signed it: the pinned names of its signer and cosigners.
+    pub signer: String,
+    /// The backend that answered.
+    pub backend: String,
+    /// From a drill (the simulator).
+    pub simulated: bool,
+    /// When it was applied (RFC 3339).
+    pub applied_at: String,
+}
+
+/// A file or record collect refused ([`Ledger::rejections`]).
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// The file.
+    pub file: String,
+    /// The record (1-based), or none for the whole file.
+    pub record: Option<i64>,
+    /// The code.
+    pub code: String,
+    /// Why.
+    pub detail: String,
+}
+
+/// Activations one key spent in one week ([`Ledger::activations_per_week`]).
+#[derive(Debug, Clone)]
+pub struct WeekOfUse {
+    /// The key's last five characters (`?` when the product did not report them).
+    pub last5: String,
+    /// The week's Monday (`YYYY-MM-DD`).
+    pub week: String,
+    /// Real CIDs received that week for products with the key.
+    pub activations: i64,
 }
 
 /// A ledger transaction: every write of the secure side, and the reads made while
@@ -1931,8 +2074,8 @@ impl Tx<'_> {
     pub fn bundle_written(&self, b: &WrittenBundle, event: Event, at: &str) -> Result<()> {
         let to = ProductState::bulk_target(event).expect("a pack has one target");
         self.tx.execute(
-            "INSERT INTO bundles(bundle_id, sequence, manifest_sha256, created, expires, records, file) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![b.bundle_id, b.sequence as i64, b.manifest_sha256, b.created, b.expires, b.records as i64, b.file],
+            "INSERT INTO bundles(bundle_id, sequence, manifest_sha256, created, expires, records, file, signer) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![b.bundle_id, b.sequence as i64, b.manifest_sha256, b.created, b.expires, b.records as i64, b.file, b.signer],
         )?;
         // No history rows here: bundle_records and bundles already say which product
         // went into which bundle, when, with which IID.

@@ -139,7 +139,7 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
         }
         Command::Report { out: path, force } => {
             let h = home()?;
-            report::report(out, &ledger(&h)?, path, *force)
+            report::report(out, &h.site, &ledger(&h)?, path, *force)
         }
         Command::Verify { file, records } => {
             let h = home()?;

@@ -337,6 +337,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
             expires: &written.manifest.expires,
             records: count,
             file: &o.out.display().to_string(),
+            signer: &makproxy_core::keys::fingerprint(&key.verifying_key()),
         },
         event,
         &bundle::rfc3339(now),

@@ -957,9 +957,8 @@ fn refusals_are_kept_and_a_keyless_machine_is_listed_until_it_has_a_key() {
         collect::run(&QUIET, &mut s.ledger, &[broken], None).unwrap(),
         Exit::Partial
     );
-    let t = s.ledger.report_tables().unwrap();
-    let codes: std::collections::BTreeSet<&str> =
-        t.rejections.iter().map(|r| r[2].as_str()).collect();
+    let t = s.ledger.rejections().unwrap();
+    let codes: std::collections::BTreeSet<&str> = t.iter().map(|r| r.code.as_str()).collect();
     for c in ["MP-REC-002", "MP-REC-004", "MP-REC-008", "MP-REC-012"] {
         assert!(codes.contains(c), "{c} not among {codes:?}");
     }
@@ -1166,11 +1165,10 @@ fn a_failed_deposit_after_activation_is_reported_and_an_older_one_is_not() {
     );
     let rejected: Vec<String> = s
         .ledger
-        .report_tables()
+        .rejections()
         .unwrap()
-        .rejections
         .into_iter()
-        .map(|r| r[2].clone())
+        .map(|r| r.code)
         .collect();
     assert_eq!(rejected, ["MP-REC-017"]);
 }
@@ -1215,7 +1213,7 @@ fn results_collected_before_their_cids_are_known_are_kept_and_matched_by_apply()
     assert_eq!(kept, 4, "PC-000001 has two products, the others one each");
     // Collected again: still kept, nothing rejected.
     collect::run(&QUIET, &mut ledger, std::slice::from_ref(&share), None).unwrap();
-    assert!(ledger.report_tables().unwrap().rejections.is_empty());
+    assert!(ledger.rejections().unwrap().is_empty());
     let (records, answers) = pack_and_read(
         &secure,
         &online,

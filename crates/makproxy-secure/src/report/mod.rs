@@ -3,7 +3,7 @@
 
 use crate::ledger::{Ledger, ProductState, StatusRow};
 use makproxy_cli::{say, CliError, Exit, Output};
-use makproxy_core::sanitize::{escape, html};
+use makproxy_core::sanitize::escape;
 use std::path::Path;
 
 fn csv_cell(s: &str) -> String {
@@ -207,6 +207,8 @@ impl std::fmt::Display for Status {
     }
 }
 
+pub mod page;
+
 /// `report`.
 #[derive(Debug, serde::Serialize)]
 pub struct Written {
@@ -214,16 +216,41 @@ pub struct Written {
     pub report: std::path::PathBuf,
     /// Products per state.
     pub counts: Counts,
+    /// Machines by how far they are (the page's headline).
+    pub machines: page::Machines,
 }
 
 impl std::fmt::Display for Written {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Wrote {}", makproxy_cli::report::shown(&self.report))
+        let m = &self.machines;
+        write!(
+            f,
+            "Wrote {}: {} % of machines activated ({} of {})",
+            makproxy_cli::report::shown(&self.report),
+            m.percent_activated,
+            m.activated,
+            m.total
+        )?;
+        if m.simulated_products > 0 {
+            write!(
+                f,
+                "; {} product(s) hold SIMULATED answers (not activations)",
+                m.simulated_products
+            )?;
+        }
+        Ok(())
     }
 }
 
-/// Writes the HTML report to `path` (never over an existing file unless `force`).
-pub fn report(out: &Output, ledger: &Ledger, path: &Path, force: bool) -> Result<Exit, CliError> {
+/// Writes the HTML report of site `site` to `path` (never over an existing file unless
+/// `force`), readable by others ([`makproxy_core::fsutil::write_shared`]).
+pub fn report(
+    out: &Output,
+    site: &str,
+    ledger: &Ledger,
+    path: &Path,
+    force: bool,
+) -> Result<Exit, CliError> {
     if !force {
         makproxy_cli::new_output(
             path,
@@ -237,143 +264,32 @@ pub fn report(out: &Output, ledger: &Ledger, path: &Path, force: bool) -> Result
         .into_iter()
         .map(|(s, n)| (s.as_str().to_string(), n))
         .collect::<Vec<_>>();
-    let t = ledger.report_tables()?;
-    // The inventory as `keys list` reads it.
-    let keys: Vec<Vec<String>> = ledger
-        .keys()?
-        .into_iter()
-        .map(|k| {
-            vec![
-                format!("…{}", k.last5),
-                k.product,
-                k.channel,
-                match k.remaining {
-                    None => "?".into(),
-                    Some(n) if n < 0 => "no limit".into(),
-                    Some(n) => n.to_string(),
-                },
-                k.remaining_at
-                    .map(|at| format!("{at} ({})", k.remaining_from.unwrap_or_default()))
-                    .unwrap_or_else(|| "never".into()),
-                k.queued.to_string(),
-            ]
-        })
-        .collect();
-    let (per_product, per_bundle, failures, rejections, total) = (
-        t.per_product,
-        t.per_bundle,
-        t.failures,
-        t.rejections,
-        t.total.to_string(),
-    );
-
-    let mut h = String::new();
-    let render = |h: &mut String, title: &str, head: &[&str], rows: &[Vec<String>], id: &str| {
-        h.push_str(&format!(
-            "<h2>{}</h2>\n<table id=\"{id}\"><thead><tr>",
-            html(title)
-        ));
-        for c in head {
-            h.push_str(&format!("<th>{}</th>", html(c)));
-        }
-        h.push_str("</tr></thead><tbody>\n");
-        if rows.is_empty() {
-            h.push_str(&format!(
-                "<tr><td colspan=\"{}\">none</td></tr>\n",
-                head.len()
-            ));
-        }
-        for r in rows {
-            h.push_str("<tr>");
-            for c in r {
-                h.push_str(&format!("<td>{}</td>", html(c)));
-            }
-            h.push_str("</tr>\n");
-        }
-        h.push_str("</tbody></table>\n");
+    let mut products = Vec::new();
+    ledger.status_rows(None, None, |r| {
+        products.push(r);
+        Ok::<(), CliError>(())
+    })?;
+    let facts = page::Facts {
+        site: site.to_string(),
+        generated: makproxy_cli::now(),
+        tool: makproxy_core::tool_version("makproxy-secure"),
+        products,
+        per_product: ledger.per_product()?,
+        bundles: ledger.bundle_history()?,
+        keys: ledger.keys()?,
+        use_per_week: ledger.activations_per_week()?,
+        esu: ledger.esu_coverage()?,
+        rejections: ledger.rejections()?,
     };
-    h.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>makproxy activation report</title>\n<style>body{font-family:Segoe UI,Arial,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin-bottom:1.5em}th,td{border:1px solid #999;padding:4px 8px;text-align:left}th{background:#e8e8e8}.n{font-size:1.6em;font-weight:bold}.card{display:inline-block;border:1px solid #999;padding:8px 14px;margin:0 8px 8px 0;min-width:7em}</style></head><body>\n");
-    h.push_str(&format!("<h1>makproxy activation report</h1>\n<p>Generated {} by {}; {} product(s) in the ledger.</p>\n<div id=\"counts\">", bundle_now(), html(&makproxy_core::tool_version("makproxy-secure")), total));
-    for (k, n) in &counts {
-        h.push_str(&format!(
-            "<div class=\"card\" data-state=\"{k}\"><div class=\"n\">{n}</div>{k}</div>"
-        ));
-    }
-    h.push_str("</div>\n");
-    render(
-        &mut h,
-        "Per product",
-        &["Product", "Channel", "State", "Count"],
-        &per_product,
-        "per-product",
-    );
-    render(
-        &mut h,
-        "Per bundle",
-        &[
-            "#",
-            "Bundle ID",
-            "Created",
-            "Records",
-            "Answered",
-            "Returns applied",
-        ],
-        &per_bundle,
-        "per-bundle",
-    );
-    render(
-        &mut h,
-        "Failures",
-        &["Host", "Product", "State", "Code", "Reason"],
-        &failures,
-        "failures",
-    );
-    let esu: Vec<Vec<String>> = ledger
-        .esu_coverage()?
-        .into_iter()
-        .map(|c| {
-            vec![
-                c.esu,
-                c.machines.to_string(),
-                c.activated.to_string(),
-                c.pending.to_string(),
-                c.refused.to_string(),
-            ]
-        })
-        .collect();
-    render(
-        &mut h,
-        "Extended Security Updates (machines with the add-on's key installed)",
-        &["Add-on", "Machines", "Activated", "Pending", "Refused"],
-        &esu,
-        "esu",
-    );
-    render(
-        &mut h,
-        "Keys (last five characters; activations left when last seen online)",
-        &["Key", "Product", "Channel", "Remaining", "Seen", "Queued"],
-        &keys,
-        "keys",
-    );
-    render(
-        &mut h,
-        "Rejected input",
-        &["File", "Record", "Code", "Reason"],
-        &rejections,
-        "rejections",
-    );
-    h.push_str("</body></html>\n");
-    makproxy_core::fsutil::write_atomic(path, h.as_bytes())
+    let (html, machines) = page::render(&facts);
+    makproxy_core::fsutil::write_shared(path, html.as_bytes())
         .map_err(|e| CliError::io(path.display(), e))?;
     out.report(&Written {
         report: path.to_path_buf(),
         counts: Counts(counts),
+        machines,
     });
     Ok(Exit::Ok)
-}
-
-fn bundle_now() -> String {
-    makproxy_core::bundle::rfc3339(makproxy_cli::now())
 }
 
 /// `recover --next-sequence N`.
