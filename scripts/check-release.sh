@@ -91,10 +91,14 @@ msiinfo tables "$MSI" > "$W/tables"
 for t in File Component Directory Environment InstallExecuteSequence; do
     grep -qx "$t" "$W/tables" || fail "the MSI has no $t table"
 done
-msiinfo export "$MSI" Environment | grep -q $'=-\*PATH\t\[~\];\[INSTALLDIR\]' || fail "no PATH entry"
-msiinfo export "$MSI" InstallExecuteSequence | grep -q "^WriteEnvironmentStrings" || fail "PATH never written"
-msiinfo export "$MSI" InstallExecuteSequence | grep -q "^RemoveEnvironmentStrings" || fail "PATH never removed"
-msiinfo export "$MSI" Directory | grep -q "ProgramFiles64Folder" || fail "not under Program Files"
+# Each table exported to a file first: msiinfo must not meet a pipe that grep -q closed.
+for t in Environment InstallExecuteSequence Directory; do
+    msiinfo export "$MSI" $t > "$W/$t.idt"
+done
+grep -q $'=-\*PATH\t\[~\];\[INSTALLDIR\]' "$W/Environment.idt" || fail "no PATH entry"
+grep -q "^WriteEnvironmentStrings" "$W/InstallExecuteSequence.idt" || fail "PATH never written"
+grep -q "^RemoveEnvironmentStrings" "$W/InstallExecuteSequence.idt" || fail "PATH never removed"
+grep -q "ProgramFiles64Folder" "$W/Directory.idt" || fail "not under Program Files"
 mkdir "$W/msi"
 msiextract -C "$W/msi" "$MSI" > "$W/msi.list"
 for b in makproxy-secure makproxy-online; do
@@ -102,10 +106,10 @@ for b in makproxy-secure makproxy-online; do
     [ -n "$f" ] || fail "the MSI does not hold $b.exe"
     check_sum "$f" "windows/$b.exe"
 done
-if command -v wine >/dev/null; then
-    export WINEDEBUG=-all WINEPREFIX=$W/wineprefix
+if [ -x /usr/lib/wine/wine64 ]; then
+    source scripts/wine/prefix.sh
     for b in makproxy-secure makproxy-online; do
-        v=$(wine "$(find "$W/msi" -name "$b.exe" | head -1)" --version 2>/dev/null | tr -d '\r')
+        v=$("$wine" "$(find "$W/msi" -name "$b.exe" | head -1)" --version 2>/dev/null | tr -d '\r')
         echo "   under Wine: $v"
         case $v in *"reproducible release build"*) ;; *) fail "$b.exe under Wine: $v" ;; esac
     done

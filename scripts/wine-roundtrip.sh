@@ -15,15 +15,7 @@ fi
 rustup target list --installed | grep -qx $target || rustup target add $target
 cargo build --locked --target $target -p makproxy-secure -p makproxy-online
 
-export WINEPREFIX=${WINEPREFIX:-$PWD/target/wine-prefix} WINEDEBUG=-all
-wine=/usr/lib/wine/wine64
-mkdir -p "$WINEPREFIX"
-[ -f "$WINEPREFIX/system.reg" ] || "$wine" wineboot --init >/dev/null 2>&1 || true
-sys32="$WINEPREFIX/drive_c/windows/system32"
-if [ ! -f "$sys32/bcryptprimitives.dll" ]; then
-    x86_64-w64-mingw32-gcc -shared -O2 -o "$sys32/bcryptprimitives.dll" \
-        scripts/wine/bcryptprimitives.c scripts/wine/bcryptprimitives.def -ladvapi32
-fi
+source scripts/wine/prefix.sh
 
 bin=target/$target/debug
 work=$(mktemp -d)

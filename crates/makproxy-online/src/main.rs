@@ -198,14 +198,6 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
         Command::Remaining { pid, backend: ba } => {
             let epid = ExtendedProductId::parse(pid)
                 .map_err(|e| CliError::new(Exit::Usage, Some(e.code()), e.to_string()))?;
-            if ba.backend == BackendName::Manual {
-                return Err(CliError::new(
-                    Exit::Usage,
-                    None,
-                    "remaining needs a service to ask: --backend microsoft (or simulator, or a command gateway); the manual backend has no count",
-                )
-                .hint("by phone, the activation centre can tell the count; or use `activate --check-remaining` with the microsoft backend"));
-            }
             let b = backend(ba, None, None)?;
             let n = b.remaining(&epid).map_err(|f| {
                 let svc = f
