@@ -20,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-OUT=${1:-$ROOT/target/dist}
+OUT=$(realpath -m "${1:-$ROOT/target/dist}")   # absolute: archives are made from other folders
 LINUX=x86_64-unknown-linux-musl
 WINDOWS=x86_64-pc-windows-gnu
 BINS=(makproxy-secure makproxy-online)
