@@ -1346,8 +1346,9 @@ impl Ledger {
             .map_err(LedgerError::from)
     }
 
-    /// Real (not simulated) CIDs received per key and week: the activations each key
-    /// spent over time, oldest week first. A week is named by its Monday (UTC).
+    /// Real (not simulated) CIDs received per key and week, by when their return was
+    /// applied here (the gateway spent them earlier), oldest week first; a product is
+    /// counted under its key as last collected. A week is named by its Monday (UTC).
     pub fn activations_per_week(&self) -> Result<Vec<WeekOfUse>> {
         self.conn
             .prepare(
