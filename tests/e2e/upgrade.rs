@@ -64,6 +64,16 @@ fn a_previous_release_round_carries_on_after_the_upgrade() {
         (Some(10), Some(3), Some(2))
     );
     assert_eq!(schema(&t.path().join("secure-home/ledger.sqlite3")), "6");
+    // Schema 6 records each bundle's signer; the old release's bundles have none, and
+    // the report says so rather than naming a key.
+    let page = p("report.html");
+    run("makproxy-secure", &["--home", sh, "report", "--out", &page]).ok();
+    let page = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        page.contains("not recorded (packed by an older version)"),
+        "old bundles' signer"
+    );
+    assert!(!page.contains("this site&#39;s key") && !page.contains("this site's key "));
     // Schema 4 records each product's key channel: filled from the old descriptions.
     let channels: Vec<(&str, Option<&str>)> = s["products"]
         .as_array()
