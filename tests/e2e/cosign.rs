@@ -202,3 +202,135 @@ fn a_deleted_quorum_file_refuses_every_bundle_instead_of_lifting_the_rule() {
     let r = g.online(&["inspect", &cil]).code(3);
     assert!(r.stderr.contains("MP-BND-027"), "{}", r.stderr);
 }
+
+/// Issue 29 §2: the gateway's rule travels back in its returns (format version 4), so
+/// the secure side's `pack` names who must still cosign before the trip, `verify` flags
+/// a cosignature the gateway would refuse (a key it does not pin), and `cosign
+/// --remove` takes that one out without packing again. Adversary: a careless operator
+/// (a colleague of the site whose key the gateway never pinned cosigns) and time (the
+/// trip wasted at the gate, MP-BND-022 or MP-BND-027).
+#[test]
+fn the_gateways_rule_comes_back_so_pack_and_verify_say_who_must_still_cosign() {
+    let g = Gap::default();
+    let op2 = operator(&g, "op2", "plant-a");
+    // A colleague of the same site whose key the gateway has not pinned.
+    let stranger = g.p("stranger");
+    run(
+        "makproxy-secure",
+        &["--home", &stranger, "init", "--site", "plant-a"],
+    )
+    .ok();
+    g.online(&["trust", "require", "plant-a", "--signatures", "2"])
+        .ok();
+
+    // First trip: nothing known yet of the gateway's rule.
+    g.collect_fixture();
+    let cil1 = g.p("cil1.zip");
+    let p = g.secure(&["--json", "pack", "--out", &cil1]).ok().json();
+    assert!(p.get("gateways").is_none(), "{p}");
+    cosign(&op2, &cil1).ok();
+    let ret1 = g.p("ret1.zip");
+    g.online(&["activate", &cil1, "--out", &ret1, "--backend", "simulator"])
+        .ok();
+    let v = g.secure(&["--json", "verify", &ret1]).ok().json();
+    assert_eq!(v["fields"].as_array().unwrap().len(), 8);
+    g.secure(&["apply", &ret1, "--deposit-dir", &g.p("dep")])
+        .ok();
+
+    // Second trip: pack says the bundle needs one more signer and names the one pinned.
+    let drop = g.generate("drop2", 3, "NEW");
+    g.secure(&["collect", &drop]).ok();
+    let cil2 = g.p("cil2.zip");
+    let p = g.secure(&["--json", "pack", "--out", &cil2]).ok().json();
+    let gw = &p["gateways"][0];
+    assert_eq!(gw["gateway"], "gateway", "{p}");
+    assert_eq!(gw["signatures_required"], 2);
+    assert_eq!(gw["counted"], serde_json::json!(["plant-a"]));
+    assert_eq!(gw["missing"], 1);
+    let op2_key = run(
+        "makproxy-secure",
+        &["--home", &op2, "--json", "key", "show"],
+    )
+    .ok()
+    .json();
+    assert_eq!(gw["can_cosign"][0]["name"], "plant-a-op2");
+    assert_eq!(
+        gw["can_cosign"][0]["fingerprint"], op2_key["public_key"]["fingerprint"],
+        "{op2_key}"
+    );
+    let text = g.secure(&["verify", &cil2]).ok().stdout;
+    assert!(
+        text.contains("Gateway \"gateway\"") && text.contains("needs 1 more cosignature(s)"),
+        "{text}"
+    );
+
+    // The stranger cosigns: verify names that cosignature as one the gateway refuses,
+    // and the gateway does refuse the whole bundle.
+    cosign(&stranger, &cil2).ok();
+    let stranger_id = run(
+        "makproxy-secure",
+        &["--home", &stranger, "--json", "key", "show"],
+    )
+    .ok()
+    .json()["public_key"]["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = g.secure(&["--json", "verify", &cil2]).ok().json();
+    assert_eq!(v["cosignature_key_ids"], serde_json::json!([stranger_id]));
+    assert_eq!(
+        v["gateways"][0]["refused"],
+        serde_json::json!([stranger_id]),
+        "{v}"
+    );
+    assert_eq!(v["gateways"][0]["missing"], 1);
+    let text = g.secure(&["verify", &cil2]).ok().stdout;
+    assert!(
+        text.contains(&format!("cosign FILE --remove {stranger_id}")),
+        "{text}"
+    );
+    g.online(&["inspect", &cil2]).code(3);
+
+    // Removing: a key that made no cosignature, or the bundle's own signature, is
+    // refused and changes nothing (exit 1, MP-BND-029).
+    let before = std::fs::read(&cil2).unwrap();
+    let own_id = g.secure(&["--json", "key", "show"]).ok().json()["public_key"]["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for id in ["0123456789abcdef", own_id.as_str()] {
+        let r = g
+            .secure(&["--json", "cosign", &cil2, "--remove", id])
+            .code(1);
+        assert_eq!(r.json()["error"]["code"], "MP-BND-029", "{}", r.stdout);
+    }
+    assert_eq!(std::fs::read(&cil2).unwrap(), before, "nothing changed");
+    let r = g
+        .secure(&["--json", "cosign", &cil2, "--remove", &stranger_id])
+        .ok()
+        .json();
+    assert_eq!(r["signatures"], 1);
+    let v = g.secure(&["--json", "verify", &cil2]).ok().json();
+    assert!(v.get("cosignature_key_ids").is_none(), "{v}");
+    assert_eq!(v["gateways"][0]["refused"], serde_json::json!([]));
+
+    // The pinned colleague cosigns: the rule is met and the gateway answers.
+    cosign(&op2, &cil2).ok();
+    let v = g.secure(&["--json", "verify", &cil2]).ok().json();
+    assert_eq!(v["gateways"][0]["missing"], 0, "{v}");
+    assert_eq!(
+        v["gateways"][0]["counted"],
+        serde_json::json!(["plant-a", "plant-a-op2"])
+    );
+    let text = g.secure(&["verify", &cil2]).ok().stdout;
+    assert!(!text.contains("needs"), "{text}");
+    g.online(&[
+        "activate",
+        &cil2,
+        "--out",
+        &g.p("ret2.zip"),
+        "--backend",
+        "simulator",
+    ])
+    .ok();
+}

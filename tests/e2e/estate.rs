@@ -345,6 +345,62 @@ fn a_kms_host_key_without_activations_left_is_named_as_one() {
     );
 }
 
+/// Issue 29 §2: `--check-remaining` adds up what the batch needs of each key, not of
+/// each extended product ID. In the shipped drop one key (ending 3V66T) stands behind
+/// two ePIDs, Windows' (8 records: 6 where the key's characters are known, 2 where only
+/// the ePID tells) and Office's (4): with 11 activations left each ePID alone fits, the
+/// key does not. Nothing is spent; with 12 left the batch goes through.
+#[test]
+fn check_remaining_adds_up_what_a_batch_needs_of_one_key_behind_several_product_ids() {
+    let g = Gap::default();
+    let cil = g.packed_fixture();
+    let groups = {
+        let mut z = zip::ZipArchive::new(std::fs::File::open(&cil).unwrap()).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut z.by_name("records.jsonl").unwrap(), &mut text).unwrap();
+        let mut groups: BTreeMap<String, u64> = BTreeMap::new();
+        for line in text.lines() {
+            let r: Value = serde_json::from_str(line).unwrap();
+            let epid = r["extended_product_id"].as_str().unwrap_or("-");
+            *groups
+                .entry(format!("{} {}", r["key_group"], &epid[..5.min(epid.len())]))
+                .or_default() += 1;
+        }
+        groups
+    };
+    assert_eq!(
+        groups,
+        BTreeMap::from([
+            ("1 03612".to_string(), 6),
+            ("1 05426".to_string(), 4),
+            ("2 82503".to_string(), 1),
+            ("null 03612".to_string(), 2)
+        ]),
+        "only a number crosses, never the key's characters"
+    );
+    let mock = MockServer::start();
+    mock.set_remaining(11);
+    let ret = g.p("ret.zip");
+    let r = g
+        .activate_microsoft(&cil, &ret, &mock.url, &["--check-remaining"])
+        .code(3);
+    assert!(
+        r.stderr.contains("MP-BKD-007")
+            && r.stderr
+                .contains("one mak key stands behind 2 product IDs of this batch")
+            && r.stderr
+                .contains("it has 11 activation(s) remaining; the batch needs 12 of it"),
+        "{}",
+        r.stderr
+    );
+    assert!(!g.path("ret.zip").exists());
+    assert_eq!(mock.remaining(), 11, "nothing spent");
+    assert!(mock.counts().is_empty(), "no activation request sent");
+    mock.set_remaining(12);
+    g.activate_microsoft(&cil, &ret, &mock.url, &["--check-remaining"])
+        .ok();
+}
+
 /// Issue 31: Windows 10 ESU add-ons go through the round trip as their own products:
 /// the OS product (licensed) is skipped, each add-on is activated through the service
 /// and deposited on the add-on's own activation ID (never the OS product's), and status

@@ -679,6 +679,7 @@ fn forge_return_claiming(
             endpoint: None,
         }),
         remaining: None,
+        site_rule: None,
     };
     w.finish(header, &online.signing_key().unwrap(), &out)
         .unwrap();

@@ -63,7 +63,7 @@ fn a_previous_release_round_carries_on_after_the_upgrade() {
         ),
         (Some(10), Some(3), Some(2))
     );
-    assert_eq!(schema(&t.path().join("secure-home/ledger.sqlite3")), "6");
+    assert_eq!(schema(&t.path().join("secure-home/ledger.sqlite3")), "7");
     // Schema 6 records each bundle's signer; the old release's bundles have none, and
     // the report says so rather than naming a key.
     let page = p("report.html");

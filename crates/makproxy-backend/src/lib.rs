@@ -195,6 +195,13 @@ impl Remaining {
             Self::Unlimited => true,
         }
     }
+    /// The smaller of two counts (no limit is the largest).
+    pub fn least(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Limited(a), Self::Limited(b)) => Self::Limited(a.min(b)),
+            (Self::Unlimited, x) | (x, Self::Unlimited) => x,
+        }
+    }
     /// As `--json` prints it (docs/json.md): the count, or -1 for no limit.
     pub fn as_count(self) -> i64 {
         match self {

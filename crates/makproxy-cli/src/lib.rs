@@ -166,7 +166,10 @@ impl From<KeyError> for CliError {
 
 impl From<makproxy_core::bundle::BundleError> for CliError {
     fn from(e: makproxy_core::bundle::BundleError) -> Self {
-        let exit = if matches!(e.code, Code::BndExists | Code::Io) {
+        let exit = if matches!(
+            e.code,
+            Code::BndExists | Code::Io | Code::BndNoSuchCosignature
+        ) {
             Exit::Error
         } else {
             Exit::Rejected
@@ -547,12 +550,18 @@ pub enum Common {
     },
     /// Add this operator's signature to a bundle of this site (two-person rule): the
     /// manifest and records stay as they are; the other side counts the distinct pinned
-    /// keys that signed (`trust require` there). Run it with each operator's own home.
+    /// signers (`trust require` there). Run it with each operator's own home. With
+    /// --remove, take out a cosignature the other side would refuse (a key it does not
+    /// pin: `verify FILE` names it) instead.
     ///
     /// Example: cosign E:\cil-0001.zip --home D:\operators\anna
     Cosign {
         /// The bundle (rewritten in place, whole, with one more signature).
         file: PathBuf,
+        /// Remove the cosignature by this key ID (16 hex digits, as `verify` lists it)
+        /// instead of adding one; the bundle's own signature stays.
+        #[arg(long, value_name = "KEY_ID")]
+        remove: Option<String>,
     },
     /// Print shell completions (bash, zsh, fish, powershell, elvish).
     ///
@@ -593,7 +602,9 @@ pub fn common(
         Common::ExportSignature { bundle, out: to } => {
             export_signature(out, &Home::open(&dir, role)?, bundle, to)
         }
-        Common::Cosign { file } => cosign(out, &Home::open(&dir, role)?, file),
+        Common::Cosign { file, remove } => {
+            cosign(out, &Home::open(&dir, role)?, file, remove.as_deref())
+        }
         Common::Completions { shell } => {
             let name = root.get_name().to_string();
             clap_complete::generate(*shell, &mut root, name, &mut std::io::stdout());
@@ -1030,13 +1041,30 @@ pub fn open_bundle(
     Ok(v)
 }
 
-/// `cosign FILE`.
-pub fn cosign(out: &Output, home: &Home, file: &Path) -> Result<Exit, CliError> {
+/// `cosign FILE [--remove KEY_ID]`.
+pub fn cosign(
+    out: &Output,
+    home: &Home,
+    file: &Path,
+    remove: Option<&str>,
+) -> Result<Exit, CliError> {
     use makproxy_core::bundle::{self, Kind, Limits};
     let kind = match home.role {
         Role::Secure => Kind::Cil,
         Role::Online => Kind::Return,
     };
+    if let Some(id) = remove {
+        // Taking a signature out needs no key: anyone holding the file could drop an
+        // entry, and a bundle with fewer signatures is only ever refused more.
+        let signatures =
+            bundle::remove_cosignature(file, kind, &home.site, id, now(), &Limits::default())?;
+        out.report(&report::CosignatureRemoved {
+            bundle: file.to_path_buf(),
+            removed: id.to_string(),
+            signatures,
+        });
+        return Ok(Exit::Ok);
+    }
     let key = home.signing_key()?;
     let signatures = bundle::cosign(file, kind, &home.site, &key, now(), &Limits::default())?;
     out.report(&report::Cosigned {
@@ -1129,8 +1157,10 @@ pub fn describe(
     v: &mut makproxy_core::bundle::Verified,
     list: bool,
     home: Option<&Home>,
+    gateways: Vec<report::GatewayNeeds>,
 ) -> Result<Exit, CliError> {
     let mut s = report::BundleSummary::of(path, v, list)?;
+    s.gateways = gateways;
     // The rule this side holds the signer's site to (`trust require`), when it reads
     // the bundle as the other side's.
     if let Some(h) = home {

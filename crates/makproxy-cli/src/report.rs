@@ -229,6 +229,156 @@ impl Display for Cosigned {
     }
 }
 
+/// `cosign FILE --remove KEY_ID`.
+#[derive(Debug, Serialize)]
+pub struct CosignatureRemoved {
+    /// The bundle, rewritten without that cosignature.
+    pub bundle: PathBuf,
+    /// The key ID whose cosignature was taken out.
+    pub removed: String,
+    /// Signatures it still carries.
+    pub signatures: usize,
+}
+
+impl Display for CosignatureRemoved {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Removed the cosignature by key {} from {}: {} signature(s) left.",
+            escape(&self.removed),
+            shown(&self.bundle),
+            self.signatures
+        )
+    }
+}
+
+/// Where a CIL bundle stands against what a gateway requires of this site's bundles,
+/// as the gateway's newest return applied here said (bundle format 4): advice before
+/// the trip, never a check (the gateway enforces its own rule).
+#[derive(Debug, Serialize)]
+pub struct GatewayNeeds {
+    /// The gateway's pinned name here.
+    pub gateway: String,
+    /// When the return that said so was written.
+    pub as_of: String,
+    /// Distinct signers it requires.
+    pub signatures_required: u32,
+    /// Signers it would count, by the names it pins them under.
+    pub counted: Vec<String>,
+    /// How many more cosignatures it needs.
+    pub missing: u32,
+    /// Signers it pins who have not signed (any of them can cosign).
+    pub can_cosign: Vec<Signer>,
+    /// Key IDs of cosignatures it would refuse (a key it does not pin for the site):
+    /// each makes it refuse the whole bundle until removed (`cosign FILE --remove`).
+    pub refused: Vec<String>,
+    /// False when this home's own key is not one the gateway pins (a rotation it has
+    /// not accepted yet): it refuses the bundle whatever the cosignatures.
+    pub signer_pinned: bool,
+}
+
+impl GatewayNeeds {
+    /// Counts `own` (the bundle's signer) and the cosignatures of `v` (none for a
+    /// bundle about to be carried from `pack`) against `rule`.
+    pub fn of(
+        gateway: &str,
+        as_of: &str,
+        rule: &makproxy_core::bundle::SiteRule,
+        own: &makproxy_core::keys::VerifyingKey,
+        v: Option<&Verified>,
+    ) -> Self {
+        use makproxy_core::keys::{fingerprint, key_id};
+        let pinned: Vec<(&str, makproxy_core::keys::VerifyingKey)> = rule
+            .signers
+            .iter()
+            .filter_map(|s| Some((s.name.as_str(), s.verifying_key()?)))
+            .collect();
+        let mut counted = Vec::new();
+        let signer_pinned = match pinned.iter().find(|(_, k)| k == own) {
+            Some((name, _)) => {
+                counted.push(name.to_string());
+                true
+            }
+            None => false,
+        };
+        let mut refused = Vec::new();
+        if let Some(v) = v {
+            for id in v.cosignature_key_ids() {
+                match pinned
+                    .iter()
+                    .find(|(_, k)| key_id(k) == id && v.cosigned_by(k))
+                {
+                    Some((name, _)) => counted.push(name.to_string()),
+                    None => refused.push(id.to_string()),
+                }
+            }
+        }
+        let can_cosign = pinned
+            .iter()
+            .filter(|(name, _)| !counted.iter().any(|c| c == name))
+            .map(|(name, k)| Signer {
+                name: name.to_string(),
+                fingerprint: fingerprint(k),
+                key_id: key_id(k),
+            })
+            .collect();
+        GatewayNeeds {
+            gateway: gateway.to_string(),
+            as_of: as_of.to_string(),
+            signatures_required: rule.signatures_required,
+            missing: rule
+                .signatures_required
+                .saturating_sub(counted.len() as u32),
+            counted,
+            can_cosign,
+            refused,
+            signer_pinned,
+        }
+    }
+    /// Whether the gateway, as far as this side knows, would take the bundle as it is.
+    pub fn met(&self) -> bool {
+        self.signer_pinned && self.missing == 0 && self.refused.is_empty()
+    }
+}
+
+impl Display for GatewayNeeds {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Gateway {:?} (its return of {}) requires {} signer(s) of this site; it would count {}",
+            escape(&self.gateway),
+            self.as_of,
+            self.signatures_required,
+            self.counted.len()
+        )?;
+        if !self.counted.is_empty() {
+            write!(f, " ({})", escape(&self.counted.join(", ")))?;
+        }
+        write!(f, ".")?;
+        if !self.signer_pinned {
+            write!(f, "\n  It does not pin this home's key: it refuses the bundle until it accepts this home's key statement (`trust accept STATEMENT` there).")?;
+        }
+        for id in &self.refused {
+            write!(f, "\n  The cosignature by key {} is not by a key it pins for this site: it refuses the whole bundle. Remove it: makproxy-secure cosign FILE --remove {}", escape(id), escape(id))?;
+        }
+        if self.missing > 0 {
+            let who = self
+                .can_cosign
+                .iter()
+                .map(|s| format!("{} ({})", escape(&s.name), s.fingerprint))
+                .collect::<Vec<_>>()
+                .join(", ");
+            write!(
+                f,
+                "\n  It needs {} more cosignature(s) before the trip: each runs `makproxy-secure cosign FILE` in their own home; it pins {}.",
+                self.missing,
+                if who.is_empty() { "no other signer of this site: ask its operator to pin one (`trust add`)".to_string() } else { who }
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// `trust require`.
 #[derive(Debug, Serialize)]
 pub struct Required {
@@ -522,6 +672,13 @@ pub struct BundleSummary {
     /// rule), when it reads the bundle as the other side's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signatures_required: Option<usize>,
+    /// A CIL bundle of this side against each gateway's rule (`verify` on the secure
+    /// side, once a gateway's return said its rule).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<GatewayNeeds>,
+    /// The key IDs of every cosignature carried, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cosignature_key_ids: Vec<String>,
     /// Creation time.
     pub created: String,
     /// Expiry time.
@@ -611,6 +768,8 @@ impl BundleSummary {
                 })
                 .collect(),
             signatures_required: None,
+            gateways: Vec::new(),
+            cosignature_key_ids: v.cosignature_key_ids().map(str::to_string).collect(),
             created: m.created.clone(),
             expires: m.expires.clone(),
             tool: m.tool.clone(),
@@ -667,6 +826,21 @@ impl Display for BundleSummary {
                 escape(&self.site),
                 1 + self.cosigners.len()
             )?;
+        }
+        if self.cosigners.is_empty() && !self.cosignature_key_ids.is_empty() {
+            writeln!(
+                f,
+                "Cosigned:    by key(s) {} (colleagues' keys are not pinned here{})",
+                self.cosignature_key_ids.join(", "),
+                if self.gateways.is_empty() {
+                    ""
+                } else {
+                    "; the gateway's rule below checks them"
+                }
+            )?;
+        }
+        for g in &self.gateways {
+            writeln!(f, "{g}")?;
         }
         writeln!(f, "Bundle:      #{} id {}", self.sequence, self.bundle_id)?;
         writeln!(

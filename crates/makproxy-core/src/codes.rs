@@ -139,6 +139,8 @@ codes! {
         => "This side requires several operators' signatures for bundles of that site (`trust require`; `trust list` shows the rule and the keys). Have more of the named operators run `cosign FILE` on the bundle, then bring it again. Nothing was read from it.",
     BndSameSigner = "MP-BND-028": "a cosignature is by another key of a signer already counted (the same person's rotated, retired or re-pinned key)"
         => "A signer is one identity: a pinned key and every key its rotation statements link to it, under one trust name. The two-person rule counts identities, so a bundle cosigned by an earlier or later key of a signer that already signed it is refused: one operator cannot meet the rule alone by rotating. Have a different operator (another pinned name of that site) cosign it.",
+    BndNoSuchCosignature = "MP-BND-029": "`cosign --remove` names a key that made no cosignature in this bundle"
+        => "`cosign FILE --remove KEY_ID` takes out one cosignature, by the key ID that `verify FILE` lists beside it. The key named made no cosignature here: nothing was changed. The bundle's own signature (manifest.sig) is never removed; a bundle without it is a new bundle: `pack` again.",
     BndManifestSyntax = "MP-BND-030": "manifest is not valid UTF-8 JSON of the expected shape"
         => "The manifest is not clean UTF-8 JSON (trailing data, wrong types). The signer is trusted but the tool that made it is broken.",
     BndUnknownField = "MP-BND-031": "manifest or record has an unknown field"

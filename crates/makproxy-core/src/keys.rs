@@ -11,9 +11,10 @@ use crate::codes::Code;
 use crate::fsutil;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use ed25519_dalek::Signer;
 /// A secret key as [`Home::signing_key`] loads it (what a bundle writer signs with).
 pub use ed25519_dalek::SigningKey;
-use ed25519_dalek::{Signer, VerifyingKey};
+pub use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -336,7 +337,8 @@ impl fmt::Display for PublicKey {
     }
 }
 
-fn valid_name(s: &str) -> bool {
+/// A trust name: 1-64 letters, digits, `-`, `_`, `.`, not starting with `.`.
+pub(crate) fn valid_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))

@@ -80,9 +80,14 @@ fn every_bundle_rejection_code_is_exercised_by_the_kit() {
     {
         // BndExists is a writer-side refusal, tested in the round-trip tests; BndQuorum is
         // a site's policy (`trust require`), not the format's, tested end to end
-        // (tests/e2e/cosign.rs).
-        if *code == Code::BndArchiveTooLarge || *code == Code::BndExists || *code == Code::BndQuorum
-        {
+        // (tests/e2e/cosign.rs), as is BndNoSuchCosignature (a `cosign --remove` refusal).
+        if matches!(
+            code,
+            Code::BndArchiveTooLarge
+                | Code::BndExists
+                | Code::BndQuorum
+                | Code::BndNoSuchCosignature
+        ) {
             continue;
         }
         assert!(covered.contains(code), "no kit case for {code}");

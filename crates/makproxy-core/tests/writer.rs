@@ -108,6 +108,7 @@ mod properties {
             product,
             host: host.map(|h| HostName::parse(&h).unwrap()),
             channel: None,
+            key_group: None,
         }
     }
 

@@ -20,7 +20,7 @@
 //! nothing but such failures is not written.
 
 use crate::journal::{Intent, Journal, RecordOf};
-use makproxy_backend::{activate_with_retry, Backend, Outcome, Request, RetryPolicy};
+use makproxy_backend::{activate_with_retry, Backend, Outcome, Remaining, Request, RetryPolicy};
 use makproxy_cli::Progress;
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{
@@ -663,6 +663,9 @@ struct Need {
     phone_only: u64,
     /// The key channel the CIL records name for each ePID (format version 3).
     channels: BTreeMap<String, makproxy_core::channel::Channel>,
+    /// The key behind each ePID, by the bundle's key group (format version 4): one key
+    /// behind several ePIDs (one per build or edition) is checked for their sum.
+    keys: BTreeMap<String, std::num::NonZeroU32>,
     /// Records that would be reported uncertain instead of asked.
     uncertain: u64,
 }
@@ -727,6 +730,7 @@ fn preflight(
         per_epid: BTreeMap::new(),
         phone_only: 0,
         channels: BTreeMap::new(),
+        keys: BTreeMap::new(),
         uncertain: 0,
     };
     // A worksheet is checked against the whole bundle before anything is used.
@@ -755,6 +759,9 @@ fn preflight(
             *need.per_epid.entry(epid.to_string()).or_default() += 1;
             if let Some(c) = r.channel {
                 need.channels.insert(epid.to_string(), c);
+            }
+            if let Some(k) = r.key_group {
+                need.keys.entry(epid.to_string()).or_insert(k);
             }
         }
         Ok(())
@@ -944,20 +951,29 @@ fn carried_counts(
     })
 }
 
-/// `--check-remaining`: every key behind the batch has enough activations left. The
-/// counts go back in the return (`remaining`), for the secure side's key inventory.
+/// `--check-remaining`: every key behind the batch has enough activations left. Each
+/// ePID is asked about; ePIDs the bundle says share a key (the same key group) must
+/// have enough between them: the smallest count among them covers
+/// their sum. The counts go back in the return (`remaining`), for the secure side's key
+/// inventory.
 fn check_remaining(
     backend: &dyn Backend,
     need: &Need,
     now: time::OffsetDateTime,
 ) -> Result<Vec<bundle::RemainingCount>, CliError> {
-    let mut counts = Vec::new();
-    for (epid, n) in &need.per_epid {
-        // The bundle says which kind of key it is (a MAK, a KMS host key, retail).
-        let key = need
-            .channels
+    // The bundle says which kind of key it is (a MAK, a KMS host key, retail).
+    let kind = |epid: &str| {
+        need.channels
             .get(epid)
-            .map_or("key".to_string(), |c| format!("{c} key"));
+            .map_or("key".to_string(), |c| format!("{c} key"))
+    };
+    let not_enough = |what: String| {
+        CliError::rejected(Code::BkdNotEnough, what)
+            .hint("split the batch with pack --limit, or raise the key's limit with Microsoft")
+    };
+    let mut counts = Vec::new();
+    let mut per_key: BTreeMap<std::num::NonZeroU32, (Vec<&str>, u64, Remaining)> = BTreeMap::new();
+    for (epid, n) in &need.per_epid {
         let epid_v = ExtendedProductId::parse(epid).map_err(|e| CliError::io("journal", e))?;
         let left = backend.remaining(&epid_v).map_err(|f| {
             CliError::new(
@@ -967,11 +983,19 @@ fn check_remaining(
             )
         })?;
         if !left.allows(*n) {
-            return Err(CliError::rejected(
-                Code::BkdNotEnough,
-                format!("the {key} behind {epid} has {left}; this batch needs {n}"),
-            )
-            .hint("split the batch with pack --limit, or raise the key's limit with Microsoft"));
+            return Err(not_enough(format!(
+                "the {} behind {epid} has {left}; this batch needs {n}",
+                kind(epid)
+            )));
+        }
+        if let Some(k) = need.keys.get(epid) {
+            let (epids, sum, least) =
+                per_key
+                    .entry(*k)
+                    .or_insert((Vec::new(), 0, Remaining::Unlimited));
+            epids.push(epid);
+            *sum += n;
+            *least = least.least(left);
         }
         counts.push(bundle::RemainingCount {
             extended_product_id: epid_v,
@@ -979,6 +1003,16 @@ fn check_remaining(
             spent: 0,
             checked: bundle::rfc3339(now),
         });
+    }
+    for (epids, sum, least) in per_key.into_values() {
+        if epids.len() > 1 && !least.allows(sum) {
+            return Err(not_enough(format!(
+                "one {} stands behind {} product IDs of this batch ({}): it has {least}; the batch needs {sum} of it",
+                kind(epids[0]),
+                epids.len(),
+                epids.join(", ")
+            )));
+        }
     }
     Ok(counts)
 }
@@ -1160,6 +1194,7 @@ fn write_return(
             endpoint: Some(bundle::truncate_utf8(endpoint, bundle::MAX_ENDPOINT).to_string()),
         }),
         remaining,
+        site_rule: Some(site_rule(home, &m.site)?),
     };
     let written = writer.finish(header, key, o.out)?;
     journal.record_return(
@@ -1171,6 +1206,24 @@ fn write_return(
     )?;
 
     Ok(written)
+}
+
+/// What this gateway requires of `site`'s bundles, for the return to carry: its rule
+/// (`trust require`) and the key it pins now for each of the site's signers (retired
+/// keys sign nothing new), so the secure side can name who must still cosign.
+fn site_rule(home: &Home, site: &str) -> Result<bundle::SiteRule, CliError> {
+    let required = home.quorum()?.get(site).copied().unwrap_or(1);
+    let signers = home
+        .trusted()?
+        .into_iter()
+        .filter(|t| t.retired_at.is_none() && t.key.site == site)
+        .take(bundle::MAX_RULE_SIGNERS)
+        .map(|t| bundle::RuleSigner::new(&t.name, &t.key.key))
+        .collect();
+    Ok(bundle::SiteRule {
+        signatures_required: required.min(bundle::MAX_RULE_SIGNERS) as u32,
+        signers,
+    })
 }
 
 /// `activate --dry-run`.
@@ -1513,6 +1566,7 @@ mod tests {
                 product: None,
                 host: None,
                 channel: None,
+                key_group: None,
             })
             .unwrap();
         }

@@ -157,7 +157,7 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
         Command::Inspect { file, records } => {
             let h = home()?;
             let mut v = makproxy_cli::open_bundle(&h, file, Kind::Cil, makproxy_cli::now())?;
-            makproxy_cli::describe(out, file, &mut v, *records, Some(&h))
+            makproxy_cli::describe(out, file, &mut v, *records, Some(&h), Vec::new())
         }
         Command::Activate(a) => {
             let h = home()?;

@@ -390,6 +390,10 @@ pub fn run(
     for c in m.remaining.as_deref().unwrap_or_default() {
         keys_updated += tx.key_count_seen(&answers.bundle_id, c, &m.bundle_id, &at)?;
     }
+    // What the gateway requires of this site's next bundles, for pack and verify.
+    if let Some(rule) = &m.site_rule {
+        tx.gateway_rule_seen(&v.signer.name, rule, &m.bundle_id, &m.created)?;
+    }
     // Who signed it, for the report: the signer and each cosigner, by pinned name.
     let signers = std::iter::once(&v.signer)
         .chain(&v.cosigners)

@@ -533,7 +533,7 @@ pub struct Transition {
 }
 
 /// Bumped whenever the schema changes; older ledgers are migrated forward.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS product_facts(
@@ -657,6 +657,16 @@ CREATE TABLE IF NOT EXISTS product_keys(
     remaining_from TEXT,
     added_at TEXT NOT NULL
 );
+-- What each gateway requires of this site's bundles (two-person rule, the keys it
+-- pins), from the newest return it signed that was applied here (bundle format 4): an
+-- older return applied later never replaces it. Advice for pack, verify and cosign.
+CREATE TABLE IF NOT EXISTS gateway_rules(
+    gateway TEXT PRIMARY KEY,
+    signatures_required INTEGER NOT NULL,
+    signers TEXT NOT NULL,
+    return_bundle TEXT NOT NULL,
+    created TEXT NOT NULL
+);
 "#;
 
 /// Schema 2 to 3 adds only a new table (what collect has read, by content digest),
@@ -666,6 +676,7 @@ CREATE TABLE IF NOT EXISTS product_keys(
 /// the new column. Schema 4 to 5 adds each product's machine time (`observed_at`, null
 /// for what was collected before: never stale) and the kept deposit results. Schema 5
 /// to 6 records which site key signed each bundle (null for bundles packed before).
+/// Schema 6 to 7 adds only a new table (each gateway's rule for this site's bundles).
 const MIGRATIONS: &[Migration] = &[
     Migration {
         from: 2,
@@ -684,6 +695,10 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         from: 5,
         sql: "ALTER TABLE bundles ADD COLUMN signer TEXT;",
+    },
+    Migration {
+        from: 6,
+        sql: "SELECT 1;",
     },
 ];
 
@@ -928,6 +943,19 @@ impl Answered {
     pub const SIMULATED: Answered = Answered(2);
 }
 
+/// What a gateway requires of this site's bundles, as its newest applied return said.
+#[derive(Debug, Clone)]
+pub struct GatewayRule {
+    /// The gateway's pinned name here.
+    pub gateway: String,
+    /// Its rule and the keys it pins for this site.
+    pub rule: makproxy_core::bundle::SiteRule,
+    /// The return that said so.
+    pub return_bundle: String,
+    /// When that return was written (RFC 3339).
+    pub created: String,
+}
+
 /// One record of a CIL bundle to write, as the ledger holds it.
 pub struct PackRow {
     /// The record's handle in its bundle.
@@ -946,6 +974,8 @@ pub struct PackRow {
     pub product: Option<String>,
     /// The key's channel, when known.
     pub channel: Option<String>,
+    /// The key's last five characters, as collected.
+    pub partial_key: Option<String>,
 }
 
 /// The product a deposit result names, as the ledger holds it.
@@ -1281,6 +1311,36 @@ impl Ledger {
             })?
             .collect::<rusqlite::Result<_>>()
             .map_err(LedgerError::from)
+    }
+
+    /// What each gateway said it requires of this site's bundles, in its newest return
+    /// applied here, by gateway name.
+    pub fn gateway_rules(&self) -> Result<Vec<GatewayRule>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT gateway, signatures_required, signers, return_bundle, created
+             FROM gateway_rules ORDER BY gateway",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                let signers: String = r.get(2)?;
+                Ok(GatewayRule {
+                    gateway: r.get(0)?,
+                    rule: makproxy_core::bundle::SiteRule {
+                        signatures_required: r.get(1)?,
+                        signers: serde_json::from_str(&signers).map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                2,
+                                rusqlite::types::Type::Text,
+                                Box::new(e),
+                            )
+                        })?,
+                    },
+                    return_bundle: r.get(3)?,
+                    created: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
     }
 
     /// Every bundle packed, in sequence order, with what came back for it.
@@ -2036,7 +2096,7 @@ impl Tx<'_> {
         mut f: impl FnMut(PackRow) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut stmt = self.tx.prepare(
-            "SELECT br.handle, f.id, f.host, f.activation_id, f.epid, f.iid, f.product, f.channel
+            "SELECT br.handle, f.id, f.host, f.activation_id, f.epid, f.iid, f.product, f.channel, f.partial_key
              FROM bundle_records br JOIN product_facts f ON f.id = br.product_id
              WHERE br.bundle_id = ?1 ORDER BY br.handle",
         ).map_err(LedgerError::from)?;
@@ -2053,6 +2113,7 @@ impl Tx<'_> {
                     iid: r.get(5)?,
                     product: r.get(6)?,
                     channel: r.get(7)?,
+                    partial_key: r.get(8)?,
                 })
             },
             &mut f,
@@ -2177,6 +2238,33 @@ impl Tx<'_> {
                 k.return_bundle,
                 at
             ])?;
+        Ok(())
+    }
+
+    /// Keeps what the gateway `gateway` (its pinned name) said it requires of this
+    /// site's bundles in the return `return_bundle` created at `created`, unless a
+    /// newer return of that gateway said it already.
+    pub fn gateway_rule_seen(
+        &self,
+        gateway: &str,
+        rule: &makproxy_core::bundle::SiteRule,
+        return_bundle: &str,
+        created: &str,
+    ) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO gateway_rules(gateway, signatures_required, signers, return_bundle, created)
+             VALUES(?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(gateway) DO UPDATE SET signatures_required = excluded.signatures_required,
+                 signers = excluded.signers, return_bundle = excluded.return_bundle, created = excluded.created
+             WHERE excluded.created > gateway_rules.created",
+            params![
+                gateway,
+                rule.signatures_required,
+                serde_json::to_string(&rule.signers).expect("serialisable"),
+                return_bundle,
+                created
+            ],
+        )?;
         Ok(())
     }
 
@@ -2549,5 +2637,51 @@ mod tests {
         drop(Ledger::create(&home, 7).unwrap());
         let mut l = Ledger::open(&home).unwrap();
         assert_eq!(l.begin().unwrap().next_sequence().unwrap(), 7);
+    }
+
+    /// A gateway's rule is the one its newest applied return said: a return written
+    /// earlier and applied later (media carried out of order) never replaces it.
+    #[test]
+    fn an_older_return_never_replaces_a_newer_gateway_rule() {
+        use makproxy_core::bundle::{RuleSigner, SiteRule};
+        let dir = tempfile::tempdir().unwrap();
+        let (home, key) =
+            Home::init(dir.path(), makproxy_core::keys::Role::Secure, "s", None).unwrap();
+        let mut l = Ledger::create(&home, 1).unwrap();
+        let rule = |n: u32| SiteRule {
+            signatures_required: n,
+            signers: vec![RuleSigner::new("s", &key.key)],
+        };
+        let tx = l.begin().unwrap();
+        tx.gateway_rule_seen("gw", &rule(2), "r2", "2026-12-02T10:00:00Z")
+            .unwrap();
+        tx.gateway_rule_seen("gw", &rule(1), "r1", "2026-12-01T10:00:00Z")
+            .unwrap();
+        tx.gateway_rule_seen("gw2", &rule(3), "q1", "2026-11-01T10:00:00Z")
+            .unwrap();
+        tx.commit().unwrap();
+        let got: Vec<(String, u32, String)> = l
+            .gateway_rules()
+            .unwrap()
+            .into_iter()
+            .map(|g| (g.gateway, g.rule.signatures_required, g.return_bundle))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("gw".into(), 2, "r2".into()),
+                ("gw2".into(), 3, "q1".into())
+            ]
+        );
+        let tx = l.begin().unwrap();
+        tx.gateway_rule_seen("gw", &rule(1), "r3", "2026-12-03T10:00:00Z")
+            .unwrap();
+        tx.commit().unwrap();
+        let g = &l.gateway_rules().unwrap()[0];
+        assert_eq!(
+            (g.rule.signatures_required, g.return_bundle.as_str()),
+            (1, "r3")
+        );
+        assert_eq!(g.rule.signers[0].verifying_key(), Some(key.key));
     }
 }

@@ -157,7 +157,15 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
                     Some(&h),
                 ),
             };
-            makproxy_cli::describe(out, file, &mut v, *records, peer)
+            // This site's bundle against what each gateway said it requires (a home
+            // without a ledger yet, e.g. a cosigner's, knows no gateway's rule).
+            let gateways = if kind == Kind::Cil && ledger::exists(&h) {
+                let rules = ledger(&h)?.gateway_rules()?;
+                pack::gateway_needs(&rules, &v.signer.key.key, Some(&v))
+            } else {
+                Vec::new()
+            };
+            makproxy_cli::describe(out, file, &mut v, *records, peer, gateways)
         }
     }
 }

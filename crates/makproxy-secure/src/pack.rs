@@ -153,6 +153,10 @@ pub struct Packed {
     pub hostnames_included: bool,
     /// Keys of the inventory with fewer activations left than this batch needs.
     pub key_warnings: Vec<crate::ledger::Shortfall>,
+    /// The bundle against each gateway's rule for this site, as its newest return
+    /// applied here said (who must still cosign before the trip).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<makproxy_cli::report::GatewayNeeds>,
 }
 
 impl std::fmt::Display for Packed {
@@ -178,7 +182,20 @@ impl std::fmt::Display for Packed {
         for w in &self.key_warnings {
             writeln!(f, "{w}")?;
         }
-        write!(f, "Carry this file to the online side and run: makproxy-online activate FILE --out RETURN --backend microsoft")?;
+        // Only what changes the trip: a rule of one signer that this key meets is noise.
+        for g in self
+            .gateways
+            .iter()
+            .filter(|g| !g.met() || g.signatures_required > 1)
+        {
+            writeln!(f, "{g}")?;
+        }
+        if self.gateways.iter().any(|g| !g.met()) {
+            write!(f, "Then c")?;
+        } else {
+            write!(f, "C")?;
+        }
+        write!(f, "arry this file to the online side and run: makproxy-online activate FILE --out RETURN --backend microsoft")?;
         if !self.key_warnings.is_empty() {
             // A short key is checked there before anything is spent.
             write!(f, " --check-remaining")?;
@@ -206,6 +223,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
     }
     let key = home.signing_key()?;
     let now = makproxy_cli::now();
+    let rules = ledger.gateway_rules()?;
     let tx = ledger.begin()?;
     let event = Event::Pack {
         retry_failed: o.retry_failed,
@@ -222,6 +240,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         Some(BundleWriter::<CilRecord>::new(o.out).map_err(|e| CliError::io(o.out.display(), e))?)
     };
     let bar = out.progress(count, "pack");
+    let mut key_groups = KeyGroups::default();
     if let Some(w) = writer.as_mut() {
         tx.bundle_rows(&bundle_id, |r: PackRow| {
             bar.inc(1);
@@ -251,6 +270,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
                     None
                 },
                 channel: r.channel.as_deref().and_then(Channel::parse),
+                key_group: key_groups.of(r.partial_key.as_deref()),
             };
             w.push(rec).map_err(|e| CliError::io(o.out.display(), e))
         })?;
@@ -308,6 +328,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         "activation_id",
         "product",
         "channel",
+        "key_group",
     ];
     if o.include_hostnames {
         fields.push("host");
@@ -323,6 +344,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         answers: None,
         backend: None,
         remaining: None,
+        site_rule: None,
     };
     let written = writer
         .take()
@@ -352,8 +374,39 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         expires: written.manifest.expires,
         hostnames_included: o.include_hostnames,
         key_warnings,
+        gateways: gateway_needs(&rules, &key.verifying_key(), None),
     });
     Ok(Exit::Ok)
+}
+
+/// The CIL's key groups: the keys the ledger knows by their last five characters, numbered
+/// in the order the bundle first meets them. Only the numbers cross the gap.
+#[derive(Default)]
+struct KeyGroups(std::collections::HashMap<String, std::num::NonZeroU32>);
+
+impl KeyGroups {
+    /// The group of the key ending `last5` (none for a key not known: `?????`, none).
+    fn of(&mut self, last5: Option<&str>) -> Option<std::num::NonZeroU32> {
+        let k = last5?.trim().to_ascii_uppercase();
+        if k.len() != 5 || !k.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return None;
+        }
+        let next = std::num::NonZeroU32::new(self.0.len() as u32 + 1)?;
+        Some(*self.0.entry(k).or_insert(next))
+    }
+}
+
+/// A bundle signed by `own` (and the cosignatures of `v`, when read back) against each
+/// gateway's rule this ledger knows.
+pub fn gateway_needs(
+    rules: &[crate::ledger::GatewayRule],
+    own: &makproxy_core::keys::VerifyingKey,
+    v: Option<&bundle::Verified>,
+) -> Vec<makproxy_cli::report::GatewayNeeds> {
+    rules
+        .iter()
+        .map(|r| makproxy_cli::report::GatewayNeeds::of(&r.gateway, &r.created, &r.rule, own, v))
+        .collect()
 }
 
 #[cfg(test)]
@@ -400,6 +453,7 @@ mod tests {
                 manifest_sha256: "h".into(),
                 expires: "e".into(),
                 hostnames_included: false,
+                gateways: vec![],
                 key_warnings: if warn {
                     vec![crate::ledger::Shortfall {
                         last5: "3V66T".into(),

@@ -171,6 +171,7 @@ impl Site {
                 endpoint: None,
             }),
             remaining: None,
+            site_rule: None,
         };
         w.finish(header, &self.online.signing_key().unwrap(), &out)
             .unwrap();

@@ -630,6 +630,7 @@ pub fn cil_record(handle: u64) -> CilRecord {
         )),
         host: None,
         channel: None,
+        key_group: None,
     }
 }
 
@@ -646,6 +647,7 @@ pub fn cil_header(now: OffsetDateTime) -> Header {
         answers: None,
         backend: None,
         remaining: None,
+        site_rule: None,
     }
 }
 
@@ -1431,6 +1433,64 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndSiteMismatch),
         Parts::new(&k, c, now, |m| m["site"] = json!("kit-other-site"), None).zip(),
     );
+    // A gateway's rule (format version 4): returns only; a count of 1 or more, each
+    // signer a trust name and a real key, none twice.
+    let signer = serde_json::to_value(makproxy_core::bundle::RuleSigner::new(
+        "kit-colleague",
+        &k.secure.verifying_key(),
+    ))
+    .expect("serialisable");
+    add(
+        "site-rule-in-request",
+        c,
+        Some(Code::BndInconsistent),
+        Parts::new(
+            &k,
+            c,
+            now,
+            |m| m["site_rule"] = json!({"signatures_required": 2, "signers": []}),
+            None,
+        )
+        .zip(),
+    );
+    add(
+        "valid-return-with-site-rule",
+        r,
+        None,
+        Parts::new(
+            &k,
+            r,
+            now,
+            |m| m["site_rule"] = json!({"signatures_required": 2, "signers": [signer.clone()]}),
+            None,
+        )
+        .zip(),
+    );
+    for (name, rule) in [
+        (
+            "site-rule-requiring-none",
+            json!({"signatures_required": 0, "signers": [signer.clone()]}),
+        ),
+        (
+            "site-rule-signer-twice",
+            json!({"signatures_required": 2, "signers": [signer.clone(), signer.clone()]}),
+        ),
+        (
+            "site-rule-key-not-a-key",
+            json!({"signatures_required": 2, "signers": [{"name": "x", "key": "AAAA"}]}),
+        ),
+        (
+            "site-rule-name-a-path",
+            json!({"signatures_required": 2, "signers": [{"name": "../x", "key": signer["key"]}]}),
+        ),
+    ] {
+        add(
+            name,
+            r,
+            Some(Code::BndInconsistent),
+            Parts::new(&k, r, now, move |m| m["site_rule"] = rule.clone(), None).zip(),
+        );
+    }
     add("answers-block-in-request", c, Some(Code::BndInconsistent), Parts::new(&k, c, now, |m| m["answers"] = json!({"bundle_id": "00000000000000000000000000000000", "manifest_sha256": "0000000000000000000000000000000000000000000000000000000000000000", "site": "x", "sequence": 1}), None).zip());
     let mut t = Parts::new(&k, c, now, id, None);
     let text = String::from_utf8(t.manifest.clone())
@@ -1486,6 +1546,24 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     recs[1]["installation_id"] = json!(bad);
     add(
         "bad-check-digit-record",
+        c,
+        Some(Code::BndRecord),
+        Parts::new(&k, c, now, id, Some(lines(&recs))).zip(),
+    );
+    // Key groups (format version 4): a positive number; 0 is no group.
+    let mut recs = cil_records();
+    recs[0]["key_group"] = json!(1);
+    recs[1]["key_group"] = json!(1);
+    recs[2]["key_group"] = json!(2);
+    add(
+        "valid-cil-with-key-groups",
+        c,
+        None,
+        Parts::new(&k, c, now, id, Some(lines(&recs))).zip(),
+    );
+    recs[2]["key_group"] = json!(0);
+    add(
+        "key-group-zero",
         c,
         Some(Code::BndRecord),
         Parts::new(&k, c, now, id, Some(lines(&recs))).zip(),

@@ -4,8 +4,10 @@
 pub const FORMAT: &str = "makproxy-bundle";
 /// Version 2 added `backend` to every return record and `endpoint` to the return's
 /// backend block; version 3 added `channel` to CIL records and `remaining` to the return
-/// manifest, both optional. Readers take CIL bundles of versions 1-3 and returns of 2-3.
-pub const VERSION: u32 = 3;
+/// manifest, both optional; version 4 added `partial_product_key` to CIL records and
+/// `site_rule` to the return manifest, both optional. Readers take CIL bundles of
+/// versions 1-4 and returns of 2-4.
+pub const VERSION: u32 = 4;
 /// Most remaining-activation counts one return carries.
 pub const MAX_REMAINING: usize = 4096;
 /// Longest failure message in a return record, in bytes.

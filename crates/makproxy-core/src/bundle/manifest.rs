@@ -100,6 +100,55 @@ pub struct RemainingCount {
     pub checked: String,
 }
 
+/// What the gateway requires of the bundles of the site a return answers, as its trust
+/// stood when it wrote the return (format version 4): how many distinct signers
+/// (`trust require`), and the key it pins now for each of that site's signers. The
+/// secure side keeps the newest rule it applied, so `pack` and `verify` say who must
+/// still cosign before the trip, and which cosignature the gateway would refuse. Advice
+/// only: the gateway enforces its rule whatever the secure side believes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteRule {
+    /// Distinct signers (identities) the gateway requires; 1 without a rule.
+    pub signatures_required: u32,
+    /// The keys the gateway pins for the site, one per signer, sorted by name.
+    pub signers: Vec<RuleSigner>,
+}
+
+/// One signer the gateway pins for a site ([`SiteRule`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSigner {
+    /// The name the gateway pinned the key under (`trust add FILE --name NAME`).
+    pub name: String,
+    /// The ed25519 public key, 32 bytes in standard base64.
+    pub key: String,
+}
+
+impl RuleSigner {
+    /// The signer pinned as `name` with `key`.
+    pub fn new(name: &str, key: &ed25519_dalek::VerifyingKey) -> Self {
+        use base64::Engine;
+        RuleSigner {
+            name: name.to_string(),
+            key: base64::engine::general_purpose::STANDARD.encode(key.as_bytes()),
+        }
+    }
+    /// The key, when `key` is 32 bytes of base64 that make an ed25519 point.
+    pub fn verifying_key(&self) -> Option<ed25519_dalek::VerifyingKey> {
+        use base64::Engine;
+        let raw: [u8; 32] = base64::engine::general_purpose::STANDARD
+            .decode(self.key.as_bytes())
+            .ok()?
+            .try_into()
+            .ok()?;
+        ed25519_dalek::VerifyingKey::from_bytes(&raw).ok()
+    }
+}
+
+/// Most signers a [`SiteRule`] lists.
+pub const MAX_RULE_SIGNERS: usize = 64;
+
 /// The signed statement. Everything in it is covered by the signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,6 +188,9 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// A return's remaining-activation counts, when the run asked (version 3).
     pub remaining: Option<Vec<RemainingCount>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A return's word on what the gateway requires of the site's bundles (version 4).
+    pub site_rule: Option<SiteRule>,
 }
 
 #[derive(Serialize, Deserialize)]

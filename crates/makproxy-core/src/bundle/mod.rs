@@ -32,7 +32,7 @@ pub use format::*;
 pub use manifest::*;
 pub use reader::{open, open_for_cosign, open_own, peek_kind, Cosignable, Verified};
 pub use records::*;
-pub use writer::{cosign, BundleWriter, Header, Written};
+pub use writer::{cosign, remove_cosignature, BundleWriter, Header, Written};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -5,7 +5,7 @@
 use super::format::{
     is_cosignature, Limits, FORMAT, MANIFEST, MAX_ENDPOINT, MAX_REMAINING, SIGNATURE, VERSION,
 };
-use super::manifest::{BackendKind, Manifest, SigFile};
+use super::manifest::{BackendKind, Manifest, SigFile, SiteRule, MAX_RULE_SIGNERS};
 use super::records::Record;
 use super::zipscan;
 use super::{hex, pae, rfc3339, sha256_hex, BundleError, Kind};
@@ -35,6 +35,10 @@ pub struct Verified {
     pub signer: Trusted,
     /// The pinned keys that cosigned it (`cosign`), each distinct from the signer.
     pub cosigners: Vec<Trusted>,
+    /// Every cosignature as carried (`manifest.cosig-N` order): checked against pinned
+    /// keys in `cosigners` when the reader pins them, by form only in a bundle of this
+    /// side's own ([`open_own`]); [`Verified::cosigned_by`] checks one against a key.
+    cosignatures: Vec<(String, Signature)>,
     /// The data entry as verified: an unnamed temporary file only this process can
     /// reach, so what `records` parses is exactly what was hashed, whatever happens to
     /// the bundle file meanwhile.
@@ -216,6 +220,7 @@ struct Opened {
     signer: Option<Trusted>,
     cosigners: Vec<Trusted>,
     signature_files: Vec<(String, Vec<u8>, String)>,
+    cosignatures: Vec<(String, Signature)>,
     data: File,
 }
 
@@ -228,6 +233,7 @@ impl Opened {
             manifest_bytes: self.manifest_bytes,
             signer: self.signer.expect("checked against keys"),
             cosigners: self.cosigners,
+            cosignatures: self.cosignatures,
             data: self.data,
             limits: limits.clone(),
         }
@@ -423,6 +429,7 @@ fn open_inner(
         .collect();
     cos_names.sort();
     let mut cosigners: Vec<Trusted> = Vec::new();
+    let mut cosignatures = Vec::new();
     for name in cos_names {
         let bytes = read_entry(&mut archive, &name, limits.max_signature)?;
         let (cs, csig) = parse_sig(&name, &bytes)?;
@@ -464,6 +471,7 @@ fn open_inner(
             retired_check(&c, &manifest)?;
             cosigners.push(c);
         }
+        cosignatures.push((cs.key_id.clone(), csig));
         signature_files.push((name, bytes, cs.key_id));
     }
     // 4. Closed world: the archive holds exactly the listed entries plus manifest and signature.
@@ -513,6 +521,7 @@ fn open_inner(
         signer,
         cosigners,
         signature_files,
+        cosignatures,
         data,
     })
 }
@@ -599,11 +608,10 @@ fn parse_manifest(
     }
     let probe: Probe = serde_json::from_str(text)
         .map_err(|e| json_error(Code::BndManifestSyntax, "manifest", &e))?;
-    // CIL bundles did not change in version 2; returns did. Version 3 only added
-    // optional fields.
-    let readable = probe.version == VERSION
-        || probe.version == 2
-        || (probe.version == 1 && expected == Kind::Cil);
+    // CIL bundles did not change in version 2; returns did. Versions 3 and 4 only
+    // added optional fields.
+    let readable =
+        (2..=VERSION).contains(&probe.version) || (probe.version == 1 && expected == Kind::Cil);
     if probe.format != FORMAT || !readable {
         return Err(BundleError::new(
             Code::BndVersion,
@@ -709,6 +717,9 @@ fn check_manifest(
             return Err(bad("remaining names an extended product ID twice"));
         }
     }
+    if let Some(r) = &m.site_rule {
+        check_site_rule(r, expected, m.version)?;
+    }
     let created = parse_time("created", &m.created)?;
     let expires = parse_time("expires", &m.expires)?;
     let skew = time::Duration::seconds(limits.skew_secs);
@@ -730,6 +741,39 @@ fn check_manifest(
             Code::BndExpired,
             &format!("expired {} (clock now {})", m.expires, rfc3339(now)),
         ));
+    }
+    Ok(())
+}
+
+/// A return's `site_rule` (version 4): 1 to [`MAX_RULE_SIGNERS`] signatures required,
+/// at most that many signers, each a trust name and a real ed25519 key, no name or key
+/// twice.
+fn check_site_rule(r: &SiteRule, expected: Kind, version: u32) -> Result<(), BundleError> {
+    let bad = |d: &str| BundleError::new(Code::BndInconsistent, &format!("site_rule: {d}"));
+    if expected != Kind::Return || version < 4 {
+        return Err(bad("return bundles of version 4 only"));
+    }
+    if r.signatures_required == 0
+        || r.signatures_required as usize > MAX_RULE_SIGNERS
+        || r.signers.len() > MAX_RULE_SIGNERS
+    {
+        return Err(bad(&format!(
+            "1 to {MAX_RULE_SIGNERS} signatures required and at most {MAX_RULE_SIGNERS} signers"
+        )));
+    }
+    let (mut names, mut keys) = (
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    );
+    for s in &r.signers {
+        if !crate::keys::valid_name(&s.name) || s.verifying_key().is_none() {
+            return Err(bad(
+                "a signer needs a trust name and a 32-byte ed25519 key in base64",
+            ));
+        }
+        if !names.insert(s.name.to_ascii_lowercase()) || !keys.insert(s.key.as_str()) {
+            return Err(bad("a signer's name or key appears twice"));
+        }
     }
     Ok(())
 }
@@ -871,6 +915,19 @@ fn copy_entry(
 }
 
 impl Verified {
+    /// The key IDs of the cosignatures carried, in order (a hint each: only
+    /// [`cosigned_by`](Self::cosigned_by) or a pinned reading proves who signed).
+    pub fn cosignature_key_ids(&self) -> impl Iterator<Item = &str> {
+        self.cosignatures.iter().map(|(id, _)| id.as_str())
+    }
+    /// Whether a cosignature carried here is `key`'s, over these exact manifest bytes.
+    pub fn cosigned_by(&self, key: &ed25519_dalek::VerifyingKey) -> bool {
+        let id = crate::keys::key_id(key);
+        let message = pae(self.manifest.kind.payload_type(), &self.manifest_bytes);
+        self.cosignatures
+            .iter()
+            .any(|(k, sig)| *k == id && key.verify_strict(&message, sig).is_ok())
+    }
     /// Parses every record in order, calling `f` for each; it can be called again for
     /// another pass. Records come from the private copy verified by `open`, so every line
     /// is signed data. Handles must run 1..=N in a CIL bundle and strictly increase in a
@@ -1126,6 +1183,7 @@ mod tests {
                 endpoint: Some("x".repeat(MAX_ENDPOINT)),
             }),
             remaining: None,
+            site_rule: None,
         }
     }
 

@@ -152,6 +152,13 @@ pub struct CilRecord {
     /// (format version 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<crate::channel::Channel>,
+    /// Which key the product's is, when the secure side knows it (format version 4):
+    /// records of one key carry the same number, 1 for the first key in the bundle, 2
+    /// for the next, … . It says only which records share a key, nothing of the key
+    /// itself; several extended product IDs (one per build or edition) can stand for one
+    /// key, so `activate --check-remaining` adds up what the batch needs of each key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_group: Option<std::num::NonZeroU32>,
 }
 
 /// Where a return record's answer came from.

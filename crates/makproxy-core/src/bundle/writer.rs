@@ -62,6 +62,8 @@ pub struct Header {
     pub backend: Option<BackendInfo>,
     /// A return's remaining-activation counts.
     pub remaining: Option<Vec<super::manifest::RemainingCount>>,
+    /// A return's word on the gateway's rule for the site.
+    pub site_rule: Option<super::manifest::SiteRule>,
 }
 
 /// A written bundle.
@@ -209,6 +211,7 @@ impl<R: Record + Send + 'static> BundleWriter<R> {
             answers: header.answers,
             backend: header.backend,
             remaining: header.remaining,
+            site_rule: header.site_rule,
         };
         let mut mbytes = serde_json::to_vec_pretty(&manifest).expect("serialisable");
         mbytes.push(b'\n');
@@ -283,7 +286,62 @@ pub fn cosign(
         ));
     }
     let sig = key.sign(&pae(kind.payload_type(), &c.manifest_bytes));
-    let sbytes = SigFile::new(id, &sig).to_bytes();
+    let mut signatures: Vec<Vec<u8>> = c.signatures.iter().map(|(_, b, _)| b.clone()).collect();
+    signatures.push(SigFile::new(id, &sig).to_bytes());
+    rewrite_signed(path, kind, &mut c, &signatures)?;
+    Ok(signatures.len())
+}
+
+/// `cosign --remove KEY_ID`: takes the cosignature by the key with that ID out of the
+/// bundle (one the gateway would refuse: a key it does not pin, or added by mistake),
+/// leaving the manifest, the records and every other signature as they are; the
+/// cosignatures after it move up one name, so the layout stays canonical. The signer's
+/// own signature (`manifest.sig`) is never removed: that is a new bundle, `pack` again.
+/// Returns the number of signatures left.
+pub fn remove_cosignature(
+    path: &Path,
+    kind: super::Kind,
+    site: &str,
+    key_id: &str,
+    now: OffsetDateTime,
+    limits: &super::Limits,
+) -> Result<usize, BundleError> {
+    let mut c = super::open_for_cosign(path, kind, site, now, limits)?;
+    let Some(i) = c.signatures.iter().position(|(_, _, k)| k == key_id) else {
+        return Err(BundleError::new(
+            Code::BndNoSuchCosignature,
+            &format!(
+                "no signature by key {} in this bundle",
+                crate::sanitize::escape(key_id)
+            ),
+        ));
+    };
+    if i == 0 {
+        return Err(BundleError::new(
+            Code::BndNoSuchCosignature,
+            &format!("key {key_id} made the bundle's own signature (manifest.sig), not a cosignature; a bundle without it is a new bundle: pack again"),
+        ));
+    }
+    let signatures: Vec<Vec<u8>> = c
+        .signatures
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .map(|(_, (_, b, _))| b.clone())
+        .collect();
+    rewrite_signed(path, kind, &mut c, &signatures)?;
+    Ok(signatures.len())
+}
+
+/// Writes the bundle `c` was read from again, whole, in the canonical layout, with
+/// `signatures` (the signer's first, then the cosignatures as `manifest.cosig-1`, …)
+/// beside the file, and renames it over the file.
+fn rewrite_signed(
+    path: &Path,
+    kind: super::Kind,
+    c: &mut super::Cosignable,
+    signatures: &[Vec<u8>],
+) -> Result<(), BundleError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -297,23 +355,21 @@ pub fn cosign(
         z.start_file(MANIFEST, entry_options(false))
             .map_err(io::Error::other)?;
         z.write_all(&c.manifest_bytes)?;
-        for (name, bytes, _) in &c.signatures {
+        for (n, bytes) in signatures.iter().enumerate() {
+            let name = if n == 0 {
+                SIGNATURE.to_string()
+            } else {
+                super::format::cosignature_name(n)
+            };
             z.start_file(name.as_str(), entry_options(false))
                 .map_err(io::Error::other)?;
             z.write_all(bytes)?;
         }
-        z.start_file(
-            super::format::cosignature_name(cosigs + 1),
-            entry_options(false),
-        )
-        .map_err(io::Error::other)?;
-        z.write_all(&sbytes)?;
         let tmp = finish_archive(z)?;
         tmp.persist(path).map_err(|e| e.error)?;
         crate::fsutil::sync_dir(dir)
     })();
-    written.map_err(BundleError::io)?;
-    Ok(cosigs + 2)
+    written.map_err(BundleError::io)
 }
 
 /// Writes the archive's central directory and forces the temporary file to disk.
@@ -384,6 +440,7 @@ mod durability_tests {
             product: None,
             host: None,
             channel: None,
+            key_group: None,
         })
         .unwrap();
         let now = time::macros::datetime!(2026-11-22 00:00 UTC);
@@ -398,6 +455,7 @@ mod durability_tests {
             answers: None,
             backend: None,
             remaining: None,
+            site_rule: None,
         };
         let key = SigningKey::from_bytes(&[7; 32]);
         let n = crate::fsutil::syncs_during(|| {
