@@ -190,6 +190,48 @@ fn the_batch_script_packs_good_input_and_stops_when_everything_is_refused() {
     assert!(!t.path().join("pack.json").exists(), "pack did not run");
 }
 
+/// Issue 29 §3: a key too short for the batch makes pack exit 4 with the bundle
+/// written; the guide's script says so and carries on, the bundle there to carry.
+#[test]
+fn the_batch_script_carries_on_and_says_so_when_a_key_is_short() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("srv/makproxy");
+    std::fs::create_dir_all(t.path().join("media/usb")).unwrap();
+    let home_s = home.to_str().unwrap();
+    let secure = |args: &[&str]| {
+        let mut a = vec!["--home", home_s];
+        a.extend_from_slice(args);
+        makproxy_e2e::run("makproxy-secure", &a)
+    };
+    secure(&["init", "--site", "plant-a"]).ok();
+    secure(&[
+        "keys",
+        "add",
+        "--last5",
+        "3V66T",
+        "--product",
+        "Windows",
+        "--remaining",
+        "3",
+    ])
+    .ok();
+    copy_dir(
+        &fixtures().join("drop"),
+        &t.path().join("mnt/makproxy/drop"),
+    );
+    let (code, out) = bash(t.path(), &batch_script(t.path()));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("a key is short of activations for this batch"),
+        "{out}"
+    );
+    let pack: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path().join("pack.json")).unwrap())
+            .unwrap();
+    assert_eq!(pack["key_warnings"][0]["last5"], "3V66T", "{pack}");
+    assert!(Path::new(pack["bundle"].as_str().unwrap()).exists());
+}
+
 /// Issue 29 §3: the guide's encrypted-key batch script signs with the passphrase read
 /// from a file and given to the one command; with the wrong passphrase it stops.
 #[test]

@@ -56,10 +56,16 @@ fn an_encrypted_secret_key_signs_only_with_its_passphrase() {
         let mode = std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "replaced owner-only");
     }
-    // key show needs no passphrase and shows the same key.
-    assert_eq!(
-        g.secure(&["--json", "key", "show"]).ok().json()["public_key"]["fingerprint"],
-        fingerprint
+    // key show needs no passphrase and shows the same key, its site and that it is
+    // encrypted now (issue 29 §3).
+    let shown = g.secure(&["--json", "key", "show"]).ok().json();
+    assert_eq!(shown["public_key"]["fingerprint"], fingerprint);
+    assert_eq!(shown["secret_key_encrypted"], true, "{shown}");
+    let text = g.secure(&["key", "show"]).ok().stdout;
+    assert!(
+        text.contains("Home:        secure side of site plant-a")
+            && text.contains("Secret key:  encrypted with a passphrase"),
+        "{text}"
     );
 
     // Without the passphrase (a batch run, no terminal) pack stops at once, before

@@ -520,11 +520,15 @@ fn the_key_inventory_warns_before_a_batch_outruns_a_key() {
         .ok()
         .json();
     assert_eq!(over["key_warnings"][0]["needed"], 3, "{over}");
+    // The bundle is written, and the exit code says a key is short (issue 29 §3: a
+    // script sees it): 4, carry on and review.
     let packed = g
         .secure(&["pack", "--out", &g.p("cil.zip"), "--product", "Windows"])
-        .ok()
+        .code(4)
         .stdout;
     assert!(packed.contains("WARNING: key …3V66T"), "{packed}");
+    assert!(g.path("cil.zip").exists());
+    assert!(packed.ends_with("--check-remaining\n"), "{packed}");
 
     g.secure(&["keys", "remove", "3v66t"]).ok();
     g.secure(&["keys", "remove", "3v66t"]).code(1);

@@ -935,6 +935,7 @@ pub fn key(out: &Output, home: &Home, cmd: &KeyCommand) -> Result<Exit, CliError
         KeyCommand::Show => None,
     };
     out.report(&report::Key {
+        secret_key_encrypted: written.is_none().then_some(encrypted),
         written,
         public_key: (&public).into(),
     });

@@ -57,6 +57,15 @@ pub struct Init {
     pub secret_key_encrypted: bool,
 }
 
+/// How a home's secret key is kept, in words.
+fn secret_state(encrypted: bool) -> &'static str {
+    if encrypted {
+        "encrypted with a passphrase (scrypt, XChaCha20-Poly1305)"
+    } else {
+        "NOT encrypted, protected by file permissions only (key passwd encrypts it)"
+    }
+}
+
 impl Display for Init {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let k = &self.public_key;
@@ -70,11 +79,7 @@ impl Display for Init {
         writeln!(
             f,
             "Secret key:  {}",
-            if self.secret_key_encrypted {
-                "encrypted with a passphrase (scrypt, XChaCha20-Poly1305)"
-            } else {
-                "NOT encrypted, protected by file permissions only (key passwd encrypts it)"
-            }
+            secret_state(self.secret_key_encrypted)
         )?;
         write!(
             f,
@@ -111,12 +116,26 @@ pub struct Key {
     pub written: Option<PathBuf>,
     /// This side's key.
     pub public_key: KeyInfo,
+    /// Whether the secret key is encrypted (`key show`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key_encrypted: Option<bool>,
 }
 
 impl Display for Key {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         if let Some(p) = &self.written {
             writeln!(f, "Wrote public key to {}", shown(p))?;
+        }
+        if let Some(encrypted) = self.secret_key_encrypted {
+            let k = &self.public_key;
+            writeln!(
+                f,
+                "Home:        {} side of site {}",
+                k.role,
+                escape(&k.site)
+            )?;
+            writeln!(f, "Key ID:      {}", k.key_id)?;
+            writeln!(f, "Secret key:  {}", secret_state(encrypted))?;
         }
         write!(f, "Fingerprint: {}", self.public_key.fingerprint)
     }

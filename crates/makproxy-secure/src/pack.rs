@@ -365,6 +365,13 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         &bundle::rfc3339(now),
     )?;
     tx.commit()?;
+    // A bundle a key in the inventory cannot cover is written, but a script must see
+    // it (exit 4: carry it, activate with --check-remaining, or split it).
+    let exit = if key_warnings.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Partial
+    };
     out.report(&Packed {
         bundle: o.out.to_path_buf(),
         bundle_id,
@@ -376,7 +383,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         key_warnings,
         gateways: gateway_needs(&rules, &key.verifying_key(), None),
     });
-    Ok(Exit::Ok)
+    Ok(exit)
 }
 
 /// The CIL's key groups: the keys the ledger knows by their last five characters, numbered
