@@ -929,10 +929,9 @@ impl Home {
             }
             let bytes = fsutil::read_regular(&pin, MAX_PUBLIC_KEY_FILE).map_err(io_err(&pin))?;
             if PublicKey::from_file_bytes(&pin, &bytes, false)?.key == *key {
-                return Ok(Some(Trusted {
-                    retired_at: None,
-                    ..t.clone()
-                }));
+                // `trust accept` uses the pin's name, key and site only (whether the
+                // copy found here is the retired one does not matter to it).
+                return Ok(Some(t.clone()));
             }
         }
         Ok(None)

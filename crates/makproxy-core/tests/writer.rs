@@ -340,3 +340,89 @@ fn reader_limits_are_exact_and_the_ratio_rule_spares_small_entries() {
         Err(Code::BndEntryTooLarge)
     );
 }
+
+/// `cosign --remove`: the cosignature by one key comes out, the others stay (renamed up
+/// so the layout stays canonical) and still verify against the pinned keys, the manifest
+/// is the same bytes; the signer's own signature and a key that made none are refused
+/// (MP-BND-029) with the file unchanged. `cosigned_by` tells a cosignature by a key from
+/// one that only claims its key ID.
+#[test]
+fn a_cosignature_is_removed_and_the_rest_still_verify() {
+    use makproxy_core::keys::key_id;
+    let t = tempfile::tempdir().unwrap();
+    let k = Keys::default();
+    let cil = bundle_of(t.path(), 3);
+    let limits = Limits::default();
+    // An unpinned colleague first, then the pinned one.
+    assert_eq!(
+        bundle::cosign(&cil, Kind::Cil, "kit-site", &k.stranger, NOW, &limits).unwrap(),
+        2
+    );
+    assert_eq!(
+        bundle::cosign(&cil, Kind::Cil, "kit-site", &k.colleague, NOW, &limits).unwrap(),
+        3
+    );
+    let own = |p: &Path| {
+        bundle::open_own(p, Kind::Cil, &k.trusted(Kind::Cil, NOW)[..1], NOW, &limits).unwrap()
+    };
+    let v = own(&cil);
+    let ids: Vec<String> = v.cosignature_key_ids().map(str::to_string).collect();
+    let (stranger, colleague) = (
+        key_id(&k.stranger.verifying_key()),
+        key_id(&k.colleague.verifying_key()),
+    );
+    assert_eq!(ids, [stranger.clone(), colleague.clone()]);
+    assert!(v.cosigned_by(&k.colleague.verifying_key()));
+    assert!(v.cosigned_by(&k.stranger.verifying_key()));
+    assert!(!v.cosigned_by(&k.online.verifying_key()));
+    let manifest = v.manifest_bytes.clone();
+    // The gate refuses the stranger's cosignature (a key it does not pin).
+    assert_eq!(
+        bundle::open(&cil, Kind::Cil, &k.trusted(Kind::Cil, NOW), NOW, &limits)
+            .unwrap_err()
+            .code,
+        Code::BndUntrustedKey
+    );
+
+    let before = std::fs::read(&cil).unwrap();
+    let signer = key_id(&k.secure.verifying_key());
+    for id in ["0123456789abcdef", signer.as_str()] {
+        let e =
+            bundle::remove_cosignature(&cil, Kind::Cil, "kit-site", id, NOW, &limits).unwrap_err();
+        assert_eq!(e.code, Code::BndNoSuchCosignature, "{id}");
+    }
+    assert_eq!(std::fs::read(&cil).unwrap(), before, "nothing changed");
+
+    assert_eq!(
+        bundle::remove_cosignature(&cil, Kind::Cil, "kit-site", &stranger, NOW, &limits).unwrap(),
+        2
+    );
+    let v = bundle::open(&cil, Kind::Cil, &k.trusted(Kind::Cil, NOW), NOW, &limits).unwrap();
+    assert_eq!(v.manifest_bytes, manifest, "the manifest is the same bytes");
+    assert_eq!(v.cosigners.len(), 1);
+    assert_eq!(v.cosigners[0].name, "kit-colleague");
+    assert_eq!(
+        v.cosignature_key_ids().collect::<Vec<_>>(),
+        [colleague.as_str()]
+    );
+    let mut z = zip::ZipArchive::new(std::fs::File::open(&cil).unwrap()).unwrap();
+    let names: Vec<String> = (0..z.len())
+        .map(|i| z.by_index(i).unwrap().name().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "records.jsonl",
+            "manifest.json",
+            "manifest.sig",
+            "manifest.cosig-1"
+        ],
+        "renamed up, canonical order"
+    );
+    // The last one out: the signer's signature alone.
+    assert_eq!(
+        bundle::remove_cosignature(&cil, Kind::Cil, "kit-site", &colleague, NOW, &limits).unwrap(),
+        1
+    );
+    assert_eq!(own(&cil).cosignature_key_ids().count(), 0);
+}
