@@ -564,3 +564,59 @@ fn makproxy_mock_serves_on_a_chosen_port_with_a_chosen_count() {
     let _ = child.wait();
     assert_eq!(r["remaining"], 7, "{r}");
 }
+
+/// Issue 31: behind a TLS-inspecting proxy the endpoint's certificate is signed by the
+/// proxy's own CA. makproxy never ignores a TLS error: without that CA trusted the
+/// request is refused before anything is sent (no answer, nothing spent); `--ca-file`
+/// with the proxy's CA lets it through; another CA's file does not; a file holding a
+/// private key or nothing is refused as a usage error. The loopback front serves the
+/// mock with fixtures/tls/loopback-server.pem, signed by inspecting-proxy-ca.pem.
+#[test]
+fn a_tls_inspecting_proxys_ca_is_trusted_only_when_given_and_never_bypassed() {
+    let g = Gap::default();
+    let tls = makproxy_e2e::fixtures().join("tls");
+    let read = |n: &str| std::fs::read(tls.join(n)).unwrap();
+    let mock =
+        MockServer::start_tls(&read("loopback-server.pem"), &read("loopback-server.key")).unwrap();
+    mock.set_remaining(7);
+    let ask = |ca: Option<&str>| {
+        let mut a = vec![
+            "--json".to_string(),
+            "remaining".into(),
+            "--pid".into(),
+            "03612-03305-317-008912-02-1033-9200.0000-0662023".into(),
+            "--backend".into(),
+            "microsoft".into(),
+            "--endpoint".into(),
+            mock.url.clone(),
+        ];
+        if let Some(f) = ca {
+            a.push("--ca-file".into());
+            a.push(tls.join(f).to_str().unwrap().to_string());
+        }
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        g.online(&a)
+    };
+    for refused in [None, Some("unrelated-ca.pem")] {
+        let r = ask(refused);
+        assert_eq!(r.code, 1, "{:?}: {}{}", refused, r.stdout, r.stderr);
+        // Not sent (not "uncertain": a certificate is refused before a byte of the
+        // request goes out), with the way out named.
+        let e = &r.json()["error"];
+        assert_eq!(e["code"], "MP-BKD-002", "{}", r.stdout);
+        let m = e["message"].as_str().unwrap();
+        assert!(
+            m.contains("the endpoint's TLS certificate was refused (invalid peer certificate: UnknownIssuer); nothing was sent")
+                && m.contains("--ca-file"),
+            "{m}"
+        );
+    }
+    assert_eq!(mock.total_requests(), 0, "nothing reached the service");
+    let r = ask(Some("inspecting-proxy-ca.pem")).ok().json();
+    assert_eq!(r["remaining"], 7, "{r}");
+    assert_eq!(mock.total_requests(), 1);
+    for bad in ["loopback-server.key", "../drop/LAB-07.json"] {
+        let r = ask(Some(bad)).code(2);
+        assert!(r.stdout.contains("--ca-file"), "{bad}: {}", r.stdout);
+    }
+}

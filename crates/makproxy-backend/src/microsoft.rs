@@ -45,6 +45,10 @@ pub struct Settings {
     pub proxy: Option<String>,
     /// Longest wait for each phase of one call (connect, send, answer).
     pub timeout: Duration,
+    /// PEM certificates to trust instead of the operating system's store (`--ca-file`):
+    /// the CA of a TLS-inspecting proxy that is not in the store. The endpoint's chain
+    /// is still verified, name and dates included; never switched off.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for Settings {
@@ -53,6 +57,7 @@ impl Default for Settings {
             endpoint: DEFAULT_ENDPOINT.into(),
             proxy: None,
             timeout: Duration::from_secs(60),
+            ca_pem: None,
         }
     }
 }
@@ -120,8 +125,26 @@ fn transport(e: ureq::Error) -> Outcome {
         {
             Outcome::NotSent(e.to_string())
         }
+        // A certificate is refused in the handshake, before a byte of the request is
+        // sent (ureq reports it as I/O): not sent, and said plainly.
+        ureq::Error::Io(ref io) if refused_certificate(io).is_some() => Outcome::NotSent(format!(
+            "the endpoint's TLS certificate was refused ({}); nothing was sent. Behind a TLS-inspecting proxy, trust its CA with --ca-file FILE (makproxy never skips the check)",
+            refused_certificate(io).unwrap_or_default()
+        )),
         e => Outcome::Uncertain(format!("request sent, answer incomplete: {e}")),
     }
+}
+
+/// What rustls said, when `io` is a refused certificate (or one the peer refused).
+fn refused_certificate(io: &std::io::Error) -> Option<String> {
+    let e = io.get_ref()?.downcast_ref::<rustls::Error>()?;
+    matches!(
+        e,
+        rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::UnsupportedNameType
+    )
+    .then(|| e.to_string())
 }
 
 fn xml_escape(s: &str) -> String {
@@ -286,9 +309,23 @@ impl Microsoft {
             Some(p) => Some(ureq::Proxy::new(p).map_err(|e| format!("proxy {p:?}: {e}"))?),
             None => ureq::Proxy::try_from_env(),
         };
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-            .build();
+        let roots = match &settings.ca_pem {
+            None => ureq::tls::RootCerts::PlatformVerifier,
+            Some(pem) => {
+                let mut certs = Vec::new();
+                for item in ureq::tls::parse_pem(pem) {
+                    match item.map_err(|e| format!("--ca-file: {e}"))? {
+                        ureq::tls::PemItem::Certificate(c) => certs.push(c),
+                        _ => return Err("--ca-file: holds something other than certificates (a private key?); give the CA certificate only".into()),
+                    }
+                }
+                if certs.is_empty() {
+                    return Err("--ca-file: no PEM certificate in the file".into());
+                }
+                ureq::tls::RootCerts::new_with_certs(&certs)
+            }
+        };
+        let tls = ureq::tls::TlsConfig::builder().root_certs(roots).build();
         let agent: ureq::Agent = ureq::Agent::config_builder()
             // Per-phase timeouts (no global one) so that a timeout says whether the
             // request was complete when it struck.

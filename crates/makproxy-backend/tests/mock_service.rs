@@ -24,6 +24,7 @@ fn client(mock: &MockServer, timeout_ms: u64) -> Microsoft {
         endpoint: mock.url.clone(),
         proxy: None,
         timeout: Duration::from_millis(timeout_ms),
+        ca_pem: None,
     })
     .unwrap()
 }
@@ -137,6 +138,7 @@ fn connection_refused_is_not_sent_and_retried_up_to_the_limit() {
         endpoint: url,
         proxy: None,
         timeout: Duration::from_secs(2),
+        ca_pem: None,
     })
     .unwrap();
     assert!(matches!(ms.activate(&req(40)), Outcome::NotSent(_)));
@@ -291,6 +293,7 @@ fn requests_go_through_an_http_proxy_with_credentials() {
         endpoint: mock.url.clone(),
         proxy: Some(proxy),
         timeout: Duration::from_secs(5),
+        ca_pem: None,
     })
     .unwrap();
     let r = req(50);

@@ -60,6 +60,11 @@ pub struct BackendArgs {
         hide_env_values = true
     )]
     pub proxy: Option<String>,
+    /// PEM file of the CA certificate(s) to trust for the endpoint instead of the
+    /// system's store (microsoft): a TLS-inspecting proxy's CA that is not installed
+    /// there. Certificates are always verified; there is no way to switch that off.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Seconds to wait for one service answer.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub timeout: u64,

@@ -74,6 +74,13 @@ fn backend(
                     endpoint: a.endpoint.clone(),
                     proxy: a.proxy.clone(),
                     timeout: Duration::from_secs(a.timeout.max(1)),
+                    ca_pem: match &a.ca_file {
+                        Some(f) => Some(
+                            makproxy_core::fsutil::read_regular(f, 1 << 20)
+                                .map_err(|e| CliError::io(f.display(), e))?,
+                        ),
+                        None => None,
+                    },
                 })
                 .map_err(usage)?,
             )

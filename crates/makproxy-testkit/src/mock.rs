@@ -94,6 +94,7 @@ impl Drop for MockServer {
         let _ = TcpStream::connect(
             self.url
                 .trim_start_matches("http://")
+                .trim_start_matches("https://")
                 .split('/')
                 .next()
                 .unwrap_or(""),
@@ -139,6 +140,55 @@ impl MockServer {
             url: format!("http://{addr}/BatchActivation/BatchActivation.asmx"),
             state,
         })
+    }
+    /// As [`MockServer::start`], reached over TLS with the certificate chain and key in
+    /// `cert_pem` and `key_pem` (a TLS-inspecting proxy presents such a chain, signed by
+    /// its own CA): a front on its own loopback port completes the handshake and hands
+    /// each request, whole, to the plain mock, and its answer back.
+    pub fn start_tls(cert_pem: &[u8], key_pem: &[u8]) -> std::io::Result<MockServer> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let plain = Self::start_on(0)?;
+        let certs = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(std::io::Error::other)?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(std::io::Error::other)?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(std::io::Error::other)?;
+        let config = Arc::new(config);
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        let addr = listener.local_addr()?;
+        let backend = plain
+            .url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let st = plain.state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (config, backend) = (config.clone(), backend.clone());
+                std::thread::spawn(move || {
+                    let _ = tls_front(conn, config, &backend);
+                });
+            }
+        });
+        // The plain mock lives on behind the front; dropping the returned server stops
+        // both (the front is woken through its own port).
+        let mut m = plain;
+        m.url = format!("https://{addr}/BatchActivation/BatchActivation.asmx");
+        Ok(m)
     }
     /// Sets the behaviour for one IID (digits only).
     pub fn set(&self, iid: &str, b: Behavior) {
@@ -206,6 +256,43 @@ fn text_of(xml: &str, name: &str) -> Option<String> {
             _ => {}
         }
     }
+}
+
+/// One TLS connection: the request read whole (head, then Content-Length bytes),
+/// passed to the plain mock at `backend`, its answer (the mock closes after it) written
+/// back. A failed handshake (a client that does not trust the chain) ends here.
+fn tls_front(
+    conn: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    backend: &str,
+) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let session = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+    let mut tls = rustls::StreamOwned::new(session, conn);
+    let mut request = Vec::new();
+    let mut byte = [0u8; 1];
+    while !request.ends_with(b"\r\n\r\n") {
+        if tls.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        request.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&request).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    tls.read_exact(&mut body)?;
+    request.extend_from_slice(&body);
+    let mut plain = TcpStream::connect(backend)?;
+    plain.write_all(&request)?;
+    let mut answer = Vec::new();
+    plain.read_to_end(&mut answer)?;
+    tls.write_all(&answer)?;
+    tls.conn.send_close_notify();
+    tls.flush()
 }
 
 fn respond(conn: &mut TcpStream, status: &str, ctype: &str, body: &[u8]) -> std::io::Result<()> {
