@@ -75,4 +75,23 @@ here=$("$wine" cmd /c echo %COMPUTERNAME% 2>/dev/null | tr -d '\r\n')
 sed "s/PC-000001/$here/g" "$work/deposit/PC-000001.cmd" > "$work/here.cmd"
 cmdrun 5 "$work/here.cmd"
 grep -qi "SIMULATED" <<<"$out" || fail "the simulated refusal does not say why"
+# Without VBScript (Windows removes it): a script for real CIDs (the simulated refusal
+# taken out) on a computer whose %windir% has no vbscript.dll stops with exit 6 and names
+# the PowerShell deposit agent, before any deposit line.
+grep -v -e "SIMULATED" -e "exit /b 5" "$work/here.cmd" > "$work/here-real.cmd"
+grep -q "exit /b 6" "$work/here-real.cmd" || fail "the deposit script does not check for VBScript"
+mkdir -p "$WINEPREFIX/drive_c/novbs"
+rc=0
+out=$("$wine" cmd /c "set windir=C:\\novbs&& $(win "$work/here-real.cmd")" 2>&1) || rc=$?
+printf '%s\n' "$out"
+[ "$rc" = 6 ] || fail "without VBScript the deposit script exited $rc, expected 6"
+grep -q "Deposit-ConfirmationId.ps1" <<<"$out" || fail "the VBScript refusal does not name the PowerShell agent"
+! grep -qi "cscript\|slmgr" <<<"$out" || fail "a deposit line ran without VBScript"
+# With VBScript present (Wine's system32 has vbscript.dll and cscript.exe) every check
+# passes and the deposit lines are reached (here replaced by an echo).
+sed 's/^cscript .*/echo reached-a-deposit-line/' "$work/here-real.cmd" > "$work/here-echo.cmd"
+rc=0
+out=$("$wine" cmd /c "$(win "$work/here-echo.cmd")" 2>&1) || rc=$?
+[ "$rc" = 0 ] || fail "with VBScript present the checks refused (exit $rc): $out"
+grep -q "reached-a-deposit-line" <<<"$out" || fail "with VBScript present no deposit line was reached"
 echo "wine round trip: OK"

@@ -365,3 +365,41 @@ fn the_helpers_both_agents_carry_are_identical() {
         assert_eq!(norm(x), norm(y), "{name} differs between the two agents");
     }
 }
+
+/// Issue 31: the PowerShell deposit agent is the path that survives VBScript's removal,
+/// so it never runs a VBScript tool: no command it calls (parsed, comments and strings
+/// aside) is cscript, wscript, slmgr or ospp, and it names no `.vbs` file. It deposits
+/// through WMI's own methods. The check is shown to find such a call.
+#[test]
+fn the_deposit_agent_runs_no_vbscript() {
+    fn vbscript_calls(src: &str) -> Vec<String> {
+        let tree = parse(src);
+        assert!(!tree.root_node().has_error(), "parses");
+        let mut out = Vec::new();
+        walk(tree.root_node(), &mut |n| {
+            let t = text(n, src).to_ascii_lowercase();
+            let vbs_tool = ["cscript", "wscript", "slmgr", "ospp"].iter().any(|tool| {
+                t.trim_end_matches(".exe")
+                    .trim_end_matches(".vbs")
+                    .ends_with(tool)
+            });
+            if (n.kind() == "command_name" && vbs_tool)
+                || (n.kind() == "generic_token" && t.ends_with(".vbs"))
+            {
+                out.push(format!("{}: {t}", n.start_position().row + 1));
+            }
+        });
+        out
+    }
+    let src =
+        std::fs::read_to_string(root().join("scripts/windows/Deposit-ConfirmationId.ps1")).unwrap();
+    assert_eq!(vbscript_calls(&src), Vec::<String>::new());
+    assert!(src.contains("DepositOfflineConfirmationId"));
+    let planted = format!("{src}\ncscript.exe C:\\Windows\\System32\\slmgr.vbs /atp 1 2\n");
+    let found = vbscript_calls(&planted);
+    assert!(
+        found.iter().any(|f| f.ends_with("cscript.exe"))
+            && found.iter().any(|f| f.ends_with("slmgr.vbs")),
+        "{found:?}"
+    );
+}

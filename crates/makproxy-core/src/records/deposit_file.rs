@@ -72,7 +72,7 @@ pub fn render(host: &HostName, items: &[DepositItem]) -> (Vec<u8>, Vec<u8>) {
     c.push_str("setlocal\r\n");
     // Checked before anything is deposited, in this order (exit codes in
     // docs/formats.md): the right computer (a host name is letters, digits, - _ . by
-    // its type: safe in a cmd string), then no simulated CID ever.
+    // its type: safe in a cmd string), then no simulated CID ever, then VBScript.
     // %COMPUTERNAME% is the NetBIOS name: at most the first 15 characters of a longer
     // host name (one an operator's inventory may carry).
     let netbios = &host[..host.len().min(15)];
@@ -84,6 +84,14 @@ pub fn render(host: &HostName, items: &[DepositItem]) -> (Vec<u8>, Vec<u8>) {
         c.push_str("echo error: these confirmation IDs are SIMULATED, a drill's, and activate nothing; nothing deposited. For a drill use Deposit-ConfirmationId.ps1 -AllowSimulated.\r\n");
         c.push_str("exit /b 5\r\n");
     }
+    // Then VBScript itself (slmgr.vbs and ospp.vbs are VBScript, which Windows makes an
+    // optional feature and then removes): without its engine or the script host,
+    // stop before anything runs and name the deposit path that needs neither. (No
+    // parentheses in an echo inside a block: cmd would end the block there.)
+    c.push_str("set MPVBS=1\r\n");
+    c.push_str("if not exist \"%windir%\\System32\\vbscript.dll\" set MPVBS=\r\n");
+    c.push_str("if not exist \"%windir%\\System32\\cscript.exe\" set MPVBS=\r\n");
+    c.push_str("if not defined MPVBS (\r\n  echo error: VBScript is not available on this computer, so the Windows deposit tools cannot run; nothing deposited. Use Deposit-ConfirmationId.ps1 with the .json deposit file: it needs no VBScript.\r\n  exit /b 6\r\n)\r\n");
     if items
         .iter()
         .any(|i| i.wmi_class == WmiClass::OfficeSoftwareProtectionProduct)
@@ -164,22 +172,33 @@ mod tests {
     #[test]
     fn the_cmd_checks_the_computer_the_simulation_and_the_forest_key_first() {
         let real = cmd(&[item(WmiClass::SoftwareLicensingProduct, false)]);
-        let first_deposit = real.find("cscript").unwrap();
+        let first_deposit = real.find("cscript //nologo").unwrap();
         let host_check = real
             .find("if /i not \"%COMPUTERNAME%\"==\"PC-0042\" (")
             .expect(&real);
         assert!(host_check < first_deposit);
         assert!(real[host_check..first_deposit].contains("exit /b 4"));
         assert!(!real.contains("exit /b 5"), "{real}");
+        // Without VBScript's engine or script host: exit 6, after the host and
+        // simulation checks, before the first deposit line (issue 31).
+        let vbs = real.find("if not defined MPVBS (").expect(&real);
+        assert!(host_check < vbs && vbs < first_deposit, "{real}");
+        assert!(real[vbs..first_deposit].contains("exit /b 6"));
+        for needed in [
+            "System32\\vbscript.dll\" set MPVBS=",
+            "System32\\cscript.exe\" set MPVBS=",
+        ] {
+            assert!(real[host_check..vbs].contains(needed), "{needed}: {real}");
+        }
         let sim = cmd(&[item(WmiClass::SoftwareLicensingProduct, true)]);
         let refuse = sim.find("exit /b 5").expect(&sim);
-        assert!(refuse < sim.find("cscript").unwrap(), "{sim}");
+        assert!(refuse < sim.find("cscript //nologo").unwrap(), "{sim}");
         assert!(sim.find("%COMPUTERNAME%").unwrap() < refuse);
         let forest = cmd(&[item(WmiClass::ActiveDirectoryActivation, false)]);
         let check = forest
             .find("if /i not \"%MPKEY:~-5%\"==\"AD7KH\" (")
             .expect(&forest);
-        assert!(check < forest.find("cscript").unwrap());
+        assert!(check < forest.find("cscript //nologo").unwrap());
         assert_eq!(forest.matches("exit /b 2").count(), 2, "{forest}");
         assert!(forest.split("\r\n").all(|l| !l.contains('\n')), "CRLF only");
         // A host name longer than a NetBIOS name is compared by its first 15 characters.
