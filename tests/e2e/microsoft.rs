@@ -619,4 +619,30 @@ fn a_tls_inspecting_proxys_ca_is_trusted_only_when_given_and_never_bypassed() {
         let r = ask(Some(bad)).code(2);
         assert!(r.stdout.contains("--ca-file"), "{bad}: {}", r.stdout);
     }
+    // A batch through the proxy: the return records which trust it went through (the
+    // CA file's digest) beside the endpoint, as the journal does.
+    mock.set_remaining(100);
+    let cil = g.packed_fixture();
+    let ret = g.p("ret.zip");
+    let ca = tls.join("inspecting-proxy-ca.pem");
+    g.activate_microsoft(&cil, &ret, &mock.url, &["--ca-file", ca.to_str().unwrap()])
+        .ok();
+    let digest: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(std::fs::read(&ca).unwrap())[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let v = g.secure(&["--json", "verify", &ret]).ok().json();
+    assert_eq!(
+        v["backend"]["endpoint"],
+        format!("{} (TLS trust: --ca-file, SHA-256 {digest}…)", mock.url),
+        "{v}"
+    );
+    let j = g
+        .online(&["--json", "journal", "list", "--limit", "1"])
+        .ok()
+        .json();
+    assert_eq!(j["answers"][0]["endpoint"], v["backend"]["endpoint"], "{j}");
 }

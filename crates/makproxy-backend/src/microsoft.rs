@@ -66,6 +66,9 @@ impl Default for Settings {
 pub struct Microsoft {
     agent: ureq::Agent,
     endpoint: String,
+    /// What the return and the journal record as the endpoint: the URL, and the CA
+    /// file's digest when `--ca-file` replaced the system's trust store.
+    provenance: String,
 }
 
 /// An endpoint must be `https://`, or `http://` on a loopback address (a test mock or a
@@ -341,9 +344,22 @@ impl Microsoft {
             .user_agent(format!("makproxy/{}", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
+        let provenance = match &settings.ca_pem {
+            None => settings.endpoint.clone(),
+            Some(pem) => {
+                use sha2::Digest;
+                let d = sha2::Sha256::digest(pem);
+                let hex: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+                format!(
+                    "{} (TLS trust: --ca-file, SHA-256 {hex}…)",
+                    settings.endpoint
+                )
+            }
+        };
         Ok(Self {
             agent,
             endpoint: settings.endpoint.clone(),
+            provenance,
         })
     }
 
@@ -430,7 +446,7 @@ impl Backend for Microsoft {
         BackendKind::Microsoft
     }
     fn endpoint(&self) -> String {
-        self.endpoint.clone()
+        self.provenance.clone()
     }
 
     fn activate(&self, req: &Request) -> Outcome {
