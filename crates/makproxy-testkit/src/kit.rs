@@ -1466,7 +1466,58 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         )
         .zip(),
     );
+    // The bounds exactly: 64 signers, 64 required is a rule; one more of either is not;
+    // a rule in a return of version 3 is not either.
+    let signers = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| {
+                serde_json::to_value(makproxy_core::bundle::RuleSigner::new(
+                    &format!("kit-signer-{i}"),
+                    &key(&format!("rule-signer-{i}")).verifying_key(),
+                ))
+                .expect("serialisable")
+            })
+            .collect()
+    };
+    let (s64, s65) = (signers(64), signers(65));
+    add(
+        "valid-return-with-64-signers-requiring-64",
+        r,
+        None,
+        Parts::new(
+            &k,
+            r,
+            now,
+            |m| m["site_rule"] = json!({"signatures_required": 64, "signers": s64}),
+            None,
+        )
+        .zip(),
+    );
+    add(
+        "site-rule-in-version-3-return",
+        r,
+        Some(Code::BndInconsistent),
+        Parts::new(
+            &k,
+            r,
+            now,
+            |m| {
+                m["version"] = json!(3);
+                m["site_rule"] = json!({"signatures_required": 2, "signers": []});
+            },
+            None,
+        )
+        .zip(),
+    );
     for (name, rule) in [
+        (
+            "site-rule-65-signers",
+            json!({"signatures_required": 2, "signers": s65}),
+        ),
+        (
+            "site-rule-requiring-65",
+            json!({"signatures_required": 65, "signers": [signer.clone()]}),
+        ),
         (
             "site-rule-requiring-none",
             json!({"signatures_required": 0, "signers": [signer.clone()]}),
