@@ -321,18 +321,6 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         });
         return Ok(Exit::Ok);
     }
-    let mut fields = vec![
-        "handle",
-        "installation_id",
-        "extended_product_id",
-        "activation_id",
-        "product",
-        "channel",
-        "key_group",
-    ];
-    if o.include_hostnames {
-        fields.push("host");
-    }
     let header = Header {
         bundle_id: bundle_id.clone(),
         site: home.site.clone(),
@@ -340,7 +328,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         created: now,
         expires: now + time::Duration::days(o.expires_days.into()),
         tool: makproxy_core::tool_version("makproxy-secure"),
-        fields: fields.into_iter().map(String::from).collect(),
+        fields: CilRecord::fields(o.include_hostnames),
         answers: None,
         backend: None,
         remaining: None,

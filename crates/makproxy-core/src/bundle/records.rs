@@ -339,6 +339,31 @@ pub trait Record: DeserializeOwned + Serialize {
     }
 }
 
+impl CilRecord {
+    /// The fields a CIL record may carry, as a CIL's manifest lists them, in order.
+    /// `host` crosses only with `pack --include-hostnames` ([`CilRecord::fields`]).
+    pub const FIELDS: [&'static str; 8] = [
+        "handle",
+        "installation_id",
+        "extended_product_id",
+        "activation_id",
+        "product",
+        "channel",
+        "key_group",
+        "host",
+    ];
+
+    /// The manifest's `fields` of a CIL bundle: every field but `host` unless host
+    /// names are included.
+    pub fn fields(with_hosts: bool) -> Vec<String> {
+        Self::FIELDS
+            .iter()
+            .filter(|f| with_hosts || **f != "host")
+            .map(|f| f.to_string())
+            .collect()
+    }
+}
+
 impl Record for CilRecord {
     const KIND: Kind = Kind::Cil;
     fn handle(&self) -> u64 {
@@ -362,6 +387,41 @@ impl Record for ReturnRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `FIELDS` is the record's fields, in the order they are written: a CIL record with
+    /// every optional field serialises to exactly these keys, and without host names
+    /// the manifest lists all but `host`.
+    #[test]
+    fn cil_fields_are_the_records_own() {
+        let iid = crate::ids::with_check_digits(&[3; 54], 7);
+        let r = CilRecord {
+            handle: 1,
+            installation_id: InstallationId::parse(&iid).unwrap(),
+            extended_product_id: ExtendedProductId::parse(
+                "03612-03305-317-008912-02-1033-9200.0000-0662023",
+            )
+            .unwrap(),
+            activation_id: Guid::parse("2de67392-b7a7-462a-b1ca-108dd189f588").unwrap(),
+            product: Some(ProductName::cut("Windows")),
+            host: Some(HostName::parse("PC-1").unwrap()),
+            channel: Some(crate::channel::Channel::Mak),
+            key_group: std::num::NonZeroU32::new(1),
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut want = CilRecord::FIELDS.to_vec();
+        keys.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(keys, want);
+        assert_eq!(CilRecord::fields(true), CilRecord::FIELDS.map(String::from));
+        assert_eq!(
+            CilRecord::fields(false),
+            CilRecord::FIELDS[..7]
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+        );
+    }
 
     /// The bounds of record fields are exact (found by mutation testing), and a record
     /// that breaks one is refused when read.
