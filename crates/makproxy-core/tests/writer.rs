@@ -425,4 +425,23 @@ fn a_cosignature_is_removed_and_the_rest_still_verify() {
         1
     );
     assert_eq!(own(&cil).cosignature_key_ids().count(), 0);
+
+    // A cosignature that claims the colleague's key ID but was made by another key (the
+    // kit's case) is listed by the ID it claims and is not the colleague's.
+    let forged = makproxy_testkit::cases(NOW)
+        .into_iter()
+        .find(|c| c.file == "MP-BND-021-cosignature-does-not-verify.zip")
+        .unwrap();
+    let p = t.path().join("forged.zip");
+    std::fs::write(&p, &forged.bytes).unwrap();
+    let v = own(&p);
+    assert_eq!(
+        v.cosignature_key_ids().collect::<Vec<_>>(),
+        [colleague.as_str()]
+    );
+    assert!(!v.cosigned_by(&k.colleague.verifying_key()));
+    assert!(
+        !v.cosigned_by(&k.stranger.verifying_key()),
+        "by its ID, not any key"
+    );
 }
