@@ -189,10 +189,7 @@ impl From<makproxy_core::bundle::BundleError> for CliError {
 /// instead), and removes the unfinished `.makproxy-*.partial` files an interrupted run
 /// left beside it (those no running process holds), saying so on stderr.
 pub fn new_output(path: &Path, what: &str, code: Code, hint: &str) -> Result<(), CliError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = makproxy_core::fsutil::parent(path);
     // Best effort: a folder that cannot be listed fails the write itself, with its path.
     for name in makproxy_core::fsutil::remove_orphaned_partials(dir).unwrap_or_default() {
         eprintln!(
@@ -1103,10 +1100,7 @@ pub fn export_signature(
     )?;
     // Written in a temporary folder beside it and renamed whole: a run that fails or is
     // killed leaves no half-written folder under the name a reviewer will use.
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let parent = makproxy_core::fsutil::parent(dir);
     let tmp = tempfile::Builder::new()
         .prefix(".makproxy-")
         .tempdir_in(parent)

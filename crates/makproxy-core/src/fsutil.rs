@@ -49,7 +49,9 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     crate::os::sync_dir(dir)
 }
 
-fn parent(path: &Path) -> &Path {
+/// The folder `path` is in: `.` for a bare file name (whose parent is the empty path,
+/// which no file call takes).
+pub fn parent(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -231,6 +233,14 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod open_tests {
     use super::*;
+
+    /// A bare file name is in `.`; anything else is in its parent.
+    #[test]
+    fn the_parent_of_a_bare_name_is_the_current_folder() {
+        assert_eq!(parent(Path::new("cil.zip")), Path::new("."));
+        assert_eq!(parent(Path::new("out/cil.zip")), Path::new("out"));
+        assert_eq!(parent(Path::new("/cil.zip")), Path::new("/"));
+    }
 
     #[test]
     fn only_regular_files_are_opened() {

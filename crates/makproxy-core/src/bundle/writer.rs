@@ -81,10 +81,7 @@ impl<R: Record + Send + 'static> BundleWriter<R> {
     /// Starts a bundle that will be written to `out` (the temporary archive lives in the
     /// same directory).
     pub fn new(out: &Path) -> io::Result<Self> {
-        let dir = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
+        let dir = crate::fsutil::parent(out);
         let tmp = crate::fsutil::new_partial(dir)?;
         let mut archive = zip::ZipWriter::new(io::BufWriter::with_capacity(256 * 1024, tmp));
         archive
@@ -342,10 +339,7 @@ fn rewrite_signed(
     c: &mut super::Cosignable,
     signatures: &[Vec<u8>],
 ) -> Result<(), BundleError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = crate::fsutil::parent(path);
     let written = (|| -> io::Result<()> {
         let tmp = crate::fsutil::new_partial(dir)?;
         let mut z = zip::ZipWriter::new(io::BufWriter::new(tmp));
