@@ -117,3 +117,26 @@ for host, years in (("WIN10-ESU-01", (1, 2)), ("WIN10-ESU-02", (1,))):
                          epid=f"03612-0372{y}-000-00001{y}-03-1033-19041.0000-3102025"))
     with open(f"fixtures/esu/{host}.json", "wb") as f:
         f.write(b"\xef\xbb\xbf" + json.dumps(items, indent=4).replace("\n", "\r\n").encode())
+# Eligible but not keyed: the prerequisite update put the Year 1 add-on's license on the
+# machine, nobody has installed an ESU key for it (no key, no IID, no ePID).
+items = [wmi("WIN10-ESU-03", "73111121-5638-40f6-bc11-f1d7b0d64300", "Windows(R), Enterprise edition",
+             "Windows(R) Operating System, VOLUME_MAK channel", "T83GX", iid("WIN10-ESU-03-os"), 1),
+         wmi("WIN10-ESU-03", ESU[1], f"Windows(R), Client-ESU-Year1 add-on for {ESU_EDITIONS}",
+             "Windows(R) Operating System, VOLUME_MAK channel", None, None, 0, epid=None)]
+with open("fixtures/esu/WIN10-ESU-03.json", "wb") as f:
+    f.write(b"\xef\xbb\xbf" + json.dumps(items, indent=4).replace("\n", "\r\n").encode())
+# The same as Collect-ActivationData.ps1 2.1 writes it: the keyed OS product and the
+# Year 1 license it reports although no key is installed (empty key, ePID and IID).
+doc = {"schema": "makproxy-agent/1", "host": "WIN10-ESU-04", "collected": "2026-11-20T10:00:00Z",
+       "agent": "Collect-ActivationData.ps1 2.1", "products": [
+           {"wmi_class": "SoftwareLicensingProduct", "activation_id": "73111121-5638-40f6-bc11-f1d7b0d64300",
+            "application_id": WIN, "name": "Windows(R), Enterprise edition",
+            "description": "Windows(R) Operating System, VOLUME_MAK channel", "partial_product_key": "T83GX",
+            "extended_product_id": EPID, "installation_id": iid("WIN10-ESU-04-os"), "license_status": 1,
+            "product_key_channel": "Volume:MAK"},
+           {"wmi_class": "SoftwareLicensingProduct", "activation_id": ESU[1], "application_id": WIN,
+            "name": f"Windows(R), Client-ESU-Year1 add-on for {ESU_EDITIONS}",
+            "description": "Windows(R) Operating System, VOLUME_MAK channel", "partial_product_key": "",
+            "extended_product_id": "", "installation_id": "", "license_status": 0}]}
+with open("fixtures/esu/WIN10-ESU-04.json", "w", newline="\r\n") as f:
+    json.dump(doc, f, indent=2)

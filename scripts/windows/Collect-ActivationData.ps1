@@ -4,7 +4,9 @@
 
 .DESCRIPTION
   Reads SoftwareLicensingProduct (and OfficeSoftwareProtectionProduct where present,
-  for Office 2010 on Windows 7) for every product with a partial product key and writes
+  for Office 2010 on Windows 7) for every product with a partial product key, plus the
+  Windows 10 ESU add-on licenses that have none yet (so the secure side can say which
+  eligible machines still need an ESU key installed), and writes
   <COMPUTERNAME>.json (schema makproxy-agent/1) into -DropFolder. The file is written to
   a temporary name and then renamed, so makproxy-secure collect never reads half a file.
 
@@ -51,7 +53,7 @@ param(
 )
 Set-StrictMode -Version 2.0
 $ErrorActionPreference = 'Stop'
-$AgentVersion = 'Collect-ActivationData.ps1 2.0'
+$AgentVersion = 'Collect-ActivationData.ps1 2.1'
 $LogLimit = 262144
 $EventId = 100   # Application event log: 100 collect, 200 deposit
 
@@ -125,16 +127,15 @@ function Get-AgentErrorCode($Exception) {
     return $null
 }
 
-# Licensing products of one class that have a key. CIM where the cmdlets exist
+# Licensing products of one class that match a WQL filter. CIM where the cmdlets exist
 # (PowerShell 3.0 and later; PowerShell 7 has nothing else), WMI otherwise. A class
 # that does not exist (OfficeSoftwareProtectionProduct without Office 2010) is no error.
-function Get-LicensingProducts([string]$Class, [bool]$Optional) {
-    $filter = 'PartialProductKey IS NOT NULL'
+function Get-LicensingProducts([string]$Class, [bool]$Optional, [string]$Filter) {
     try {
         if ($PSVersionTable.PSVersion.Major -ge 3) {
-            return @(Get-CimInstanceV3 $Class $filter)
+            return @(Get-CimInstanceV3 $Class $Filter)
         }
-        return @(Get-WmiObject -Class $Class -Filter $filter -ErrorAction Stop)
+        return @(Get-WmiObject -Class $Class -Filter $Filter -ErrorAction Stop)
     } catch {
         $code = Get-AgentErrorCode $_.Exception
         if ($Optional -and ($code -eq '0x80041010' -or $_.Exception.ToString() -match 'Invalid class|not found')) {
@@ -201,9 +202,20 @@ Write-AgentLog 'INFO' ("{0} on PowerShell {1}: collecting into {2}" -f $AgentVer
 $products = @()
 $failure = $null
 try {
-    foreach ($class in @('SoftwareLicensingProduct', 'OfficeSoftwareProtectionProduct')) {
+    # Every product with a key; and the Windows 10 ESU add-on licenses (Years 1-3,
+    # Microsoft's IDs) that the prerequisite update put on the machine but that have no
+    # ESU key installed yet: reported without key, collect counts them as "without an
+    # ESU key installed".
+    $keyed = 'PartialProductKey IS NOT NULL'
+    $esuUnkeyed = "PartialProductKey IS NULL AND (ID = 'f520e45e-7413-4a34-a497-d2765967d094' OR ID = '1043add5-23b1-4afb-9a0f-64343c8f3f8d' OR ID = '83d49986-add3-41d7-ba33-87c7bfb5c0fb')"
+    $queries = @(
+        ('SoftwareLicensingProduct', $keyed, $false),
+        ('SoftwareLicensingProduct', $esuUnkeyed, $false),
+        ('OfficeSoftwareProtectionProduct', $keyed, $true))
+    foreach ($q in $queries) {
+        $class = $q[0]
         # @(): on PowerShell 2.0, foreach over a call that output nothing runs once with $null.
-        foreach ($p in @(Get-LicensingProducts $class ($class -eq 'OfficeSoftwareProtectionProduct'))) {
+        foreach ($p in @(Get-LicensingProducts $class $q[2] $q[1])) {
             $r = New-Ordered
             $r['wmi_class'] = $class
             $r['activation_id'] = [string]$p.ID

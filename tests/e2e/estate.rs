@@ -418,13 +418,21 @@ fn esu_add_ons_are_deposited_on_their_own_ids_and_reported_per_year() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| format!("{} {}/{}", e["esu"], e["machines"], e["pending"]))
+        .map(|e| {
+            format!(
+                "{} {}/{}/{}",
+                e["esu"], e["machines"], e["pending"], e["no_key"]
+            )
+        })
         .collect();
+    // machines / pending / without an ESU key: WIN10-ESU-03 (raw WMI) and -04 (as the
+    // agent writes it) report the Year 1 license with no key installed, which is not
+    // pending but said (issue 31).
     assert_eq!(
         years,
         [
-            "\"Windows 10 ESU Year 1\" 2/2",
-            "\"Windows 10 ESU Year 2\" 1/1"
+            "\"Windows 10 ESU Year 1\" 4/2/2",
+            "\"Windows 10 ESU Year 2\" 1/1/0"
         ]
     );
     let labelled: Vec<&Value> = s["products"]
@@ -433,8 +441,19 @@ fn esu_add_ons_are_deposited_on_their_own_ids_and_reported_per_year() {
         .iter()
         .filter(|p| p["esu"].is_string())
         .collect();
-    assert_eq!(labelled.len(), 3);
-    assert!(labelled.iter().all(|p| p["state"] == "queued"));
+    assert_eq!(labelled.len(), 5);
+    let unkeyed = |p: &Value| p["host"] == "WIN10-ESU-03" || p["host"] == "WIN10-ESU-04";
+    let unkeyed_states: Vec<(&Value, &Value)> = labelled
+        .iter()
+        .filter(|p| unkeyed(p))
+        .map(|p| (&p["state"], &p["reason_code"]))
+        .collect();
+    let skipped_no_key = (&Value::from("skipped"), &Value::from("no-key"));
+    assert_eq!(unkeyed_states, [skipped_no_key, skipped_no_key]);
+    assert!(labelled
+        .iter()
+        .filter(|p| !unkeyed(p))
+        .all(|p| p["state"] == "queued"));
     let cil = g.p("cil.zip");
     g.secure(&["pack", "--out", &cil]).ok();
     let mock = MockServer::start();
@@ -473,8 +492,8 @@ fn esu_add_ons_are_deposited_on_their_own_ids_and_reported_per_year() {
     g.secure(&["collect", results.to_str().unwrap()]).ok();
     let out = g.secure(&["status"]).ok().stdout;
     assert!(
-        out.contains("Windows 10 ESU Year 1: 2 of 2 machine(s) activated, 0 pending, 0 refused")
-            && out.contains("Windows 10 ESU Year 2: 1 of 1 machine(s) activated"),
+        out.contains("Windows 10 ESU Year 1: 2 of 4 machine(s) activated, 0 pending, 0 refused, 2 without an ESU key installed (install the year's ESU MAK on each: slmgr /ipk KEY, then collect again)")
+            && out.contains("Windows 10 ESU Year 2: 1 of 1 machine(s) activated, 0 pending, 0 refused\n"),
         "{out}"
     );
 }

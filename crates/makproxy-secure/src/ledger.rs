@@ -1045,14 +1045,17 @@ pub struct StatusRow {
     pub esu: Option<String>,
 }
 
-/// How far one ESU add-on year is across the estate (machines that have its key
-/// installed, by where their add-on is).
+/// How far one ESU add-on year is across the estate (machines that report the add-on's
+/// license, by where their add-on is).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EsuCoverage {
     /// The add-on (`Windows 10 ESU Year 1`).
     pub esu: String,
-    /// Machines that report the add-on (its key installed).
+    /// Machines that report the add-on (eligible: its license is on the machine).
     pub machines: i64,
+    /// Of those, machines with no ESU key installed for it: nothing to activate until an
+    /// administrator installs the year's ESU MAK (`slmgr /ipk`) and collect runs again.
+    pub no_key: i64,
     /// Of those, activated (a deposit or Windows says so, or licensed when collected).
     pub activated: i64,
     /// Waiting: queued, packed, CID on hand or awaiting deposit.
@@ -1067,7 +1070,15 @@ impl std::fmt::Display for EsuCoverage {
             f,
             "{}: {} of {} machine(s) activated, {} pending, {} refused",
             self.esu, self.activated, self.machines, self.pending, self.refused
-        )
+        )?;
+        if self.no_key > 0 {
+            write!(
+                f,
+                ", {} without an ESU key installed (install the year's ESU MAK on each: slmgr /ipk KEY, then collect again)",
+                self.no_key
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -1235,6 +1246,7 @@ impl Ledger {
             let mut c = EsuCoverage {
                 esu: esu.to_string(),
                 machines: 0,
+                no_key: 0,
                 activated: 0,
                 pending: 0,
                 refused: 0,
@@ -1252,6 +1264,11 @@ impl Ledger {
                 match state {
                     S::Activated => c.activated += n,
                     S::Skipped if reason.as_deref() == Some("licensed") => c.activated += n,
+                    S::Skipped
+                        if reason.as_deref() == Some(makproxy_core::records::Skip::NoKey.id()) =>
+                    {
+                        c.no_key += n
+                    }
                     S::Queued | S::Packed | S::CidOnHand | S::CidReceived | S::Skipped => {
                         c.pending += n
                     }

@@ -587,7 +587,7 @@ pub fn render(f: &Facts) -> (String, Machines) {
 
     // ESU.
     if !f.esu.is_empty() {
-        h.push_str("<h2>Extended Security Updates</h2>\n<p class=\"small\">Machines with the add-on's key installed.</p>\n");
+        h.push_str("<h2>Extended Security Updates</h2>\n<p class=\"small\">Machines that report the add-on's license. Without an ESU key installed there is nothing to activate: install the year's ESU MAK (<code>slmgr /ipk</code>) and collect again.</p>\n");
         let rows: Vec<Vec<String>> = f
             .esu
             .iter()
@@ -603,19 +603,28 @@ pub fn render(f: &Facts) -> (String, Machines) {
                                 (e.activated as u64, "done", "activated"),
                                 (e.pending as u64, "wait", "pending"),
                                 (e.refused as u64, "bad", "refused"),
+                                (e.no_key as u64, "empty", "no ESU key installed"),
                             ],
                             240
                         )
                     ),
                     e.pending.to_string(),
                     e.refused.to_string(),
+                    e.no_key.to_string(),
                 ]
             })
             .collect();
         table(
             &mut h,
             "esu",
-            &["Add-on", "Machines", "Coverage", "Pending", "Refused"],
+            &[
+                "Add-on",
+                "Machines",
+                "Coverage",
+                "Pending",
+                "Refused",
+                "No ESU key",
+            ],
             &rows,
             0,
             "",
