@@ -333,4 +333,8 @@ fn the_gateways_rule_comes_back_so_pack_and_verify_say_who_must_still_cosign() {
         "simulator",
     ])
     .ok();
+    // A gateway distrusted here gives no advice any more.
+    g.secure(&["trust", "remove", "gateway"]).ok();
+    let v = g.secure(&["--json", "verify", &cil2]).ok().json();
+    assert!(v.get("gateways").is_none(), "{v}");
 }

@@ -511,7 +511,12 @@ fn a_lost_ledger_is_refused_and_recover_keeps_the_sequence_moving_forward() {
         .ok()
         .json();
     let lost = r["not_rebuilt"].to_string();
-    for what in ["key inventory", "channel policy", "MP-REC-015"] {
+    for what in [
+        "key inventory",
+        "channel policy",
+        "MP-REC-015",
+        "what each gateway requires",
+    ] {
         assert!(
             lost.contains(what),
             "recover says what it cannot rebuild: {r}"

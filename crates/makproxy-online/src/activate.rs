@@ -823,6 +823,8 @@ pub fn run(
     } else {
         Vec::new()
     };
+    // Everything the return will say is read now, before anything is spent.
+    let rule = site_rule(home, &m.site)?;
 
     let at = bundle::rfc3339(now);
     journal.record_request(
@@ -872,6 +874,7 @@ pub fn run(
     let facts = ReturnFacts {
         endpoint: &endpoint,
         remaining,
+        site_rule: rule,
         now,
     };
     let written = write_return(home, journal, o, &v, &key, writer, facts)?;
@@ -1151,6 +1154,8 @@ struct ReturnFacts<'a> {
     endpoint: &'a str,
     /// Activations left per key, as the run learnt them.
     remaining: Option<Vec<bundle::RemainingCount>>,
+    /// What this gateway requires of the site's bundles (read before anything is spent).
+    site_rule: bundle::SiteRule,
     /// Its creation time.
     now: time::OffsetDateTime,
 }
@@ -1169,6 +1174,7 @@ fn write_return(
     let ReturnFacts {
         endpoint,
         remaining,
+        site_rule,
         now,
     } = facts;
     let m = &v.manifest;
@@ -1194,7 +1200,7 @@ fn write_return(
             endpoint: Some(bundle::truncate_utf8(endpoint, bundle::MAX_ENDPOINT).to_string()),
         }),
         remaining,
-        site_rule: Some(site_rule(home, &m.site)?),
+        site_rule: Some(site_rule),
     };
     let written = writer.finish(header, key, o.out)?;
     journal.record_return(
@@ -1217,13 +1223,8 @@ fn site_rule(home: &Home, site: &str) -> Result<bundle::SiteRule, CliError> {
         .trusted()?
         .into_iter()
         .filter(|t| t.retired_at.is_none() && t.key.site == site)
-        .take(bundle::MAX_RULE_SIGNERS)
-        .map(|t| bundle::RuleSigner::new(&t.name, &t.key.key))
-        .collect();
-    Ok(bundle::SiteRule {
-        signatures_required: required.min(bundle::MAX_RULE_SIGNERS) as u32,
-        signers,
-    })
+        .map(|t| bundle::RuleSigner::new(&t.name, &t.key.key));
+    Ok(bundle::SiteRule::new(required, signers))
 }
 
 /// `activate --dry-run`.

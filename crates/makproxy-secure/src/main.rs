@@ -160,7 +160,7 @@ fn run(cli: &Cli, out: &Output) -> Result<Exit, CliError> {
             // This site's bundle against what each gateway said it requires (a home
             // without a ledger yet, e.g. a cosigner's, knows no gateway's rule).
             let gateways = if kind == Kind::Cil && ledger::exists(&h) {
-                let rules = ledger(&h)?.gateway_rules()?;
+                let rules = pack::gateway_rules(&h, &ledger(&h)?)?;
                 pack::gateway_needs(&rules, &v.signer.key.key, Some(&v))
             } else {
                 Vec::new()

@@ -190,12 +190,12 @@ impl std::fmt::Display for Packed {
         {
             writeln!(f, "{g}")?;
         }
-        if self.gateways.iter().any(|g| !g.met()) {
-            write!(f, "Then c")?;
+        let then = if self.gateways.iter().any(|g| !g.met()) {
+            "Then carry"
         } else {
-            write!(f, "C")?;
-        }
-        write!(f, "arry this file to the online side and run: makproxy-online activate FILE --out RETURN --backend microsoft")?;
+            "Carry"
+        };
+        write!(f, "{then} this file to the online side and run: makproxy-online activate FILE --out RETURN --backend microsoft")?;
         if !self.key_warnings.is_empty() {
             // A short key is checked there before anything is spent.
             write!(f, " --check-remaining")?;
@@ -223,7 +223,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
     }
     let key = home.signing_key()?;
     let now = makproxy_cli::now();
-    let rules = ledger.gateway_rules()?;
+    let rules = gateway_rules(home, ledger)?;
     let tx = ledger.begin()?;
     let event = Event::Pack {
         retry_failed: o.retry_failed,
@@ -389,6 +389,22 @@ impl KeyGroups {
         let next = std::num::NonZeroU32::new(self.0.len() as u32 + 1)?;
         Some(*self.0.entry(k).or_insert(next))
     }
+}
+
+/// The gateways' rules this ledger holds, of the gateways this home still trusts (a
+/// gateway distrusted or renamed with `trust remove` gives no advice any more).
+pub fn gateway_rules(
+    home: &Home,
+    ledger: &Ledger,
+) -> Result<Vec<crate::ledger::GatewayRule>, CliError> {
+    let trusted = home.trusted()?;
+    let mut rules = ledger.gateway_rules()?;
+    rules.retain(|r| {
+        trusted
+            .iter()
+            .any(|t| t.retired_at.is_none() && t.name == r.gateway)
+    });
+    Ok(rules)
 }
 
 /// A bundle signed by `own` (and the cosignatures of `v`, when read back) against each

@@ -115,6 +115,29 @@ pub struct SiteRule {
     pub signers: Vec<RuleSigner>,
 }
 
+impl SiteRule {
+    /// The rule a writer may carry: `required` clamped to 1..=[`MAX_RULE_SIGNERS`], at
+    /// most that many signers, none whose name (case-insensitively) or key came before
+    /// and none without a trust name, so a return never carries a rule its reader
+    /// refuses, whatever the pins on disk hold.
+    pub fn new(required: usize, signers: impl IntoIterator<Item = RuleSigner>) -> Self {
+        let (mut names, mut keys) = (
+            std::collections::HashSet::new(),
+            std::collections::HashSet::new(),
+        );
+        let signers = signers
+            .into_iter()
+            .filter(|s| crate::keys::valid_name(&s.name) && s.verifying_key().is_some())
+            .filter(|s| names.insert(s.name.to_ascii_lowercase()) && keys.insert(s.key.clone()))
+            .take(MAX_RULE_SIGNERS)
+            .collect();
+        SiteRule {
+            signatures_required: required.clamp(1, MAX_RULE_SIGNERS) as u32,
+            signers,
+        }
+    }
+}
+
 /// One signer the gateway pins for a site ([`SiteRule`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

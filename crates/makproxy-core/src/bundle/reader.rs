@@ -1108,6 +1108,33 @@ pub fn peek_kind(path: &Path, limits: &Limits) -> Result<Kind, BundleError> {
 mod tests {
     use super::*;
 
+    /// A writer's `SiteRule::new` is always a rule the reader takes: whatever pins it is
+    /// given (names twice in other case, a key twice, a bad name, more than the limit,
+    /// a rule asking for none or for too many), what it keeps is within every bound.
+    #[test]
+    fn a_site_rule_a_writer_builds_is_one_the_reader_accepts() {
+        use crate::bundle::{RuleSigner, SiteRule, MAX_RULE_SIGNERS};
+        let key = |i: u8| ed25519_dalek::SigningKey::from_bytes(&[i; 32]).verifying_key();
+        let mut pins: Vec<RuleSigner> = (0..70)
+            .map(|i| RuleSigner::new(&format!("op{i}"), &key(i)))
+            .collect();
+        pins.insert(1, RuleSigner::new("OP0", &key(200)));
+        pins.insert(2, RuleSigner::new("other", &key(0)));
+        pins.insert(3, RuleSigner::new("../x", &key(201)));
+        for required in [0, 2, 1000] {
+            let r = SiteRule::new(required, pins.clone());
+            assert!(check_site_rule(&r, Kind::Return, 4).is_ok(), "{required}");
+            assert_eq!(r.signers.len(), MAX_RULE_SIGNERS);
+            assert_eq!(r.signers[0].name, "op0");
+            assert_eq!(
+                r.signers[1].name, "op1",
+                "the case twin, the key twin and the bad name are left out"
+            );
+        }
+        assert_eq!(SiteRule::new(0, vec![]).signatures_required, 1);
+        assert_eq!(SiteRule::new(1000, vec![]).signatures_required, 64);
+    }
+
     /// Entry names: exactly the three of the kind pass; path tricks and DOS device
     /// names (with or without an extension, any case) are path tricks; the other
     /// kind's data entry and anything else have codes of their own.

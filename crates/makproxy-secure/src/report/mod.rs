@@ -306,10 +306,11 @@ pub struct Recovered {
 
 impl Recovered {
     /// What a new ledger cannot know of the lost one.
-    pub const NOT_REBUILT: [&'static str; 4] = [
+    pub const NOT_REBUILT: [&'static str; 5] = [
         "the machines and their states: collect the drop folders again; IIDs already answered are served from the online journal without a new activation, and deposit results already on the share are kept (MP-REC-015) and matched when the return with their CIDs is applied",
         "the key inventory: each key comes back with its count from the next return that reports one; add a key no return has reported yet with `keys add` again",
         "the site's channel policy: run `collect --channels` again if it was not the default (mak,csvlk)",
+        "what each gateway requires of this site's bundles (two-person rule, the keys it pins): it comes back with the next return applied; until then pack and verify cannot say who must cosign",
         "the history, rejections and applied returns before the loss: they are gone; a return applied before is refused as not issued by this ledger",
     ];
 }
