@@ -208,14 +208,26 @@ try {
     # ESU key installed".
     $keyed = 'PartialProductKey IS NOT NULL'
     $esuUnkeyed = "PartialProductKey IS NULL AND (ID = 'f520e45e-7413-4a34-a497-d2765967d094' OR ID = '1043add5-23b1-4afb-9a0f-64343c8f3f8d' OR ID = '83d49986-add3-41d7-ba33-87c7bfb5c0fb')"
+    # (class, filter, class may be missing, best effort): the keyless ESU query is
+    # extra information, so its failure is logged and never costs the keyed products.
     $queries = @(
-        ('SoftwareLicensingProduct', $keyed, $false),
-        ('SoftwareLicensingProduct', $esuUnkeyed, $false),
-        ('OfficeSoftwareProtectionProduct', $keyed, $true))
+        ('SoftwareLicensingProduct', $keyed, $false, $false),
+        ('SoftwareLicensingProduct', $esuUnkeyed, $false, $true),
+        ('OfficeSoftwareProtectionProduct', $keyed, $true, $false))
     foreach ($q in $queries) {
         $class = $q[0]
+        $found = @()
+        if ($q[3]) {
+            try {
+                $found = @(Get-LicensingProducts $class $q[2] $q[1])
+            } catch {
+                Write-AgentLog 'WARN' ("cannot list ESU add-on licenses without a key: {0}" -f $_.Exception.Message)
+            }
+        } else {
+            $found = @(Get-LicensingProducts $class $q[2] $q[1])
+        }
         # @(): on PowerShell 2.0, foreach over a call that output nothing runs once with $null.
-        foreach ($p in @(Get-LicensingProducts $class $q[2] $q[1])) {
+        foreach ($p in $found) {
             $r = New-Ordered
             $r['wmi_class'] = $class
             $r['activation_id'] = [string]$p.ID
