@@ -105,6 +105,21 @@ fn digits_of(what: &'static str, text: &str) -> Result<Vec<u8>, IdError> {
     Ok(out)
 }
 
+/// The digit values of `text` when it is already canonical (ASCII digits only, at most
+/// 64 of them): the form bundles, ledgers and journals hold, checked without the
+/// general parser's allocations. Anything else is left to [`digits_of`].
+fn canonical_digits(text: &str) -> Option<([u8; 64], usize)> {
+    let b = text.as_bytes();
+    if b.is_empty() || b.len() > 64 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut d = [0u8; 64];
+    for (o, c) in d.iter_mut().zip(b) {
+        *o = c - b'0';
+    }
+    Some((d, b.len()))
+}
+
 fn verify_groups(what: &'static str, digits: &[u8], group_len: usize) -> Result<(), IdError> {
     let groups = digits.len() / group_len;
     for (i, g) in digits.chunks(group_len).enumerate() {
@@ -177,6 +192,10 @@ impl InstallationId {
     const WHAT: &'static str = "installation ID";
     /// Parses operator text with any separators and validates every group.
     pub fn parse(text: &str) -> Result<Self, IdError> {
+        if let Some((d, n @ (63 | 54))) = canonical_digits(text) {
+            verify_groups(Self::WHAT, &d[..n], n / 9)?;
+            return Ok(Self(text.to_string()));
+        }
         let d = digits_of(Self::WHAT, text)?;
         let group_len = match d.len() {
             63 => 7,
@@ -211,6 +230,10 @@ impl ConfirmationId {
     const WHAT: &'static str = "confirmation ID";
     /// Parses operator text with any separators and validates every group.
     pub fn parse(text: &str) -> Result<Self, IdError> {
+        if let Some((d, 48)) = canonical_digits(text) {
+            verify_groups(Self::WHAT, &d[..48], 6)?;
+            return Ok(Self(text.to_string()));
+        }
         let d = digits_of(Self::WHAT, text)?;
         if d.len() != 48 {
             return Err(IdError::Length {
@@ -268,16 +291,17 @@ impl ExtendedProductId {
     /// Accepts 6 to 10 dash-separated groups of digits (a group may contain one dot).
     pub fn parse(text: &str) -> Result<Self, IdError> {
         let t = text.trim();
-        let groups: Vec<&str> = t.split('-').collect();
+        let mut groups = 0usize;
         let ok = (20..=64).contains(&t.len())
-            && (6..=10).contains(&groups.len())
-            && groups.iter().all(|g| {
+            && t.split('-').all(|g| {
+                groups += 1;
                 !g.is_empty()
                     && g.bytes().all(|b| b.is_ascii_digit() || b == b'.')
                     && g.bytes().filter(|b| *b == b'.').count() <= 1
                     && !g.starts_with('.')
                     && !g.ends_with('.')
-            });
+            })
+            && (6..=10).contains(&groups);
         if ok {
             Ok(Self(t.to_string()))
         } else {

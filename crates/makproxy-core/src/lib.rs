@@ -12,6 +12,7 @@ pub mod esu;
 pub mod fsutil;
 pub mod ids;
 pub mod keys;
+pub mod ordered;
 mod os;
 pub mod records;
 pub mod sanitize;

@@ -19,6 +19,11 @@
 //! are matched against the CID the ledger gave ([`settle`]); a failed deposit is a
 //! failure of the run (MP-REC-018, exit 4/5); a result naming a CID the ledger does not
 //! know yet is kept (MP-REC-015) and matched later ([`match_kept`], also run by apply).
+//!
+//! Files are read, hashed and parsed on `READERS` threads ahead of the ledger's work
+//! and handed to it in the walk's order ([`makproxy_core::ordered`]); what waits is
+//! bounded (`READ_AHEAD_BYTES` plus one file per reader), so a drop-share writer who
+//! fills the share with files at the size limit costs memory only up to that bound.
 
 use crate::ledger::{
     after_collect, Change, Facts, History, Ledger, ProductState, ResultRow, Seen, Tx,
@@ -36,6 +41,23 @@ use std::path::{Path, PathBuf};
 
 /// Files committed per transaction.
 const BATCH: usize = 500;
+/// Threads reading and parsing drop files ahead of the ledger's work: opening many
+/// small files waits on the file system, so more readers than cores keep it busy.
+const READERS: usize = 4;
+/// What files read ahead may hold at most, beyond the one the ledger works on (a
+/// drop file is at most `records::MAX_FILE`, 16 MiB).
+const READ_AHEAD_BYTES: u64 = 32 << 20;
+
+/// One entry of the walk, as it travels from the walking thread (`F`: the file's path)
+/// through a reader (`F`: the file read and parsed) to the ledger's.
+enum Walked<F> {
+    /// A folder that could not be listed.
+    Unreadable { dir: String, detail: String },
+    /// Named like a drop file, not a regular file.
+    NotRegular(PathBuf),
+    /// A drop file.
+    File(F),
+}
 
 #[derive(Debug, Default, serde::Serialize)]
 /// What one collect did (`--json` prints it as `summary`).
@@ -262,57 +284,76 @@ pub fn run(
         });
     }
     let bar = out.progress(0, "collect");
-    let mut tx = ledger.begin()?;
-    let mut in_batch = 0usize;
-    for dir in dirs {
-        for entry in walkdir::WalkDir::new(dir)
+    // The walk (in name order) and the reading and parsing of files run on their own
+    // threads, ahead of this one, which does the ledger's work in the walk's order.
+    let walked = dirs.iter().flat_map(|dir| {
+        walkdir::WalkDir::new(dir)
             .follow_links(false)
             .max_depth(8)
             .sort_by_file_name()
-        {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    pass.problems.push(Problem {
-                        file: dir.display().to_string(),
-                        record: None,
-                        code: Code::RecUnreadable.as_str().into(),
-                        detail: e.to_string(),
-                    });
-                    continue;
-                }
-            };
-            if entry.file_type().is_dir() || !is_candidate(entry.path()) {
-                continue;
-            }
-            pass.summary.files += 1;
-            if !entry.file_type().is_file() {
+            .into_iter()
+            .filter_map(move |entry| match entry {
+                Err(e) => Some(Walked::Unreadable {
+                    dir: dir.display().to_string(),
+                    detail: e.to_string(),
+                }),
+                Ok(e) if e.file_type().is_dir() || !is_candidate(e.path()) => None,
                 // A link, FIFO or device named like a drop file: never followed or read.
-                pass.summary.files_rejected += 1;
-                let e = RecordError {
-                    code: Code::RecUnreadable,
+                Ok(e) if !e.file_type().is_file() => Some(Walked::NotRegular(e.into_path())),
+                Ok(e) => Some(Walked::File(e.into_path())),
+            })
+    });
+    let (clock, now) = (pass.clock, pass.now.clone());
+    let work = |w: Walked<PathBuf>| match w {
+        Walked::File(path) => {
+            let (read, weight) = read_file(path, clock, &now);
+            (Walked::File(read), weight)
+        }
+        Walked::Unreadable { dir, detail } => (Walked::Unreadable { dir, detail }, 0),
+        Walked::NotRegular(path) => (Walked::NotRegular(path), 0),
+    };
+    let walk = |files: &mut makproxy_core::ordered::InOrder<'_, Walked<ReadFile>>| -> crate::ledger::Result<()> {
+        let mut tx = ledger.begin()?;
+        let mut in_batch = 0usize;
+        for w in files {
+            match w {
+                Walked::Unreadable { dir, detail } => pass.problems.push(Problem {
+                    file: dir,
                     record: None,
-                    detail: "not a regular file (link, FIFO or device); not followed".into(),
-                };
-                record_problem(&tx, &mut pass, &entry.path().display().to_string(), &e)?;
-                continue;
-            }
-            bar.inc(1);
-            file(&tx, entry.path(), &mut pass)?;
-            in_batch += 1;
-            if in_batch >= BATCH {
-                tx.commit()?;
-                tx = ledger.begin()?;
-                in_batch = 0;
+                    code: Code::RecUnreadable.as_str().into(),
+                    detail,
+                }),
+                Walked::NotRegular(path) => {
+                    pass.summary.files += 1;
+                    pass.summary.files_rejected += 1;
+                    let e = RecordError {
+                        code: Code::RecUnreadable,
+                        record: None,
+                        detail: "not a regular file (link, FIFO or device); not followed".into(),
+                    };
+                    record_problem(&tx, &mut pass, &path.display().to_string(), &e)?;
+                }
+                Walked::File(read) => {
+                    pass.summary.files += 1;
+                    bar.inc(1);
+                    file(&tx, read, &mut pass)?;
+                    in_batch += 1;
+                    if in_batch >= BATCH {
+                        tx.commit()?;
+                        tx = ledger.begin()?;
+                        in_batch = 0;
+                    }
+                }
             }
         }
-    }
-    let matched = match_kept(&tx, &pass.now)?;
-    pass.summary.deposits_matched = matched.matched;
-    pass.summary.deposits_activated += matched.activated;
-    pass.summary.deposits_failed += matched.failed.len() as u64;
-    pass.problems.extend(matched.failed);
-    tx.commit()?;
+        let matched = match_kept(&tx, &pass.now)?;
+        pass.summary.deposits_matched = matched.matched;
+        pass.summary.deposits_activated += matched.activated;
+        pass.summary.deposits_failed += matched.failed.len() as u64;
+        pass.problems.extend(matched.failed);
+        tx.commit()
+    };
+    makproxy_core::ordered::map_in_order(walked, READERS, READ_AHEAD_BYTES, work, walk)?;
     bar.finish_and_clear();
     let Pass {
         mut summary,
@@ -354,25 +395,34 @@ pub fn run(
     Ok(exit)
 }
 
-/// Collects one file: skipped when unchanged, else parsed and every record applied.
-fn file(tx: &Tx, path: &Path, pass: &mut Pass) -> crate::ledger::Result<()> {
-    let shown = path.display().to_string();
-    let bytes = match read_limited(path) {
+/// One drop file as a worker read it: its bytes' digest and what they parse to
+/// (everything that needs no ledger, so it can run ahead of the ledger's work).
+struct ReadFile {
+    path: PathBuf,
+    /// The digest and the parse, or why the file could not be read at all.
+    content: Result<(String, ParsedFile), RecordError>,
+}
+
+type ParsedFile = Result<(Format, Parsed), RecordError>;
+
+/// Reads, digests and parses one file (no ledger): run on `collect`'s reader threads.
+/// The weight is the bytes read, which the parsed records are about the size of.
+fn read_file(path: PathBuf, clock: time::OffsetDateTime, now: &str) -> (ReadFile, u64) {
+    let bytes = match read_limited(&path) {
         Ok(b) => b,
         Err(e) => {
-            pass.summary.files_rejected += 1;
-            return record_problem(tx, pass, &shown, &e);
+            return (
+                ReadFile {
+                    path,
+                    content: Err(e),
+                },
+                0,
+            )
         }
     };
+    let weight = bytes.len() as u64;
     let digest = makproxy_core::bundle::sha256_hex(&bytes);
-    if tx.already_collected(&shown, &digest)? {
-        pass.summary.files_unchanged += 1;
-        return Ok(());
-    }
-    // The file's current problems replace whatever an earlier collect recorded for it.
-    tx.collected(&shown, &digest, &pass.now)?;
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-    let claimed = claimed_host(path);
     // Saved console output may be in the console's OEM code page.
     let txt = path
         .extension()
@@ -385,15 +435,13 @@ fn file(tx: &Tx, path: &Path, pass: &mut Pass) -> crate::ledger::Result<()> {
     let parsed = decoded.and_then(|t| records::parse(&t, stem));
     // A machine time far ahead of this clock would outrank every true report after it.
     let ahead = |t: Option<&MachineTime>| {
-        t.filter(|t| t.is_ahead_of(pass.clock))
-            .map(|t| RecordError {
-                code: Code::RecFutureTime,
-                record: None,
-                detail: format!(
-                "dated {t}, more than a day after this computer's clock ({}); the file is ignored",
-                pass.now
+        t.filter(|t| t.is_ahead_of(clock)).map(|t| RecordError {
+            code: Code::RecFutureTime,
+            record: None,
+            detail: format!(
+                "dated {t}, more than a day after this computer's clock ({now}); the file is ignored"
             ),
-            })
+        })
     };
     let parsed = parsed.and_then(|p| {
         let first = match &p.1 {
@@ -402,6 +450,34 @@ fn file(tx: &Tx, path: &Path, pass: &mut Pass) -> crate::ledger::Result<()> {
         };
         ahead(first).map_or(Ok(p), Err)
     });
+    (
+        ReadFile {
+            path,
+            content: Ok((digest, parsed)),
+        },
+        weight,
+    )
+}
+
+/// Collects one file read by [`read_file`]: skipped when unchanged, else every record
+/// applied.
+fn file(tx: &Tx, read: ReadFile, pass: &mut Pass) -> crate::ledger::Result<()> {
+    let path = read.path.as_path();
+    let shown = path.display().to_string();
+    let (digest, parsed) = match read.content {
+        Ok(c) => c,
+        Err(e) => {
+            pass.summary.files_rejected += 1;
+            return record_problem(tx, pass, &shown, &e);
+        }
+    };
+    if tx.already_collected(&shown, &digest)? {
+        pass.summary.files_unchanged += 1;
+        return Ok(());
+    }
+    // The file's current problems replace whatever an earlier collect recorded for it.
+    tx.collected(&shown, &digest, &pass.now)?;
+    let claimed = claimed_host(path);
     match parsed {
         Err(e) => {
             pass.summary.files_rejected += 1;

@@ -1,7 +1,7 @@
 //! How each side opens its embedded SQLite store (the secure ledger, the online
 //! journal): WAL with `synchronous=FULL` so every commit survives a crash, the file lock
 //! taken once per process (one process per home; a second one waits), a 32 MiB page
-//! cache, a `meta` key/value table, and a schema version checked before the schema is
+//! cache, a checkpoint every 64 MiB of WAL, a `meta` key/value table, and a schema version checked before the schema is
 //! applied, so a store written by another version is refused rather than half-read.
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -138,6 +138,11 @@ pub fn open_migrating(
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
     conn.pragma_update(None, "cache_size", -32768)?;
+    // Checkpoint when the WAL holds 64 MiB, not SQLite's 4 MiB: a large group commit
+    // dirties index pages all over the file, and copying them back after every commit
+    // wrote each page many times over (activate at 1M answers: 21 s -> 17 s with the
+    // larger simulated groups). Durability is the WAL's, either way.
+    conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);",
     )?;

@@ -938,156 +938,176 @@ impl Verified {
         &mut self,
         mut f: impl FnMut(R) -> Result<(), E>,
     ) -> Result<(), E> {
-        // Parsing runs on a helper thread, `f` on the caller's, joined by a short queue
-        // of batches: the records and their order are exactly the sequential ones.
-        const BATCH: usize = 512;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<R>>(8);
-        let this = &*self;
-        std::thread::scope(|scope| {
-            let parser = scope.spawn(move || {
-                let mut batch = Vec::with_capacity(BATCH);
-                this.parse_records(|r| {
-                    batch.push(r);
-                    if batch.len() == BATCH {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                        tx.send(full).map_err(|_| Stop)?;
-                    }
-                    Ok(())
-                })?;
-                if !batch.is_empty() {
-                    tx.send(batch).map_err(|_| ParseEnd::Stopped)?;
-                }
-                Ok(())
-            });
-            for batch in &rx {
-                for r in batch {
-                    if let Err(e) = f(r) {
-                        // The parser stops at its next send (the queue is gone).
-                        drop(rx);
-                        let _ = parser.join();
-                        return Err(e);
-                    }
-                }
-            }
-            match parser.join() {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(ParseEnd::Failed(e))) => Err(e.into()),
-                // Stopped only when the queue is gone, which happens only above.
-                Ok(Err(ParseEnd::Stopped)) => unreachable!("the receiver outlives the parser"),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
-    }
-
-    /// The records of the data entry in order, each checked, into `f` (which may stop
-    /// the walk); see [`Verified::records`].
-    fn parse_records<R: Record>(
-        &self,
-        mut f: impl FnMut(R) -> Result<(), Stop>,
-    ) -> Result<(), ParseEnd> {
+        // Lines are cut into blocks on one thread, blocks parsed on two more, and `f`
+        // runs on the caller's in the data's order (crate::ordered): the records, their
+        // order and the first error are exactly those of one sequential pass.
         let entry = &self.manifest.entries[0];
         (&self.data)
             .seek(SeekFrom::Start(0))
             .map_err(BundleError::io)?;
-        let mut reader = BufReader::with_capacity(256 * 1024, (&self.data).take(entry.size));
-        let mut line = Vec::with_capacity(512);
-        let mut count = 0u64;
-        let mut last = 0u64;
-        loop {
-            line.clear();
-            let n = (&mut reader)
-                .take(self.limits.max_line as u64 + 1)
-                .read_until(b'\n', &mut line)
-                .map_err(BundleError::io)?;
-            if n == 0 {
-                break;
-            }
-            count += 1;
-            let at = |d: String| {
-                BundleError::new(
-                    Code::BndRecord,
-                    &format!("{} line {count}: {d}", entry.name),
-                )
-            };
-            if line.last() != Some(&b'\n') {
-                if n > self.limits.max_line {
-                    return Err(BundleError::new(
-                        Code::BndLineTooLong,
-                        &format!(
-                            "{} line {count} exceeds {} bytes",
-                            entry.name, self.limits.max_line
-                        ),
-                    )
-                    .into());
+        let blocks = Blocks {
+            reader: BufReader::with_capacity(256 * 1024, (&self.data).take(entry.size)),
+            name: &entry.name,
+            max_line: self.limits.max_line,
+            next_line: 1,
+            done: false,
+        };
+        let (name, listed) = (entry.name.as_str(), self.manifest.records);
+        let parse = |b: Block| {
+            let weight = b.bytes.len() as u64;
+            (parse_block::<R>(b, name, listed), weight)
+        };
+        crate::ordered::map_in_order(blocks, 2, 8 << 20, parse, |parsed| {
+            let mut count = 0u64;
+            let mut last = 0u64;
+            for (records, end) in parsed {
+                for rec in records {
+                    count += 1;
+                    let h = rec.handle();
+                    let ordered = match R::KIND {
+                        Kind::Cil => h == count,
+                        Kind::Return => h > last,
+                    };
+                    if !ordered {
+                        return Err(BundleError::new(
+                            Code::BndRecordOrder,
+                            &format!(
+                                "{name} line {count}: handle {h} is duplicated or out of order"
+                            ),
+                        )
+                        .into());
+                    }
+                    last = h;
+                    f(rec)?;
                 }
-                return Err(at("line is not terminated".into()).into());
+                if let Some(e) = end {
+                    return Err(e.into());
+                }
             }
-            if count > self.manifest.records {
+            if count != listed {
                 return Err(BundleError::new(
                     Code::BndRecordCount,
-                    &format!(
-                        "more than the {} records the manifest lists",
-                        self.manifest.records
-                    ),
+                    &format!("{count} records; the manifest lists {listed}"),
                 )
                 .into());
             }
-            let rec: R = serde_json::from_slice(&line[..line.len() - 1]).map_err(|e| {
-                let mut be =
-                    json_error(Code::BndRecord, &format!("{} line {count}", entry.name), &e);
+            Ok(())
+        })
+    }
+}
+
+/// Lines of the data entry, cut into blocks in order (a line over the limit or without
+/// its end ends the walk with a block carrying that error).
+struct Blocks<'a, Rd> {
+    reader: BufReader<Rd>,
+    name: &'a str,
+    max_line: usize,
+    /// The number of the next line.
+    next_line: u64,
+    done: bool,
+}
+
+/// Consecutive lines of the data entry: their bytes (each line with its `\n`), where
+/// each ends, the number of the first, and the error that ended the walk after them.
+struct Block {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    first_line: u64,
+    end: Option<BundleError>,
+}
+
+impl<Rd: Read> Iterator for Blocks<'_, Rd> {
+    type Item = Block;
+    fn next(&mut self) -> Option<Block> {
+        const LINES: usize = 256;
+        if self.done {
+            return None;
+        }
+        let mut b = Block {
+            bytes: Vec::with_capacity(LINES * 320),
+            ends: Vec::with_capacity(LINES),
+            first_line: self.next_line,
+            end: None,
+        };
+        while b.ends.len() < LINES {
+            let start = b.bytes.len();
+            let n = match (&mut self.reader)
+                .take(self.max_line as u64 + 1)
+                .read_until(b'\n', &mut b.bytes)
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    b.bytes.truncate(start);
+                    b.end = Some(BundleError::io(e));
+                    break;
+                }
+            };
+            if n == 0 {
+                self.done = true;
+                break;
+            }
+            let line = self.next_line;
+            if b.bytes.last() != Some(&b'\n') {
+                b.bytes.truncate(start);
+                b.end = Some(if n > self.max_line {
+                    BundleError::new(
+                        Code::BndLineTooLong,
+                        &format!("{} line {line} exceeds {} bytes", self.name, self.max_line),
+                    )
+                } else {
+                    BundleError::new(
+                        Code::BndRecord,
+                        &format!("{} line {line}: line is not terminated", self.name),
+                    )
+                });
+                break;
+            }
+            self.next_line += 1;
+            b.ends.push(b.bytes.len());
+        }
+        if b.end.is_some() {
+            self.done = true;
+        }
+        if b.ends.is_empty() && b.end.is_none() {
+            return None;
+        }
+        Some(b)
+    }
+}
+
+/// Parses and checks the lines of one block: the records up to the first line that
+/// breaks a rule, and that rule's error (lines past the manifest's count included).
+fn parse_block<R: Record>(b: Block, name: &str, listed: u64) -> (Vec<R>, Option<BundleError>) {
+    let mut out = Vec::with_capacity(b.ends.len());
+    let mut start = 0;
+    for (i, &end) in b.ends.iter().enumerate() {
+        let line = b.first_line + i as u64;
+        if line > listed {
+            let e = BundleError::new(
+                Code::BndRecordCount,
+                &format!("more than the {listed} records the manifest lists"),
+            );
+            return (out, Some(e));
+        }
+        let text = &b.bytes[start..end - 1];
+        start = end;
+        let rec: R = match serde_json::from_slice(text) {
+            Ok(r) => r,
+            Err(e) => {
+                let mut be = json_error(Code::BndRecord, &format!("{name} line {line}"), &e);
                 if be.code == Code::BndManifestSyntax {
                     be.code = Code::BndRecord;
                 }
-                be
-            })?;
-            rec.check().map_err(at)?;
-            let h = rec.handle();
-            let ordered = match R::KIND {
-                Kind::Cil => h == count,
-                Kind::Return => h > last,
-            };
-            if !ordered {
-                return Err(BundleError::new(
-                    Code::BndRecordOrder,
-                    &format!(
-                        "{} line {count}: handle {h} is duplicated or out of order",
-                        entry.name
-                    ),
-                )
-                .into());
+                return (out, Some(be));
             }
-            last = h;
-            f(rec).map_err(|Stop| ParseEnd::Stopped)?;
+        };
+        if let Err(d) = rec.check() {
+            let e = BundleError::new(Code::BndRecord, &format!("{name} line {line}: {d}"));
+            return (out, Some(e));
         }
-        if count != self.manifest.records {
-            return Err(BundleError::new(
-                Code::BndRecordCount,
-                &format!(
-                    "{count} records; the manifest lists {}",
-                    self.manifest.records
-                ),
-            )
-            .into());
-        }
-        Ok(())
+        out.push(rec);
     }
-}
-
-/// `f` asked the record parser to stop.
-struct Stop;
-
-/// Why the record parser ended early.
-enum ParseEnd {
-    /// The data broke a rule (the error names line and reason).
-    Failed(BundleError),
-    /// `f` asked it to stop.
-    Stopped,
-}
-
-impl From<BundleError> for ParseEnd {
-    fn from(e: BundleError) -> Self {
-        ParseEnd::Failed(e)
-    }
+    (out, b.end)
 }
 
 /// Guesses a bundle's kind from its entry names, for commands that accept either kind.
