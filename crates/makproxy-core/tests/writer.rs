@@ -445,3 +445,77 @@ fn a_cosignature_is_removed_and_the_rest_still_verify() {
         "by its ID, not any key"
     );
 }
+
+/// Records are parsed block by block on several threads; what the caller sees is still
+/// one sequential pass: every record in order, and a rule broken deep inside (line 700,
+/// the third block) ends the walk there, after exactly the 699 records before it.
+#[test]
+fn records_parsed_in_parallel_arrive_in_order_and_stop_at_the_first_broken_line() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("cil-long-700.zip");
+    let mut w = BundleWriter::<CilRecord>::new(&out).unwrap();
+    for h in 1..=1000u64 {
+        let mut r = cil_record(h);
+        if h == 700 {
+            // The one longer line.
+            r.key_group = std::num::NonZeroU32::new(u32::MAX);
+        }
+        w.push(r).unwrap();
+    }
+    w.finish(cil_header(NOW), &Keys::default().secure, &out)
+        .unwrap();
+    let trusted = Keys::default().trusted(Kind::Cil, NOW);
+    let walk = |max_line: usize| {
+        let mut seen = Vec::new();
+        let mut v = bundle::open(
+            &out,
+            Kind::Cil,
+            &trusted,
+            NOW,
+            &Limits {
+                max_line,
+                ..Limits::default()
+            },
+        )
+        .unwrap();
+        let r = v
+            .records(|r: CilRecord| {
+                seen.push(r.handle);
+                Ok::<(), bundle::BundleError>(())
+            })
+            .map_err(|e| (e.code, e.to_string()));
+        // A second pass over the same verified copy sees the same.
+        let mut again = Vec::new();
+        let r2 = v
+            .records(|r: CilRecord| {
+                again.push(r.handle);
+                Ok::<(), bundle::BundleError>(())
+            })
+            .map_err(|e| e.code);
+        assert_eq!(seen, again);
+        assert_eq!(r.as_ref().map(|_| ()).map_err(|e| e.0), r2);
+        (seen, r)
+    };
+    let mut data = String::new();
+    use std::io::Read;
+    zip::ZipArchive::new(std::fs::File::open(&out).unwrap())
+        .unwrap()
+        .by_name("records.jsonl")
+        .unwrap()
+        .read_to_string(&mut data)
+        .unwrap();
+    let longest = data.lines().map(str::len).max().unwrap();
+    assert_eq!(
+        data.lines().position(|l| l.len() == longest),
+        Some(699),
+        "line 700 is the longest"
+    );
+    let (seen, r) = walk(longest);
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(seen, (1..=1000).collect::<Vec<u64>>());
+    let (seen, r) = walk(longest - 1);
+    let (code, message) = r.unwrap_err();
+    assert_eq!(code, Code::BndLineTooLong);
+    assert!(message.contains("line 700 "), "{message}");
+    assert_eq!(seen, (1..=699).collect::<Vec<u64>>());
+}

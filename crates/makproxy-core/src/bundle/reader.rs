@@ -1019,7 +1019,10 @@ struct Block {
 impl<Rd: Read> Iterator for Blocks<'_, Rd> {
     type Item = Block;
     fn next(&mut self) -> Option<Block> {
+        // A block ends after 256 lines or once it holds 256 KiB, so what waits between
+        // the threads stays small whatever the lines' length.
         const LINES: usize = 256;
+        const BYTES: usize = 256 * 1024;
         if self.done {
             return None;
         }
@@ -1029,7 +1032,7 @@ impl<Rd: Read> Iterator for Blocks<'_, Rd> {
             first_line: self.next_line,
             end: None,
         };
-        while b.ends.len() < LINES {
+        while b.ends.len() < LINES && b.bytes.len() < BYTES {
             let start = b.bytes.len();
             let n = match (&mut self.reader)
                 .take(self.max_line as u64 + 1)
