@@ -218,6 +218,19 @@ fn bundle_of(dir: &Path, n: u64) -> std::path::PathBuf {
     out
 }
 
+/// The data entry's text, as stored.
+fn records_text(path: &Path) -> String {
+    use std::io::Read;
+    let mut data = String::new();
+    zip::ZipArchive::new(std::fs::File::open(path).unwrap())
+        .unwrap()
+        .by_name("records.jsonl")
+        .unwrap()
+        .read_to_string(&mut data)
+        .unwrap();
+    data
+}
+
 /// (uncompressed, compressed) size of an archive entry.
 fn sizes(path: &Path, name: &str) -> (u64, u64) {
     let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
@@ -291,14 +304,7 @@ fn reader_limits_are_exact_and_the_ratio_rule_spares_small_entries() {
         "entries of 1 MiB or less are not judged by their ratio"
     );
     // The longest record line (its newline not counted) is the smallest limit that reads.
-    let mut data = String::new();
-    use std::io::Read;
-    zip::ZipArchive::new(std::fs::File::open(&small).unwrap())
-        .unwrap()
-        .by_name("records.jsonl")
-        .unwrap()
-        .read_to_string(&mut data)
-        .unwrap();
+    let data = records_text(&small);
     let longest = data.lines().map(str::len).max().unwrap();
     let read_all = |max_line: usize| {
         bundle::open(
@@ -496,14 +502,7 @@ fn records_parsed_in_parallel_arrive_in_order_and_stop_at_the_first_broken_line(
         assert_eq!(r.as_ref().map(|_| ()).map_err(|e| e.0), r2);
         (seen, r)
     };
-    let mut data = String::new();
-    use std::io::Read;
-    zip::ZipArchive::new(std::fs::File::open(&out).unwrap())
-        .unwrap()
-        .by_name("records.jsonl")
-        .unwrap()
-        .read_to_string(&mut data)
-        .unwrap();
+    let data = records_text(&out);
     let longest = data.lines().map(str::len).max().unwrap();
     assert_eq!(
         data.lines().position(|l| l.len() == longest),

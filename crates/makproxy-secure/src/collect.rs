@@ -22,8 +22,11 @@
 //!
 //! Files are read, hashed and parsed on `READERS` threads ahead of the ledger's work
 //! and handed to it in the walk's order ([`makproxy_core::ordered`]); what waits is
-//! bounded (`READ_AHEAD_BYTES` plus one file per reader), so a drop-share writer who
-//! fills the share with files at the size limit costs memory only up to that bound.
+//! bounded by the files' size (`READ_AHEAD_BYTES` of files read ahead, plus one file
+//! per reader; a file waits as its parsed records, whose size follows the file's), so
+//! a drop-share writer who fills the share with files at the size limit cannot make
+//! collect hold more than that many files at once. Unchanged files are read and parsed
+//! too before the ledger says they are unchanged: on a re-run that work is the readers'.
 
 use crate::ledger::{
     after_collect, Change, Facts, History, Ledger, ProductState, ResultRow, Seen, Tx,
