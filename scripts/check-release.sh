@@ -4,6 +4,7 @@
 #   - SHA256SUMS.sig verified with the OS's ssh-keygen -Y verify, then sha256sum -c;
 #   - every SBOM listed, and compared with the dependency list embedded in its binary;
 #   - the binaries in both archives are the ones the reproducible builds produced;
+#   - each .exe carries its version resource (version, commit, release build: exiftool);
 #   - the MSI's tables listed (msiinfo), its files extracted (msiextract) and compared,
 #     the PATH entry and its actions present, and the extracted binaries run under Wine.
 #   usage: scripts/check-release.sh DIST [ALLOWED-SIGNERS-PUBKEY]
@@ -58,6 +59,23 @@ for d in "$L" "$WIN"; do
     for part in agents/Collect-ActivationData.ps1 man completions doc/index.html doc/release.html LICENSE-MIT LICENSE-APACHE; do
         [ -e "$d/$part" ] || fail "$(basename "$d") lacks $part"
     done
+done
+
+echo "== Windows version resource (read by exiftool, an independent PE reader)"
+if ! command -v exiftool >/dev/null; then
+    sudo_=$(command -v sudo >/dev/null && [ "$(id -u)" != 0 ] && echo sudo || true)
+    $sudo_ apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -q libimage-exiftool-perl >/dev/null
+fi
+VERSION=${NAME#makproxy-}
+COMMIT=$(gzip -dc "$DIST/$NAME-src.tar.gz" | git get-tar-commit-id)
+for b in makproxy-secure makproxy-online; do
+    exiftool -s -s -s -FileVersion -ProductVersion -OriginalFileName -ProductName -FileFlags \
+        "$WIN/bin/$b.exe" > "$W/$b.versioninfo"
+    printf '%s\n' "$VERSION" "$VERSION (commit $COMMIT, reproducible release build)" "$b.exe" \
+        makproxy "(none)" > "$W/$b.versioninfo.want"
+    diff -u "$W/$b.versioninfo.want" "$W/$b.versioninfo" || fail "$b.exe: wrong version resource (above)"
+    echo "   $b.exe: $(sed -n 2p "$W/$b.versioninfo")"
 done
 
 echo "== SBOMs"
