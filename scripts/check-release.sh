@@ -67,8 +67,9 @@ if ! command -v exiftool >/dev/null; then
     $sudo_ apt-get update -q >/dev/null
     DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -q libimage-exiftool-perl >/dev/null
 fi
-VERSION=${NAME#makproxy-}
-COMMIT=$(gzip -dc "$DIST/$NAME-src.tar.gz" | git get-tar-commit-id)
+# The source archive's own account (what an officer's rebuild reads: the same script).
+{ read -r COMMIT; read -r _; read -r VERSION; } < <(bash scripts/source-archive-info.sh "$DIST/$NAME-src.tar.gz")
+[ "$VERSION" = "${NAME#makproxy-}" ] || fail "the source archive says version $VERSION, its name ${NAME#makproxy-}"
 for b in makproxy-secure makproxy-online; do
     exiftool -s -s -s -FileVersion -ProductVersion -OriginalFileName -ProductName -FileFlags \
         "$WIN/bin/$b.exe" > "$W/$b.versioninfo"

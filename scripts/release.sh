@@ -51,9 +51,8 @@ trap 'rm -rf "$W"' EXIT
 if [ -n "${MAKPROXY_SOURCE_ARCHIVE:-}" ]; then
     # The archive git wrote names its commit (pax header) and carries its time.
     ARCHIVE=$(realpath "$MAKPROXY_SOURCE_ARCHIVE")
-    COMMIT=$(gzip -dc "$ARCHIVE" | git get-tar-commit-id)
-    EPOCH=$(/usr/bin/python3 -c 'import tarfile,sys; print(int(tarfile.open(sys.argv[1]).getmembers()[0].mtime))' "$ARCHIVE")
-    VERSION=$(tar -xzOf "$ARCHIVE" --wildcards '*/Cargo.toml' --no-wildcards-match-slash | sed -n 's/^version = "\(.*\)"/\1/p' | head -1)
+    { read -r COMMIT; read -r EPOCH; read -r VERSION; } < <(bash "$ROOT/scripts/source-archive-info.sh" "$ARCHIVE")
+    [ -n "$VERSION" ] || { echo "release: $ARCHIVE is not a makproxy source archive" >&2; exit 1; }
 else
     [ -z "$(git status --porcelain --untracked-files=no)" ] || {
         echo "release: the work tree has uncommitted changes; a release is built from a commit" >&2
