@@ -1173,6 +1173,25 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         &t.manifest,
     );
     add("signed-by-retired-key-before-retirement", c, None, t.zip());
+    // Created at the very second of the retirement: still the old key's (a pack in the
+    // same second as `key rotate`), so the rule is "after", not "at or after".
+    let mut t = Parts::new(
+        &k,
+        c,
+        now,
+        |m| {
+            m["signer_key_id"] = json!(old_id);
+            m["created"] = json!(ts(retired_at(now)));
+        },
+        None,
+    );
+    t.sig = sig(
+        &k.secure_old,
+        &k.secure_old,
+        Kind::Cil.payload_type(),
+        &t.manifest,
+    );
+    add("signed-by-retired-key-at-its-retirement", c, None, t.zip());
     // Cosigned (two-person rule): each signature by a distinct pinned key of the site.
     let mut t = Parts::new(&k, c, now, id, None);
     t.cosign("manifest.cosig-1", &k.colleague, &k.colleague);

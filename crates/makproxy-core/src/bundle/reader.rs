@@ -1312,10 +1312,27 @@ mod tests {
             "version 2 had no remaining counts"
         );
         assert_eq!(
-            edit(Kind::Return, &|m| m.remaining =
-                Some(vec![count(e1, 1); MAX_REMAINING + 1])),
-            bad
+            edit(Kind::Return, &|m| {
+                m.version = 3;
+                m.remaining = Some(vec![count(e1, 5)]);
+            }),
+            Ok(()),
+            "version 3 brought them"
         );
+        // At most MAX_REMAINING counts, each of its own ePID (so the bound, not the
+        // one-per-ePID rule, is what refuses one more).
+        let many = |n: usize| -> Vec<super::super::RemainingCount> {
+            (0..n)
+                .map(|i| {
+                    count(
+                        &format!("03612-03305-317-{i:06}-02-1033-9200.0000-0662023"),
+                        1,
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(edit(Kind::Return, &remaining(many(MAX_REMAINING))), Ok(()));
+        assert_eq!(edit(Kind::Return, &remaining(many(MAX_REMAINING + 1))), bad);
         assert!(edit(Kind::Return, &|m| {
             let mut c = count(e1, 1);
             c.checked = "yesterday".into();
