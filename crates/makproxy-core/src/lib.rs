@@ -1,6 +1,7 @@
 //! makproxy-core: the pieces both sides of the air gap share — identifiers, stable error
 //! codes, keys and trust, crash-safe file writing, escaping of untrusted text, and the
-//! signed bundle format. No network and no database code lives here.
+//! signed bundle format. No network code lives here, and no database code beyond the
+//! column conversions of its types (`sql`, feature `sqlite`, for the stores).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -17,6 +18,8 @@ mod os;
 pub mod records;
 pub mod sanitize;
 pub mod secret;
+#[cfg(feature = "sqlite")]
+pub mod sql;
 pub mod sshsig;
 pub mod statement;
 

@@ -176,10 +176,10 @@ struct Job {
 
 /// What the journal is keyed by, besides the simulated flag fixed for a run: made once
 /// per record and shared (the queue, the maps and the job hold the same one).
-type Key = std::sync::Arc<(String, String)>;
+type Key = std::sync::Arc<(InstallationId, ExtendedProductId)>;
 
 fn key(iid: &InstallationId, epid: &ExtendedProductId) -> Key {
-    std::sync::Arc::new((iid.digits().to_string(), epid.as_str().to_string()))
+    std::sync::Arc::new((iid.clone(), epid.clone()))
 }
 
 /// A record waiting in the queue: its answer, or the key whose answer it waits for.
@@ -478,16 +478,10 @@ impl Walk<'_> {
         let at = bundle::rfc3339(makproxy_cli::now());
         let b = self.journal.batch()?;
         for j in asking {
-            b.intend(
-                j.req.iid.digits(),
-                j.req.epid.as_str(),
-                self.backend,
-                self.run,
-                &at,
-            )?;
+            b.intend(&j.req.iid, &j.req.epid, self.backend, self.run, &at)?;
         }
         for (job, outcome) in &self.uncommitted {
-            let (iid, epid) = (job.req.iid.digits(), job.req.epid.as_str());
+            let (iid, epid) = (&job.req.iid, &job.req.epid);
             match outcome {
                 Outcome::Cid(cid) => b.save_answer(iid, epid, self.simulated, cid, self.run, &at),
                 Outcome::Failed(f) => b.save_failure(
@@ -706,8 +700,8 @@ impl Uncertainty {
     fn of(
         &self,
         journal: &Journal,
-        iid: &str,
-        epid: &str,
+        iid: &InstallationId,
+        epid: &ExtendedProductId,
     ) -> crate::journal::Result<Option<Intent>> {
         if !self.open && self.lost.is_none() {
             return Ok(None);
@@ -745,7 +739,7 @@ fn preflight(
         if !counting {
             return Ok::<(), CliError>(());
         }
-        let (iid, epid) = (r.installation_id.digits(), r.extended_product_id.as_str());
+        let (iid, epid) = (&r.installation_id, &r.extended_product_id);
         if journal.answer(iid, epid, simulated)?.is_some()
             || (skip_refused && journal.failure(&bundle_id, r.handle, kind)?.is_some())
         {
@@ -1372,11 +1366,7 @@ pub fn worksheet(
     let mut answered = 0u64;
     v.records(|r: CilRecord| {
         if journal
-            .answer(
-                r.installation_id.digits(),
-                r.extended_product_id.as_str(),
-                false,
-            )?
+            .answer(&r.installation_id, &r.extended_product_id, false)?
             .is_some()
         {
             answered += 1;
@@ -1754,9 +1744,12 @@ mod tests {
         assert!(!out.exists(), "no return of a stopped run");
         assert_eq!(b.inner.calls.load(Ordering::SeqCst), 1);
         let asked = b.inner.asked.lock().unwrap()[0].clone();
-        let epid = "03612-03305-317-008912-02-1033-9200.0000-0662023";
+        let epid =
+            ExtendedProductId::parse("03612-03305-317-008912-02-1033-9200.0000-0662023").unwrap();
         assert!(
-            j.answer(&asked, epid, false).unwrap().is_some(),
+            j.answer(&InstallationId::parse(&asked).unwrap(), &epid, false)
+                .unwrap()
+                .is_some(),
             "answer saved"
         );
         assert!(j.intents().unwrap().is_empty(), "nothing left uncertain");

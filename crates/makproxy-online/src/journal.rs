@@ -19,7 +19,7 @@
 //! compared on every hit, so a digest collision costs a row read, never a wrong answer.
 
 use makproxy_core::bundle::{BackendKind, FailureCode, FailureMessage, RecordFailure, ServiceCode};
-use makproxy_core::ids::ConfirmationId;
+use makproxy_core::ids::{ConfirmationId, ExtendedProductId, InstallationId};
 use makproxy_core::keys::Home;
 use makproxy_store::{self as store, Migration, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -162,20 +162,20 @@ pub struct RecordOf<'a> {
     /// The backend that refused.
     pub backend: BackendKind,
     /// The record's installation ID.
-    pub iid: &'a str,
+    pub iid: &'a InstallationId,
     /// Its extended product ID.
-    pub epid: &'a str,
+    pub epid: &'a ExtendedProductId,
 }
 
 /// A request that was (or was about to be) sent and has no answer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Intent {
     /// The installation ID asked for.
-    pub iid: String,
+    pub iid: InstallationId,
     /// Its extended product ID.
-    pub epid: String,
+    pub epid: ExtendedProductId,
     /// The backend it was sent to.
-    pub backend: String,
+    pub backend: Recorded,
     /// The run that sent it.
     pub run_id: String,
     /// When the intent was recorded (RFC 3339).
@@ -186,15 +186,15 @@ pub struct Intent {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Entry {
     /// The installation ID.
-    pub iid: String,
+    pub iid: InstallationId,
     /// Its extended product ID.
-    pub epid: String,
+    pub epid: ExtendedProductId,
     /// The confirmation ID.
-    pub cid: Option<String>,
+    pub cid: Option<ConfirmationId>,
     /// Whether the simulator made it.
     pub simulated: bool,
     /// The backend that obtained it.
-    pub backend: String,
+    pub backend: BackendKind,
     /// The service URL or program it came from.
     pub endpoint: String,
     /// The CIL bundle it was obtained for.
@@ -215,32 +215,64 @@ pub struct StoredFailure {
     /// The record's handle in it.
     pub handle: u64,
     /// The backend that refused.
-    pub backend: String,
+    pub backend: Recorded,
     /// Why.
     pub failure: RecordFailure,
     /// When (RFC 3339).
     pub at: String,
 }
 
-/// The lookup digest of (IID, ePID, simulated): the first 8 bytes of a SHA-256.
-fn key(iid: &str, epid: &str, simulated: bool) -> i64 {
+/// The lookup digest of (IID, ePID, simulated): the first 8 bytes of a SHA-256 of
+/// their stored texts.
+fn key(iid: &InstallationId, epid: &ExtendedProductId, simulated: bool) -> i64 {
     let mut h = Sha256::new();
-    h.update(iid.as_bytes());
+    h.update(iid.digits().as_bytes());
     h.update(b"|");
-    h.update(epid.as_bytes());
+    h.update(epid.as_str().as_bytes());
     h.update(if simulated { b"|1" } else { b"|0" });
     let d = h.finalize();
     i64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
-fn backend_of(s: String) -> rusqlite::Result<BackendKind> {
-    BackendKind::parse(&s).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            format!("unknown backend {s:?} in the journal").into(),
-        )
-    })
+/// The backend a refusal or an intent names, as the journal knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// This backend.
+    Backend(BackendKind),
+    /// Not known: a refusal kept from a schema-2 journal (never reused), or a request of
+    /// a journal lost before `recover`.
+    Unknown,
+}
+
+impl Recorded {
+    /// The stored and shown text: the backend's name, or `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recorded::Backend(b) => b.as_str(),
+            Recorded::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for Recorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Recorded {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl rusqlite::types::FromSql for Recorded {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        match v.as_str()? {
+            "unknown" => Ok(Recorded::Unknown),
+            _ => BackendKind::column_result(v).map(Recorded::Backend),
+        }
+    }
 }
 
 /// Why a journal read or write failed: the journal's own error, mapped to an exit code
@@ -490,8 +522,8 @@ impl Journal {
                     }
                 };
                 batch.save_answer(
-                    r.installation_id.digits(),
-                    r.extended_product_id.as_str(),
+                    &r.installation_id,
+                    &r.extended_product_id,
                     r.simulated,
                     cid,
                     run,
@@ -548,12 +580,17 @@ impl Journal {
 
     /// The open intent for this key, or, for a request made before the journal was
     /// recovered (`lost`: when), the lost journal's possible one.
-    pub fn open_intent(&self, iid: &str, epid: &str, lost: Option<&str>) -> Result<Option<Intent>> {
+    pub fn open_intent(
+        &self,
+        iid: &InstallationId,
+        epid: &ExtendedProductId,
+        lost: Option<&str>,
+    ) -> Result<Option<Intent>> {
         Ok(self.intent(iid, epid)?.or_else(|| {
             lost.map(|at| Intent {
-                iid: iid.to_string(),
-                epid: epid.to_string(),
-                backend: "unknown".into(),
+                iid: iid.clone(),
+                epid: epid.clone(),
+                backend: Recorded::Unknown,
                 run_id: "a run of the journal lost before `recover`".into(),
                 at: at.to_string(),
             })
@@ -580,7 +617,12 @@ impl Journal {
     }
 
     /// A CID already in the journal for this key, and who obtained it.
-    pub fn answer(&self, iid: &str, epid: &str, simulated: bool) -> Result<Option<Stored>> {
+    pub fn answer(
+        &self,
+        iid: &InstallationId,
+        epid: &ExtendedProductId,
+        simulated: bool,
+    ) -> Result<Option<Stored>> {
         self.conn
             .prepare_cached(
                 "SELECT a.cid, a.run, r.backend FROM answers a JOIN runs r ON r.id = a.run
@@ -588,23 +630,16 @@ impl Journal {
             )?
             .query_row(
                 params![key(iid, epid, simulated), iid, epid, simulated],
-                |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?)),
+                |r| {
+                    Ok(Stored {
+                        cid: r.get(0)?,
+                        run: r.get(1)?,
+                        backend: r.get(2)?,
+                    })
+                },
             )
-            .optional()?
-            .map(|(cid, run, b)| {
-                Ok(Stored {
-                    cid: ConfirmationId::parse(&cid).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            0,
-                            rusqlite::types::Type::Text,
-                            format!("CID in the journal: {e}").into(),
-                        )
-                    })?,
-                    run,
-                    backend: backend_of(b)?,
-                })
-            })
-            .transpose()
+            .optional()
+            .map_err(JournalError::from)
     }
 
     /// Whether any refusal by `backend` is recorded for this bundle (when none is,
@@ -613,7 +648,7 @@ impl Journal {
         self.conn
             .query_row(
                 "SELECT EXISTS(SELECT 1 FROM failures WHERE bundle_id = ?1 AND backend = ?2)",
-                params![bundle_id, backend.as_str()],
+                params![bundle_id, backend],
                 |r| r.get(0),
             )
             .map_err(JournalError::from)
@@ -630,7 +665,7 @@ impl Journal {
             .prepare_cached(
                 "SELECT code, service_code, message FROM failures WHERE bundle_id = ?1 AND handle = ?2 AND backend = ?3",
             )?
-            .query_row(params![bundle_id, handle as i64, backend.as_str()], |r| {
+            .query_row(params![bundle_id, handle as i64, backend], |r| {
                 failure_row(r, 0)
             })
             .optional().map_err(JournalError::from)
@@ -644,7 +679,7 @@ impl Journal {
     }
 
     /// The open intent for this key: a request that may have reached the service.
-    pub fn intent(&self, iid: &str, epid: &str) -> Result<Option<Intent>> {
+    pub fn intent(&self, iid: &InstallationId, epid: &ExtendedProductId) -> Result<Option<Intent>> {
         self.conn
             .prepare_cached(
                 "SELECT i.iid, i.epid, i.backend, r.run_id, i.at FROM intents i JOIN runs r ON r.id = i.run
@@ -670,7 +705,7 @@ impl Journal {
     }
 
     /// Everything the journal holds about one IID (`journal show`).
-    pub fn show(&self, iid: &str) -> Result<(Vec<Entry>, Vec<StoredFailure>)> {
+    pub fn show(&self, iid: &InstallationId) -> Result<(Vec<Entry>, Vec<StoredFailure>)> {
         let answers = self.entries_where("a.iid = ?1 ORDER BY a.id", params![iid])?;
         let failures = self
             .conn
@@ -713,7 +748,7 @@ impl Journal {
 
     /// Removes every answer, refusal and intent for one IID and records why. Returns
     /// how many rows went; the audit row stays for good.
-    pub fn forget(&mut self, iid: &str, reason: &str, at: &str) -> Result<usize> {
+    pub fn forget(&mut self, iid: &InstallationId, reason: &str, at: &str) -> Result<usize> {
         let tx = self.conn.transaction()?;
         let mut what = Vec::new();
         {
@@ -723,8 +758,8 @@ impl Journal {
             let rows = q.query_map(params![iid], |r| {
                 Ok(format!(
                     "answer {} ({}{})",
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(2)?,
+                    r.get::<_, ConfirmationId>(0)?.digits(),
+                    r.get::<_, BackendKind>(2)?.as_str(),
                     if r.get::<_, bool>(1)? {
                         ", simulated"
                     } else {
@@ -914,7 +949,7 @@ fn insert_run(
 ) -> rusqlite::Result<i64> {
     conn.execute(
         "INSERT INTO runs(run_id, bundle_id, backend, started, endpoint) VALUES(?1, ?2, ?3, ?4, ?5)",
-        params![run_id, bundle_id, backend.as_str(), at, endpoint],
+        params![run_id, bundle_id, backend, at, endpoint],
     )?;
     Ok(conn.last_insert_rowid())
 }
@@ -940,8 +975,8 @@ impl Batch<'_> {
     /// Records that a request is about to leave for a backend that can spend.
     pub fn intend(
         &self,
-        iid: &str,
-        epid: &str,
+        iid: &InstallationId,
+        epid: &ExtendedProductId,
         backend: BackendKind,
         run: i64,
         at: &str,
@@ -950,12 +985,12 @@ impl Batch<'_> {
             .prepare_cached(
                 "INSERT OR REPLACE INTO intents(iid, epid, backend, run, at) VALUES(?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![iid, epid, backend.as_str(), run, at])?;
+            .execute(params![iid, epid, backend, run, at])?;
         Ok(())
     }
 
     /// Closes the intent for a key: its answer is in, or the request never left.
-    pub fn settle(&self, iid: &str, epid: &str) -> Result<()> {
+    pub fn settle(&self, iid: &InstallationId, epid: &ExtendedProductId) -> Result<()> {
         self.tx
             .prepare_cached("DELETE FROM intents WHERE iid = ?1 AND epid = ?2")?
             .execute(params![iid, epid])?;
@@ -967,14 +1002,13 @@ impl Batch<'_> {
     /// one is refused here in every build (it would mean a second activation).
     pub fn save_answer(
         &self,
-        iid: &str,
-        epid: &str,
+        iid: &InstallationId,
+        epid: &ExtendedProductId,
         simulated: bool,
         cid: &ConfirmationId,
         run: i64,
         at: &str,
     ) -> Result<()> {
-        let cid = cid.digits();
         let k = key(iid, epid, simulated);
         // The insert is tried first (one lookup, by the trigger); only a key that
         // already holds an answer is read back, to tell a repeat from a contradiction.
@@ -995,7 +1029,7 @@ impl Batch<'_> {
                     _,
                 ),
             ) => {
-                let existing: Option<String> = self
+                let existing: Option<ConfirmationId> = self
                     .tx
                     .prepare_cached(
                         "SELECT cid FROM answers WHERE key = ?1 AND iid = ?2 AND epid = ?3 AND simulated = ?4",
@@ -1003,10 +1037,11 @@ impl Batch<'_> {
                     .query_row(params![k, iid, epid, simulated], |r| r.get(0))
                     .optional()?;
                 match existing {
-                    Some(c) if c == cid => {}
+                    Some(c) if c == *cid => {}
                     Some(_) => {
                         return Err(JournalError::Contradiction(format!(
-                            "a second, different answer for IID {iid}: refused"
+                            "a second, different answer for IID {}: refused",
+                            iid.digits()
                         )))
                     }
                     // Another constraint (no such run, …): that error, as it is.
@@ -1039,7 +1074,7 @@ impl Batch<'_> {
             .execute(params![
                 bundle_id,
                 handle as i64,
-                backend.as_str(),
+                backend,
                 iid,
                 f.code.as_str(),
                 f.service_code.as_ref().map(|c| c.as_str()),
@@ -1068,6 +1103,18 @@ mod tests {
         ConfirmationId::parse(&makproxy_core::ids::with_check_digits(&payload, 6)).unwrap()
     }
 
+    /// A valid installation ID named by `label` (distinct labels, distinct IDs).
+    fn i(label: &str) -> InstallationId {
+        let seed = makproxy_core::ids::digits_from_seed(label.as_bytes(), 54);
+        InstallationId::parse(&makproxy_core::ids::with_check_digits(&seed, 7)).unwrap()
+    }
+
+    /// A valid extended product ID named by `label`.
+    fn e(label: &str) -> ExtendedProductId {
+        let n: String = label.bytes().map(|b| format!("{b:03}")).collect();
+        ExtendedProductId::parse(&format!("03612-03305-317-{n}-02-1033-9200.0000-0662023")).unwrap()
+    }
+
     fn journal() -> (tempfile::TempDir, Journal) {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open_path(&dir.path().join("j.sqlite3")).unwrap();
@@ -1087,7 +1134,8 @@ mod tests {
     fn with_answer(j: &mut Journal, backend: BackendKind) -> i64 {
         let run = j.start_run("r1", "b1", backend, "u", "t").unwrap();
         let b = j.batch().unwrap();
-        b.save_answer("111", "E1", false, &c(1), run, "t").unwrap();
+        b.save_answer(&i("111"), &e("E1"), false, &c(1), run, "t")
+            .unwrap();
         b.commit().unwrap();
         run
     }
@@ -1096,12 +1144,12 @@ mod tests {
     fn answers_are_found_by_full_key_with_their_backend() {
         let (_d, mut j) = journal();
         with_answer(&mut j, BackendKind::Manual);
-        let got = j.answer("111", "E1", false).unwrap().unwrap();
+        let got = j.answer(&i("111"), &e("E1"), false).unwrap().unwrap();
         assert_eq!(got.cid, c(1));
         assert_eq!(got.backend, BackendKind::Manual);
-        assert_eq!(j.answer("111", "E1", true).unwrap(), None);
-        assert_eq!(j.answer("111", "E2", false).unwrap(), None);
-        assert_eq!(j.answer("112", "E1", false).unwrap(), None);
+        assert_eq!(j.answer(&i("111"), &e("E1"), true).unwrap(), None);
+        assert_eq!(j.answer(&i("111"), &e("E2"), false).unwrap(), None);
+        assert_eq!(j.answer(&i("112"), &e("E1"), false).unwrap(), None);
     }
 
     #[test]
@@ -1111,10 +1159,13 @@ mod tests {
             .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
             .unwrap();
         let b = j.batch().unwrap();
-        b.save_answer("111", "E1", false, &c(1), run, "t").unwrap();
-        b.save_answer("111", "E1", false, &c(1), run, "t")
+        b.save_answer(&i("111"), &e("E1"), false, &c(1), run, "t")
+            .unwrap();
+        b.save_answer(&i("111"), &e("E1"), false, &c(1), run, "t")
             .expect("the same answer again is harmless");
-        assert!(b.save_answer("111", "E1", false, &c(2), run, "t").is_err());
+        assert!(b
+            .save_answer(&i("111"), &e("E1"), false, &c(2), run, "t")
+            .is_err());
     }
 
     #[test]
@@ -1123,9 +1174,10 @@ mod tests {
         let run = with_answer(&mut j, BackendKind::Microsoft);
         // Past save_answer's own check: a raw insert for the same key is refused...
         let raw = |iid: &str, sim: bool| {
+            let (iid, epid) = (i(iid), e("E1"));
             j.conn.execute(
-                "INSERT INTO answers(key, iid, epid, simulated, cid, run, at) VALUES(?1, ?2, 'E1', ?3, 'CID-B', ?4, 't')",
-                params![key(iid, "E1", sim), iid, sim, run],
+                "INSERT INTO answers(key, iid, epid, simulated, cid, run, at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, 't')",
+                params![key(&iid, &epid, sim), iid, epid, sim, c(9), run],
             )
         };
         let e = raw("111", false).unwrap_err().to_string();
@@ -1144,16 +1196,58 @@ mod tests {
         // A tampered (or damaged) journal: the row's CID is not 48 valid digits.
         j.conn
             .execute(
-                "INSERT INTO answers(key, iid, epid, simulated, cid, run, at) VALUES(?1, '222', 'E', 0, '123456', ?2, 't')",
-                params![key("222", "E", false), run],
+                "INSERT INTO answers(key, iid, epid, simulated, cid, run, at) VALUES(?1, ?2, ?3, 0, '123456', ?4, 't')",
+                params![key(&i("222"), &e("E"), false), i("222"), e("E"), run],
             )
             .unwrap();
-        match j.answer("222", "E", false) {
+        match j.answer(&i("222"), &e("E"), false) {
             Err(e @ JournalError::Invalid(_)) => {
-                assert!(e.to_string().contains("CID in the journal"), "{e}")
+                assert!(e.to_string().contains("not a valid confirmation ID"), "{e}")
             }
             other => panic!("served or misclassified: {other:?}"),
         }
+    }
+
+    /// A tampered journal row read back for `journal list`/`show` (printed to a
+    /// terminal): each column is checked through its type, so an IID with control
+    /// characters, or an unknown backend, is refused, never shown.
+    #[test]
+    fn rows_read_for_people_are_checked_through_their_types() {
+        let (_d, mut j) = journal();
+        let run = j
+            .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
+            .unwrap();
+        j.conn
+            .execute(
+                "INSERT INTO answers(key, iid, epid, simulated, cid, run, at) VALUES(1, '12\u{1b}[2J', ?1, 0, ?2, ?3, 't')",
+                params![e("E"), c(1), run],
+            )
+            .unwrap();
+        match j.entries(10) {
+            Err(e @ JournalError::Invalid(_)) => {
+                assert!(e.to_string().contains("not a valid installation ID"), "{e}")
+            }
+            other => panic!("shown or misclassified: {other:?}"),
+        }
+        j.conn.execute("DELETE FROM answers", []).unwrap();
+        let b = j.batch().unwrap();
+        b.intend(&i("1"), &e("E"), BackendKind::Microsoft, run, "t")
+            .unwrap();
+        b.commit().unwrap();
+        j.conn
+            .execute("UPDATE intents SET backend = 'telnet'", [])
+            .unwrap();
+        match j.intents() {
+            Err(e @ JournalError::Invalid(_)) => {
+                assert!(e.to_string().contains("not a valid backend"), "{e}")
+            }
+            other => panic!("shown or misclassified: {other:?}"),
+        }
+        // `unknown` is what a schema-2 refusal and a lost journal's request say.
+        j.conn
+            .execute("UPDATE intents SET backend = 'unknown'", [])
+            .unwrap();
+        assert_eq!(j.intents().unwrap()[0].backend, Recorded::Unknown);
     }
 
     #[test]
@@ -1165,17 +1259,21 @@ mod tests {
         // Forge a row that shares the digest of ("222", "E", real) but not its key.
         j.conn
             .execute(
-                "INSERT INTO answers(key, iid, epid, simulated, cid, run, at) VALUES(?1, '999', 'E', 0, 'OTHER', ?2, 't')",
-                params![key("222", "E", false), run],
+                "INSERT INTO answers(key, iid, epid, simulated, cid, run, at) VALUES(?1, ?2, ?3, 0, ?4, ?5, 't')",
+                params![key(&i("222"), &e("E"), false), i("999"), e("E"), c(8), run],
             )
             .unwrap();
-        assert_eq!(j.answer("222", "E", false).unwrap(), None);
+        assert_eq!(j.answer(&i("222"), &e("E"), false).unwrap(), None);
         let b = j.batch().unwrap();
-        b.save_answer("222", "E", false, &c(3), run, "t").unwrap();
+        b.save_answer(&i("222"), &e("E"), false, &c(3), run, "t")
+            .unwrap();
         b.commit().unwrap();
-        assert_eq!(j.answer("222", "E", false).unwrap().unwrap().cid, c(3));
         assert_eq!(
-            j.answer("999", "E", false).unwrap(),
+            j.answer(&i("222"), &e("E"), false).unwrap().unwrap().cid,
+            c(3)
+        );
+        assert_eq!(
+            j.answer(&i("999"), &e("E"), false).unwrap(),
             None,
             "looked up under its own digest, the forged row is not found either"
         );
@@ -1192,8 +1290,8 @@ mod tests {
             bundle_id: "b1",
             handle: 3,
             backend: sim,
-            iid: "1",
-            epid: "E",
+            iid: &i("1"),
+            epid: &e("E"),
         };
         b.save_failure(&rec, &refusal("0x7F"), "t").unwrap();
         b.save_failure(&rec, &refusal("0x67"), "t").unwrap();
@@ -1223,32 +1321,36 @@ mod tests {
             .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
             .unwrap();
         let b = j.batch().unwrap();
-        b.intend("1", "E", BackendKind::Microsoft, run, "t")
+        b.intend(&i("1"), &e("E"), BackendKind::Microsoft, run, "t")
             .unwrap();
-        b.intend("2", "E", BackendKind::Microsoft, run, "t")
+        b.intend(&i("2"), &e("E"), BackendKind::Microsoft, run, "t")
             .unwrap();
         b.commit().unwrap();
         assert!(j.any_intent().unwrap());
         let b = j.batch().unwrap();
-        b.save_answer("1", "E", false, &c(4), run, "t").unwrap();
+        b.save_answer(&i("1"), &e("E"), false, &c(4), run, "t")
+            .unwrap();
         b.commit().unwrap();
-        assert_eq!(j.intent("1", "E").unwrap(), None);
-        let open = j.intent("2", "E").unwrap().unwrap();
+        assert_eq!(j.intent(&i("1"), &e("E")).unwrap(), None);
+        let open = j.intent(&i("2"), &e("E")).unwrap().unwrap();
         assert_eq!(
             (open.run_id.as_str(), open.backend.as_str()),
             ("r1", "microsoft")
         );
         assert_eq!(j.intents().unwrap().len(), 1);
-        assert_eq!(j.forget("2", "asked by phone instead", "t2").unwrap(), 1);
+        assert_eq!(
+            j.forget(&i("2"), "asked by phone instead", "t2").unwrap(),
+            1
+        );
         assert!(!j.any_intent().unwrap());
-        assert_eq!(j.forget("1", "typo", "t3").unwrap(), 1);
-        assert_eq!(j.answer("1", "E", false).unwrap(), None);
+        assert_eq!(j.forget(&i("1"), "typo", "t3").unwrap(), 1);
+        assert_eq!(j.answer(&i("1"), &e("E"), false).unwrap(), None);
         let audit: i64 = j
             .conn
             .query_row("SELECT COUNT(*) FROM forgotten", [], |r| r.get(0))
             .unwrap();
         assert_eq!(audit, 2);
-        assert_eq!(j.forget("3", "nothing there", "t4").unwrap(), 0);
+        assert_eq!(j.forget(&i("3"), "nothing there", "t4").unwrap(), 0);
     }
 
     #[test]
@@ -1266,15 +1368,17 @@ mod tests {
              CREATE TABLE requests(bundle_id TEXT PRIMARY KEY, site TEXT NOT NULL, sequence INTEGER NOT NULL, manifest_sha256 TEXT NOT NULL, first_seen TEXT NOT NULL, UNIQUE(site, sequence));
              CREATE TABLE returns(bundle_id TEXT PRIMARY KEY, answers TEXT NOT NULL, sequence INTEGER NOT NULL, file TEXT NOT NULL, at TEXT NOT NULL);
              INSERT INTO runs VALUES(1, 'r1', 'b1', 'microsoft', 't');
-             INSERT INTO answers VALUES(1, {}, '111', 'E', 0, '{}', 1, 't');
+             INSERT INTO answers VALUES(1, {}, '{}', '{}', 0, '{}', 1, 't');
              INSERT INTO failures VALUES('b1', 2, 'MP-BKD-001', '0x7F', 'm', 't');",
-            key("111", "E", false),
+            key(&i("111"), &e("E"), false),
+            i("111").digits(),
+            e("E"),
             c(5).digits()
         ))
         .unwrap();
         drop(conn);
         let j = Journal::open_path(&p).unwrap();
-        let a = j.answer("111", "E", false).unwrap().unwrap();
+        let a = j.answer(&i("111"), &e("E"), false).unwrap().unwrap();
         assert_eq!((a.cid, a.backend), (c(5), BackendKind::Microsoft));
         assert_eq!(
             j.failure("b1", 2, BackendKind::Microsoft).unwrap(),
@@ -1293,15 +1397,17 @@ mod tests {
             .start_run("r1", "b1", BackendKind::Microsoft, "https://x", "t0")
             .unwrap();
         let b = j.batch().unwrap();
-        b.save_answer("111", "E1", false, &c(1), run, "t1").unwrap();
-        b.save_answer("222", "E2", false, &c(2), run, "t2").unwrap();
+        b.save_answer(&i("111"), &e("E1"), false, &c(1), run, "t1")
+            .unwrap();
+        b.save_answer(&i("222"), &e("E2"), false, &c(2), run, "t2")
+            .unwrap();
         b.save_failure(
             &RecordOf {
                 bundle_id: "b1",
                 handle: 7,
                 backend: BackendKind::Microsoft,
-                iid: "111",
-                epid: "E9",
+                iid: &i("111"),
+                epid: &e("E9"),
             },
             &RecordFailure {
                 code: makproxy_core::Code::BkdRefused.into(),
@@ -1311,56 +1417,51 @@ mod tests {
             "t3",
         )
         .unwrap();
-        b.intend("111", "E8", BackendKind::Microsoft, run, "t4")
+        b.intend(&i("111"), &e("E8"), BackendKind::Microsoft, run, "t4")
             .unwrap();
         b.commit().unwrap();
 
         let newest = j.entries(1).unwrap();
         assert_eq!(newest.len(), 1, "--limit");
-        assert_eq!(newest[0].iid, "222", "newest first");
+        assert_eq!(newest[0].iid, i("222"), "newest first");
         let all = j.entries(10).unwrap();
         assert_eq!(all.len(), 2);
         let a = &all[1];
         assert_eq!(
-            (
-                a.iid.as_str(),
-                a.epid.as_str(),
-                a.cid.as_deref(),
-                a.simulated
-            ),
-            ("111", "E1", Some(c(1).digits()), false)
+            (a.iid.clone(), a.epid.clone(), a.cid.clone(), a.simulated),
+            (i("111"), e("E1"), Some(c(1)), false)
         );
         assert_eq!(
             (
-                a.backend.clone(),
+                a.backend,
                 a.endpoint.as_str(),
                 a.bundle_id.as_str(),
                 a.run_id.as_str(),
                 a.at.as_str()
             ),
-            ("microsoft".to_string(), "https://x", "b1", "r1", "t1")
+            (BackendKind::Microsoft, "https://x", "b1", "r1", "t1")
         );
 
-        let (answers, failures) = j.show("111").unwrap();
+        let (answers, failures) = j.show(&i("111")).unwrap();
         assert_eq!(answers.len(), 1);
-        assert_eq!(answers[0].cid.as_deref(), Some(c(1).digits()));
+        assert_eq!(answers[0].cid, Some(c(1)));
         assert_eq!(failures.len(), 1);
         let f = &failures[0];
         assert_eq!(
-            (f.bundle_id.as_str(), f.handle, f.at.as_str()),
-            ("b1", 7, "t3")
+            (f.bundle_id.as_str(), f.handle, f.backend, f.at.as_str()),
+            ("b1", 7, Recorded::Backend(BackendKind::Microsoft), "t3")
         );
         assert_eq!(f.failure.code, makproxy_core::Code::BkdRefused);
         assert_eq!(f.failure.service_code.as_deref(), Some("0x7F"));
         assert_eq!(f.failure.message.as_str(), "limit reached");
-        assert_eq!(j.show("333").unwrap(), (vec![], vec![]));
+        assert_eq!(j.show(&i("333")).unwrap(), (vec![], vec![]));
 
         // forget counts every kind of row it removes, and only for that IID.
-        assert_eq!(j.forget("111", "reimaged", "t5").unwrap(), 3);
-        assert_eq!(j.show("111").unwrap(), (vec![], vec![]));
+        assert_eq!(j.forget(&i("111"), "reimaged", "t5").unwrap(), 3);
+        assert_eq!(j.show(&i("111")).unwrap(), (vec![], vec![]));
         assert!(!j.any_intent().unwrap());
         assert_eq!(j.entries(10).unwrap().len(), 1, "222 is kept");
-        assert_eq!(j.forget("111", "again", "t6").unwrap(), 0);
+        assert_eq!(j.forget(&i("111"), "again", "t6").unwrap(), 0);
         let audit: Vec<(String, String)> = j
             .conn
             .prepare("SELECT what, reason FROM forgotten ORDER BY at")
@@ -1382,25 +1483,25 @@ mod tests {
         );
         // Each kind alone is counted and audited too.
         let b = j.batch().unwrap();
-        b.intend("444", "E4", BackendKind::Microsoft, run, "t7")
+        b.intend(&i("444"), &e("E4"), BackendKind::Microsoft, run, "t7")
             .unwrap();
         b.commit().unwrap();
-        assert_eq!(j.forget("444", "stuck", "t8").unwrap(), 1);
+        assert_eq!(j.forget(&i("444"), "stuck", "t8").unwrap(), 1);
         let b = j.batch().unwrap();
         b.save_failure(
             &RecordOf {
                 bundle_id: "b1",
                 handle: 8,
                 backend: BackendKind::Manual,
-                iid: "555",
-                epid: "E5",
+                iid: &i("555"),
+                epid: &e("E5"),
             },
             &refusal("0x86"),
             "t9",
         )
         .unwrap();
         b.commit().unwrap();
-        assert_eq!(j.forget("555", "typo", "t10").unwrap(), 1);
+        assert_eq!(j.forget(&i("555"), "typo", "t10").unwrap(), 1);
         let whats: Vec<String> = j
             .conn
             .prepare("SELECT what FROM forgotten ORDER BY rowid")
@@ -1453,36 +1554,36 @@ mod tests {
             .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
             .unwrap();
         let b = j.batch().unwrap();
-        b.intend("111", "E1", BackendKind::Microsoft, run, "t")
+        b.intend(&i("111"), &e("E1"), BackendKind::Microsoft, run, "t")
             .unwrap();
         b.save_failure(
             &RecordOf {
                 bundle_id: "b1",
                 handle: 1,
                 backend: BackendKind::Simulator,
-                iid: "111",
-                epid: "E1",
+                iid: &i("111"),
+                epid: &e("E1"),
             },
             &refusal("0x7F"),
             "t",
         )
         .unwrap();
         b.commit().unwrap();
-        assert!(j.intent("111", "E1").unwrap().is_some());
+        assert!(j.intent(&i("111"), &e("E1")).unwrap().is_some());
         let b = j.batch().unwrap();
         b.save_failure(
             &RecordOf {
                 bundle_id: "b1",
                 handle: 1,
                 backend: BackendKind::Microsoft,
-                iid: "111",
-                epid: "E1",
+                iid: &i("111"),
+                epid: &e("E1"),
             },
             &refusal("0x7F"),
             "t",
         )
         .unwrap();
         b.commit().unwrap();
-        assert!(j.intent("111", "E1").unwrap().is_none());
+        assert!(j.intent(&i("111"), &e("E1")).unwrap().is_none());
     }
 }

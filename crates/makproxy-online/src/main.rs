@@ -246,11 +246,11 @@ fn journal_command(out: &Output, j: &mut Journal, c: &JournalCommand) -> Result<
         }
         JournalCommand::Show { iid } => {
             let iid = iid_of(iid)?;
-            let (answers, failures) = j.show(iid.digits())?;
+            let (answers, failures) = j.show(&iid)?;
             let open = j
                 .intents()?
                 .into_iter()
-                .filter(|i| i.iid == iid.digits())
+                .filter(|i| i.iid == iid)
                 .collect::<Vec<_>>();
             out.report(&reports::Story {
                 installation_id: iid.digits().to_string(),
@@ -271,7 +271,7 @@ fn journal_command(out: &Output, j: &mut Journal, c: &JournalCommand) -> Result<
                 return Err(CliError::new(Exit::Usage, None, "--reason must say why"));
             }
             let at = makproxy_core::bundle::rfc3339(makproxy_cli::now());
-            let n = j.forget(iid.digits(), reason, &at)?;
+            let n = j.forget(&iid, reason, &at)?;
             out.report(&reports::Forgotten {
                 installation_id: iid.digits().to_string(),
                 removed: n,

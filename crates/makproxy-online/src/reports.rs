@@ -23,7 +23,11 @@ impl Display for Uncertain {
             write!(
                 f,
                 "\n  {}  {}  {} backend, run {}, {}",
-                i.iid, i.epid, i.backend, i.run_id, i.at
+                i.iid.digits(),
+                i.epid,
+                i.backend,
+                i.run_id,
+                i.at
             )?;
         }
         if !self.uncertain.is_empty() {
@@ -48,9 +52,9 @@ impl Display for Answers {
                 f,
                 "\n  {}  {}  {}  {}{}  {}",
                 escape(e.site.as_deref().unwrap_or("?")),
-                e.iid,
-                e.cid.as_deref().unwrap_or("-"),
-                e.backend,
+                e.iid.digits(),
+                e.cid.as_ref().map_or("-", |c| c.digits()),
+                e.backend.as_str(),
                 if e.simulated { " (SIMULATED)" } else { "" },
                 e.at
             )?;
@@ -82,8 +86,8 @@ impl Display for Story {
             write!(
                 f,
                 "\n  CID {} from the {} backend{} ({}), bundle {} of site {}, run {}, {}",
-                e.cid.as_deref().unwrap_or("-"),
-                e.backend,
+                e.cid.as_ref().map_or("-", |c| c.digits()),
+                e.backend.as_str(),
                 if e.simulated { ", SIMULATED" } else { "" },
                 escape(&e.endpoint),
                 e.bundle_id,
