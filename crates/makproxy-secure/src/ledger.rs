@@ -19,7 +19,9 @@
 //! them; writes name the table they change.
 
 use makproxy_core::channel::{Channel, Policy};
-use makproxy_core::ids::{ConfirmationId, Guid, InstallationId, WmiClass};
+use makproxy_core::ids::{
+    ConfirmationId, ExtendedProductId, Guid, HostName, InstallationId, WmiClass,
+};
 use makproxy_core::keys::Home;
 use makproxy_core::records::deposit_file::DepositItem;
 use makproxy_store::{self as store, Migration, StoreError};
@@ -963,17 +965,17 @@ pub struct PackRow {
     /// The product's row ID.
     pub product_id: i64,
     /// The machine.
-    pub host: String,
+    pub host: HostName,
     /// The product's activation ID.
-    pub activation_id: String,
-    /// The extended product ID (none: an Active Directory forest, ospp.vbs output).
-    pub epid: Option<String>,
+    pub activation_id: Guid,
+    /// The extended product ID (absent: an Active Directory forest, ospp.vbs output).
+    pub epid: ExtendedProductId,
     /// The installation ID.
-    pub iid: String,
+    pub iid: InstallationId,
     /// The product's name.
     pub product: Option<String>,
     /// The key's channel, when known.
-    pub channel: Option<String>,
+    pub channel: Option<Channel>,
     /// The key's last five characters, as collected.
     pub partial_key: Option<String>,
 }
@@ -2121,12 +2123,16 @@ impl Tx<'_> {
             &mut stmt,
             params![bundle_id],
             |r| {
+                // Every ID read through its type: a tampered ledger cannot put
+                // garbage into a signed bundle (the row is LedgerError::Invalid).
                 Ok(PackRow {
                     handle: r.get(0)?,
                     product_id: r.get(1)?,
                     host: r.get(2)?,
                     activation_id: r.get(3)?,
-                    epid: r.get(4)?,
+                    epid: r
+                        .get::<_, Option<ExtendedProductId>>(4)?
+                        .unwrap_or_default(),
                     iid: r.get(5)?,
                     product: r.get(6)?,
                     channel: r.get(7)?,
@@ -2346,14 +2352,14 @@ impl Tx<'_> {
             .prepare_cached("SELECT activation_id, application, wmi_class, product, iid, cid, cid_simulated, partial_key FROM products WHERE host = ?1 AND state = ?2 ORDER BY activation_id")?
             .query_map(params![host, ProductState::CidReceived], |x| {
                 Ok(DepositItem {
-                    activation_id: typed(x, 0, Guid::parse)?,
+                    activation_id: x.get(0)?,
                     application: typed(x, 1, |s| {
                         DepositItem::APPLICATIONS.into_iter().find(|a| *a == s).ok_or("not an application label")
                     })?,
                     wmi_class: typed(x, 2, |s| WmiClass::parse(s).ok_or("not a WMI class"))?,
                     product: x.get(3)?,
-                    iid: typed(x, 4, InstallationId::parse)?,
-                    cid: typed(x, 5, ConfirmationId::parse)?,
+                    iid: x.get(4)?,
+                    cid: x.get(5)?,
                     simulated: x.get(6)?,
                     partial_key: x.get(7)?,
                 })

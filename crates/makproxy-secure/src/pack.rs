@@ -7,7 +7,6 @@
 use crate::ledger::{Event, Ledger, PackRow, ProductState, WrittenBundle};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{self, BundleWriter, CilRecord, Header, ProductName};
-use makproxy_core::channel::Channel;
 use makproxy_core::ids::{ExtendedProductId, Guid, HostName, InstallationId};
 use makproxy_core::keys::Home;
 use makproxy_core::sanitize::escape;
@@ -63,15 +62,15 @@ impl std::fmt::Display for NothingToPack {
 #[derive(Debug, serde::Serialize)]
 pub struct Planned {
     /// The machine.
-    pub host: String,
+    pub host: HostName,
     /// The product's activation ID.
-    pub activation_id: String,
+    pub activation_id: Guid,
     /// The product's name.
     pub product: Option<String>,
     /// The extended product ID (null: none; only a phone activation answers it).
-    pub extended_product_id: Option<String>,
+    pub extended_product_id: Option<ExtendedProductId>,
     /// The installation ID.
-    pub installation_id: String,
+    pub installation_id: InstallationId,
 }
 
 /// `pack --dry-run`.
@@ -115,7 +114,7 @@ impl std::fmt::Display for DryRun {
             write!(
                 f,
                 "\n  {:<24} {:<36} {}",
-                escape(&r.host),
+                escape(r.host.as_str()),
                 escape(r.product.as_deref().unwrap_or("-")),
                 r.activation_id
             )?;
@@ -244,32 +243,17 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
     if let Some(w) = writer.as_mut() {
         tx.bundle_rows(&bundle_id, |r: PackRow| {
             bar.inc(1);
-            // Values were validated at collect; re-validate so a tampered ledger cannot
-            // put garbage in a signed bundle.
-            let bad = |what: &str| {
-                CliError::new(
-                    Exit::Error,
-                    None,
-                    format!("ledger row {} holds an invalid {what}", r.product_id),
-                )
-            };
+            // The row's IDs were read through their types (bundle_rows).
             let rec = CilRecord {
                 handle: r.handle as u64,
-                installation_id: InstallationId::parse(&r.iid).map_err(|_| bad("IID"))?,
-                extended_product_id: match r.epid.as_deref() {
-                    Some(e) => ExtendedProductId::parse(e).map_err(|_| bad("ePID"))?,
-                    None => ExtendedProductId::absent(),
-                },
-                activation_id: Guid::parse(&r.activation_id).map_err(|_| bad("activation ID"))?,
+                installation_id: r.iid,
+                extended_product_id: r.epid,
+                activation_id: r.activation_id,
                 // The reader's limit is in bytes: cut at a character boundary, never
                 // mid-character, so the other side can always read what is written.
                 product: r.product.as_deref().map(ProductName::cut),
-                host: if o.include_hostnames {
-                    Some(HostName::parse(&r.host).map_err(|_| bad("host"))?)
-                } else {
-                    None
-                },
-                channel: r.channel.as_deref().and_then(Channel::parse),
+                host: o.include_hostnames.then_some(r.host),
+                channel: r.channel,
                 key_group: key_groups.of(r.partial_key.as_deref()),
             };
             w.push(rec).map_err(|e| CliError::io(o.out.display(), e))
@@ -306,7 +290,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
                 host: r.host,
                 activation_id: r.activation_id,
                 product: r.product,
-                extended_product_id: r.epid,
+                extended_product_id: (!r.epid.is_absent()).then_some(r.epid),
                 installation_id: r.iid,
             });
             Ok::<(), CliError>(())
@@ -428,13 +412,15 @@ mod tests {
     /// a short key's next step checks the count first.
     #[test]
     fn a_long_dry_run_is_summed_up_and_a_short_key_adds_check_remaining() {
+        let iid =
+            InstallationId::parse(&makproxy_core::ids::with_check_digits(&[1; 54], 7)).unwrap();
         let records: Vec<Planned> = (0..20_000)
             .map(|i| Planned {
-                host: format!("PC-{:05}", i / 2),
-                activation_id: "2de67392-b7a7-462a-b1ca-108dd189f588".into(),
+                host: HostName::parse(&format!("PC-{:05}", i / 2)).unwrap(),
+                activation_id: Guid::parse("2de67392-b7a7-462a-b1ca-108dd189f588").unwrap(),
                 product: Some(if i % 2 == 0 { "Windows" } else { "Office" }.into()),
                 extended_product_id: None,
-                installation_id: "1".into(),
+                installation_id: iid.clone(),
             })
             .collect();
         let d = DryRun {

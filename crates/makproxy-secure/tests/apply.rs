@@ -1043,6 +1043,79 @@ fn a_tampered_ledger_row_writes_no_deposit_script() {
     assert!(problems[0].detail.contains("no deposit file written"));
 }
 
+/// A tampered ledger (an installation ID that fails its check digits) is never packed:
+/// the rows are read through their types, so pack stops before a bundle exists and
+/// nothing is marked packed; with the row put right, the same pack goes through.
+#[test]
+fn a_tampered_ledger_row_is_never_packed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secure, _) = Home::init(&dir.path().join("s"), Role::Secure, "plant-a", None).unwrap();
+    let mut ledger = Ledger::create(&secure, 1).unwrap();
+    let drop_folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/drop");
+    collect::run(&QUIET, &mut ledger, &[drop_folder], None).unwrap();
+    drop(ledger); // it holds the home's lock
+    let db = rusqlite::Connection::open(secure.dir.join("ledger.sqlite3")).unwrap();
+    let (id, good): (i64, String) = db
+        .query_row(
+            "SELECT f.id, f.iid FROM product_facts f JOIN products p ON p.id = f.id WHERE p.state = 'queued' ORDER BY f.id LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let mut bad = good.clone();
+    let last = if bad.ends_with('0') { "1" } else { "0" };
+    bad.replace_range(bad.len() - 1.., last);
+    db.execute(
+        "UPDATE product_facts SET iid = ?1 WHERE id = ?2",
+        rusqlite::params![bad, id],
+    )
+    .unwrap();
+    drop(db);
+    let mut ledger = Ledger::open(&secure).unwrap();
+    let out = dir.path().join("cil.zip");
+    let o = pack::Options {
+        out: &out,
+        limit: None,
+        product: None,
+        host: None,
+        include_hostnames: true,
+        retry_failed: false,
+        only_failed: false,
+        repack: false,
+        expires_days: 30,
+        dry_run: false,
+    };
+    let e = pack::run(&QUIET, &secure, &mut ledger, &o).expect_err("a tampered row");
+    assert!(
+        e.message.contains("not a valid installation ID"),
+        "{}",
+        e.message
+    );
+    assert!(!out.exists(), "no bundle");
+    assert_eq!(
+        ledger
+            .begin()
+            .unwrap()
+            .count_in(ProductState::Packed)
+            .unwrap(),
+        0
+    );
+    drop(ledger);
+    let db = rusqlite::Connection::open(secure.dir.join("ledger.sqlite3")).unwrap();
+    db.execute(
+        "UPDATE product_facts SET iid = ?1 WHERE id = ?2",
+        rusqlite::params![good, id],
+    )
+    .unwrap();
+    drop(db);
+    let mut ledger = Ledger::open(&secure).unwrap();
+    assert_eq!(
+        pack::run(&QUIET, &secure, &mut ledger, &o).unwrap(),
+        Exit::Ok
+    );
+    assert!(out.exists());
+}
+
 /// A deposit result for every product of `host`, from its deposit file, written at
 /// `time` by the machine's clock; `failed`: Windows refused each CID.
 fn result_for(s: &Site, dir: &Path, host: &str, failed: bool, time: &str) {
