@@ -78,8 +78,8 @@ fn name_notes(tx: &Tx, request: &str, notes: &mut [Note]) -> crate::ledger::Resu
     for n in notes {
         if let Some(p) = tx.bundle_record(request, n.handle)? {
             let now = tx.product_now(p.product_id)?;
-            n.product = Some(now.product.unwrap_or(now.activation_id));
-            n.host = Some(now.host);
+            n.product = Some(now.product.unwrap_or_else(|| now.activation_id.to_string()));
+            n.host = Some(now.host.to_string());
         }
     }
     Ok(())
@@ -504,7 +504,7 @@ fn record(
         );
         return Ok(());
     };
-    if packed_iid != r.installation_id.digits() {
+    if packed_iid != r.installation_id {
         s.rejected += 1;
         note(
             notes,
@@ -516,9 +516,9 @@ fn record(
     // While the product still has the IID that was packed, the answer must name the
     // ePID it was packed with (a reimaged product is the stale-IID rule's business).
     let now = tx.product_now(pid)?;
-    if now.iid.as_deref() == Some(packed_iid.as_str())
-        && now.epid.as_deref().unwrap_or("") != r.extended_product_id.as_str()
-    {
+    let packed_now = now.iid.as_ref() == Some(&packed_iid);
+    let absent = makproxy_core::ids::ExtendedProductId::absent();
+    if packed_now && *now.epid.as_ref().unwrap_or(&absent) != r.extended_product_id {
         s.rejected += 1;
         note(
             notes,
@@ -546,7 +546,7 @@ fn record(
     }
     if let Some(f) = r.failure().filter(|f| unsettled(&f.code)) {
         s.pending += 1;
-        if now.iid.as_deref() == Some(packed_iid.as_str()) {
+        if packed_now {
             tx.left_pending(pid, f.code.as_str(), at)?;
         }
         notes.push(Note {
@@ -581,7 +581,7 @@ fn record(
             at,
         )?;
     }
-    if cur_iid.as_deref() != Some(packed_iid.as_str()) {
+    if cur_iid.as_ref() != Some(&packed_iid) {
         s.iid_changed += 1;
         note(
             notes,
@@ -715,19 +715,13 @@ pub fn write_deposit_files(
             .collect();
         let fed = (|| -> Result<(), CliError> {
             let mut batch = Vec::with_capacity(BATCH);
-            for host in tx.hosts_awaiting_deposit(bundle_id)? {
-                // Host names were validated at collect (letters, digits, - _ .), so
-                // they are safe file names.
-                let name = makproxy_core::ids::HostName::parse(&host).map_err(|_| {
-                    CliError::new(
-                        Exit::Error,
-                        None,
-                        format!("ledger holds an invalid host name {:?}", escape(&host)),
-                    )
-                })?;
+            // Host names are read through their type (letters, digits, - _ .), so
+            // they are safe file names; a ledger holding another stops here.
+            for name in tx.hosts_awaiting_deposit(bundle_id)? {
+                let host = name.as_str().to_string();
                 // Every value is read back through its ID type: a ledger row that is
                 // not one (a tampered ledger) writes no script for its host.
-                let items = match tx.deposit_rows(&host) {
+                let items = match tx.deposit_rows(&name) {
                     Ok(items) => items,
                     Err(e @ crate::ledger::LedgerError::Invalid(_)) => {
                         tampered.push(DepositProblem {

@@ -32,7 +32,7 @@ use crate::ledger::{
     after_collect, Change, Facts, History, Ledger, ProductState, ResultRow, Seen, Tx,
 };
 use makproxy_cli::{CliError, Exit, Output};
-use makproxy_core::channel::{Channel, Policy};
+use makproxy_core::channel::Policy;
 use makproxy_core::records::{
     self, deposit_error_meaning, DepositResult, Format, MachineTime, Parsed, ProductRecord,
     RecordError, Skip,
@@ -515,7 +515,7 @@ fn file(tx: &Tx, read: ReadFile, pass: &mut Pass) -> crate::ledger::Result<()> {
                     Ok(p) => p,
                 };
                 if !p.is_no_key_marker() && !forgot.contains(p.host.as_str()) {
-                    tx.forget_no_key_marker(p.host.as_str(), ProductRecord::NO_KEY_MARKER)?;
+                    tx.forget_no_key_marker(&p.host, ProductRecord::NO_KEY_MARKER)?;
                     forgot.insert(p.host.as_str().to_string());
                 }
                 let s = &mut pass.summary;
@@ -621,7 +621,7 @@ fn upsert(
     file: &str,
     now: &str,
 ) -> crate::ledger::Result<Upserted> {
-    let existing = tx.product(p.host.as_str(), p.activation_id.as_str())?;
+    let existing = tx.product(&p.host, &p.activation_id)?;
     let observed = p.observed.as_ref().map(MachineTime::as_str);
     if let Some(known) = existing
         .as_ref()
@@ -630,19 +630,18 @@ fn upsert(
     {
         return Ok(Upserted::Stale { known });
     }
-    let iid = p.iid.as_ref().map(|i| i.digits().to_string());
-    let epid = p.epid.as_ref().map(|e| e.as_str().to_string());
+    let (iid, epid) = (&p.iid, &p.epid);
     let status = p.license_status.map(|s| s as i64);
     let facts = Facts {
-        host: p.host.as_str(),
-        activation_id: p.activation_id.as_str(),
+        host: &p.host,
+        activation_id: &p.activation_id,
         application: p.application.label(),
         wmi_class: p.wmi_class,
         product: p.name.as_deref(),
         description: p.description.as_deref(),
         partial_key: p.partial_key.as_deref(),
-        epid: epid.as_deref(),
-        iid: iid.as_deref(),
+        epid: epid.as_ref(),
+        iid: iid.as_ref(),
         license_status: status,
         channel: p.channel,
         file,
@@ -651,12 +650,12 @@ fn upsert(
     let seen = match skip {
         Some(Skip::Licensed) => Seen::Licensed,
         Some(_) => Seen::Skip,
-        None => match &iid {
-            Some(i) if tx.has_cid(p.host.as_str(), p.activation_id.as_str(), i)? => Seen::CidOnHand,
+        None => match iid {
+            Some(i) if tx.has_cid(&p.host, &p.activation_id, i)? => Seen::CidOnHand,
             _ => Seen::NeedsActivation,
         },
     };
-    let current = existing.as_ref().map(|e| (e.state, e.iid == iid));
+    let current = existing.as_ref().map(|e| (e.state, e.iid == *iid));
     let next = after_collect(current, seen);
     let reason = match (next, skip) {
         (ProductState::Skipped, Some(s)) => (Some(s.id()), Some(s.reason())),
@@ -667,22 +666,22 @@ fn upsert(
         let (_, st) = tx.insert_product(&facts, seen, reason, observed, now)?;
         return Ok(Upserted::New(st));
     };
-    let same = e.iid == iid
-        && e.epid == epid
+    let same = e.iid == *iid
+        && e.epid == *epid
         && e.license_status == status
         && e.partial_key == p.partial_key
         && e.description == p.description
         && e.product == p.name
-        && e.channel.as_deref() == p.channel.map(Channel::as_str);
+        && e.channel == p.channel;
     if same && next == e.state {
         // The same facts, reported again later, are still the machine's newest word.
         tx.observed(e.id, observed)?;
         return Ok(Upserted::Unchanged(e.state));
     }
-    let history = if e.iid != iid {
+    let history = if e.iid != *iid {
         History::Superseded {
-            old: e.iid.as_deref(),
-            new: iid.as_deref(),
+            old: e.iid.as_ref().map(|i| i.digits()),
+            new: iid.as_ref().map(|i| i.digits()),
         }
     } else {
         History::Updated
@@ -690,7 +689,7 @@ fn upsert(
     tx.record_facts(e.id, &facts)?;
     let change = Change::Seen {
         seen,
-        same_iid: e.iid == iid,
+        same_iid: e.iid == *iid,
         reason,
         history,
     };
@@ -705,10 +704,10 @@ fn result_row(file: &str, record: usize, d: &DepositResult) -> ResultRow {
     ResultRow {
         file: file.to_string(),
         record: record as i64,
-        host: d.host.as_str().to_string(),
-        activation_id: d.activation_id.as_str().to_string(),
-        iid: d.installation_id.digits().to_string(),
-        cid: d.confirmation_id.digits().to_string(),
+        host: d.host.clone(),
+        activation_id: d.activation_id.clone(),
+        iid: d.installation_id.clone(),
+        cid: d.confirmation_id.clone(),
         error_code: (!d.activated)
             .then(|| d.error_code.clone().unwrap_or_else(|| "unknown".into())),
         license_status: d.license_status.map(|s| s as i64),
@@ -754,7 +753,7 @@ pub fn settle(tx: &Tx, r: &ResultRow, now: &str) -> crate::ledger::Result<Settle
             )));
         }
     }
-    if t.iid.as_deref() == Some(r.iid.as_str()) && t.cid.as_deref() == Some(r.cid.as_str()) {
+    if t.iid.as_ref() == Some(&r.iid) && t.cid.as_ref() == Some(&r.cid) {
         let failure = r
             .error_code
             .as_deref()

@@ -32,11 +32,11 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Copy)]
 pub struct KeptCid<'a> {
     /// The machine.
-    pub host: &'a str,
+    pub host: &'a HostName,
     /// The product.
-    pub activation_id: &'a str,
+    pub activation_id: &'a Guid,
     /// The installation ID it answers.
-    pub iid: &'a str,
+    pub iid: &'a InstallationId,
     /// The CID, as its type holds it.
     pub cid: &'a ConfirmationId,
     /// From a drill: never replaces a real one.
@@ -742,9 +742,9 @@ pub struct Existing {
     /// The product's row ID.
     pub id: i64,
     /// The installation ID.
-    pub iid: Option<String>,
+    pub iid: Option<InstallationId>,
     /// The extended product ID.
-    pub epid: Option<String>,
+    pub epid: Option<ExtendedProductId>,
     /// What Windows last said about its activation (WMI LicenseStatus).
     pub license_status: Option<i64>,
     /// The last five characters of the installed key.
@@ -754,7 +754,7 @@ pub struct Existing {
     /// The product's name.
     pub product: Option<String>,
     /// The key's channel.
-    pub channel: Option<String>,
+    pub channel: Option<Channel>,
     /// Where the product is in its lifecycle.
     pub state: ProductState,
     /// The machine time of the newest report or result the ledger holds of it (its
@@ -765,9 +765,9 @@ pub struct Existing {
 /// What collect records of one product (all validated by the record parsers).
 pub struct Facts<'a> {
     /// The machine.
-    pub host: &'a str,
+    pub host: &'a HostName,
     /// The product's activation ID.
-    pub activation_id: &'a str,
+    pub activation_id: &'a Guid,
     /// The licensing application's GUID.
     pub application: &'a str,
     /// The WMI class that reported it.
@@ -779,9 +779,9 @@ pub struct Facts<'a> {
     /// The last five characters of the installed key.
     pub partial_key: Option<&'a str>,
     /// The extended product ID.
-    pub epid: Option<&'a str>,
+    pub epid: Option<&'a ExtendedProductId>,
     /// The installation ID.
-    pub iid: Option<&'a str>,
+    pub iid: Option<&'a InstallationId>,
     /// What Windows last said about its activation (WMI LicenseStatus).
     pub license_status: Option<i64>,
     /// The key's channel, when the input said.
@@ -874,14 +874,14 @@ fn shortfalls(conn: &Connection, bundle_id: Option<&str>) -> Result<Vec<Shortfal
 /// A product the channel policy may move.
 struct PolicyRow {
     id: i64,
-    host: String,
-    activation_id: String,
+    host: HostName,
+    activation_id: Guid,
     channel: Option<Channel>,
     partial_key: Option<String>,
     licensed: bool,
     has_iid: bool,
     state: ProductState,
-    iid: Option<String>,
+    iid: Option<InstallationId>,
 }
 
 /// A record of an issued bundle, as a return is checked against it.
@@ -889,7 +889,7 @@ pub struct PackedRecord {
     /// The product's row ID.
     pub product_id: i64,
     /// The IID packed.
-    pub iid: String,
+    pub iid: InstallationId,
     /// Whether (and how) this record has an answer yet.
     pub answered: Answered,
 }
@@ -917,13 +917,13 @@ pub struct WrittenBundle<'a> {
 /// A product as a return record is applied to it.
 pub struct ProductNow {
     /// The machine.
-    pub host: String,
+    pub host: HostName,
     /// The product's activation ID.
-    pub activation_id: String,
+    pub activation_id: Guid,
     /// The installation ID.
-    pub iid: Option<String>,
+    pub iid: Option<InstallationId>,
     /// The extended product ID.
-    pub epid: Option<String>,
+    pub epid: Option<ExtendedProductId>,
     /// Where the product is in its lifecycle.
     pub state: ProductState,
     /// The CID it holds is simulated.
@@ -985,9 +985,9 @@ pub struct DepositTarget {
     /// The product's row ID.
     pub id: i64,
     /// The installation ID.
-    pub iid: Option<String>,
+    pub iid: Option<InstallationId>,
     /// The confirmation ID.
-    pub cid: Option<String>,
+    pub cid: Option<ConfirmationId>,
     /// Where the product is in its lifecycle.
     pub state: ProductState,
     /// The machine time of the newest report or result its state rests on.
@@ -1003,13 +1003,13 @@ pub struct ResultRow {
     /// The record's number in it (1-based).
     pub record: i64,
     /// The machine.
-    pub host: String,
+    pub host: HostName,
     /// The product's activation ID.
-    pub activation_id: String,
+    pub activation_id: Guid,
     /// The IID deposited for.
-    pub iid: String,
+    pub iid: InstallationId,
     /// The CID deposited.
-    pub cid: String,
+    pub cid: ConfirmationId,
     /// Windows' code when the deposit failed (`None`: activated).
     pub error_code: Option<String>,
     /// What Windows said afterwards (WMI LicenseStatus).
@@ -1022,9 +1022,9 @@ pub struct ResultRow {
 #[derive(Debug, serde::Serialize)]
 pub struct StatusRow {
     /// The machine.
-    pub host: String,
+    pub host: HostName,
     /// The product's activation ID.
-    pub activation_id: String,
+    pub activation_id: Guid,
     /// The product's name.
     pub product: Option<String>,
     /// The key's channel (`mak`, `csvlk`, `retail`, `oem`, `kms-client`, `other`;
@@ -1301,7 +1301,7 @@ impl Ledger {
 
     /// The CID kept for an installation ID (whatever the product's state now), and
     /// whether it is simulated: what `apply --reissue` would deposit again.
-    pub fn kept_cid(&self, iid: &str) -> Result<Option<(String, bool)>> {
+    pub fn kept_cid(&self, iid: &InstallationId) -> Result<Option<(ConfirmationId, bool)>> {
         self.conn
             .query_row(
                 "SELECT cid, simulated FROM cids WHERE iid = ?1",
@@ -1777,7 +1777,7 @@ impl Tx<'_> {
     }
 
     /// The product (host, activation ID), if the ledger has it.
-    pub fn product(&self, host: &str, activation_id: &str) -> Result<Option<Existing>> {
+    pub fn product(&self, host: &HostName, activation_id: &Guid) -> Result<Option<Existing>> {
         self.tx
             .prepare_cached(
                 "SELECT id, iid, epid, license_status, partial_key, description, product, state, channel,
@@ -1802,7 +1802,12 @@ impl Tx<'_> {
     }
 
     /// Whether a CID for this IID of this product is on hand (a reimaged machine).
-    pub fn has_cid(&self, host: &str, activation_id: &str, iid: &str) -> Result<bool> {
+    pub fn has_cid(
+        &self,
+        host: &HostName,
+        activation_id: &Guid,
+        iid: &InstallationId,
+    ) -> Result<bool> {
         Ok(self
             .tx
             .prepare_cached(
@@ -1815,7 +1820,7 @@ impl Tx<'_> {
 
     /// Removes the no-key marker of a machine that now reports products (see
     /// `ProductRecord::no_key`): the marker stood for "no key", which is no longer true.
-    pub fn forget_no_key_marker(&self, host: &str, marker: &str) -> Result<()> {
+    pub fn forget_no_key_marker(&self, host: &HostName, marker: &str) -> Result<()> {
         let id: Option<i64> = self
             .tx
             .prepare_cached("SELECT id FROM product_facts WHERE host = ?1 AND activation_id = ?2")?
@@ -1915,7 +1920,7 @@ impl Tx<'_> {
                     id: r.get(0)?,
                     host: r.get(1)?,
                     activation_id: r.get(2)?,
-                    channel: r.get::<_, Option<String>>(3)?.and_then(|c| Channel::parse(&c)),
+                    channel: r.get(3)?,
                     partial_key: r.get(4)?,
                     licensed: r.get::<_, Option<i64>>(5)? == Some(1),
                     has_iid: r.get(6)?,
@@ -1995,7 +2000,11 @@ impl Tx<'_> {
     }
 
     /// The product a deposit result names.
-    pub fn deposit_target(&self, host: &str, activation_id: &str) -> Result<Option<DepositTarget>> {
+    pub fn deposit_target(
+        &self,
+        host: &HostName,
+        activation_id: &Guid,
+    ) -> Result<Option<DepositTarget>> {
         self.tx
             .prepare_cached(
                 "SELECT id, iid, cid, state, observed_at FROM products WHERE host = ?1 AND activation_id = ?2",
@@ -2013,7 +2022,12 @@ impl Tx<'_> {
     }
 
     /// The CID the ledger holds for this IID of this product (kept from any return).
-    pub fn known_cid(&self, host: &str, activation_id: &str, iid: &str) -> Result<Option<String>> {
+    pub fn known_cid(
+        &self,
+        host: &HostName,
+        activation_id: &Guid,
+        iid: &InstallationId,
+    ) -> Result<Option<ConfirmationId>> {
         self.tx
             .prepare_cached(
                 "SELECT cid FROM cids WHERE host = ?1 AND activation_id = ?2 AND iid = ?3",
@@ -2256,7 +2270,7 @@ impl Tx<'_> {
                 k.host,
                 k.activation_id,
                 k.iid,
-                k.cid.digits(),
+                k.cid,
                 k.simulated,
                 k.return_bundle,
                 at
@@ -2336,7 +2350,7 @@ impl Tx<'_> {
     }
 
     /// Hosts with products awaiting deposit (of one request bundle when given).
-    pub fn hosts_awaiting_deposit(&self, bundle_id: Option<&str>) -> Result<Vec<String>> {
+    pub fn hosts_awaiting_deposit(&self, bundle_id: Option<&str>) -> Result<Vec<HostName>> {
         self.tx
             .prepare(
                 "SELECT DISTINCT p.host FROM products p WHERE p.state = ?2
@@ -2347,7 +2361,7 @@ impl Tx<'_> {
     }
 
     /// A host's products awaiting deposit, every value read back through its ID type.
-    pub fn deposit_rows(&self, host: &str) -> Result<Vec<DepositItem>> {
+    pub fn deposit_rows(&self, host: &HostName) -> Result<Vec<DepositItem>> {
         self.tx
             .prepare_cached("SELECT activation_id, application, wmi_class, product, iid, cid, cid_simulated, partial_key FROM products WHERE host = ?1 AND state = ?2 ORDER BY activation_id")?
             .query_map(params![host, ProductState::CidReceived], |x| {

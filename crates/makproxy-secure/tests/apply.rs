@@ -210,7 +210,10 @@ impl Site {
 
     /// The CID kept for a CIL record's IID, and whether it is simulated.
     fn cid_of(&self, r: &CilRecord) -> Option<(String, bool)> {
-        self.ledger.kept_cid(r.installation_id.digits()).unwrap()
+        self.ledger
+            .kept_cid(&r.installation_id)
+            .unwrap()
+            .map(|(c, simulated)| (c.digits().to_string(), simulated))
     }
 
     /// What apply recorded as its summary for the return at `ret`.
@@ -745,7 +748,7 @@ fn rows(
     let mut out = Vec::new();
     s.ledger
         .status_rows(state, host, |r| {
-            out.push((r.host, r.state.to_string(), r.reason_code));
+            out.push((r.host.to_string(), r.state.to_string(), r.reason_code));
             Ok::<(), makproxy_secure::ledger::LedgerError>(())
         })
         .unwrap();

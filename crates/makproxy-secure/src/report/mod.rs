@@ -51,8 +51,8 @@ pub fn status(
         return ledger
             .status_rows(state_filter, host, |r: StatusRow| {
                 let cells = [
-                    r.host,
-                    r.activation_id,
+                    r.host.as_str().to_string(),
+                    r.activation_id.to_string(),
                     r.product.unwrap_or_default(),
                     r.state.as_str().to_string(),
                     r.bundle_id.unwrap_or_default(),
@@ -147,12 +147,12 @@ impl std::fmt::Display for Status {
                     format!("{}…", p.chars().take(35).collect::<String>())
                 }
                 Some(p) => p.to_string(),
-                None => r.activation_id.clone(),
+                None => r.activation_id.to_string(),
             };
             write!(
                 f,
                 "\n{:<24} {:<36} {:<10} {:<15} {}",
-                escape(&r.host),
+                escape(r.host.as_str()),
                 escape(&product),
                 escape(r.channel.as_deref().unwrap_or("-")),
                 r.state.as_str(),

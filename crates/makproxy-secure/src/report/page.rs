@@ -105,7 +105,7 @@ pub fn plain(state: ProductState, simulated: bool) -> &'static str {
 }
 
 fn product_name(r: &StatusRow) -> &str {
-    r.product.as_deref().unwrap_or(&r.activation_id)
+    r.product.as_deref().unwrap_or(r.activation_id.as_str())
 }
 
 /// Sums the products up per machine; also returns the machines still to do, oldest
@@ -647,7 +647,7 @@ pub fn render(f: &Facts) -> (String, Machines) {
         .take(LIST_LIMIT)
         .map(|r| {
             vec![
-                html(&r.host),
+                html(r.host.as_str()),
                 html(product_name(r)),
                 html(plain(r.state, r.simulated)),
                 html(r.reason_code.as_deref().unwrap_or("")),
@@ -722,8 +722,9 @@ mod tests {
 
     fn row(host: &str, state: ProductState, simulated: bool, at: &str) -> StatusRow {
         StatusRow {
-            host: host.into(),
-            activation_id: format!("aid-{host}"),
+            host: makproxy_core::ids::HostName::parse(host).unwrap(),
+            activation_id: makproxy_core::ids::Guid::parse("2de67392-b7a7-462a-b1ca-108dd189f588")
+                .unwrap(),
             product: Some("Windows 11 Enterprise".into()),
             channel: Some("mak".into()),
             state,
@@ -816,9 +817,12 @@ mod tests {
 
     #[test]
     fn hostile_names_are_escaped_everywhere_they_appear() {
-        let mut r = row("<script>alert(1)</script>", ProductState::Failed, false, T1);
+        // A host name cannot carry markup at all: its type refuses it, and the ledger's
+        // rows are read through that type.
+        assert!(makproxy_core::ids::HostName::parse("<script>alert(1)</script>").is_err());
+        let mut r = row("PC-1", ProductState::Failed, false, T1);
         r.reason = Some("\"><img src=x onerror=alert(2)>".into());
-        r.product = Some("<b>Office</b>".into());
+        r.product = Some("<script>alert(1)</script><b>Office</b>".into());
         let mut f = facts(vec![r]);
         f.site = "<i>SITE</i>".into();
         let page = render(&f).0;
