@@ -1064,6 +1064,9 @@ pub struct EsuCoverage {
     pub pending: i64,
     /// Refused online or at deposit.
     pub refused: i64,
+    /// Skipped for another reason (its key's channel is not proxy-activated here, no
+    /// installation ID, …): waiting for nothing makproxy does, so not pending.
+    pub skipped: i64,
 }
 
 impl std::fmt::Display for EsuCoverage {
@@ -1078,6 +1081,13 @@ impl std::fmt::Display for EsuCoverage {
                 f,
                 ", {} without an ESU key installed (install the year's ESU MAK on each: slmgr /ipk KEY, then collect again)",
                 self.no_key
+            )?;
+        }
+        if self.skipped > 0 {
+            write!(
+                f,
+                ", {} skipped (not proxy-activated here: status --state skipped says why)",
+                self.skipped
             )?;
         }
         Ok(())
@@ -1252,6 +1262,7 @@ impl Ledger {
                 activated: 0,
                 pending: 0,
                 refused: 0,
+                skipped: 0,
             };
             let rows: Vec<(ProductState, Option<String>, i64)> = self
                 .conn
@@ -1271,9 +1282,8 @@ impl Ledger {
                     {
                         c.no_key += n
                     }
-                    S::Queued | S::Packed | S::CidOnHand | S::CidReceived | S::Skipped => {
-                        c.pending += n
-                    }
+                    S::Skipped => c.skipped += n,
+                    S::Queued | S::Packed | S::CidOnHand | S::CidReceived => c.pending += n,
                     S::Failed | S::DepositFailed => c.refused += n,
                 }
             }
@@ -2674,6 +2684,63 @@ mod tests {
         drop(Ledger::create(&home, 7).unwrap());
         let mut l = Ledger::open(&home).unwrap();
         assert_eq!(l.begin().unwrap().next_sequence().unwrap(), 7);
+    }
+
+    /// ESU coverage puts each machine reporting an add-on in exactly one count: an
+    /// add-on skipped for a reason other than "licensed" or "no key" waits for nothing
+    /// makproxy does, so it is skipped, not pending.
+    #[test]
+    fn esu_coverage_counts_each_machine_where_it_stands() {
+        use makproxy_core::records::Skip;
+        let dir = tempfile::tempdir().unwrap();
+        let (home, _) =
+            Home::init(dir.path(), makproxy_core::keys::Role::Secure, "s", None).unwrap();
+        let l = Ledger::create(&home, 1).unwrap();
+        let year1 = "f520e45e-7413-4a34-a497-d2765967d094";
+        let rows = [
+            (S::Activated, None),
+            (S::Skipped, Some(Skip::Licensed.id())),
+            (S::Skipped, Some(Skip::NoKey.id())),
+            (S::Skipped, Some(Skip::ChannelOff.id())),
+            (S::Skipped, Some(Skip::NoIid.id())),
+            (S::Queued, None),
+            (S::Packed, None),
+            (S::CidReceived, None),
+            (S::Failed, Some("MP-BKD-001")),
+            (S::DepositFailed, None),
+        ];
+        for (i, (state, reason)) in rows.iter().enumerate() {
+            l.conn
+                .execute(
+                    "INSERT INTO product_facts(id, host, activation_id, application, wmi_class) VALUES(?1, ?2, ?3, 'windows', 'SoftwareLicensingProduct')",
+                    params![i as i64 + 1, format!("PC-{i}"), year1],
+                )
+                .unwrap();
+            l.conn
+                .execute(
+                    "INSERT INTO product_status(product_id, state, reason_code, updated_at) VALUES(?1, ?2, ?3, 't')",
+                    params![i as i64 + 1, state, reason],
+                )
+                .unwrap();
+        }
+        let all = l.esu_coverage().unwrap();
+        assert_eq!(all.len(), 1, "only Year 1 is reported");
+        let c = &all[0];
+        assert_eq!(
+            (
+                c.machines,
+                c.activated,
+                c.no_key,
+                c.skipped,
+                c.pending,
+                c.refused
+            ),
+            (10, 2, 1, 2, 3, 2)
+        );
+        assert_eq!(
+            c.to_string(),
+            "Windows 10 ESU Year 1: 2 of 10 machine(s) activated, 3 pending, 2 refused, 1 without an ESU key installed (install the year's ESU MAK on each: slmgr /ipk KEY, then collect again), 2 skipped (not proxy-activated here: status --state skipped says why)"
+        );
     }
 
     /// A gateway's rule is the one its newest applied return said: a return written

@@ -604,6 +604,7 @@ pub fn render(f: &Facts) -> (String, Machines) {
                                 (e.pending as u64, "wait", "pending"),
                                 (e.refused as u64, "bad", "refused"),
                                 (e.no_key as u64, "empty", "no ESU key installed"),
+                                (e.skipped as u64, "empty", "skipped"),
                             ],
                             240
                         )
@@ -611,6 +612,7 @@ pub fn render(f: &Facts) -> (String, Machines) {
                     e.pending.to_string(),
                     e.refused.to_string(),
                     e.no_key.to_string(),
+                    e.skipped.to_string(),
                 ]
             })
             .collect();
@@ -624,6 +626,7 @@ pub fn render(f: &Facts) -> (String, Machines) {
                 "Pending",
                 "Refused",
                 "No ESU key",
+                "Skipped",
             ],
             &rows,
             0,
