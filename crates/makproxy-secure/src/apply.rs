@@ -334,19 +334,19 @@ pub fn run(
     let backend = m.backend.clone().expect("checked by the reader");
 
     let tx = ledger.begin()?;
-    if let Some((applied_at, summary)) = tx.return_applied(&m.bundle_id)? {
+    if let Some(before) = tx.return_applied(&m.bundle_id)? {
         let (files, problems) = if dry_run {
             (0, Vec::new())
         } else {
             write_deposit_files(&tx, deposit_dir, Some(&answers.bundle_id))?
         };
         drop(tx);
-        let earlier: Summary = serde_json::from_str(&summary).unwrap_or_default();
+        let earlier: Summary = serde_json::from_str(&before.summary_json).unwrap_or_default();
         report_deposit_problems(&problems);
         let failed = problems.len() as u64;
         out.report(&AlreadyApplied {
             already_applied: true,
-            applied_at,
+            applied_at: before.at,
             summary: earlier,
             deposit_files_rewritten: files,
             deposit_problems: problems,
@@ -354,10 +354,10 @@ pub fn run(
         return Ok(Exit::outcome(files, failed));
     }
     match tx.issued(&answers.bundle_id)? {
-        Some((sha, seq))
-            if sha == answers.manifest_sha256
+        Some(i)
+            if i.manifest_sha256 == answers.manifest_sha256
                 && answers.site == home.site
-                && answers.sequence == seq => {}
+                && answers.sequence == i.sequence => {}
         Some(_) => return Err(CliError::rejected(Code::AplNotIssued, format!("return claims to answer bundle {} but its manifest hash, site ({}) or sequence ({}) differs from what this site issued", answers.bundle_id, escape(&answers.site), answers.sequence))),
         None => {
             return Err(CliError::rejected(Code::AplNotIssued, format!("return answers bundle {} of site {}, which this site ({}) did not issue", answers.bundle_id, escape(&answers.site), home.site))

@@ -1094,6 +1094,37 @@ impl std::fmt::Display for EsuCoverage {
     }
 }
 
+/// One line of a host's audit trail ([`Ledger::history`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryLine {
+    /// The product.
+    pub activation_id: Guid,
+    /// When (RFC 3339).
+    pub at: String,
+    /// What happened (the event's stored name).
+    pub event: String,
+    /// Its detail ('' when none).
+    pub detail: String,
+}
+
+/// A return applied before ([`Tx::return_applied`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedBefore {
+    /// When (RFC 3339).
+    pub at: String,
+    /// What that apply counted (its summary as JSON).
+    pub summary_json: String,
+}
+
+/// A CIL bundle this site issued, as a return must match it ([`Tx::issued`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// SHA-256 of its manifest (hex).
+    pub manifest_sha256: String,
+    /// Its sequence number.
+    pub sequence: u64,
+}
+
 /// The secure side's store.
 pub struct Ledger {
     conn: Connection,
@@ -1294,16 +1325,20 @@ impl Ledger {
         Ok(out)
     }
 
-    /// The audit trail of a host's products, oldest first: (product's activation ID,
-    /// time, event, detail).
-    pub fn history(&self, host: &str) -> Result<Vec<(String, String, String, String)>> {
+    /// The audit trail of a host's products, oldest first.
+    pub fn history(&self, host: &HostName) -> Result<Vec<HistoryLine>> {
         self.conn
             .prepare(
                 "SELECT f.activation_id, h.at, h.event, COALESCE(h.detail, '') FROM history h
                  JOIN product_facts f ON f.id = h.product_id WHERE f.host = ?1 ORDER BY h.id",
             )?
             .query_map(params![host], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok(HistoryLine {
+                    activation_id: r.get(0)?,
+                    at: r.get(1)?,
+                    event: r.get(2)?,
+                    detail: r.get(3)?,
+                })
             })?
             .collect::<rusqlite::Result<_>>()
             .map_err(LedgerError::from)
@@ -2199,24 +2234,34 @@ impl Tx<'_> {
     // ---- apply ----
 
     /// When a return was applied, and its summary (JSON), if it was.
-    pub fn return_applied(&self, bundle_id: &str) -> Result<Option<(String, String)>> {
+    pub fn return_applied(&self, bundle_id: &str) -> Result<Option<AppliedBefore>> {
         self.tx
             .query_row(
                 "SELECT applied_at, summary FROM returns WHERE bundle_id = ?1",
                 params![bundle_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| {
+                    Ok(AppliedBefore {
+                        at: r.get(0)?,
+                        summary_json: r.get(1)?,
+                    })
+                },
             )
             .optional()
             .map_err(LedgerError::from)
     }
 
-    /// The manifest hash of a bundle this site issued.
-    pub fn issued(&self, bundle_id: &str) -> Result<Option<(String, u64)>> {
+    /// What this site issued as `bundle_id`, if it did.
+    pub fn issued(&self, bundle_id: &str) -> Result<Option<Issued>> {
         self.tx
             .query_row(
                 "SELECT manifest_sha256, sequence FROM bundles WHERE bundle_id = ?1",
                 params![bundle_id],
-                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+                |r| {
+                    Ok(Issued {
+                        manifest_sha256: r.get(0)?,
+                        sequence: r.get::<_, i64>(1)? as u64,
+                    })
+                },
             )
             .optional()
             .map_err(LedgerError::from)

@@ -228,11 +228,11 @@ impl Site {
         )
         .unwrap();
         let tx = self.ledger.begin().unwrap();
-        let (_, summary) = tx
+        let before = tx
             .return_applied(&v.manifest.bundle_id)
             .unwrap()
             .expect("applied");
-        serde_json::from_str(&summary).unwrap()
+        serde_json::from_str(&before.summary_json).unwrap()
     }
 
     fn deposit_text(&self, name: &str) -> String {
@@ -758,10 +758,10 @@ fn rows(
 /// The audit trail: every event of the product(s) of `host`, oldest first.
 fn history(s: &Site, host: &str) -> Vec<String> {
     s.ledger
-        .history(host)
+        .history(&makproxy_core::ids::HostName::parse(host).unwrap())
         .unwrap()
         .into_iter()
-        .map(|h| h.2)
+        .map(|h| h.event)
         .collect()
 }
 
