@@ -130,12 +130,18 @@ fn transport(e: ureq::Error) -> Outcome {
         }
         // A certificate is refused in the handshake, before a byte of the request is
         // sent (ureq reports it as I/O): not sent, and said plainly.
-        ureq::Error::Io(ref io) if refused_certificate(io).is_some() => Outcome::NotSent(format!(
-            "the endpoint's TLS certificate was refused ({}); nothing was sent. Behind a TLS-inspecting proxy, trust its CA with --ca-file FILE (makproxy never skips the check)",
-            refused_certificate(io).unwrap_or_default()
-        )),
-        e => Outcome::Uncertain(format!("request sent, answer incomplete: {e}")),
+        ureq::Error::Io(ref io) => match refused_certificate(io) {
+            Some(why) => Outcome::NotSent(format!(
+                "the endpoint's TLS certificate was refused ({why}); nothing was sent. Behind a TLS-inspecting proxy, trust its CA with --ca-file FILE (makproxy never skips the check)"
+            )),
+            None => uncertain(&e),
+        },
+        e => uncertain(&e),
     }
+}
+
+fn uncertain(e: &ureq::Error) -> Outcome {
+    Outcome::Uncertain(format!("request sent, answer incomplete: {e}"))
 }
 
 /// What rustls said, when `io` is a refused certificate (or one the peer refused).
