@@ -19,7 +19,7 @@
 //! consecutive requests that got no answer, nothing more is sent; a return holding
 //! nothing but such failures is not written.
 
-use crate::journal::{Intent, Journal, RecordOf};
+use crate::journal::{Intent, Journal, NewAnswer, RecordOf};
 use makproxy_backend::{activate_with_retry, Backend, Outcome, Remaining, Request, RetryPolicy};
 use makproxy_cli::Progress;
 use makproxy_cli::{CliError, Exit, Output};
@@ -480,10 +480,14 @@ impl Walk<'_> {
         for j in asking {
             b.intend(&j.req.iid, &j.req.epid, self.backend, self.run, &at)?;
         }
+        let mut cids = Vec::new();
         for (job, outcome) in &self.uncommitted {
             let (iid, epid) = (&job.req.iid, &job.req.epid);
             match outcome {
-                Outcome::Cid(cid) => b.save_answer(iid, epid, self.simulated, cid, self.run, &at),
+                Outcome::Cid(cid) => {
+                    cids.push(NewAnswer { iid, epid, cid });
+                    Ok(())
+                }
                 Outcome::Failed(f) => b.save_failure(
                     &RecordOf {
                         bundle_id: self.bundle_id,
@@ -502,6 +506,7 @@ impl Walk<'_> {
                 Outcome::Uncertain(_) => Ok(()),
             }?;
         }
+        b.save_answers(&cids, self.simulated, self.run, &at)?;
         b.commit().map_err(CliError::from)
     }
 
