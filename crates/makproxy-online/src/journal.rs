@@ -1160,6 +1160,14 @@ mod tests {
         ExtendedProductId::parse(&format!("03612-03305-317-{n}-02-1033-9200.0000-0662023")).unwrap()
     }
 
+    /// A read refused as a damaged journal (never served or shown), saying `words`.
+    fn assert_invalid<T: std::fmt::Debug>(r: Result<T>, words: &str) {
+        match r {
+            Err(e @ JournalError::Invalid(_)) => assert!(e.to_string().contains(words), "{e}"),
+            other => panic!("served, shown or misclassified: {other:?}"),
+        }
+    }
+
     fn journal() -> (tempfile::TempDir, Journal) {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open_path(&dir.path().join("j.sqlite3")).unwrap();
@@ -1284,12 +1292,10 @@ mod tests {
                 params![key(&i("222"), &e("E"), false), i("222"), e("E"), run],
             )
             .unwrap();
-        match j.answer(&i("222"), &e("E"), false) {
-            Err(e @ JournalError::Invalid(_)) => {
-                assert!(e.to_string().contains("not a valid confirmation ID"), "{e}")
-            }
-            other => panic!("served or misclassified: {other:?}"),
-        }
+        assert_invalid(
+            j.answer(&i("222"), &e("E"), false),
+            "not a valid confirmation ID",
+        );
     }
 
     /// A tampered journal row read back for `journal list`/`show` (printed to a
@@ -1307,12 +1313,7 @@ mod tests {
                 params![e("E"), c(1), run],
             )
             .unwrap();
-        match j.entries(10) {
-            Err(e @ JournalError::Invalid(_)) => {
-                assert!(e.to_string().contains("not a valid installation ID"), "{e}")
-            }
-            other => panic!("shown or misclassified: {other:?}"),
-        }
+        assert_invalid(j.entries(10), "not a valid installation ID");
         j.conn.execute("DELETE FROM answers", []).unwrap();
         let b = j.batch().unwrap();
         b.intend(&i("1"), &e("E"), BackendKind::Microsoft, run, "t")
@@ -1321,12 +1322,7 @@ mod tests {
         j.conn
             .execute("UPDATE intents SET backend = 'telnet'", [])
             .unwrap();
-        match j.intents() {
-            Err(e @ JournalError::Invalid(_)) => {
-                assert!(e.to_string().contains("not a valid backend"), "{e}")
-            }
-            other => panic!("shown or misclassified: {other:?}"),
-        }
+        assert_invalid(j.intents(), "not a valid backend");
         // `unknown` is what a schema-2 refusal and a lost journal's request say.
         j.conn
             .execute("UPDATE intents SET backend = 'unknown'", [])
