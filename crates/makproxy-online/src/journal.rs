@@ -13,6 +13,10 @@
 //! - An intent without an answer belongs to a run that died mid-request: the record is
 //!   *uncertain* until the operator sends it again (`--retry-uncertain`) or forgets it.
 //! - `forget` removes an answer, refusals and intents for one IID and keeps an audit row.
+//! - A key's life only goes forward: absent → in flight (intent) → answered, refused, or
+//!   absent again (the request never left, or the service issued nothing). An answered
+//!   key is never put in flight again ([`Batch::intend`] refuses it, whoever calls) and
+//!   never gets a second CID (a trigger); only `forget`, audited, takes it back.
 //!
 //! Layout for speed at fleet scale: answers are appended in arrival order (integer row
 //! IDs) and found through an index on a 64-bit digest of the lookup key; the full key is
@@ -287,13 +291,16 @@ pub enum JournalError {
     /// A second, different CID for an answer the journal already holds: refused, the
     /// first one stays (exactly-once).
     Contradiction(String),
+    /// A step back in a key's life: a request for a key that already holds a real
+    /// answer. Refused; only `forget` takes a key back.
+    Backwards(String),
 }
 
 impl std::fmt::Display for JournalError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             JournalError::Sqlite(e) | JournalError::Invalid(e) => e.fmt(f),
-            JournalError::Contradiction(m) => f.write_str(m),
+            JournalError::Contradiction(m) | JournalError::Backwards(m) => f.write_str(m),
         }
     }
 }
@@ -302,7 +309,7 @@ impl std::error::Error for JournalError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             JournalError::Sqlite(e) | JournalError::Invalid(e) => Some(e),
-            JournalError::Contradiction(_) => None,
+            JournalError::Contradiction(_) | JournalError::Backwards(_) => None,
         }
     }
 }
@@ -983,7 +990,9 @@ impl Batch<'_> {
         insert_run(&self.tx, run_id, bundle_id, backend, endpoint, at).map_err(JournalError::from)
     }
 
-    /// Records that a request is about to leave for a backend that can spend.
+    /// Records that a request is about to leave for a backend that can spend. Refused
+    /// for a key that already holds a real answer: a key's life only goes forward
+    /// (module docs), and that request would spend a second activation.
     pub fn intend(
         &self,
         iid: &InstallationId,
@@ -992,6 +1001,18 @@ impl Batch<'_> {
         run: i64,
         at: &str,
     ) -> Result<()> {
+        let answered: bool = self
+            .tx
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM answers WHERE key = ?1 AND iid = ?2 AND epid = ?3 AND simulated = 0)",
+            )?
+            .query_row(params![key(iid, epid, false), iid, epid], |r| r.get(0))?;
+        if answered {
+            return Err(JournalError::Backwards(format!(
+                "IID {} already has a confirmation ID in the journal: sending it again would spend a second activation; refused",
+                iid.digits()
+            )));
+        }
         self.tx
             .prepare_cached(
                 "INSERT OR REPLACE INTO intents(iid, epid, backend, run, at) VALUES(?1, ?2, ?3, ?4, ?5)",
@@ -1431,6 +1452,36 @@ mod tests {
             .unwrap();
         assert_eq!(audit, 2);
         assert_eq!(j.forget(&i("3"), "nothing there", "t4").unwrap(), 0);
+    }
+
+    #[test]
+    fn an_answered_key_is_never_put_in_flight_again_until_it_is_forgotten() {
+        let (_d, mut j) = journal();
+        let run = with_answer(&mut j, BackendKind::Microsoft);
+        let b = j.batch().unwrap();
+        match b.intend(&i("111"), &e("E1"), BackendKind::Command, run, "t2") {
+            Err(JournalError::Backwards(m)) => {
+                assert!(m.contains("second activation"), "{m}")
+            }
+            other => panic!("an answered key was put in flight: {other:?}"),
+        }
+        // Only that key: the same IID with another ePID, and a simulated answer of a
+        // drill, do not stand in the way of a real request.
+        b.intend(&i("111"), &e("E2"), BackendKind::Microsoft, run, "t2")
+            .unwrap();
+        b.save_answer(&i("222"), &e("E1"), true, &c(2), run, "t2")
+            .unwrap();
+        b.intend(&i("222"), &e("E1"), BackendKind::Microsoft, run, "t2")
+            .unwrap();
+        b.commit().unwrap();
+        assert_eq!(j.intent(&i("111"), &e("E1")).unwrap(), None);
+        // forget (audited) takes the key back; then it may be asked again.
+        assert_eq!(j.forget(&i("111"), "reimaged", "t3").unwrap(), 2);
+        let b = j.batch().unwrap();
+        b.intend(&i("111"), &e("E1"), BackendKind::Microsoft, run, "t4")
+            .unwrap();
+        b.commit().unwrap();
+        assert!(j.intent(&i("111"), &e("E1")).unwrap().is_some());
     }
 
     #[test]
