@@ -652,6 +652,7 @@ pub fn cil_header(now: OffsetDateTime) -> Header {
 }
 
 /// Every kit case, built against the clock reading `now`.
+/// Every kit case, built against the clock reading `now`, family by family.
 pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     let k = Keys::default();
     let mut out = Vec::new();
@@ -664,11 +665,34 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
             bytes,
         });
     };
-    let id = |_: &mut Value| {};
-    let cil = Parts::new(&k, Kind::Cil, now, id, None);
-    let ret = Parts::new(&k, Kind::Return, now, id, None);
-    let (c, r) = (Kind::Cil, Kind::Return);
+    let families: [Family; 7] = [
+        archive_damage,
+        tampering,
+        closed_world,
+        canonical_container,
+        signers,
+        signed_context,
+        records,
+    ];
+    for family in families {
+        family(&k, now, &mut add);
+    }
+    out
+}
 
+/// One family of kit cases: builds its bundles with the kit keys at `now` and hands
+/// each to `add` (name, reader, expected code, bytes).
+type Family = fn(&Keys, OffsetDateTime, &mut Add<'_>);
+
+/// Takes one case: its name, the reader that must refuse (or accept) it, the code, the bytes.
+type Add<'a> = dyn FnMut(&str, Kind, Option<Code>, Vec<u8>) + 'a;
+
+/// The two valid bundles, and archives damaged in transport: refused as unreadable.
+fn archive_damage(k: &Keys, now: OffsetDateTime, add: &mut Add<'_>) {
+    let id = |_: &mut Value| {};
+    let cil = Parts::new(k, Kind::Cil, now, id, None);
+    let ret = Parts::new(k, Kind::Return, now, id, None);
+    let (c, r) = (Kind::Cil, Kind::Return);
     add("valid-cil", c, None, cil.zip());
     add("valid-return", r, None, ret.zip());
 
@@ -700,14 +724,19 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndUnreadable),
         flipped,
     );
+}
 
+/// Each entry changed after signing (the archive rebuilt so its CRCs are right, so only the signature or the entry hashes catch it), and each field of a signature file.
+fn tampering(k: &Keys, now: OffsetDateTime, add: &mut Add<'_>) {
+    let id = |_: &mut Value| {};
+    let (c, r) = (Kind::Cil, Kind::Return);
     // Tampering with each entry (archive rebuilt so CRCs are right: only crypto catches it).
-    let mut t = Parts::new(&k, c, now, id, None);
+    let mut t = Parts::new(k, c, now, id, None);
     t.manifest = patch(t.manifest.clone(), b"kit-site", b"kit-sitf");
     add("tampered-manifest", c, Some(Code::BndSigInvalid), t.zip());
     // Verify before parse: a manifest that is not even JSON, and not re-signed, must
     // fail on its signature; a reader that parsed first would report MP-BND-030.
-    let mut t = Parts::new(&k, c, now, id, None);
+    let mut t = Parts::new(k, c, now, id, None);
     t.manifest = b"{ this is not json".to_vec();
     add(
         "unsigned-malformed-manifest",
@@ -716,7 +745,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         t.zip(),
     );
     for (name, kind) in [("tampered-records", c), ("tampered-results", r)] {
-        let mut t = Parts::new(&k, kind, now, id, None);
+        let mut t = Parts::new(k, kind, now, id, None);
         let pos = t
             .data
             .iter()
@@ -729,7 +758,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         };
         add(name, kind, Some(Code::BndEntryHash), t.zip());
     }
-    let mut t = Parts::new(&k, c, now, id, None);
+    let mut t = Parts::new(k, c, now, id, None);
     let s: Value = serde_json::from_slice(&t.sig).expect("json");
     let mut raw = B64
         .decode(s["signature"].as_str().expect("sig"))
@@ -739,7 +768,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         &json!({"format": "makproxy-signature-v1", "key_id": s["key_id"], "signature": B64.encode(raw)}),
     );
     add("tampered-signature", c, Some(Code::BndSigInvalid), t.zip());
-    let mut t = Parts::new(&k, c, now, id, None);
+    let mut t = Parts::new(k, c, now, id, None);
     t.sig = b"{\"format\": \"makproxy-signature-v1\", \"key_id\": \"zz\"}".to_vec();
     add(
         "malformed-signature",
@@ -760,13 +789,19 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
             json!("zzzzzzzzzzzzzzzz"),
         ),
     ] {
-        let mut t = Parts::new(&k, c, now, id, None);
+        let mut t = Parts::new(k, c, now, id, None);
         let mut s: Value = serde_json::from_slice(&t.sig).expect("json");
         s[field] = value;
         t.sig = mbytes(&s);
         add(name, c, Some(Code::BndSigMalformed), t.zip());
     }
+}
 
+/// The closed world: extra, missing and duplicate entries (names compared without regard to case), hostile names and entry types, bombs.
+fn closed_world(k: &Keys, now: OffsetDateTime, add: &mut Add<'_>) {
+    let id = |_: &mut Value| {};
+    let cil = Parts::new(k, Kind::Cil, now, id, None);
+    let c = Kind::Cil;
     // Closed world.
     add(
         "extra-entry",
@@ -911,7 +946,14 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndUnsupportedZip),
         set_cd_flags(cil.zip(), 1),
     );
+}
 
+/// The canonical container: every header field fixed, the entries back to back, one method per entry, the deflate stream ending exactly at its size.
+fn canonical_container(k: &Keys, now: OffsetDateTime, add: &mut Add<'_>) {
+    let id = |_: &mut Value| {};
+    let cil = Parts::new(k, Kind::Cil, now, id, None);
+    let ret = Parts::new(k, Kind::Return, now, id, None);
+    let (c, r) = (Kind::Cil, Kind::Return);
     // The canonical container: anything but the entries back to back, the central
     // directory and one end record is refused, so every zip reader sees the same.
     let canon = Layout::parse(&cil.zip());
@@ -1124,10 +1166,17 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
             f.copy_from_slice(&0x0008u16.to_le_bytes());
         }
     });
+}
 
+/// Keys and kinds: who signed, retirement, cosignatures and the two-person rule, strict verification.
+fn signers(k: &Keys, now: OffsetDateTime, add: &mut Add<'_>) {
+    let id = |_: &mut Value| {};
+    let cil = Parts::new(k, Kind::Cil, now, id, None);
+    let ret = Parts::new(k, Kind::Return, now, id, None);
+    let (c, r) = (Kind::Cil, Kind::Return);
     // Keys and kinds.
     let mut t = Parts::new(
-        &k,
+        k,
         c,
         now,
         |m| m["signer_key_id"] = json!(key_id(&Keys::default().stranger.verifying_key())),
@@ -1143,7 +1192,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     // Signed by the secure side's previous key: refused after its retirement, verified
     // before it.
     let old_id = key_id(&k.secure_old.verifying_key());
-    let mut t = Parts::new(&k, c, now, |m| m["signer_key_id"] = json!(old_id), None);
+    let mut t = Parts::new(k, c, now, |m| m["signer_key_id"] = json!(old_id), None);
     t.sig = sig(
         &k.secure_old,
         &k.secure_old,
@@ -1157,7 +1206,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         t.zip(),
     );
     let mut t = Parts::new(
-        &k,
+        k,
         c,
         now,
         |m| {
@@ -1176,7 +1225,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     // Created at the very second of the retirement: still the old key's (a pack in the
     // same second as `key rotate`), so the rule is "after", not "at or after".
     let mut t = Parts::new(
-        &k,
+        k,
         c,
         now,
         |m| {
@@ -1193,10 +1242,10 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     );
     add("signed-by-retired-key-at-its-retirement", c, None, t.zip());
     // Cosigned (two-person rule): each signature by a distinct pinned key of the site.
-    let mut t = Parts::new(&k, c, now, id, None);
+    let mut t = Parts::new(k, c, now, id, None);
     t.cosign("manifest.cosig-1", &k.colleague, &k.colleague);
     add("cosigned-cil", c, None, t.zip());
-    let mut t = Parts::new(&k, c, now, id, None);
+    let mut t = Parts::new(k, c, now, id, None);
     t.cosign("manifest.cosig-1", &k.secure, &k.secure);
     add(
         "cosigned-twice-by-one-key",
@@ -1210,7 +1259,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     let before_retirement =
         |m: &mut Value| m["created"] = json!(ts(now - time::Duration::hours(3)));
     let mut t = Parts::new(
-        &k,
+        k,
         c,
         now,
         |m| {
@@ -1227,7 +1276,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndSameSigner),
         t.zip(),
     );
-    let mut t = Parts::new(&k, c, now, before_retirement, None);
+    let mut t = Parts::new(k, c, now, before_retirement, None);
     t.cosign("manifest.cosig-1", &k.secure_old, &k.secure_old);
     add(
         "cosigned-by-retired-key-of-signer",
@@ -1237,7 +1286,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     );
     // A colleague and then the signer's retired key: the second cosignature repeats the
     // first signer, whichever entry comes first.
-    let mut t = Parts::new(&k, c, now, before_retirement, None);
+    let mut t = Parts::new(k, c, now, before_retirement, None);
     t.cosign("manifest.cosig-1", &k.colleague, &k.colleague);
     t.cosign("manifest.cosig-2", &k.secure_old, &k.secure_old);
     add(
@@ -1247,7 +1296,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         t.zip(),
     );
     // A pinned key of another site (a second site on the same gateway) never counts.
-    let mut t = Parts::new(&k, c, now, id, None);
+    let mut t = Parts::new(k, c, now, id, None);
     t.cosign("manifest.cosig-1", &k.other_site, &k.other_site);
     add(
         "cosigned-by-key-of-another-site",
@@ -1255,7 +1304,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndSiteMismatch),
         t.zip(),
     );
-    let mut t = Parts::new(&k, c, now, id, None);
+    let mut t = Parts::new(k, c, now, id, None);
     t.cosign("manifest.cosig-1", &k.stranger, &k.stranger);
     add(
         "cosigned-by-untrusted-key",
@@ -1263,7 +1312,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndUntrustedKey),
         t.zip(),
     );
-    let mut t = Parts::new(&k, c, now, id, None);
+    let mut t = Parts::new(k, c, now, id, None);
     t.cosign("manifest.cosig-1", &k.stranger, &k.colleague);
     add(
         "cosignature-does-not-verify",
@@ -1273,7 +1322,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     );
     // Signature files are not signed, so they have one serialisation: padding and an
     // escaped character parse to the same values and are refused.
-    let mut t = Parts::new(&k, c, now, id, None);
+    let mut t = Parts::new(k, c, now, id, None);
     t.sig = patch(t.sig.clone(), b"\n}", b" }");
     add(
         "signature-file-padded",
@@ -1281,7 +1330,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndSigMalformed),
         t.zip(),
     );
-    let mut t = Parts::new(&k, c, now, id, None);
+    let mut t = Parts::new(k, c, now, id, None);
     t.sig = {
         let text = String::from_utf8(t.sig.clone()).expect("utf-8");
         text.replace("makproxy-signature-v1", "m\\u0061kproxy-signature-v1")
@@ -1293,7 +1342,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndSigMalformed),
         t.zip(),
     );
-    let mut t = Parts::new(&k, c, now, id, None);
+    let mut t = Parts::new(k, c, now, id, None);
     t.cosign("manifest.cosig-1", &k.colleague, &k.colleague);
     t.cosigs[0].1.splice(0..0, *b" ");
     add(
@@ -1303,7 +1352,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         t.zip(),
     );
     // Strict verification: R of small order, which plain verification accepts.
-    let mut t = Parts::new(&k, c, now, id, None);
+    let mut t = Parts::new(k, c, now, id, None);
     let weak = small_order_r_signature(&k.secure, &pae(c.payload_type(), &t.manifest));
     t.sig = sig_file(&k.secure, &weak);
     add(
@@ -1312,7 +1361,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndSigInvalid),
         t.zip(),
     );
-    let mut t = Parts::new(&k, c, now, id, None);
+    let mut t = Parts::new(k, c, now, id, None);
     let weak = small_order_r_signature(&k.colleague, &pae(c.payload_type(), &t.manifest));
     t.cosigs
         .push(("manifest.cosig-1".into(), sig_file(&k.colleague, &weak)));
@@ -1322,7 +1371,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndSigInvalid),
         t.zip(),
     );
-    let mut t = Parts::new(&k, c, now, id, None);
+    let mut t = Parts::new(k, c, now, id, None);
     t.cosign("manifest.cosig-6", &k.colleague, &k.colleague);
     add(
         "sixth-cosignature-name",
@@ -1330,7 +1379,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndUnexpectedEntry),
         t.zip(),
     );
-    let mut t = Parts::new(&k, c, now, id, None);
+    let mut t = Parts::new(k, c, now, id, None);
     t.sig = sig(
         &k.stranger,
         &k.secure,
@@ -1355,7 +1404,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndWrongKind),
         ret.zip(),
     );
-    let mut t = Parts::new(&k, r, now, id, None);
+    let mut t = Parts::new(k, r, now, id, None);
     t.sig = sig(&k.online, &k.online, Kind::Cil.payload_type(), &t.manifest);
     add(
         "return-signed-with-request-type",
@@ -1363,14 +1412,19 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         Some(Code::BndWrongKind),
         t.zip(),
     );
+}
 
+/// The signed context: expiry, format versions, the gateway's rule, manifest fields.
+fn signed_context(k: &Keys, now: OffsetDateTime, add: &mut Add<'_>) {
+    let id = |_: &mut Value| {};
+    let (c, r) = (Kind::Cil, Kind::Return);
     // Signed context.
     add(
         "expired",
         c,
         Some(Code::BndExpired),
         Parts::new(
-            &k,
+            k,
             c,
             now,
             |m| {
@@ -1386,7 +1440,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         c,
         Some(Code::BndNotYetValid),
         Parts::new(
-            &k,
+            k,
             c,
             now,
             |m| {
@@ -1401,14 +1455,14 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         "unknown-manifest-field",
         c,
         Some(Code::BndUnknownField),
-        Parts::new(&k, c, now, |m| m["comment"] = json!("trust me"), None).zip(),
+        Parts::new(k, c, now, |m| m["comment"] = json!("trust me"), None).zip(),
     );
     add(
         "bad-version",
         c,
         Some(Code::BndVersion),
         Parts::new(
-            &k,
+            k,
             c,
             now,
             |m| m["version"] = json!(makproxy_core::bundle::VERSION + 1),
@@ -1422,20 +1476,20 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         "return-of-version-1",
         r,
         Some(Code::BndVersion),
-        Parts::new(&k, r, now, |m| m["version"] = json!(1), None).zip(),
+        Parts::new(k, r, now, |m| m["version"] = json!(1), None).zip(),
     );
     add(
         "cil-of-version-1",
         c,
         None,
-        Parts::new(&k, c, now, |m| m["version"] = json!(1), None).zip(),
+        Parts::new(k, c, now, |m| m["version"] = json!(1), None).zip(),
     );
     add(
         "declared-size-mismatch",
         c,
         Some(Code::BndEntrySize),
         Parts::new(
-            &k,
+            k,
             c,
             now,
             |m| {
@@ -1450,7 +1504,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         "site-of-another-trusted-key",
         c,
         Some(Code::BndSiteMismatch),
-        Parts::new(&k, c, now, |m| m["site"] = json!("kit-other-site"), None).zip(),
+        Parts::new(k, c, now, |m| m["site"] = json!("kit-other-site"), None).zip(),
     );
     // A gateway's rule (format version 4): returns only; a count of 1 or more, each
     // signer a trust name and a real key, none twice.
@@ -1464,7 +1518,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         c,
         Some(Code::BndInconsistent),
         Parts::new(
-            &k,
+            k,
             c,
             now,
             |m| m["site_rule"] = json!({"signatures_required": 2, "signers": []}),
@@ -1477,7 +1531,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         r,
         None,
         Parts::new(
-            &k,
+            k,
             r,
             now,
             |m| m["site_rule"] = json!({"signatures_required": 2, "signers": [signer.clone()]}),
@@ -1504,7 +1558,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         r,
         None,
         Parts::new(
-            &k,
+            k,
             r,
             now,
             |m| m["site_rule"] = json!({"signatures_required": 64, "signers": s64}),
@@ -1517,7 +1571,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         r,
         Some(Code::BndInconsistent),
         Parts::new(
-            &k,
+            k,
             r,
             now,
             |m| {
@@ -1558,11 +1612,11 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
             name,
             r,
             Some(Code::BndInconsistent),
-            Parts::new(&k, r, now, move |m| m["site_rule"] = rule.clone(), None).zip(),
+            Parts::new(k, r, now, move |m| m["site_rule"] = rule.clone(), None).zip(),
         );
     }
-    add("answers-block-in-request", c, Some(Code::BndInconsistent), Parts::new(&k, c, now, |m| m["answers"] = json!({"bundle_id": "00000000000000000000000000000000", "manifest_sha256": "0000000000000000000000000000000000000000000000000000000000000000", "site": "x", "sequence": 1}), None).zip());
-    let mut t = Parts::new(&k, c, now, id, None);
+    add("answers-block-in-request", c, Some(Code::BndInconsistent), Parts::new(k, c, now, |m| m["answers"] = json!({"bundle_id": "00000000000000000000000000000000", "manifest_sha256": "0000000000000000000000000000000000000000000000000000000000000000", "site": "x", "sequence": 1}), None).zip());
+    let mut t = Parts::new(k, c, now, id, None);
     let text = String::from_utf8(t.manifest.clone())
         .expect("utf8")
         .replacen(
@@ -1583,12 +1637,17 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         ("manifest-trailing-data", &b"{}"[..]),
         ("manifest-not-utf8", &b"\xff\xfe"[..]),
     ] {
-        let mut t = Parts::new(&k, c, now, id, None);
+        let mut t = Parts::new(k, c, now, id, None);
         t.manifest.extend_from_slice(extra);
         t.sig = sig(&k.secure, &k.secure, Kind::Cil.payload_type(), &t.manifest);
         add(name, c, Some(Code::BndManifestSyntax), t.zip());
     }
+}
 
+/// Records, caught while the verified data is parsed.
+fn records(k: &Keys, now: OffsetDateTime, add: &mut Add<'_>) {
+    let id = |_: &mut Value| {};
+    let (c, r) = (Kind::Cil, Kind::Return);
     // Records (caught while parsing the verified data).
     let mut recs = cil_records();
     recs[1]["host_name"] = json!("PC-1");
@@ -1596,7 +1655,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         "unknown-record-field",
         c,
         Some(Code::BndUnknownField),
-        Parts::new(&k, c, now, id, Some(lines(&recs))).zip(),
+        Parts::new(k, c, now, id, Some(lines(&recs))).zip(),
     );
     let mut data = lines(&cil_records());
     let first_end = data.iter().position(|b| *b == b'\n').expect("line");
@@ -1605,7 +1664,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         "duplicate-record-key",
         c,
         Some(Code::BndDuplicateKey),
-        Parts::new(&k, c, now, id, Some(data)).zip(),
+        Parts::new(k, c, now, id, Some(data)).zip(),
     );
     let mut recs = cil_records();
     let bad = iid(2).replacen(
@@ -1618,7 +1677,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         "bad-check-digit-record",
         c,
         Some(Code::BndRecord),
-        Parts::new(&k, c, now, id, Some(lines(&recs))).zip(),
+        Parts::new(k, c, now, id, Some(lines(&recs))).zip(),
     );
     // Key groups (format version 4): a positive number; 0 is no group.
     let mut recs = cil_records();
@@ -1629,14 +1688,14 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         "valid-cil-with-key-groups",
         c,
         None,
-        Parts::new(&k, c, now, id, Some(lines(&recs))).zip(),
+        Parts::new(k, c, now, id, Some(lines(&recs))).zip(),
     );
     recs[2]["key_group"] = json!(0);
     add(
         "key-group-zero",
         c,
         Some(Code::BndRecord),
-        Parts::new(&k, c, now, id, Some(lines(&recs))).zip(),
+        Parts::new(k, c, now, id, Some(lines(&recs))).zip(),
     );
     let mut recs = cil_records();
     recs.swap(0, 1);
@@ -1644,13 +1703,13 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         "handles-out-of-order",
         c,
         Some(Code::BndRecordOrder),
-        Parts::new(&k, c, now, id, Some(lines(&recs))).zip(),
+        Parts::new(k, c, now, id, Some(lines(&recs))).zip(),
     );
     add(
         "record-count-mismatch",
         c,
         Some(Code::BndRecordCount),
-        Parts::new(&k, c, now, |m| m["records"] = json!(4), None).zip(),
+        Parts::new(k, c, now, |m| m["records"] = json!(4), None).zip(),
     );
     let mut recs = cil_records();
     recs[2]["product"] = json!("x".repeat(20_000));
@@ -1658,7 +1717,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         "overlong-record-line",
         c,
         Some(Code::BndLineTooLong),
-        Parts::new(&k, c, now, id, Some(lines(&recs))).zip(),
+        Parts::new(k, c, now, id, Some(lines(&recs))).zip(),
     );
     // A return's handles only rise (records may be left out, never repeated).
     let mut recs = return_records();
@@ -1667,7 +1726,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         "return-handle-repeated",
         r,
         Some(Code::BndRecordOrder),
-        Parts::new(&k, r, now, id, Some(lines(&recs))).zip(),
+        Parts::new(k, r, now, id, Some(lines(&recs))).zip(),
     );
     let mut recs = return_records();
     recs[0]["failure"] = json!({"code": "MP-BKD-001", "message": "both"});
@@ -1675,9 +1734,8 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         "result-with-cid-and-failure",
         r,
         Some(Code::BndRecord),
-        Parts::new(&k, r, now, id, Some(lines(&recs))).zip(),
+        Parts::new(k, r, now, id, Some(lines(&recs))).zip(),
     );
-    out
 }
 
 /// What each fuzz target does with one input (fuzz/fuzz_targets call these), so the
