@@ -272,6 +272,10 @@ fn parse_sig(name: &str, bytes: &[u8]) -> Result<(SigFile, Signature), BundleErr
     Ok((sig, Signature::from_bytes(&raw)))
 }
 
+/// The archive file at `path` read as a bundle of kind `expected`, in phases whose
+/// outputs feed the next: scan (the raw directory) → one reading (the zip library sees
+/// what the scan saw) → signed parts (verified before parsing) → manifest (parsed,
+/// bound to the signer's site) → cosigners → closed world → verified data.
 fn open_inner(
     path: &Path,
     expected: Kind,
@@ -279,10 +283,59 @@ fn open_inner(
     now: OffsetDateTime,
     limits: &Limits,
 ) -> Result<Opened, BundleError> {
-    // 1. The raw central directory: names, duplicates, special files, sizes.
-    let (mut file, raw) = scan_file(path, limits)?;
+    let (file, raw) = scan_file(path, limits)?;
+    check_directory(&raw, expected, limits)?;
+    let mut archive = one_reading(file, &raw)?;
+    // Signature and manifest bytes, under caps; verified before parsing.
+    let sbytes = read_entry(&mut archive, SIGNATURE, limits.max_signature)?;
+    let mbytes = read_entry(&mut archive, MANIFEST, limits.max_manifest)?;
+    let (sig, signature) = parse_sig(SIGNATURE, &sbytes)?;
+    let trusted: &[Trusted] = match check {
+        Check::Pinned(t) | Check::Own(t) => t,
+        Check::Site(_) => &[],
+    };
+    let signer = match check {
+        Check::Site(_) => None,
+        Check::Pinned(_) | Check::Own(_) => {
+            Some(signer_of(trusted, &sig, &signature, &mbytes, expected)?)
+        }
+    };
+    let manifest = parse_manifest(&mbytes, expected, now, limits)?;
+    bind_site(&manifest, signer.as_ref(), &check)?;
+    let first = (SIGNATURE.to_string(), sbytes, sig.key_id);
+    let signed = Signed {
+        check: &check,
+        trusted,
+        expected,
+        mbytes: &mbytes,
+        manifest: &manifest,
+    };
+    let co = signed.cosigners(&mut archive, &raw, signer.as_ref(), first, limits)?;
+    closed_world(&raw, &manifest)?;
+    let data = copy_data(&mut archive, &manifest)?;
+    Ok(Opened {
+        manifest,
+        manifest_bytes: mbytes,
+        signer,
+        cosigners: co.cosigners,
+        signature_files: co.signature_files,
+        cosignatures: co.cosignatures,
+        data,
+    })
+}
+
+type Archive = zip::ZipArchive<BufReader<File>>;
+
+/// The raw central directory, entry by entry: names (case-folded duplicates, special
+/// files, the names a bundle may hold), the fields the format fixes, the one method
+/// each entry has, sizes under their caps; then the entries every bundle has.
+fn check_directory(
+    raw: &[zipscan::RawEntry],
+    expected: Kind,
+    limits: &Limits,
+) -> Result<(), BundleError> {
     let mut seen: Vec<&[u8]> = Vec::new();
-    for e in &raw {
+    for e in raw {
         if seen.iter().any(|n| n.eq_ignore_ascii_case(&e.name)) {
             return Err(BundleError::new(
                 Code::BndDuplicateEntry,
@@ -351,11 +404,16 @@ fn open_inner(
             ));
         }
     }
+    Ok(())
+}
+
+/// The zip library's reading of the checked file: it must see exactly the entries the
+/// scan saw, where it saw them (header offset, sizes, CRC), so the bytes read are the
+/// bytes checked.
+fn one_reading(mut file: File, raw: &[zipscan::RawEntry]) -> Result<Archive, BundleError> {
     file.seek(SeekFrom::Start(0)).map_err(BundleError::io)?;
     let mut archive = zip::ZipArchive::new(BufReader::new(file))
         .map_err(|e| BundleError::new(Code::BndUnreadable, &e.to_string()))?;
-    // One reading: the zip crate must see exactly the entries the scan saw, where it saw
-    // them (header offset, sizes, CRC), so the bytes read are the bytes checked.
     let differs = || {
         BundleError::new(
             Code::BndUnreadable,
@@ -365,7 +423,7 @@ fn open_inner(
     if archive.len() != raw.len() {
         return Err(differs());
     }
-    for e in &raw {
+    for e in raw {
         let name = std::str::from_utf8(&e.name).map_err(|_| differs())?;
         let i = archive.index_for_name(name).ok_or_else(differs)?;
         let z = archive.by_index_raw(i).map_err(|_| differs())?;
@@ -378,23 +436,17 @@ fn open_inner(
         }
     }
 
-    // 2. Signature and manifest bytes, under caps; verify before parsing.
-    let sbytes = read_entry(&mut archive, SIGNATURE, limits.max_signature)?;
-    let mbytes = read_entry(&mut archive, MANIFEST, limits.max_manifest)?;
-    let (sig, signature) = parse_sig(SIGNATURE, &sbytes)?;
-    let trusted: &[Trusted] = match check {
-        Check::Pinned(t) | Check::Own(t) => t,
-        Check::Site(_) => &[],
-    };
-    let signer = match check {
-        Check::Site(_) => None,
-        Check::Pinned(_) | Check::Own(_) => {
-            Some(signer_of(trusted, &sig, &signature, &mbytes, expected)?)
-        }
-    };
-    // 3. Parse the verified manifest strictly.
-    let manifest = parse_manifest(&mbytes, expected, now, limits)?;
-    let site = match (&signer, &check) {
+    Ok(archive)
+}
+
+/// The manifest names the site of the key that signed it (or, for `cosign`, this site),
+/// and was created before that key was retired.
+fn bind_site(
+    manifest: &Manifest,
+    signer: Option<&Trusted>,
+    check: &Check<'_>,
+) -> Result<(), BundleError> {
+    let site = match (signer, check) {
         (Some(s), _) => s.key.site.as_str(),
         (None, Check::Site(site)) => site,
         (None, Check::Pinned(_) | Check::Own(_)) => {
@@ -409,74 +461,118 @@ fn open_inner(
                 crate::sanitize::escape(&manifest.site),
                 site,
                 signer
-                    .as_ref()
                     .map(|s| format!(" (trusted as {:?})", s.name))
                     .unwrap_or_default()
             ),
         ));
     }
-    if let Some(s) = &signer {
-        retired_check(s, &manifest)?;
+    if let Some(s) = signer {
+        retired_check(s, manifest)?;
     }
-    // Cosignatures (`cosign`): each by a pinned key of the same site, of a signer (trust
-    // name) not counted yet.
-    let mut signature_files = vec![(SIGNATURE.to_string(), sbytes.clone(), sig.key_id.clone())];
-    let mut cos_names: Vec<String> = raw
-        .iter()
-        .filter_map(|e| std::str::from_utf8(&e.name).ok())
-        .filter(|n| is_cosignature(n))
-        .map(str::to_string)
-        .collect();
-    cos_names.sort();
-    let mut cosigners: Vec<Trusted> = Vec::new();
-    let mut cosignatures = Vec::new();
-    for name in cos_names {
-        let bytes = read_entry(&mut archive, &name, limits.max_signature)?;
-        let (cs, csig) = parse_sig(&name, &bytes)?;
-        if signature_files.iter().any(|(_, _, id)| *id == cs.key_id) {
-            return Err(BundleError::new(
-                Code::BndDuplicateSigner,
-                &format!(
-                    "{name} is by key {}, which signed this bundle already",
-                    cs.key_id
-                ),
-            ));
-        }
-        if let Check::Pinned(_) = check {
-            let c = signer_of(trusted, &cs, &csig, &mbytes, expected)?;
-            // One identity (a trust name: a key and every key its rotation statements
-            // link to it) counts once, however many of its keys sign.
-            let mut counted = signer.iter().chain(cosigners.iter());
-            if let Some(same) = counted.find(|s| s.name.eq_ignore_ascii_case(&c.name)) {
+    Ok(())
+}
+
+/// What the cosignatures are checked against: the verified manifest and who may sign.
+struct Signed<'a> {
+    check: &'a Check<'a>,
+    trusted: &'a [Trusted],
+    expected: Kind,
+    mbytes: &'a [u8],
+    manifest: &'a Manifest,
+}
+
+/// Every signature file of a bundle, and the cosigners they count.
+struct Cosigned {
+    signature_files: Vec<(String, Vec<u8>, String)>,
+    cosigners: Vec<Trusted>,
+    cosignatures: Vec<(String, Signature)>,
+}
+
+impl Signed<'_> {
+    /// Cosignatures (`cosign`): each by a pinned key of the same site, of a signer
+    /// (trust name) not counted yet; `first` is the main signature file.
+    fn cosigners(
+        &self,
+        archive: &mut Archive,
+        raw: &[zipscan::RawEntry],
+        signer: Option<&Trusted>,
+        first: (String, Vec<u8>, String),
+        limits: &Limits,
+    ) -> Result<Cosigned, BundleError> {
+        let Signed {
+            check,
+            trusted,
+            expected,
+            mbytes,
+            manifest,
+        } = *self;
+        let mut signature_files = vec![first];
+        let mut cos_names: Vec<String> = raw
+            .iter()
+            .filter_map(|e| std::str::from_utf8(&e.name).ok())
+            .filter(|n| is_cosignature(n))
+            .map(str::to_string)
+            .collect();
+        cos_names.sort();
+        let mut cosigners: Vec<Trusted> = Vec::new();
+        let mut cosignatures = Vec::new();
+        for name in cos_names {
+            let bytes = read_entry(archive, &name, limits.max_signature)?;
+            let (cs, csig) = parse_sig(&name, &bytes)?;
+            if signature_files.iter().any(|(_, _, id)| *id == cs.key_id) {
                 return Err(BundleError::new(
-                    Code::BndSameSigner,
+                    Code::BndDuplicateSigner,
                     &format!(
-                        "{name} is by key {} of {:?}, which signed this bundle already with key {}: one signer counts once",
-                        cs.key_id,
-                        c.name,
-                        same.key.key_id()
+                        "{name} is by key {}, which signed this bundle already",
+                        cs.key_id
                     ),
                 ));
             }
-            if c.key.site != manifest.site {
-                return Err(BundleError::new(
-                    Code::BndSiteMismatch,
-                    &format!(
-                        "{name} is by a key of site {:?}, not {:?}",
-                        c.key.site,
-                        crate::sanitize::escape(&manifest.site)
-                    ),
-                ));
+            if let Check::Pinned(_) = *check {
+                let c = signer_of(trusted, &cs, &csig, mbytes, expected)?;
+                // One identity (a trust name: a key and every key its rotation statements
+                // link to it) counts once, however many of its keys sign.
+                let mut counted = signer.into_iter().chain(cosigners.iter());
+                if let Some(same) = counted.find(|s| s.name.eq_ignore_ascii_case(&c.name)) {
+                    return Err(BundleError::new(
+                        Code::BndSameSigner,
+                        &format!(
+                            "{name} is by key {} of {:?}, which signed this bundle already with key {}: one signer counts once",
+                            cs.key_id,
+                            c.name,
+                            same.key.key_id()
+                        ),
+                    ));
+                }
+                if c.key.site != manifest.site {
+                    return Err(BundleError::new(
+                        Code::BndSiteMismatch,
+                        &format!(
+                            "{name} is by a key of site {:?}, not {:?}",
+                            c.key.site,
+                            crate::sanitize::escape(&manifest.site)
+                        ),
+                    ));
+                }
+                retired_check(&c, manifest)?;
+                cosigners.push(c);
             }
-            retired_check(&c, &manifest)?;
-            cosigners.push(c);
+            cosignatures.push((cs.key_id.clone(), csig));
+            signature_files.push((name, bytes, cs.key_id));
         }
-        cosignatures.push((cs.key_id.clone(), csig));
-        signature_files.push((name, bytes, cs.key_id));
+        Ok(Cosigned {
+            signature_files,
+            cosigners,
+            cosignatures,
+        })
     }
-    // 4. Closed world: the archive holds exactly the listed entries plus manifest and signature.
+}
+
+/// The closed world: the archive holds exactly the listed entries plus manifest and
+/// signatures, each of the size the manifest gives.
+fn closed_world(raw: &[zipscan::RawEntry], manifest: &Manifest) -> Result<(), BundleError> {
     let listed: Vec<&str> = manifest.entries.iter().map(|e| e.name.as_str()).collect();
-    for e in &raw {
+    for e in raw {
         let n = String::from_utf8_lossy(&e.name);
         if n != MANIFEST && n != SIGNATURE && !is_cosignature(&n) && !listed.contains(&n.as_ref()) {
             return Err(BundleError::new(
@@ -502,10 +598,14 @@ fn open_inner(
             ));
         }
     }
-    // The one data entry (check_manifest): hashed while copied out of the archive.
+    Ok(())
+}
+
+/// The one data entry (check_manifest), hashed while copied out of the archive.
+fn copy_data(archive: &mut Archive, manifest: &Manifest) -> Result<File, BundleError> {
     let entry = &manifest.entries[0];
     let mut data = tempfile::tempfile().map_err(BundleError::io)?;
-    let got = copy_entry(&mut archive, &entry.name, entry.size, &mut data)?;
+    let got = copy_entry(archive, &entry.name, entry.size, &mut data)?;
     if got != entry.sha256 {
         return Err(BundleError::new(
             Code::BndEntryHash,
@@ -515,15 +615,7 @@ fn open_inner(
             ),
         ));
     }
-    Ok(Opened {
-        manifest,
-        manifest_bytes: mbytes,
-        signer,
-        cosigners,
-        signature_files,
-        cosignatures,
-        data,
-    })
+    Ok(data)
 }
 
 /// The pinned key a signature file names, once its signature verifies over the
@@ -784,7 +876,7 @@ fn check_site_rule(r: &SiteRule, expected: Kind, version: u32) -> Result<(), Bun
 /// At most `cap` bytes are produced (one more is an error). Returns the bytes produced
 /// and the size the entry declares.
 fn inflate_entry(
-    archive: &mut zip::ZipArchive<BufReader<File>>,
+    archive: &mut Archive,
     name: &str,
     cap: u64,
     mut sink: impl FnMut(&[u8]) -> io::Result<()>,
@@ -869,11 +961,7 @@ fn inflate_entry(
     Ok((produced, declared))
 }
 
-fn read_entry(
-    archive: &mut zip::ZipArchive<BufReader<File>>,
-    name: &str,
-    cap: u64,
-) -> Result<Vec<u8>, BundleError> {
+fn read_entry(archive: &mut Archive, name: &str, cap: u64) -> Result<Vec<u8>, BundleError> {
     let mut v = Vec::new();
     let (_, declared) = inflate_entry(archive, name, cap, |b| {
         v.extend_from_slice(b);
@@ -890,7 +978,7 @@ fn read_entry(
 
 /// Streams an entry into `to` (from its start), checking its size; returns its SHA-256.
 fn copy_entry(
-    archive: &mut zip::ZipArchive<BufReader<File>>,
+    archive: &mut Archive,
     name: &str,
     size: u64,
     to: &mut File,
