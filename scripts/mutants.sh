@@ -23,6 +23,8 @@ case $group in
 core)
     pkg=(-p makproxy-core)
     files=('crates/makproxy-core/src/bundle/*.rs' crates/makproxy-core/src/keys.rs
+        crates/makproxy-core/src/home.rs crates/makproxy-core/src/statement.rs
+        crates/makproxy-core/src/secret.rs
         crates/makproxy-core/src/ids.rs 'crates/makproxy-core/src/records/*.rs'
         crates/makproxy-core/src/sanitize.rs crates/makproxy-core/src/fsutil.rs)
     ;;

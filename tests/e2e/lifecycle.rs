@@ -4,7 +4,8 @@
 //! answer ever obtained.
 
 use makproxy_core::bundle::{self, BackendKind, Kind, ReturnRecord};
-use makproxy_core::keys::{Home, Role};
+use makproxy_core::home::Home;
+use makproxy_core::keys::Role;
 use makproxy_e2e::{result_file, result_file_at, Gap};
 use makproxy_testkit::mock::{Behavior, MockServer};
 

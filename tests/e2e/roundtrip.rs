@@ -2,8 +2,9 @@
 //! wrong at the secure side: partial, replayed, untrusted, for another site.
 
 use makproxy_core::bundle::{self, BundleWriter, Header, Kind, ReturnRecord, Source};
+use makproxy_core::home::Home;
 use makproxy_core::ids::ConfirmationId;
-use makproxy_core::keys::{Home, Role};
+use makproxy_core::keys::Role;
 use makproxy_e2e::{fixtures, Gap};
 use std::io::Read;
 

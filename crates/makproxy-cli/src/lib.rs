@@ -9,7 +9,8 @@
 pub mod report;
 
 use clap::{Args, Subcommand};
-use makproxy_core::keys::{Home, KeyError, Role};
+use makproxy_core::home::Home;
+use makproxy_core::keys::{KeyError, Role};
 use makproxy_core::sanitize::escape;
 use makproxy_core::Code;
 use std::io::IsTerminal;

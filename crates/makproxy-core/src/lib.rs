@@ -11,11 +11,13 @@ pub mod channel;
 pub mod codes;
 pub mod esu;
 pub mod fsutil;
+pub mod home;
 pub mod ids;
 pub mod keys;
 pub mod ordered;
 mod os;
 pub mod records;
+pub mod role;
 pub mod sanitize;
 pub mod secret;
 #[cfg(feature = "sqlite")]

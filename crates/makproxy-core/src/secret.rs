@@ -9,7 +9,7 @@
 //! attached, from the prompt the binary installs with [`set_prompt`]; it is never
 //! stored, logged or echoed.
 
-use crate::keys::Role;
+use crate::role::Role;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};

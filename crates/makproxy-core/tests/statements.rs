@@ -4,7 +4,8 @@
 //! replay refused, a revocation leaving nothing pinned.
 
 use ed25519_dalek::{Signer, Verifier};
-use makproxy_core::keys::{Home, KeyError, Role};
+use makproxy_core::home::Home;
+use makproxy_core::keys::{KeyError, Role};
 use makproxy_testkit::{statement_cases, Keys};
 use std::path::PathBuf;
 use time::macros::datetime;

@@ -11,7 +11,8 @@ use makproxy_core::bundle::{
     self, Answers, BackendInfo, BackendKind, BundleWriter, CilRecord, Header, Kind, ReturnAnswer,
     ReturnRecord, Source,
 };
-use makproxy_core::keys::{Home, Role};
+use makproxy_core::home::Home;
+use makproxy_core::keys::Role;
 use std::path::PathBuf;
 
 /// Verifies a CIL bundle and writes a simulated return without a journal (developer

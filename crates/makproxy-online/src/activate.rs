@@ -27,8 +27,8 @@ use makproxy_core::bundle::{
     self, Answers, BackendInfo, BackendKind, BundleWriter, CilRecord, FailureCode, Header, Kind,
     RecordFailure, ReturnAnswer, ReturnRecord, ServiceCode, Source,
 };
+use makproxy_core::home::Home;
 use makproxy_core::ids::{ConfirmationId, ExtendedProductId, InstallationId};
-use makproxy_core::keys::Home;
 use makproxy_core::sanitize::escape;
 use makproxy_core::Code;
 use std::collections::{BTreeMap, HashMap, VecDeque};

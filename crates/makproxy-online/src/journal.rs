@@ -23,8 +23,8 @@
 //! compared on every hit, so a digest collision costs a row read, never a wrong answer.
 
 use makproxy_core::bundle::{BackendKind, FailureCode, FailureMessage, RecordFailure, ServiceCode};
+use makproxy_core::home::Home;
 use makproxy_core::ids::{ConfirmationId, ExtendedProductId, InstallationId};
-use makproxy_core::keys::Home;
 use makproxy_store::{self as store, Migration, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use sha2::{Digest, Sha256};

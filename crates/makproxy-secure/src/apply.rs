@@ -14,7 +14,7 @@ use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{
     self, Answers, BackendInfo, FailureCode, Kind, ReturnAnswer, ReturnRecord,
 };
-use makproxy_core::keys::Home;
+use makproxy_core::home::Home;
 use makproxy_core::records::deposit_file::render;
 use makproxy_core::sanitize::escape;
 use makproxy_core::{fsutil, Code};

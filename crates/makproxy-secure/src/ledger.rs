@@ -19,10 +19,10 @@
 //! them; writes name the table they change.
 
 use makproxy_core::channel::{Channel, Policy};
+use makproxy_core::home::Home;
 use makproxy_core::ids::{
     ConfirmationId, ExtendedProductId, Guid, HostName, InstallationId, WmiClass,
 };
-use makproxy_core::keys::Home;
 use makproxy_core::records::deposit_file::DepositItem;
 use makproxy_store::{self as store, Migration, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};

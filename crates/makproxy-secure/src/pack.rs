@@ -7,8 +7,8 @@
 use crate::ledger::{Event, Ledger, PackRow, ProductState, WrittenBundle};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{self, BundleWriter, CilRecord, Header, ProductName};
+use makproxy_core::home::Home;
 use makproxy_core::ids::{ExtendedProductId, Guid, HostName, InstallationId};
-use makproxy_core::keys::Home;
 use makproxy_core::sanitize::escape;
 use std::path::Path;
 

@@ -10,8 +10,9 @@ use makproxy_core::bundle::{
     self, Answers, BackendInfo, BackendKind, BundleWriter, CilRecord, FailureMessage, Header, Kind,
     Limits, RecordFailure, ReturnAnswer, ReturnRecord, Source,
 };
+use makproxy_core::home::Home;
 use makproxy_core::ids::{with_check_digits, ConfirmationId, ExtendedProductId, InstallationId};
-use makproxy_core::keys::{Home, Role};
+use makproxy_core::keys::Role;
 use makproxy_core::Code;
 use makproxy_secure::ledger::{Ledger, ProductState};
 use makproxy_secure::{apply, collect, pack};

@@ -109,7 +109,7 @@ impl Keys {
     /// colleague and the other site's key. Key files are written into `dir`.
     pub fn pin_cil_signers(
         &self,
-        home: &makproxy_core::keys::Home,
+        home: &makproxy_core::home::Home,
         dir: &std::path::Path,
         now: OffsetDateTime,
     ) -> Result<(), makproxy_core::keys::KeyError> {
@@ -1814,7 +1814,8 @@ pub mod fuzz {
 
     /// Any bytes as a home's `trust/quorum.json`.
     pub fn quorum(data: &[u8]) {
-        use makproxy_core::keys::{Home, Role};
+        use makproxy_core::home::Home;
+        use makproxy_core::keys::Role;
         static HOME: std::sync::OnceLock<(tempfile::TempDir, Home)> = std::sync::OnceLock::new();
         let (_, home) = HOME.get_or_init(|| {
             let dir = tempfile::tempdir().expect("temp dir");

@@ -79,21 +79,8 @@ impl Kind {
     }
 }
 
-/// DSSE v1 pre-authentication encoding.
-pub fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(body.len() + payload_type.len() + 32);
-    v.extend_from_slice(
-        format!(
-            "DSSEv1 {} {} {} ",
-            payload_type.len(),
-            payload_type,
-            body.len()
-        )
-        .as_bytes(),
-    );
-    v.extend_from_slice(body);
-    v
-}
+/// DSSE v1 pre-authentication encoding (what every signature covers).
+pub use crate::keys::pae;
 
 /// SHA-256 of `bytes`, lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
