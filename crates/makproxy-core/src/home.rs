@@ -31,6 +31,17 @@ struct HomeConfig {
 /// the first `trust require` writes the file and makes the home version 2.
 const HOME_VERSION: u32 = 2;
 
+/// A new key's 32 random bytes, from the operating system (`dir`: the folder the key is
+/// for, named if the system has no randomness to give).
+fn fresh_seed(dir: &Path) -> Result<[u8; 32], KeyError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| KeyError::Io {
+        path: dir.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(seed)
+}
+
 /// A side's home folder.
 #[derive(Debug, Clone)]
 pub struct Home {
@@ -92,11 +103,7 @@ impl Home {
             role,
             site: site.to_string(),
         };
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| KeyError::Io {
-            path: dir.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let mut seed = fresh_seed(dir)?;
         let signing = SigningKey::from_bytes(&seed);
         let secret = crate::secret::seal(&seed, role, passphrase);
         seed.fill(0);
@@ -745,11 +752,7 @@ impl Home {
         fsutil::create_private_dir(&dir).map_err(io_err(&dir))?;
         let mut next = None;
         let successor = if rotate {
-            let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed).map_err(|e| KeyError::Io {
-                path: dir.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+            let mut seed = fresh_seed(&dir)?;
             let signing = SigningKey::from_bytes(&seed);
             let sp = dir.join("secret.key");
             fsutil::write_secret(&sp, &crate::secret::seal(&seed, self.role, passphrase))
