@@ -13,7 +13,7 @@ use quick_xml::Reader;
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -86,19 +86,17 @@ pub struct MockServer {
     /// The endpoint URL to give the client.
     pub url: String,
     state: Arc<State>,
+    /// Every port the mock listens on (the plain mock's, and a TLS front's): each
+    /// accept loop is woken through its own port when the server is dropped.
+    ports: Vec<SocketAddr>,
 }
 
 impl Drop for MockServer {
     fn drop(&mut self) {
         self.state.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(
-            self.url
-                .trim_start_matches("http://")
-                .trim_start_matches("https://")
-                .split('/')
-                .next()
-                .unwrap_or(""),
-        );
+        for addr in &self.ports {
+            let _ = TcpStream::connect(addr);
+        }
     }
 }
 
@@ -139,6 +137,7 @@ impl MockServer {
         Ok(MockServer {
             url: format!("http://{addr}/BatchActivation/BatchActivation.asmx"),
             state,
+            ports: vec![addr],
         })
     }
     /// As [`MockServer::start`], reached over TLS with the certificate chain and key in
@@ -185,9 +184,10 @@ impl MockServer {
             }
         });
         // The plain mock lives on behind the front; dropping the returned server stops
-        // both (the front is woken through its own port).
+        // both (each woken through its own port).
         let mut m = plain;
         m.url = format!("https://{addr}/BatchActivation/BatchActivation.asmx");
+        m.ports.push(addr);
         Ok(m)
     }
     /// Sets the behaviour for one IID (digits only).
@@ -531,6 +531,46 @@ fn handle(mut conn: TcpStream, st: &State) -> std::io::Result<()> {
                 "text/xml; charset=utf-8",
                 ok(String::from_utf8(cid).unwrap(), &iid).as_bytes(),
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether something still listens on `addr`, waiting up to 10 s for it to stop.
+    fn still_listening(addr: SocketAddr) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if TcpStream::connect(addr).is_err() {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        true
+    }
+
+    #[test]
+    fn dropping_a_tls_mock_stops_the_front_and_the_plain_mock_behind_it() {
+        let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tls");
+        let read = |n: &str| std::fs::read(tls.join(n)).unwrap();
+        let m = MockServer::start_tls(&read("loopback-server.pem"), &read("loopback-server.key"))
+            .unwrap();
+        let ports = m.ports.clone();
+        assert_eq!(ports.len(), 2, "the plain mock's port and the front's");
+        for addr in &ports {
+            assert!(
+                TcpStream::connect(addr).is_ok(),
+                "{addr} listens while the mock lives"
+            );
+        }
+        drop(m);
+        for addr in ports {
+            assert!(
+                !still_listening(addr),
+                "{addr} still accepts after the drop"
+            );
         }
     }
 }
