@@ -460,7 +460,7 @@ impl Journal {
         returns: &[std::path::PathBuf],
         now: time::OffsetDateTime,
     ) -> Result<Vec<RecoveredReturn>, makproxy_cli::CliError> {
-        use makproxy_core::bundle::{self, Kind, Limits, ReturnRecord};
+        use makproxy_core::bundle::{self, Kind, Limits};
         let p = path(home);
         // The real journal's lock, held until this process ends: a second recover, or
         // an activate, on this home fails at once (MP-KEY-009) instead of racing.
@@ -497,65 +497,8 @@ impl Journal {
         .map_err(JournalError::from)?;
         let mut out = Vec::new();
         let at = makproxy_core::bundle::rfc3339(now);
-        for (f, mut v) in verified {
-            let m = v.manifest.clone();
-            let name = f
-                .file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-            let a = m
-                .answers
-                .as_ref()
-                .expect("a return's reader checked its answers block");
-            // One run per backend the records name (each answer keeps its provenance).
-            let mut runs: Vec<(BackendKind, i64)> = Vec::new();
-            let mut restored = 0u64;
-            let batch = j.batch()?;
-            v.records(|r: ReturnRecord| {
-                let Some(cid) = r.confirmation_id() else {
-                    return Ok(());
-                };
-                let run = match runs.iter().find(|(b, _)| *b == r.backend) {
-                    Some((_, id)) => *id,
-                    None => {
-                        let id = batch.start_run(
-                            &format!("recovered-{}-{}", m.bundle_id, r.backend.as_str()),
-                            &a.bundle_id,
-                            r.backend,
-                            &format!("recovered from {name}"),
-                            &m.created,
-                        )?;
-                        runs.push((r.backend, id));
-                        id
-                    }
-                };
-                batch.save_answer(
-                    &r.installation_id,
-                    &r.extended_product_id,
-                    r.simulated,
-                    cid,
-                    run,
-                    &m.created,
-                )?;
-                restored += 1;
-                Ok::<(), makproxy_cli::CliError>(())
-            })?;
-            batch.commit()?;
-            j.record_request(
-                &a.bundle_id,
-                &a.site,
-                a.sequence,
-                &a.manifest_sha256,
-                &format!("site:{}", a.site),
-                &m.created,
-            )?;
-            j.record_return(&m.bundle_id, &a.bundle_id, m.sequence, &name, &m.created)?;
-            out.push(RecoveredReturn {
-                file: f.display().to_string(),
-                bundle_id: m.bundle_id.clone(),
-                sequence: m.sequence,
-                answers: a.bundle_id.clone(),
-                answers_restored: restored,
-            });
+        for (f, v) in verified {
+            out.push(j.restore_return(f, v)?);
         }
         store::meta_set(&j.conn, "recovered_at", &at).map_err(JournalError::from)?;
         j.conn
@@ -566,6 +509,74 @@ impl Journal {
         makproxy_core::fsutil::sync_dir(&home.dir)
             .map_err(|e| makproxy_cli::CliError::io(home.dir.display(), e))?;
         Ok(out)
+    }
+
+    /// One return of `recover`: its CIDs (one run per backend its records name, each
+    /// answer keeping its provenance), the request it answered and its number.
+    fn restore_return(
+        &mut self,
+        f: &std::path::Path,
+        mut v: makproxy_core::bundle::Verified,
+    ) -> Result<RecoveredReturn, makproxy_cli::CliError> {
+        use makproxy_core::bundle::ReturnRecord;
+        let m = v.manifest.clone();
+        let name = f
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let a = m
+            .answers
+            .as_ref()
+            .expect("a return's reader checked its answers block");
+        // One run per backend the records name (each answer keeps its provenance).
+        let mut runs: Vec<(BackendKind, i64)> = Vec::new();
+        let mut restored = 0u64;
+        let batch = self.batch()?;
+        v.records(|r: ReturnRecord| {
+            let Some(cid) = r.confirmation_id() else {
+                return Ok(());
+            };
+            let run = match runs.iter().find(|(b, _)| *b == r.backend) {
+                Some((_, id)) => *id,
+                None => {
+                    let id = batch.start_run(
+                        &format!("recovered-{}-{}", m.bundle_id, r.backend.as_str()),
+                        &a.bundle_id,
+                        r.backend,
+                        &format!("recovered from {name}"),
+                        &m.created,
+                    )?;
+                    runs.push((r.backend, id));
+                    id
+                }
+            };
+            batch.save_answer(
+                &r.installation_id,
+                &r.extended_product_id,
+                r.simulated,
+                cid,
+                run,
+                &m.created,
+            )?;
+            restored += 1;
+            Ok::<(), makproxy_cli::CliError>(())
+        })?;
+        batch.commit()?;
+        self.record_request(
+            &a.bundle_id,
+            &a.site,
+            a.sequence,
+            &a.manifest_sha256,
+            &format!("site:{}", a.site),
+            &m.created,
+        )?;
+        self.record_return(&m.bundle_id, &a.bundle_id, m.sequence, &name, &m.created)?;
+        Ok(RecoveredReturn {
+            file: f.display().to_string(),
+            bundle_id: m.bundle_id.clone(),
+            sequence: m.sequence,
+            answers: a.bundle_id.clone(),
+            answers_restored: restored,
+        })
     }
 
     /// When `recover` rebuilt this journal, if it did and `bundle_id` has not been
