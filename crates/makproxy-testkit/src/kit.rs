@@ -946,6 +946,19 @@ fn closed_world(k: &Keys, now: OffsetDateTime, add: &mut Add<'_>) {
         Some(Code::BndUnsupportedZip),
         set_cd_flags(cil.zip(), 1),
     );
+    // A cosignature file is capped like the signature, from the directory, before any
+    // signature is checked: one byte over the cap in a forged bundle is refused by its
+    // size, not by its forgery (a reader that capped it as data would find the forgery).
+    let mut t = Parts::new(k, c, now, id, None);
+    t.manifest = patch(t.manifest.clone(), b"kit-site", b"kit-sitf");
+    let over = vec![b' '; makproxy_core::bundle::Limits::default().max_signature as usize + 1];
+    t.cosigs.push(("manifest.cosig-1".into(), over));
+    add(
+        "cosignature-over-the-signature-cap-in-a-forged-bundle",
+        c,
+        Some(Code::BndEntryTooLarge),
+        t.zip(),
+    );
 }
 
 /// The canonical container: every header field fixed, the entries back to back, one method per entry, the deflate stream ending exactly at its size.
