@@ -946,6 +946,16 @@ fn closed_world(k: &Keys, now: OffsetDateTime, add: &mut Add<'_>) {
         Some(Code::BndUnsupportedZip),
         set_cd_flags(cil.zip(), 1),
     );
+    // The ratio rule starts above 1 MiB: data of exactly 1 MiB compressing far beyond
+    // the ratio is no bomb: it is read, and refused for what it holds (one long line).
+    let mut spaces = vec![b' '; (1 << 20) - 1];
+    spaces.push(b'\n');
+    add(
+        "exactly-1-mib-of-compressible-data-is-read-not-called-a-bomb",
+        c,
+        Some(Code::BndLineTooLong),
+        Parts::new(k, c, now, id, Some(spaces)).zip(),
+    );
     // A cosignature file is capped like the signature, from the directory, before any
     // signature is checked: one byte over the cap in a forged bundle is refused by its
     // size, not by its forgery (a reader that capped it as data would find the forgery).
