@@ -1465,6 +1465,98 @@ mod tests {
         assert_eq!(j.forget(&i("3"), "nothing there", "t4").unwrap(), 0);
     }
 
+    /// Every step of a key's life from every place it can be: the life only goes
+    /// forward, and a refused step leaves the key where it was.
+    #[test]
+    fn every_step_of_a_keys_life_goes_forward_or_is_refused() {
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        enum Place {
+            Absent,
+            InFlight,
+            Answered,
+            Refused,
+        }
+        #[derive(Debug, Clone, Copy)]
+        enum Step {
+            Intend,
+            NeverLeft,
+            Answer(u8),
+            Refuse,
+        }
+        use Place::*;
+        use Step::*;
+        let (iid, epid, ms) = (i("life"), e("E1"), BackendKind::Microsoft);
+        let of = RecordOf {
+            bundle_id: "b1",
+            handle: 1,
+            backend: ms,
+            iid: &iid,
+            epid: &epid,
+        };
+        let take = |j: &mut Journal, run: i64, step: Step| -> Result<()> {
+            let b = j.batch()?;
+            match step {
+                Intend => b.intend(&iid, &epid, ms, run, "t")?,
+                NeverLeft => b.settle(&iid, &epid)?,
+                Answer(n) => b.save_answer(&iid, &epid, false, &c(n), run, "t")?,
+                Refuse => b.save_failure(&of, &refusal("0x67"), "t")?,
+            }
+            b.commit()
+        };
+        let place = |j: &Journal| {
+            if j.answer(&iid, &epid, false).unwrap().is_some() {
+                Answered
+            } else if j.intent(&iid, &epid).unwrap().is_some() {
+                InFlight
+            } else if j.failure("b1", 1, ms).unwrap().is_some() {
+                Refused
+            } else {
+                Absent
+            }
+        };
+        let to = |from: Place| match from {
+            Absent => vec![],
+            InFlight => vec![Intend],
+            Answered => vec![Answer(1)],
+            Refused => vec![Refuse],
+        };
+        // (from, step, accepted, where the key is after it)
+        let table = [
+            (Absent, Intend, true, InFlight),
+            (Absent, NeverLeft, true, Absent),
+            (Absent, Answer(1), true, Answered),
+            (Absent, Refuse, true, Refused),
+            (InFlight, Intend, true, InFlight),
+            (InFlight, NeverLeft, true, Absent),
+            (InFlight, Answer(1), true, Answered),
+            (InFlight, Refuse, true, Refused),
+            (Answered, Intend, false, Answered),
+            (Answered, NeverLeft, true, Answered),
+            (Answered, Answer(1), true, Answered),
+            (Answered, Answer(2), false, Answered),
+            (Answered, Refuse, true, Answered),
+            (Refused, Intend, true, InFlight),
+            (Refused, NeverLeft, true, Refused),
+            (Refused, Answer(1), true, Answered),
+            (Refused, Refuse, true, Refused),
+        ];
+        for (from, step, accepted, after) in table {
+            let (_d, mut j) = journal();
+            let run = j.start_run("r1", "b1", ms, "u", "t").unwrap();
+            for s in to(from) {
+                take(&mut j, run, s).unwrap();
+            }
+            assert_eq!(place(&j), from, "setting up {from:?}");
+            let got = take(&mut j, run, step);
+            assert_eq!(got.is_ok(), accepted, "{from:?} + {step:?}: {got:?}");
+            assert_eq!(place(&j), after, "{from:?} + {step:?}");
+            if from == Answered {
+                let kept = j.answer(&iid, &epid, false).unwrap().unwrap().cid;
+                assert_eq!(kept, c(1), "{from:?} + {step:?} changed the CID");
+            }
+        }
+    }
+
     #[test]
     fn an_answered_key_is_never_put_in_flight_again_until_it_is_forgotten() {
         let (_d, mut j) = journal();
