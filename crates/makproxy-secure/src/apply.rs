@@ -20,27 +20,7 @@ use makproxy_core::sanitize::escape;
 use makproxy_core::{fsutil, Code};
 use std::path::Path;
 
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-/// What one apply did (`--json` prints it as `summary`).
-pub struct Summary {
-    /// CIDs recorded now.
-    pub cids: u64,
-    /// Records the online side refused.
-    pub failed: u64,
-    /// Answers for an IID the machine no longer has (kept, not deposited).
-    pub iid_changed: u64,
-    /// Records already answered by an earlier return.
-    pub already_answered: u64,
-    /// Records that did not match the request (unknown handle, other IID, …).
-    pub rejected: u64,
-    /// Records the online side could not settle (not sent, or uncertain): they stay
-    /// pending, and a later return for the same request may answer them.
-    #[serde(default)]
-    pub pending: u64,
-    /// Simulated CIDs replaced by real ones.
-    #[serde(default)]
-    pub superseded: u64,
-}
+pub use crate::ledger::Summary;
 
 impl Summary {
     fn human(&self) -> String {
@@ -341,13 +321,12 @@ pub fn run(
             write_deposit_files(&tx, deposit_dir, Some(&answers.bundle_id))?
         };
         drop(tx);
-        let earlier: Summary = serde_json::from_str(&before.summary_json).unwrap_or_default();
         report_deposit_problems(&problems);
         let failed = problems.len() as u64;
         out.report(&AlreadyApplied {
             already_applied: true,
             applied_at: before.at,
-            summary: earlier,
+            summary: before.summary,
             deposit_files_rewritten: files,
             deposit_problems: problems,
         });
@@ -407,7 +386,7 @@ pub fn run(
             signer: &signers,
             backend: &backend.name,
             simulated: backend.simulated,
-            summary_json: &serde_json::to_string(&s).expect("serialisable"),
+            summary: &s,
         },
         &at,
     )?;

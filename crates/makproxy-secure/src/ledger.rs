@@ -58,9 +58,33 @@ pub struct AppliedReturn<'a> {
     pub backend: &'a str,
     /// From a drill.
     pub simulated: bool,
-    /// apply's summary, as JSON.
-    pub summary_json: &'a str,
+    /// What apply counted.
+    pub summary: &'a Summary,
 }
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// What one apply did (`--json` prints it as `summary`); kept with the return, as JSON
+/// in its row, and read back through this type (a damaged row is `LedgerError::Invalid`).
+pub struct Summary {
+    /// CIDs recorded now.
+    pub cids: u64,
+    /// Records the online side refused.
+    pub failed: u64,
+    /// Answers for an IID the machine no longer has (kept, not deposited).
+    pub iid_changed: u64,
+    /// Records already answered by an earlier return.
+    pub already_answered: u64,
+    /// Records that did not match the request (unknown handle, other IID, …).
+    pub rejected: u64,
+    /// Records the online side could not settle (not sent, or uncertain): they stay
+    /// pending, and a later return for the same request may answer them.
+    #[serde(default)]
+    pub pending: u64,
+    /// Simulated CIDs replaced by real ones.
+    #[serde(default)]
+    pub superseded: u64,
+}
+
 
 /// Why a ledger read or write failed: the ledger's own error, mapped to an exit code
 /// and a message by the binary (`From<LedgerError> for CliError`).
@@ -1112,8 +1136,8 @@ pub struct HistoryLine {
 pub struct AppliedBefore {
     /// When (RFC 3339).
     pub at: String,
-    /// What that apply counted (its summary as JSON).
-    pub summary_json: String,
+    /// What that apply counted.
+    pub summary: Summary,
 }
 
 /// A CIL bundle this site issued, as a return must match it ([`Tx::issued`]).
@@ -2233,7 +2257,7 @@ impl Tx<'_> {
 
     // ---- apply ----
 
-    /// When a return was applied, and its summary (JSON), if it was.
+    /// When a return was applied, and what that apply counted, if it was.
     pub fn return_applied(&self, bundle_id: &str) -> Result<Option<AppliedBefore>> {
         self.tx
             .query_row(
@@ -2242,7 +2266,16 @@ impl Tx<'_> {
                 |r| {
                     Ok(AppliedBefore {
                         at: r.get(0)?,
-                        summary_json: r.get(1)?,
+                        summary: {
+                            let text: String = r.get(1)?;
+                            serde_json::from_str(&text).map_err(|e| {
+                                rusqlite::Error::FromSqlConversionFailure(
+                                    1,
+                                    rusqlite::types::Type::Text,
+                                    format!("not an apply summary: {e}").into(),
+                                )
+                            })?
+                        },
                     })
                 },
             )
@@ -2364,7 +2397,15 @@ impl Tx<'_> {
     pub fn return_recorded(&self, r: &AppliedReturn, at: &str) -> Result<()> {
         self.tx.execute(
             "INSERT INTO returns(bundle_id, answers, signer, backend, simulated, applied_at, summary) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![r.bundle_id, r.answers, r.signer, r.backend, r.simulated, at, r.summary_json],
+            params![
+                r.bundle_id,
+                r.answers,
+                r.signer,
+                r.backend,
+                r.simulated,
+                at,
+                serde_json::to_string(r.summary).expect("a summary is numbers")
+            ],
         )?;
         Ok(())
     }
@@ -2729,6 +2770,49 @@ mod tests {
         drop(Ledger::create(&home, 7).unwrap());
         let mut l = Ledger::open(&home).unwrap();
         assert_eq!(l.begin().unwrap().next_sequence().unwrap(), 7);
+    }
+
+    /// A return's summary is read back as what apply counted: a damaged row is a
+    /// damaged ledger, never an earlier apply that counted nothing.
+    #[test]
+    fn an_applied_returns_summary_is_read_back_through_its_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let (home, _) =
+            Home::init(dir.path(), makproxy_core::keys::Role::Secure, "s", None).unwrap();
+        let mut l = Ledger::create(&home, 1).unwrap();
+        let counted = Summary {
+            cids: 3,
+            failed: 1,
+            pending: 2,
+            ..Summary::default()
+        };
+        let tx = l.begin().unwrap();
+        tx.return_recorded(
+            &AppliedReturn {
+                bundle_id: "r1",
+                answers: "c1",
+                signer: "gw",
+                backend: "microsoft",
+                simulated: false,
+                summary: &counted,
+            },
+            "2026-12-04T00:00:00Z",
+        )
+        .unwrap();
+        let before = tx.return_applied("r1").unwrap().unwrap();
+        assert_eq!(before.summary, counted);
+        assert_eq!(before.at, "2026-12-04T00:00:00Z");
+        for damaged in ["", "{\"cids\": -1}", "[1, 2]", "{\"cids\": 1}"] {
+            tx.tx
+                .execute("UPDATE returns SET summary = ?1", params![damaged])
+                .unwrap();
+            match tx.return_applied("r1") {
+                Err(e @ LedgerError::Invalid(_)) => {
+                    assert!(e.to_string().contains("not an apply summary"), "{e}")
+                }
+                other => panic!("{damaged:?} read as {other:?}"),
+            }
+        }
     }
 
     /// ESU coverage puts each machine reporting an add-on in exactly one count: an

@@ -233,7 +233,7 @@ impl Site {
             .return_applied(&v.manifest.bundle_id)
             .unwrap()
             .expect("applied");
-        serde_json::from_str(&before.summary_json).unwrap()
+        serde_json::to_value(before.summary).unwrap()
     }
 
     fn deposit_text(&self, name: &str) -> String {
