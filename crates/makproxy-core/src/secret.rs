@@ -332,6 +332,24 @@ pub fn open(
 mod tests {
     use super::*;
 
+    /// The installed prompt answers what the environment does not give. (The prompt
+    /// is process-wide: this one answers only its own question, so no other test that
+    /// expects "no passphrase" is answered.)
+    #[test]
+    fn the_installed_prompt_is_asked_when_the_environment_has_no_passphrase() {
+        const QUESTION: &str = "secret.rs test: who goes there?";
+        fn prompt(q: &str) -> Option<Zeroizing<String>> {
+            (q == QUESTION).then(|| Zeroizing::new("a friend, from the prompt".into()))
+        }
+        set_prompt(prompt);
+        let got = passphrase("MAKPROXY_TEST_NOT_A_SECRET_VARIABLE", QUESTION);
+        assert_eq!(
+            got.as_deref().map(String::as_str),
+            Some("a friend, from the prompt")
+        );
+        assert!(passphrase("MAKPROXY_TEST_NOT_A_SECRET_VARIABLE", "another question").is_none());
+    }
+
     /// One sealing, read back, refused with the wrong passphrase, without one, for the
     /// other side, and after any byte of the sealed key, salt or nonce changed.
     #[test]

@@ -85,7 +85,6 @@ pub struct Summary {
     pub superseded: u64,
 }
 
-
 /// Why a ledger read or write failed: the ledger's own error, mapped to an exit code
 /// and a message by the binary (`From<LedgerError> for CliError`).
 #[derive(Debug)]
