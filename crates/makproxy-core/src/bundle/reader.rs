@@ -1219,6 +1219,53 @@ pub fn peek_kind(path: &Path, limits: &Limits) -> Result<Kind, BundleError> {
 mod tests {
     use super::*;
 
+    /// The blocks of `data` (a line limit of `max_line`): the number of lines in each,
+    /// and the code of the error that ended the walk, if one did.
+    fn blocks(data: &[u8], max_line: usize) -> (Vec<usize>, Option<Code>) {
+        let mut code = None;
+        let sizes = Blocks {
+            reader: BufReader::new(data),
+            name: "records.jsonl",
+            max_line,
+            next_line: 1,
+            done: false,
+        }
+        .map(|b| {
+            code = code.or(b.end.as_ref().map(|e| e.code));
+            b.ends.len()
+        })
+        .collect();
+        (sizes, code)
+    }
+
+    fn lines(n: usize, len: usize) -> Vec<u8> {
+        let mut line = vec![b'x'; len - 1];
+        line.push(b'\n');
+        line.repeat(n)
+    }
+
+    /// A block ends after 256 lines, or as soon as it holds 256 KiB, whichever comes
+    /// first: what waits between the threads stays small whatever the lines' length.
+    #[test]
+    fn a_block_ends_at_256_lines_or_256_kib() {
+        assert_eq!(blocks(&lines(600, 10), 16384), (vec![256, 256, 88], None));
+        // 128 lines of 2 KiB are exactly 256 KiB: the block ends there, not a line later.
+        assert_eq!(blocks(&lines(300, 2048), 16384), (vec![128, 128, 44], None));
+        assert_eq!(blocks(&lines(300, 2000), 16384).0[0], 132);
+        assert_eq!(blocks(b"", 16384), (vec![], None));
+    }
+
+    /// A last line without its end is "not terminated" up to the line limit itself, and
+    /// "too long" only beyond it.
+    #[test]
+    fn an_unterminated_last_line_is_too_long_only_beyond_the_limit() {
+        let mut data = lines(3, 10);
+        data.extend(vec![b'x'; 100]);
+        assert_eq!(blocks(&data, 100), (vec![3], Some(Code::BndRecord)));
+        data.push(b'x');
+        assert_eq!(blocks(&data, 100), (vec![3], Some(Code::BndLineTooLong)));
+    }
+
     /// A writer's `SiteRule::new` is always a rule the reader takes: whatever pins it is
     /// given (names twice in other case, a key twice, a bad name, more than the limit,
     /// a rule asking for none or for too many), what it keeps is within every bound.
