@@ -1751,6 +1751,16 @@ fn records(k: &Keys, now: OffsetDateTime, add: &mut Add<'_>) {
         Some(Code::BndRecordOrder),
         Parts::new(k, r, now, id, Some(lines(&recs))).zip(),
     );
+    // A simulated CID under a backend that spends activations: the record says
+    // "simulated", its backend says "real": refused, neither is believed.
+    let mut recs = return_records();
+    recs[0]["simulated"] = json!(true);
+    add(
+        "return-record-simulated-under-a-real-backend",
+        r,
+        Some(Code::BndRecord),
+        Parts::new(k, r, now, id, Some(lines(&recs))).zip(),
+    );
     let mut recs = return_records();
     recs[0]["failure"] = json!({"code": "MP-BKD-001", "message": "both"});
     add(

@@ -388,6 +388,14 @@ impl Record for ReturnRecord {
 mod tests {
     use super::*;
 
+    /// A stored failure code is compared with the code it names, and only with it.
+    #[test]
+    fn a_failure_code_equals_its_own_code_only() {
+        let f = FailureCode::from(Code::BkdUncertain);
+        assert!(f == Code::BkdUncertain);
+        assert!(f != Code::BkdRefused);
+    }
+
     /// `FIELDS` is the record's fields, in the order they are written: a CIL record with
     /// every optional field serialises to exactly these keys, and without host names
     /// the manifest lists all but `host`.
