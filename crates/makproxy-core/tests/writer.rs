@@ -73,6 +73,15 @@ fn an_unfinished_or_refused_bundle_leaves_no_file() {
     assert_eq!(e.code, Code::BndExists);
     assert_eq!(std::fs::read(&out).unwrap(), b"an earlier bundle");
     assert_eq!(names_in(t.path()), ["cil.zip"]);
+    // Any other failure to place the archive is that failure, not "already exists".
+    let mut w = BundleWriter::<CilRecord>::new(&out).unwrap();
+    w.push(cil_record(1)).unwrap();
+    let nowhere = t.path().join("no-such-folder").join("cil.zip");
+    let e = w
+        .finish(cil_header(NOW), &Keys::default().secure, &nowhere)
+        .unwrap_err();
+    assert_ne!(e.code, Code::BndExists, "{e}");
+    assert_eq!(names_in(t.path()), ["cil.zip"]);
 }
 
 mod properties {

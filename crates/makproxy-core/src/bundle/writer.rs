@@ -176,9 +176,8 @@ impl<R: Record + Send + 'static> BundleWriter<R> {
         out: &Path,
     ) -> Result<Written, BundleError> {
         let kind = R::KIND;
-        if out.exists() {
-            return Err(exists(out));
-        }
+        // No early "exists?" check: the archive is moved into place without replacing
+        // anything (persist_noclobber), and that one refusal is the rule, race or not.
         if !self.batch.is_empty() {
             self.hand_over().map_err(BundleError::io)?;
         }
