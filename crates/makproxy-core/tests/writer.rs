@@ -527,3 +527,30 @@ fn records_parsed_in_parallel_arrive_in_order_and_stop_at_the_first_broken_line(
     assert!(message.contains("line 700 "), "{message}");
     assert_eq!(seen, (1..=699).collect::<Vec<u64>>());
 }
+
+/// `cosign` adds up to `MAX_COSIGNATURES` cosignatures (the signer's own signature not
+/// counted) and refuses the next with MP-BND-005, leaving the file as it was.
+#[test]
+fn cosign_takes_exactly_the_most_cosignatures_a_bundle_holds() {
+    use makproxy_core::bundle::MAX_COSIGNATURES;
+    let t = tempfile::tempdir().unwrap();
+    let cil = bundle_of(t.path(), 2);
+    let limits = Limits::default();
+    let operator = |n: u8| ed25519_dalek::SigningKey::from_bytes(&[n; 32]);
+    for n in 1..=MAX_COSIGNATURES {
+        let signatures = bundle::cosign(
+            &cil,
+            Kind::Cil,
+            "kit-site",
+            &operator(n as u8),
+            NOW,
+            &limits,
+        )
+        .unwrap();
+        assert_eq!(signatures, n + 1);
+    }
+    let before = std::fs::read(&cil).unwrap();
+    let e = bundle::cosign(&cil, Kind::Cil, "kit-site", &operator(99), NOW, &limits).unwrap_err();
+    assert_eq!(e.code, Code::BndTooManyEntries, "{e}");
+    assert_eq!(std::fs::read(&cil).unwrap(), before);
+}
