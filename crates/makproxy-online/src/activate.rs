@@ -19,7 +19,7 @@
 //! consecutive requests that got no answer, nothing more is sent; a return holding
 //! nothing but such failures is not written.
 
-use crate::journal::{Intent, Journal, NewAnswer, RecordOf};
+use crate::journal::{Intent, Journal, JournalError, NewAnswer, RecordOf};
 use makproxy_backend::{activate_with_retry, Backend, Outcome, Remaining, Request, RetryPolicy};
 use makproxy_cli::Progress;
 use makproxy_cli::{CliError, Exit, Output};
@@ -473,15 +473,27 @@ impl Walk<'_> {
         )
     }
 
-    /// Writes the answers received and the intents of `asking` in one transaction.
+    /// Writes the answers received and then the intents of `asking` in one
+    /// transaction. An intent refused (a key that already holds an answer) writes none
+    /// of them, and the answers are committed before the refusal ends the run: a CID
+    /// obtained is never lost to a request that is not sent. (Defence in depth: the
+    /// walk looks every key up before asking, asks each key once per run, and the
+    /// journal is opened in SQLite's exclusive locking mode, so no other writer can
+    /// answer a key in between; the journal's tests cover the refusal itself.)
     fn persist(&mut self, asking: &[Job]) -> Result<(), CliError> {
         let at = bundle::rfc3339(makproxy_cli::now());
-        let b = self.journal.batch()?;
-        for j in asking {
-            b.intend(&j.req.iid, &j.req.epid, self.backend, self.run, &at)?;
-        }
+        let Walk {
+            journal,
+            uncommitted,
+            bundle_id,
+            backend,
+            simulated,
+            run,
+            ..
+        } = self;
+        let b = journal.batch()?;
         let mut cids = Vec::new();
-        for (job, outcome) in &self.uncommitted {
+        for (job, outcome) in uncommitted.iter() {
             let (iid, epid) = (&job.req.iid, &job.req.epid);
             match outcome {
                 Outcome::Cid(cid) => {
@@ -490,9 +502,9 @@ impl Walk<'_> {
                 }
                 Outcome::Failed(f) => b.save_failure(
                     &RecordOf {
-                        bundle_id: self.bundle_id,
+                        bundle_id,
                         handle: job.handle,
-                        backend: self.backend,
+                        backend: *backend,
                         iid,
                         epid,
                     },
@@ -506,8 +518,18 @@ impl Walk<'_> {
                 Outcome::Uncertain(_) => Ok(()),
             }?;
         }
-        b.save_answers(&cids, self.simulated, self.run, &at)?;
-        b.commit().map_err(CliError::from)
+        b.save_answers(&cids, *simulated, *run, &at)?;
+        let keys: Vec<_> = asking.iter().map(|j| (&j.req.iid, &j.req.epid)).collect();
+        match b.intend(&keys, *backend, *run, &at) {
+            Ok(()) => b.commit().map_err(CliError::from),
+            Err(refused @ JournalError::Backwards(_)) => {
+                b.commit()?;
+                // Saved: the error must not name them as unsaved.
+                uncommitted.clear();
+                Err(CliError::from(refused))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// After a commit: lets the records waiting on the saved answers go.

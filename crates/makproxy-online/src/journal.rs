@@ -1001,34 +1001,36 @@ impl Batch<'_> {
         insert_run(&self.tx, run_id, bundle_id, backend, endpoint, at).map_err(JournalError::from)
     }
 
-    /// Records that a request is about to leave for a backend that can spend. Refused
-    /// for a key that already holds a real answer: a key's life only goes forward
-    /// (module docs), and that request would spend a second activation.
+    /// Records that requests for `keys` are about to leave for a backend that can
+    /// spend. All or none: when any key already holds a real answer, nothing is
+    /// written and the step is refused, since a key's life only goes forward (module
+    /// docs) and that request would spend a second activation. What the batch already
+    /// holds (answers received meanwhile) is untouched, so the caller can still
+    /// commit it.
     pub fn intend(
         &self,
-        iid: &InstallationId,
-        epid: &ExtendedProductId,
+        keys: &[(&InstallationId, &ExtendedProductId)],
         backend: BackendKind,
         run: i64,
         at: &str,
     ) -> Result<()> {
-        let answered: bool = self
-            .tx
-            .prepare_cached(
-                "SELECT EXISTS(SELECT 1 FROM answers WHERE key = ?1 AND iid = ?2 AND epid = ?3 AND simulated = 0)",
-            )?
-            .query_row(params![key(iid, epid, false), iid, epid], |r| r.get(0))?;
-        if answered {
-            return Err(JournalError::Backwards(format!(
-                "IID {} already has a confirmation ID in the journal: sending it again would spend a second activation; refused",
-                iid.digits()
-            )));
+        let mut answered = self.tx.prepare_cached(
+            "SELECT EXISTS(SELECT 1 FROM answers WHERE key = ?1 AND iid = ?2 AND epid = ?3 AND simulated = 0)",
+        )?;
+        for (iid, epid) in keys {
+            if answered.query_row(params![key(iid, epid, false), iid, epid], |r| r.get(0))? {
+                return Err(JournalError::Backwards(format!(
+                    "IID {} already has a confirmation ID in the journal: sending it again would spend a second activation; refused",
+                    iid.digits()
+                )));
+            }
         }
-        self.tx
-            .prepare_cached(
-                "INSERT OR REPLACE INTO intents(iid, epid, backend, run, at) VALUES(?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![iid, epid, backend, run, at])?;
+        let mut insert = self.tx.prepare_cached(
+            "INSERT OR REPLACE INTO intents(iid, epid, backend, run, at) VALUES(?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (iid, epid) in keys {
+            insert.execute(params![iid, epid, backend, run, at])?;
+        }
         Ok(())
     }
 
@@ -1348,7 +1350,7 @@ mod tests {
         assert_invalid(j.entries(10), "not a valid installation ID");
         j.conn.execute("DELETE FROM answers", []).unwrap();
         let b = j.batch().unwrap();
-        b.intend(&i("1"), &e("E"), BackendKind::Microsoft, run, "t")
+        b.intend(&[(&i("1"), &e("E"))], BackendKind::Microsoft, run, "t")
             .unwrap();
         b.commit().unwrap();
         j.conn
@@ -1433,9 +1435,9 @@ mod tests {
             .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
             .unwrap();
         let b = j.batch().unwrap();
-        b.intend(&i("1"), &e("E"), BackendKind::Microsoft, run, "t")
+        b.intend(&[(&i("1"), &e("E"))], BackendKind::Microsoft, run, "t")
             .unwrap();
-        b.intend(&i("2"), &e("E"), BackendKind::Microsoft, run, "t")
+        b.intend(&[(&i("2"), &e("E"))], BackendKind::Microsoft, run, "t")
             .unwrap();
         b.commit().unwrap();
         assert!(j.any_intent().unwrap());
@@ -1496,7 +1498,7 @@ mod tests {
         let take = |j: &mut Journal, run: i64, step: Step| -> Result<()> {
             let b = j.batch()?;
             match step {
-                Intend => b.intend(&iid, &epid, ms, run, "t")?,
+                Intend => b.intend(&[(&iid, &epid)], ms, run, "t")?,
                 NeverLeft => b.settle(&iid, &epid)?,
                 Answer(n) => b.save_answer(&iid, &epid, false, &c(n), run, "t")?,
                 Refuse => b.save_failure(&of, &refusal("0x67"), "t")?,
@@ -1562,7 +1564,7 @@ mod tests {
         let (_d, mut j) = journal();
         let run = with_answer(&mut j, BackendKind::Microsoft);
         let b = j.batch().unwrap();
-        match b.intend(&i("111"), &e("E1"), BackendKind::Command, run, "t2") {
+        match b.intend(&[(&i("111"), &e("E1"))], BackendKind::Command, run, "t2") {
             Err(JournalError::Backwards(m)) => {
                 assert!(m.contains("second activation"), "{m}")
             }
@@ -1570,21 +1572,53 @@ mod tests {
         }
         // Only that key: the same IID with another ePID, and a simulated answer of a
         // drill, do not stand in the way of a real request.
-        b.intend(&i("111"), &e("E2"), BackendKind::Microsoft, run, "t2")
+        b.intend(&[(&i("111"), &e("E2"))], BackendKind::Microsoft, run, "t2")
             .unwrap();
         b.save_answer(&i("222"), &e("E1"), true, &c(2), run, "t2")
             .unwrap();
-        b.intend(&i("222"), &e("E1"), BackendKind::Microsoft, run, "t2")
+        b.intend(&[(&i("222"), &e("E1"))], BackendKind::Microsoft, run, "t2")
             .unwrap();
         b.commit().unwrap();
         assert_eq!(j.intent(&i("111"), &e("E1")).unwrap(), None);
         // forget (audited) takes the key back; then it may be asked again.
         assert_eq!(j.forget(&i("111"), "reimaged", "t3").unwrap(), 2);
         let b = j.batch().unwrap();
-        b.intend(&i("111"), &e("E1"), BackendKind::Microsoft, run, "t4")
+        b.intend(&[(&i("111"), &e("E1"))], BackendKind::Microsoft, run, "t4")
             .unwrap();
         b.commit().unwrap();
         assert!(j.intent(&i("111"), &e("E1")).unwrap().is_some());
+    }
+
+    #[test]
+    fn intents_are_all_or_none_and_a_refusal_leaves_the_batchs_answers_to_commit() {
+        let (_d, mut j) = journal();
+        let run = with_answer(&mut j, BackendKind::Microsoft);
+        let b = j.batch().unwrap();
+        // An answer received in the same batch, then a parcel whose last key is
+        // already answered: no intent of the parcel is written.
+        b.save_answer(&i("333"), &e("E1"), false, &c(3), run, "t2")
+            .unwrap();
+        let parcel = [(&i("444"), &e("E1")), (&i("111"), &e("E1"))];
+        let keys: Vec<_> = parcel.iter().map(|(i, e)| (*i, *e)).collect();
+        assert!(matches!(
+            b.intend(&keys, BackendKind::Microsoft, run, "t2"),
+            Err(JournalError::Backwards(_))
+        ));
+        // The answer received in the same batch is still there to commit.
+        b.commit().unwrap();
+        assert_eq!(
+            j.answer(&i("333"), &e("E1"), false).unwrap().unwrap().cid,
+            c(3)
+        );
+        assert_eq!(j.intent(&i("444"), &e("E1")).unwrap(), None, "all or none");
+        assert!(!j.any_intent().unwrap());
+        // An answer saved in the batch stands in the way of an intent in the same one.
+        let b = j.batch().unwrap();
+        b.save_answer(&i("555"), &e("E1"), false, &c(5), run, "t3")
+            .unwrap();
+        assert!(b
+            .intend(&[(&i("555"), &e("E1"))], BackendKind::Microsoft, run, "t3")
+            .is_err());
     }
 
     #[test]
@@ -1651,7 +1685,7 @@ mod tests {
             "t3",
         )
         .unwrap();
-        b.intend(&i("111"), &e("E8"), BackendKind::Microsoft, run, "t4")
+        b.intend(&[(&i("111"), &e("E8"))], BackendKind::Microsoft, run, "t4")
             .unwrap();
         b.commit().unwrap();
 
@@ -1717,7 +1751,7 @@ mod tests {
         );
         // Each kind alone is counted and audited too.
         let b = j.batch().unwrap();
-        b.intend(&i("444"), &e("E4"), BackendKind::Microsoft, run, "t7")
+        b.intend(&[(&i("444"), &e("E4"))], BackendKind::Microsoft, run, "t7")
             .unwrap();
         b.commit().unwrap();
         assert_eq!(j.forget(&i("444"), "stuck", "t8").unwrap(), 1);
@@ -1788,7 +1822,7 @@ mod tests {
             .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
             .unwrap();
         let b = j.batch().unwrap();
-        b.intend(&i("111"), &e("E1"), BackendKind::Microsoft, run, "t")
+        b.intend(&[(&i("111"), &e("E1"))], BackendKind::Microsoft, run, "t")
             .unwrap();
         b.save_failure(
             &RecordOf {
