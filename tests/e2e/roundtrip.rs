@@ -661,7 +661,7 @@ fn forge_return_claiming(
     })
     .unwrap();
     let header = Header {
-        bundle_id: bundle::new_bundle_id(),
+        bundle_id: bundle::BundleId::random(),
         site: "gateway".into(),
         sequence: 1,
         created: now,

@@ -677,7 +677,7 @@ pub struct BundleSummary {
     /// `cil` or `return`.
     pub kind: Kind,
     /// The manifest's bundle ID.
-    pub bundle_id: String,
+    pub bundle_id: makproxy_core::bundle::BundleId,
     /// The signing site.
     pub site: String,
     /// The site's bundle sequence number.

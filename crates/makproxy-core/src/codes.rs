@@ -142,7 +142,7 @@ codes! {
     BndNoSuchCosignature = "MP-BND-029": "`cosign --remove` names a key that made no cosignature in this bundle"
         => "`cosign FILE --remove KEY_ID` takes out one cosignature, by the key ID that `verify FILE` lists beside it. The key named made no cosignature here: nothing was changed. The bundle's own signature (manifest.sig) is never removed; a bundle without it is a new bundle: `pack` again.",
     BndManifestSyntax = "MP-BND-030": "manifest is not valid UTF-8 JSON of the expected shape"
-        => "The manifest is not clean UTF-8 JSON (trailing data, wrong types). The signer is trusted but the tool that made it is broken.",
+        => "The manifest is not clean UTF-8 JSON (trailing data, wrong types, a bundle ID that is not 32 lower-case hex digits). The signer is trusted but the tool that made it is broken.",
     BndUnknownField = "MP-BND-031": "manifest or record has an unknown field"
         => "The manifest or a record has a field this version does not know. Update makproxy, or ask the sender to use a matching version.",
     BndDuplicateKey = "MP-BND-032": "manifest or record has a duplicated JSON key"

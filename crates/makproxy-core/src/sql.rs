@@ -8,7 +8,7 @@
 //! not one (a damaged, hand-edited or foreign store) is an error naming the type, never
 //! a value that reaches a deposit script, a request or a terminal.
 
-use crate::bundle::BackendKind;
+use crate::bundle::{BackendKind, BundleId};
 use crate::channel::Channel;
 use crate::ids::{ConfirmationId, ExtendedProductId, Guid, HostName, InstallationId};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
@@ -61,6 +61,9 @@ text_column!(HostName, "host name", |v| v.as_str(), |s| HostName::parse(
 text_column!(BackendKind, "backend", |v| v.as_str(), |s| {
     BackendKind::parse(s).ok_or("unknown backend")
 });
+text_column!(BundleId, "bundle ID", |v| v.as_str(), |s| {
+    BundleId::parse(s).ok_or("not 32 lower-case hex digits")
+});
 text_column!(Channel, "channel", |v| v.as_str(), |s| {
     Channel::parse(s).ok_or("unknown channel")
 });
@@ -109,6 +112,8 @@ mod tests {
         round_trip(HostName::parse("LAB-PC-001").unwrap(), "LAB-PC-001");
         round_trip(BackendKind::Microsoft, "microsoft");
         round_trip(Channel::Mak, Channel::Mak.as_str());
+        let b = "0123456789abcdef0123456789abcdef";
+        round_trip(BundleId::parse(b).unwrap(), b);
     }
 
     #[test]
@@ -123,5 +128,7 @@ mod tests {
         refused::<HostName>("a b", "host name");
         refused::<BackendKind>("unknown", "backend");
         refused::<Channel>("volume", "channel");
+        refused::<BundleId>("0123456789ABCDEF0123456789ABCDEF", "bundle ID");
+        refused::<BundleId>("r1", "bundle ID");
     }
 }

@@ -204,7 +204,7 @@ mod properties {
             let keys = Keys::default();
             let mut header = cil_header(NOW);
             header.site = "kit-gateway".into();
-            header.answers = Some(bundle::Answers { bundle_id: "0123456789abcdef0123456789abcdef".into(), manifest_sha256: "0".repeat(64), site: "kit-site".into(), sequence: 1 });
+            header.answers = Some(bundle::Answers { bundle_id: bundle::BundleId::parse("0123456789abcdef0123456789abcdef").unwrap(), manifest_sha256: "0".repeat(64), site: "kit-site".into(), sequence: 1 });
             header.backend = Some(bundle::BackendInfo { name: "microsoft".into(), simulated: false, endpoint: None });
             w.finish(header, &keys.online, &out).unwrap();
             let mut v = bundle::open(&out, Kind::Return, &keys.trusted(Kind::Return, NOW), NOW, &Limits::default()).unwrap();

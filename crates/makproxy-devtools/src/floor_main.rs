@@ -58,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
     let m = &v.manifest;
     let header = Header {
-        bundle_id: bundle::new_bundle_id(),
+        bundle_id: bundle::BundleId::random(),
         site: home.site.clone(),
         sequence: 1,
         created: now,

@@ -24,8 +24,8 @@ use makproxy_backend::{activate_with_retry, Backend, Outcome, Remaining, Request
 use makproxy_cli::Progress;
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{
-    self, Answers, BackendInfo, BackendKind, BundleWriter, CilRecord, FailureCode, Header, Kind,
-    RecordFailure, ReturnAnswer, ReturnRecord, ServiceCode, Source,
+    self, Answers, BackendInfo, BackendKind, BundleId, BundleWriter, CilRecord, FailureCode,
+    Header, Kind, RecordFailure, ReturnAnswer, ReturnRecord, ServiceCode, Source,
 };
 use makproxy_core::home::Home;
 use makproxy_core::ids::{ConfirmationId, ExtendedProductId, InstallationId};
@@ -216,7 +216,7 @@ struct Walk<'a> {
     backend: BackendKind,
     simulated: bool,
     run: i64,
-    bundle_id: &'a str,
+    bundle_id: &'a BundleId,
     jobs: Option<SyncSender<Vec<Job>>>,
     answers: Receiver<Vec<(Job, Outcome)>>,
     /// Requests not yet handed out, and how many travel together.
@@ -859,7 +859,7 @@ pub fn run(
         &at,
     )?;
     let endpoint = o.backend.endpoint();
-    let run = journal.start_run(&bundle::new_bundle_id(), &m.bundle_id, kind, &endpoint, &at)?;
+    let run = journal.start_run(&bundle::random_hex_id(), &m.bundle_id, kind, &endpoint, &at)?;
     let this_run = ThisRun {
         run,
         skip_refused,
@@ -1204,7 +1204,7 @@ fn write_return(
     let (simulated, kind) = (o.backend.simulated(), o.backend.kind());
     let sequence = journal.next_return_sequence()?;
     let header = Header {
-        bundle_id: bundle::new_bundle_id(),
+        bundle_id: bundle::BundleId::random(),
         site: home.site.clone(),
         sequence,
         created: now,
@@ -1286,7 +1286,7 @@ pub struct Activated {
     /// The return bundle file.
     pub return_bundle: std::path::PathBuf,
     /// Its ID.
-    pub bundle_id: String,
+    pub bundle_id: BundleId,
     /// The request it answers.
     pub answers: Option<Answers>,
     /// The backend of the run.
@@ -1411,7 +1411,7 @@ pub fn worksheet(
         .map_err(|e| CliError::io(path.display(), e))?;
     makproxy_core::fsutil::write_atomic(
         &txt,
-        worksheet_text(&rows, &v.manifest.bundle_id).as_bytes(),
+        worksheet_text(&rows, v.manifest.bundle_id.as_str()).as_bytes(),
     )
     .map_err(|e| CliError::io(txt.display(), e))?;
     out.report(&Worksheet {

@@ -22,7 +22,9 @@
 //! IDs) and found through an index on a 64-bit digest of the lookup key; the full key is
 //! compared on every hit, so a digest collision costs a row read, never a wrong answer.
 
-use makproxy_core::bundle::{BackendKind, FailureCode, FailureMessage, RecordFailure, ServiceCode};
+use makproxy_core::bundle::{
+    BackendKind, BundleId, FailureCode, FailureMessage, RecordFailure, ServiceCode,
+};
 use makproxy_core::home::Home;
 use makproxy_core::ids::{ConfirmationId, ExtendedProductId, InstallationId};
 use makproxy_store::{self as store, Migration, StoreError};
@@ -160,7 +162,7 @@ pub struct Stored {
 #[derive(Debug, Clone, Copy)]
 pub struct RecordOf<'a> {
     /// The CIL bundle.
-    pub bundle_id: &'a str,
+    pub bundle_id: &'a BundleId,
     /// The record's handle in it.
     pub handle: u64,
     /// The backend that refused.
@@ -202,7 +204,7 @@ pub struct Entry {
     /// The service URL or program it came from.
     pub endpoint: String,
     /// The CIL bundle it was obtained for.
-    pub bundle_id: String,
+    pub bundle_id: BundleId,
     /// The run that obtained it.
     pub run_id: String,
     /// When (RFC 3339).
@@ -215,7 +217,7 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StoredFailure {
     /// The CIL bundle of the refused record.
-    pub bundle_id: String,
+    pub bundle_id: BundleId,
     /// The record's handle in it.
     pub handle: u64,
     /// The backend that refused.
@@ -407,11 +409,11 @@ pub struct RecoveredReturn {
     /// The return's file.
     pub file: String,
     /// Its bundle ID and sequence.
-    pub bundle_id: String,
+    pub bundle_id: BundleId,
     /// Its sequence.
     pub sequence: u64,
     /// The request it answered.
-    pub answers: String,
+    pub answers: BundleId,
     /// CIDs it carried, now in the journal again.
     pub answers_restored: u64,
 }
@@ -582,7 +584,7 @@ impl Journal {
     /// When `recover` rebuilt this journal, if it did and `bundle_id` has not been
     /// cleared since ([`Journal::clear_lost`]): records of requests created up to then
     /// that have no answer may have been sent by the lost journal's runs.
-    pub fn recovered_at(&self, bundle_id: &str) -> Result<Option<String>> {
+    pub fn recovered_at(&self, bundle_id: &BundleId) -> Result<Option<String>> {
         if store::meta_get(&self.conn, &format!("lost_cleared:{bundle_id}"))?.is_some() {
             return Ok(None);
         }
@@ -591,7 +593,7 @@ impl Journal {
 
     /// A run with --retry-uncertain went through every record of `bundle_id` after the
     /// recovery: from now on its records are uncertain only by their own intents.
-    pub fn clear_lost(&self, bundle_id: &str, at: &str) -> Result<()> {
+    pub fn clear_lost(&self, bundle_id: &BundleId, at: &str) -> Result<()> {
         store::meta_set(&self.conn, &format!("lost_cleared:{bundle_id}"), at)
             .map_err(JournalError::from)
     }
@@ -626,7 +628,7 @@ impl Journal {
     pub fn start_run(
         &self,
         run_id: &str,
-        bundle_id: &str,
+        bundle_id: &BundleId,
         backend: BackendKind,
         endpoint: &str,
         at: &str,
@@ -662,7 +664,7 @@ impl Journal {
 
     /// Whether any refusal by `backend` is recorded for this bundle (when none is,
     /// per-record lookups can be skipped).
-    pub fn any_failure(&self, bundle_id: &str, backend: BackendKind) -> Result<bool> {
+    pub fn any_failure(&self, bundle_id: &BundleId, backend: BackendKind) -> Result<bool> {
         self.conn
             .query_row(
                 "SELECT EXISTS(SELECT 1 FROM failures WHERE bundle_id = ?1 AND backend = ?2)",
@@ -675,7 +677,7 @@ impl Journal {
     /// A refusal the same backend gave earlier for this record of this bundle.
     pub fn failure(
         &self,
-        bundle_id: &str,
+        bundle_id: &BundleId,
         handle: u64,
         backend: BackendKind,
     ) -> Result<Option<RecordFailure>> {
@@ -816,7 +818,7 @@ impl Journal {
         &self,
         signer_key_id: &str,
         sequence: u64,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<BundleId>> {
         self.conn
             .query_row(
                 "SELECT bundle_id FROM requests WHERE signer = ?1 AND sequence = ?2",
@@ -849,7 +851,7 @@ impl Journal {
     /// Remembers a request bundle (the first time it is seen).
     pub fn record_request(
         &self,
-        bundle_id: &str,
+        bundle_id: &BundleId,
         site: &str,
         sequence: u64,
         manifest_sha256: &str,
@@ -873,8 +875,8 @@ impl Journal {
     /// Records a written return and moves the sequence on, in one transaction.
     pub fn record_return(
         &mut self,
-        bundle_id: &str,
-        answers: &str,
+        bundle_id: &BundleId,
+        answers: &BundleId,
         sequence: u64,
         file: &str,
         at: &str,
@@ -960,7 +962,7 @@ pub fn open_error(e: OpenError) -> makproxy_cli::CliError {
 fn insert_run(
     conn: &Connection,
     run_id: &str,
-    bundle_id: &str,
+    bundle_id: &BundleId,
     backend: BackendKind,
     endpoint: &str,
     at: &str,
@@ -993,7 +995,7 @@ impl Batch<'_> {
     fn start_run(
         &self,
         run_id: &str,
-        bundle_id: &str,
+        bundle_id: &BundleId,
         backend: BackendKind,
         endpoint: &str,
         at: &str,
@@ -1176,6 +1178,11 @@ impl Batch<'_> {
 mod tests {
     use super::*;
 
+    /// A bundle ID numbered `n`.
+    fn bid(n: u8) -> BundleId {
+        BundleId::parse(&format!("{n:032x}")).unwrap()
+    }
+
     /// A well-formed CID, different for each `n`.
     fn c(n: u8) -> ConfirmationId {
         let payload: Vec<u8> = (0..40).map(|i| (n + i) % 10).collect();
@@ -1219,7 +1226,7 @@ mod tests {
     /// A journal holding one answer, `c(1)` for ("111", "E1", real), obtained by
     /// `backend` in run "r1"; returns the run's row ID.
     fn with_answer(j: &mut Journal, backend: BackendKind) -> i64 {
-        let run = j.start_run("r1", "b1", backend, "u", "t").unwrap();
+        let run = j.start_run("r1", &bid(1), backend, "u", "t").unwrap();
         let b = j.batch().unwrap();
         b.save_answer(&i("111"), &e("E1"), false, &c(1), run, "t")
             .unwrap();
@@ -1243,7 +1250,7 @@ mod tests {
     fn a_second_different_answer_for_one_key_is_refused_in_every_build() {
         let (_d, mut j) = journal();
         let run = j
-            .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
+            .start_run("r1", &bid(1), BackendKind::Microsoft, "u", "t")
             .unwrap();
         let b = j.batch().unwrap();
         b.save_answer(&i("111"), &e("E1"), false, &c(1), run, "t")
@@ -1261,7 +1268,7 @@ mod tests {
     fn a_group_of_answers_is_saved_as_each_one_would_be() {
         let (_d, mut j) = journal();
         let run = j
-            .start_run("r1", "b1", BackendKind::Simulator, "u", "t")
+            .start_run("r1", &bid(1), BackendKind::Simulator, "u", "t")
             .unwrap();
         let ids: Vec<(InstallationId, ExtendedProductId, ConfirmationId)> = (0..100u8)
             .map(|n| (i(&format!("{n}")), e("E"), c(n % 10)))
@@ -1317,7 +1324,7 @@ mod tests {
     fn a_journal_row_that_is_not_a_cid_is_refused_not_served() {
         let (_d, j) = journal();
         let run = j
-            .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
+            .start_run("r1", &bid(1), BackendKind::Microsoft, "u", "t")
             .unwrap();
         // A tampered (or damaged) journal: the row's CID is not 48 valid digits.
         j.conn
@@ -1339,7 +1346,7 @@ mod tests {
     fn rows_read_for_people_are_checked_through_their_types() {
         let (_d, mut j) = journal();
         let run = j
-            .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
+            .start_run("r1", &bid(1), BackendKind::Microsoft, "u", "t")
             .unwrap();
         j.conn
             .execute(
@@ -1368,7 +1375,7 @@ mod tests {
     fn a_digest_collision_never_serves_another_records_cid() {
         let (_d, mut j) = journal();
         let run = j
-            .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
+            .start_run("r1", &bid(1), BackendKind::Microsoft, "u", "t")
             .unwrap();
         // Forge a row that shares the digest of ("222", "E", real) but not its key.
         j.conn
@@ -1398,10 +1405,10 @@ mod tests {
         let (_d, mut j) = journal();
         let sim = BackendKind::Simulator;
         let ms = BackendKind::Microsoft;
-        assert!(!j.any_failure("b1", sim).unwrap());
+        assert!(!j.any_failure(&bid(1), sim).unwrap());
         let b = j.batch().unwrap();
         let rec = RecordOf {
-            bundle_id: "b1",
+            bundle_id: &bid(1),
             handle: 3,
             backend: sim,
             iid: &i("1"),
@@ -1410,29 +1417,29 @@ mod tests {
         b.save_failure(&rec, &refusal("0x7F"), "t").unwrap();
         b.save_failure(&rec, &refusal("0x67"), "t").unwrap();
         b.commit().unwrap();
-        assert!(j.any_failure("b1", sim).unwrap());
+        assert!(j.any_failure(&bid(1), sim).unwrap());
         assert!(
-            !j.any_failure("b1", ms).unwrap(),
+            !j.any_failure(&bid(1), ms).unwrap(),
             "a drill's refusal is not the service's"
         );
-        assert!(!j.any_failure("b2", sim).unwrap());
+        assert!(!j.any_failure(&bid(2), sim).unwrap());
         assert_eq!(
-            j.failure("b1", 3, sim)
+            j.failure(&bid(1), 3, sim)
                 .unwrap()
                 .unwrap()
                 .service_code
                 .as_deref(),
             Some("0x67")
         );
-        assert_eq!(j.failure("b1", 3, ms).unwrap(), None);
-        assert_eq!(j.failure("b1", 4, sim).unwrap(), None);
+        assert_eq!(j.failure(&bid(1), 3, ms).unwrap(), None);
+        assert_eq!(j.failure(&bid(1), 4, sim).unwrap(), None);
     }
 
     #[test]
     fn an_intent_stays_open_until_its_answer_and_forget_is_audited() {
         let (_d, mut j) = journal();
         let run = j
-            .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
+            .start_run("r1", &bid(1), BackendKind::Microsoft, "u", "t")
             .unwrap();
         let b = j.batch().unwrap();
         b.intend(&[(&i("1"), &e("E"))], BackendKind::Microsoft, run, "t")
@@ -1489,7 +1496,7 @@ mod tests {
         use Step::*;
         let (iid, epid, ms) = (i("life"), e("E1"), BackendKind::Microsoft);
         let of = RecordOf {
-            bundle_id: "b1",
+            bundle_id: &bid(1),
             handle: 1,
             backend: ms,
             iid: &iid,
@@ -1510,7 +1517,7 @@ mod tests {
                 Answered
             } else if j.intent(&iid, &epid).unwrap().is_some() {
                 InFlight
-            } else if j.failure("b1", 1, ms).unwrap().is_some() {
+            } else if j.failure(&bid(1), 1, ms).unwrap().is_some() {
                 Refused
             } else {
                 Absent
@@ -1544,7 +1551,7 @@ mod tests {
         ];
         for (from, step, accepted, after) in table {
             let (_d, mut j) = journal();
-            let run = j.start_run("r1", "b1", ms, "u", "t").unwrap();
+            let run = j.start_run("r1", &bid(1), ms, "u", "t").unwrap();
             for s in to(from) {
                 take(&mut j, run, s).unwrap();
             }
@@ -1635,9 +1642,9 @@ mod tests {
              CREATE TABLE failures(bundle_id TEXT NOT NULL, handle INTEGER NOT NULL, code TEXT NOT NULL, service_code TEXT, message TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY(bundle_id, handle));
              CREATE TABLE requests(bundle_id TEXT PRIMARY KEY, site TEXT NOT NULL, sequence INTEGER NOT NULL, manifest_sha256 TEXT NOT NULL, first_seen TEXT NOT NULL, UNIQUE(site, sequence));
              CREATE TABLE returns(bundle_id TEXT PRIMARY KEY, answers TEXT NOT NULL, sequence INTEGER NOT NULL, file TEXT NOT NULL, at TEXT NOT NULL);
-             INSERT INTO runs VALUES(1, 'r1', 'b1', 'microsoft', 't');
+             INSERT INTO runs VALUES(1, 'r1', '00000000000000000000000000000001', 'microsoft', 't');
              INSERT INTO answers VALUES(1, {}, '{}', '{}', 0, '{}', 1, 't');
-             INSERT INTO failures VALUES('b1', 2, 'MP-BKD-001', '0x7F', 'm', 't');",
+             INSERT INTO failures VALUES('00000000000000000000000000000001', 2, 'MP-BKD-001', '0x7F', 'm', 't');",
             key(&i("111"), &e("E"), false),
             i("111").digits(),
             e("E"),
@@ -1649,7 +1656,7 @@ mod tests {
         let a = j.answer(&i("111"), &e("E"), false).unwrap().unwrap();
         assert_eq!((a.cid, a.backend), (c(5), BackendKind::Microsoft));
         assert_eq!(
-            j.failure("b1", 2, BackendKind::Microsoft).unwrap(),
+            j.failure(&bid(1), 2, BackendKind::Microsoft).unwrap(),
             None,
             "a refusal of unknown provenance is not reused"
         );
@@ -1662,7 +1669,7 @@ mod tests {
     fn list_show_and_forget_see_exactly_what_was_saved() {
         let (_d, mut j) = journal();
         let run = j
-            .start_run("r1", "b1", BackendKind::Microsoft, "https://x", "t0")
+            .start_run("r1", &bid(1), BackendKind::Microsoft, "https://x", "t0")
             .unwrap();
         let b = j.batch().unwrap();
         b.save_answer(&i("111"), &e("E1"), false, &c(1), run, "t1")
@@ -1671,7 +1678,7 @@ mod tests {
             .unwrap();
         b.save_failure(
             &RecordOf {
-                bundle_id: "b1",
+                bundle_id: &bid(1),
                 handle: 7,
                 backend: BackendKind::Microsoft,
                 iid: &i("111"),
@@ -1707,7 +1714,13 @@ mod tests {
                 a.run_id.as_str(),
                 a.at.as_str()
             ),
-            (BackendKind::Microsoft, "https://x", "b1", "r1", "t1")
+            (
+                BackendKind::Microsoft,
+                "https://x",
+                bid(1).as_str(),
+                "r1",
+                "t1"
+            )
         );
 
         let (answers, failures) = j.show(&i("111")).unwrap();
@@ -1717,7 +1730,12 @@ mod tests {
         let f = &failures[0];
         assert_eq!(
             (f.bundle_id.as_str(), f.handle, f.backend, f.at.as_str()),
-            ("b1", 7, Recorded::Backend(BackendKind::Microsoft), "t3")
+            (
+                bid(1).as_str(),
+                7,
+                Recorded::Backend(BackendKind::Microsoft),
+                "t3"
+            )
         );
         assert_eq!(f.failure.code, makproxy_core::Code::BkdRefused);
         assert_eq!(f.failure.service_code.as_deref(), Some("0x7F"));
@@ -1758,7 +1776,7 @@ mod tests {
         let b = j.batch().unwrap();
         b.save_failure(
             &RecordOf {
-                bundle_id: "b1",
+                bundle_id: &bid(1),
                 handle: 8,
                 backend: BackendKind::Manual,
                 iid: &i("555"),
@@ -1789,13 +1807,13 @@ mod tests {
     fn requests_are_remembered_by_signer_and_sequence_and_returns_are_numbered() {
         let (_d, mut j) = journal();
         assert_eq!(j.request_with_sequence("k1", 1).unwrap(), None);
-        j.record_request("bundle-a", "plant-a", 1, "sha", "k1", "t")
+        j.record_request(&bid(0xa), "plant-a", 1, "sha", "k1", "t")
             .unwrap();
-        j.record_request("bundle-b", "plant-a", 1, "sha", "k1", "t")
+        j.record_request(&bid(0xb), "plant-a", 1, "sha", "k1", "t")
             .unwrap();
         assert_eq!(
-            j.request_with_sequence("k1", 1).unwrap().as_deref(),
-            Some("bundle-a"),
+            j.request_with_sequence("k1", 1).unwrap(),
+            Some(bid(0xa)),
             "the first bundle seen with a sequence keeps it"
         );
         assert_eq!(
@@ -1805,10 +1823,10 @@ mod tests {
         );
         assert_eq!(j.request_with_sequence("k1", 2).unwrap(), None);
         assert_eq!(j.next_return_sequence().unwrap(), 1);
-        j.record_return("ret-1", "bundle-a", 1, "r1.zip", "t")
+        j.record_return(&bid(0xe1), &bid(0xa), 1, "r1.zip", "t")
             .unwrap();
         assert_eq!(j.next_return_sequence().unwrap(), 2);
-        j.record_return("ret-2", "bundle-a", 5, "r2.zip", "t")
+        j.record_return(&bid(0xe2), &bid(0xa), 5, "r2.zip", "t")
             .unwrap();
         assert_eq!(j.next_return_sequence().unwrap(), 6);
     }
@@ -1819,14 +1837,14 @@ mod tests {
     fn only_a_real_refusal_settles_an_intent() {
         let (_d, mut j) = journal();
         let run = j
-            .start_run("r1", "b1", BackendKind::Microsoft, "u", "t")
+            .start_run("r1", &bid(1), BackendKind::Microsoft, "u", "t")
             .unwrap();
         let b = j.batch().unwrap();
         b.intend(&[(&i("111"), &e("E1"))], BackendKind::Microsoft, run, "t")
             .unwrap();
         b.save_failure(
             &RecordOf {
-                bundle_id: "b1",
+                bundle_id: &bid(1),
                 handle: 1,
                 backend: BackendKind::Simulator,
                 iid: &i("111"),
@@ -1841,7 +1859,7 @@ mod tests {
         let b = j.batch().unwrap();
         b.save_failure(
             &RecordOf {
-                bundle_id: "b1",
+                bundle_id: &bid(1),
                 handle: 1,
                 backend: BackendKind::Microsoft,
                 iid: &i("111"),

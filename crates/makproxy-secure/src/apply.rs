@@ -12,7 +12,7 @@
 use crate::ledger::{Answered, AppliedReturn, Change, History, KeptCid, Ledger, ProductState, Tx};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{
-    self, Answers, BackendInfo, FailureCode, Kind, ReturnAnswer, ReturnRecord,
+    self, Answers, BackendInfo, BundleId, FailureCode, Kind, ReturnAnswer, ReturnRecord,
 };
 use makproxy_core::home::Home;
 use makproxy_core::records::deposit_file::render;
@@ -54,7 +54,7 @@ pub struct Note {
 }
 
 /// Names the machine and product of each note `record` added from `from` on.
-fn name_notes(tx: &Tx, request: &str, notes: &mut [Note]) -> crate::ledger::Result<()> {
+fn name_notes(tx: &Tx, request: &BundleId, notes: &mut [Note]) -> crate::ledger::Result<()> {
     for n in notes {
         if let Some(p) = tx.bundle_record(request, n.handle)? {
             let now = tx.product_now(p.product_id)?;
@@ -172,7 +172,7 @@ impl std::fmt::Display for DryRun {
 #[derive(Debug, serde::Serialize)]
 pub struct Applied {
     /// The return's bundle ID.
-    pub return_bundle: String,
+    pub return_bundle: BundleId,
     /// The request it answers.
     pub answers: Answers,
     /// The name its signer is trusted under.
@@ -437,9 +437,9 @@ pub fn run(
 /// The return being applied, as each of its results sees it.
 struct Applying<'a> {
     /// The CIL bundle it answers.
-    request: &'a str,
+    request: &'a BundleId,
     /// The return bundle.
-    return_id: &'a str,
+    return_id: &'a BundleId,
     /// The return is a drill's.
     simulated: bool,
     /// When (RFC 3339).
@@ -669,7 +669,7 @@ pub fn reissue(
 pub fn write_deposit_files(
     tx: &Tx,
     dir: &Path,
-    bundle_id: Option<&str>,
+    bundle_id: Option<&BundleId>,
 ) -> Result<(u64, Vec<DepositProblem>), CliError> {
     std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir.display(), e))?;
     // Resolved once: a relative folder would be resolved again for every file.
@@ -838,9 +838,9 @@ mod tests {
         );
         let applied = |simulated| {
             Applied {
-                return_bundle: "r".into(),
+                return_bundle: BundleId::parse(&"e".repeat(32)).unwrap(),
                 answers: Answers {
-                    bundle_id: "b".into(),
+                    bundle_id: BundleId::parse(&"b".repeat(32)).unwrap(),
                     manifest_sha256: "h".into(),
                     site: "s".into(),
                     sequence: 1,

@@ -18,6 +18,7 @@
 //! apply for every product of a batch). Reads go through the `products` view that joins
 //! them; writes name the table they change.
 
+use makproxy_core::bundle::BundleId;
 use makproxy_core::channel::{Channel, Policy};
 use makproxy_core::home::Home;
 use makproxy_core::ids::{
@@ -42,16 +43,16 @@ pub struct KeptCid<'a> {
     /// From a drill: never replaces a real one.
     pub simulated: bool,
     /// The return bundle that brought it.
-    pub return_bundle: &'a str,
+    pub return_bundle: &'a BundleId,
 }
 
 /// A return applied, as the ledger records it ([`Tx::return_recorded`]).
 #[derive(Debug, Clone, Copy)]
 pub struct AppliedReturn<'a> {
     /// The return bundle.
-    pub bundle_id: &'a str,
+    pub bundle_id: &'a BundleId,
     /// The CIL bundle it answers.
-    pub answers: &'a str,
+    pub answers: &'a BundleId,
     /// Who signed it: the pinned names of its signer and cosigners (`gw + gw-2`).
     pub signer: &'a str,
     /// The backend that answered.
@@ -406,7 +407,7 @@ pub enum History<'a> {
     /// A return brought a CID.
     CidReceived {
         /// The return bundle.
-        return_id: &'a str,
+        return_id: &'a BundleId,
         /// The CID is simulated.
         simulated: bool,
     },
@@ -508,7 +509,7 @@ pub enum Change<'a> {
         /// It is real and replaces a simulated one.
         replaces_simulated: bool,
         /// The return bundle.
-        return_id: &'a str,
+        return_id: &'a BundleId,
     },
     /// A return brought a refusal.
     Refused {
@@ -870,7 +871,7 @@ impl std::fmt::Display for Shortfall {
 
 /// Keys with fewer activations left than needed by the products of `bundle_id` (a
 /// bundle being packed) or, with `None`, by the queued products.
-fn shortfalls(conn: &Connection, bundle_id: Option<&str>) -> Result<Vec<Shortfall>> {
+fn shortfalls(conn: &Connection, bundle_id: Option<&BundleId>) -> Result<Vec<Shortfall>> {
     let source = if bundle_id.is_some() {
         "JOIN bundle_records br ON br.product_id = f.id AND br.bundle_id = ?1 AND ?2 IS NOT NULL"
     } else {
@@ -920,7 +921,7 @@ pub struct PackedRecord {
 /// A bundle `pack` wrote, as the ledger records it.
 pub struct WrittenBundle<'a> {
     /// Its ID.
-    pub bundle_id: &'a str,
+    pub bundle_id: &'a BundleId,
     /// The site's sequence number it carries.
     pub sequence: u64,
     /// Its manifest's SHA-256 (hex).
@@ -976,7 +977,7 @@ pub struct GatewayRule {
     /// Its rule and the keys it pins for this site.
     pub rule: makproxy_core::bundle::SiteRule,
     /// The return that said so.
-    pub return_bundle: String,
+    pub return_bundle: BundleId,
     /// When that return was written (RFC 3339).
     pub created: String,
 }
@@ -1056,7 +1057,7 @@ pub struct StatusRow {
     /// Its state.
     pub state: ProductState,
     /// The bundle it was last packed in.
-    pub bundle_id: Option<String>,
+    pub bundle_id: Option<BundleId>,
     /// Why it is failed or skipped (a code).
     pub reason_code: Option<String>,
     /// Why, in words.
@@ -1536,7 +1537,7 @@ pub struct BundleHistory {
     /// The site's sequence number.
     pub sequence: i64,
     /// Its ID.
-    pub bundle_id: String,
+    pub bundle_id: BundleId,
     /// When it was packed (RFC 3339).
     pub created: String,
     /// When it expires (RFC 3339).
@@ -1555,7 +1556,7 @@ pub struct BundleHistory {
 #[derive(Debug, Clone)]
 pub struct ReturnHistory {
     /// The return's ID.
-    pub bundle_id: String,
+    pub bundle_id: BundleId,
     /// Who signed it: the pinned names of its signer and cosigners.
     pub signer: String,
     /// The backend that answered.
@@ -1928,9 +1929,9 @@ impl Tx<'_> {
     /// new), unless the inventory holds a newer count. Returns the keys updated.
     pub fn key_count_seen(
         &self,
-        cil_bundle: &str,
+        cil_bundle: &BundleId,
         c: &makproxy_core::bundle::RemainingCount,
-        return_bundle: &str,
+        return_bundle: &BundleId,
         at: &str,
     ) -> Result<u64> {
         let left = if c.activations_remaining < 0 {
@@ -1966,7 +1967,7 @@ impl Tx<'_> {
     }
 
     /// Keys with fewer activations left than the products of `bundle_id` need.
-    pub fn shortfalls(&self, bundle_id: &str) -> Result<Vec<Shortfall>> {
+    pub fn shortfalls(&self, bundle_id: &BundleId) -> Result<Vec<Shortfall>> {
         shortfalls(&self.tx, Some(bundle_id))
     }
 
@@ -2160,7 +2161,7 @@ impl Tx<'_> {
     /// `limit`, in collection order) into `bundle_id`'s records, numbered from 1.
     pub fn choose_for_bundle(
         &self,
-        bundle_id: &str,
+        bundle_id: &BundleId,
         event: Event,
         product: Option<&str>,
         host: Option<&str>,
@@ -2193,7 +2194,7 @@ impl Tx<'_> {
     /// The chosen records of a bundle, in handle order.
     pub fn bundle_rows<E: From<LedgerError>>(
         &self,
-        bundle_id: &str,
+        bundle_id: &BundleId,
         mut f: impl FnMut(PackRow) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut stmt = self.tx.prepare(
@@ -2257,7 +2258,7 @@ impl Tx<'_> {
     // ---- apply ----
 
     /// When a return was applied, and what that apply counted, if it was.
-    pub fn return_applied(&self, bundle_id: &str) -> Result<Option<AppliedBefore>> {
+    pub fn return_applied(&self, bundle_id: &BundleId) -> Result<Option<AppliedBefore>> {
         self.tx
             .query_row(
                 "SELECT applied_at, summary FROM returns WHERE bundle_id = ?1",
@@ -2283,7 +2284,7 @@ impl Tx<'_> {
     }
 
     /// What this site issued as `bundle_id`, if it did.
-    pub fn issued(&self, bundle_id: &str) -> Result<Option<Issued>> {
+    pub fn issued(&self, bundle_id: &BundleId) -> Result<Option<Issued>> {
         self.tx
             .query_row(
                 "SELECT manifest_sha256, sequence FROM bundles WHERE bundle_id = ?1",
@@ -2300,7 +2301,7 @@ impl Tx<'_> {
     }
 
     /// A record of an issued bundle.
-    pub fn bundle_record(&self, bundle_id: &str, handle: u64) -> Result<Option<PackedRecord>> {
+    pub fn bundle_record(&self, bundle_id: &BundleId, handle: u64) -> Result<Option<PackedRecord>> {
         self.tx
             .prepare_cached(
                 "SELECT product_id, iid, answered FROM bundle_records WHERE bundle_id = ?1 AND handle = ?2",
@@ -2316,7 +2317,7 @@ impl Tx<'_> {
     }
 
     /// Marks a bundle record answered.
-    pub fn set_answered(&self, bundle_id: &str, handle: u64, a: Answered) -> Result<()> {
+    pub fn set_answered(&self, bundle_id: &BundleId, handle: u64, a: Answered) -> Result<()> {
         self.tx
             .prepare_cached(
                 "UPDATE bundle_records SET answered = ?3 WHERE bundle_id = ?1 AND handle = ?2",
@@ -2372,7 +2373,7 @@ impl Tx<'_> {
         &self,
         gateway: &str,
         rule: &makproxy_core::bundle::SiteRule,
-        return_bundle: &str,
+        return_bundle: &BundleId,
         created: &str,
     ) -> Result<()> {
         self.tx.execute(
@@ -2410,7 +2411,7 @@ impl Tx<'_> {
     }
 
     /// Records of a request with neither a CID nor a refusal yet.
-    pub fn still_pending(&self, bundle_id: &str) -> Result<i64> {
+    pub fn still_pending(&self, bundle_id: &BundleId) -> Result<i64> {
         self.tx.query_row(
             "SELECT COUNT(*) FROM bundle_records b JOIN product_status p ON p.product_id = b.product_id
              WHERE b.bundle_id = ?1 AND b.answered = 0 AND p.state = ?2",
@@ -2445,7 +2446,7 @@ impl Tx<'_> {
     }
 
     /// Hosts with products awaiting deposit (of one request bundle when given).
-    pub fn hosts_awaiting_deposit(&self, bundle_id: Option<&str>) -> Result<Vec<HostName>> {
+    pub fn hosts_awaiting_deposit(&self, bundle_id: Option<&BundleId>) -> Result<Vec<HostName>> {
         self.tx
             .prepare(
                 "SELECT DISTINCT p.host FROM products p WHERE p.state = ?2
@@ -2482,6 +2483,11 @@ mod tests {
     use super::*;
     use Event as E;
     use ProductState as S;
+
+    /// A bundle ID numbered `n`.
+    fn bid(n: u8) -> BundleId {
+        BundleId::parse(&format!("{n:032x}")).unwrap()
+    }
 
     const PACK: Event = E::Pack {
         retry_failed: false,
@@ -2788,8 +2794,8 @@ mod tests {
         let tx = l.begin().unwrap();
         tx.return_recorded(
             &AppliedReturn {
-                bundle_id: "r1",
-                answers: "c1",
+                bundle_id: &bid(1),
+                answers: &bid(0xc1),
                 signer: "gw",
                 backend: "microsoft",
                 simulated: false,
@@ -2798,14 +2804,14 @@ mod tests {
             "2026-12-04T00:00:00Z",
         )
         .unwrap();
-        let before = tx.return_applied("r1").unwrap().unwrap();
+        let before = tx.return_applied(&bid(1)).unwrap().unwrap();
         assert_eq!(before.summary, counted);
         assert_eq!(before.at, "2026-12-04T00:00:00Z");
         for damaged in ["", "{\"cids\": -1}", "[1, 2]", "{\"cids\": 1}"] {
             tx.tx
                 .execute("UPDATE returns SET summary = ?1", params![damaged])
                 .unwrap();
-            match tx.return_applied("r1") {
+            match tx.return_applied(&bid(1)) {
                 Err(e @ LedgerError::Invalid(_)) => {
                     assert!(e.to_string().contains("not an apply summary"), "{e}")
                 }
@@ -2885,14 +2891,14 @@ mod tests {
             signers: vec![RuleSigner::new("s", &key.key)],
         };
         let tx = l.begin().unwrap();
-        tx.gateway_rule_seen("gw", &rule(2), "r2", "2026-12-02T10:00:00Z")
+        tx.gateway_rule_seen("gw", &rule(2), &bid(2), "2026-12-02T10:00:00Z")
             .unwrap();
-        tx.gateway_rule_seen("gw", &rule(1), "r1", "2026-12-01T10:00:00Z")
+        tx.gateway_rule_seen("gw", &rule(1), &bid(1), "2026-12-01T10:00:00Z")
             .unwrap();
-        tx.gateway_rule_seen("gw2", &rule(3), "q1", "2026-11-01T10:00:00Z")
+        tx.gateway_rule_seen("gw2", &rule(3), &bid(0x91), "2026-11-01T10:00:00Z")
             .unwrap();
         tx.commit().unwrap();
-        let got: Vec<(String, u32, String)> = l
+        let got: Vec<(String, u32, BundleId)> = l
             .gateway_rules()
             .unwrap()
             .into_iter()
@@ -2900,20 +2906,14 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            [
-                ("gw".into(), 2, "r2".into()),
-                ("gw2".into(), 3, "q1".into())
-            ]
+            [("gw".into(), 2, bid(2)), ("gw2".into(), 3, bid(0x91))]
         );
         let tx = l.begin().unwrap();
-        tx.gateway_rule_seen("gw", &rule(1), "r3", "2026-12-03T10:00:00Z")
+        tx.gateway_rule_seen("gw", &rule(1), &bid(3), "2026-12-03T10:00:00Z")
             .unwrap();
         tx.commit().unwrap();
         let g = &l.gateway_rules().unwrap()[0];
-        assert_eq!(
-            (g.rule.signatures_required, g.return_bundle.as_str()),
-            (1, "r3")
-        );
+        assert_eq!((g.rule.signatures_required, &g.return_bundle), (1, &bid(3)));
         assert_eq!(g.rule.signers[0].verifying_key(), Some(key.key));
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::ledger::{Event, Ledger, PackRow, ProductState, WrittenBundle};
 use makproxy_cli::{CliError, Exit, Output};
-use makproxy_core::bundle::{self, BundleWriter, CilRecord, Header, ProductName};
+use makproxy_core::bundle::{self, BundleId, BundleWriter, CilRecord, Header, ProductName};
 use makproxy_core::home::Home;
 use makproxy_core::ids::{ExtendedProductId, Guid, HostName, InstallationId};
 use makproxy_core::sanitize::escape;
@@ -139,7 +139,7 @@ pub struct Packed {
     /// The bundle file.
     pub bundle: std::path::PathBuf,
     /// Its ID.
-    pub bundle_id: String,
+    pub bundle_id: BundleId,
     /// Its sequence number.
     pub sequence: u64,
     /// Records in it.
@@ -229,7 +229,7 @@ pub fn run(out: &Output, home: &Home, ledger: &mut Ledger, o: &Options) -> Resul
         only_failed: o.only_failed,
         repack: o.repack,
     };
-    let bundle_id = bundle::new_bundle_id();
+    let bundle_id = bundle::BundleId::random();
     let sequence = tx.next_sequence()?;
     let count = tx.choose_for_bundle(&bundle_id, event, o.product, o.host, o.limit)?;
 
@@ -444,7 +444,7 @@ mod tests {
         let packed = |warn: bool| {
             Packed {
                 bundle: "cil.zip".into(),
-                bundle_id: "b".into(),
+                bundle_id: BundleId::parse(&"b".repeat(32)).unwrap(),
                 sequence: 1,
                 records: 13,
                 manifest_sha256: "h".into(),

@@ -158,7 +158,7 @@ impl Site {
         }
         let now = makproxy_cli::now();
         let header = Header {
-            bundle_id: bundle::new_bundle_id(),
+            bundle_id: bundle::BundleId::random(),
             site: "gw".into(),
             sequence: 1,
             created: now,
@@ -354,7 +354,7 @@ fn a_return_is_bound_to_the_exact_request_this_site_issued() {
             ..good.clone()
         },
         Answers {
-            bundle_id: bundle::new_bundle_id(),
+            bundle_id: bundle::BundleId::random(),
             ..good.clone()
         },
     ];

@@ -9,7 +9,7 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
-use makproxy_core::bundle::{pae, CilRecord, Header, Kind};
+use makproxy_core::bundle::{pae, BundleId, CilRecord, Header, Kind};
 use makproxy_core::codes::Code;
 use makproxy_core::ids::{
     digits_from_seed, with_check_digits, ExtendedProductId, Guid, InstallationId,
@@ -637,7 +637,7 @@ pub fn cil_record(handle: u64) -> CilRecord {
 /// A CIL header of the kit's secure site, created at `now` and valid for 30 days.
 pub fn cil_header(now: OffsetDateTime) -> Header {
     Header {
-        bundle_id: "0123456789abcdef0123456789abcdef".into(),
+        bundle_id: BundleId::parse("0123456789abcdef0123456789abcdef").expect("32 hex digits"),
         site: "kit-site".into(),
         sequence: 1,
         created: now,
@@ -1636,6 +1636,32 @@ fn signed_context(k: &Keys, now: OffsetDateTime, add: &mut Add<'_>) {
             r,
             Some(Code::BndInconsistent),
             Parts::new(k, r, now, move |m| m["site_rule"] = rule.clone(), None).zip(),
+        );
+    }
+    // A bundle ID is the ledger's and the journal's key: upper case (a second spelling
+    // of the same ID) or short does not even parse, signed or not.
+    for (name, kind, at) in [
+        ("bundle-id-upper-case", c, "/bundle_id"),
+        ("bundle-id-short", c, "/bundle_id"),
+        ("answered-bundle-id-upper-case", r, "/answers/bundle_id"),
+    ] {
+        let bad = if name.contains("short") {
+            "0123456789abcdef0123456789abcde"
+        } else {
+            "0123456789ABCDEF0123456789ABCDEF"
+        };
+        add(
+            name,
+            kind,
+            Some(Code::BndManifestSyntax),
+            Parts::new(
+                k,
+                kind,
+                now,
+                move |m| *m.pointer_mut(at).expect("present") = json!(bad),
+                None,
+            )
+            .zip(),
         );
     }
     add("answers-block-in-request", c, Some(Code::BndInconsistent), Parts::new(k, c, now, |m| m["answers"] = json!({"bundle_id": "00000000000000000000000000000000", "manifest_sha256": "0000000000000000000000000000000000000000000000000000000000000000", "site": "x", "sequence": 1}), None).zip());

@@ -1,7 +1,43 @@
 //! The signed statement (`manifest.json`) and the signature file (`manifest.sig`).
 
 use super::Kind;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+
+/// A bundle's ID: 32 lower-case hex digits, random ([`BundleId::random`]). Parsed once
+/// where it enters (the manifest, a store's row); everything after holds this type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct BundleId(String);
+
+impl BundleId {
+    /// Exactly 32 lower-case hex digits, nothing around them.
+    pub fn parse(text: &str) -> Option<BundleId> {
+        super::is_hex(text, 32).then(|| BundleId(text.to_string()))
+    }
+    /// A fresh random ID.
+    pub fn random() -> BundleId {
+        BundleId(super::random_hex_id())
+    }
+    /// The 32 digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BundleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for BundleId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom("bundle_id must be 32 lower-case hex digits"))
+    }
+}
 
 /// One archive entry as listed in the manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,7 +56,7 @@ pub struct Entry {
 #[serde(deny_unknown_fields)]
 pub struct Answers {
     /// The CIL bundle answered.
-    pub bundle_id: String,
+    pub bundle_id: BundleId,
     /// SHA-256 of that bundle's manifest, as it was issued.
     pub manifest_sha256: String,
     /// The site that issued it.
@@ -183,7 +219,7 @@ pub struct Manifest {
     /// Which way the bundle travels.
     pub kind: Kind,
     /// 32 lower-case hex digits, random.
-    pub bundle_id: String,
+    pub bundle_id: BundleId,
     /// The sender's site name.
     pub site: String,
     /// Per-sender sequence number, starting at 1.

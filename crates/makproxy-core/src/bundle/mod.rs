@@ -92,11 +92,16 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A fresh random bundle ID.
-pub fn new_bundle_id() -> String {
+/// 16 random bytes as 32 lower-case hex digits: a bundle's ID, a run's.
+pub fn random_hex_id() -> String {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).expect("operating system RNG");
     hex(&b)
+}
+
+/// Whether `s` is exactly `len` lower-case hex digits.
+pub(crate) fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// `t` as RFC 3339 UTC with whole seconds.

@@ -8,7 +8,7 @@ use super::format::{
 use super::manifest::{BackendKind, Manifest, SigFile, SiteRule, MAX_RULE_SIGNERS};
 use super::records::Record;
 use super::zipscan;
-use super::{hex, pae, rfc3339, sha256_hex, BundleError, Kind};
+use super::{hex, is_hex, pae, rfc3339, sha256_hex, BundleError, Kind};
 use crate::codes::Code;
 use crate::keys::Trusted;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -115,12 +115,6 @@ fn parse_time(what: &str, s: &str) -> Result<OffsetDateTime, BundleError> {
             &format!("{what} {s:?} is not an RFC 3339 time"),
         )
     })
-}
-
-fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Opens a bundle file under the size cap and reads its raw central directory.
@@ -754,9 +748,6 @@ fn check_manifest(
             ),
         ));
     }
-    if !is_hex(&m.bundle_id, 32) {
-        return Err(bad("bundle_id must be 32 lower-case hex digits"));
-    }
     crate::keys::valid_site(&m.site).map_err(|_| bad("invalid site name"))?;
     if m.sequence == 0
         || m.records > limits.max_records
@@ -778,8 +769,7 @@ fn check_manifest(
     match (expected, &m.answers, &m.backend) {
         (Kind::Cil, None, None) => {}
         (Kind::Return, Some(a), Some(b)) => {
-            if !is_hex(&a.bundle_id, 32)
-                || !is_hex(&a.manifest_sha256, 64)
+            if !is_hex(&a.manifest_sha256, 64)
                 || BackendKind::parse(&b.name).is_none_or(|k| k.simulated() != b.simulated)
                 || b.endpoint.as_ref().is_some_and(|e| e.len() > MAX_ENDPOINT)
             {
@@ -1342,7 +1332,7 @@ mod tests {
             format: FORMAT.into(),
             version: VERSION,
             kind,
-            bundle_id: "0123456789abcdef0123456789abcdef".into(),
+            bundle_id: super::super::BundleId::parse("0123456789abcdef0123456789abcdef").unwrap(),
             site: "plant-a".into(),
             sequence: 1,
             created: "2026-11-22T00:00:00Z".into(),
@@ -1357,7 +1347,8 @@ mod tests {
                 sha256: "0".repeat(64),
             }],
             answers: ret.then(|| super::super::Answers {
-                bundle_id: "0123456789abcdef0123456789abcdef".into(),
+                bundle_id: super::super::BundleId::parse("0123456789abcdef0123456789abcdef")
+                    .unwrap(),
                 manifest_sha256: "0".repeat(64),
                 site: "plant-a".into(),
                 sequence: 1,
@@ -1370,6 +1361,53 @@ mod tests {
             remaining: None,
             site_rule: None,
         }
+    }
+
+    /// A bundle ID is 32 lower-case hex digits or the manifest does not parse: in the
+    /// header and in a return's `answers` alike (no value of the type is anything else).
+    #[test]
+    fn a_manifest_whose_bundle_ids_are_not_32_lower_case_hex_digits_does_not_parse() {
+        let now = time::macros::datetime!(2026-11-23 00:00 UTC);
+        let limits = Limits::default();
+        let parse = |kind: Kind, f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = serde_json::to_value(manifest(kind)).unwrap();
+            f(&mut v);
+            parse_manifest(&serde_json::to_vec(&v).unwrap(), kind, now, &limits).map_err(|e| e.code)
+        };
+        let good = "0123456789abcdef0123456789abcdef";
+        for kind in [Kind::Cil, Kind::Return] {
+            assert!(parse(kind, &|_| {}).is_ok());
+        }
+        for bad in [
+            "0123456789ABCDEF0123456789ABCDEF",
+            &good[1..],
+            &format!("{good}0"),
+            &format!(" {}", &good[1..]),
+            "0123456789abcdef0123456789abcdeg",
+            "",
+        ] {
+            let syntax = Err(Code::BndManifestSyntax);
+            assert_eq!(
+                parse(Kind::Cil, &|v| v["bundle_id"] = bad.into()),
+                syntax,
+                "{bad:?}"
+            );
+            assert_eq!(
+                parse(Kind::Return, &|v| v["answers"]["bundle_id"] = bad.into()),
+                syntax,
+                "answers {bad:?}"
+            );
+        }
+        assert_eq!(
+            super::super::BundleId::parse(good).map(|b| b.to_string()),
+            Some(good.to_string())
+        );
+        let fresh = super::super::BundleId::random();
+        assert_eq!(
+            super::super::BundleId::parse(fresh.as_str()),
+            Some(fresh.clone())
+        );
+        assert_ne!(super::super::BundleId::random(), fresh);
     }
 
     /// Every rule of the manifest's content at its exact boundary: the value at the
@@ -1477,7 +1515,6 @@ mod tests {
         let answers = |f: &dyn Fn(&mut super::super::Answers)| {
             edit(Kind::Return, &|m| f(m.answers.as_mut().unwrap()))
         };
-        assert_eq!(answers(&|a| a.bundle_id = "x".into()), bad);
         assert_eq!(answers(&|a| a.manifest_sha256 = "x".into()), bad);
         let backend = |f: &dyn Fn(&mut super::super::BackendInfo)| {
             edit(Kind::Return, &|m| f(m.backend.as_mut().unwrap()))

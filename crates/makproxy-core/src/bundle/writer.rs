@@ -42,8 +42,8 @@ const CHUNK: usize = 256 * 1024;
 
 /// What `finish` fills in from the caller; the writer adds entries, counts and signer.
 pub struct Header {
-    /// A fresh random ID ([`new_bundle_id`](super::new_bundle_id)).
-    pub bundle_id: String,
+    /// A fresh random ID ([`BundleId::random`](super::BundleId::random)).
+    pub bundle_id: super::BundleId,
     /// The writing side's site (must be its key's site).
     pub site: String,
     /// The bundle's sequence number at that site.
@@ -438,7 +438,7 @@ mod durability_tests {
         .unwrap();
         let now = time::macros::datetime!(2026-11-22 00:00 UTC);
         let header = Header {
-            bundle_id: "0123456789abcdef0123456789abcdef".into(),
+            bundle_id: crate::bundle::BundleId::parse("0123456789abcdef0123456789abcdef").unwrap(),
             site: "site".into(),
             sequence: 1,
             created: now,

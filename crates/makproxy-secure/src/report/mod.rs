@@ -55,7 +55,7 @@ pub fn status(
                     r.activation_id.to_string(),
                     r.product.unwrap_or_default(),
                     r.state.as_str().to_string(),
-                    r.bundle_id.unwrap_or_default(),
+                    r.bundle_id.map(|b| b.to_string()).unwrap_or_default(),
                     r.reason_code.unwrap_or_default(),
                     r.reason.unwrap_or_default(),
                     r.simulated.to_string(),
@@ -131,7 +131,7 @@ impl std::fmt::Display for Status {
             let detail = match (r.state, &r.reason_code, &r.reason) {
                 (ProductState::Packed, code, _) => format!(
                     "in bundle {}{}",
-                    r.bundle_id.as_deref().unwrap_or("?"),
+                    r.bundle_id.as_ref().map_or("?", |b| b.as_str()),
                     code.as_deref()
                         .map(|c| format!("; {c}: not settled online yet"))
                         .unwrap_or_default()

@@ -490,7 +490,7 @@ pub fn render(f: &Facts) -> (String, Machines) {
                 format!(
                     "#{}<br><span class=\"small\">{}</span>",
                     b.sequence,
-                    html(&b.bundle_id)
+                    html(b.bundle_id.as_str())
                 ),
                 when(&b.created),
                 b.records.to_string(),
