@@ -967,21 +967,50 @@ fn read_entry(archive: &mut Archive, name: &str, cap: u64) -> Result<Vec<u8>, Bu
 }
 
 /// Streams an entry into `to` (from its start), checking its size; returns its SHA-256.
+/// Inflating (with the CRC) runs on the calling thread; hashing and writing the copy on
+/// a second one, fed pieces of [`COPY_PIECE`] bytes in order through a bounded channel,
+/// so the two overlap. The digest is of exactly the bytes written, in the same order.
 fn copy_entry(
     archive: &mut Archive,
     name: &str,
     size: u64,
     to: &mut File,
 ) -> Result<String, BundleError> {
-    let mut hasher = Sha256::new();
-    let mut w = io::BufWriter::with_capacity(256 * 1024, &mut *to);
-    let (n, _) = inflate_entry(archive, name, size, |b| {
-        hasher.update(b);
-        w.write_all(b)
-    })?;
-    w.flush()
-        .map_err(|e| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}")))?;
-    drop(w);
+    let unreadable =
+        |e: &dyn std::fmt::Display| BundleError::new(Code::BndUnreadable, &format!("{name}: {e}"));
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    let (inflated, copied) = std::thread::scope(|s| {
+        let copier = s.spawn(|| -> io::Result<String> {
+            let mut hasher = Sha256::new();
+            for piece in rx {
+                hasher.update(&piece);
+                (&*to).write_all(&piece)?;
+            }
+            Ok(hex(&hasher.finalize()))
+        });
+        let mut piece = Vec::with_capacity(COPY_PIECE);
+        let mut inflated = inflate_entry(archive, name, size, |b| {
+            piece.extend_from_slice(b);
+            if piece.len() >= COPY_PIECE {
+                let full = std::mem::replace(&mut piece, Vec::with_capacity(COPY_PIECE));
+                // A copier that stopped has its own error, reported below.
+                tx.send(full)
+                    .map_err(|_| io::Error::other("the private copy stopped"))?;
+            }
+            Ok(())
+        });
+        if inflated.is_ok() && !piece.is_empty() && tx.send(piece).is_err() {
+            inflated = Err(unreadable(&"the private copy stopped"));
+        }
+        drop(tx);
+        let copied = copier
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the private copy's thread panicked")));
+        (inflated, copied)
+    });
+    // The copier's own failure (a full disk) is the cause when both failed.
+    let digest = copied.map_err(|e| unreadable(&e))?;
+    let (n, _) = inflated?;
     to.seek(SeekFrom::Start(0)).map_err(BundleError::io)?;
     if n != size {
         return Err(BundleError::new(
@@ -989,8 +1018,11 @@ fn copy_entry(
             &format!("{name}: {n} bytes read, {size} declared"),
         ));
     }
-    Ok(hex(&hasher.finalize()))
+    Ok(digest)
 }
+
+/// Bytes handed to the private copy's thread at a time (four wait at most).
+const COPY_PIECE: usize = 1 << 20;
 
 impl Verified {
     /// The key IDs of the cosignatures carried, in order (a hint each: only
@@ -1361,6 +1393,41 @@ mod tests {
             remaining: None,
             site_rule: None,
         }
+    }
+
+    /// The private copy is made on a second thread in pieces: over several pieces and a
+    /// partial last one, its bytes and digest are exactly the entry's, in order; an
+    /// entry longer than the size it is copied at is refused, the copy notwithstanding.
+    #[test]
+    fn the_private_copy_holds_exactly_the_hashed_bytes_over_many_pieces() {
+        use std::io::Write as _;
+        let data: Vec<u8> = (0..(3 * COPY_PIECE + 17) as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let mut zipped = tempfile::tempfile().unwrap();
+        {
+            let mut z = zip::ZipWriter::new(&mut zipped);
+            let o = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated);
+            z.start_file("records.jsonl", o).unwrap();
+            z.write_all(&data).unwrap();
+            z.finish().unwrap();
+        }
+        let open = || {
+            let mut f = zipped.try_clone().unwrap();
+            f.seek(SeekFrom::Start(0)).unwrap();
+            zip::ZipArchive::new(BufReader::new(f)).unwrap()
+        };
+        let mut copy = tempfile::tempfile().unwrap();
+        let size = data.len() as u64;
+        let digest = copy_entry(&mut open(), "records.jsonl", size, &mut copy).unwrap();
+        assert_eq!(digest, sha256_hex(&data));
+        let mut back = Vec::new();
+        copy.read_to_end(&mut back).unwrap();
+        assert!(back == data, "the copy is the entry, byte for byte");
+        let mut short = tempfile::tempfile().unwrap();
+        let e = copy_entry(&mut open(), "records.jsonl", size - 1, &mut short).unwrap_err();
+        assert_eq!(e.code, Code::BndEntryTooLarge);
     }
 
     /// A bundle ID is 32 lower-case hex digits or the manifest does not parse: in the
