@@ -9,12 +9,15 @@
 //! They are replaced atomically but not fsynced one by one: the ledger commit is the
 //! durable step, and after a power loss a re-run of `apply` writes them again.
 
-use crate::ledger::{Answered, AppliedReturn, Change, History, KeptCid, Ledger, ProductState, Tx};
+use crate::ledger::{
+    Answered, AppliedReturn, Change, History, KeptCid, Ledger, ProductNow, ProductState, Tx,
+};
 use makproxy_cli::{CliError, Exit, Output};
 use makproxy_core::bundle::{
     self, Answers, BackendInfo, BundleId, FailureCode, Kind, ReturnAnswer, ReturnRecord,
 };
 use makproxy_core::home::Home;
+use makproxy_core::ids::InstallationId;
 use makproxy_core::records::deposit_file::render;
 use makproxy_core::sanitize::escape;
 use makproxy_core::{fsutil, Code};
@@ -51,6 +54,20 @@ pub struct Note {
     /// The product's name (or activation ID), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub product: Option<String>,
+}
+
+impl Note {
+    /// A note on the record `handle`, its machine and product not named yet
+    /// ([`name_notes`] names them).
+    fn new(handle: u64, code: &str, detail: String) -> Note {
+        Note {
+            handle,
+            code: code.into(),
+            detail,
+            host: None,
+            product: None,
+        }
+    }
 }
 
 /// Names the machine and product of each note `record` added from `from` on.
@@ -446,6 +463,66 @@ struct Applying<'a> {
     at: &'a str,
 }
 
+/// A result bound to the request record it answers: the packed record, and the product
+/// as it is now (`packed_now`: it still holds the IID that was packed).
+struct Bound {
+    pid: i64,
+    packed_iid: InstallationId,
+    answered: Answered,
+    now: ProductNow,
+    packed_now: bool,
+}
+
+/// Binds a result to the record of the request it answers, or says why it is refused
+/// (each a rejected result with its code): no such handle, another IID, another ePID
+/// while the product still has the packed IID (a reimaged product is the stale-IID
+/// rule's business), a simulated flag that contradicts the return's signed backend.
+fn bind(
+    tx: &Tx,
+    r: &ReturnRecord,
+    ret: &Applying,
+) -> crate::ledger::Result<Result<Bound, (Code, &'static str)>> {
+    let Some(crate::ledger::PackedRecord {
+        product_id: pid,
+        iid: packed_iid,
+        answered,
+    }) = tx.bundle_record(ret.request, r.handle)?
+    else {
+        return Ok(Err((
+            Code::AplUnknownHandle,
+            "the answered bundle has no such record",
+        )));
+    };
+    if packed_iid != r.installation_id {
+        return Ok(Err((
+            Code::AplIidMismatch,
+            "result's IID differs from the request record; ignored",
+        )));
+    }
+    let now = tx.product_now(pid)?;
+    let packed_now = now.iid.as_ref() == Some(&packed_iid);
+    let absent = makproxy_core::ids::ExtendedProductId::absent();
+    if packed_now && *now.epid.as_ref().unwrap_or(&absent) != r.extended_product_id {
+        return Ok(Err((
+            Code::AplEpidMismatch,
+            "result's extended product ID differs from the request record; ignored",
+        )));
+    }
+    if r.simulated != ret.simulated {
+        return Ok(Err((
+            Code::AplIidMismatch,
+            "record's simulated flag contradicts the return's signed backend; ignored",
+        )));
+    }
+    Ok(Ok(Bound {
+        pid,
+        packed_iid,
+        answered,
+        now,
+        packed_now,
+    }))
+}
+
 /// Applies one result of a return to the ledger (inside the caller's transaction).
 fn record(
     tx: &Tx,
@@ -454,87 +531,33 @@ fn record(
     s: &mut Summary,
     notes: &mut Vec<Note>,
 ) -> crate::ledger::Result<()> {
-    let Applying {
-        request,
-        return_id,
-        simulated: simulated_return,
-        at,
-    } = *ret;
-    let note = |notes: &mut Vec<Note>, code: Code, detail: String| {
-        notes.push(Note {
-            handle: r.handle,
-            code: code.as_str().into(),
-            detail,
-            host: None,
-            product: None,
-        })
+    let Applying { request, at, .. } = *ret;
+    let b = match bind(tx, r, ret)? {
+        Ok(b) => b,
+        Err((code, detail)) => {
+            s.rejected += 1;
+            notes.push(Note::new(r.handle, code.as_str(), detail.into()));
+            return Ok(());
+        }
     };
-    let Some(crate::ledger::PackedRecord {
-        product_id: pid,
-        iid: packed_iid,
-        answered,
-    }) = tx.bundle_record(request, r.handle)?
-    else {
-        s.rejected += 1;
-        note(
-            notes,
-            Code::AplUnknownHandle,
-            "the answered bundle has no such record".into(),
-        );
-        return Ok(());
-    };
-    if packed_iid != r.installation_id {
-        s.rejected += 1;
-        note(
-            notes,
-            Code::AplIidMismatch,
-            "result's IID differs from the request record; ignored".into(),
-        );
-        return Ok(());
-    }
-    // While the product still has the IID that was packed, the answer must name the
-    // ePID it was packed with (a reimaged product is the stale-IID rule's business).
-    let now = tx.product_now(pid)?;
-    let packed_now = now.iid.as_ref() == Some(&packed_iid);
-    let absent = makproxy_core::ids::ExtendedProductId::absent();
-    if packed_now && *now.epid.as_ref().unwrap_or(&absent) != r.extended_product_id {
-        s.rejected += 1;
-        note(
-            notes,
-            Code::AplEpidMismatch,
-            "result's extended product ID differs from the request record; ignored".into(),
-        );
-        return Ok(());
-    }
-    if r.simulated != simulated_return {
-        s.rejected += 1;
-        note(
-            notes,
-            Code::AplIidMismatch,
-            "record's simulated flag contradicts the return's signed backend; ignored".into(),
-        );
-        return Ok(());
-    }
     // A real CID is final; a simulated one gives way only to a real CID — from a
     // return of the same request, or of another bundle the product was re-packed into.
     let real_cid = r.confirmation_id().is_some() && !r.simulated;
-    let supersedes = answered == Answered::SIMULATED && real_cid;
-    if answered == Answered::REAL || (answered == Answered::SIMULATED && !supersedes) {
+    let supersedes = b.answered == Answered::SIMULATED && real_cid;
+    if b.answered == Answered::REAL || (b.answered == Answered::SIMULATED && !supersedes) {
         s.already_answered += 1;
         return Ok(());
     }
     if let Some(f) = r.failure().filter(|f| unsettled(&f.code)) {
         s.pending += 1;
-        if packed_now {
-            tx.left_pending(pid, f.code.as_str(), at)?;
+        if b.packed_now {
+            tx.left_pending(b.pid, f.code.as_str(), at)?;
         }
-        notes.push(Note {
-            handle: r.handle,
-            code: f.code.to_string(),
-            detail: "not settled online; left pending for a later return".into(),
-            host: None,
-            product: None,
-        });
+        notes.push(Note::new(
+            r.handle,
+            f.code.as_str(),
+            "not settled online; left pending for a later return".into(),
+        ));
         return Ok(());
     }
     if r.confirmation_id().is_some() {
@@ -545,6 +568,28 @@ fn record(
         };
         tx.set_answered(request, r.handle, a)?;
     }
+    take_answer(tx, r, ret, &b, s, notes)
+}
+
+/// Keeps the CID a bound result brings and moves the product, unless its IID changed
+/// since packing (the CID stays on record, not deposited) or its state takes no answer
+/// (recorded, state kept).
+fn take_answer(
+    tx: &Tx,
+    r: &ReturnRecord,
+    ret: &Applying,
+    b: &Bound,
+    s: &mut Summary,
+    notes: &mut Vec<Note>,
+) -> crate::ledger::Result<()> {
+    let Applying { return_id, at, .. } = *ret;
+    let Bound {
+        pid,
+        ref packed_iid,
+        ref now,
+        ..
+    } = *b;
+    let real_cid = r.confirmation_id().is_some() && !r.simulated;
     let (host, aid) = (&now.host, &now.activation_id);
     let (cur_iid, cur_state, cur_sim) = (&now.iid, now.state, now.cid_simulated);
     if let Some(cid) = r.confirmation_id() {
@@ -552,7 +597,7 @@ fn record(
             &KeptCid {
                 host,
                 activation_id: aid,
-                iid: &packed_iid,
+                iid: packed_iid,
                 cid,
                 simulated: r.simulated,
                 return_bundle: return_id,
@@ -560,15 +605,15 @@ fn record(
             at,
         )?;
     }
-    if cur_iid.as_ref() != Some(&packed_iid) {
+    if cur_iid.as_ref() != Some(packed_iid) {
         s.iid_changed += 1;
-        note(
-            notes,
-            Code::AplIidChanged,
+        notes.push(Note::new(
+            r.handle,
+            Code::AplIidChanged.as_str(),
             format!(
                 "{host} {aid}: IID changed since packing; CID kept on record but not deposited"
             ),
-        );
+        ));
         return tx.note(pid, cur_state, History::AnswerStale, at);
     }
     let reason = match &r.answer {
@@ -592,11 +637,11 @@ fn record(
     };
     let Some(moved) = tx.apply(pid, cur_state, &change, None, at)? else {
         s.already_answered += 1;
-        note(
-            notes,
-            Code::AplNothingPending,
+        notes.push(Note::new(
+            r.handle,
+            Code::AplNothingPending.as_str(),
             format!("{host} {aid} is {cur_state}; answer recorded, state kept"),
-        );
+        ));
         return Ok(());
     };
     match moved.to {
